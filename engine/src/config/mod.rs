@@ -1,0 +1,539 @@
+//! Configuration: command-line flags and a TOML file with the same settings.
+//!
+//! [`Options`] is both the clap argument struct and the serde file struct;
+//! every field is optional so that a flag overrides the file, which
+//! overrides the default. [`Options::resolve`] validates each source on its
+//! own (so an error names the flag, or the file and field) and produces the
+//! concrete [`Settings`]. Nothing is bound before this succeeds.
+
+mod duration;
+
+pub use duration::HumanDuration;
+
+use crate::io::RingOptions;
+use crate::tls::TlsSettings;
+use clap::{Parser, ValueEnum};
+use serde::Deserialize;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
+/// Default listen backlog per shard.
+pub const DEFAULT_BACKLOG: u32 = 4096;
+/// Default shared session-cache size (entries).
+pub const DEFAULT_SESSION_CACHE: usize = 65_536;
+/// Default TLS 1.3 tickets per handshake (clients use one per reconnect).
+pub const DEFAULT_TLS13_TICKETS: usize = 1;
+/// Default handshake timeout.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default idle timeout.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default write timeout.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default drain grace period.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+/// Default per-shard connection cap.
+pub const DEFAULT_MAX_CONNS: usize = 65_536;
+
+/// Which built-in service runs on decrypted streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceKind {
+    /// Writes back what it reads.
+    Echo,
+    /// Minimal HTTP/1.1 responder with a fixed body.
+    Http,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Every setting, from flags (`--name`) or the TOML file (`name = ...`).
+#[derive(Debug, Clone, Default, Parser, Deserialize)]
+#[command(name = "uringtls", version, about = "io_uring shard-per-core TLS server")]
+#[serde(deny_unknown_fields)]
+pub struct Options {
+    /// TOML file with these same settings (flags override it).
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    /// Address to listen on, IPv4 or IPv6 [default: 127.0.0.1:8443].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Number of shards (threads, one per CPU) [default: one per available CPU].
+    #[arg(long, value_name = "N")]
+    pub shards: Option<usize>,
+    /// CPUs to pin shards to, e.g. `1` or `0,2-3` [default: the first N CPUs].
+    #[arg(long, value_name = "LIST")]
+    pub cpus: Option<String>,
+    /// Listen backlog per shard (connections) [default: 4096].
+    #[arg(long, value_name = "N")]
+    pub backlog: Option<u32>,
+    /// io_uring submission-queue entries per shard [default: 1024].
+    #[arg(long, value_name = "N")]
+    pub ring_entries: Option<u32>,
+    /// IORING_SETUP_COOP_TASKRUN on the shard rings [default: true].
+    #[arg(long, value_name = "BOOL")]
+    pub coop_taskrun: Option<bool>,
+    /// IORING_SETUP_SQPOLL with this idle time, milliseconds [default: off].
+    #[arg(long, value_name = "MS")]
+    pub sqpoll_idle_ms: Option<u32>,
+
+    /// Certificate chain, PEM [default: generate a self-signed certificate].
+    #[arg(long, value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// Private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// Shared TLS session-cache entries [default: 65536].
+    #[arg(long, value_name = "N")]
+    pub session_cache: Option<usize>,
+    /// TLS 1.3 tickets sent per handshake [default: 1].
+    #[arg(long, value_name = "N")]
+    pub tls13_tickets: Option<usize>,
+    /// Allow TLS 1.2 besides TLS 1.3 [default: true].
+    #[arg(long, value_name = "BOOL")]
+    pub tls12: Option<bool>,
+    /// ALPN protocols, comma-separated, in preference order [default: http/1.1].
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub alpn: Option<Vec<String>>,
+
+    /// Service on decrypted streams [default: http].
+    #[arg(long, value_enum)]
+    pub service: Option<ServiceKind>,
+    /// http: response body size in bytes [default: 12, `hello world\n`].
+    #[arg(long, value_name = "BYTES")]
+    pub body_size: Option<usize>,
+    /// http: request header limit in bytes (431 beyond) [default: 8192].
+    #[arg(long, value_name = "BYTES")]
+    pub max_header: Option<usize>,
+
+    /// A client must finish its handshake within this time [default: 10s].
+    #[arg(long, value_name = "DURATION")]
+    pub handshake_timeout: Option<HumanDuration>,
+    /// Close a connection idle (nothing received) this long [default: 60s].
+    #[arg(long, value_name = "DURATION")]
+    pub idle_timeout: Option<HumanDuration>,
+    /// Close a connection whose peer does not read for this long [default: 30s].
+    #[arg(long, value_name = "DURATION")]
+    pub write_timeout: Option<HumanDuration>,
+    /// Maximum connections per shard; more are closed at once [default: 65536].
+    #[arg(long, value_name = "N")]
+    pub max_conns: Option<usize>,
+    /// On SIGINT/SIGTERM, time for in-flight connections to finish [default: 10s].
+    #[arg(long, value_name = "DURATION")]
+    pub grace: Option<HumanDuration>,
+
+    /// Log format [default: human].
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Log filter, e.g. `info` or `uringtls=debug` [default: info, or RUST_LOG].
+    #[arg(long, value_name = "FILTER")]
+    pub log_level: Option<String>,
+}
+
+/// The resolved, validated settings the engine runs with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// CPU of each shard (its length is the shard count).
+    pub cpus: Vec<usize>,
+    /// Listen backlog per shard.
+    pub backlog: u32,
+    /// Ring setup.
+    pub ring: RingOptions,
+    /// TLS settings.
+    pub tls: TlsSettings,
+    /// Service.
+    pub service: ServiceKind,
+    /// http body size (`None`: `hello world\n`).
+    pub body_size: Option<usize>,
+    /// http header limit.
+    pub max_header: usize,
+    /// Handshake deadline.
+    pub handshake_timeout: Duration,
+    /// Idle deadline.
+    pub idle_timeout: Duration,
+    /// Write deadline.
+    pub write_timeout: Duration,
+    /// Per-shard connection cap.
+    pub max_conns: usize,
+    /// Drain grace period.
+    pub grace: Duration,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Log filter.
+    pub log_level: Option<String>,
+}
+
+/// A configuration problem, reported before anything is bound.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The config file could not be read.
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML for these settings.
+    Parse {
+        /// File.
+        path: PathBuf,
+        /// toml's message (names the line and field).
+        message: String,
+    },
+    /// A value is out of range or malformed.
+    Invalid {
+        /// Where it came from: `flag --x` or `FILE: field x`.
+        origin: String,
+        /// What is wrong with it.
+        problem: String,
+        /// What to change.
+        fix: String,
+    },
+    /// Certificate or key problem.
+    Tls(crate::tls::TlsError),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Read { path, source } => {
+                write!(f, "{}: cannot read config file: {source}", path.display())
+            }
+            ConfigError::Parse { path, message } => {
+                write!(f, "{}: invalid config: {}", path.display(), message.trim_end())
+            }
+            ConfigError::Invalid { origin, problem, fix } => write!(f, "{origin}: {problem}; {fix}"),
+            ConfigError::Tls(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl From<crate::tls::TlsError> for ConfigError {
+    fn from(e: crate::tls::TlsError) -> Self {
+        ConfigError::Tls(e)
+    }
+}
+
+/// Where a value came from, for error messages.
+#[derive(Clone, Copy)]
+enum Origin<'a> {
+    Flag,
+    File(&'a Path),
+}
+
+impl Origin<'_> {
+    fn name(&self, field: &str) -> String {
+        match self {
+            Origin::Flag => format!("flag --{}", field.replace('_', "-")),
+            Origin::File(p) => format!("{}: field `{field}`", p.display()),
+        }
+    }
+
+    fn invalid(&self, field: &str, problem: impl Into<String>, fix: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            origin: self.name(field),
+            problem: problem.into(),
+            fix: fix.into(),
+        }
+    }
+}
+
+macro_rules! merge_fields {
+    ($hi:expr, $lo:expr, $($f:ident),* $(,)?) => {
+        Options { config: $hi.config.or($lo.config), $($f: $hi.$f.or($lo.$f),)* }
+    };
+}
+
+impl Options {
+    /// Loads the TOML file named by `--config`, if any.
+    pub fn load_file(path: &Path) -> Result<Options, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Flags over file over defaults, validated.
+    pub fn resolve(self) -> Result<Settings, ConfigError> {
+        self.check(Origin::Flag)?;
+        let file = match &self.config {
+            Some(p) => {
+                let f = Options::load_file(p)?;
+                f.check(Origin::File(p))?;
+                f
+            }
+            None => Options::default(),
+        };
+        let m = merge_fields!(
+            self, file, listen, shards, cpus, backlog, ring_entries, coop_taskrun, sqpoll_idle_ms,
+            cert, key, session_cache, tls13_tickets, tls12, alpn, service, body_size, max_header,
+            handshake_timeout, idle_timeout, write_timeout, max_conns, grace, log_format, log_level,
+        );
+        m.finish()
+    }
+
+    /// Checks every value present in this one source.
+    fn check(&self, o: Origin<'_>) -> Result<(), ConfigError> {
+        if let Some(l) = &self.listen {
+            parse_listen(l).map_err(|p| o.invalid("listen", p, "write IP:PORT, e.g. 127.0.0.1:8443 or [::1]:8443"))?;
+        }
+        if self.shards == Some(0) {
+            return Err(o.invalid("shards", "0 shards cannot serve", "use 1 or more (default: one per CPU)"));
+        }
+        if let Some(c) = &self.cpus {
+            parse_cpus(c).map_err(|p| o.invalid("cpus", p, "write a list such as `1` or `0,2-3`"))?;
+        }
+        if self.backlog == Some(0) {
+            return Err(o.invalid("backlog", "backlog 0", "use a positive number (default 4096)"));
+        }
+        if let Some(n) = self.ring_entries {
+            if !(2..=32_768).contains(&n) {
+                return Err(o.invalid("ring_entries", format!("{n} is out of range"), "use 2..=32768 (default 1024)"));
+            }
+        }
+        if self.session_cache == Some(0) {
+            return Err(o.invalid("session_cache", "a cache of 0 entries", "use 1 or more (default 65536)"));
+        }
+        if self.max_conns == Some(0) {
+            return Err(o.invalid("max_conns", "0 connections per shard", "use 1 or more (default 65536)"));
+        }
+        if let Some(b) = self.body_size {
+            if b > 1 << 30 {
+                return Err(o.invalid("body_size", format!("{b} bytes is over 1 GiB"), "use a smaller body"));
+            }
+        }
+        if let Some(h) = self.max_header {
+            if h < 64 {
+                return Err(o.invalid("max_header", format!("{h} bytes"), "use at least 64 (default 8192)"));
+            }
+        }
+        for (name, d) in [
+            ("handshake_timeout", self.handshake_timeout),
+            ("idle_timeout", self.idle_timeout),
+            ("write_timeout", self.write_timeout),
+        ] {
+            if d.is_some_and(|d| d.0.is_zero()) {
+                return Err(o.invalid(name, "a zero timeout", "use a positive duration such as `10s`"));
+            }
+        }
+        if self.cert.is_some() != self.key.is_some() {
+            let missing = if self.cert.is_some() { "key" } else { "cert" };
+            return Err(o.invalid(missing, "cert and key must be given together", format!("give `{missing}` too, or neither for a self-signed certificate")));
+        }
+        Ok(())
+    }
+
+    /// Turns merged options into settings; cross-field checks.
+    fn finish(self) -> Result<Settings, ConfigError> {
+        let listen = parse_listen(self.listen.as_deref().unwrap_or(DEFAULT_LISTEN))
+            .map_err(|p| Origin::Flag.invalid("listen", p, "write IP:PORT"))?;
+        let available = available_cpus();
+        let cpus = match (&self.cpus, self.shards) {
+            (Some(list), shards) => {
+                let list = parse_cpus(list).map_err(|p| Origin::Flag.invalid("cpus", p, "write a list such as `0,2-3`"))?;
+                match shards {
+                    Some(n) if n > list.len() => {
+                        return Err(Origin::Flag.invalid(
+                            "shards",
+                            format!("{n} shards but only {} CPUs listed in cpus", list.len()),
+                            "list one CPU per shard, or lower shards",
+                        ))
+                    }
+                    Some(n) => list.into_iter().take(n).collect(),
+                    None => list,
+                }
+            }
+            (None, Some(n)) => (0..n).map(|i| available[i % available.len()]).collect(),
+            (None, None) => available.clone(),
+        };
+        if let Some(bad) = cpus.iter().find(|c| !available.contains(c)) {
+            return Err(Origin::Flag.invalid(
+                "cpus",
+                format!("CPU {bad} is not available to this process (available: {available:?})"),
+                "choose CPUs from the available list",
+            ));
+        }
+        let alpn = self
+            .alpn
+            .unwrap_or_else(|| vec!["http/1.1".into()])
+            .into_iter()
+            .filter(|p| !p.is_empty())
+            .map(String::into_bytes)
+            .collect();
+        let d = |v: Option<HumanDuration>, def| v.map(|h| h.0).unwrap_or(def);
+        Ok(Settings {
+            listen,
+            cpus,
+            backlog: self.backlog.unwrap_or(DEFAULT_BACKLOG),
+            ring: RingOptions {
+                entries: self.ring_entries.unwrap_or(crate::io::DEFAULT_RING_ENTRIES),
+                coop_taskrun: self.coop_taskrun.unwrap_or(true),
+                sqpoll_idle_ms: self.sqpoll_idle_ms,
+            },
+            tls: TlsSettings {
+                cert: self.cert,
+                key: self.key,
+                session_cache: self.session_cache.unwrap_or(DEFAULT_SESSION_CACHE),
+                tls13_tickets: self.tls13_tickets.unwrap_or(DEFAULT_TLS13_TICKETS),
+                tls12: self.tls12.unwrap_or(true),
+                alpn,
+            },
+            service: self.service.unwrap_or(ServiceKind::Http),
+            body_size: self.body_size,
+            max_header: self.max_header.unwrap_or(crate::services::http::DEFAULT_MAX_HEADER),
+            handshake_timeout: d(self.handshake_timeout, DEFAULT_HANDSHAKE_TIMEOUT),
+            idle_timeout: d(self.idle_timeout, DEFAULT_IDLE_TIMEOUT),
+            write_timeout: d(self.write_timeout, DEFAULT_WRITE_TIMEOUT),
+            max_conns: self.max_conns.unwrap_or(DEFAULT_MAX_CONNS),
+            grace: d(self.grace, DEFAULT_GRACE),
+            log_format: self.log_format.unwrap_or(LogFormat::Human),
+            log_level: self.log_level,
+        })
+    }
+}
+
+fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    s.parse().map_err(|_| format!("`{s}` is not an IP:PORT address"))
+}
+
+/// Parses `0,2-3` into `[0, 2, 3]`.
+pub fn parse_cpus(s: &str) -> Result<Vec<usize>, String> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let num = |x: &str| x.trim().parse::<usize>().map_err(|_| format!("`{part}` is not a CPU number or range"));
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (num(a)?, num(b)?);
+                if a > b {
+                    return Err(format!("range `{part}` runs backwards"));
+                }
+                out.extend(a..=b);
+            }
+            None => out.push(num(part)?),
+        }
+    }
+    if out.is_empty() {
+        return Err("empty CPU list".into());
+    }
+    let mut seen = out.clone();
+    seen.sort_unstable();
+    seen.dedup();
+    if seen.len() != out.len() {
+        return Err(format!("`{s}` lists a CPU twice"));
+    }
+    Ok(out)
+}
+
+/// CPUs this process may run on.
+pub fn available_cpus() -> Vec<usize> {
+    match core_affinity::get_core_ids() {
+        Some(ids) if !ids.is_empty() => ids.into_iter().map(|c| c.id).collect(),
+        _ => vec![0],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn flags(args: &[&str]) -> Options {
+        let mut v = vec!["uringtls"];
+        v.extend_from_slice(args);
+        Options::try_parse_from(v).expect("parse")
+    }
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().expect("tmp");
+        f.write_all(text.as_bytes()).expect("write");
+        f
+    }
+
+    #[test]
+    fn defaults_are_documented_values() {
+        let s = flags(&[]).resolve().expect("ok");
+        assert_eq!(s.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(s.cpus, available_cpus());
+        assert_eq!(s.tls.session_cache, DEFAULT_SESSION_CACHE);
+        assert_eq!(s.handshake_timeout, DEFAULT_HANDSHAKE_TIMEOUT);
+        assert_eq!(s.service, ServiceKind::Http);
+        assert!(s.ring.coop_taskrun);
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let f = file("shards = 1\nidle_timeout = \"5s\"\nservice = \"echo\"\nlisten = \"[::1]:9000\"\n");
+        let path = f.path().to_str().expect("utf8");
+        let s = flags(&["--config", path, "--idle-timeout", "7s"]).resolve().expect("ok");
+        assert_eq!(s.idle_timeout, Duration::from_secs(7));
+        assert_eq!(s.service, ServiceKind::Echo);
+        assert_eq!(s.cpus.len(), 1);
+        assert_eq!(s.listen.to_string(), "[::1]:9000");
+    }
+
+    #[test]
+    fn zero_shards_flag_is_named() {
+        let e = flags(&["--shards", "0"]).resolve().unwrap_err().to_string();
+        assert!(e.starts_with("flag --shards: 0 shards"), "{e}");
+    }
+
+    #[test]
+    fn bad_field_in_file_names_file_and_field() {
+        let f = file("listen = \"nonsense\"\n");
+        let path = f.path().to_str().expect("utf8");
+        let e = flags(&["--config", path]).resolve().unwrap_err().to_string();
+        assert!(e.contains(path) && e.contains("field `listen`"), "{e}");
+    }
+
+    #[test]
+    fn unknown_key_in_file_is_reported_with_its_name() {
+        let f = file("shardz = 3\n");
+        let path = f.path().to_str().expect("utf8");
+        let e = flags(&["--config", path]).resolve().unwrap_err().to_string();
+        assert!(e.contains(path) && e.contains("shardz"), "{e}");
+    }
+
+    #[test]
+    fn missing_config_file_is_named() {
+        let e = flags(&["--config", "/nonexistent/u.toml"]).resolve().unwrap_err().to_string();
+        assert!(e.contains("/nonexistent/u.toml"), "{e}");
+    }
+
+    #[test]
+    fn cert_without_key_is_refused() {
+        let e = flags(&["--cert", "c.pem"]).resolve().unwrap_err().to_string();
+        assert!(e.contains("--key"), "{e}");
+    }
+
+    #[test]
+    fn cpu_lists_parse_and_reject_nonsense() {
+        assert_eq!(parse_cpus("0,2-3"), Ok(vec![0, 2, 3]));
+        assert!(parse_cpus("3-1").is_err());
+        assert!(parse_cpus("a").is_err());
+        assert!(parse_cpus("1,1").is_err());
+        let e = flags(&["--cpus", "4096"]).resolve().unwrap_err().to_string();
+        assert!(e.contains("CPU 4096 is not available"), "{e}");
+    }
+}

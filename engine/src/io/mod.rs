@@ -1,0 +1,189 @@
+//! The I/O boundary: every call into the io_uring runtime lives here.
+//!
+//! TLS, services and configuration never touch `tokio_uring` directly; they use
+//! [`Listener`], [`Conn`], [`spawn`] and [`Runtime`] from this module. Swapping
+//! the backend (e.g. the raw `io-uring` crate with multishot receive and
+//! provided-buffer rings) means reimplementing this module only.
+//!
+//! Buffers are owned (`Vec<u8>`) and passed to the kernel for the duration of
+//! an operation; callers keep one read and one write buffer per connection and
+//! reuse them, so the hot path does not allocate.
+//!
+//! One rule callers must know: an in-flight io_uring operation holds a
+//! reference to its file, so dropping a [`Conn`] while a read is pending does
+//! **not** close the socket. [`Conn::abort`] (shutdown both directions) makes
+//! the pending operation complete; connection drivers call it on every
+//! abnormal end.
+
+use std::future::Future;
+use std::io;
+use std::net::{Shutdown, SocketAddr};
+use std::os::fd::{AsRawFd, RawFd};
+
+/// Default submission-queue size per shard ring.
+pub const DEFAULT_RING_ENTRIES: u32 = 1024;
+
+/// How each shard's ring is set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RingOptions {
+    /// Submission queue entries (power of two; the kernel rounds up). Default 1024.
+    pub entries: u32,
+    /// `IORING_SETUP_COOP_TASKRUN`: completions are run when the task enters
+    /// the kernel instead of by interrupting it. Default on (measured: see
+    /// `docs/benchmarks.md`).
+    pub coop_taskrun: bool,
+    /// `IORING_SETUP_SQPOLL` with this idle time in milliseconds (a kernel
+    /// thread polls the submission queue). Default off.
+    pub sqpoll_idle_ms: Option<u32>,
+}
+
+impl Default for RingOptions {
+    fn default() -> Self {
+        RingOptions {
+            entries: DEFAULT_RING_ENTRIES,
+            coop_taskrun: true,
+            sqpoll_idle_ms: None,
+        }
+    }
+}
+
+/// A per-thread io_uring runtime (a tokio current-thread runtime with an
+/// io_uring driver underneath; tokio timers work inside it).
+pub struct Runtime {
+    inner: tokio_uring::Runtime,
+}
+
+impl Runtime {
+    /// Builds the ring on the calling thread. Fails when io_uring is not
+    /// available (kernel too old, disabled by `kernel.io_uring_disabled`, or
+    /// refused by a seccomp policy) or the ring cannot be locked in memory.
+    pub fn new(opts: &RingOptions) -> io::Result<Runtime> {
+        let mut urb = tokio_uring::uring_builder();
+        if opts.coop_taskrun {
+            urb.setup_coop_taskrun();
+        }
+        if let Some(idle) = opts.sqpoll_idle_ms {
+            urb.setup_sqpoll(idle);
+        }
+        let mut builder = tokio_uring::builder();
+        builder.entries(opts.entries).uring_builder(&urb);
+        let inner = tokio_uring::Runtime::new(&builder)?;
+        Ok(Runtime { inner })
+    }
+
+    /// Runs `fut` to completion on this thread, driving spawned tasks too.
+    pub fn block_on<F: Future>(&self, fut: F) -> F::Output {
+        self.inner.block_on(fut)
+    }
+}
+
+/// Spawns a task on the current shard's runtime (tasks never move between
+/// threads, so they need not be `Send`).
+pub fn spawn<F>(fut: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: Future + 'static,
+{
+    tokio_uring::spawn(fut)
+}
+
+/// A listening socket driven by io_uring `accept`.
+pub struct Listener {
+    inner: tokio_uring::net::TcpListener,
+}
+
+impl Listener {
+    /// Wraps a listening socket built elsewhere (with `socket2`: reuseport,
+    /// backlog, ...). Must be called inside a [`Runtime`].
+    pub fn from_std(listener: std::net::TcpListener) -> Listener {
+        Listener {
+            inner: tokio_uring::net::TcpListener::from_std(listener),
+        }
+    }
+
+    /// Accepts one connection.
+    pub async fn accept(&self) -> io::Result<(Conn, SocketAddr)> {
+        let (stream, peer) = self.inner.accept().await?;
+        Ok((Conn { inner: stream }, peer))
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+
+    /// Takes the socket out of the kernel's accept group: pending and future
+    /// `accept`s fail, and the kernel stops routing new connections to this
+    /// socket (they go to the other `SO_REUSEPORT` members). Used on drain.
+    pub fn stop_accepting(&self) {
+        shutdown_fd(self.inner.as_raw_fd(), Shutdown::Read);
+    }
+}
+
+/// A connected TCP socket driven by io_uring reads and writes.
+pub struct Conn {
+    inner: tokio_uring::net::TcpStream,
+}
+
+impl Conn {
+    /// Connects to `addr` (an io_uring `connect`).
+    pub async fn connect(addr: SocketAddr) -> io::Result<Conn> {
+        let inner = tokio_uring::net::TcpStream::connect(addr).await?;
+        Ok(Conn { inner })
+    }
+
+    /// Wraps a connected std socket. Must be called inside a [`Runtime`].
+    pub fn from_std(stream: std::net::TcpStream) -> Conn {
+        Conn {
+            inner: tokio_uring::net::TcpStream::from_std(stream),
+        }
+    }
+
+    /// Reads into the spare capacity of `buf` (after its current length) and
+    /// returns the buffer with its length grown by the bytes read. `Ok(0)`
+    /// means the peer closed its sending side.
+    pub async fn read(&self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+        let (res, buf) = self.inner.read(buf).await;
+        (res, buf)
+    }
+
+    /// Writes all of `buf` (looping over short writes) and gives it back.
+    pub async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+        let (res, buf) = self.inner.write_all(buf).await;
+        (res, buf)
+    }
+
+    /// Sets `TCP_NODELAY`.
+    pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
+        self.inner.set_nodelay(on)
+    }
+
+    /// Half-closes our sending side (FIN), after a TLS `close_notify`.
+    pub fn shutdown_write(&self) {
+        shutdown_fd(self.inner.as_raw_fd(), Shutdown::Write);
+    }
+
+    /// Shuts the socket down in both directions so that any pending
+    /// operation completes and the fd is released once this `Conn` drops.
+    pub fn abort(&self) {
+        shutdown_fd(self.inner.as_raw_fd(), Shutdown::Both);
+    }
+
+    /// The raw fd, for socket options set from outside (e.g. `SO_LINGER`).
+    pub fn raw_fd(&self) -> RawFd {
+        self.inner.as_raw_fd()
+    }
+}
+
+fn shutdown_fd(fd: RawFd, how: Shutdown) {
+    let how = match how {
+        Shutdown::Read => libc::SHUT_RD,
+        Shutdown::Write => libc::SHUT_WR,
+        Shutdown::Both => libc::SHUT_RDWR,
+    };
+    // SAFETY: `fd` is a socket owned by the caller's live Listener/Conn;
+    // shutdown(2) neither closes nor invalidates it. Errors (ENOTCONN when the
+    // peer is already gone) are harmless here and deliberately ignored.
+    unsafe {
+        libc::shutdown(fd, how);
+    }
+}

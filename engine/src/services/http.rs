@@ -1,0 +1,327 @@
+//! `http`: a minimal HTTP/1.1 responder for real clients (curl, wrk, h2load).
+//!
+//! Every request gets the same fixed body. Keep-alive by default, pipelining
+//! (all complete requests in a read are answered with one write),
+//! `Connection: close`, HTTP/1.0, `HEAD`, request bodies by `Content-Length`
+//! (read and discarded). Errors: `400` on a malformed request, `431` when the
+//! header block exceeds the limit, `501` for chunked request bodies; each of
+//! these closes the connection.
+//!
+//! The protocol logic is [`Http::process`], a pure function over byte
+//! buffers, tested (and fuzzed) without sockets.
+
+use super::{ConnInfo, Service};
+use crate::tls::ServerStream;
+use std::io;
+
+/// Default response body.
+pub const DEFAULT_BODY: &[u8] = b"hello world\n";
+/// Default limit of the request header block (bytes).
+pub const DEFAULT_MAX_HEADER: usize = 8 * 1024;
+const MAX_HEADERS: usize = 64;
+
+/// The HTTP/1.1 responder.
+#[derive(Debug, Clone)]
+pub struct Http {
+    body: Vec<u8>,
+    head_keepalive: Vec<u8>,
+    head_close: Vec<u8>,
+    max_header: usize,
+}
+
+/// What [`Http::process`] did with the input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Input bytes fully handled (requests answered, bodies skipped).
+    pub consumed: usize,
+    /// Bytes of a request body still to skip after `consumed`.
+    pub skip: usize,
+    /// The connection must close after the output is sent.
+    pub close: bool,
+}
+
+impl Http {
+    /// A responder sending `body` to every request.
+    pub fn new(body: Vec<u8>, max_header: usize) -> Http {
+        let head = |conn: &str| {
+            format!(
+                "HTTP/1.1 200 OK\r\nServer: uringtls\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: {conn}\r\n\r\n",
+                body.len()
+            )
+            .into_bytes()
+        };
+        Http {
+            head_keepalive: head("keep-alive"),
+            head_close: head("close"),
+            body,
+            max_header,
+        }
+    }
+
+    /// A responder with a body of `size` bytes (`hello world\n` repeated).
+    pub fn with_body_size(size: usize, max_header: usize) -> Http {
+        let body = DEFAULT_BODY.iter().copied().cycle().take(size).collect();
+        Http::new(body, max_header)
+    }
+
+    /// Answers every complete request in `input`, appending responses to
+    /// `out`. Stops at the first incomplete request, or after a request that
+    /// closes the connection.
+    pub fn process(&self, input: &[u8], out: &mut Vec<u8>) -> Progress {
+        let mut consumed = 0;
+        loop {
+            let rest = &input[consumed..];
+            if rest.is_empty() {
+                return Progress { consumed, skip: 0, close: false };
+            }
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut req = httparse::Request::new(&mut headers);
+            match req.parse(rest) {
+                Ok(httparse::Status::Complete(len)) => {
+                    let meta = RequestMeta::of(&req);
+                    if meta.bad {
+                        error(out, "400 Bad Request");
+                        return Progress { consumed: input.len(), skip: 0, close: true };
+                    }
+                    if meta.chunked {
+                        error(out, "501 Not Implemented");
+                        return Progress { consumed: input.len(), skip: 0, close: true };
+                    }
+                    let close = meta.close;
+                    out.extend_from_slice(if close { &self.head_close } else { &self.head_keepalive });
+                    if !meta.head {
+                        out.extend_from_slice(&self.body);
+                    }
+                    consumed += len;
+                    let avail = input.len() - consumed;
+                    let skip = meta.content_length.min(avail);
+                    consumed += skip;
+                    let left = meta.content_length - skip;
+                    if close || left > 0 {
+                        return Progress { consumed, skip: left, close };
+                    }
+                }
+                Ok(httparse::Status::Partial) => {
+                    if rest.len() > self.max_header {
+                        error(out, "431 Request Header Fields Too Large");
+                        return Progress { consumed: input.len(), skip: 0, close: true };
+                    }
+                    return Progress { consumed, skip: 0, close: false };
+                }
+                Err(httparse::Error::TooManyHeaders) => {
+                    error(out, "431 Request Header Fields Too Large");
+                    return Progress { consumed: input.len(), skip: 0, close: true };
+                }
+                Err(_) => {
+                    error(out, "400 Bad Request");
+                    return Progress { consumed: input.len(), skip: 0, close: true };
+                }
+            }
+        }
+    }
+}
+
+struct RequestMeta {
+    head: bool,
+    close: bool,
+    chunked: bool,
+    bad: bool,
+    content_length: usize,
+}
+
+impl RequestMeta {
+    fn of(req: &httparse::Request<'_, '_>) -> RequestMeta {
+        let http10 = req.version == Some(0);
+        let mut m = RequestMeta {
+            head: req.method == Some("HEAD"),
+            close: http10,
+            chunked: false,
+            bad: false,
+            content_length: 0,
+        };
+        for h in req.headers.iter() {
+            if h.name.eq_ignore_ascii_case("connection") {
+                let v = h.value.to_ascii_lowercase();
+                if v.windows(5).any(|w| w == b"close") {
+                    m.close = true;
+                } else if v.windows(10).any(|w| w == b"keep-alive") {
+                    m.close = false;
+                }
+            } else if h.name.eq_ignore_ascii_case("content-length") {
+                match std::str::from_utf8(h.value).ok().and_then(|s| s.trim().parse().ok()) {
+                    Some(n) => m.content_length = n,
+                    None => m.bad = true,
+                }
+            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                m.chunked = true;
+            }
+        }
+        m
+    }
+}
+
+fn error(out: &mut Vec<u8>, status: &str) {
+    out.extend_from_slice(
+        format!("HTTP/1.1 {status}\r\nServer: uringtls\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    );
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Http::new(DEFAULT_BODY.to_vec(), DEFAULT_MAX_HEADER)
+    }
+}
+
+impl Service for Http {
+    async fn serve(&self, stream: &mut ServerStream, conn: &ConnInfo) -> io::Result<()> {
+        let mut input: Vec<u8> = Vec::with_capacity(4096);
+        let mut out: Vec<u8> = Vec::with_capacity(4096);
+        let mut chunk = vec![0u8; 16 * 1024];
+        let mut skip = 0usize;
+        loop {
+            // Idle between requests: a drain ends the connection here.
+            let n = if input.is_empty() && skip == 0 {
+                match conn.read_unless_draining(stream, &mut chunk).await? {
+                    None | Some(0) => return Ok(()),
+                    Some(n) => n,
+                }
+            } else {
+                match stream.read(&mut chunk).await? {
+                    0 => return Ok(()),
+                    n => n,
+                }
+            };
+            let mut data = &chunk[..n];
+            let drop_now = skip.min(data.len());
+            skip -= drop_now;
+            data = &data[drop_now..];
+            input.extend_from_slice(data);
+            if skip > 0 {
+                continue;
+            }
+            let p = self.process(&input, &mut out);
+            input.drain(..p.consumed);
+            skip = p.skip;
+            if !out.is_empty() {
+                stream.write_all(&out).await?;
+                stream.flush().await?;
+                out.clear();
+            }
+            if p.close || (conn.draining() && input.is_empty() && skip == 0) {
+                return Ok(());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(input: &[u8]) -> (String, Progress) {
+        let mut out = Vec::new();
+        let p = Http::default().process(input, &mut out);
+        (String::from_utf8(out).expect("utf8"), p)
+    }
+
+    #[test]
+    fn get_is_answered_with_the_body_and_kept_alive() {
+        let (out, p) = run(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert!(out.starts_with("HTTP/1.1 200 OK\r\n"));
+        assert!(out.contains("Connection: keep-alive"));
+        assert!(out.ends_with("\r\n\r\nhello world\n"));
+        assert!(!p.close);
+        assert_eq!(p.consumed, 27);
+    }
+
+    #[test]
+    fn pipelined_requests_get_answers_in_order() {
+        let (out, p) = run(b"GET /1 HTTP/1.1\r\n\r\nHEAD /2 HTTP/1.1\r\n\r\nGET /3 HTTP/1.1\r\n\r\nGET /4 HT");
+        assert_eq!(out.matches("200 OK").count(), 3);
+        assert_eq!(out.matches("hello world").count(), 2, "HEAD has no body");
+        assert_eq!(p.consumed, 19 + 20 + 19);
+    }
+
+    #[test]
+    fn connection_close_and_http10_close() {
+        let (out, p) = run(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\nGET / HTTP/1.1\r\n\r\n");
+        assert!(p.close);
+        assert_eq!(out.matches("200 OK").count(), 1);
+        assert!(out.contains("Connection: close"));
+        let (_, p) = run(b"GET / HTTP/1.0\r\n\r\n");
+        assert!(p.close);
+        let (_, p) = run(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+        assert!(!p.close);
+    }
+
+    #[test]
+    fn garbage_gets_400_and_close() {
+        let (out, p) = run(b"\x16\x03\x01garbage\r\n\r\n");
+        assert!(out.starts_with("HTTP/1.1 400 Bad Request"));
+        assert!(p.close);
+    }
+
+    #[test]
+    fn oversized_headers_get_431() {
+        let mut req = b"GET / HTTP/1.1\r\n".to_vec();
+        req.extend(std::iter::repeat_n(b'a', DEFAULT_MAX_HEADER + 10));
+        let (out, p) = run(&req);
+        assert!(out.starts_with("HTTP/1.1 431"));
+        assert!(p.close);
+        let mut many = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..100 {
+            many.extend(format!("X-{i}: y\r\n").as_bytes());
+        }
+        many.extend(b"\r\n");
+        assert!(run(&many).0.starts_with("HTTP/1.1 431"));
+    }
+
+    #[test]
+    fn request_bodies_are_skipped_even_when_split() {
+        let (out, p) = run(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nabcdeGET / HTTP/1.1\r\n\r\n");
+        assert_eq!(out.matches("200 OK").count(), 2);
+        assert_eq!(p.skip, 0);
+        let (_, p) = run(b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc");
+        assert_eq!(p.skip, 7);
+        assert_eq!(p.consumed, 41);
+    }
+
+    #[test]
+    fn chunked_bodies_are_refused() {
+        let (out, p) = run(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert!(out.starts_with("HTTP/1.1 501"));
+        assert!(p.close);
+    }
+
+    #[test]
+    fn body_size_is_honoured() {
+        let h = Http::with_body_size(100_000, DEFAULT_MAX_HEADER);
+        let mut out = Vec::new();
+        h.process(b"GET / HTTP/1.1\r\n\r\n", &mut out);
+        assert!(String::from_utf8_lossy(&out).contains("Content-Length: 100000\r\n"));
+        assert!(out.len() > 100_000);
+    }
+
+    #[test]
+    fn every_split_point_gives_the_same_answers() {
+        let req = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nPOST /b HTTP/1.1\r\nContent-Length: 3\r\n\r\nxyzGET /c HTTP/1.1\r\n\r\n";
+        let (whole, _) = run(req);
+        let h = Http::default();
+        for split in 0..req.len() {
+            let mut out = Vec::new();
+            let mut input = req[..split].to_vec();
+            let p = h.process(&input, &mut out);
+            input.drain(..p.consumed);
+            let mut skip = p.skip;
+            let mut tail = &req[split..];
+            let d = skip.min(tail.len());
+            skip -= d;
+            tail = &tail[d..];
+            assert_eq!(skip, 0);
+            input.extend_from_slice(tail);
+            h.process(&input, &mut out);
+            assert_eq!(String::from_utf8(out).expect("utf8"), whole, "split at {split}");
+        }
+    }
+}

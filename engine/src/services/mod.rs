@@ -1,0 +1,71 @@
+//! Services: what the engine does with a decrypted stream.
+//!
+//! A [`Service`] gets a [`ServerStream`] after the handshake and owns the
+//! conversation until it returns. The engine closes the connection
+//! afterwards (with `close_notify` if the service did not).
+//!
+//! Built-in: [`echo::Echo`] and [`http::Http`]. Users implement the trait for
+//! their own protocol; see `engine/examples/launcelot.rs`.
+
+pub mod echo;
+pub mod http;
+
+use crate::shard::ShardState;
+use crate::tls::ServerStream;
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+/// A protocol served over decrypted TLS streams. One instance is shared by
+/// all shards (hence `Send + Sync`); each connection's future runs on its
+/// shard's thread and need not be `Send`.
+#[allow(async_fn_in_trait)] // futures run on a single-threaded shard; no Send bound wanted
+pub trait Service: Send + Sync + 'static {
+    /// Serves one connection. Returning `Ok` ends it cleanly; an error is
+    /// logged at debug level and the connection is closed.
+    async fn serve(&self, stream: &mut ServerStream, conn: &ConnInfo) -> io::Result<()>;
+}
+
+/// What a service may know about its connection.
+pub struct ConnInfo {
+    /// Client address.
+    pub peer: SocketAddr,
+    /// Local (listening) address.
+    pub local: SocketAddr,
+    pub(crate) shard: Rc<ShardState>,
+}
+
+impl ConnInfo {
+    /// Index of the shard this connection lives on.
+    pub fn shard_id(&self) -> usize {
+        self.shard.id
+    }
+
+    /// True once the server is shutting down: finish the current exchange
+    /// and close instead of waiting for more.
+    pub fn draining(&self) -> bool {
+        self.shard.is_draining()
+    }
+
+    /// Completes when the server starts draining (at once if it already has).
+    pub async fn drained(&self) {
+        self.shard.drained().await
+    }
+
+    /// Reads from `stream`, but gives `Ok(None)` if draining starts first.
+    /// Use it where a connection waits idle for its next request. A read
+    /// interrupted this way leaves the stream unusable except for closing.
+    pub async fn read_unless_draining(
+        &self,
+        stream: &mut ServerStream,
+        buf: &mut [u8],
+    ) -> io::Result<Option<usize>> {
+        if self.draining() {
+            return Ok(None);
+        }
+        tokio::select! {
+            r = stream.read(buf) => r.map(Some),
+            _ = self.drained() => Ok(None),
+        }
+    }
+}

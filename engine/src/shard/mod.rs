@@ -1,0 +1,391 @@
+//! Shards: one pinned OS thread per CPU, each with its own io_uring runtime
+//! and its own `SO_REUSEPORT` listener. A connection lives and dies on the
+//! shard that accepted it.
+//!
+//! Start-up is all-or-nothing: listeners are bound first (on the calling
+//! thread, so port 0 resolves once), then every shard pins itself and builds
+//! its ring, and only when all report ready are they told to serve. If one
+//! fails, none serves and the error names the shard and the cause.
+
+pub mod listener;
+mod state;
+
+pub use state::{Counters, ShardState};
+
+use crate::io::{self, Conn, Listener, RingOptions, Runtime};
+use crate::services::{ConnInfo, Service};
+use crate::tls::ServerStream;
+use rustls::ServerConfig;
+use std::fmt;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// What each shard needs besides its listener.
+#[derive(Debug, Clone)]
+pub struct ShardSettings {
+    /// Ring setup.
+    pub ring: RingOptions,
+    /// Handshake deadline.
+    pub handshake_timeout: Duration,
+    /// Idle (read) deadline after the handshake.
+    pub idle_timeout: Duration,
+    /// Write deadline.
+    pub write_timeout: Duration,
+    /// Connection cap per shard.
+    pub max_conns: usize,
+    /// Time allowed for connections to finish after a stop.
+    pub grace: Duration,
+}
+
+/// Why the shards could not start.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum StartError {
+    /// Binding the listening sockets failed.
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// A shard failed to start.
+    Shard {
+        /// Shard index.
+        shard: usize,
+        /// Its CPU.
+        cpu: usize,
+        /// What went wrong and what to do.
+        reason: String,
+    },
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Bind { addr, source } => {
+                let hint = match source.kind() {
+                    std::io::ErrorKind::PermissionDenied => " (ports below 1024 need root or CAP_NET_BIND_SERVICE)",
+                    std::io::ErrorKind::AddrInUse => " (another process holds this port without SO_REUSEPORT)",
+                    std::io::ErrorKind::AddrNotAvailable => " (the address is not configured on this machine)",
+                    _ => "",
+                };
+                write!(f, "cannot listen on {addr}: {source}{hint}")
+            }
+            StartError::Shard { shard, cpu, reason } => {
+                write!(f, "shard {shard} (CPU {cpu}) failed to start: {reason}; no shard is serving")
+            }
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// Running shards.
+pub struct Server {
+    addr: SocketAddr,
+    cpus: Vec<usize>,
+    stop: watch::Sender<bool>,
+    threads: Vec<JoinHandle<()>>,
+    done: mpsc::Receiver<usize>,
+}
+
+impl Server {
+    /// Binds, starts one shard per CPU in `cpus`, and returns once all serve.
+    pub fn start<S: Service>(
+        addr: SocketAddr,
+        backlog: u32,
+        cpus: &[usize],
+        settings: ShardSettings,
+        tls: Arc<ServerConfig>,
+        service: Arc<S>,
+    ) -> Result<Server, StartError> {
+        let listeners = listener::bind_all(addr, cpus.len(), backlog)
+            .map_err(|source| StartError::Bind { addr, source })?;
+        let addr = listeners[0]
+            .local_addr()
+            .map_err(|source| StartError::Bind { addr, source })?;
+        let (stop, stop_rx) = watch::channel(false);
+        let (ready_tx, ready_rx) = mpsc::channel::<(usize, Result<(), String>)>();
+        let (done_tx, done) = mpsc::channel();
+        let mut threads = Vec::new();
+        let mut go_senders = Vec::new();
+        for (i, (l, &cpu)) in listeners.into_iter().zip(cpus).enumerate() {
+            let (go_tx, go_rx) = mpsc::channel::<bool>();
+            go_senders.push(go_tx);
+            let shard = ShardTask {
+                id: i,
+                cpu,
+                listener: l,
+                settings: settings.clone(),
+                tls: tls.clone(),
+                service: service.clone(),
+                stop: stop_rx.clone(),
+            };
+            let (ready, done) = (ready_tx.clone(), done_tx.clone());
+            let spawned = std::thread::Builder::new()
+                .name(format!("shard-{i}"))
+                .spawn(move || shard.run(ready, go_rx, done));
+            match spawned {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    abort_all(&go_senders, threads);
+                    return Err(StartError::Shard { shard: i, cpu, reason: format!("cannot spawn thread: {e}") });
+                }
+            }
+        }
+        drop(ready_tx);
+        let mut failure = None;
+        for _ in 0..cpus.len() {
+            match ready_rx.recv() {
+                Ok((_, Ok(()))) => {}
+                Ok((i, Err(reason))) => {
+                    failure.get_or_insert(StartError::Shard { shard: i, cpu: cpus[i], reason });
+                }
+                Err(_) => {
+                    failure.get_or_insert(StartError::Shard { shard: 0, cpu: cpus[0], reason: "a shard thread died".into() });
+                    break;
+                }
+            }
+        }
+        if let Some(e) = failure {
+            abort_all(&go_senders, threads);
+            return Err(e);
+        }
+        for g in &go_senders {
+            let _ = g.send(true);
+        }
+        Ok(Server { addr, cpus: cpus.to_vec(), stop, threads, done })
+    }
+
+    /// The address all shards listen on (with the real port if 0 was asked).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// CPU of each shard.
+    pub fn cpus(&self) -> &[usize] {
+        &self.cpus
+    }
+
+    /// Stops accepting and starts draining; returns at once.
+    pub fn shutdown(&self) {
+        let _ = self.stop.send(true);
+    }
+
+    /// Waits until every shard has drained (or hit its grace period).
+    /// Does not wait for the threads' runtimes to be torn down.
+    pub fn wait_drained(&self) {
+        for _ in 0..self.threads.len() {
+            if self.done.recv().is_err() {
+                break;
+            }
+        }
+    }
+
+    /// Stops, drains and joins every shard thread.
+    pub fn stop_and_join(self) {
+        self.shutdown();
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+fn abort_all(go: &[mpsc::Sender<bool>], threads: Vec<JoinHandle<()>>) {
+    for g in go {
+        let _ = g.send(false);
+    }
+    for t in threads {
+        let _ = t.join();
+    }
+}
+
+struct ShardTask<S> {
+    id: usize,
+    cpu: usize,
+    listener: std::net::TcpListener,
+    settings: ShardSettings,
+    tls: Arc<ServerConfig>,
+    service: Arc<S>,
+    stop: watch::Receiver<bool>,
+}
+
+impl<S: Service> ShardTask<S> {
+    /// The shard thread: pin, build the ring, report, wait for go, serve.
+    fn run(
+        self,
+        ready: mpsc::Sender<(usize, Result<(), String>)>,
+        go: mpsc::Receiver<bool>,
+        done: mpsc::Sender<usize>,
+    ) {
+        let id = self.id;
+        if !core_affinity::set_for_current(core_affinity::CoreId { id: self.cpu }) {
+            let _ = ready.send((id, Err(format!("cannot pin the thread to CPU {} (is it in this process's affinity mask?)", self.cpu))));
+            return;
+        }
+        let rt = match Runtime::new(&self.settings.ring) {
+            Ok(rt) => rt,
+            Err(e) => {
+                let _ = ready.send((id, Err(ring_error(&e, &self.settings.ring))));
+                return;
+            }
+        };
+        let _ = ready.send((id, Ok(())));
+        if go.recv() != Ok(true) {
+            return;
+        }
+        rt.block_on(self.serve());
+        let _ = done.send(id);
+    }
+
+    async fn serve(self) {
+        let ShardTask { id, listener, settings, tls, service, mut stop, .. } = self;
+        let listener = Listener::from_std(listener);
+        let local = match listener.local_addr() {
+            Ok(a) => a,
+            Err(_) => return,
+        };
+        let state = Rc::new(ShardState::new(id));
+        let ctx = Rc::new(ConnCtx { settings, tls, service, local, state: state.clone() });
+        let mut fd_exhausted = false;
+        loop {
+            tokio::select! {
+                res = listener.accept() => match res {
+                    Ok((conn, peer)) => {
+                        fd_exhausted = false;
+                        ctx.clone().admit(conn, peer);
+                    }
+                    Err(e) if is_fd_exhaustion(&e) => {
+                        if !fd_exhausted {
+                            tracing::warn!(shard = id, error = %e, "out of file descriptors: accept paused until some close");
+                            fd_exhausted = true;
+                        }
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    Err(e) => tracing::debug!(shard = id, error = %e, "accept failed"),
+                },
+                _ = stop.wait_for(|s| *s) => break,
+            }
+        }
+        listener.stop_accepting();
+        drop(listener);
+        state.start_drain();
+        let grace = ctx.settings.grace;
+        if tokio::time::timeout(grace, state.all_closed()).await.is_err() {
+            tracing::warn!(shard = id, left = state.active(), "grace period over; closing remaining connections");
+        }
+        let c = &state.counters;
+        tracing::info!(
+            shard = id,
+            accepted = c.accepted.get(),
+            full = c.full_handshakes.get(),
+            resumed = c.resumed_handshakes.get(),
+            failed = c.failed_handshakes.get(),
+            refused = c.refused.get(),
+            "shard stopped"
+        );
+    }
+}
+
+fn ring_error(e: &std::io::Error, ring: &RingOptions) -> String {
+    let hint = match e.raw_os_error() {
+        Some(libc::ENOSYS) => "io_uring is not supported by this kernel",
+        Some(libc::EPERM) => "io_uring is disabled (sysctl kernel.io_uring_disabled) or blocked by a seccomp policy",
+        Some(libc::ENOMEM) => "cannot lock ring memory: raise RLIMIT_MEMLOCK or lower --ring-entries",
+        Some(libc::EINVAL) => "the kernel rejected the ring setup flags: try --coop-taskrun false",
+        _ => "io_uring setup failed",
+    };
+    format!("{hint} ({e}; ring entries {})", ring.entries)
+}
+
+fn is_fd_exhaustion(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS) | Some(libc::ENOMEM))
+}
+
+/// Everything a connection task needs, shared per shard.
+struct ConnCtx<S> {
+    settings: ShardSettings,
+    tls: Arc<ServerConfig>,
+    service: Arc<S>,
+    local: SocketAddr,
+    state: Rc<ShardState>,
+}
+
+/// Decrements the active count when a connection task ends, even by panic.
+struct ActiveGuard(Rc<ShardState>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            Counters::bump(&self.0.counters.panics);
+        }
+        self.0.conn_closed();
+    }
+}
+
+impl<S: Service> ConnCtx<S> {
+    /// Applies the shard's limits and spawns the connection's task.
+    fn admit(self: Rc<Self>, conn: Conn, peer: SocketAddr) {
+        let st = &self.state;
+        Counters::bump(&st.counters.accepted);
+        if st.active() >= self.settings.max_conns {
+            Counters::bump(&st.counters.refused);
+            conn.abort();
+            return;
+        }
+        let _ = conn.set_nodelay(true);
+        st.conn_opened();
+        let guard = ActiveGuard(st.clone());
+        io::spawn(async move {
+            let _guard = guard;
+            self.serve_conn(conn, peer).await;
+        });
+    }
+
+    async fn serve_conn(&self, conn: Conn, peer: SocketAddr) {
+        let tls = match rustls::ServerConnection::new(self.tls.clone()) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot create a TLS session");
+                conn.abort();
+                return;
+            }
+        };
+        let mut stream = ServerStream::new(conn, tls);
+        stream.set_write_timeout(Some(self.settings.write_timeout));
+        let c = &self.state.counters;
+        match tokio::time::timeout(self.settings.handshake_timeout, stream.handshake()).await {
+            Err(_) => {
+                Counters::bump(&c.handshake_timeouts);
+                tracing::debug!(%peer, "handshake timeout");
+                return;
+            }
+            Ok(Err(e)) => {
+                Counters::bump(&c.failed_handshakes);
+                tracing::debug!(%peer, error = %e, "handshake failed");
+                return;
+            }
+            Ok(Ok(())) => {}
+        }
+        match stream.tls().handshake_kind() {
+            Some(rustls::HandshakeKind::Resumed) => Counters::bump(&c.resumed_handshakes),
+            _ => Counters::bump(&c.full_handshakes),
+        }
+        stream.set_read_timeout(Some(self.settings.idle_timeout));
+        let info = ConnInfo { peer, local: self.local, shard: self.state.clone() };
+        match self.service.serve(&mut stream, &info).await {
+            Ok(()) => {
+                let _ = stream.close().await;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                tracing::debug!(%peer, error = %e, "connection timed out");
+                let _ = tokio::time::timeout(Duration::from_secs(1), stream.close()).await;
+            }
+            Err(e) => tracing::debug!(%peer, error = %e, "connection ended with an error"),
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! TLS: the one shared rustls `ServerConfig`, certificate loading, and the
+//! session driver.
+//!
+//! - [`session`]: sans-I/O logic between byte buffers and a rustls connection.
+//! - [`stream`]: that logic driven over an io_uring socket.
+//!
+//! Every shard holds a clone of the same `Arc<ServerConfig>`, so the session
+//! cache and the ticket keys are shared: a client that reconnects to any
+//! shard resumes.
+
+pub mod session;
+pub mod stream;
+
+use rustls::crypto::CryptoProvider;
+use rustls::server::ServerSessionMemoryCache;
+use rustls::ServerConfig;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use stream::{ClientStream, ServerStream, TlsStream};
+
+/// TLS settings that shape the shared server config.
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    /// Certificate chain (PEM). `None` with `key: None`: generate a self-signed one.
+    pub cert: Option<PathBuf>,
+    /// Private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key: Option<PathBuf>,
+    /// Stateful session cache entries (shared by all shards).
+    pub session_cache: usize,
+    /// TLS 1.3 tickets sent per full handshake.
+    pub tls13_tickets: usize,
+    /// Allow TLS 1.2 (TLS 1.3 is always on).
+    pub tls12: bool,
+    /// ALPN protocols offered, in preference order.
+    pub alpn: Vec<Vec<u8>>,
+}
+
+/// Why the TLS configuration could not be built.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// A PEM file could not be read or parsed.
+    Pem {
+        /// Which file.
+        path: PathBuf,
+        /// What it should contain.
+        what: &'static str,
+        /// The underlying problem.
+        detail: String,
+    },
+    /// Only one of cert/key was given.
+    HalfPair,
+    /// The key does not belong to the certificate, or is unusable.
+    KeyMismatch {
+        /// Certificate file.
+        cert: PathBuf,
+        /// Key file.
+        key: PathBuf,
+        /// rustls's reason.
+        detail: String,
+    },
+    /// Generating the self-signed certificate failed.
+    SelfSigned(String),
+    /// rustls refused the combination of settings.
+    Rustls(rustls::Error),
+}
+
+impl fmt::Display for TlsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TlsError::Pem { path, what, detail } => write!(
+                f,
+                "{}: cannot load {what}: {detail} (give a PEM file containing {what})",
+                path.display()
+            ),
+            TlsError::HalfPair => {
+                write!(f, "cert and key must be given together (or neither, for a self-signed certificate)")
+            }
+            TlsError::KeyMismatch { cert, key, detail } => write!(
+                f,
+                "{}: private key does not match certificate {}: {detail} (give the key that was used to issue this certificate)",
+                key.display(),
+                cert.display()
+            ),
+            TlsError::SelfSigned(e) => write!(f, "generating a self-signed certificate: {e}"),
+            TlsError::Rustls(e) => write!(f, "TLS configuration rejected: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for TlsError {}
+
+/// A loaded certificate chain and key, plus how to describe it.
+pub struct Identity {
+    /// Chain, leaf first.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// The private key.
+    pub key: PrivateKeyDer<'static>,
+    /// Whether it was generated at start.
+    pub self_signed: bool,
+}
+
+impl Identity {
+    /// SHA-256 fingerprint of the leaf, `AA:BB:...`.
+    pub fn fingerprint(&self) -> String {
+        let leaf = self.chain.first().map(|c| c.as_ref()).unwrap_or_default();
+        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, leaf);
+        d.as_ref()
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect::<Vec<_>>()
+            .join(":")
+    }
+}
+
+/// Loads the certificate and key named in `s`, or generates a self-signed
+/// certificate for `localhost`/`127.0.0.1`/`::1` when neither is given.
+pub fn load_identity(s: &TlsSettings) -> Result<Identity, TlsError> {
+    match (&s.cert, &s.key) {
+        (Some(cert), Some(key)) => Ok(Identity {
+            chain: load_certs(cert)?,
+            key: load_key(key)?,
+            self_signed: false,
+        }),
+        (None, None) => self_signed(),
+        _ => Err(TlsError::HalfPair),
+    }
+}
+
+/// Reads a PEM certificate chain.
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem_err = |detail: String| TlsError::Pem {
+        path: path.to_owned(),
+        what: "a certificate chain",
+        detail,
+    };
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| pem_err(e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| pem_err(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(pem_err("no CERTIFICATE block found".into()));
+    }
+    Ok(certs)
+}
+
+/// Reads a PEM private key.
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::Pem {
+        path: path.to_owned(),
+        what: "a private key",
+        detail: e.to_string(),
+    })
+}
+
+fn self_signed() -> Result<Identity, TlsError> {
+    let names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+    let ck = rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::SelfSigned(e.to_string()))?;
+    let key = PrivateKeyDer::try_from(ck.signing_key.serialize_der())
+        .map_err(|e| TlsError::SelfSigned(e.to_string()))?;
+    Ok(Identity {
+        chain: vec![ck.cert.der().clone()],
+        key,
+        self_signed: true,
+    })
+}
+
+/// The crypto provider: aws-lc-rs, with AES-128-GCM preferred (it is the
+/// fastest bulk cipher on AES-NI machines; the server's order wins because
+/// `ignore_client_order` is set).
+pub fn provider() -> CryptoProvider {
+    use rustls::crypto::aws_lc_rs::cipher_suite as cs;
+    let mut p = rustls::crypto::aws_lc_rs::default_provider();
+    p.cipher_suites = vec![
+        cs::TLS13_AES_128_GCM_SHA256,
+        cs::TLS13_AES_256_GCM_SHA384,
+        cs::TLS13_CHACHA20_POLY1305_SHA256,
+        cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+        cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+        cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+        cs::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    ];
+    p
+}
+
+/// Builds the one server config every shard shares.
+pub fn server_config(s: &TlsSettings, id: &Identity) -> Result<Arc<ServerConfig>, TlsError> {
+    let provider = Arc::new(provider());
+    let key = provider
+        .key_provider
+        .load_private_key(id.key.clone_key())
+        .map_err(|e| mismatch(s, e.to_string()))?;
+    let certified = rustls::sign::CertifiedKey::new(id.chain.clone(), key);
+    certified.keys_match().map_err(|e| mismatch(s, e.to_string()))?;
+
+    let versions: &[&rustls::SupportedProtocolVersion] = if s.tls12 {
+        &[&rustls::version::TLS13, &rustls::version::TLS12]
+    } else {
+        &[&rustls::version::TLS13]
+    };
+    let mut cfg = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .map_err(TlsError::Rustls)?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(Arc::new(certified))));
+    cfg.ignore_client_order = true;
+    cfg.session_storage = ServerSessionMemoryCache::new(s.session_cache.max(1));
+    cfg.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().map_err(TlsError::Rustls)?;
+    cfg.send_tls13_tickets = s.tls13_tickets;
+    cfg.alpn_protocols = s.alpn.clone();
+    Ok(Arc::new(cfg))
+}
+
+fn mismatch(s: &TlsSettings, detail: String) -> TlsError {
+    match (&s.cert, &s.key) {
+        (Some(cert), Some(key)) => TlsError::KeyMismatch {
+            cert: cert.clone(),
+            key: key.clone(),
+            detail,
+        },
+        _ => TlsError::SelfSigned(detail),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn settings() -> TlsSettings {
+        TlsSettings {
+            cert: None,
+            key: None,
+            session_cache: 1024,
+            tls13_tickets: 2,
+            tls12: true,
+            alpn: vec![],
+        }
+    }
+
+    pub(crate) fn server_config_and_cert() -> (Arc<ServerConfig>, CertificateDer<'static>) {
+        let id = load_identity(&settings()).expect("self-signed");
+        let cfg = server_config(&settings(), &id).expect("config");
+        (cfg, id.chain[0].clone())
+    }
+
+    #[test]
+    fn self_signed_identity_has_a_sha256_fingerprint() {
+        let id = load_identity(&settings()).expect("self-signed");
+        assert!(id.self_signed);
+        assert_eq!(id.fingerprint().len(), 32 * 3 - 1);
+    }
+
+    #[test]
+    fn shared_config_has_large_cache_tickets_and_server_order() {
+        let (cfg, _) = server_config_and_cert();
+        assert!(cfg.ignore_client_order);
+        assert!(cfg.ticketer.enabled());
+        assert_eq!(cfg.send_tls13_tickets, 2);
+    }
+
+    #[test]
+    fn key_from_another_certificate_is_a_mismatch() {
+        let a = load_identity(&settings()).expect("a");
+        let b = load_identity(&settings()).expect("b");
+        let mixed = Identity {
+            chain: a.chain,
+            key: b.key,
+            self_signed: false,
+        };
+        let mut s = settings();
+        s.cert = Some("cert.pem".into());
+        s.key = Some("key.pem".into());
+        let err = server_config(&s, &mixed).unwrap_err();
+        assert!(err.to_string().contains("does not match certificate cert.pem"), "{err}");
+    }
+}

@@ -1,0 +1,223 @@
+//! [`TlsStream`]: a rustls connection driven over an io_uring [`Conn`].
+//!
+//! Per connection there is one read buffer (ciphertext from the socket) and
+//! one write buffer (records to the socket), both reused for the life of the
+//! connection. All protocol work is in [`super::session`]; this file only
+//! moves those buffers in and out of the kernel, with deadlines.
+
+use super::session::{self, TlsConn};
+use crate::io::Conn;
+use std::io;
+use std::time::Duration;
+
+/// Read buffer capacity: one maximal TLS record (16 KiB + header + tag).
+pub const READ_BUF: usize = 16 * 1024 + 512;
+
+/// Default limit of ciphertext queued inside rustls before a flush (bytes).
+pub const DEFAULT_SEND_LIMIT: usize = 256 * 1024;
+
+/// The server side of a TLS connection.
+pub type ServerStream = TlsStream<rustls::ServerConnection>;
+/// The client side of a TLS connection (used by bench-client and tests).
+pub type ClientStream = TlsStream<rustls::ClientConnection>;
+
+/// A TLS connection over an io_uring socket.
+pub struct TlsStream<C: TlsConn> {
+    conn: Conn,
+    tls: C,
+    /// Ciphertext read from the socket; `None` while a read is in flight
+    /// (or after one was cancelled, which leaves the stream unusable).
+    rbuf: Option<Vec<u8>>,
+    /// Bytes of `rbuf` already handed to rustls.
+    rpos: usize,
+    wbuf: Option<Vec<u8>>,
+    read_timeout: Option<Duration>,
+    write_timeout: Option<Duration>,
+    eof: bool,
+    /// Ciphertext bytes read from / written to the socket.
+    bytes_in: u64,
+    bytes_out: u64,
+}
+
+fn broken() -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, "connection buffers lost to a cancelled operation")
+}
+
+fn tls_error(e: rustls::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+impl<C: TlsConn> TlsStream<C> {
+    /// Wraps a connected socket and a fresh rustls connection.
+    pub fn new(conn: Conn, mut tls: C) -> Self {
+        tls.set_buffer_limit(Some(DEFAULT_SEND_LIMIT));
+        TlsStream {
+            conn,
+            tls,
+            rbuf: Some(Vec::with_capacity(READ_BUF)),
+            rpos: 0,
+            wbuf: Some(Vec::with_capacity(READ_BUF)),
+            read_timeout: None,
+            write_timeout: None,
+            eof: false,
+            bytes_in: 0,
+            bytes_out: 0,
+        }
+    }
+
+    /// Deadline for each socket read (an idle peer is cut off after it).
+    pub fn set_read_timeout(&mut self, t: Option<Duration>) {
+        self.read_timeout = t;
+    }
+
+    /// Deadline for each socket write (a peer that does not read is cut off).
+    pub fn set_write_timeout(&mut self, t: Option<Duration>) {
+        self.write_timeout = t;
+    }
+
+    /// The rustls connection (protocol version, SNI, ALPN, handshake kind...).
+    pub fn tls(&self) -> &C {
+        &self.tls
+    }
+
+    /// Mutable access to the rustls connection.
+    pub fn tls_mut(&mut self) -> &mut C {
+        &mut self.tls
+    }
+
+    /// The socket.
+    pub fn conn(&self) -> &Conn {
+        &self.conn
+    }
+
+    /// Ciphertext bytes (in, out) moved over the socket so far.
+    pub fn byte_counts(&self) -> (u64, u64) {
+        (self.bytes_in, self.bytes_out)
+    }
+
+    /// Drives the handshake to completion (and flushes its last flight).
+    pub async fn handshake(&mut self) -> io::Result<()> {
+        while self.tls.is_handshaking() {
+            self.flush().await?;
+            if !self.tls.is_handshaking() {
+                break;
+            }
+            if !self.fill().await? {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "peer closed during the handshake",
+                ));
+            }
+        }
+        self.flush().await
+    }
+
+    /// Reads decrypted bytes into `buf`. `Ok(0)`: the peer ended cleanly
+    /// (`close_notify`); `UnexpectedEof`: it closed without one.
+    pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if let Some(n) = session::read_plaintext(&mut self.tls, buf)? {
+                return Ok(n);
+            }
+            // Records we owe the peer (alerts, key updates) go out first.
+            self.flush().await?;
+            self.fill().await?;
+        }
+    }
+
+    /// Queues `data` for sending, flushing whenever the send limit is hit.
+    /// Call [`flush`](Self::flush) to push the tail out.
+    pub async fn write_all(&mut self, mut data: &[u8]) -> io::Result<()> {
+        while !data.is_empty() {
+            let n = session::write_plaintext(&mut self.tls, data);
+            data = &data[n..];
+            if n == 0 || !data.is_empty() {
+                self.flush().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes every queued record to the socket.
+    pub async fn flush(&mut self) -> io::Result<()> {
+        while self.tls.wants_write() {
+            let mut out = self.wbuf.take().ok_or_else(broken)?;
+            out.clear();
+            session::take_output(&mut self.tls, &mut out);
+            let len = out.len() as u64;
+            let fut = self.conn.write_all(out);
+            let (res, out) = match self.write_timeout {
+                Some(t) => tokio::time::timeout(t, fut).await.map_err(|_| {
+                    io::Error::new(io::ErrorKind::TimedOut, "write timeout: peer is not reading")
+                })?,
+                None => fut.await,
+            };
+            self.wbuf = Some(out);
+            res?;
+            self.bytes_out += len;
+        }
+        Ok(())
+    }
+
+    /// Sends `close_notify`, flushes, and half-closes the socket.
+    pub async fn close(&mut self) -> io::Result<()> {
+        self.tls.send_close_notify();
+        let res = self.flush().await;
+        self.conn.shutdown_write();
+        res
+    }
+
+    /// Reads more ciphertext and feeds it to rustls. Returns `false` at EOF.
+    async fn fill(&mut self) -> io::Result<bool> {
+        if self.eof {
+            return Ok(false);
+        }
+        let mut buf = self.rbuf.take().ok_or_else(broken)?;
+        if self.rpos >= buf.len() {
+            buf.clear();
+            self.rpos = 0;
+            let fut = self.conn.read(buf);
+            let (res, b) = match self.read_timeout {
+                Some(t) => tokio::time::timeout(t, fut)
+                    .await
+                    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "read timeout"))?,
+                None => fut.await,
+            };
+            buf = b;
+            let n = match res {
+                Ok(n) => n,
+                Err(e) => {
+                    self.rbuf = Some(buf);
+                    return Err(e);
+                }
+            };
+            self.bytes_in += n as u64;
+            if n == 0 {
+                self.eof = true;
+                self.rbuf = Some(buf);
+                session::ingest_eof(&mut self.tls).map_err(tls_error)?;
+                return Ok(false);
+            }
+        }
+        let res = session::ingest(&mut self.tls, &buf[self.rpos..]);
+        self.rbuf = Some(buf);
+        match res {
+            Ok(got) => {
+                self.rpos += got.consumed;
+                Ok(true)
+            }
+            Err(e) => {
+                // Send the alert rustls queued, best effort, then fail.
+                let _ = self.flush().await;
+                Err(tls_error(e))
+            }
+        }
+    }
+}
+
+impl<C: TlsConn> Drop for TlsStream<C> {
+    fn drop(&mut self) {
+        // Releases any read still pending in the ring (see `io` module docs).
+        self.conn.abort();
+    }
+}
