@@ -284,7 +284,7 @@ mod tests {
         assert_eq!(p.skip, 0);
         let (_, p) = run(b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc");
         assert_eq!(p.skip, 7);
-        assert_eq!(p.consumed, 41);
+        assert_eq!(p.consumed, 42);
     }
 
     #[test]
