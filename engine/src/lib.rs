@@ -43,6 +43,7 @@
 //! engine.server.stop_and_join();
 //! ```
 
+pub mod cli;
 pub mod config;
 pub mod io;
 pub mod services;
