@@ -1,0 +1,330 @@
+//! Test harness for uringtls and bench-client.
+//!
+//! - [`start_engine`]: runs the engine binary on `127.0.0.1:0` and waits for
+//!   its readiness line (no sleeps); the process is killed on drop.
+//! - [`test_certs`]: a CA and a leaf for `localhost`/`127.0.0.1`, as files.
+//! - [`client_config`] / [`connect`]: a blocking rustls client.
+//!
+//! Waits are bounded (`WAIT`) so a broken engine fails a test instead of
+//! hanging it.
+
+#![forbid(unsafe_code)]
+
+use rustls::pki_types::{CertificateDer, ServerName};
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Upper bound for any wait on the engine (start, stop, a reply).
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// Path of the engine binary built for tests (cargo builds the test crate's
+/// binaries before its integration tests, next to the `deps/` folder the
+/// test executable runs from).
+pub fn engine_bin() -> PathBuf {
+    test_bin("uringtls-under-test")
+}
+
+/// Path of a binary of this test crate, e.g. `bench-client-under-test`.
+pub fn test_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let p = dir.join(name);
+    assert!(p.exists(), "{} not built (run the tests through cargo)", p.display());
+    p
+}
+
+/// A running engine process.
+pub struct EngineProc {
+    child: Child,
+    addr: SocketAddr,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+}
+
+/// Starts the engine with `args` (plus `--listen 127.0.0.1:0` unless a
+/// `--listen` is given) and waits until it prints its readiness line.
+///
+/// Panics with the engine's output if it exits or does not get ready.
+pub fn start_engine(args: &[&str]) -> EngineProc {
+    start_engine_with(args, |_| {})
+}
+
+/// Like [`start_engine`], with a hook to adjust the command (env, pre-exec).
+pub fn start_engine_with(args: &[&str], adjust: impl FnOnce(&mut Command)) -> EngineProc {
+    let mut cmd = Command::new(engine_bin());
+    if !args.iter().any(|a| *a == "--listen" || a.starts_with("--listen=")) {
+        cmd.args(["--listen", "127.0.0.1:0"]);
+    }
+    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    adjust(&mut cmd);
+    let mut child = cmd.spawn().expect("spawn engine");
+    let stdout_pipe = child.stdout.take().expect("stdout");
+    let stderr_pipe = child.stderr.take().expect("stderr");
+    let stdout = Arc::new(Mutex::new(String::new()));
+    let stderr = collect(stderr_pipe);
+    let (tx, rx) = mpsc::channel();
+    {
+        let stdout = stdout.clone();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stdout_pipe).lines() {
+                let Ok(line) = line else { break };
+                if let Some(addr) = ready_addr(&line) {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(addr);
+                    }
+                }
+                if let Ok(mut s) = stdout.lock() {
+                    s.push_str(&line);
+                    s.push('\n');
+                }
+            }
+        });
+    }
+    match rx.recv_timeout(WAIT) {
+        Ok(addr) => EngineProc { child, addr, stdout, stderr },
+        Err(_) => {
+            let _ = child.kill();
+            let status = child.wait().ok();
+            let err = stderr.lock().map(|s| s.clone()).unwrap_or_default();
+            panic!("engine did not get ready ({status:?}); stderr:\n{err}");
+        }
+    }
+}
+
+fn collect(pipe: ChildStderr) -> Arc<Mutex<String>> {
+    let out = Arc::new(Mutex::new(String::new()));
+    let o = out.clone();
+    std::thread::spawn(move || {
+        let mut r = BufReader::new(pipe);
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = r.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            if let Ok(mut s) = o.lock() {
+                s.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        }
+    });
+    out
+}
+
+/// Parses `uringtls: serving X at https://ADDR/ ...`.
+fn ready_addr(line: &str) -> Option<SocketAddr> {
+    let rest = line.strip_prefix("uringtls: serving ")?;
+    let url = rest.split("https://").nth(1)?;
+    url.split('/').next()?.parse().ok()
+}
+
+impl EngineProc {
+    /// The address the engine listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal (e.g. `libc::SIGTERM`, `libc::SIGHUP`).
+    pub fn signal(&self, sig: i32) {
+        let status = Command::new("kill")
+            .args([format!("-{sig}"), self.pid().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{sig} failed");
+    }
+
+    /// Waits for the process to exit, up to [`WAIT`].
+    pub fn wait(&mut self) -> ExitStatus {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                return st;
+            }
+            assert!(std::time::Instant::now() < deadline, "engine did not exit within {WAIT:?}");
+            // Polling the child's exit; there is no portable exit event to wait on.
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM, then wait for exit.
+    pub fn stop(&mut self) -> ExitStatus {
+        self.signal(libc::SIGTERM);
+        self.wait()
+    }
+
+    /// Everything the engine printed on stdout so far.
+    pub fn stdout(&self) -> String {
+        self.stdout.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Everything the engine logged on stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for EngineProc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs the engine expecting it to fail at start; returns (exit code, stderr).
+pub fn engine_fails(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(engine_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run engine");
+    assert!(!out.status.success(), "engine unexpectedly succeeded: {}", String::from_utf8_lossy(&out.stdout));
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// A CA and a leaf certificate for `localhost`, `127.0.0.1` and `::1`, as
+/// PEM files in a temporary directory (removed on drop).
+pub struct TestCerts {
+    /// The directory holding the files.
+    pub dir: tempfile::TempDir,
+    /// CA certificate (PEM).
+    pub ca: PathBuf,
+    /// Leaf chain (PEM).
+    pub cert: PathBuf,
+    /// Leaf key (PEM, mode 0600).
+    pub key: PathBuf,
+    /// CA certificate (DER).
+    pub ca_der: CertificateDer<'static>,
+    /// The CA itself, to issue more certificates in a test.
+    pub issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+/// Makes a fresh CA + leaf (ECDSA P-256).
+pub fn test_certs() -> TestCerts {
+    test_certs_for(&["localhost", "127.0.0.1", "::1"])
+}
+
+/// Makes a fresh CA + leaf for the given names.
+pub fn test_certs_for(names: &[&str]) -> TestCerts {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca_key = rcgen::KeyPair::generate().expect("ca key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "uringtls test CA");
+    let ca_cert = ca_params.self_signed(&ca_key).expect("ca cert");
+    let ca_pem = ca_cert.pem();
+    let ca_der = ca_cert.der().clone();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let leaf_key = rcgen::KeyPair::generate().expect("leaf key");
+    let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    let leaf = rcgen::CertificateParams::new(names)
+        .expect("leaf params")
+        .signed_by(&leaf_key, &issuer)
+        .expect("leaf cert");
+    let ca = write(dir.path(), "ca.pem", &ca_pem);
+    let cert = write(dir.path(), "cert.pem", &leaf.pem());
+    let key = write(dir.path(), "key.pem", &leaf_key.serialize_pem());
+    set_mode(&key, 0o600);
+    TestCerts { dir, ca, cert, key, ca_der, issuer }
+}
+
+/// Writes `text` to `dir/name`.
+pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).expect("write file");
+    p
+}
+
+/// chmod.
+pub fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+/// A rustls client config trusting `ca` (TLS 1.2 and 1.3 unless `versions`).
+pub fn client_config(
+    ca: &CertificateDer<'static>,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.clone()).expect("add root");
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Arc::new(cfg)
+}
+
+/// A blocking TLS connection to the engine.
+pub type Client = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+/// Connects and completes the handshake with server name `localhost`.
+pub fn connect(addr: SocketAddr, cfg: &Arc<rustls::ClientConfig>) -> std::io::Result<Client> {
+    let sock = TcpStream::connect(addr)?;
+    sock.set_read_timeout(Some(WAIT))?;
+    sock.set_write_timeout(Some(WAIT))?;
+    let name = ServerName::try_from("localhost").expect("name");
+    let conn = rustls::ClientConnection::new(cfg.clone(), name).map_err(std::io::Error::other)?;
+    let mut s = rustls::StreamOwned::new(conn, sock);
+    while s.conn.is_handshaking() {
+        s.conn.complete_io(&mut s.sock)?;
+    }
+    Ok(s)
+}
+
+/// Reads one HTTP/1.1 response with a Content-Length body; returns
+/// (status line, headers, body).
+pub fn read_response<R: Read>(r: &mut R) -> std::io::Result<(String, String, Vec<u8>)> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if r.read(&mut byte)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let (status, headers) = head.split_once("\r\n").unwrap_or((&head, ""));
+    let len = headers
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse::<usize>().ok())?
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body)?;
+    Ok((status.to_string(), headers.to_string(), body))
+}
+
+/// True when running in CI (`CI=true`): missing tools fail instead of skip.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Whether `tool` is on PATH; outside CI a missing tool prints why the test
+/// is skipped, inside CI it fails the test.
+pub fn require_tool(tool: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        assert!(!in_ci(), "{tool} is required in CI (install it in .ci/run)");
+        eprintln!("skipping: {tool} is not installed");
+    }
+    found
+}
