@@ -32,7 +32,7 @@ impl FromStr for HumanDuration {
                 ))
             }
         };
-        if !secs.is_finite() || secs < 0.0 || secs > 1e9 {
+        if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
             return Err(format!("`{s}` is out of range"));
         }
         Ok(HumanDuration(Duration::from_secs_f64(secs)))
