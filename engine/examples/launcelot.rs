@@ -64,7 +64,10 @@ fn start(listen: &str) -> Result<uringtls::Engine, Box<dyn std::error::Error>> {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let engine = start("127.0.0.1:1060")?;
-    println!("launcelot on {} (Ctrl-C to stop)", engine.server.local_addr());
+    println!(
+        "launcelot on {} (Ctrl-C to stop)",
+        engine.server.local_addr()
+    );
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT])?;
     signals.forever().next();
     engine.server.stop_and_join();
@@ -82,25 +85,38 @@ mod tests {
         let engine = start("127.0.0.1:0").expect("start");
         let mut roots = rustls::RootCertStore::empty();
         roots.add(engine.identity.chain[0].clone()).expect("root");
-        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
         let sock = std::net::TcpStream::connect(engine.server.local_addr()).expect("connect");
-        sock.set_read_timeout(Some(std::time::Duration::from_secs(30))).expect("timeout");
-        let conn = rustls::ClientConnection::new(Arc::new(cfg), "localhost".try_into().expect("name")).expect("client");
+        sock.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .expect("timeout");
+        let conn =
+            rustls::ClientConnection::new(Arc::new(cfg), "localhost".try_into().expect("name"))
+                .expect("client");
         let mut tls = BufReader::new(rustls::StreamOwned::new(conn, sock));
         let mut ask = |q: &str| {
-            tls.get_mut().write_all(format!("{q}\n").as_bytes()).expect("write");
+            tls.get_mut()
+                .write_all(format!("{q}\n").as_bytes())
+                .expect("write");
             tls.get_mut().flush().expect("flush");
             let mut line = String::new();
             tls.read_line(&mut line).expect("read");
             line
         };
-        assert_eq!(ask("What is your name?"), "My name is Sir Launcelot of Camelot.\n");
+        assert_eq!(
+            ask("What is your name?"),
+            "My name is Sir Launcelot of Camelot.\n"
+        );
         assert_eq!(ask("What is your quest?"), "To seek the Holy Grail.\n");
-        assert_eq!(ask("What is the capital of Assyria?"), "I don't know that! Aaaargh!\n");
+        assert_eq!(
+            ask("What is the capital of Assyria?"),
+            "I don't know that! Aaaargh!\n"
+        );
         engine.server.stop_and_join();
     }
 }

@@ -2,12 +2,12 @@
 //! drain. `main.rs` only calls [`main`]; the test crate builds a copy of the
 //! binary from the same function.
 
-use clap::Parser;
-use signal_hook::consts::{SIGINT, SIGTERM};
-use std::process::ExitCode;
 use crate::config::{LogFormat, Options, ServiceKind, Settings};
 use crate::services::{echo::Echo, http::Http};
 use crate::Engine;
+use clap::Parser;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use std::process::ExitCode;
 
 /// Runs the `uringtls` command with the process's arguments.
 pub fn main() -> ExitCode {
@@ -24,7 +24,10 @@ pub fn main() -> ExitCode {
         ServiceKind::Http => {
             let http = match settings.body_size {
                 Some(n) => Http::with_body_size(n, settings.max_header),
-                None => Http::new(crate::services::http::DEFAULT_BODY.to_vec(), settings.max_header),
+                None => Http::new(
+                    crate::services::http::DEFAULT_BODY.to_vec(),
+                    settings.max_header,
+                ),
             };
             Engine::start(&settings, http)
         }
@@ -75,7 +78,10 @@ fn announce(s: &Settings, engine: &Engine) {
         ServiceKind::Echo => "echo",
         ServiceKind::Http => "http",
     };
-    println!("uringtls: serving {service} at https://{addr}/ with {} shards", engine.server.cpus().len());
+    println!(
+        "uringtls: serving {service} at https://{addr}/ with {} shards",
+        engine.server.cpus().len()
+    );
 }
 
 fn wait_for_stop(engine: &Engine) {

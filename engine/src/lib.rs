@@ -90,7 +90,8 @@ impl Engine {
     /// with `service`.
     pub fn start<S: Service>(settings: &Settings, service: S) -> Result<Engine, Error> {
         let identity = tls::load_identity(&settings.tls).map_err(|e| Error::Config(e.into()))?;
-        let tls_cfg = tls::server_config(&settings.tls, &identity).map_err(|e| Error::Config(e.into()))?;
+        let tls_cfg =
+            tls::server_config(&settings.tls, &identity).map_err(|e| Error::Config(e.into()))?;
         let shard_settings = ShardSettings {
             ring: settings.ring,
             handshake_timeout: settings.handshake_timeout,

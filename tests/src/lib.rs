@@ -34,7 +34,11 @@ pub fn test_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
     let p = dir.join(name);
-    assert!(p.exists(), "{} not built (run the tests through cargo)", p.display());
+    assert!(
+        p.exists(),
+        "{} not built (run the tests through cargo)",
+        p.display()
+    );
     p
 }
 
@@ -57,10 +61,16 @@ pub fn start_engine(args: &[&str]) -> EngineProc {
 /// Like [`start_engine`], with a hook to adjust the command (env, pre-exec).
 pub fn start_engine_with(args: &[&str], adjust: impl FnOnce(&mut Command)) -> EngineProc {
     let mut cmd = Command::new(engine_bin());
-    if !args.iter().any(|a| *a == "--listen" || a.starts_with("--listen=")) {
+    if !args
+        .iter()
+        .any(|a| *a == "--listen" || a.starts_with("--listen="))
+    {
         cmd.args(["--listen", "127.0.0.1:0"]);
     }
-    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     adjust(&mut cmd);
     let mut child = cmd.spawn().expect("spawn engine");
     let stdout_pipe = child.stdout.take().expect("stdout");
@@ -87,7 +97,12 @@ pub fn start_engine_with(args: &[&str], adjust: impl FnOnce(&mut Command)) -> En
         });
     }
     match rx.recv_timeout(WAIT) {
-        Ok(addr) => EngineProc { child, addr, stdout, stderr },
+        Ok(addr) => EngineProc {
+            child,
+            addr,
+            stdout,
+            stderr,
+        },
         Err(_) => {
             let _ = child.kill();
             let status = child.wait().ok();
@@ -149,7 +164,10 @@ impl EngineProc {
             if let Some(st) = self.child.try_wait().expect("try_wait") {
                 return st;
             }
-            assert!(std::time::Instant::now() < deadline, "engine did not exit within {WAIT:?}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "engine did not exit within {WAIT:?}"
+            );
             // Polling the child's exit; there is no portable exit event to wait on.
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -188,8 +206,15 @@ pub fn engine_fails(args: &[&str]) -> (Option<i32>, String) {
         .stdin(Stdio::null())
         .output()
         .expect("run engine");
-    assert!(!out.status.success(), "engine unexpectedly succeeded: {}", String::from_utf8_lossy(&out.stdout));
-    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    assert!(
+        !out.status.success(),
+        "engine unexpectedly succeeded: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// A CA and a leaf certificate for `localhost`, `127.0.0.1` and `::1`, as
@@ -220,7 +245,9 @@ pub fn test_certs_for(names: &[&str]) -> TestCerts {
     let ca_key = rcgen::KeyPair::generate().expect("ca key");
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "uringtls test CA");
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "uringtls test CA");
     let ca_cert = ca_params.self_signed(&ca_key).expect("ca cert");
     let ca_pem = ca_cert.pem();
     let ca_der = ca_cert.der().clone();
@@ -235,7 +262,14 @@ pub fn test_certs_for(names: &[&str]) -> TestCerts {
     let cert = write(dir.path(), "cert.pem", &leaf.pem());
     let key = write(dir.path(), "key.pem", &leaf_key.serialize_pem());
     set_mode(&key, 0o600);
-    TestCerts { dir, ca, cert, key, ca_der, issuer }
+    TestCerts {
+        dir,
+        ca,
+        cert,
+        key,
+        ca_der,
+        issuer,
+    }
 }
 
 /// Writes `text` to `dir/name`.
@@ -301,7 +335,8 @@ pub fn read_response<R: Read>(r: &mut R) -> std::io::Result<(String, String, Vec
         .lines()
         .find_map(|l| {
             let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse::<usize>().ok())?
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse::<usize>().ok())?
         })
         .unwrap_or(0);
     let mut body = vec![0u8; len];

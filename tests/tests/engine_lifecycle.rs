@@ -1,12 +1,21 @@
 //! Start-up errors, and the SIGTERM drain.
 
 use std::io::Write;
-use uringtls_tests::{client_config, connect, engine_fails, read_response, start_engine, test_certs, write};
+use uringtls_tests::{
+    client_config, connect, engine_fails, read_response, start_engine, test_certs, write,
+};
 
 #[test]
 fn sigterm_lets_an_in_flight_request_complete_and_exits_zero() {
     let certs = test_certs();
-    let mut e = start_engine(&["--shards", "2", "--cert", certs.cert.to_str().unwrap(), "--key", certs.key.to_str().unwrap()]);
+    let mut e = start_engine(&[
+        "--shards",
+        "2",
+        "--cert",
+        certs.cert.to_str().unwrap(),
+        "--key",
+        certs.key.to_str().unwrap(),
+    ]);
     let cfg = client_config(&certs.ca_der, &[&rustls::version::TLS13]);
     let mut c = connect(e.addr(), &cfg).expect("connect");
     // Half a request is in the server when the signal arrives.
@@ -33,11 +42,27 @@ fn sigterm_closes_idle_keep_alive_connections_with_close_notify_and_exits_zero()
     let certs = test_certs();
     // A grace period far longer than the test may take: the exit must come
     // from the idle connection being closed, not from the grace running out.
-    let mut e = start_engine(&["--shards", "1", "--grace", "120s", "--cert", certs.cert.to_str().unwrap(), "--key", certs.key.to_str().unwrap()]);
-    let mut c = connect(e.addr(), &client_config(&certs.ca_der, &[&rustls::version::TLS13])).expect("connect");
+    let mut e = start_engine(&[
+        "--shards",
+        "1",
+        "--grace",
+        "120s",
+        "--cert",
+        certs.cert.to_str().unwrap(),
+        "--key",
+        certs.key.to_str().unwrap(),
+    ]);
+    let mut c = connect(
+        e.addr(),
+        &client_config(&certs.ca_der, &[&rustls::version::TLS13]),
+    )
+    .expect("connect");
     c.write_all(b"GET / HTTP/1.1\r\n\r\n").expect("write");
     c.flush().expect("flush");
-    assert_eq!(read_response(&mut c).expect("response").0, "HTTP/1.1 200 OK");
+    assert_eq!(
+        read_response(&mut c).expect("response").0,
+        "HTTP/1.1 200 OK"
+    );
     e.signal(libc::SIGTERM);
     let mut rest = Vec::new();
     std::io::Read::read_to_end(&mut c, &mut rest).expect("clean close_notify");
@@ -48,14 +73,20 @@ fn sigterm_closes_idle_keep_alive_connections_with_close_notify_and_exits_zero()
 fn zero_shards_is_refused_naming_the_flag() {
     let (code, err) = engine_fails(&["--shards", "0"]);
     assert_eq!(code, Some(2));
-    assert!(err.contains("flag --shards") && err.contains("use 1 or more"), "{err}");
+    assert!(
+        err.contains("flag --shards") && err.contains("use 1 or more"),
+        "{err}"
+    );
 }
 
 #[test]
 fn a_bad_address_is_refused_naming_the_flag() {
     let (code, err) = engine_fails(&["--listen", "localhost:notaport"]);
     assert_eq!(code, Some(2));
-    assert!(err.contains("flag --listen") && err.contains("IP:PORT"), "{err}");
+    assert!(
+        err.contains("flag --listen") && err.contains("IP:PORT"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -74,7 +105,10 @@ fn a_bad_config_field_is_refused_naming_file_and_field() {
     assert!(err.contains("bad.toml: field `shards`"), "{err}");
     let f = write(dir.path(), "typo.toml", "idle_timout = \"5s\"\n");
     let (_, err) = engine_fails(&["--config", f.to_str().unwrap()]);
-    assert!(err.contains("typo.toml") && err.contains("idle_timout"), "{err}");
+    assert!(
+        err.contains("typo.toml") && err.contains("idle_timout"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -82,16 +116,29 @@ fn unreadable_pem_is_refused_naming_the_file() {
     let dir = tempfile::tempdir().expect("tmp");
     let cert = write(dir.path(), "cert.pem", "not a certificate\n");
     let key = write(dir.path(), "key.pem", "not a key\n");
-    let (code, err) = engine_fails(&["--cert", cert.to_str().unwrap(), "--key", key.to_str().unwrap()]);
+    let (code, err) = engine_fails(&[
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ]);
     assert_eq!(code, Some(2));
-    assert!(err.contains("cert.pem") && err.contains("certificate"), "{err}");
+    assert!(
+        err.contains("cert.pem") && err.contains("certificate"),
+        "{err}"
+    );
 }
 
 #[test]
 fn a_key_that_does_not_match_the_certificate_is_refused() {
     let a = test_certs();
     let b = test_certs();
-    let (code, err) = engine_fails(&["--cert", a.cert.to_str().unwrap(), "--key", b.key.to_str().unwrap()]);
+    let (code, err) = engine_fails(&[
+        "--cert",
+        a.cert.to_str().unwrap(),
+        "--key",
+        b.key.to_str().unwrap(),
+    ]);
     assert_eq!(code, Some(2));
     assert!(err.contains("does not match certificate"), "{err}");
 }
@@ -105,7 +152,14 @@ fn nothing_is_bound_when_the_config_is_bad() {
     drop(l);
     let a = test_certs();
     let b = test_certs();
-    let (_, err) = engine_fails(&["--listen", &addr, "--cert", a.cert.to_str().unwrap(), "--key", b.key.to_str().unwrap()]);
+    let (_, err) = engine_fails(&[
+        "--listen",
+        &addr,
+        "--cert",
+        a.cert.to_str().unwrap(),
+        "--key",
+        b.key.to_str().unwrap(),
+    ]);
     assert!(err.contains("does not match"), "{err}");
     std::net::TcpListener::bind(&addr).expect("port still free");
 }

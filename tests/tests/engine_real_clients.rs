@@ -10,17 +10,35 @@ fn curl_fetches_the_body_over_tls13_and_tls12() {
         return;
     }
     let certs = test_certs();
-    let e = start_engine(&["--shards", "2", "--cert", certs.cert.to_str().unwrap(), "--key", certs.key.to_str().unwrap()]);
+    let e = start_engine(&[
+        "--shards",
+        "2",
+        "--cert",
+        certs.cert.to_str().unwrap(),
+        "--key",
+        certs.key.to_str().unwrap(),
+    ]);
     let url = format!("https://localhost:{}/", e.addr().port());
     let resolve = format!("localhost:{}:127.0.0.1", e.addr().port());
     for version in ["--tlsv1.3", "--tlsv1.2"] {
-        let mut args = vec!["-sS", "--cacert", certs.ca.to_str().unwrap(), "--resolve", &resolve, version];
+        let mut args = vec![
+            "-sS",
+            "--cacert",
+            certs.ca.to_str().unwrap(),
+            "--resolve",
+            &resolve,
+            version,
+        ];
         if version == "--tlsv1.2" {
             args.extend(["--tls-max", "1.2"]);
         }
         args.push(&url);
         let out = Command::new("curl").args(&args).output().expect("curl");
-        assert!(out.status.success(), "curl {version}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "curl {version}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert_eq!(out.stdout, b"hello world\n");
     }
 }
@@ -31,8 +49,15 @@ fn curl_with_the_default_self_signed_certificate_and_k() {
         return;
     }
     let e = start_engine(&[]);
-    let out = Command::new("curl").args(["-sSk", &format!("https://{}/", e.addr())]).output().expect("curl");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("curl")
+        .args(["-sSk", &format!("https://{}/", e.addr())])
+        .output()
+        .expect("curl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(out.stdout, b"hello world\n");
 }
 
@@ -45,7 +70,12 @@ fn s_client(addr: &str, extra: &[&str], input: &[u8]) -> String {
         .stderr(Stdio::piped())
         .spawn()
         .expect("openssl");
-    child.stdin.take().expect("stdin").write_all(input).expect("write");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input)
+        .expect("write");
     let out = child.wait_with_output().expect("wait");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -75,9 +105,16 @@ fn openssl_s_client_resumes_a_saved_tls13_session() {
     let req = b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n";
     let addr = e.addr().to_string();
     let first = s_client(&addr, &["-ign_eof", "-sess_out", sess], req);
-    assert!(first.contains("New, TLSv1.3") && first.contains("hello world"), "{first}");
+    assert!(
+        first.contains("New, TLSv1.3") && first.contains("hello world"),
+        "{first}"
+    );
     for _ in 0..3 {
-        let again = s_client(&addr, &["-ign_eof", "-sess_in", sess, "-sess_out", sess], req);
+        let again = s_client(
+            &addr,
+            &["-ign_eof", "-sess_in", sess, "-sess_out", sess],
+            req,
+        );
         assert!(again.contains("Reused, TLSv1.3"), "{again}");
     }
 }

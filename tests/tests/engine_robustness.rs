@@ -3,9 +3,12 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Instant;
-use uringtls_tests::{client_config, connect, read_response, start_engine, test_certs, EngineProc, WAIT};
+use uringtls_tests::{
+    client_config, connect, read_response, start_engine, test_certs, EngineProc, WAIT,
+};
 
-const BOTH: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13, &rustls::version::TLS12];
+const BOTH: &[&rustls::SupportedProtocolVersion] =
+    &[&rustls::version::TLS13, &rustls::version::TLS12];
 
 /// Sends `bytes` on a raw socket and returns everything the server sends
 /// back until it closes.
@@ -36,12 +39,22 @@ fn still_serves(e: &EngineProc, certs: &uringtls_tests::TestCerts) {
     let mut c = connect(e.addr(), &client_config(&certs.ca_der, BOTH)).expect("connect");
     c.write_all(b"GET / HTTP/1.1\r\n\r\n").expect("write");
     c.flush().expect("flush");
-    assert_eq!(read_response(&mut c).expect("response").0, "HTTP/1.1 200 OK");
+    assert_eq!(
+        read_response(&mut c).expect("response").0,
+        "HTTP/1.1 200 OK"
+    );
 }
 
 fn engine(extra: &[&str]) -> (EngineProc, uringtls_tests::TestCerts) {
     let certs = test_certs();
-    let mut args = vec!["--shards", "1", "--cert", certs.cert.to_str().unwrap(), "--key", certs.key.to_str().unwrap()];
+    let mut args = vec![
+        "--shards",
+        "1",
+        "--cert",
+        certs.cert.to_str().unwrap(),
+        "--key",
+        certs.key.to_str().unwrap(),
+    ];
     args.extend_from_slice(extra);
     (start_engine(&args), certs)
 }
@@ -55,7 +68,10 @@ fn garbage_bytes_get_an_alert_and_a_close_while_others_are_served() {
     assert_alert(&send_raw(&e, &garbage));
     healthy.write_all(b"GET / HTTP/1.1\r\n\r\n").expect("write");
     healthy.flush().expect("flush");
-    assert_eq!(read_response(&mut healthy).expect("response").0, "HTTP/1.1 200 OK");
+    assert_eq!(
+        read_response(&mut healthy).expect("response").0,
+        "HTTP/1.1 200 OK"
+    );
     still_serves(&e, &certs);
 }
 
@@ -82,7 +98,8 @@ fn a_client_that_stops_mid_handshake_is_closed_at_the_handshake_timeout() {
     // Half of a real ClientHello, then silence.
     let mut hello = Vec::new();
     let cfg = client_config(&certs.ca_der, BOTH);
-    let mut conn = rustls::ClientConnection::new(cfg, "localhost".try_into().expect("name")).expect("client");
+    let mut conn =
+        rustls::ClientConnection::new(cfg, "localhost".try_into().expect("name")).expect("client");
     conn.write_tls(&mut hello).expect("hello");
     let half = &hello[..hello.len() / 2];
     let start = Instant::now();
@@ -90,6 +107,9 @@ fn a_client_that_stops_mid_handshake_is_closed_at_the_handshake_timeout() {
     let waited = start.elapsed();
     // Closed by the server (EOF, no handshake reply), not by our read timeout.
     assert!(waited < WAIT, "server never closed the half-open handshake");
-    assert!(reply.is_empty() || reply[0] == 0x15, "unexpected reply {reply:?}");
+    assert!(
+        reply.is_empty() || reply[0] == 0x15,
+        "unexpected reply {reply:?}"
+    );
     still_serves(&e, &certs);
 }

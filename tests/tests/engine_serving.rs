@@ -4,12 +4,22 @@ use rand::RngCore;
 use std::io::{Read, Write};
 use uringtls_tests::{client_config, connect, read_response, start_engine, test_certs};
 
-const BOTH: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13, &rustls::version::TLS12];
+const BOTH: &[&rustls::SupportedProtocolVersion] =
+    &[&rustls::version::TLS13, &rustls::version::TLS12];
 
 #[test]
 fn tls12_and_tls13_handshakes_complete_with_the_configured_certificate() {
     let certs = test_certs();
-    let e = start_engine(&["--shards", "1", "--service", "echo", "--cert", certs.cert.to_str().unwrap(), "--key", certs.key.to_str().unwrap()]);
+    let e = start_engine(&[
+        "--shards",
+        "1",
+        "--service",
+        "echo",
+        "--cert",
+        certs.cert.to_str().unwrap(),
+        "--key",
+        certs.key.to_str().unwrap(),
+    ]);
     for (v, expect) in [
         (&rustls::version::TLS13, rustls::ProtocolVersion::TLSv1_3),
         (&rustls::version::TLS12, rustls::ProtocolVersion::TLSv1_2),
@@ -23,10 +33,26 @@ fn tls12_and_tls13_handshakes_complete_with_the_configured_certificate() {
 #[test]
 fn echo_returns_exactly_what_was_sent_for_payloads_up_to_several_mib() {
     let certs = test_certs();
-    let e = start_engine(&["--shards", "2", "--service", "echo", "--cert", certs.cert.to_str().unwrap(), "--key", certs.key.to_str().unwrap()]);
+    let e = start_engine(&[
+        "--shards",
+        "2",
+        "--service",
+        "echo",
+        "--cert",
+        certs.cert.to_str().unwrap(),
+        "--key",
+        certs.key.to_str().unwrap(),
+    ]);
     let cfg = client_config(&certs.ca_der, BOTH);
     let mut rng = rand::rng();
-    for size in [1usize, 100, 16 * 1024, 16 * 1024 + 1, 300_000, 5 * 1024 * 1024] {
+    for size in [
+        1usize,
+        100,
+        16 * 1024,
+        16 * 1024 + 1,
+        300_000,
+        5 * 1024 * 1024,
+    ] {
         let mut c = connect(e.addr(), &cfg).expect("connect");
         let mut payload = vec![0u8; size];
         rng.fill_bytes(&mut payload);
@@ -53,7 +79,16 @@ fn echo_returns_exactly_what_was_sent_for_payloads_up_to_several_mib() {
 
 fn http_engine() -> (uringtls_tests::EngineProc, uringtls_tests::TestCerts) {
     let certs = test_certs();
-    let e = start_engine(&["--shards", "2", "--service", "http", "--cert", certs.cert.to_str().unwrap(), "--key", certs.key.to_str().unwrap()]);
+    let e = start_engine(&[
+        "--shards",
+        "2",
+        "--service",
+        "http",
+        "--cert",
+        certs.cert.to_str().unwrap(),
+        "--key",
+        certs.key.to_str().unwrap(),
+    ]);
     (e, certs)
 }
 
@@ -75,7 +110,8 @@ fn http_answers_keep_alive_gets_on_one_connection() {
 fn http_answers_pipelined_gets_in_order_and_head_without_body() {
     let (e, certs) = http_engine();
     let mut c = connect(e.addr(), &client_config(&certs.ca_der, BOTH)).expect("connect");
-    c.write_all(b"GET /a HTTP/1.1\r\n\r\nHEAD /b HTTP/1.1\r\n\r\nGET /c HTTP/1.1\r\n\r\n").expect("write");
+    c.write_all(b"GET /a HTTP/1.1\r\n\r\nHEAD /b HTTP/1.1\r\n\r\nGET /c HTTP/1.1\r\n\r\n")
+        .expect("write");
     c.flush().expect("flush");
     let (s1, _, b1) = read_response(&mut c).expect("1");
     // HEAD: Content-Length is the GET body's length but no body follows.
@@ -86,16 +122,23 @@ fn http_answers_pipelined_gets_in_order_and_head_without_body() {
         head.push(byte[0]);
     }
     let (s3, _, b3) = read_response(&mut c).expect("3");
-    assert_eq!((s1.as_str(), b1.as_slice()), ("HTTP/1.1 200 OK", &b"hello world\n"[..]));
+    assert_eq!(
+        (s1.as_str(), b1.as_slice()),
+        ("HTTP/1.1 200 OK", &b"hello world\n"[..])
+    );
     assert!(head.starts_with(b"HTTP/1.1 200 OK"));
-    assert_eq!((s3.as_str(), b3.as_slice()), ("HTTP/1.1 200 OK", &b"hello world\n"[..]));
+    assert_eq!(
+        (s3.as_str(), b3.as_slice()),
+        ("HTTP/1.1 200 OK", &b"hello world\n"[..])
+    );
 }
 
 #[test]
 fn http_connection_close_gets_a_response_then_close_notify() {
     let (e, certs) = http_engine();
     let mut c = connect(e.addr(), &client_config(&certs.ca_der, BOTH)).expect("connect");
-    c.write_all(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n").expect("write");
+    c.write_all(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+        .expect("write");
     c.flush().expect("flush");
     let (status, headers, _) = read_response(&mut c).expect("response");
     assert_eq!(status, "HTTP/1.1 200 OK");
@@ -111,7 +154,8 @@ fn http_rejects_garbage_with_400_and_keeps_serving_others() {
     let (e, certs) = http_engine();
     let cfg = client_config(&certs.ca_der, BOTH);
     let mut bad = connect(e.addr(), &cfg).expect("connect");
-    bad.write_all(b"\x00\x01garbage garbage\r\n\r\n").expect("write");
+    bad.write_all(b"\x00\x01garbage garbage\r\n\r\n")
+        .expect("write");
     bad.flush().expect("flush");
     let (status, _, _) = read_response(&mut bad).expect("response");
     assert_eq!(status, "HTTP/1.1 400 Bad Request");
@@ -124,7 +168,16 @@ fn http_rejects_garbage_with_400_and_keeps_serving_others() {
 #[test]
 fn http_body_size_setting_sizes_the_response() {
     let certs = test_certs();
-    let e = start_engine(&["--shards", "1", "--body-size", "1048576", "--cert", certs.cert.to_str().unwrap(), "--key", certs.key.to_str().unwrap()]);
+    let e = start_engine(&[
+        "--shards",
+        "1",
+        "--body-size",
+        "1048576",
+        "--cert",
+        certs.cert.to_str().unwrap(),
+        "--key",
+        certs.key.to_str().unwrap(),
+    ]);
     let mut c = connect(e.addr(), &client_config(&certs.ca_der, BOTH)).expect("connect");
     for _ in 0..3 {
         c.write_all(b"GET /big HTTP/1.1\r\n\r\n").expect("write");

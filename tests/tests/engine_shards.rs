@@ -9,7 +9,10 @@ use uringtls_tests::{client_config, connect, read_response, start_engine, test_c
 #[test]
 fn each_shard_has_its_own_listener_on_the_same_port() {
     let e = start_engine(&["--shards", "3"]);
-    let out = Command::new("ss").args(["-ltnH", &format!("sport = :{}", e.addr().port())]).output().expect("ss");
+    let out = Command::new("ss")
+        .args(["-ltnH", &format!("sport = :{}", e.addr().port())])
+        .output()
+        .expect("ss");
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(text.lines().count(), 3, "expected 3 listeners:\n{text}");
     assert_eq!(e.stdout().matches("listening on").count(), 3);
@@ -17,12 +20,20 @@ fn each_shard_has_its_own_listener_on_the_same_port() {
 
 fn resume_twenty_times(versions: &[&'static rustls::SupportedProtocolVersion], tickets: bool) {
     let certs = test_certs();
-    let e = start_engine(&["--shards", "2", "--cert", certs.cert.to_str().unwrap(), "--key", certs.key.to_str().unwrap()]);
+    let e = start_engine(&[
+        "--shards",
+        "2",
+        "--cert",
+        certs.cert.to_str().unwrap(),
+        "--key",
+        certs.key.to_str().unwrap(),
+    ]);
     let mut cfg = (*client_config(&certs.ca_der, versions)).clone();
     cfg.resumption = if tickets {
         rustls::client::Resumption::in_memory_sessions(64)
     } else {
-        rustls::client::Resumption::in_memory_sessions(64).tls12_resumption(rustls::client::Tls12Resumption::SessionIdOnly)
+        rustls::client::Resumption::in_memory_sessions(64)
+            .tls12_resumption(rustls::client::Tls12Resumption::SessionIdOnly)
     };
     cfg.enable_sni = true;
     let cfg = Arc::new(cfg);
@@ -30,7 +41,10 @@ fn resume_twenty_times(versions: &[&'static rustls::SupportedProtocolVersion], t
     let mut e = e;
     let mut first = connect(e.addr(), &cfg).expect("first");
     exchange(&mut first);
-    assert_eq!(first.conn.handshake_kind(), Some(rustls::HandshakeKind::Full));
+    assert_eq!(
+        first.conn.handshake_kind(),
+        Some(rustls::HandshakeKind::Full)
+    );
     let mut resumed = 0;
     for _ in 0..20 {
         let mut c = connect(e.addr(), &cfg).expect("reconnect");
@@ -51,7 +65,10 @@ fn resume_twenty_times(versions: &[&'static rustls::SupportedProtocolVersion], t
             .lines()
             .find(|l| l.contains("shard stopped") && l.contains(&format!("shard={shard} ")))
             .unwrap_or_else(|| panic!("no stop line for shard {shard}:\n{log}"));
-        assert!(!line.contains(" resumed=0 "), "shard {shard} resumed nothing: {line}");
+        assert!(
+            !line.contains(" resumed=0 "),
+            "shard {shard} resumed nothing: {line}"
+        );
     }
 }
 

@@ -15,7 +15,9 @@ impl FromStr for HumanDuration {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.trim();
-        let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+        let split = s
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(s.len());
         let (num, unit) = s.split_at(split);
         let n: f64 = num
             .parse()
@@ -26,11 +28,7 @@ impl FromStr for HumanDuration {
             "us" => n / 1e6,
             "m" | "min" => n * 60.0,
             "h" => n * 3600.0,
-            other => {
-                return Err(format!(
-                    "`{s}`: unknown unit `{other}` (use ms, s, m or h)"
-                ))
-            }
+            other => return Err(format!("`{s}`: unknown unit `{other}` (use ms, s, m or h)")),
         };
         if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
             return Err(format!("`{s}` is out of range"));

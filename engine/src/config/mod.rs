@@ -60,7 +60,11 @@ pub enum LogFormat {
 
 /// Every setting, from flags (`--name`) or the TOML file (`name = ...`).
 #[derive(Debug, Clone, Default, Parser, Deserialize)]
-#[command(name = "uringtls", version, about = "io_uring shard-per-core TLS server")]
+#[command(
+    name = "uringtls",
+    version,
+    about = "io_uring shard-per-core TLS server"
+)]
 #[serde(deny_unknown_fields)]
 pub struct Options {
     /// TOML file with these same settings (flags override it).
@@ -216,9 +220,18 @@ impl fmt::Display for ConfigError {
                 write!(f, "{}: cannot read config file: {source}", path.display())
             }
             ConfigError::Parse { path, message } => {
-                write!(f, "{}: invalid config: {}", path.display(), message.trim_end())
+                write!(
+                    f,
+                    "{}: invalid config: {}",
+                    path.display(),
+                    message.trim_end()
+                )
             }
-            ConfigError::Invalid { origin, problem, fix } => write!(f, "{origin}: {problem}; {fix}"),
+            ConfigError::Invalid {
+                origin,
+                problem,
+                fix,
+            } => write!(f, "{origin}: {problem}; {fix}"),
             ConfigError::Tls(e) => write!(f, "{e}"),
         }
     }
@@ -247,7 +260,12 @@ impl Origin<'_> {
         }
     }
 
-    fn invalid(&self, field: &str, problem: impl Into<String>, fix: impl Into<String>) -> ConfigError {
+    fn invalid(
+        &self,
+        field: &str,
+        problem: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> ConfigError {
         ConfigError::Invalid {
             origin: self.name(field),
             problem: problem.into(),
@@ -287,9 +305,31 @@ impl Options {
             None => Options::default(),
         };
         let m = merge_fields!(
-            self, file, listen, shards, cpus, backlog, ring_entries, coop_taskrun, sqpoll_idle_ms,
-            cert, key, session_cache, tls13_tickets, tls12, alpn, service, body_size, max_header,
-            handshake_timeout, idle_timeout, write_timeout, max_conns, grace, log_format, log_level,
+            self,
+            file,
+            listen,
+            shards,
+            cpus,
+            backlog,
+            ring_entries,
+            coop_taskrun,
+            sqpoll_idle_ms,
+            cert,
+            key,
+            session_cache,
+            tls13_tickets,
+            tls12,
+            alpn,
+            service,
+            body_size,
+            max_header,
+            handshake_timeout,
+            idle_timeout,
+            write_timeout,
+            max_conns,
+            grace,
+            log_format,
+            log_level,
         );
         m.finish()
     }
@@ -297,36 +337,71 @@ impl Options {
     /// Checks every value present in this one source.
     fn check(&self, o: Origin<'_>) -> Result<(), ConfigError> {
         if let Some(l) = &self.listen {
-            parse_listen(l).map_err(|p| o.invalid("listen", p, "write IP:PORT, e.g. 127.0.0.1:8443 or [::1]:8443"))?;
+            parse_listen(l).map_err(|p| {
+                o.invalid(
+                    "listen",
+                    p,
+                    "write IP:PORT, e.g. 127.0.0.1:8443 or [::1]:8443",
+                )
+            })?;
         }
         if self.shards == Some(0) {
-            return Err(o.invalid("shards", "0 shards cannot serve", "use 1 or more (default: one per CPU)"));
+            return Err(o.invalid(
+                "shards",
+                "0 shards cannot serve",
+                "use 1 or more (default: one per CPU)",
+            ));
         }
         if let Some(c) = &self.cpus {
-            parse_cpus(c).map_err(|p| o.invalid("cpus", p, "write a list such as `1` or `0,2-3`"))?;
+            parse_cpus(c)
+                .map_err(|p| o.invalid("cpus", p, "write a list such as `1` or `0,2-3`"))?;
         }
         if self.backlog == Some(0) {
-            return Err(o.invalid("backlog", "backlog 0", "use a positive number (default 4096)"));
+            return Err(o.invalid(
+                "backlog",
+                "backlog 0",
+                "use a positive number (default 4096)",
+            ));
         }
         if let Some(n) = self.ring_entries {
             if !(2..=32_768).contains(&n) {
-                return Err(o.invalid("ring_entries", format!("{n} is out of range"), "use 2..=32768 (default 1024)"));
+                return Err(o.invalid(
+                    "ring_entries",
+                    format!("{n} is out of range"),
+                    "use 2..=32768 (default 1024)",
+                ));
             }
         }
         if self.session_cache == Some(0) {
-            return Err(o.invalid("session_cache", "a cache of 0 entries", "use 1 or more (default 65536)"));
+            return Err(o.invalid(
+                "session_cache",
+                "a cache of 0 entries",
+                "use 1 or more (default 65536)",
+            ));
         }
         if self.max_conns == Some(0) {
-            return Err(o.invalid("max_conns", "0 connections per shard", "use 1 or more (default 65536)"));
+            return Err(o.invalid(
+                "max_conns",
+                "0 connections per shard",
+                "use 1 or more (default 65536)",
+            ));
         }
         if let Some(b) = self.body_size {
             if b > 1 << 30 {
-                return Err(o.invalid("body_size", format!("{b} bytes is over 1 GiB"), "use a smaller body"));
+                return Err(o.invalid(
+                    "body_size",
+                    format!("{b} bytes is over 1 GiB"),
+                    "use a smaller body",
+                ));
             }
         }
         if let Some(h) = self.max_header {
             if h < 64 {
-                return Err(o.invalid("max_header", format!("{h} bytes"), "use at least 64 (default 8192)"));
+                return Err(o.invalid(
+                    "max_header",
+                    format!("{h} bytes"),
+                    "use at least 64 (default 8192)",
+                ));
             }
         }
         for (name, d) in [
@@ -335,12 +410,20 @@ impl Options {
             ("write_timeout", self.write_timeout),
         ] {
             if d.is_some_and(|d| d.0.is_zero()) {
-                return Err(o.invalid(name, "a zero timeout", "use a positive duration such as `10s`"));
+                return Err(o.invalid(
+                    name,
+                    "a zero timeout",
+                    "use a positive duration such as `10s`",
+                ));
             }
         }
         if self.cert.is_some() != self.key.is_some() {
             let missing = if self.cert.is_some() { "key" } else { "cert" };
-            return Err(o.invalid(missing, "cert and key must be given together", format!("give `{missing}` too, or neither for a self-signed certificate")));
+            return Err(o.invalid(
+                missing,
+                "cert and key must be given together",
+                format!("give `{missing}` too, or neither for a self-signed certificate"),
+            ));
         }
         Ok(())
     }
@@ -352,7 +435,8 @@ impl Options {
         let available = available_cpus();
         let cpus = match (&self.cpus, self.shards) {
             (Some(list), shards) => {
-                let list = parse_cpus(list).map_err(|p| Origin::Flag.invalid("cpus", p, "write a list such as `0,2-3`"))?;
+                let list = parse_cpus(list)
+                    .map_err(|p| Origin::Flag.invalid("cpus", p, "write a list such as `0,2-3`"))?;
                 match shards {
                     Some(n) if n > list.len() => {
                         return Err(Origin::Flag.invalid(
@@ -402,7 +486,9 @@ impl Options {
             },
             service: self.service.unwrap_or(ServiceKind::Http),
             body_size: self.body_size,
-            max_header: self.max_header.unwrap_or(crate::services::http::DEFAULT_MAX_HEADER),
+            max_header: self
+                .max_header
+                .unwrap_or(crate::services::http::DEFAULT_MAX_HEADER),
             handshake_timeout: d(self.handshake_timeout, DEFAULT_HANDSHAKE_TIMEOUT),
             idle_timeout: d(self.idle_timeout, DEFAULT_IDLE_TIMEOUT),
             write_timeout: d(self.write_timeout, DEFAULT_WRITE_TIMEOUT),
@@ -415,14 +501,19 @@ impl Options {
 }
 
 fn parse_listen(s: &str) -> Result<SocketAddr, String> {
-    s.parse().map_err(|_| format!("`{s}` is not an IP:PORT address"))
+    s.parse()
+        .map_err(|_| format!("`{s}` is not an IP:PORT address"))
 }
 
 /// Parses `0,2-3` into `[0, 2, 3]`.
 pub fn parse_cpus(s: &str) -> Result<Vec<usize>, String> {
     let mut out = Vec::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let num = |x: &str| x.trim().parse::<usize>().map_err(|_| format!("`{part}` is not a CPU number or range"));
+        let num = |x: &str| {
+            x.trim()
+                .parse::<usize>()
+                .map_err(|_| format!("`{part}` is not a CPU number or range"))
+        };
         match part.split_once('-') {
             Some((a, b)) => {
                 let (a, b) = (num(a)?, num(b)?);
@@ -484,9 +575,13 @@ mod tests {
 
     #[test]
     fn flags_override_the_file() {
-        let f = file("shards = 1\nidle_timeout = \"5s\"\nservice = \"echo\"\nlisten = \"[::1]:9000\"\n");
+        let f = file(
+            "shards = 1\nidle_timeout = \"5s\"\nservice = \"echo\"\nlisten = \"[::1]:9000\"\n",
+        );
         let path = f.path().to_str().expect("utf8");
-        let s = flags(&["--config", path, "--idle-timeout", "7s"]).resolve().expect("ok");
+        let s = flags(&["--config", path, "--idle-timeout", "7s"])
+            .resolve()
+            .expect("ok");
         assert_eq!(s.idle_timeout, Duration::from_secs(7));
         assert_eq!(s.service, ServiceKind::Echo);
         assert_eq!(s.cpus.len(), 1);
@@ -503,7 +598,10 @@ mod tests {
     fn bad_field_in_file_names_file_and_field() {
         let f = file("listen = \"nonsense\"\n");
         let path = f.path().to_str().expect("utf8");
-        let e = flags(&["--config", path]).resolve().unwrap_err().to_string();
+        let e = flags(&["--config", path])
+            .resolve()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains(path) && e.contains("field `listen`"), "{e}");
     }
 
@@ -511,19 +609,28 @@ mod tests {
     fn unknown_key_in_file_is_reported_with_its_name() {
         let f = file("shardz = 3\n");
         let path = f.path().to_str().expect("utf8");
-        let e = flags(&["--config", path]).resolve().unwrap_err().to_string();
+        let e = flags(&["--config", path])
+            .resolve()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains(path) && e.contains("shardz"), "{e}");
     }
 
     #[test]
     fn missing_config_file_is_named() {
-        let e = flags(&["--config", "/nonexistent/u.toml"]).resolve().unwrap_err().to_string();
+        let e = flags(&["--config", "/nonexistent/u.toml"])
+            .resolve()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("/nonexistent/u.toml"), "{e}");
     }
 
     #[test]
     fn cert_without_key_is_refused() {
-        let e = flags(&["--cert", "c.pem"]).resolve().unwrap_err().to_string();
+        let e = flags(&["--cert", "c.pem"])
+            .resolve()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("--key"), "{e}");
     }
 
@@ -533,7 +640,10 @@ mod tests {
         assert!(parse_cpus("3-1").is_err());
         assert!(parse_cpus("a").is_err());
         assert!(parse_cpus("1,1").is_err());
-        let e = flags(&["--cpus", "4096"]).resolve().unwrap_err().to_string();
+        let e = flags(&["--cpus", "4096"])
+            .resolve()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("CPU 4096 is not available"), "{e}");
     }
 }

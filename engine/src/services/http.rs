@@ -72,7 +72,11 @@ impl Http {
         loop {
             let rest = &input[consumed..];
             if rest.is_empty() {
-                return Progress { consumed, skip: 0, close: false };
+                return Progress {
+                    consumed,
+                    skip: 0,
+                    close: false,
+                };
             }
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
             let mut req = httparse::Request::new(&mut headers);
@@ -81,14 +85,26 @@ impl Http {
                     let meta = RequestMeta::of(&req);
                     if meta.bad {
                         error(out, "400 Bad Request");
-                        return Progress { consumed: input.len(), skip: 0, close: true };
+                        return Progress {
+                            consumed: input.len(),
+                            skip: 0,
+                            close: true,
+                        };
                     }
                     if meta.chunked {
                         error(out, "501 Not Implemented");
-                        return Progress { consumed: input.len(), skip: 0, close: true };
+                        return Progress {
+                            consumed: input.len(),
+                            skip: 0,
+                            close: true,
+                        };
                     }
                     let close = meta.close;
-                    out.extend_from_slice(if close { &self.head_close } else { &self.head_keepalive });
+                    out.extend_from_slice(if close {
+                        &self.head_close
+                    } else {
+                        &self.head_keepalive
+                    });
                     if !meta.head {
                         out.extend_from_slice(&self.body);
                     }
@@ -98,23 +114,43 @@ impl Http {
                     consumed += skip;
                     let left = meta.content_length - skip;
                     if close || left > 0 {
-                        return Progress { consumed, skip: left, close };
+                        return Progress {
+                            consumed,
+                            skip: left,
+                            close,
+                        };
                     }
                 }
                 Ok(httparse::Status::Partial) => {
                     if rest.len() > self.max_header {
                         error(out, "431 Request Header Fields Too Large");
-                        return Progress { consumed: input.len(), skip: 0, close: true };
+                        return Progress {
+                            consumed: input.len(),
+                            skip: 0,
+                            close: true,
+                        };
                     }
-                    return Progress { consumed, skip: 0, close: false };
+                    return Progress {
+                        consumed,
+                        skip: 0,
+                        close: false,
+                    };
                 }
                 Err(httparse::Error::TooManyHeaders) => {
                     error(out, "431 Request Header Fields Too Large");
-                    return Progress { consumed: input.len(), skip: 0, close: true };
+                    return Progress {
+                        consumed: input.len(),
+                        skip: 0,
+                        close: true,
+                    };
                 }
                 Err(_) => {
                     error(out, "400 Bad Request");
-                    return Progress { consumed: input.len(), skip: 0, close: true };
+                    return Progress {
+                        consumed: input.len(),
+                        skip: 0,
+                        close: true,
+                    };
                 }
             }
         }
@@ -148,7 +184,10 @@ impl RequestMeta {
                     m.close = false;
                 }
             } else if h.name.eq_ignore_ascii_case("content-length") {
-                match std::str::from_utf8(h.value).ok().and_then(|s| s.trim().parse().ok()) {
+                match std::str::from_utf8(h.value)
+                    .ok()
+                    .and_then(|s| s.trim().parse().ok())
+                {
                     Some(n) => m.content_length = n,
                     None => m.bad = true,
                 }
@@ -237,7 +276,8 @@ mod tests {
 
     #[test]
     fn pipelined_requests_get_answers_in_order() {
-        let (out, p) = run(b"GET /1 HTTP/1.1\r\n\r\nHEAD /2 HTTP/1.1\r\n\r\nGET /3 HTTP/1.1\r\n\r\nGET /4 HT");
+        let (out, p) =
+            run(b"GET /1 HTTP/1.1\r\n\r\nHEAD /2 HTTP/1.1\r\n\r\nGET /3 HTTP/1.1\r\n\r\nGET /4 HT");
         assert_eq!(out.matches("200 OK").count(), 3);
         assert_eq!(out.matches("hello world").count(), 2, "HEAD has no body");
         assert_eq!(p.consumed, 19 + 20 + 19);
@@ -279,7 +319,8 @@ mod tests {
 
     #[test]
     fn request_bodies_are_skipped_even_when_split() {
-        let (out, p) = run(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nabcdeGET / HTTP/1.1\r\n\r\n");
+        let (out, p) =
+            run(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nabcdeGET / HTTP/1.1\r\n\r\n");
         assert_eq!(out.matches("200 OK").count(), 2);
         assert_eq!(p.skip, 0);
         let (_, p) = run(b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc");
@@ -321,7 +362,11 @@ mod tests {
             assert_eq!(skip, 0);
             input.extend_from_slice(tail);
             h.process(&input, &mut out);
-            assert_eq!(String::from_utf8(out).expect("utf8"), whole, "split at {split}");
+            assert_eq!(
+                String::from_utf8(out).expect("utf8"),
+                whole,
+                "split at {split}"
+            );
         }
     }
 }

@@ -7,7 +7,11 @@ use std::net::SocketAddr;
 
 /// Binds `n` listening sockets on `addr`. With port 0, the first socket's
 /// assigned port is reused for the rest, so all shards share one port.
-pub fn bind_all(addr: SocketAddr, n: usize, backlog: u32) -> io::Result<Vec<std::net::TcpListener>> {
+pub fn bind_all(
+    addr: SocketAddr,
+    n: usize,
+    backlog: u32,
+) -> io::Result<Vec<std::net::TcpListener>> {
     let mut out = Vec::with_capacity(n);
     let mut addr = addr;
     for _ in 0..n {
@@ -20,7 +24,11 @@ pub fn bind_all(addr: SocketAddr, n: usize, backlog: u32) -> io::Result<Vec<std:
 
 /// One `SO_REUSEPORT` listener (IPv6 sockets are IPv6-only).
 pub fn bind_one(addr: SocketAddr, backlog: u32) -> io::Result<std::net::TcpListener> {
-    let s = Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), Some(Protocol::TCP))?;
+    let s = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.cloexec(),
+        Some(Protocol::TCP),
+    )?;
     if addr.is_ipv6() {
         s.set_only_v6(true)?;
     }
@@ -41,6 +49,8 @@ mod tests {
         let ls = bind_all("127.0.0.1:0".parse().expect("addr"), 3, 16).expect("bind");
         let port = ls[0].local_addr().expect("addr").port();
         assert_ne!(port, 0);
-        assert!(ls.iter().all(|l| l.local_addr().expect("addr").port() == port));
+        assert!(ls
+            .iter()
+            .all(|l| l.local_addr().expect("addr").port() == port));
     }
 }

@@ -68,15 +68,24 @@ impl fmt::Display for StartError {
         match self {
             StartError::Bind { addr, source } => {
                 let hint = match source.kind() {
-                    std::io::ErrorKind::PermissionDenied => " (ports below 1024 need root or CAP_NET_BIND_SERVICE)",
-                    std::io::ErrorKind::AddrInUse => " (another process holds this port without SO_REUSEPORT)",
-                    std::io::ErrorKind::AddrNotAvailable => " (the address is not configured on this machine)",
+                    std::io::ErrorKind::PermissionDenied => {
+                        " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+                    }
+                    std::io::ErrorKind::AddrInUse => {
+                        " (another process holds this port without SO_REUSEPORT)"
+                    }
+                    std::io::ErrorKind::AddrNotAvailable => {
+                        " (the address is not configured on this machine)"
+                    }
                     _ => "",
                 };
                 write!(f, "cannot listen on {addr}: {source}{hint}")
             }
             StartError::Shard { shard, cpu, reason } => {
-                write!(f, "shard {shard} (CPU {cpu}) failed to start: {reason}; no shard is serving")
+                write!(
+                    f,
+                    "shard {shard} (CPU {cpu}) failed to start: {reason}; no shard is serving"
+                )
             }
         }
     }
@@ -133,7 +142,11 @@ impl Server {
                 Ok(t) => threads.push(t),
                 Err(e) => {
                     abort_all(&go_senders, threads);
-                    return Err(StartError::Shard { shard: i, cpu, reason: format!("cannot spawn thread: {e}") });
+                    return Err(StartError::Shard {
+                        shard: i,
+                        cpu,
+                        reason: format!("cannot spawn thread: {e}"),
+                    });
                 }
             }
         }
@@ -143,10 +156,18 @@ impl Server {
             match ready_rx.recv() {
                 Ok((_, Ok(()))) => {}
                 Ok((i, Err(reason))) => {
-                    failure.get_or_insert(StartError::Shard { shard: i, cpu: cpus[i], reason });
+                    failure.get_or_insert(StartError::Shard {
+                        shard: i,
+                        cpu: cpus[i],
+                        reason,
+                    });
                 }
                 Err(_) => {
-                    failure.get_or_insert(StartError::Shard { shard: 0, cpu: cpus[0], reason: "a shard thread died".into() });
+                    failure.get_or_insert(StartError::Shard {
+                        shard: 0,
+                        cpu: cpus[0],
+                        reason: "a shard thread died".into(),
+                    });
                     break;
                 }
             }
@@ -158,7 +179,13 @@ impl Server {
         for g in &go_senders {
             let _ = g.send(true);
         }
-        Ok(Server { addr, cpus: cpus.to_vec(), stop, threads, done })
+        Ok(Server {
+            addr,
+            cpus: cpus.to_vec(),
+            stop,
+            threads,
+            done,
+        })
     }
 
     /// The address all shards listen on (with the real port if 0 was asked).
@@ -224,7 +251,13 @@ impl<S: Service> ShardTask<S> {
     ) {
         let id = self.id;
         if !core_affinity::set_for_current(core_affinity::CoreId { id: self.cpu }) {
-            let _ = ready.send((id, Err(format!("cannot pin the thread to CPU {} (is it in this process's affinity mask?)", self.cpu))));
+            let _ = ready.send((
+                id,
+                Err(format!(
+                    "cannot pin the thread to CPU {} (is it in this process's affinity mask?)",
+                    self.cpu
+                )),
+            ));
             return;
         }
         let rt = match Runtime::new(&self.settings.ring) {
@@ -243,14 +276,28 @@ impl<S: Service> ShardTask<S> {
     }
 
     async fn serve(self) {
-        let ShardTask { id, listener, settings, tls, service, mut stop, .. } = self;
+        let ShardTask {
+            id,
+            listener,
+            settings,
+            tls,
+            service,
+            mut stop,
+            ..
+        } = self;
         let listener = Listener::from_std(listener);
         let local = match listener.local_addr() {
             Ok(a) => a,
             Err(_) => return,
         };
         let state = Rc::new(ShardState::new(id));
-        let ctx = Rc::new(ConnCtx { settings, tls, service, local, state: state.clone() });
+        let ctx = Rc::new(ConnCtx {
+            settings,
+            tls,
+            service,
+            local,
+            state: state.clone(),
+        });
         let mut fd_exhausted = false;
         loop {
             tokio::select! {
@@ -275,8 +322,15 @@ impl<S: Service> ShardTask<S> {
         drop(listener);
         state.start_drain();
         let grace = ctx.settings.grace;
-        if tokio::time::timeout(grace, state.all_closed()).await.is_err() {
-            tracing::warn!(shard = id, left = state.active(), "grace period over; closing remaining connections");
+        if tokio::time::timeout(grace, state.all_closed())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                shard = id,
+                left = state.active(),
+                "grace period over; closing remaining connections"
+            );
         }
         let c = &state.counters;
         tracing::info!(
@@ -294,8 +348,12 @@ impl<S: Service> ShardTask<S> {
 fn ring_error(e: &std::io::Error, ring: &RingOptions) -> String {
     let hint = match e.raw_os_error() {
         Some(libc::ENOSYS) => "io_uring is not supported by this kernel",
-        Some(libc::EPERM) => "io_uring is disabled (sysctl kernel.io_uring_disabled) or blocked by a seccomp policy",
-        Some(libc::ENOMEM) => "cannot lock ring memory: raise RLIMIT_MEMLOCK or lower --ring-entries",
+        Some(libc::EPERM) => {
+            "io_uring is disabled (sysctl kernel.io_uring_disabled) or blocked by a seccomp policy"
+        }
+        Some(libc::ENOMEM) => {
+            "cannot lock ring memory: raise RLIMIT_MEMLOCK or lower --ring-entries"
+        }
         Some(libc::EINVAL) => "the kernel rejected the ring setup flags: try --coop-taskrun false",
         _ => "io_uring setup failed",
     };
@@ -303,7 +361,10 @@ fn ring_error(e: &std::io::Error, ring: &RingOptions) -> String {
 }
 
 fn is_fd_exhaustion(e: &std::io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS) | Some(libc::ENOMEM))
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS) | Some(libc::ENOMEM)
+    )
 }
 
 /// Everything a connection task needs, shared per shard.
@@ -376,7 +437,11 @@ impl<S: Service> ConnCtx<S> {
             _ => Counters::bump(&c.full_handshakes),
         }
         stream.set_read_timeout(Some(self.settings.idle_timeout));
-        let info = ConnInfo { peer, local: self.local, shard: self.state.clone() };
+        let info = ConnInfo {
+            peer,
+            local: self.local,
+            shard: self.state.clone(),
+        };
         match self.service.serve(&mut stream, &info).await {
             Ok(()) => {
                 let _ = stream.close().await;

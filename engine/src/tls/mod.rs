@@ -158,8 +158,13 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 }
 
 fn self_signed() -> Result<Identity, TlsError> {
-    let names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
-    let ck = rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::SelfSigned(e.to_string()))?;
+    let names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
+    let ck = rcgen::generate_simple_self_signed(names)
+        .map_err(|e| TlsError::SelfSigned(e.to_string()))?;
     let key = PrivateKeyDer::try_from(ck.signing_key.serialize_der())
         .map_err(|e| TlsError::SelfSigned(e.to_string()))?;
     Ok(Identity {
@@ -197,7 +202,9 @@ pub fn server_config(s: &TlsSettings, id: &Identity) -> Result<Arc<ServerConfig>
         .load_private_key(id.key.clone_key())
         .map_err(|e| mismatch(s, e.to_string()))?;
     let certified = rustls::sign::CertifiedKey::new(id.chain.clone(), key);
-    certified.keys_match().map_err(|e| mismatch(s, e.to_string()))?;
+    certified
+        .keys_match()
+        .map_err(|e| mismatch(s, e.to_string()))?;
 
     let versions: &[&rustls::SupportedProtocolVersion] = if s.tls12 {
         &[&rustls::version::TLS13, &rustls::version::TLS12]
@@ -208,7 +215,9 @@ pub fn server_config(s: &TlsSettings, id: &Identity) -> Result<Arc<ServerConfig>
         .with_protocol_versions(versions)
         .map_err(TlsError::Rustls)?
         .with_no_client_auth()
-        .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(Arc::new(certified))));
+        .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(Arc::new(
+            certified,
+        ))));
     cfg.ignore_client_order = true;
     cfg.session_storage = ServerSessionMemoryCache::new(s.session_cache.max(1));
     cfg.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().map_err(TlsError::Rustls)?;
@@ -277,6 +286,10 @@ pub(crate) mod tests {
         s.cert = Some("cert.pem".into());
         s.key = Some("key.pem".into());
         let err = server_config(&s, &mixed).unwrap_err();
-        assert!(err.to_string().contains("does not match certificate cert.pem"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("does not match certificate cert.pem"),
+            "{err}"
+        );
     }
 }

@@ -40,7 +40,10 @@ pub struct TlsStream<C: TlsConn> {
 }
 
 fn broken() -> io::Error {
-    io::Error::new(io::ErrorKind::BrokenPipe, "connection buffers lost to a cancelled operation")
+    io::Error::new(
+        io::ErrorKind::BrokenPipe,
+        "connection buffers lost to a cancelled operation",
+    )
 }
 
 fn tls_error(e: rustls::Error) -> io::Error {
@@ -148,7 +151,10 @@ impl<C: TlsConn> TlsStream<C> {
             let fut = self.conn.write_all(out);
             let (res, out) = match self.write_timeout {
                 Some(t) => tokio::time::timeout(t, fut).await.map_err(|_| {
-                    io::Error::new(io::ErrorKind::TimedOut, "write timeout: peer is not reading")
+                    io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "write timeout: peer is not reading",
+                    )
                 })?,
                 None => fut.await,
             };
