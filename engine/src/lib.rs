@@ -46,6 +46,9 @@
 pub mod cli;
 pub mod config;
 pub mod io;
+pub mod limits;
+pub mod metrics;
+pub mod process;
 pub mod services;
 pub mod shard;
 pub mod tls;

@@ -37,6 +37,8 @@ pub struct ShardState {
     pub id: usize,
     /// Counters.
     pub counters: Counters,
+    /// Metrics beyond the counters (closed/refused by reason, histogram, bytes...).
+    pub metrics: crate::metrics::ShardMetrics,
     active: Cell<usize>,
     draining: Cell<bool>,
     drain: Notify,
@@ -49,6 +51,7 @@ impl ShardState {
         ShardState {
             id,
             counters: Counters::default(),
+            metrics: crate::metrics::ShardMetrics::default(),
             active: Cell::new(0),
             draining: Cell::new(false),
             drain: Notify::new(),

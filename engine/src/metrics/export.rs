@@ -1,0 +1,277 @@
+//! Prometheus families built from shard snapshots (prometheus-client's
+//! custom-collector API, OpenMetrics text). Every family carries a
+//! `shard` label; sum over it for the process. Names are listed, with their
+//! meaning, in `docs/operations.md`.
+
+use super::ShardSnapshot;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+use std::fmt;
+
+/// One scrape's worth of shard snapshots.
+#[derive(Debug)]
+pub struct Scrape(pub Vec<ShardSnapshot>);
+
+type Labels<'a> = Vec<(&'static str, &'a str)>;
+
+/// Writes one family: `rows` are (labels, value) for every shard.
+fn family<'a, M: EncodeMetric>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    rows: impl Iterator<Item = (Labels<'a>, M)>,
+) -> fmt::Result {
+    let mut m = enc.encode_descriptor(name, help, None, kind)?;
+    for (labels, metric) in rows {
+        metric.encode(m.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+impl Scrape {
+    fn counters<'a>(
+        &'a self,
+        enc: &mut DescriptorEncoder,
+        name: &str,
+        help: &str,
+        f: impl Fn(&'a ShardSnapshot, &'a str) -> Vec<(Labels<'a>, u64)>,
+        ids: &'a [String],
+    ) -> fmt::Result {
+        let rows = self
+            .0
+            .iter()
+            .zip(ids)
+            .flat_map(|(s, id)| f(s, id))
+            .map(|(l, v)| (l, ConstCounter::new(v)));
+        family(enc, name, help, MetricType::Counter, rows)
+    }
+}
+
+fn by<'a, K: AsRef<str> + 'a>(
+    id: &'a str,
+    key: &'static str,
+    v: &'a [(K, u64)],
+) -> Vec<(Labels<'a>, u64)> {
+    v.iter()
+        .map(|(k, n)| (vec![("shard", id), (key, k.as_ref())], *n))
+        .collect()
+}
+
+impl Collector for Scrape {
+    fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
+        let ids: Vec<String> = self.0.iter().map(|s| s.shard.to_string()).collect();
+        let one = |v: u64, id| vec![(vec![("shard", id)], v)];
+        let e = &mut enc;
+        self.counters(
+            e,
+            "connections_accepted",
+            "Connections accepted (admitted or refused).",
+            |s, id| one(s.accepted, id),
+            &ids,
+        )?;
+        let active = self.0.iter().zip(&ids).map(|(s, id)| {
+            (
+                vec![("shard", id.as_str())],
+                ConstGauge::new(s.active as i64),
+            )
+        });
+        family(
+            e,
+            "connections_active",
+            "Connections open now.",
+            MetricType::Gauge,
+            active,
+        )?;
+        self.counters(
+            e,
+            "connections_closed",
+            "Admitted connections ended, by reason.",
+            |s, id| by(id, "reason", &s.closed),
+            &ids,
+        )?;
+        self.counters(
+            e,
+            "connections_refused",
+            "Connections refused at accept, by limit.",
+            |s, id| by(id, "limit", &s.refused),
+            &ids,
+        )?;
+        self.counters(
+            e,
+            "handshakes",
+            "TLS handshakes completed, by kind.",
+            |s, id| {
+                vec![
+                    (vec![("shard", id), ("kind", "full")], s.full_handshakes),
+                    (
+                        vec![("shard", id), ("kind", "resumed")],
+                        s.resumed_handshakes,
+                    ),
+                ]
+            },
+            &ids,
+        )?;
+        self.counters(
+            e,
+            "handshakes_failed",
+            "TLS handshakes that failed, by alert or error kind (`timeout`: handshake timeout).",
+            |s, id| by(id, "reason", &s.failed_handshakes),
+            &ids,
+        )?;
+        {
+            let mut m = e.encode_descriptor(
+                "handshake_duration_seconds",
+                "Time from accept to handshake complete (includes network round trips).",
+                None,
+                MetricType::Histogram,
+            )?;
+            for (s, id) in self.0.iter().zip(&ids) {
+                let labels: Labels = vec![("shard", id.as_str())];
+                m.encode_family(&labels)?.encode_histogram::<Labels>(
+                    s.handshake_seconds_sum,
+                    s.handshake_count(),
+                    &s.handshake_buckets,
+                    None,
+                )?;
+            }
+        }
+        self.counters(
+            e,
+            "received_bytes",
+            "Ciphertext bytes received from clients.",
+            |s, id| one(s.bytes_in, id),
+            &ids,
+        )?;
+        self.counters(
+            e,
+            "sent_bytes",
+            "Ciphertext bytes sent to clients.",
+            |s, id| one(s.bytes_out, id),
+            &ids,
+        )?;
+        self.counters(
+            e,
+            "tls_sessions",
+            "Completed handshakes by protocol version and cipher suite.",
+            |s, id| {
+                s.sessions
+                    .iter()
+                    .map(|(v, c, n)| {
+                        (
+                            vec![
+                                ("shard", id),
+                                ("version", v.as_str()),
+                                ("cipher", c.as_str()),
+                            ],
+                            *n,
+                        )
+                    })
+                    .collect()
+            },
+            &ids,
+        )?;
+        self.counters(
+            e,
+            "upstream_errors",
+            "Proxy backend errors, by kind.",
+            |s, id| by(id, "kind", &s.upstream_errors),
+            &ids,
+        )?;
+        self.counters(
+            e,
+            "fd_exhaustion_episodes",
+            "Times accept paused because the process ran out of file descriptors.",
+            |s, id| one(s.fd_exhaustion_episodes, id),
+            &ids,
+        )?;
+        self.counters(
+            e,
+            "service_panics",
+            "Service panics contained to their connection.",
+            |s, id| one(s.panics, id),
+            &ids,
+        )?;
+        let cpu = self.0.iter().zip(&ids).map(|(s, id)| {
+            (
+                vec![("shard", id.as_str())],
+                ConstCounter::new(s.cpu_seconds),
+            )
+        });
+        family(
+            e,
+            "shard_cpu_seconds",
+            "CPU time (user+system) of the shard's thread, getrusage(RUSAGE_THREAD).",
+            MetricType::Counter,
+            cpu,
+        )
+    }
+}
+
+/// Renders snapshots as an OpenMetrics/Prometheus text exposition.
+pub fn render(snaps: Vec<ShardSnapshot>) -> String {
+    let mut reg = Registry::with_prefix("uringtls");
+    reg.register_collector(Box::new(Scrape(snaps)));
+    let mut out = String::new();
+    // Writing into a String cannot fail; an encoder error would be a bug
+    // in a label, and an empty page is the safe answer.
+    if prometheus_client::encoding::text::encode(&mut out, &reg).is_err() {
+        out.clear();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_shard_gets_its_own_labelled_series() {
+        let mut a = ShardSnapshot {
+            shard: 0,
+            accepted: 5,
+            cpu_seconds: 1.5,
+            ..Default::default()
+        };
+        a.refused = vec![("deny_list", 2)];
+        a.sessions = vec![("TLSv1_3".into(), "TLS13_AES_128_GCM_SHA256".into(), 3)];
+        a.handshake_buckets = vec![(0.001, 2), (f64::INFINITY, 1)];
+        let b = ShardSnapshot {
+            shard: 1,
+            accepted: 1,
+            ..Default::default()
+        };
+        let text = render(vec![a, b]);
+        assert!(
+            text.contains("uringtls_connections_accepted_total{shard=\"0\"} 5\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("uringtls_connections_accepted_total{shard=\"1\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("uringtls_shard_cpu_seconds_total{shard=\"0\"} 1.5\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "uringtls_connections_refused_total{shard=\"0\",limit=\"deny_list\"} 2\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("cipher=\"TLS13_AES_128_GCM_SHA256\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("uringtls_handshake_duration_seconds_count{shard=\"0\"} 3\n"),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"));
+    }
+}

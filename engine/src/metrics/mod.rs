@@ -1,0 +1,288 @@
+//! Metrics: per-shard counting, merged on scrape, served as Prometheus text.
+//!
+//! ```text
+//!  shard thread:  ShardMetrics (Cell/RefCell, touched only by this thread)
+//!                   └─ scrape request (channel) → ShardSnapshot (+ getrusage(RUSAGE_THREAD))
+//!  metrics thread: GET /metrics → ask every shard (hub) → encode (prometheus-client)
+//! ```
+//!
+//! The hot path does plain, unsynchronised increments on its own shard's
+//! cells: no locks, no atomics. A scrape sends each shard a request over a
+//! channel; the shard answers from its own thread between two connection
+//! events, which is also where its CPU time (`RUSAGE_THREAD`) can be read.
+//!
+//! - [`ShardMetrics`]: the counters each shard keeps besides `shard::Counters`.
+//! - [`snapshot`]: the `Send` copy a shard hands to a scrape.
+//! - [`hub`]: scrape requests to the shards, last answers kept.
+//! - [`export`]: the Prometheus families (names listed in `docs/operations.md`).
+//! - [`server`]: the `/metrics` HTTP endpoint, a plain std thread.
+//! - [`access`]: the optional one-line-per-connection access log.
+
+pub mod access;
+pub mod export;
+pub mod hub;
+pub mod server;
+pub mod snapshot;
+
+pub use hub::MetricsHub;
+pub use snapshot::ShardSnapshot;
+
+use crate::limits::Refusal;
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::time::Duration;
+
+/// Why an admitted connection ended (the `reason` label of
+/// `uringtls_connections_closed_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The service finished and the connection closed cleanly.
+    Normal,
+    /// The handshake did not finish within the handshake timeout.
+    HandshakeTimeout,
+    /// The handshake failed (bad peer, alert, reset, EOF).
+    HandshakeFailed,
+    /// http: request headers not complete within the header timeout.
+    HeaderTimeout,
+    /// Nothing received within the idle timeout.
+    IdleTimeout,
+    /// The peer did not read within the write timeout.
+    WriteTimeout,
+    /// Reset, protocol error or other I/O error after the handshake.
+    Error,
+    /// The service panicked (contained to this connection).
+    Panic,
+}
+
+impl CloseReason {
+    /// Every reason, in index order.
+    pub const ALL: [CloseReason; 8] = [
+        CloseReason::Normal,
+        CloseReason::HandshakeTimeout,
+        CloseReason::HandshakeFailed,
+        CloseReason::HeaderTimeout,
+        CloseReason::IdleTimeout,
+        CloseReason::WriteTimeout,
+        CloseReason::Error,
+        CloseReason::Panic,
+    ];
+
+    /// Metric and access-log label.
+    pub fn label(self) -> &'static str {
+        match self {
+            CloseReason::Normal => "normal",
+            CloseReason::HandshakeTimeout => "handshake_timeout",
+            CloseReason::HandshakeFailed => "handshake_failed",
+            CloseReason::HeaderTimeout => "header_timeout",
+            CloseReason::IdleTimeout => "idle_timeout",
+            CloseReason::WriteTimeout => "write_timeout",
+            CloseReason::Error => "error",
+            CloseReason::Panic => "panic",
+        }
+    }
+
+    /// Classifies the error a service returned. Timeouts are told apart by
+    /// their message: `write timeout...` (the TLS stream), `header timeout...`
+    /// ([`HEADER_TIMEOUT_MSG`]); any other `TimedOut` is the idle timeout.
+    pub fn of_service_error(e: &io::Error) -> CloseReason {
+        if e.kind() != io::ErrorKind::TimedOut {
+            return CloseReason::Error;
+        }
+        let msg = e.to_string();
+        if msg.starts_with("write timeout") {
+            CloseReason::WriteTimeout
+        } else if msg.starts_with(HEADER_TIMEOUT_MSG) {
+            CloseReason::HeaderTimeout
+        } else {
+            CloseReason::IdleTimeout
+        }
+    }
+}
+
+/// Message of the error the http service returns at its header timeout.
+pub const HEADER_TIMEOUT_MSG: &str = "header timeout";
+
+/// Upper bounds (seconds) of the handshake-duration histogram buckets; the
+/// last bucket is `+Inf`.
+pub const HANDSHAKE_BUCKETS: [f64; 16] = [
+    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+/// Counters one shard keeps besides [`crate::shard::Counters`]. Only its
+/// thread touches them.
+#[derive(Debug, Default)]
+pub struct ShardMetrics {
+    closed: [Cell<u64>; CloseReason::ALL.len()],
+    refused: [Cell<u64>; Refusal::ALL.len()],
+    /// Failed handshakes by reason (alert or error kind); a few dozen labels at most.
+    failed_by: RefCell<Vec<(String, u64)>>,
+    hs_buckets: [Cell<u64>; HANDSHAKE_BUCKETS.len() + 1],
+    hs_sum: Cell<f64>,
+    bytes_in: Cell<u64>,
+    bytes_out: Cell<u64>,
+    /// Completed handshakes by (protocol version, cipher suite).
+    sessions: RefCell<Vec<((rustls::ProtocolVersion, rustls::CipherSuite), u64)>>,
+    upstream_errors: RefCell<Vec<(&'static str, u64)>>,
+    fd_exhaustion: Cell<u64>,
+}
+
+fn bump(c: &Cell<u64>) {
+    c.set(c.get() + 1);
+}
+
+fn bump_label<K: PartialEq>(v: &RefCell<Vec<(K, u64)>>, key: K) {
+    let mut v = v.borrow_mut();
+    match v.iter_mut().find(|(k, _)| *k == key) {
+        Some((_, n)) => *n += 1,
+        None => v.push((key, 1)),
+    }
+}
+
+impl ShardMetrics {
+    /// A connection refused at accept.
+    pub fn refused(&self, why: Refusal) {
+        bump(&self.refused[why.index()]);
+    }
+
+    /// An admitted connection ended; `bytes` are ciphertext (in, out).
+    pub fn closed(&self, why: CloseReason, bytes: (u64, u64)) {
+        bump(&self.closed[why as usize]);
+        self.bytes_in.set(self.bytes_in.get() + bytes.0);
+        self.bytes_out.set(self.bytes_out.get() + bytes.1);
+    }
+
+    /// A handshake completed after `took`.
+    pub fn handshake_done(
+        &self,
+        took: Duration,
+        version: Option<rustls::ProtocolVersion>,
+        suite: Option<rustls::CipherSuite>,
+    ) {
+        let secs = took.as_secs_f64();
+        let i = HANDSHAKE_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(HANDSHAKE_BUCKETS.len());
+        bump(&self.hs_buckets[i]);
+        self.hs_sum.set(self.hs_sum.get() + secs);
+        if let (Some(v), Some(s)) = (version, suite) {
+            bump_label(&self.sessions, (v, s));
+        }
+    }
+
+    /// A handshake failed with `e` (see [`failure_label`]).
+    pub fn handshake_failed(&self, e: &io::Error) {
+        let label = failure_label(e);
+        let mut v = self.failed_by.borrow_mut();
+        match v.iter_mut().find(|(k, _)| *k == label) {
+            Some((_, n)) => *n += 1,
+            None => v.push((label, 1)),
+        }
+    }
+
+    /// Hook for the proxy service: an upstream (backend) error of `kind`,
+    /// e.g. `connect`, `reset`, `timeout`. Keep kinds few and static.
+    pub fn upstream_error(&self, kind: &'static str) {
+        bump_label(&self.upstream_errors, kind);
+    }
+
+    /// Accept paused for lack of file descriptors (once per episode).
+    pub fn fd_exhaustion_episode(&self) {
+        bump(&self.fd_exhaustion);
+    }
+}
+
+/// A bounded label for a failed handshake: `alert_<description>` when the
+/// peer sent an alert, the rustls error kind otherwise (`invalid_message`,
+/// `peer_incompatible`, ...), or `eof` / `reset` / `io` for socket-level ends.
+pub fn failure_label(e: &io::Error) -> String {
+    if let Some(t) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        return match t {
+            rustls::Error::AlertReceived(a) => format!("alert_{}", snake(&format!("{a:?}"))),
+            other => {
+                let dbg = format!("{other:?}");
+                snake(dbg.split(['(', ' ', '{']).next().unwrap_or("tls"))
+            }
+        };
+    }
+    match e.kind() {
+        io::ErrorKind::UnexpectedEof => "eof".into(),
+        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => "reset".into(),
+        io::ErrorKind::TimedOut => "timeout".into(),
+        _ => "io".into(),
+    }
+}
+
+/// `PeerIncompatible` → `peer_incompatible`.
+fn snake(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 4);
+    let mut prev_lower = false;
+    for c in s.chars().filter(|c| c.is_ascii_alphanumeric()) {
+        if c.is_ascii_uppercase() && prev_lower {
+            out.push('_');
+        }
+        prev_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
+        out.push(c.to_ascii_lowercase());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_labels_are_short_and_bounded() {
+        let alert = io::Error::new(
+            io::ErrorKind::InvalidData,
+            rustls::Error::AlertReceived(rustls::AlertDescription::UnknownCA),
+        );
+        assert_eq!(failure_label(&alert), "alert_unknown_ca");
+        let bad = io::Error::new(
+            io::ErrorKind::InvalidData,
+            rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType),
+        );
+        assert_eq!(failure_label(&bad), "invalid_message");
+        assert_eq!(
+            failure_label(&io::Error::from(io::ErrorKind::UnexpectedEof)),
+            "eof"
+        );
+        assert_eq!(
+            failure_label(&io::Error::from(io::ErrorKind::ConnectionReset)),
+            "reset"
+        );
+    }
+
+    #[test]
+    fn service_errors_map_to_close_reasons() {
+        let t = |m: &str| io::Error::new(io::ErrorKind::TimedOut, m.to_string());
+        assert_eq!(
+            CloseReason::of_service_error(&t("write timeout: peer is not reading")),
+            CloseReason::WriteTimeout
+        );
+        assert_eq!(
+            CloseReason::of_service_error(&t(HEADER_TIMEOUT_MSG)),
+            CloseReason::HeaderTimeout
+        );
+        assert_eq!(
+            CloseReason::of_service_error(&t("read timeout")),
+            CloseReason::IdleTimeout
+        );
+        assert_eq!(
+            CloseReason::of_service_error(&io::Error::from(io::ErrorKind::ConnectionReset)),
+            CloseReason::Error
+        );
+    }
+
+    #[test]
+    fn handshake_durations_land_in_their_bucket() {
+        let m = ShardMetrics::default();
+        m.handshake_done(Duration::from_micros(80), None, None);
+        m.handshake_done(Duration::from_millis(3), None, None);
+        m.handshake_done(Duration::from_secs(60), None, None);
+        assert_eq!(m.hs_buckets[0].get(), 1);
+        assert_eq!(m.hs_buckets[5].get(), 1, "3 ms is in the 5 ms bucket");
+        assert_eq!(m.hs_buckets[HANDSHAKE_BUCKETS.len()].get(), 1, "+Inf");
+    }
+}

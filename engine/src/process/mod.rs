@@ -1,0 +1,117 @@
+//! The process around the shards: privileges, key-file hygiene, core
+//! dumps, file-descriptor limit, service-manager notifications.
+//!
+//! Start-up order (see `cli`): check the key file's mode, disable core
+//! dumps, raise `RLIMIT_NOFILE`, bind and read keys (as root if started as
+//! root), drop to `--user/--group` once every shard is ready but before any
+//! serves, then tell systemd `READY=1`.
+//!
+//! - [`privileges`]: user/group lookup, the drop and its verification.
+//! - [`notify`]: `sd_notify` without libsystemd.
+
+pub mod notify;
+pub mod privileges;
+
+use std::fmt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// The private key file is readable by group or others.
+#[derive(Debug)]
+pub struct KeyPermissionError {
+    /// The file.
+    pub path: PathBuf,
+    /// Its permission bits.
+    pub mode: u32,
+}
+
+impl fmt::Display for KeyPermissionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: private key is readable by group or others (mode {:04o}); run `chmod 600 {}` \
+             (or pass --insecure-key-permissions true to start anyway)",
+            self.path.display(),
+            self.mode & 0o7777,
+            self.path.display()
+        )
+    }
+}
+
+impl std::error::Error for KeyPermissionError {}
+
+/// Refuses a key file that group or others may read (or write). A file
+/// that cannot be inspected is left for the key loader to report.
+pub fn check_key_permissions(path: &Path) -> Result<(), KeyPermissionError> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.mode() & 0o077 != 0 => Err(KeyPermissionError {
+            path: path.to_owned(),
+            mode: m.mode(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Disables core dumps (`RLIMIT_CORE` 0 and `PR_SET_DUMPABLE` 0), so a
+/// crash never writes the private key to disk. Also makes `/proc/PID/*`
+/// root-owned and forbids ptrace by the same user.
+pub fn disable_core_dumps() -> std::io::Result<()> {
+    let zero = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: valid pointer to an rlimit; lowering a limit needs no privilege.
+    if unsafe { libc::setrlimit(libc::RLIMIT_CORE, &zero) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: PR_SET_DUMPABLE takes one integer argument.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit (every connection is a
+/// descriptor; the soft default of 1024 is far too low for a server).
+/// Returns the new soft limit.
+pub fn raise_nofile() -> std::io::Result<u64> {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: valid out-pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if l.rlim_cur < l.rlim_max {
+        l.rlim_cur = l.rlim_max;
+        // SAFETY: valid pointer; raising soft up to hard needs no privilege.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &l) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(l.rlim_cur as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn group_or_world_readable_keys_are_refused_with_the_fix() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let key = dir.path().join("key.pem");
+        std::fs::write(&key, "x").expect("write");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let e = check_key_permissions(&key).unwrap_err().to_string();
+        assert!(
+            e.contains("key.pem") && e.contains("mode 0644") && e.contains("chmod 600"),
+            "{e}"
+        );
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        assert!(check_key_permissions(&key).is_ok());
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o400)).expect("chmod");
+        assert!(check_key_permissions(&key).is_ok());
+    }
+}
