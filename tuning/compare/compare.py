@@ -1,0 +1,299 @@
+#!/usr/bin/env python3
+"""Side-by-side comparison: uringtls vs nginx, one core each, same run.
+
+Both servers get the same ECDSA P-256 certificate and the same response body,
+run pinned to the server CPU (default 1) with one worker / one shard; the
+clients run pinned to the client CPU (default 0). Workloads run interleaved
+(A B A B ...) for --rounds rounds, and each figure is the median over rounds.
+
+Server CPU per operation = (utime + stime of the server process from
+/proc/PID/stat, delta over the run) / operations completed by the client.
+
+Nothing is installed: missing tools are named and the script exits 2.
+Usage: tuning/compare/compare.py [--rounds 3] [--duration 10] [--json FILE]
+See docs/benchmarks.md.
+"""
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+BODY = "hello world\n"
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_port(port, timeout=30.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on {port} after {timeout}s")
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # fields[11], fields[12] are utime, stime (14th, 15th of the full line)
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+class Server:
+    def __init__(self, name, cmd, port, pid_of=None, cwd=None):
+        self.name, self.port = name, port
+        # Logs go to a file: an unread pipe would fill and stall the server.
+        self.log = open(f"{tempfile.gettempdir()}/compare-{name}-{port}.log", "w")
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.log, cwd=cwd)
+        wait_port(port)
+        self.pid = pid_of() if pid_of else self.proc.pid
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def nginx_worker_pid(master_pid):
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        out = subprocess.run(["pgrep", "-P", str(master_pid)], capture_output=True, text=True).stdout.split()
+        if out:
+            return int(out[0])
+        time.sleep(0.05)
+    raise RuntimeError("nginx worker did not start")
+
+
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log error;
+events {{ worker_connections 20000; }}
+http {{
+    access_log off;
+    keepalive_requests 100000000;
+    keepalive_timeout 60s;
+    ssl_session_cache shared:SSL:64m;
+    ssl_session_tickets on;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    client_body_temp_path {dir}/tmp; proxy_temp_path {dir}/tmp; fastcgi_temp_path {dir}/tmp;
+    uwsgi_temp_path {dir}/tmp; scgi_temp_path {dir}/tmp;
+    server {{
+        listen 127.0.0.1:{port} ssl reuseport backlog=4096;
+        ssl_certificate {dir}/cert.pem;
+        ssl_certificate_key {dir}/key.pem;
+        location = /big {{ default_type text/plain; alias {dir}/big.txt; }}
+        location / {{ default_type text/plain; return 200 "{body}"; }}
+    }}
+}}
+"""
+
+
+def start_nginx(tmp, cpu):
+    port = free_port()
+    os.makedirs(f"{tmp}/tmp", exist_ok=True)
+    with open(f"{tmp}/nginx.conf", "w") as f:
+        f.write(NGINX_CONF.format(dir=tmp, port=port, body=BODY.replace("\n", "\\n")))
+    cmd = ["taskset", "-c", str(cpu), "nginx", "-c", f"{tmp}/nginx.conf", "-p", tmp]
+    holder = {}
+
+    def pid_of():
+        return nginx_worker_pid(holder["p"].proc.pid)
+
+    s = Server.__new__(Server)
+    s.name, s.port = "nginx", port
+    s.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    holder["p"] = s
+    wait_port(port)
+    s.pid = pid_of()
+    return s
+
+
+def start_uringtls(binary, tmp, cpu, body_size=None):
+    port = free_port()
+    cmd = ["taskset", "-c", str(cpu), binary, "--listen", f"127.0.0.1:{port}", "--shards", "1",
+           "--cpus", str(cpu), "--cert", f"{tmp}/cert.pem", "--key", f"{tmp}/key.pem",
+           "--log-level", "warn,rustls=error", "--max-conns", "100000"]
+    if body_size:
+        cmd += ["--body-size", str(body_size)]
+    return Server("uringtls", cmd, port)
+
+
+def run_client(cmd):
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if p.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed: {p.stderr[-500:]}")
+    return p.stdout
+
+
+def wrk(client_cpu, url, duration, conns, headers=()):
+    cmd = ["taskset", "-c", str(client_cpu), "wrk", "-t1", f"-c{conns}", f"-d{duration}s"]
+    for h in headers:
+        cmd += ["-H", h]
+    out = run_client(cmd + [url])
+    m = re.search(r"(\d+) requests in", out)
+    errs = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    return {"ops": int(m.group(1)) if m else 0,
+            "errors": (int(errs.group(1)) if errs else 0) + (sum(map(int, sock.groups())) if sock else 0)}
+
+
+def h2load_full(client_cpu, url, duration, conns):
+    # One request per connection: each client connects, sends one request
+    # with `Connection: close`, and h2load reconnects; no resumption.
+    n = 0
+    total_ops = 0
+    errors = 0
+    deadline = time.time() + duration
+    while time.time() < deadline:
+        count = 2000
+        out = run_client(["taskset", "-c", str(client_cpu), "h2load", "--h1", "-n", str(count), "-c", str(conns),
+                          "-H", "Connection: close", url])
+        m = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored", out)
+        if m:
+            total_ops += int(m.group(2))
+            errors += int(m.group(3)) + int(m.group(4))
+        n += 1
+    return {"ops": total_ops, "errors": errors}
+
+
+def measure(server, fn):
+    c0 = cpu_seconds(server.pid)
+    t0 = time.time()
+    r = fn()
+    wall = time.time() - t0
+    cpu = cpu_seconds(server.pid) - c0
+    r["wall_s"] = wall
+    r["cpu_s"] = cpu
+    r["rate"] = r["ops"] / wall if wall else 0
+    r["cpu_us_per_op"] = cpu * 1e6 / r["ops"] if r["ops"] else None
+    return r
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--duration", type=int, default=10, help="seconds per run")
+    ap.add_argument("--server-cpu", type=int, default=1)
+    ap.add_argument("--client-cpu", type=int, default=0)
+    ap.add_argument("--uringtls", default="target/release/uringtls")
+    ap.add_argument("--workloads", default="keepalive,full,resumed,bulk")
+    ap.add_argument("--json", help="write results here")
+    a = ap.parse_args()
+
+    missing = [t for t in ("nginx", "wrk", "h2load", "taskset", "openssl", "pgrep") if not shutil.which(t)]
+    if not os.path.exists(a.uringtls):
+        missing.append(f"{a.uringtls} (cargo build --release --bin uringtls)")
+    if missing:
+        print("missing: " + ", ".join(missing), file=sys.stderr)
+        print("install: apt-get install nginx wrk nghttp2-client procps util-linux openssl", file=sys.stderr)
+        sys.exit(2)
+
+    tmp = tempfile.mkdtemp(prefix="uringtls-compare-")
+    os.chmod(tmp, 0o755)  # nginx workers run as an unprivileged user
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-keyout", f"{tmp}/key.pem", "-out", f"{tmp}/cert.pem", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-days", "2"],
+                   check=True, capture_output=True)
+    os.chmod(f"{tmp}/key.pem", 0o600)
+    big = (BODY * (1048576 // len(BODY) + 1))[:1048576]
+    with open(f"{tmp}/big.txt", "w") as f:
+        f.write(big)
+    os.chmod(f"{tmp}/big.txt", 0o644)
+
+    workloads = a.workloads.split(",")
+    servers = {"nginx": start_nginx(tmp, a.server_cpu),
+               "uringtls": start_uringtls(a.uringtls, tmp, a.server_cpu)}
+    bulk_u = start_uringtls(a.uringtls, tmp, a.server_cpu, body_size=1048576) if "bulk" in workloads else None
+    cc, d = a.client_cpu, a.duration
+
+    def runner(name, wl):
+        s = servers[name]
+        base = f"https://127.0.0.1:{s.port}"
+        if wl == "keepalive":
+            return s, lambda: wrk(cc, base + "/", d, 64)
+        if wl == "resumed":
+            return s, lambda: wrk(cc, base + "/", d, 16, headers=["Connection: close"])
+        if wl == "full":
+            return s, lambda: h2load_full(cc, base + "/", d, 16)
+        if wl == "bulk":
+            if name == "uringtls":
+                s = bulk_u
+                base = f"https://127.0.0.1:{s.port}"
+            return s, lambda: wrk(cc, base + "/big", d, 8)
+        raise ValueError(wl)
+
+    results = {wl: {"nginx": [], "uringtls": []} for wl in workloads}
+    try:
+        for rnd in range(a.rounds):
+            for wl in workloads:
+                for name in ("nginx", "uringtls") if rnd % 2 == 0 else ("uringtls", "nginx"):
+                    s, fn = runner(name, wl)
+                    r = measure(s, fn)
+                    results[wl][name].append(r)
+                    print(f"round {rnd + 1}/{a.rounds} {wl:9} {name:8} {r['rate']:10.0f} ops/s "
+                          f"{(r['cpu_us_per_op'] or 0):8.1f} us CPU/op  errors {r['errors']}", flush=True)
+        rss = {n: rss_kib(s.pid) for n, s in servers.items()}
+    finally:
+        for s in list(servers.values()) + ([bulk_u] if bulk_u else []):
+            s.stop()
+
+    def med(rs, k):
+        vals = [r[k] for r in rs if r[k] is not None]
+        return statistics.median(vals) if vals else None
+
+    summary = {}
+    print()
+    print(f"{'workload':10} {'nginx ops/s':>12} {'uringtls ops/s':>15} {'nginx us/op':>12} {'uringtls us/op':>15} {'CPU ratio':>10}")
+    for wl in workloads:
+        n, u = results[wl]["nginx"], results[wl]["uringtls"]
+        row = {"nginx_rate": med(n, "rate"), "uringtls_rate": med(u, "rate"),
+               "nginx_cpu_us_per_op": med(n, "cpu_us_per_op"), "uringtls_cpu_us_per_op": med(u, "cpu_us_per_op")}
+        row["cpu_ratio"] = (row["uringtls_cpu_us_per_op"] / row["nginx_cpu_us_per_op"]
+                            if row["nginx_cpu_us_per_op"] and row["uringtls_cpu_us_per_op"] else None)
+        summary[wl] = row
+        print(f"{wl:10} {row['nginx_rate']:12.0f} {row['uringtls_rate']:15.0f} {row['nginx_cpu_us_per_op'] or 0:12.1f} "
+              f"{row['uringtls_cpu_us_per_op'] or 0:15.1f} {row['cpu_ratio'] or 0:10.2f}")
+    machine = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "kernel": platform.release(), "cpus": os.cpu_count(),
+               "nginx": subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip(),
+               "rounds": a.rounds, "duration_s": d, "server_cpu": a.server_cpu, "client_cpu": cc}
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"machine": machine, "summary": summary, "runs": results, "rss_kib_end": rss}, f, indent=2)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
