@@ -1,26 +1,51 @@
 //! The `uringtls` command line: flags/TOML in, shards out, SIGINT/SIGTERM
-//! drain. `main.rs` only calls [`main`]; the test crate builds a copy of the
+//! drain, SIGHUP reload (see [`crate::reload`]). `main.rs` only calls [`main`]; the test crate builds a copy of the
 //! binary from the same function.
 
 use crate::config::{LogFormat, Options, ServiceKind, Settings};
-use crate::services::{echo::Echo, http::Http};
+use crate::reload::Reloader;
+use crate::services::{echo::Echo, http::Http, proxy::Proxy};
 use crate::Engine;
 use clap::Parser;
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
 use std::process::ExitCode;
 
 /// Runs the `uringtls` command with the process's arguments.
 pub fn main() -> ExitCode {
-    let settings = match Options::parse().resolve() {
+    let options = Options::parse();
+    let settings = match options.clone().resolve() {
         Ok(s) => s,
         Err(e) => {
             eprintln!("uringtls: error: {e}");
             return ExitCode::from(2);
         }
     };
-    init_logging(&settings);
+    // Keeps the log writer thread alive (and flushes it) until main returns.
+    let _log_guard = init_logging(&settings);
+    // Key-file modes, core dumps, fd limit, metrics port, target user:
+    // all before keys are read (see `crate::process`).
+    let prepared = match crate::process::prepare(&settings) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("uringtls: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let target = prepared.target;
+    let before_serve = move || crate::process::before_serve(target);
+    // Installed before anything is announced: a SIGHUP right after the
+    // readiness line must reload, not kill (its default action).
+    let signals = match Signals::new([SIGINT, SIGTERM, SIGHUP]) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("uringtls: error: cannot install signal handlers: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let mut proxy = None;
     let started = match settings.service {
-        ServiceKind::Echo => Engine::start(&settings, Echo),
+        ServiceKind::Echo => Engine::start_with(&settings, Echo, before_serve),
         ServiceKind::Http => {
             let http = match settings.body_size {
                 Some(n) => Http::with_body_size(n, settings.max_header),
@@ -29,7 +54,12 @@ pub fn main() -> ExitCode {
                     settings.max_header,
                 ),
             };
-            Engine::start(&settings, http)
+            Engine::start_with(&settings, http, before_serve)
+        }
+        ServiceKind::Proxy => {
+            let p = Proxy::new(settings.proxy.clone());
+            proxy = Some(p.clone());
+            Engine::start_with(&settings, p, before_serve)
         }
     };
     let engine = match started {
@@ -39,28 +69,54 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(l) = prepared.metrics {
+        match crate::metrics::server::start(l, engine.metrics.clone()) {
+            Ok(a) => println!("uringtls: metrics at http://{a}/metrics"),
+            Err(e) => {
+                eprintln!("uringtls: error: cannot start the metrics server: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
     announce(&settings, &engine);
-    wait_for_stop(&engine);
+    crate::process::notify::ready();
+    let reloader = Reloader::new(
+        options,
+        settings.clone(),
+        engine.tls_state.clone(),
+        engine.identity.clone(),
+        engine.live.clone(),
+    );
+    wait_for_stop(&engine, signals, reloader, proxy);
     ExitCode::SUCCESS
 }
 
-fn init_logging(s: &Settings) {
+/// Default log filter. rustls logs peer mistakes (e.g. an IP address sent as
+/// SNI) at warn level per connection; a peer must not be able to flood the
+/// log, so rustls is limited to errors unless asked.
+const DEFAULT_LOG_FILTER: &str = "info,rustls=error";
+
+/// Logs go through a background writer thread: a slow or blocked stderr
+/// drops lines (lossy) instead of stalling a shard.
+fn init_logging(s: &Settings) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = s
         .log_level
         .clone()
         .or_else(|| std::env::var("RUST_LOG").ok())
-        .unwrap_or_else(|| "info".into());
+        .unwrap_or_else(|| DEFAULT_LOG_FILTER.into());
     let filter = tracing_subscriber::EnvFilter::try_new(&filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     match s.log_format {
         LogFormat::Json => b.json().init(),
         LogFormat::Human => b.init(),
     }
+    guard
 }
 
 fn announce(s: &Settings, engine: &Engine) {
@@ -77,6 +133,7 @@ fn announce(s: &Settings, engine: &Engine) {
     let service = match s.service {
         ServiceKind::Echo => "echo",
         ServiceKind::Http => "http",
+        ServiceKind::Proxy => "proxy",
     };
     println!(
         "uringtls: serving {service} at https://{addr}/ with {} shards",
@@ -84,25 +141,46 @@ fn announce(s: &Settings, engine: &Engine) {
     );
 }
 
-fn wait_for_stop(engine: &Engine) {
-    let mut signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("uringtls: cannot install signal handlers: {e}");
-            std::process::exit(1);
+/// Serves SIGHUP reloads until SIGINT/SIGTERM, then drains.
+fn wait_for_stop(engine: &Engine, mut signals: Signals, mut reloader: Reloader, proxy: Option<Proxy>) {
+    let mut generation = 0u64;
+    for sig in signals.forever() {
+        if sig != SIGHUP {
+            tracing::info!(signal = sig, "stopping: no new connections, draining");
+            crate::process::notify::stopping();
+            break;
         }
-    };
-    if let Some(sig) = signals.forever().next() {
-        tracing::info!(signal = sig, "stopping: no new connections, draining");
+        generation += 1;
+        reload(generation, &mut reloader, proxy.as_ref());
     }
     engine.server.shutdown();
-    // A second signal stops at once.
+    // A second SIGINT/SIGTERM stops at once; SIGHUP is ignored while draining.
     std::thread::spawn(move || {
-        if signals.forever().next().is_some() {
+        if signals.forever().any(|s| s != SIGHUP) {
             eprintln!("uringtls: second signal, exiting without waiting");
             std::process::exit(1);
         }
     });
     engine.server.wait_drained();
     tracing::info!("all shards drained; exiting");
+}
+
+/// One reload; the outcome is logged and printed (`uringtls: reload N ...`)
+/// so that operators and tests see it.
+fn reload(generation: u64, reloader: &mut Reloader, proxy: Option<&Proxy>) {
+    crate::process::notify::reloading();
+    match reloader.reload() {
+        Ok(s) => {
+            if let Some(p) = proxy {
+                p.reload(s.proxy.clone());
+            }
+            tracing::info!(generation, "configuration reloaded");
+            println!("uringtls: reload {generation} applied");
+        }
+        Err(e) => {
+            tracing::error!(generation, error = %e, "configuration reload failed");
+            println!("uringtls: reload {generation} refused: {e}");
+        }
+    }
+    crate::process::notify::ready();
 }

@@ -49,6 +49,7 @@ pub mod io;
 pub mod limits;
 pub mod metrics;
 pub mod process;
+pub mod reload;
 pub mod services;
 pub mod shard;
 pub mod tls;
@@ -84,17 +85,37 @@ impl std::error::Error for Error {}
 pub struct Engine {
     /// The running shards.
     pub server: Server,
-    /// The serving certificate.
+    /// The serving certificate (the default one, with SNI).
     pub identity: tls::Identity,
+    /// The TLS config and limits shards read per connection (swapped on reload).
+    pub live: Arc<reload::Live>,
+    /// Session cache and ticket keys, kept across reloads.
+    pub tls_state: Arc<tls::TlsState>,
+    /// Where `/metrics` scrapes get the shards' counters.
+    pub metrics: Arc<metrics::MetricsHub>,
 }
 
 impl Engine {
     /// Loads certificates, builds the shared TLS config and starts all shards
     /// with `service`.
     pub fn start<S: Service>(settings: &Settings, service: S) -> Result<Engine, Error> {
-        let identity = tls::load_identity(&settings.tls).map_err(|e| Error::Config(e.into()))?;
-        let tls_cfg =
-            tls::server_config(&settings.tls, &identity).map_err(|e| Error::Config(e.into()))?;
+        Engine::start_with(settings, service, || Ok(()))
+    }
+
+    /// Like [`start`](Self::start), running `before_serve` after binding,
+    /// loading keys and readying every shard, but before any accepts
+    /// (the binary drops privileges there). If it fails, nothing serves.
+    pub fn start_with<S: Service>(
+        settings: &Settings,
+        service: S,
+        before_serve: impl FnOnce() -> Result<(), String>,
+    ) -> Result<Engine, Error> {
+        let metrics = Arc::new(metrics::MetricsHub::default());
+        let tls_state = Arc::new(tls::TlsState::new());
+        let prepared = tls_state
+            .prepare(&settings.tls)
+            .map_err(|e| Error::Config(e.into()))?;
+        let (tls_cfg, identity) = tls_state.commit(prepared);
         let shard_settings = ShardSettings {
             ring: settings.ring,
             handshake_timeout: settings.handshake_timeout,
@@ -102,16 +123,28 @@ impl Engine {
             write_timeout: settings.write_timeout,
             max_conns: settings.max_conns,
             grace: settings.grace,
+            admission: Arc::new(settings.ops.limits.clone()),
+            global_conns: settings.ops.limits.max_conns_total.map(|_| Arc::default()),
+            access_log: settings.ops.access_log,
+            metrics: Some(metrics.clone()),
         };
-        let server = Server::start(
+        let live = reload::live(tls_cfg, shard_settings.clone());
+        let server = Server::start_with(
             settings.listen,
             settings.backlog,
             &settings.cpus,
-            shard_settings,
-            tls_cfg,
+            shard_settings.clone(),
+            live.clone(),
             Arc::new(service),
+            before_serve,
         )
         .map_err(Error::Start)?;
-        Ok(Engine { server, identity })
+        Ok(Engine {
+            server,
+            identity,
+            live,
+            tls_state,
+            metrics,
+        })
     }
 }

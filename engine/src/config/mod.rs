@@ -7,8 +7,10 @@
 //! concrete [`Settings`]. Nothing is bound before this succeeds.
 
 mod duration;
+mod operations;
 
 pub use duration::HumanDuration;
+pub use operations::{Operations, DEFAULT_HEADER_TIMEOUT};
 
 use crate::io::RingOptions;
 use crate::tls::TlsSettings;
@@ -46,6 +48,21 @@ pub enum ServiceKind {
     Echo,
     /// Minimal HTTP/1.1 responder with a fixed body.
     Http,
+    /// TLS termination in front of plain TCP upstreams (`upstream`).
+    Proxy,
+}
+
+/// A TLS protocol version, for `tls_min_version` / `tls_max_version`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum, Deserialize)]
+pub enum TlsVersion {
+    /// TLS 1.2.
+    #[value(name = "1.2")]
+    #[serde(rename = "1.2")]
+    V1_2,
+    /// TLS 1.3.
+    #[value(name = "1.3")]
+    #[serde(rename = "1.3")]
+    V1_3,
 }
 
 /// Log output format.
@@ -112,6 +129,39 @@ pub struct Options {
     /// ALPN protocols, comma-separated, in preference order [default: http/1.1].
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     pub alpn: Option<Vec<String>>,
+    /// More certificates, chosen by SNI against their subjectAltNames (exact
+    /// and `*.` wildcard); repeat the flag. TOML: `[[extra_cert]]` tables
+    /// with `cert` and `key`. `--cert`/`--key` stay the default certificate.
+    #[arg(long, value_name = "CERT,KEY")]
+    pub extra_cert: Option<Vec<crate::tls::CertPair>>,
+    /// Lowest TLS version accepted: 1.2 or 1.3 [default: 1.2].
+    #[arg(long, value_enum, value_name = "VERSION")]
+    pub tls_min_version: Option<TlsVersion>,
+    /// Highest TLS version accepted: 1.2 or 1.3 [default: 1.3].
+    #[arg(long, value_enum, value_name = "VERSION")]
+    pub tls_max_version: Option<TlsVersion>,
+    /// Cipher suites, comma-separated, in preference order, e.g.
+    /// `TLS13_AES_128_GCM_SHA256` [default: AES-128-GCM, AES-256-GCM, ChaCha20].
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub cipher_suites: Option<Vec<String>>,
+    /// Key-exchange groups, comma-separated, in preference order, e.g.
+    /// `X25519MLKEM768,X25519` [default: X25519, secp256r1, secp384r1, X25519MLKEM768].
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub kx_groups: Option<Vec<String>>,
+    /// Client certificates: none, optional or required [default: none].
+    #[arg(long, value_enum)]
+    pub client_auth: Option<crate::tls::ClientAuth>,
+    /// CA bundle (PEM) client certificates must chain to (with client_auth).
+    #[arg(long, value_name = "FILE")]
+    pub client_ca: Option<PathBuf>,
+    /// Ticket-key file shared by a fleet (hex lines; first encrypts, all
+    /// decrypt; mode 0600/0640) [default: in-memory keys].
+    #[arg(long, value_name = "FILE")]
+    pub ticket_key_file: Option<PathBuf>,
+    /// Rotation period of in-memory ticket keys, and lifetime hint of every
+    /// ticket [default: 6h].
+    #[arg(long, value_name = "DURATION")]
+    pub ticket_rotation: Option<HumanDuration>,
 
     /// Service on decrypted streams [default: http].
     #[arg(long, value_enum)]
@@ -122,6 +172,18 @@ pub struct Options {
     /// http: request header limit in bytes (431 beyond) [default: 8192].
     #[arg(long, value_name = "BYTES")]
     pub max_header: Option<usize>,
+    /// proxy: upstream HOST:PORT; repeat (or comma-separate) for round robin.
+    #[arg(long, value_name = "HOST:PORT", value_delimiter = ',')]
+    pub upstream: Option<Vec<String>>,
+    /// proxy: time allowed to connect to an upstream [default: 5s].
+    #[arg(long, value_name = "DURATION")]
+    pub upstream_connect_timeout: Option<HumanDuration>,
+    /// proxy: an upstream that failed to connect is skipped this long [default: 10s].
+    #[arg(long, value_name = "DURATION")]
+    pub upstream_fail_timeout: Option<HumanDuration>,
+    /// proxy: send a PROXY protocol header (v1 or v2) to the upstream [default: none].
+    #[arg(long, value_enum)]
+    pub proxy_protocol: Option<crate::services::proxy::ProxyProtocol>,
 
     /// A client must finish its handshake within this time [default: 10s].
     #[arg(long, value_name = "DURATION")]
@@ -138,6 +200,48 @@ pub struct Options {
     /// On SIGINT/SIGTERM, time for in-flight connections to finish [default: 10s].
     #[arg(long, value_name = "DURATION")]
     pub grace: Option<HumanDuration>,
+    /// http: a request's headers must arrive within this time of its first
+    /// byte (slowloris) [default: 10s].
+    #[arg(long, value_name = "DURATION")]
+    pub header_timeout: Option<HumanDuration>,
+
+    /// Connections over all shards; more are closed at accept [default: no cap].
+    #[arg(long, value_name = "N")]
+    pub max_conns_total: Option<usize>,
+    /// Concurrent connections per client address, enforced per shard [default: no cap].
+    #[arg(long, value_name = "N")]
+    pub max_conns_per_ip: Option<u32>,
+    /// New connections per second per client address, enforced per shard [default: no limit].
+    #[arg(long, value_name = "RATE")]
+    pub conn_rate_per_ip: Option<f64>,
+    /// Connections a client address may open back to back before the rate applies [default: 20].
+    #[arg(long, value_name = "N")]
+    pub conn_burst_per_ip: Option<u32>,
+    /// IPv6 clients are counted per prefix of this length for the per-address limits [default: 64].
+    #[arg(long, value_name = "BITS")]
+    pub per_ip_ipv6_prefix: Option<u8>,
+    /// Only these client networks are served, CIDR, comma-separated [default: all].
+    #[arg(long, value_name = "CIDRS", value_delimiter = ',')]
+    pub allow: Option<Vec<String>>,
+    /// These client networks are refused at accept, CIDR, comma-separated [default: none].
+    #[arg(long, value_name = "CIDRS", value_delimiter = ',')]
+    pub deny: Option<Vec<String>>,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics [default: off].
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
+    /// One log line per connection, target `uringtls::access` [default: false].
+    #[arg(long, value_name = "BOOL")]
+    pub access_log: Option<bool>,
+    /// After binding and reading keys, drop to this user (name or uid) [default: stay].
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+    /// Group to drop to with `user` (name or gid) [default: the user's primary group].
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<String>,
+    /// Start even if the private key is readable by group or others [default: false].
+    #[arg(long, value_name = "BOOL")]
+    pub insecure_key_permissions: Option<bool>,
 
     /// Log format [default: human].
     #[arg(long, value_enum)]
@@ -160,6 +264,8 @@ pub struct Settings {
     pub ring: RingOptions,
     /// TLS settings.
     pub tls: TlsSettings,
+    /// Proxy service settings (upstreams, PROXY protocol).
+    pub proxy: crate::services::proxy::ProxySettings,
     /// Service.
     pub service: ServiceKind,
     /// http body size (`None`: `hello world\n`).
@@ -180,6 +286,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Log filter.
     pub log_level: Option<String>,
+    /// Limits, header timeout, metrics, access log, privileges.
+    pub ops: Operations,
 }
 
 /// A configuration problem, reported before anything is bound.
@@ -320,9 +428,22 @@ impl Options {
             tls13_tickets,
             tls12,
             alpn,
+            extra_cert,
+            tls_min_version,
+            tls_max_version,
+            cipher_suites,
+            kx_groups,
+            client_auth,
+            client_ca,
+            ticket_key_file,
+            ticket_rotation,
             service,
             body_size,
             max_header,
+            upstream,
+            upstream_connect_timeout,
+            upstream_fail_timeout,
+            proxy_protocol,
             handshake_timeout,
             idle_timeout,
             write_timeout,
@@ -330,6 +451,19 @@ impl Options {
             grace,
             log_format,
             log_level,
+            header_timeout,
+            max_conns_total,
+            max_conns_per_ip,
+            conn_rate_per_ip,
+            conn_burst_per_ip,
+            per_ip_ipv6_prefix,
+            allow,
+            deny,
+            metrics_listen,
+            access_log,
+            user,
+            group,
+            insecure_key_permissions,
         );
         m.finish()
     }
@@ -417,6 +551,8 @@ impl Options {
                 ));
             }
         }
+        self.check_operations(o)?;
+        self.check_termination(o)?;
         if self.cert.is_some() != self.key.is_some() {
             let missing = if self.cert.is_some() { "key" } else { "cert" };
             return Err(o.invalid(
@@ -430,6 +566,7 @@ impl Options {
 
     /// Turns merged options into settings; cross-field checks.
     fn finish(self) -> Result<Settings, ConfigError> {
+        let ops = self.operations()?;
         let listen = parse_listen(self.listen.as_deref().unwrap_or(DEFAULT_LISTEN))
             .map_err(|p| Origin::Flag.invalid("listen", p, "write IP:PORT"))?;
         let available = available_cpus();
@@ -467,6 +604,28 @@ impl Options {
             .map(String::into_bytes)
             .collect();
         let d = |v: Option<HumanDuration>, def| v.map(|h| h.0).unwrap_or(def);
+        let (tls12, tls13) = versions(self.tls12, self.tls_min_version, self.tls_max_version)?;
+        if self.client_auth.is_some_and(|a| a != crate::tls::ClientAuth::None) && self.client_ca.is_none() {
+            return Err(Origin::Flag.invalid(
+                "client_ca",
+                "client_auth is on but no CA bundle is given",
+                "give client_ca, a PEM file of the CAs that issue client certificates",
+            ));
+        }
+        let proxy = crate::services::proxy::ProxySettings {
+            upstreams: resolve_upstreams(self.upstream.as_deref().unwrap_or_default())
+                .map_err(|p| Origin::Flag.invalid("upstream", p, "write HOST:PORT of a reachable name"))?,
+            connect_timeout: d(self.upstream_connect_timeout, crate::services::proxy::DEFAULT_CONNECT_TIMEOUT),
+            fail_timeout: d(self.upstream_fail_timeout, crate::services::proxy::DEFAULT_FAIL_TIMEOUT),
+            proxy_protocol: self.proxy_protocol,
+        };
+        if self.service == Some(ServiceKind::Proxy) && proxy.upstreams.is_empty() {
+            return Err(Origin::Flag.invalid(
+                "upstream",
+                "the proxy service has no upstream",
+                "give at least one --upstream HOST:PORT",
+            ));
+        }
         Ok(Settings {
             listen,
             cpus,
@@ -479,11 +638,20 @@ impl Options {
             tls: TlsSettings {
                 cert: self.cert,
                 key: self.key,
+                extra_certs: self.extra_cert.unwrap_or_default(),
                 session_cache: self.session_cache.unwrap_or(DEFAULT_SESSION_CACHE),
                 tls13_tickets: self.tls13_tickets.unwrap_or(DEFAULT_TLS13_TICKETS),
-                tls12: self.tls12.unwrap_or(true),
+                tls12,
+                tls13,
                 alpn,
+                cipher_suites: self.cipher_suites,
+                kx_groups: self.kx_groups,
+                client_auth: self.client_auth.unwrap_or_default(),
+                client_ca: self.client_ca,
+                ticket_key_file: self.ticket_key_file,
+                ticket_rotation: d(self.ticket_rotation, crate::tls::tickets::DEFAULT_ROTATION),
             },
+            proxy,
             service: self.service.unwrap_or(ServiceKind::Http),
             body_size: self.body_size,
             max_header: self
@@ -496,8 +664,72 @@ impl Options {
             grace: d(self.grace, DEFAULT_GRACE),
             log_format: self.log_format.unwrap_or(LogFormat::Human),
             log_level: self.log_level,
+            ops,
         })
     }
+}
+
+impl Options {
+    /// Checks of the TLS-termination settings present in one source.
+    fn check_termination(&self, o: Origin<'_>) -> Result<(), ConfigError> {
+        if let (Some(lo), Some(hi)) = (self.tls_min_version, self.tls_max_version) {
+            if lo > hi {
+                return Err(o.invalid("tls_min_version", "is above tls_max_version", "lower it or raise tls_max_version"));
+            }
+        }
+        for (name, list) in [("cipher_suites", &self.cipher_suites), ("kx_groups", &self.kx_groups)] {
+            if list.as_ref().is_some_and(|l| l.iter().all(|n| n.trim().is_empty())) {
+                return Err(o.invalid(name, "an empty list", "name at least one, or leave it out for the defaults"));
+            }
+        }
+        if self.ticket_rotation.is_some_and(|d| d.0.as_secs() == 0) {
+            return Err(o.invalid("ticket_rotation", "under one second", "use a duration such as `6h`"));
+        }
+        for u in self.upstream.iter().flatten() {
+            if split_host_port(u).is_none() {
+                return Err(o.invalid("upstream", format!("`{u}` is not HOST:PORT"), "write e.g. 127.0.0.1:8080 or backend.local:80"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Which versions are on, from `tls12` and the min/max bounds.
+fn versions(tls12: Option<bool>, lo: Option<TlsVersion>, hi: Option<TlsVersion>) -> Result<(bool, bool), ConfigError> {
+    let lo = lo.unwrap_or(TlsVersion::V1_2);
+    let hi = hi.unwrap_or(TlsVersion::V1_3);
+    let v12 = tls12.unwrap_or(true) && lo <= TlsVersion::V1_2;
+    let v13 = hi >= TlsVersion::V1_3;
+    if lo > hi || !(v12 || v13) {
+        return Err(Origin::Flag.invalid(
+            "tls_min_version",
+            "no TLS version is left (check tls12, tls_min_version, tls_max_version)",
+            "allow at least one of 1.2 and 1.3",
+        ));
+    }
+    Ok((v12, v13))
+}
+
+fn split_host_port(s: &str) -> Option<(&str, u16)> {
+    let (host, port) = s.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Some((host, port.parse().ok()?)).filter(|(h, _)| !h.is_empty())
+}
+
+/// Resolves each `HOST:PORT` (first address of each name).
+fn resolve_upstreams(list: &[String]) -> Result<Vec<crate::services::proxy::UpstreamAddr>, String> {
+    use std::net::ToSocketAddrs;
+    list.iter()
+        .map(|u| {
+            let (host, port) = split_host_port(u).ok_or_else(|| format!("`{u}` is not HOST:PORT"))?;
+            let addr = (host, port)
+                .to_socket_addrs()
+                .map_err(|e| format!("cannot resolve `{u}`: {e}"))?
+                .next()
+                .ok_or_else(|| format!("`{u}` resolves to no address"))?;
+            Ok(crate::services::proxy::UpstreamAddr { name: u.clone(), addr })
+        })
+        .collect()
 }
 
 fn parse_listen(s: &str) -> Result<SocketAddr, String> {

@@ -93,6 +93,53 @@ pub fn raise_nofile() -> std::io::Result<u64> {
     Ok(l.rlim_cur as u64)
 }
 
+/// What start-up prepared before the engine binds its TLS port.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The bound `/metrics` listener, if asked for.
+    pub metrics: Option<std::net::TcpListener>,
+    /// Who to become before serving, if asked for.
+    pub target: Option<privileges::Target>,
+}
+
+/// Everything done before keys are read and ports bound: refuse a
+/// group/world-readable key, disable core dumps, raise the fd limit, look
+/// the target user up and bind the metrics port (while still privileged).
+pub fn prepare(s: &crate::config::Settings) -> Result<Prepared, String> {
+    if !s.ops.insecure_key_permissions {
+        let keys = s.tls.key.iter().chain(s.tls.extra_certs.iter().map(|p| &p.key));
+        for k in keys {
+            check_key_permissions(k).map_err(|e| e.to_string())?;
+        }
+    }
+    disable_core_dumps().map_err(|e| format!("cannot disable core dumps: {e}"))?;
+    match raise_nofile() {
+        Ok(n) => tracing::debug!(nofile = n, "file descriptor limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the file descriptor limit"),
+    }
+    let target = match &s.ops.user {
+        Some(u) => Some(privileges::resolve(u, s.ops.group.as_deref()).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let metrics = match s.ops.metrics_listen {
+        Some(a) => Some(crate::metrics::server::bind(a).map_err(|e| format!("cannot listen for metrics on {a}: {e}"))?),
+        None => None,
+    };
+    Ok(Prepared { metrics, target })
+}
+
+/// Run once every shard is ready, before any serves: drops to `target`
+/// (verified) and makes sure the process stays non-dumpable.
+pub fn before_serve(target: Option<privileges::Target>) -> Result<(), String> {
+    if let Some(t) = target {
+        privileges::drop_to(t).map_err(|e| e.to_string())?;
+        // A credential change resets the dumpable flag; set it again.
+        disable_core_dumps().map_err(|e| format!("cannot disable core dumps: {e}"))?;
+        tracing::info!(uid = t.uid, gid = t.gid, user = %privileges::user_name(t.uid), "dropped privileges");
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,6 +9,7 @@
 
 pub mod echo;
 pub mod http;
+pub mod proxy;
 
 use crate::shard::ShardState;
 use crate::tls::ServerStream;
@@ -32,6 +33,8 @@ pub struct ConnInfo {
     pub peer: SocketAddr,
     /// Local (listening) address.
     pub local: SocketAddr,
+    /// The client's verified certificate (mTLS), if it sent one.
+    pub peer_identity: Option<crate::tls::PeerIdentity>,
     pub(crate) shard: Rc<ShardState>,
 }
 

@@ -13,15 +13,17 @@ mod state;
 pub use state::{Counters, ShardState};
 
 use crate::io::{self, Conn, Listener, RingOptions, Runtime};
+use crate::limits::{Admitted, ShardLimits};
+use crate::metrics::{access::ConnRecord, CloseReason};
 use crate::services::{ConnInfo, Service};
 use crate::tls::ServerStream;
-use rustls::ServerConfig;
+use crate::reload::Live;
 use std::fmt;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 /// What each shard needs besides its listener.
@@ -39,6 +41,14 @@ pub struct ShardSettings {
     pub max_conns: usize,
     /// Time allowed for connections to finish after a stop.
     pub grace: Duration,
+    /// Admission limits at accept (lists, per-address cap and rate, global cap).
+    pub admission: Arc<crate::limits::LimitSettings>,
+    /// The connection count shared by all shards, when a global cap is set.
+    pub global_conns: Option<Arc<crate::limits::GlobalCount>>,
+    /// Write one access-log line per connection.
+    pub access_log: bool,
+    /// Where scrapes ask this shard for its counters.
+    pub metrics: Option<Arc<crate::metrics::MetricsHub>>,
 }
 
 /// Why the shards could not start.
@@ -61,6 +71,8 @@ pub enum StartError {
         /// What went wrong and what to do.
         reason: String,
     },
+    /// The step run before serving (e.g. dropping privileges) failed.
+    Setup(String),
 }
 
 impl fmt::Display for StartError {
@@ -87,6 +99,7 @@ impl fmt::Display for StartError {
                     "shard {shard} (CPU {cpu}) failed to start: {reason}; no shard is serving"
                 )
             }
+            StartError::Setup(reason) => write!(f, "{reason}; no shard is serving"),
         }
     }
 }
@@ -109,8 +122,23 @@ impl Server {
         backlog: u32,
         cpus: &[usize],
         settings: ShardSettings,
-        tls: Arc<ServerConfig>,
+        live: Arc<Live>,
         service: Arc<S>,
+    ) -> Result<Server, StartError> {
+        Self::start_with(addr, backlog, cpus, settings, live, service, || Ok(()))
+    }
+
+    /// Like [`start`](Self::start), running `before_serve` on the calling
+    /// thread once every shard is ready and before any accepts (the place
+    /// to drop privileges). If it fails, no shard serves.
+    pub fn start_with<S: Service>(
+        addr: SocketAddr,
+        backlog: u32,
+        cpus: &[usize],
+        settings: ShardSettings,
+        live: Arc<Live>,
+        service: Arc<S>,
+        before_serve: impl FnOnce() -> Result<(), String>,
     ) -> Result<Server, StartError> {
         let listeners = listener::bind_all(addr, cpus.len(), backlog)
             .map_err(|source| StartError::Bind { addr, source })?;
@@ -130,7 +158,7 @@ impl Server {
                 cpu,
                 listener: l,
                 settings: settings.clone(),
-                tls: tls.clone(),
+                live: live.clone(),
                 service: service.clone(),
                 stop: stop_rx.clone(),
             };
@@ -175,6 +203,10 @@ impl Server {
         if let Some(e) = failure {
             abort_all(&go_senders, threads);
             return Err(e);
+        }
+        if let Err(reason) = before_serve() {
+            abort_all(&go_senders, threads);
+            return Err(StartError::Setup(reason));
         }
         for g in &go_senders {
             let _ = g.send(true);
@@ -236,7 +268,7 @@ struct ShardTask<S> {
     cpu: usize,
     listener: std::net::TcpListener,
     settings: ShardSettings,
-    tls: Arc<ServerConfig>,
+    live: Arc<Live>,
     service: Arc<S>,
     stop: watch::Receiver<bool>,
 }
@@ -280,7 +312,7 @@ impl<S: Service> ShardTask<S> {
             id,
             listener,
             settings,
-            tls,
+            live,
             service,
             mut stop,
             ..
@@ -291,9 +323,16 @@ impl<S: Service> ShardTask<S> {
             Err(_) => return,
         };
         let state = Rc::new(ShardState::new(id));
+        let hub = settings.metrics.clone();
+        if let Some(h) = &hub {
+            io::spawn(h.register(id).serve(state.clone()));
+        }
+        let limits = Rc::new(ShardLimits::new(settings.admission.clone(), settings.global_conns.clone()));
         let ctx = Rc::new(ConnCtx {
+            limits,
+            epoch: Instant::now(),
             settings,
-            tls,
+            live,
             service,
             local,
             state: state.clone(),
@@ -303,12 +342,16 @@ impl<S: Service> ShardTask<S> {
             tokio::select! {
                 res = listener.accept() => match res {
                     Ok((conn, peer)) => {
-                        fd_exhausted = false;
+                        if fd_exhausted {
+                            tracing::info!(shard = id, "file descriptors available again: accepting");
+                            fd_exhausted = false;
+                        }
                         ctx.clone().admit(conn, peer);
                     }
                     Err(e) if is_fd_exhaustion(&e) => {
                         if !fd_exhausted {
                             tracing::warn!(shard = id, error = %e, "out of file descriptors: accept paused until some close");
+                            state.metrics.fd_exhaustion_episode();
                             fd_exhausted = true;
                         }
                         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -342,6 +385,9 @@ impl<S: Service> ShardTask<S> {
             refused = c.refused.get(),
             "shard stopped"
         );
+        if let Some(h) = hub {
+            h.publish(crate::metrics::ShardSnapshot::take(&state));
+        }
     }
 }
 
@@ -370,21 +416,36 @@ fn is_fd_exhaustion(e: &std::io::Error) -> bool {
 /// Everything a connection task needs, shared per shard.
 struct ConnCtx<S> {
     settings: ShardSettings,
-    tls: Arc<ServerConfig>,
+    /// TLS config and limits, replaced on reload; read once per connection.
+    live: Arc<Live>,
     service: Arc<S>,
     local: SocketAddr,
     state: Rc<ShardState>,
+    /// Admission state (per-address tables) of this shard.
+    limits: Rc<ShardLimits>,
+    /// Time origin for the rate limiter.
+    epoch: Instant,
 }
 
-/// Decrements the active count when a connection task ends, even by panic.
-struct ActiveGuard(Rc<ShardState>);
+/// Decrements the active count and gives back the connection's admission
+/// slots when its task ends, even by panic.
+struct ActiveGuard {
+    state: Rc<ShardState>,
+    limits: Rc<ShardLimits>,
+    admitted: Option<Admitted>,
+    epoch: Instant,
+}
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            Counters::bump(&self.0.counters.panics);
+            Counters::bump(&self.state.counters.panics);
+            self.state.metrics.closed(CloseReason::Panic, (0, 0));
         }
-        self.0.conn_closed();
+        if let Some(a) = self.admitted.take() {
+            self.limits.release(a, self.epoch.elapsed());
+        }
+        self.state.conn_closed();
     }
 }
 
@@ -393,14 +454,25 @@ impl<S: Service> ConnCtx<S> {
     fn admit(self: Rc<Self>, conn: Conn, peer: SocketAddr) {
         let st = &self.state;
         Counters::bump(&st.counters.accepted);
-        if st.active() >= self.settings.max_conns {
-            Counters::bump(&st.counters.refused);
-            conn.abort();
-            return;
-        }
+        let cap = self.live.load().limits.max_conns;
+        let admitted = match self.limits.admit(peer.ip(), st.active(), cap, self.epoch.elapsed()) {
+            Ok(a) => a,
+            Err(why) => {
+                Counters::bump(&st.counters.refused);
+                st.metrics.refused(why);
+                tracing::debug!(%peer, limit = why.label(), "connection refused");
+                conn.abort();
+                return;
+            }
+        };
         let _ = conn.set_nodelay(true);
         st.conn_opened();
-        let guard = ActiveGuard(st.clone());
+        let guard = ActiveGuard {
+            state: st.clone(),
+            limits: self.limits.clone(),
+            admitted: Some(admitted),
+            epoch: self.epoch,
+        };
         io::spawn(async move {
             let _guard = guard;
             self.serve_conn(conn, peer).await;
@@ -408,49 +480,78 @@ impl<S: Service> ConnCtx<S> {
     }
 
     async fn serve_conn(&self, conn: Conn, peer: SocketAddr) {
-        let tls = match rustls::ServerConnection::new(self.tls.clone()) {
+        let started = Instant::now();
+        let cur = self.live.load_full();
+        let tls = match rustls::ServerConnection::new(cur.tls.clone()) {
             Ok(t) => t,
             Err(e) => {
                 tracing::error!(error = %e, "cannot create a TLS session");
                 conn.abort();
+                self.state.metrics.closed(CloseReason::Error, (0, 0));
                 return;
             }
         };
         let mut stream = ServerStream::new(conn, tls);
-        stream.set_write_timeout(Some(self.settings.write_timeout));
+        let why = self.drive(&mut stream, &cur.limits, peer, started).await;
+        let bytes = stream.byte_counts();
+        self.state.metrics.closed(why, bytes);
+        if self.settings.access_log {
+            ConnRecord::of(stream.tls()).emit(peer, why, bytes, started.elapsed());
+        }
+    }
+
+    /// Handshake, then the service; returns why the connection ends.
+    async fn drive(
+        &self,
+        stream: &mut ServerStream,
+        limits: &ShardSettings,
+        peer: SocketAddr,
+        started: Instant,
+    ) -> CloseReason {
+        stream.set_write_timeout(Some(limits.write_timeout));
         let c = &self.state.counters;
-        match tokio::time::timeout(self.settings.handshake_timeout, stream.handshake()).await {
+        match tokio::time::timeout(limits.handshake_timeout, stream.handshake()).await {
             Err(_) => {
                 Counters::bump(&c.handshake_timeouts);
                 tracing::debug!(%peer, "handshake timeout");
-                return;
+                return CloseReason::HandshakeTimeout;
             }
             Ok(Err(e)) => {
                 Counters::bump(&c.failed_handshakes);
+                self.state.metrics.handshake_failed(&e);
                 tracing::debug!(%peer, error = %e, "handshake failed");
-                return;
+                return CloseReason::HandshakeFailed;
             }
             Ok(Ok(())) => {}
         }
-        match stream.tls().handshake_kind() {
+        let tls = stream.tls();
+        match tls.handshake_kind() {
             Some(rustls::HandshakeKind::Resumed) => Counters::bump(&c.resumed_handshakes),
             _ => Counters::bump(&c.full_handshakes),
         }
-        stream.set_read_timeout(Some(self.settings.idle_timeout));
+        let suite = tls.negotiated_cipher_suite().map(|s| s.suite());
+        self.state.metrics.handshake_done(started.elapsed(), tls.protocol_version(), suite);
+        stream.set_read_timeout(Some(limits.idle_timeout));
         let info = ConnInfo {
             peer,
             local: self.local,
+            peer_identity: crate::tls::peer_identity(stream.tls()),
             shard: self.state.clone(),
         };
-        match self.service.serve(&mut stream, &info).await {
+        match self.service.serve(stream, &info).await {
             Ok(()) => {
                 let _ = stream.close().await;
+                CloseReason::Normal
             }
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
                 tracing::debug!(%peer, error = %e, "connection timed out");
                 let _ = tokio::time::timeout(Duration::from_secs(1), stream.close()).await;
+                CloseReason::of_service_error(&e)
             }
-            Err(e) => tracing::debug!(%peer, error = %e, "connection ended with an error"),
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+                CloseReason::Error
+            }
         }
     }
 }

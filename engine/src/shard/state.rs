@@ -21,6 +21,10 @@ pub struct Counters {
     pub handshake_timeouts: Cell<u64>,
     /// Service panics contained to their connection.
     pub panics: Cell<u64>,
+    /// proxy: connections handed to an upstream.
+    pub proxied: Cell<u64>,
+    /// proxy: connections closed because no upstream could be reached.
+    pub upstream_failures: Cell<u64>,
 }
 
 impl Counters {

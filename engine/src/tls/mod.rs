@@ -3,40 +3,129 @@
 //!
 //! - [`session`]: sans-I/O logic between byte buffers and a rustls connection.
 //! - [`stream`]: that logic driven over an io_uring socket.
+//! - [`duplex`]: a TLS stream and a plain socket pumped both ways at once
+//!   (the proxy's data path).
+//! - [`server`]: building the shared `ServerConfig` from [`TlsSettings`]
+//!   (SNI certificates, versions, suites, groups, client auth), and the
+//!   state that survives a reload (session cache, ticket keys).
+//! - [`sni`]: certificate selection by server name and signature scheme.
+//! - [`tickets`]: session-ticket keys from a shared file or rotating in memory.
 //!
-//! Every shard holds a clone of the same `Arc<ServerConfig>`, so the session
-//! cache and the ticket keys are shared: a client that reconnects to any
-//! shard resumes.
+//! Every shard holds a clone of the same `Arc<ServerConfig>` (through an
+//! `ArcSwap`, replaced on reload), so the session cache and the ticket keys
+//! are shared: a client that reconnects to any shard resumes.
 
+pub mod duplex;
+pub mod server;
 pub mod session;
+pub mod sni;
 pub mod stream;
+pub mod tickets;
 
 use rustls::crypto::CryptoProvider;
-use rustls::server::ServerSessionMemoryCache;
 use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
+pub use server::{peer_identity, PeerIdentity, Prepared, TlsState};
 pub use stream::{ClientStream, ServerStream, TlsStream};
 
 /// TLS settings that shape the shared server config.
 #[derive(Debug, Clone)]
 pub struct TlsSettings {
-    /// Certificate chain (PEM). `None` with `key: None`: generate a self-signed one.
+    /// Certificate chain (PEM), the default certificate. `None` with
+    /// `key: None`: generate a self-signed one.
     pub cert: Option<PathBuf>,
     /// Private key (PEM: PKCS#8, PKCS#1 or SEC1).
     pub key: Option<PathBuf>,
+    /// More certificates, selected by SNI against their subjectAltNames
+    /// (exact and wildcard); ECDSA and RSA chains may cover the same names.
+    pub extra_certs: Vec<CertPair>,
     /// Stateful session cache entries (shared by all shards).
     pub session_cache: usize,
     /// TLS 1.3 tickets sent per full handshake.
     pub tls13_tickets: usize,
-    /// Allow TLS 1.2 (TLS 1.3 is always on).
+    /// Allow TLS 1.2.
     pub tls12: bool,
+    /// Allow TLS 1.3.
+    pub tls13: bool,
     /// ALPN protocols offered, in preference order.
     pub alpn: Vec<Vec<u8>>,
+    /// Cipher suites by name (e.g. `TLS13_AES_128_GCM_SHA256`), in
+    /// preference order. `None`: [`provider`]'s list.
+    pub cipher_suites: Option<Vec<String>>,
+    /// Key-exchange groups by name (e.g. `X25519MLKEM768`, `X25519`,
+    /// `secp256r1`), in preference order. `None`: the provider's defaults
+    /// (X25519, secp256r1, secp384r1, X25519MLKEM768).
+    pub kx_groups: Option<Vec<String>>,
+    /// Client-certificate authentication.
+    pub client_auth: ClientAuth,
+    /// CA bundle (PEM) that client certificates must chain to.
+    pub client_ca: Option<PathBuf>,
+    /// Shared ticket-key file (see [`tickets`]); `None`: in-memory keys.
+    pub ticket_key_file: Option<PathBuf>,
+    /// Rotation period of in-memory ticket keys and lifetime hint of tickets.
+    pub ticket_rotation: Duration,
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        TlsSettings {
+            cert: None,
+            key: None,
+            extra_certs: Vec::new(),
+            session_cache: 65_536,
+            tls13_tickets: 1,
+            tls12: true,
+            tls13: true,
+            alpn: vec![b"http/1.1".to_vec()],
+            cipher_suites: None,
+            kx_groups: None,
+            client_auth: ClientAuth::None,
+            client_ca: None,
+            ticket_key_file: None,
+            ticket_rotation: tickets::DEFAULT_ROTATION,
+        }
+    }
+}
+
+/// Client-certificate (mutual TLS) policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// No client certificate is asked for.
+    #[default]
+    None,
+    /// A certificate is asked for; if one is sent it must verify.
+    Optional,
+    /// A verified certificate is required to finish the handshake.
+    Required,
+}
+
+/// One more certificate: `CERT,KEY` on the command line, `{ cert, key }`
+/// in the TOML file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertPair {
+    /// Certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Private key (PEM).
+    pub key: PathBuf,
+}
+
+impl std::str::FromStr for CertPair {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.split_once(',') {
+            Some((c, k)) if !c.is_empty() && !k.is_empty() => Ok(CertPair { cert: c.into(), key: k.into() }),
+            _ => Err(format!("`{s}` is not CERT,KEY (two PEM file paths separated by a comma)")),
+        }
+    }
 }
 
 /// Why the TLS configuration could not be built.
@@ -67,6 +156,19 @@ pub enum TlsError {
     SelfSigned(String),
     /// rustls refused the combination of settings.
     Rustls(rustls::Error),
+    /// A cipher suite or key-exchange group name is not known.
+    UnknownName {
+        /// `cipher suite` or `key-exchange group`.
+        what: &'static str,
+        /// The name given.
+        name: String,
+        /// The names that are known.
+        known: Vec<String>,
+    },
+    /// Client authentication is on but no usable CA bundle was given.
+    ClientCa(String),
+    /// The ticket-key file was refused.
+    TicketKeys(tickets::TicketKeyError),
 }
 
 impl fmt::Display for TlsError {
@@ -88,6 +190,11 @@ impl fmt::Display for TlsError {
             ),
             TlsError::SelfSigned(e) => write!(f, "generating a self-signed certificate: {e}"),
             TlsError::Rustls(e) => write!(f, "TLS configuration rejected: {e}"),
+            TlsError::UnknownName { what, name, known } => {
+                write!(f, "unknown {what} `{name}` (known: {})", known.join(", "))
+            }
+            TlsError::ClientCa(e) => write!(f, "client authentication: {e}"),
+            TlsError::TicketKeys(e) => e.fmt(f),
         }
     }
 }
@@ -102,6 +209,12 @@ pub struct Identity {
     pub key: PrivateKeyDer<'static>,
     /// Whether it was generated at start.
     pub self_signed: bool,
+}
+
+impl Clone for Identity {
+    fn clone(&self) -> Self {
+        Identity { chain: self.chain.clone(), key: self.key.clone_key(), self_signed: self.self_signed }
+    }
 }
 
 impl Identity {
@@ -194,47 +307,12 @@ pub fn provider() -> CryptoProvider {
     p
 }
 
-/// Builds the one server config every shard shares.
+/// Builds a server config with fresh state (an engine that never reloads,
+/// and tests), serving `id` as the default certificate.
 pub fn server_config(s: &TlsSettings, id: &Identity) -> Result<Arc<ServerConfig>, TlsError> {
-    let provider = Arc::new(provider());
-    let key = provider
-        .key_provider
-        .load_private_key(id.key.clone_key())
-        .map_err(|e| mismatch(s, e.to_string()))?;
-    let certified = rustls::sign::CertifiedKey::new(id.chain.clone(), key);
-    certified
-        .keys_match()
-        .map_err(|e| mismatch(s, e.to_string()))?;
-
-    let versions: &[&rustls::SupportedProtocolVersion] = if s.tls12 {
-        &[&rustls::version::TLS13, &rustls::version::TLS12]
-    } else {
-        &[&rustls::version::TLS13]
-    };
-    let mut cfg = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(versions)
-        .map_err(TlsError::Rustls)?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(Arc::new(
-            certified,
-        ))));
-    cfg.ignore_client_order = true;
-    cfg.session_storage = ServerSessionMemoryCache::new(s.session_cache.max(1));
-    cfg.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().map_err(TlsError::Rustls)?;
-    cfg.send_tls13_tickets = s.tls13_tickets;
-    cfg.alpn_protocols = s.alpn.clone();
-    Ok(Arc::new(cfg))
-}
-
-fn mismatch(s: &TlsSettings, detail: String) -> TlsError {
-    match (&s.cert, &s.key) {
-        (Some(cert), Some(key)) => TlsError::KeyMismatch {
-            cert: cert.clone(),
-            key: key.clone(),
-            detail,
-        },
-        _ => TlsError::SelfSigned(detail),
-    }
+    let state = TlsState::new();
+    let p = state.prepare_with(s, id)?;
+    Ok(state.commit(p).0)
 }
 
 #[cfg(test)]
@@ -243,12 +321,10 @@ pub(crate) mod tests {
 
     pub(crate) fn settings() -> TlsSettings {
         TlsSettings {
-            cert: None,
-            key: None,
             session_cache: 1024,
             tls13_tickets: 2,
-            tls12: true,
             alpn: vec![],
+            ..TlsSettings::default()
         }
     }
 

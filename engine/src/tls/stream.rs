@@ -23,20 +23,20 @@ pub type ClientStream = TlsStream<rustls::ClientConnection>;
 
 /// A TLS connection over an io_uring socket.
 pub struct TlsStream<C: TlsConn> {
-    conn: Conn,
-    tls: C,
+    pub(super) conn: Conn,
+    pub(super) tls: C,
     /// Ciphertext read from the socket; `None` while a read is in flight
     /// (or after one was cancelled, which leaves the stream unusable).
-    rbuf: Option<Vec<u8>>,
+    pub(super) rbuf: Option<Vec<u8>>,
     /// Bytes of `rbuf` already handed to rustls.
-    rpos: usize,
-    wbuf: Option<Vec<u8>>,
-    read_timeout: Option<Duration>,
+    pub(super) rpos: usize,
+    pub(super) wbuf: Option<Vec<u8>>,
+    pub(super) read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
-    eof: bool,
+    pub(super) eof: bool,
     /// Ciphertext bytes read from / written to the socket.
-    bytes_in: u64,
-    bytes_out: u64,
+    pub(super) bytes_in: u64,
+    pub(super) bytes_out: u64,
 }
 
 fn broken() -> io::Error {
@@ -71,6 +71,11 @@ impl<C: TlsConn> TlsStream<C> {
     /// Deadline for each socket read (an idle peer is cut off after it).
     pub fn set_read_timeout(&mut self, t: Option<Duration>) {
         self.read_timeout = t;
+    }
+
+    /// The read deadline in force.
+    pub fn read_timeout(&self) -> Option<Duration> {
+        self.read_timeout
     }
 
     /// Deadline for each socket write (a peer that does not read is cut off).

@@ -1,0 +1,338 @@
+//! `proxy`: TLS termination in front of plain TCP upstreams.
+//!
+//! Per connection: pick an upstream (round robin over the healthy ones),
+//! connect within `upstream_connect_timeout`, optionally send a PROXY
+//! protocol v1/v2 header, then pump bytes both ways with
+//! [`duplex::splice`](crate::tls::duplex::splice) (half-close and
+//! backpressure included; design in `docs/design/proxy.md`).
+//!
+//! An upstream that fails to connect is marked down for
+//! `upstream_fail_timeout` and skipped meanwhile; the connection tries the
+//! next healthy one. If none connects, the client gets a clean close
+//! (`close_notify`, FIN) and the shard's `upstream_failures` counter moves.
+//!
+//! The upstream list lives in an [`ArcSwap`], replaced whole on reload;
+//! connections already proxied keep their upstream.
+
+use super::{ConnInfo, Service};
+use crate::io::Conn;
+use crate::shard::Counters;
+use crate::tls::{duplex, PeerIdentity, ServerStream};
+use arc_swap::ArcSwap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Default time allowed to connect to an upstream.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default time an upstream that failed is skipped.
+pub const DEFAULT_FAIL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Idle limit of a proxied connection when the stream has no read timeout.
+const FALLBACK_IDLE: Duration = Duration::from_secs(3600);
+/// PROXY v2 TLV carrying the client certificate's full subject DN (from
+/// the custom range 0xE0..=0xEF; documented in `docs/deployment.md`).
+pub const PP2_TYPE_CLIENT_SUBJECT: u8 = 0xE0;
+const PP2_CLIENT_SSL: u8 = 0x01;
+const PP2_CLIENT_CERT_CONN: u8 = 0x02;
+const PP2_SUBTYPE_SSL_VERSION: u8 = 0x21;
+const PP2_SUBTYPE_SSL_CN: u8 = 0x22;
+const PP2_SUBTYPE_SSL_CIPHER: u8 = 0x23;
+
+/// Which PROXY protocol header to send to upstreams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyProtocol {
+    /// Text header: client and local address only.
+    V1,
+    /// Binary header with TLVs: ALPN, SNI (authority), TLS version and
+    /// cipher, client-certificate CN and subject.
+    V2,
+}
+
+/// An upstream as configured (`HOST:PORT`) and as resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamAddr {
+    /// As written in the configuration.
+    pub name: String,
+    /// Resolved address (at start and at each reload).
+    pub addr: SocketAddr,
+}
+
+/// Proxy settings.
+#[derive(Debug, Clone, Default)]
+pub struct ProxySettings {
+    /// Upstreams, in round-robin order.
+    pub upstreams: Vec<UpstreamAddr>,
+    /// Time allowed to connect.
+    pub connect_timeout: Duration,
+    /// Time an upstream that failed is skipped.
+    pub fail_timeout: Duration,
+    /// Header to send first, if any.
+    pub proxy_protocol: Option<ProxyProtocol>,
+}
+
+/// The upstreams and their health; shared by all shards, replaced on reload.
+#[derive(Debug)]
+pub struct Pool {
+    settings: ProxySettings,
+    /// Milliseconds since `epoch` until which upstream `i` is skipped.
+    down_until: Vec<AtomicU64>,
+    next: AtomicUsize,
+    epoch: Instant,
+}
+
+impl Pool {
+    /// A pool with every upstream healthy.
+    pub fn new(settings: ProxySettings) -> Pool {
+        let down_until = settings.upstreams.iter().map(|_| AtomicU64::new(0)).collect();
+        Pool { settings, down_until, next: AtomicUsize::new(0), epoch: Instant::now() }
+    }
+
+    fn ms(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Upstream indices to try at `now`: the healthy ones in round-robin
+    /// order; if all are down, the next one anyway (one attempt, so that
+    /// recovery is noticed without waiting out the fail timeout).
+    pub fn order(&self, now: Instant) -> Vec<usize> {
+        let n = self.down_until.len();
+        if n == 0 {
+            return Vec::new();
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        let t = self.ms(now);
+        let healthy: Vec<usize> =
+            (0..n).map(|k| (start + k) % n).filter(|&i| self.down_until[i].load(Ordering::Relaxed) <= t).collect();
+        if healthy.is_empty() {
+            vec![start]
+        } else {
+            healthy
+        }
+    }
+
+    /// Marks upstream `i` down from `now` for the fail timeout.
+    pub fn mark_down(&self, i: usize, now: Instant) {
+        let until = self.ms(now).saturating_add(self.settings.fail_timeout.as_millis() as u64);
+        if let Some(d) = self.down_until.get(i) {
+            d.store(until, Ordering::Relaxed);
+        }
+    }
+
+    /// The settings this pool was built from.
+    pub fn settings(&self) -> &ProxySettings {
+        &self.settings
+    }
+
+    /// Connects to the first upstream of [`order`](Self::order) that answers.
+    async fn connect(&self) -> Option<(Conn, &UpstreamAddr)> {
+        for i in self.order(Instant::now()) {
+            let up = &self.settings.upstreams[i];
+            match tokio::time::timeout(self.settings.connect_timeout, Conn::connect(up.addr)).await {
+                Ok(Ok(c)) => {
+                    let _ = c.set_nodelay(true);
+                    return Some((c, up));
+                }
+                Ok(Err(e)) => tracing::warn!(upstream = %up.name, error = %e, "upstream connect failed; skipping it for a while"),
+                Err(_) => tracing::warn!(upstream = %up.name, "upstream connect timed out; skipping it for a while"),
+            }
+            self.mark_down(i, Instant::now());
+        }
+        None
+    }
+}
+
+/// The proxy service. Clones share the upstream pool, so the binary keeps
+/// one to [`reload`](Proxy::reload) it.
+#[derive(Debug, Clone)]
+pub struct Proxy {
+    pool: Arc<ArcSwap<Pool>>,
+}
+
+impl Proxy {
+    /// A proxy to `settings.upstreams`.
+    pub fn new(settings: ProxySettings) -> Proxy {
+        Proxy { pool: Arc::new(ArcSwap::from_pointee(Pool::new(settings))) }
+    }
+
+    /// Replaces the upstreams (new connections only; health starts fresh).
+    pub fn reload(&self, settings: ProxySettings) {
+        self.pool.store(Arc::new(Pool::new(settings)));
+    }
+
+    /// The pool in use now.
+    pub fn pool(&self) -> Arc<Pool> {
+        self.pool.load_full()
+    }
+}
+
+impl Service for Proxy {
+    async fn serve(&self, stream: &mut ServerStream, conn: &ConnInfo) -> io::Result<()> {
+        let pool = self.pool.load_full();
+        let counters = &conn.shard.counters;
+        let Some((upstream, up)) = pool.connect().await else {
+            Counters::bump(&counters.upstream_failures);
+            tracing::warn!(peer = %conn.peer, "no upstream reachable; closing the client connection");
+            return Ok(());
+        };
+        Counters::bump(&counters.proxied);
+        if let Some(version) = pool.settings.proxy_protocol {
+            let header = proxy_header(version, conn, stream.tls())?;
+            let (res, _) = upstream.write_all(header).await;
+            if let Err(e) = res {
+                Counters::bump(&counters.upstream_failures);
+                tracing::warn!(upstream = %up.name, error = %e, "upstream closed before the PROXY header was sent");
+                upstream.abort();
+                return Ok(());
+            }
+        }
+        let idle = stream.read_timeout().unwrap_or(FALLBACK_IDLE);
+        match duplex::splice(stream, &upstream, idle).await {
+            Ok(stats) => {
+                tracing::debug!(peer = %conn.peer, upstream = %up.name, up = stats.to_plain, down = stats.from_plain, "proxied");
+                Ok(())
+            }
+            Err(e) => {
+                upstream.abort();
+                Err(e)
+            }
+        }
+    }
+}
+
+/// What goes into a PROXY header besides the addresses.
+#[derive(Debug, Default, Clone)]
+pub struct TlsFacts<'a> {
+    /// SNI.
+    pub sni: Option<&'a str>,
+    /// Negotiated ALPN protocol.
+    pub alpn: Option<&'a [u8]>,
+    /// `TLSv1_3`-style version name.
+    pub version: Option<String>,
+    /// Cipher suite name.
+    pub cipher: Option<String>,
+    /// Verified client certificate.
+    pub client: Option<&'a PeerIdentity>,
+}
+
+fn proxy_header(version: ProxyProtocol, conn: &ConnInfo, tls: &rustls::ServerConnection) -> io::Result<Vec<u8>> {
+    let facts = TlsFacts {
+        sni: tls.server_name(),
+        alpn: tls.alpn_protocol(),
+        version: tls.protocol_version().map(|v| format!("{v:?}")),
+        cipher: tls.negotiated_cipher_suite().map(|c| format!("{:?}", c.suite())),
+        client: conn.peer_identity.as_ref(),
+    };
+    encode_header(version, conn.peer, conn.local, &facts)
+}
+
+/// Encodes a PROXY header (pure; tested with the `ppp` parser).
+pub fn encode_header(version: ProxyProtocol, peer: SocketAddr, local: SocketAddr, f: &TlsFacts<'_>) -> io::Result<Vec<u8>> {
+    use ppp::v2::{Builder, Command, Protocol, Type, Version};
+    if version == ProxyProtocol::V1 {
+        return Ok(ppp::v1::Addresses::from((peer, local)).to_string().into_bytes());
+    }
+    let mut b = Builder::with_addresses(Version::Two | Command::Proxy, Protocol::Stream, (peer, local));
+    if let Some(alpn) = f.alpn {
+        b = b.write_tlv(Type::ALPN, alpn)?;
+    }
+    if let Some(sni) = f.sni {
+        b = b.write_tlv(Type::Authority, sni.as_bytes())?;
+    }
+    // PP2_TYPE_SSL: client flags, verify result (0 = verified), sub-TLVs.
+    let flags = PP2_CLIENT_SSL | if f.client.is_some() { PP2_CLIENT_CERT_CONN } else { 0 };
+    let mut ssl = vec![flags, 0, 0, 0, 0];
+    let cn = f.client.and_then(|c| c.common_name.as_deref());
+    for (kind, value) in [
+        (PP2_SUBTYPE_SSL_VERSION, f.version.as_deref()),
+        (PP2_SUBTYPE_SSL_CIPHER, f.cipher.as_deref()),
+        (PP2_SUBTYPE_SSL_CN, cn),
+    ] {
+        if let Some(v) = value {
+            let len = u16::try_from(v.len()).map_err(io::Error::other)?;
+            ssl.push(kind);
+            ssl.extend_from_slice(&len.to_be_bytes());
+            ssl.extend_from_slice(v.as_bytes());
+        }
+    }
+    b = b.write_tlv(Type::SSL, &ssl)?;
+    if let Some(c) = f.client {
+        b = b.write_tlv(PP2_TYPE_CLIENT_SUBJECT, c.subject.as_bytes())?;
+    }
+    b.build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(n: usize) -> Pool {
+        let upstreams = (0..n)
+            .map(|i| UpstreamAddr { name: format!("u{i}"), addr: SocketAddr::from(([127, 0, 0, 1], 1000 + i as u16)) })
+            .collect();
+        Pool::new(ProxySettings { upstreams, fail_timeout: Duration::from_secs(10), ..ProxySettings::default() })
+    }
+
+    #[test]
+    fn round_robin_starts_one_further_each_time() {
+        let p = pool(3);
+        let now = Instant::now();
+        let firsts: Vec<usize> = (0..4).map(|_| p.order(now)[0]).collect();
+        assert_eq!(firsts, [0, 1, 2, 0]);
+    }
+
+    #[test]
+    fn a_failed_upstream_is_skipped_until_the_fail_timeout_passes() {
+        let p = pool(2);
+        let now = Instant::now();
+        p.mark_down(0, now);
+        assert_eq!(p.order(now), [1]);
+        assert_eq!(p.order(now + Duration::from_secs(5)), [1]);
+        assert_eq!(p.order(now + Duration::from_secs(11)).len(), 2);
+    }
+
+    #[test]
+    fn when_all_are_down_one_is_still_tried() {
+        let p = pool(2);
+        let now = Instant::now();
+        p.mark_down(0, now);
+        p.mark_down(1, now);
+        assert_eq!(p.order(now).len(), 1);
+    }
+
+    fn addrs() -> (SocketAddr, SocketAddr) {
+        ("192.0.2.7:51000".parse().expect("peer"), "198.51.100.1:443".parse().expect("local"))
+    }
+
+    #[test]
+    fn v1_header_carries_both_addresses() {
+        let (peer, local) = addrs();
+        let h = encode_header(ProxyProtocol::V1, peer, local, &TlsFacts::default()).expect("v1");
+        assert_eq!(h, b"PROXY TCP4 192.0.2.7 198.51.100.1 51000 443\r\n");
+    }
+
+    #[test]
+    fn v2_header_parses_back_with_addresses_and_tlvs() {
+        let (peer, local) = addrs();
+        let id = PeerIdentity { subject: "CN=alice, O=Example".into(), common_name: Some("alice".into()), cert: Vec::new().into() };
+        let f = TlsFacts {
+            sni: Some("api.example.com"),
+            alpn: Some(b"h2"),
+            version: Some("TLSv1_3".into()),
+            cipher: None,
+            client: Some(&id),
+        };
+        let h = encode_header(ProxyProtocol::V2, peer, local, &f).expect("v2");
+        let parsed = ppp::v2::Header::try_from(&h[..]).expect("parse");
+        assert_eq!(parsed.addresses, ppp::v2::Addresses::from((peer, local)));
+        let tlvs: Vec<(u8, Vec<u8>)> = parsed.tlvs().map(|t| t.expect("tlv")).map(|t| (t.kind, t.value.to_vec())).collect();
+        assert!(tlvs.contains(&(0x01, b"h2".to_vec())));
+        assert!(tlvs.contains(&(0x02, b"api.example.com".to_vec())));
+        assert!(tlvs.contains(&(PP2_TYPE_CLIENT_SUBJECT, b"CN=alice, O=Example".to_vec())));
+        let ssl = &tlvs.iter().find(|t| t.0 == 0x20).expect("ssl tlv").1;
+        assert_eq!(ssl[0], PP2_CLIENT_SSL | PP2_CLIENT_CERT_CONN);
+        assert!(ssl.windows(5).any(|w| w == b"alice"));
+    }
+}

@@ -1,0 +1,247 @@
+//! Full duplex: a TLS stream and a plain socket pumped both ways at once,
+//! from one task (the proxy's data path; see `docs/design/proxy.md`).
+//!
+//! Up to four io_uring operations are in flight: a read and a write on each
+//! socket. Each owns its buffer and borrows only its socket, and stays
+//! boxed across loop turns, so `select!` never cancels one (a cancelled
+//! io_uring read would lose its buffer and the bytes in it). The rustls
+//! connection is touched only between awaits, synchronously.
+//!
+//! ```text
+//!   client ──cr──▶ rustls ──(plaintext)──uw──▶ upstream
+//!   client ◀──cw── rustls ◀──(plaintext)──ur── upstream
+//! ```
+//!
+//! Backpressure: a direction reads again only when what it read last has
+//! been passed on. Client ciphertext that rustls cannot take (its plaintext
+//! buffer is full) waits in the read buffer; upstream bytes that rustls
+//! cannot take (its send limit is reached) wait in theirs. Memory per
+//! connection is bounded by the four buffers plus rustls's limits.
+//!
+//! Half-close: the client's `close_notify` (or a FIN without one) becomes a
+//! FIN to the upstream once every byte before it was written; the upstream's
+//! FIN becomes a `close_notify` plus FIN to the client after every byte
+//! before it. The splice ends when both directions have ended.
+
+use super::session::{self, TlsConn};
+use super::stream::TlsStream;
+use crate::io::Conn;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Plaintext read from the upstream per operation.
+pub const PLAIN_BUF: usize = 16 * 1024;
+
+/// Plaintext bytes moved by a splice, each way.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SpliceStats {
+    /// From the TLS peer to the plain socket.
+    pub to_plain: u64,
+    /// From the plain socket to the TLS peer.
+    pub from_plain: u64,
+}
+
+type Op<'a, T> = Option<Pin<Box<dyn Future<Output = (io::Result<T>, Vec<u8>)> + 'a>>>;
+
+enum Event {
+    ClientRead(io::Result<usize>, Vec<u8>),
+    ClientWrote(io::Result<()>, Vec<u8>),
+    PlainRead(io::Result<usize>, Vec<u8>),
+    PlainWrote(io::Result<()>, Vec<u8>),
+    Idle,
+}
+
+async fn finish<T>(op: &mut Op<'_, T>) -> (io::Result<T>, Vec<u8>) {
+    match op.as_mut() {
+        Some(f) => f.await,
+        None => std::future::pending().await,
+    }
+}
+
+fn broken() -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, "connection buffers lost to a cancelled operation")
+}
+
+fn tls_error(e: rustls::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+/// The direction state of a splice.
+#[derive(Default)]
+struct Ends {
+    /// No more plaintext will come from the TLS peer.
+    tls_read_done: bool,
+    /// FIN sent to the plain socket.
+    plain_shut: bool,
+    /// FIN received from the plain socket.
+    plain_read_done: bool,
+    /// `close_notify` queued for the TLS peer.
+    tls_shut: bool,
+    /// ... and flushed, then FIN sent.
+    tls_fin: bool,
+}
+
+/// Pumps `tls` ⇄ `plain` until both directions have ended (`Ok`), either
+/// socket fails, the TLS peer misbehaves, or nothing moves for `idle`.
+/// On `Ok` the stream can still be closed normally; on `Err` both sockets
+/// should be aborted (dropping the stream does it for the TLS side).
+pub async fn splice<C: TlsConn>(stream: &mut TlsStream<C>, plain: &Conn, idle: Duration) -> io::Result<SpliceStats> {
+    let TlsStream { conn, tls, rbuf, rpos, wbuf, eof, bytes_in, bytes_out, .. } = stream;
+    let client: &Conn = conn;
+    let mut crbuf = Some(rbuf.take().ok_or_else(broken)?);
+    let mut cwbuf = Some(wbuf.take().ok_or_else(broken)?);
+    let mut to_plain = Some(Vec::with_capacity(PLAIN_BUF));
+    let mut from_plain = Some(Vec::with_capacity(PLAIN_BUF));
+    // Bytes of `from_plain` already handed to rustls.
+    let mut from_pos = 0usize;
+    let (mut cr, mut cw, mut pr, mut pw): (Op<usize>, Op<()>, Op<usize>, Op<()>) = (None, None, None, None);
+    let mut ends = Ends::default();
+    let mut stats = SpliceStats::default();
+    let sleep = tokio::time::sleep(idle);
+    tokio::pin!(sleep);
+
+    loop {
+        // Client ciphertext already read goes into rustls first.
+        if let Some(buf) = crbuf.as_mut() {
+            if *rpos < buf.len() {
+                match session::ingest(tls, &buf[*rpos..]) {
+                    Ok(got) => *rpos += got.consumed,
+                    Err(e) => {
+                        let mut out = cwbuf.take().unwrap_or_default();
+                        out.clear();
+                        session::take_output(tls, &mut out);
+                        drop((cr, cw, pr, pw));
+                        let _ = client.write_all(out).await;
+                        return Err(tls_error(e));
+                    }
+                }
+            }
+        }
+        // Decrypted plaintext to the upstream.
+        if pw.is_none() && !ends.plain_shut {
+            // Kept at full length while idle, so this zero-fills only the
+            // tail after a short write came back.
+            let mut out = to_plain.take().ok_or_else(broken)?;
+            out.resize(PLAIN_BUF, 0);
+            match session::read_plaintext(tls, &mut out) {
+                Ok(Some(n)) if n > 0 => {
+                    out.truncate(n);
+                    stats.to_plain += n as u64;
+                    pw = Some(Box::pin(plain.write_all(out)));
+                }
+                other => {
+                    match other {
+                        Ok(Some(_)) => ends.tls_read_done = true,
+                        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => ends.tls_read_done = true,
+                        Err(e) => return Err(e),
+                        Ok(None) => {}
+                    }
+                    to_plain = Some(out);
+                    if ends.tls_read_done {
+                        plain.shutdown_write();
+                        ends.plain_shut = true;
+                    }
+                }
+            }
+        }
+        // Upstream plaintext into rustls (less when its send limit is hit).
+        if let Some(buf) = from_plain.as_mut() {
+            if from_pos < buf.len() {
+                from_pos += session::write_plaintext(tls, &buf[from_pos..]);
+            }
+            if from_pos >= buf.len() && ends.plain_read_done && !ends.tls_shut {
+                tls.send_close_notify();
+                ends.tls_shut = true;
+            }
+        }
+        // Records to the client.
+        if cw.is_none() {
+            let mut out = cwbuf.take().ok_or_else(broken)?;
+            out.clear();
+            session::take_output(tls, &mut out);
+            if out.is_empty() {
+                cwbuf = Some(out);
+                if ends.tls_shut && !ends.tls_fin {
+                    client.shutdown_write();
+                    ends.tls_fin = true;
+                }
+            } else {
+                *bytes_out += out.len() as u64;
+                cw = Some(Box::pin(client.write_all(out)));
+            }
+        }
+        // New reads, only where the previous data has moved on.
+        if cr.is_none() && !*eof && !ends.tls_read_done {
+            if let Some(mut buf) = crbuf.take_if(|b| *rpos >= b.len()) {
+                buf.clear();
+                *rpos = 0;
+                cr = Some(Box::pin(client.read(buf)));
+            }
+        }
+        if pr.is_none() && !ends.plain_read_done {
+            if let Some(mut buf) = from_plain.take_if(|b| from_pos >= b.len()) {
+                buf.clear();
+                from_pos = 0;
+                pr = Some(Box::pin(plain.read(buf)));
+            }
+        }
+
+        if cr.is_none() && cw.is_none() && pr.is_none() && pw.is_none() {
+            if ends.tls_fin && ends.plain_shut {
+                break;
+            }
+            // Nothing in flight and not finished: the TLS peer left inside a
+            // record (nothing more can arrive), so end rather than wait.
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "TLS peer closed mid-record"));
+        }
+
+        let ev = tokio::select! {
+            (r, b) = finish(&mut cr) => Event::ClientRead(r, b),
+            (r, b) = finish(&mut cw) => Event::ClientWrote(r, b),
+            (r, b) = finish(&mut pr) => Event::PlainRead(r, b),
+            (r, b) = finish(&mut pw) => Event::PlainWrote(r, b),
+            _ = &mut sleep => Event::Idle,
+        };
+        sleep.as_mut().reset(Instant::now() + idle);
+        match ev {
+            Event::ClientRead(r, b) => {
+                cr = None;
+                crbuf = Some(b);
+                let n = r?;
+                *bytes_in += n as u64;
+                if n == 0 {
+                    *eof = true;
+                    session::ingest_eof(tls).map_err(tls_error)?;
+                }
+            }
+            Event::ClientWrote(r, b) => {
+                cw = None;
+                cwbuf = Some(b);
+                r?;
+            }
+            Event::PlainRead(r, b) => {
+                pr = None;
+                from_plain = Some(b);
+                let n = r?;
+                stats.from_plain += n as u64;
+                if n == 0 {
+                    ends.plain_read_done = true;
+                }
+            }
+            Event::PlainWrote(r, b) => {
+                pw = None;
+                to_plain = Some(b);
+                r?;
+            }
+            Event::Idle => {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "proxy idle timeout: nothing moved either way"));
+            }
+        }
+    }
+    *rbuf = crbuf;
+    *wbuf = cwbuf;
+    Ok(stats)
+}

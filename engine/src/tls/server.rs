@@ -1,0 +1,274 @@
+//! Building the shared `ServerConfig`, and what outlives a reload.
+//!
+//! A reload builds a whole new `ServerConfig` ([`TlsState::prepare`]) and
+//! only if every file loaded and rustls accepted the combination is it
+//! installed ([`TlsState::commit`]); a failure leaves the running config
+//! untouched. The session cache and the ticketer are kept across reloads
+//! (same `Arc`s in the new config), so sessions resume across a reload;
+//! new ticket keys from a reloaded file are swapped into the same ticketer
+//! at commit.
+
+use super::sni::CertStore;
+use super::tickets::{self, TicketKey, TicketKeys};
+use super::{load_certs, load_identity, load_key, provider, ClientAuth, Identity, TlsError, TlsSettings};
+use rustls::crypto::CryptoProvider;
+use rustls::server::{ServerSessionMemoryCache, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::ServerConfig;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// State shared by every config this process builds: the session cache and
+/// the ticket keys. Only touched at start and on reload.
+#[derive(Default)]
+pub struct TlsState {
+    inner: Mutex<Kept>,
+}
+
+#[derive(Default)]
+struct Kept {
+    cache: Option<(usize, Arc<ServerSessionMemoryCache>)>,
+    tickets: Option<Arc<TicketKeys>>,
+}
+
+/// A config ready to install (nothing of it is live yet).
+pub struct Prepared {
+    /// The new config.
+    pub config: Arc<ServerConfig>,
+    /// The default certificate.
+    pub identity: Identity,
+    cache: (usize, Arc<ServerSessionMemoryCache>),
+    tickets: Arc<TicketKeys>,
+    /// Keys from a reloaded file, for the ticketer already in use.
+    new_keys: Option<Vec<TicketKey>>,
+}
+
+impl TlsState {
+    /// Fresh state (empty cache, no keys yet).
+    pub fn new() -> TlsState {
+        TlsState::default()
+    }
+
+    fn kept(&self) -> MutexGuard<'_, Kept> {
+        // A panic while holding it cannot leave `Kept` half-updated.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Loads every file and builds a config, without installing anything.
+    pub fn prepare(&self, s: &TlsSettings) -> Result<Prepared, TlsError> {
+        self.prepare_with(s, &load_identity(s)?)
+    }
+
+    /// Like [`prepare`](Self::prepare) with the default certificate given
+    /// (e.g. to keep a self-signed one across reloads).
+    pub fn prepare_with(&self, s: &TlsSettings, identity: &Identity) -> Result<Prepared, TlsError> {
+        let identity = identity.clone();
+        let provider = Arc::new(select_provider(s)?);
+        let mut store = CertStore::default();
+        store.add(certified(&provider, identity.chain.clone(), identity.key.clone_key(), s.cert.as_deref(), s.key.as_deref())?);
+        for pair in &s.extra_certs {
+            let chain = load_certs(&pair.cert)?;
+            let key = load_key(&pair.key)?;
+            store.add(certified(&provider, chain, key, Some(&pair.cert), Some(&pair.key))?);
+        }
+        let kept = self.kept();
+        let cache = match &kept.cache {
+            Some((n, c)) if *n == s.session_cache => (*n, c.clone()),
+            _ => (s.session_cache, ServerSessionMemoryCache::new(s.session_cache.max(1))),
+        };
+        let (tickets, new_keys) = prepare_tickets(kept.tickets.as_ref(), s)?;
+        drop(kept);
+
+        let mut versions: Vec<&'static rustls::SupportedProtocolVersion> = Vec::new();
+        if s.tls13 {
+            versions.push(&rustls::version::TLS13);
+        }
+        if s.tls12 {
+            versions.push(&rustls::version::TLS12);
+        }
+        let verifier = client_verifier(s, &provider)?;
+        let mut cfg = ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&versions)
+            .map_err(TlsError::Rustls)?
+            .with_client_cert_verifier(verifier)
+            .with_cert_resolver(Arc::new(store));
+        cfg.ignore_client_order = true;
+        cfg.session_storage = cache.1.clone();
+        cfg.ticketer = tickets.clone();
+        cfg.send_tls13_tickets = s.tls13_tickets;
+        cfg.alpn_protocols = s.alpn.clone();
+        Ok(Prepared { config: Arc::new(cfg), identity, cache, tickets, new_keys })
+    }
+
+    /// Makes a prepared config the one to keep (ticket keys swapped in now).
+    pub fn commit(&self, p: Prepared) -> (Arc<ServerConfig>, Identity) {
+        if let Some(keys) = p.new_keys {
+            p.tickets.replace(keys);
+        }
+        let mut kept = self.kept();
+        kept.cache = Some(p.cache);
+        kept.tickets = Some(p.tickets);
+        (p.config, p.identity)
+    }
+}
+
+fn certified(
+    provider: &CryptoProvider,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    cert_path: Option<&Path>,
+    key_path: Option<&Path>,
+) -> Result<Arc<CertifiedKey>, TlsError> {
+    let mismatch = |detail: String| match (cert_path, key_path) {
+        (Some(c), Some(k)) => TlsError::KeyMismatch { cert: c.to_owned(), key: k.to_owned(), detail },
+        _ => TlsError::SelfSigned(detail),
+    };
+    let key = provider.key_provider.load_private_key(key).map_err(|e| mismatch(e.to_string()))?;
+    let ck = CertifiedKey::new(chain, key);
+    ck.keys_match().map_err(|e| mismatch(e.to_string()))?;
+    Ok(Arc::new(ck))
+}
+
+/// Reuses the ticketer in use when the source kind is unchanged (so keys,
+/// and the tickets under them, survive a reload).
+fn prepare_tickets(
+    current: Option<&Arc<TicketKeys>>,
+    s: &TlsSettings,
+) -> Result<(Arc<TicketKeys>, Option<Vec<TicketKey>>), TlsError> {
+    match (&s.ticket_key_file, current) {
+        (Some(path), Some(cur)) if cur.is_from_file() => {
+            let keys = tickets::load_file(path).map_err(TlsError::TicketKeys)?;
+            Ok((cur.clone(), Some(keys)))
+        }
+        (Some(path), _) => {
+            let keys = tickets::load_file(path).map_err(TlsError::TicketKeys)?;
+            Ok((Arc::new(TicketKeys::from_keys(keys, s.ticket_rotation)), None))
+        }
+        (None, Some(cur)) if !cur.is_from_file() => Ok((cur.clone(), None)),
+        (None, _) => {
+            let k = TicketKeys::rotating(s.ticket_rotation, tickets::unix_now()).map_err(TlsError::TicketKeys)?;
+            Ok((Arc::new(k), None))
+        }
+    }
+}
+
+fn client_verifier(
+    s: &TlsSettings,
+    provider: &Arc<CryptoProvider>,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
+    if s.client_auth == ClientAuth::None {
+        return Ok(WebPkiClientVerifier::no_client_auth());
+    }
+    let path = s
+        .client_ca
+        .as_ref()
+        .ok_or_else(|| TlsError::ClientCa("client_auth needs client_ca: give a PEM bundle of the CAs that issue client certificates".into()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in load_certs(path)? {
+        roots.add(c).map_err(|e| TlsError::ClientCa(format!("{}: {e}", path.display())))?;
+    }
+    let b = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+    let b = if s.client_auth == ClientAuth::Optional { b.allow_unauthenticated() } else { b };
+    b.build().map_err(|e| TlsError::ClientCa(format!("{}: {e}", path.display())))
+}
+
+/// The provider with the configured suites and groups (by name, in order).
+fn select_provider(s: &TlsSettings) -> Result<CryptoProvider, TlsError> {
+    let mut p = provider();
+    if let Some(names) = &s.cipher_suites {
+        let all = rustls::crypto::aws_lc_rs::ALL_CIPHER_SUITES;
+        p.cipher_suites = pick("cipher suite", names, all, |c| format!("{:?}", c.suite()))?;
+    }
+    if let Some(names) = &s.kx_groups {
+        let all = rustls::crypto::aws_lc_rs::ALL_KX_GROUPS;
+        p.kx_groups = pick("key-exchange group", names, all, |g| format!("{:?}", g.name()))?;
+    }
+    Ok(p)
+}
+
+fn pick<T: Copy>(what: &'static str, names: &[String], all: &[T], name_of: impl Fn(&T) -> String) -> Result<Vec<T>, TlsError> {
+    names
+        .iter()
+        .map(|n| {
+            all.iter().find(|x| name_of(x).eq_ignore_ascii_case(n)).copied().ok_or_else(|| TlsError::UnknownName {
+                what,
+                name: n.clone(),
+                known: all.iter().map(&name_of).collect(),
+            })
+        })
+        .collect()
+}
+
+/// The verified client certificate of a connection, as services see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerIdentity {
+    /// Subject distinguished name, RFC 4514 style (`CN=alice, O=Example`).
+    pub subject: String,
+    /// The subject's first common name, if any.
+    pub common_name: Option<String>,
+    /// The leaf certificate (DER).
+    pub cert: CertificateDer<'static>,
+}
+
+/// The client's verified identity, when it presented a certificate (rustls
+/// only completes the handshake if the certificate verified).
+pub fn peer_identity(tls: &rustls::ServerConnection) -> Option<PeerIdentity> {
+    let leaf = tls.peer_certificates()?.first()?.clone().into_owned();
+    let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+    let subject = parsed.subject().to_string();
+    let common_name = parsed.subject().iter_common_name().next().and_then(|cn| cn.as_str().ok()).map(str::to_owned);
+    Some(PeerIdentity { subject, common_name, cert: leaf })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_suite_name_lists_the_known_ones() {
+        let s = TlsSettings { cipher_suites: Some(vec!["TLS13_AES_999".into()]), ..TlsSettings::default() };
+        let e = TlsState::new().prepare(&s).err().expect("refused").to_string();
+        assert!(e.contains("unknown cipher suite `TLS13_AES_999`") && e.contains("TLS13_AES_128_GCM_SHA256"), "{e}");
+    }
+
+    #[test]
+    fn suites_and_groups_are_taken_in_the_given_order() {
+        let s = TlsSettings {
+            cipher_suites: Some(vec!["tls13_chacha20_poly1305_sha256".into()]),
+            kx_groups: Some(vec!["X25519MLKEM768".into(), "secp256r1".into()]),
+            tls12: false,
+            ..TlsSettings::default()
+        };
+        let p = TlsState::new().prepare(&s).expect("config");
+        let prov = p.config.crypto_provider();
+        assert_eq!(prov.cipher_suites.len(), 1);
+        let groups: Vec<_> = prov.kx_groups.iter().map(|g| format!("{:?}", g.name())).collect();
+        assert_eq!(groups, ["X25519MLKEM768", "secp256r1"]);
+    }
+
+    #[test]
+    fn default_groups_include_the_post_quantum_hybrid() {
+        let p = TlsState::new().prepare(&TlsSettings::default()).expect("config");
+        let groups: Vec<_> = p.config.crypto_provider().kx_groups.iter().map(|g| format!("{:?}", g.name())).collect();
+        assert!(groups.contains(&"X25519MLKEM768".to_string()), "{groups:?}");
+    }
+
+    #[test]
+    fn client_auth_without_a_ca_bundle_is_refused() {
+        let s = TlsSettings { client_auth: ClientAuth::Required, ..TlsSettings::default() };
+        let e = TlsState::new().prepare(&s).err().expect("refused").to_string();
+        assert!(e.contains("client_ca"), "{e}");
+    }
+
+    #[test]
+    fn reload_keeps_the_cache_and_ticketer() {
+        let st = TlsState::new();
+        let (a, _) = st.commit(st.prepare(&TlsSettings::default()).expect("a"));
+        let (b, _) = st.commit(st.prepare(&TlsSettings::default()).expect("b"));
+        assert!(!Arc::ptr_eq(&a, &b));
+        let ta = format!("{:p}", Arc::as_ptr(&a.ticketer));
+        let tb = format!("{:p}", Arc::as_ptr(&b.ticketer));
+        assert_eq!(ta, tb, "same ticketer after reload");
+    }
+}
