@@ -363,3 +363,230 @@ pub fn require_tool(tool: &str) -> bool {
     }
     found
 }
+
+// ---------------------------------------------------------------------------
+// TLS termination helpers (SNI, mTLS, proxy upstreams, reload).
+
+/// A leaf certificate issued by a [`TestCerts`] CA, written to its directory.
+pub struct Leaf {
+    /// Chain (PEM).
+    pub cert: PathBuf,
+    /// Key (PEM, mode 0600).
+    pub key: PathBuf,
+    /// The leaf (DER), to compare with what a server presented.
+    pub der: CertificateDer<'static>,
+    /// The key (DER), for a client certificate.
+    pub key_der: rustls::pki_types::PrivateKeyDer<'static>,
+}
+
+impl TestCerts {
+    /// Issues a leaf for `names` (ECDSA P-256, or RSA 2048 with `rsa`) with
+    /// common name `cn`, written as `stem.pem` / `stem.key`.
+    pub fn issue(&self, names: &[&str], cn: &str, stem: &str, rsa: bool) -> Leaf {
+        let key = if rsa {
+            rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).expect("rsa key")
+        } else {
+            rcgen::KeyPair::generate().expect("key")
+        };
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        let mut params = rcgen::CertificateParams::new(names).expect("params");
+        params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        let cert = params.signed_by(&key, &self.issuer).expect("leaf");
+        let cert_path = write(self.dir.path(), &format!("{stem}.pem"), &cert.pem());
+        let key_path = write(self.dir.path(), &format!("{stem}.key"), &key.serialize_pem());
+        set_mode(&key_path, 0o600);
+        let key_der = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).expect("key der");
+        Leaf { cert: cert_path, key: key_path, der: cert.der().clone(), key_der }
+    }
+}
+
+/// Accepts any server certificate: for tests that look at *which*
+/// certificate was served rather than whether it verifies.
+#[derive(Debug)]
+pub struct AcceptAnyCert(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAnyCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A client config that accepts any server certificate.
+pub fn any_cert_client_config() -> Arc<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider)))
+        .with_no_client_auth();
+    Arc::new(cfg)
+}
+
+/// Connects with SNI `name` (a DNS name, or an IP address: then no SNI).
+pub fn connect_to(addr: SocketAddr, cfg: &Arc<rustls::ClientConfig>, name: &str) -> std::io::Result<Client> {
+    let sock = TcpStream::connect(addr)?;
+    sock.set_read_timeout(Some(WAIT))?;
+    sock.set_write_timeout(Some(WAIT))?;
+    let name = ServerName::try_from(name.to_string()).map_err(std::io::Error::other)?;
+    let conn = rustls::ClientConnection::new(cfg.clone(), name).map_err(std::io::Error::other)?;
+    let mut s = rustls::StreamOwned::new(conn, sock);
+    while s.conn.is_handshaking() {
+        s.conn.complete_io(&mut s.sock)?;
+    }
+    Ok(s)
+}
+
+/// The leaf certificate a connection's server presented.
+pub fn served_leaf(c: &Client) -> CertificateDer<'static> {
+    c.conn.peer_certificates().and_then(|p| p.first()).expect("server certificate").clone().into_owned()
+}
+
+impl EngineProc {
+    /// Waits (up to [`WAIT`]) until stdout contains `needle`; returns stdout.
+    /// Polls the collected output every few milliseconds: the engine prints
+    /// one line per event (ready, reload applied/refused), and this is the
+    /// event wait.
+    pub fn wait_for_stdout(&self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let out = self.stdout();
+            if out.contains(needle) {
+                return out;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "engine never printed `{needle}`; stdout:\n{out}\nstderr:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Sends SIGHUP and waits for the engine to report reload number `n`
+    /// (1 for the first); returns whether it was applied.
+    pub fn reload(&self, n: u64) -> bool {
+        self.signal(libc::SIGHUP);
+        let out = self.wait_for_stdout(&format!("uringtls: reload {n} "));
+        out.contains(&format!("uringtls: reload {n} applied"))
+    }
+}
+
+/// A plain TCP upstream on `127.0.0.1:0` for the proxy service: echoes
+/// every byte, and half-closes its side once the client's side is closed.
+/// With `proxy_header`, it first reads a PROXY v1/v2 header and sends its
+/// bytes on `headers`.
+pub struct EchoUpstream {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Raw PROXY headers received, one per connection (when enabled).
+    pub headers: mpsc::Receiver<Vec<u8>>,
+}
+
+/// Starts an [`EchoUpstream`] (its thread ends with the test process).
+pub fn echo_upstream(proxy_header: bool) -> EchoUpstream {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+    let addr = l.local_addr().expect("addr");
+    let (tx, headers) = mpsc::channel();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(s) = s else { continue };
+            let tx = tx.clone();
+            std::thread::spawn(move || echo_conn(s, proxy_header, tx));
+        }
+    });
+    EchoUpstream { addr, headers }
+}
+
+fn echo_conn(mut s: TcpStream, proxy_header: bool, tx: mpsc::Sender<Vec<u8>>) {
+    use std::io::Write;
+    let mut pending = Vec::new();
+    if proxy_header {
+        match read_proxy_header(&mut s) {
+            Some((h, rest)) => {
+                let _ = tx.send(h);
+                pending = rest;
+            }
+            None => return,
+        }
+    }
+    if s.write_all(&pending).is_err() {
+        return;
+    }
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => {
+                let _ = s.shutdown(std::net::Shutdown::Write);
+                return;
+            }
+            Ok(n) => {
+                if s.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+/// Reads a PROXY v1 (`PROXY ...\r\n`) or v2 header; returns it and any
+/// bytes read past it.
+pub fn read_proxy_header(s: &mut TcpStream) -> Option<(Vec<u8>, Vec<u8>)> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = s.read(&mut buf).ok()?;
+        if n == 0 {
+            return None;
+        }
+        got.extend_from_slice(&buf[..n]);
+        if got.starts_with(b"PROXY ") {
+            if let Some(end) = got.windows(2).position(|w| w == b"\r\n") {
+                let rest = got.split_off(end + 2);
+                return Some((got, rest));
+            }
+        } else if got.len() >= 16 {
+            let len = 16 + u16::from_be_bytes([got[14], got[15]]) as usize;
+            if got.len() >= len {
+                let rest = got.split_off(len);
+                return Some((got, rest));
+            }
+        }
+    }
+}
+
+/// A TCP port on 127.0.0.1 where nothing listens (connections are refused).
+pub fn closed_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
