@@ -54,7 +54,11 @@ pub fn main() -> ExitCode {
                     settings.max_header,
                 ),
             };
-            Engine::start_with(&settings, http, before_serve)
+            Engine::start_with(
+                &settings,
+                http.with_header_timeout(settings.ops.header_timeout),
+                before_serve,
+            )
         }
         ServiceKind::Proxy => {
             let p = Proxy::new(settings.proxy.clone());

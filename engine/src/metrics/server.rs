@@ -19,6 +19,13 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     TcpListener::bind(addr)
 }
 
+/// Starts serving and returns the bound address (for the start-up line).
+pub fn start(listener: TcpListener, hub: Arc<MetricsHub>) -> io::Result<SocketAddr> {
+    let addr = listener.local_addr()?;
+    spawn(listener, hub)?;
+    Ok(addr)
+}
+
 /// Serves `/metrics` on `listener` from a thread named `metrics`.
 pub fn spawn(
     listener: TcpListener,

@@ -13,12 +13,17 @@
 use super::{ConnInfo, Service};
 use crate::tls::ServerStream;
 use std::io;
+use std::time::Duration;
 
 /// Default response body.
 pub const DEFAULT_BODY: &[u8] = b"hello world\n";
 /// Default limit of the request header block (bytes).
 pub const DEFAULT_MAX_HEADER: usize = 8 * 1024;
 const MAX_HEADERS: usize = 64;
+/// Responses queued from one batch of pipelined requests before they are
+/// written (bytes); bounds a connection's output buffer to this plus one
+/// response.
+pub const MAX_OUT: usize = 64 * 1024;
 
 /// The HTTP/1.1 responder.
 #[derive(Debug, Clone)]
@@ -27,6 +32,7 @@ pub struct Http {
     head_keepalive: Vec<u8>,
     head_close: Vec<u8>,
     max_header: usize,
+    header_timeout: Duration,
 }
 
 /// What [`Http::process`] did with the input.
@@ -55,7 +61,15 @@ impl Http {
             head_close: head("close"),
             body,
             max_header,
+            header_timeout: crate::config::DEFAULT_HEADER_TIMEOUT,
         }
+    }
+
+    /// Sets the header-read timeout: a request's headers must be complete
+    /// within this time of its first byte, however slowly they trickle in.
+    pub fn with_header_timeout(mut self, t: Duration) -> Http {
+        self.header_timeout = t;
+        self
     }
 
     /// A responder with a body of `size` bytes (`hello world\n` repeated).
@@ -113,7 +127,10 @@ impl Http {
                     let skip = meta.content_length.min(avail);
                     consumed += skip;
                     let left = meta.content_length - skip;
-                    if close || left > 0 {
+                    // Pipelined requests stop at MAX_OUT so that a 16 KiB read
+                    // of tiny requests cannot make `out` grow without bound;
+                    // the caller processes the rest after writing.
+                    if close || left > 0 || out.len() >= MAX_OUT {
                         return Progress {
                             consumed,
                             skip: left,
@@ -218,12 +235,29 @@ impl Service for Http {
         let mut out: Vec<u8> = Vec::with_capacity(4096);
         let mut chunk = vec![0u8; 16 * 1024];
         let mut skip = 0usize;
+        // Set while a request's headers are incomplete (slowloris bound).
+        let mut header_deadline: Option<tokio::time::Instant> = None;
         loop {
             // Idle between requests: a drain ends the connection here.
             let n = if input.is_empty() && skip == 0 {
                 match conn.read_unless_draining(stream, &mut chunk).await? {
                     None | Some(0) => return Ok(()),
                     Some(n) => n,
+                }
+            } else if skip == 0 {
+                let deadline = *header_deadline
+                    .get_or_insert_with(|| tokio::time::Instant::now() + self.header_timeout);
+                match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
+                    Err(_) => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            crate::metrics::HEADER_TIMEOUT_MSG,
+                        ))
+                    }
+                    Ok(r) => match r? {
+                        0 => return Ok(()),
+                        n => n,
+                    },
                 }
             } else {
                 match stream.read(&mut chunk).await? {
@@ -239,16 +273,29 @@ impl Service for Http {
             if skip > 0 {
                 continue;
             }
-            let p = self.process(&input, &mut out);
-            input.drain(..p.consumed);
-            skip = p.skip;
-            if !out.is_empty() {
-                stream.write_all(&out).await?;
-                stream.flush().await?;
-                out.clear();
+            if header_deadline.is_none() {
+                // The headers' clock starts at the request's first byte.
+                header_deadline = Some(tokio::time::Instant::now() + self.header_timeout);
             }
-            if p.close || (conn.draining() && input.is_empty() && skip == 0) {
-                return Ok(());
+            loop {
+                let p = self.process(&input, &mut out);
+                input.drain(..p.consumed);
+                skip = p.skip;
+                if p.consumed > 0 {
+                    header_deadline = None;
+                }
+                if !out.is_empty() {
+                    stream.write_all(&out).await?;
+                    stream.flush().await?;
+                    out.clear();
+                }
+                if p.close || (conn.draining() && input.is_empty() && skip == 0) {
+                    return Ok(());
+                }
+                // More complete requests may wait behind a full output batch.
+                if p.consumed == 0 || input.is_empty() || skip > 0 {
+                    break;
+                }
             }
         }
     }
@@ -326,6 +373,16 @@ mod tests {
         let (_, p) = run(b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc");
         assert_eq!(p.skip, 7);
         assert_eq!(p.consumed, 42);
+    }
+
+    #[test]
+    fn pipelined_output_is_bounded_per_batch() {
+        let h = Http::with_body_size(10_000, DEFAULT_MAX_HEADER);
+        let req = b"GET / HTTP/1.1\r\n\r\n".repeat(100);
+        let mut out = Vec::new();
+        let p = h.process(&req, &mut out);
+        assert!(out.len() < MAX_OUT + 11_000, "{}", out.len());
+        assert!(p.consumed < req.len() && p.consumed % 18 == 0 && !p.close);
     }
 
     #[test]
