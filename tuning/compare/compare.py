@@ -141,13 +141,14 @@ def start_nginx(tmp, cpu):
     return s
 
 
-def start_uringtls(binary, tmp, cpu, body_size=None):
+def start_uringtls(binary, tmp, cpu, body_size=None, extra=()):
     port = free_port()
     cmd = ["taskset", "-c", str(cpu), binary, "--listen", f"127.0.0.1:{port}", "--shards", "1",
            "--cpus", str(cpu), "--cert", f"{tmp}/cert.pem", "--key", f"{tmp}/key.pem",
            "--log-level", "warn,rustls=error", "--max-conns", "100000"]
     if body_size:
         cmd += ["--body-size", str(body_size)]
+    cmd += list(extra)
     return Server("uringtls", cmd, port)
 
 
@@ -211,6 +212,7 @@ def main():
     ap.add_argument("--uringtls", default="target/release/uringtls")
     ap.add_argument("--workloads", default="keepalive,full,resumed,bulk")
     ap.add_argument("--json", help="write results here")
+    ap.add_argument("--uringtls-args", default="", help="extra flags for uringtls, e.g. '--coop-taskrun false'")
     a = ap.parse_args()
 
     missing = [t for t in ("nginx", "wrk", "h2load", "taskset", "openssl", "pgrep") if not shutil.which(t)]
@@ -235,8 +237,9 @@ def main():
 
     workloads = a.workloads.split(",")
     servers = {"nginx": start_nginx(tmp, a.server_cpu),
-               "uringtls": start_uringtls(a.uringtls, tmp, a.server_cpu)}
-    bulk_u = start_uringtls(a.uringtls, tmp, a.server_cpu, body_size=1048576) if "bulk" in workloads else None
+               "uringtls": start_uringtls(a.uringtls, tmp, a.server_cpu, extra=a.uringtls_args.split())}
+    bulk_u = start_uringtls(a.uringtls, tmp, a.server_cpu, body_size=1048576,
+                            extra=a.uringtls_args.split()) if "bulk" in workloads else None
     cc, d = a.client_cpu, a.duration
 
     def runner(name, wl):
@@ -288,7 +291,7 @@ def main():
               f"{row['uringtls_cpu_us_per_op'] or 0:15.1f} {row['cpu_ratio'] or 0:10.2f}")
     machine = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "kernel": platform.release(), "cpus": os.cpu_count(),
                "nginx": subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip(),
-               "rounds": a.rounds, "duration_s": d, "server_cpu": a.server_cpu, "client_cpu": cc}
+               "rounds": a.rounds, "uringtls_args": a.uringtls_args, "duration_s": d, "server_cpu": a.server_cpu, "client_cpu": cc}
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"machine": machine, "summary": summary, "runs": results, "rss_kib_end": rss}, f, indent=2)
