@@ -1,0 +1,313 @@
+//! From parsed flags to a run: validate, build the [`Plan`], probe the
+//! target, raise limits, open the outputs, run, report.
+
+use super::target::Target;
+use super::units::parse_cpus;
+use super::{Cli, Command, Common, Direction, HttpArgs, RequestKind};
+use crate::load::{self, limits, probe, run::IntervalSink, Error, Plan};
+use crate::output::{
+    self, csv::Csv, hlog::HlogWriter, percentiles, progress::Progress, summary, Report,
+};
+use crate::stats::server::ServerMetrics;
+use crate::stats::Metric;
+use crate::workloads::{http::build_request, OneShot, WorkloadSpec};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Connections used at most by `--quick`.
+pub const QUICK_CONNECTIONS: usize = 4;
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> Result<ExitCode, Error> {
+    let (name, common, spec) = match cli.command {
+        Command::Merge(a) => {
+            output::merge::run(&a)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Handshake {
+            common,
+            request,
+            http,
+        } => {
+            let spec = WorkloadSpec::Handshake(one_shot(request, &http, &common)?);
+            ("handshake", common, spec)
+        }
+        Command::Resume {
+            common,
+            request,
+            http,
+        } => {
+            if request == RequestKind::None {
+                eprintln!("bench-client: note: without a request TLS 1.3 tickets may not arrive before the close; expect full handshakes");
+            }
+            let spec = WorkloadSpec::Resume(one_shot(request, &http, &common)?);
+            ("resume", common, spec)
+        }
+        Command::Http {
+            common,
+            http,
+            pipeline,
+        } => {
+            let spec = http_spec(&http, &common, pipeline.max(1))?;
+            ("http", common, spec)
+        }
+        Command::Echo { common, size } => {
+            let size = size.max(1) as usize;
+            ("echo", common, WorkloadSpec::Echo { size, chunk: size })
+        }
+        Command::Bulk {
+            common,
+            http,
+            direction,
+            size,
+            chunk,
+            record_size,
+        } => {
+            return bulk(
+                common,
+                http,
+                direction,
+                size,
+                chunk,
+                record_size.map(|r| r as usize),
+            );
+        }
+    };
+    execute(name, common, spec, None)
+}
+
+fn bulk(
+    common: Common,
+    http: HttpArgs,
+    dir: Direction,
+    size: u64,
+    chunk: u64,
+    record: Option<usize>,
+) -> Result<ExitCode, Error> {
+    let spec = match dir {
+        Direction::Download => http_spec(&http, &common, 1)?,
+        Direction::Upload => WorkloadSpec::Echo {
+            size: size.max(1) as usize,
+            chunk: chunk.clamp(1, size.max(1)) as usize,
+        },
+    };
+    execute("bulk", common, spec, record)
+}
+
+fn target(common: &Common) -> Result<Target, Error> {
+    Target::parse(&common.target).map_err(Error::Usage)
+}
+
+fn http_spec(http: &HttpArgs, common: &Common, pipeline: usize) -> Result<WorkloadSpec, Error> {
+    let t = target(common)?;
+    let one = build_request(
+        &http.method,
+        &t.path,
+        &t.host_header(),
+        &http.headers,
+        false,
+    )
+    .map_err(Error::Usage)?;
+    Ok(WorkloadSpec::Http {
+        request: one.repeat(pipeline),
+        pipeline,
+        head: http.method.eq_ignore_ascii_case("HEAD"),
+    })
+}
+
+fn one_shot(kind: RequestKind, http: &HttpArgs, common: &Common) -> Result<OneShot, Error> {
+    Ok(match kind {
+        RequestKind::None => OneShot::None,
+        RequestKind::Echo => OneShot::Echo,
+        RequestKind::Http => {
+            let t = target(common)?;
+            OneShot::Http(
+                build_request(&http.method, &t.path, &t.host_header(), &http.headers, true)
+                    .map_err(Error::Usage)?,
+            )
+        }
+    })
+}
+
+/// Builds the plan from the shared flags.
+fn plan(
+    name: &'static str,
+    mut c: Common,
+    workload: WorkloadSpec,
+    record: Option<usize>,
+) -> Result<Plan, Error> {
+    if c.quick {
+        c.duration = Duration::from_secs(1);
+        c.warmup = Duration::ZERO;
+        c.connections = c.connections.min(QUICK_CONNECTIONS);
+        c.interval = Duration::from_millis(200);
+    }
+    let usage = |m: String| Error::Usage(m);
+    if c.connections == 0 {
+        return Err(usage(
+            "--connections 0: at least one connection is needed".into(),
+        ));
+    }
+    if c.threads == 0 {
+        return Err(usage(
+            "--threads 0: at least one worker thread is needed".into(),
+        ));
+    }
+    if c.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+        return Err(usage(
+            "--rate must be a positive number of operations per second".into(),
+        ));
+    }
+    if c.interval < Duration::from_millis(10) {
+        return Err(usage("--interval must be at least 10ms".into()));
+    }
+    let threads = c.threads.min(c.connections);
+    let cpus = if c.no_pin {
+        Vec::new()
+    } else if let Some(list) = &c.cpus {
+        parse_cpus(list).map_err(usage)?
+    } else {
+        core_affinity::get_core_ids()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|id| id.id)
+            .collect()
+    };
+    let target = target(&c)?;
+    let mut tls = crate::tls::client_config(&c.tls).map_err(usage)?;
+    tls.max_fragment_size = record;
+    let server_name = crate::tls::server_name(&c.tls, &target.host).map_err(usage)?;
+    Ok(Plan {
+        name,
+        workload,
+        target,
+        server_name,
+        tls,
+        connections: c.connections,
+        threads,
+        cpus,
+        rate: c.rate,
+        duration: c.duration,
+        warmup: c.warmup,
+        requests: c.requests,
+        timeout: c.timeout,
+        interval: c.interval,
+    })
+}
+
+fn execute(
+    name: &'static str,
+    common: Common,
+    spec: WorkloadSpec,
+    record: Option<usize>,
+) -> Result<ExitCode, Error> {
+    let out = common.output.clone();
+    let quiet = common.quiet;
+    let plan = Arc::new(plan(name, common, spec, record)?);
+    let server = out
+        .server_metrics
+        .as_deref()
+        .map(ServerMetrics::parse)
+        .transpose()
+        .map_err(Error::Usage)?;
+    let mut warnings = Vec::new();
+    let (_, fd_warning) = limits::raise_nofile(plan.connections);
+    warnings.extend(fd_warning);
+    let negotiated = probe::probe(&plan)?;
+
+    let mut sinks_owned: Vec<Box<dyn IntervalSink>> = Vec::new();
+    if !quiet {
+        sinks_owned.push(Box::new(Progress {
+            unit: summary::op_unit(name),
+            connections: plan.connections,
+        }));
+    }
+    let file_err =
+        |p: &std::path::Path, e: std::io::Error| Error::Output(format!("{}: {e}", p.display()));
+    if let Some(p) = &out.csv {
+        sinks_owned.push(Box::new(Csv::create(p).map_err(|e| file_err(p, e))?));
+    }
+    if let Some(p) = &out.hlog {
+        let comment = format!(
+            "bench-client {}",
+            std::env::args().skip(1).collect::<Vec<_>>().join(" ")
+        );
+        sinks_owned.push(Box::new(
+            HlogWriter::create(p, &comment).map_err(|e| file_err(p, e))?,
+        ));
+    }
+    let mut sinks: Vec<&mut dyn IntervalSink> = sinks_owned
+        .iter_mut()
+        .map(|b| b.as_mut() as &mut dyn IntervalSink)
+        .collect();
+    let outcome = load::run::run(plan.clone(), server.as_ref(), &mut sinks)?;
+    drop(sinks);
+    drop(sinks_owned);
+
+    let report = Report {
+        plan: &plan,
+        outcome: &outcome,
+        negotiated: &negotiated,
+        server_source: server.as_ref().map(ServerMetrics::describe),
+        warnings,
+    };
+    print!("{}", summary::render(&report));
+    if out.latency {
+        let t = &outcome.total;
+        let title = if plan.rate.is_some() {
+            "Recorded Latency, corrected"
+        } else {
+            "Recorded Latency"
+        };
+        println!("\n{}", percentiles::wrk2_text(title, t.hist(Metric::Total)));
+        if plan.rate.is_some() {
+            println!(
+                "{}",
+                percentiles::wrk2_text(
+                    "Uncorrected Latency (measured without taking delayed starts into account)",
+                    t.hist(Metric::Uncorrected)
+                )
+            );
+        }
+    }
+    if let Some(p) = &out.hgrm {
+        std::fs::write(p, percentiles::hgrm(outcome.total.hist(Metric::Total)))
+            .map_err(|e| file_err(p, e))?;
+    }
+    if let Some(p) = &out.json {
+        output::json_out(p, &output::json::render(&report))?;
+    }
+    let t = &outcome.total;
+    if t.ops == 0 && t.error_count() > 0 {
+        let top = t
+            .errors
+            .iter()
+            .max_by_key(|(_, n)| **n)
+            .map(|(c, _)| probe::explain(&plan, c))
+            .unwrap_or_default();
+        return Err(Error::Failed(format!(
+            "no operation succeeded; most frequent error: {top}"
+        )));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A plan for unit tests (`bench-client http 127.0.0.1:1 -k` plus `extra` flags).
+#[cfg(test)]
+pub(crate) fn test_plan(extra: &[&str]) -> Plan {
+    use clap::Parser;
+    let mut args = vec!["bench-client", "http", "127.0.0.1:1", "-k"];
+    args.extend_from_slice(extra);
+    let cli = Cli::try_parse_from(args).expect("test flags parse");
+    let Command::Http {
+        common,
+        http,
+        pipeline,
+    } = cli.command
+    else {
+        unreachable!("http subcommand")
+    };
+    let spec = http_spec(&http, &common, pipeline).expect("spec");
+    plan("http", common, spec, None).expect("plan")
+}

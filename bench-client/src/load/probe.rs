@@ -1,0 +1,71 @@
+//! Before any load: one connection and handshake to the target, so that a
+//! bad target is one clear sentence and a non-zero exit, not a summary full
+//! of errors. Also tells the summary what the server negotiated.
+
+use super::{Error, Plan};
+use crate::stats::errors::ErrorClass;
+use crate::tls::{with_resumption, Negotiated};
+use crate::workloads::dial::Dialer;
+use crate::workloads::OpTimes;
+use std::time::Instant;
+use uringtls::io::{RingOptions, Runtime};
+
+/// Connects once and handshakes; returns what was negotiated.
+pub fn probe(plan: &Plan) -> Result<Negotiated, Error> {
+    let rt = Runtime::new(&RingOptions {
+        entries: 8,
+        ..RingOptions::default()
+    })
+    .map_err(|e| {
+        Error::Start(format!(
+            "cannot set up io_uring: {e} (is io_uring disabled by kernel.io_uring_disabled?)"
+        ))
+    })?;
+    let dialer = Dialer {
+        addr: plan.target.addr,
+        name: plan.server_name.clone(),
+        config: with_resumption(&plan.tls, 0),
+        timeout: plan.timeout,
+    };
+    rt.block_on(async {
+        let mut t = OpTimes::new(Instant::now());
+        match dialer.dial(&mut t).await {
+            Ok(mut s) => {
+                let n = Negotiated::of(s.tls());
+                let _ = s.close().await;
+                Ok(n)
+            }
+            Err(class) => Err(Error::Target(explain(plan, &class))),
+        }
+    })
+}
+
+/// One sentence: what failed, and what to do about it.
+pub fn explain(plan: &Plan, class: &ErrorClass) -> String {
+    let addr = plan.target.addr;
+    match class {
+        ErrorClass::Connect(why) => {
+            format!("cannot connect to {addr}: {why} (is a TLS server listening there?)")
+        }
+        ErrorClass::Tls(why) if why.starts_with("invalid_certificate") => format!(
+            "the certificate of {addr} is not trusted ({why}): pass --ca FILE with the CA that issued it, or --insecure to skip verification"
+        ),
+        ErrorClass::Tls(why) if why.starts_with("invalid_message") => format!(
+            "{addr} did not answer with TLS ({why}): is it a plaintext server? bench-client needs a TLS port"
+        ),
+        ErrorClass::Tls(why) => format!("TLS handshake with {addr} failed: {why}"),
+        ErrorClass::TlsAlert(a) => format!(
+            "{addr} refused the TLS handshake with alert `{a}`: check --tls, --cipher, --group, --alpn, --sni and the client certificate"
+        ),
+        ErrorClass::Closed | ErrorClass::Reset => format!(
+            "{addr} closed the connection during the TLS handshake: is it a TLS server, and does it accept these TLS settings?"
+        ),
+        ErrorClass::Timeout => format!(
+            "no TLS answer from {addr} within {:?} (--timeout): is it a TLS server?",
+            plan.timeout
+        ),
+        ErrorClass::Protocol(_) | ErrorClass::BadStatus(_) => format!(
+            "requests to {addr} failed: {class} (does the server speak this workload's protocol? http/bulk download need an HTTP server, echo/bulk upload an echo server)"
+        ),
+    }
+}

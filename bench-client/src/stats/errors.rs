@@ -1,0 +1,185 @@
+//! Error classes: what went wrong, and whose fault it looks like.
+//!
+//! Every failed operation is counted under exactly one class; the summary
+//! lists them by count. Classes are cheap to compare and sort, so a worker
+//! keeps them in a small ordered map.
+
+use std::fmt;
+use std::io;
+
+/// Why an operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum ErrorClass {
+    /// TCP connect failed (refused, unreachable, timed out).
+    Connect(String),
+    /// The server sent a TLS alert (by name, e.g. `handshake_failure`).
+    TlsAlert(String),
+    /// TLS failed on our side (certificate not trusted, bad record, ...).
+    Tls(String),
+    /// No answer within `--timeout`.
+    Timeout,
+    /// The connection was reset (RST, broken pipe).
+    Reset,
+    /// The server closed the connection in the middle of an operation.
+    Closed,
+    /// HTTP status outside 2xx/3xx.
+    BadStatus(u16),
+    /// The reply made no sense (malformed HTTP, echo mismatch, ...).
+    Protocol(String),
+}
+
+impl ErrorClass {
+    /// A short stable key for JSON/CSV (`connect`, `tls_alert:handshake_failure`, `status:503`...).
+    pub fn key(&self) -> String {
+        match self {
+            ErrorClass::Connect(why) => format!("connect:{}", why.replace(' ', "_")),
+            ErrorClass::TlsAlert(a) => format!("tls_alert:{a}"),
+            ErrorClass::Tls(why) => format!("tls:{why}"),
+            ErrorClass::Timeout => "timeout".into(),
+            ErrorClass::Reset => "reset".into(),
+            ErrorClass::Closed => "closed".into(),
+            ErrorClass::BadStatus(s) => format!("status:{s}"),
+            ErrorClass::Protocol(why) => format!("protocol:{why}"),
+        }
+    }
+
+    /// Classifies a failed TCP connect.
+    pub fn connect(e: &io::Error) -> ErrorClass {
+        let why = match e.kind() {
+            io::ErrorKind::ConnectionRefused => "connection refused".to_string(),
+            io::ErrorKind::TimedOut => "timeout".to_string(),
+            io::ErrorKind::HostUnreachable => "host unreachable".to_string(),
+            io::ErrorKind::NetworkUnreachable => "network unreachable".to_string(),
+            io::ErrorKind::AddrNotAvailable => "no local port available".to_string(),
+            _ => e.to_string(),
+        };
+        ErrorClass::Connect(why)
+    }
+
+    /// Classifies a failed read/write/handshake on an established socket.
+    pub fn io(e: &io::Error) -> ErrorClass {
+        if let Some(tls) = e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            return ErrorClass::tls(tls);
+        }
+        match e.kind() {
+            io::ErrorKind::TimedOut => ErrorClass::Timeout,
+            io::ErrorKind::ConnectionReset
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionAborted => ErrorClass::Reset,
+            io::ErrorKind::UnexpectedEof => ErrorClass::Closed,
+            _ => ErrorClass::Protocol(e.to_string()),
+        }
+    }
+
+    /// Classifies a rustls error.
+    pub fn tls(e: &rustls::Error) -> ErrorClass {
+        match e {
+            rustls::Error::AlertReceived(a) => ErrorClass::TlsAlert(snake(&format!("{a:?}"))),
+            rustls::Error::InvalidCertificate(c) => {
+                ErrorClass::Tls(format!("invalid_certificate:{}", snake(&format!("{c:?}"))))
+            }
+            rustls::Error::InvalidMessage(m) => {
+                ErrorClass::Tls(format!("invalid_message:{}", snake(&format!("{m:?}"))))
+            }
+            rustls::Error::PeerIncompatible(p) => {
+                ErrorClass::Tls(format!("peer_incompatible:{}", snake(&format!("{p:?}"))))
+            }
+            other => ErrorClass::Tls(snake(&format!("{other:?}"))),
+        }
+    }
+}
+
+impl fmt::Display for ErrorClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ErrorClass::Connect(why) => write!(f, "connect: {why}"),
+            ErrorClass::TlsAlert(a) => write!(f, "TLS alert from server: {a}"),
+            ErrorClass::Tls(why) => write!(f, "TLS: {why}"),
+            ErrorClass::Timeout => write!(f, "timeout"),
+            ErrorClass::Reset => write!(f, "connection reset"),
+            ErrorClass::Closed => write!(f, "closed by server mid-operation"),
+            ErrorClass::BadStatus(s) => write!(f, "HTTP status {s}"),
+            ErrorClass::Protocol(why) => write!(f, "protocol: {why}"),
+        }
+    }
+}
+
+/// `HandshakeFailure` -> `handshake_failure`; keeps only the variant name
+/// (drops any `(...)` payload beyond the first level).
+fn snake(debug: &str) -> String {
+    let mut out = String::with_capacity(debug.len() + 4);
+    for (i, c) in debug.chars().enumerate() {
+        match c {
+            'A'..='Z' => {
+                if i > 0 && !out.ends_with(['_', ':']) {
+                    out.push('_');
+                }
+                out.push(c.to_ascii_lowercase());
+            }
+            '(' | '{' => out.push(':'),
+            ')' | '}' | '"' | ' ' => {}
+            ',' => out.push('_'),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::AlertDescription;
+
+    fn wrap(e: rustls::Error) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidData, e)
+    }
+
+    #[test]
+    fn alerts_are_classified_by_name() {
+        let c = ErrorClass::io(&wrap(rustls::Error::AlertReceived(
+            AlertDescription::HandshakeFailure,
+        )));
+        assert_eq!(c, ErrorClass::TlsAlert("handshake_failure".into()));
+        assert_eq!(c.key(), "tls_alert:handshake_failure");
+    }
+
+    #[test]
+    fn untrusted_certificates_and_plaintext_replies_are_tls_errors() {
+        let c = ErrorClass::io(&wrap(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::UnknownIssuer,
+        )));
+        assert_eq!(
+            c,
+            ErrorClass::Tls("invalid_certificate:unknown_issuer".into())
+        );
+        let c = ErrorClass::io(&wrap(rustls::Error::InvalidMessage(
+            rustls::InvalidMessage::InvalidContentType,
+        )));
+        assert_eq!(
+            c,
+            ErrorClass::Tls("invalid_message:invalid_content_type".into())
+        );
+    }
+
+    #[test]
+    fn socket_errors_map_to_timeout_reset_closed() {
+        assert_eq!(
+            ErrorClass::io(&io::Error::from(io::ErrorKind::TimedOut)),
+            ErrorClass::Timeout
+        );
+        assert_eq!(
+            ErrorClass::io(&io::Error::from(io::ErrorKind::ConnectionReset)),
+            ErrorClass::Reset
+        );
+        assert_eq!(
+            ErrorClass::io(&io::Error::from(io::ErrorKind::UnexpectedEof)),
+            ErrorClass::Closed
+        );
+        let refused = ErrorClass::connect(&io::Error::from(io::ErrorKind::ConnectionRefused));
+        assert_eq!(refused.to_string(), "connect: connection refused");
+    }
+}

@@ -1,0 +1,206 @@
+//! The client side of TLS: one rustls `ClientConfig` built from the flags,
+//! cloned per worker thread (each thread gets its own session store, so
+//! resumption never takes a lock shared with another thread).
+
+mod insecure;
+
+use crate::cli::{TlsArgs, TlsVersion};
+use rustls::client::Resumption;
+use rustls::crypto::CryptoProvider;
+use rustls::{ClientConfig, ClientConnection, RootCertStore};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use std::path::Path;
+use std::sync::Arc;
+
+/// System CA bundles tried when `--ca` is not given.
+const SYSTEM_CA_FILES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+];
+
+/// Builds the client config described by `a` (resumption disabled; see
+/// [`with_resumption`]).
+pub fn client_config(a: &TlsArgs) -> Result<ClientConfig, String> {
+    let provider = Arc::new(provider(a)?);
+    let versions: &[&rustls::SupportedProtocolVersion] = match a.version {
+        TlsVersion::V12 => &[&rustls::version::TLS12],
+        TlsVersion::V13 => &[&rustls::version::TLS13],
+        TlsVersion::Any => &[&rustls::version::TLS13, &rustls::version::TLS12],
+    };
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(versions)
+        .map_err(|e| format!("--tls/--cipher/--group: no usable combination: {e} (offer a suite of the chosen TLS version)"))?;
+    let builder = if a.insecure {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(insecure::AcceptAnyCert::new(provider)))
+    } else {
+        builder.with_root_certificates(roots(a.ca.as_deref())?)
+    };
+    let mut cfg = match (&a.cert, &a.key) {
+        (Some(cert), Some(key)) => builder
+            .with_client_auth_cert(load_certs(cert)?, load_key(key)?)
+            .map_err(|e| {
+                format!(
+                    "{}: client key does not fit the certificate: {e}",
+                    key.display()
+                )
+            })?,
+        _ => builder.with_no_client_auth(),
+    };
+    cfg.alpn_protocols = a.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    cfg.enable_sni = !a.no_sni;
+    cfg.resumption = Resumption::disabled();
+    Ok(cfg)
+}
+
+/// A copy of `base` with its own in-memory session store (`sessions` server
+/// names' worth), or with resumption disabled when `sessions == 0`.
+pub fn with_resumption(base: &ClientConfig, sessions: usize) -> Arc<ClientConfig> {
+    let mut cfg = base.clone();
+    cfg.resumption = if sessions == 0 {
+        Resumption::disabled()
+    } else {
+        Resumption::in_memory_sessions(sessions)
+    };
+    Arc::new(cfg)
+}
+
+/// The name verified (and sent as SNI): `--sni` or the target host.
+pub fn server_name(a: &TlsArgs, host: &str) -> Result<ServerName<'static>, String> {
+    let name = a.sni.as_deref().unwrap_or(host);
+    ServerName::try_from(name.to_string())
+        .map_err(|e| format!("`{name}` is not a valid server name: {e} (give --sni NAME)"))
+}
+
+fn provider(a: &TlsArgs) -> Result<CryptoProvider, String> {
+    let mut p = rustls::crypto::aws_lc_rs::default_provider();
+    if !a.cipher.is_empty() {
+        let all = rustls::crypto::aws_lc_rs::ALL_CIPHER_SUITES;
+        p.cipher_suites = a
+            .cipher
+            .iter()
+            .map(|want| {
+                all.iter()
+                    .find(|s| format!("{:?}", s.suite()).eq_ignore_ascii_case(want))
+                    .copied()
+                    .ok_or_else(|| {
+                        format!(
+                            "--cipher {want}: unknown suite (known: {})",
+                            names(all.iter().map(|s| s.suite()))
+                        )
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+    }
+    if !a.group.is_empty() {
+        let all = rustls::crypto::aws_lc_rs::ALL_KX_GROUPS;
+        p.kx_groups = a
+            .group
+            .iter()
+            .map(|want| {
+                all.iter()
+                    .find(|g| format!("{:?}", g.name()).eq_ignore_ascii_case(want))
+                    .copied()
+                    .ok_or_else(|| {
+                        format!(
+                            "--group {want}: unknown group (known: {})",
+                            names(all.iter().map(|g| g.name()))
+                        )
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+    }
+    Ok(p)
+}
+
+fn names<T: std::fmt::Debug>(it: impl Iterator<Item = T>) -> String {
+    it.map(|x| format!("{x:?}")).collect::<Vec<_>>().join(", ")
+}
+
+fn roots(ca: Option<&Path>) -> Result<RootCertStore, String> {
+    let mut store = RootCertStore::empty();
+    match ca {
+        Some(path) => {
+            for c in load_certs(path)? {
+                store
+                    .add(c)
+                    .map_err(|e| format!("{}: not a usable CA certificate: {e}", path.display()))?;
+            }
+        }
+        None => {
+            if let Some(path) = SYSTEM_CA_FILES.iter().map(Path::new).find(|p| p.exists()) {
+                let certs = CertificateDer::pem_file_iter(path)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                // A bundle may hold a few certificates rustls cannot parse; skip them.
+                let (_added, _ignored) = store.add_parsable_certificates(certs.flatten());
+            }
+        }
+    }
+    Ok(store)
+}
+
+fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| {
+            format!(
+                "{}: cannot load certificates: {e} (give a PEM file)",
+                path.display()
+            )
+        })?;
+    if certs.is_empty() {
+        return Err(format!(
+            "{}: no CERTIFICATE block found (give a PEM file)",
+            path.display()
+        ));
+    }
+    Ok(certs)
+}
+
+fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| {
+        format!(
+            "{}: cannot load a private key: {e} (give a PEM key)",
+            path.display()
+        )
+    })
+}
+
+/// What a handshake negotiated, for the summary.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Negotiated {
+    /// e.g. `TLSv1_3`.
+    pub version: String,
+    /// e.g. `TLS13_AES_128_GCM_SHA256`.
+    pub cipher_suite: String,
+    /// e.g. `X25519`.
+    pub group: String,
+    /// ALPN protocol, if any.
+    pub alpn: Option<String>,
+}
+
+impl Negotiated {
+    /// Reads the negotiated parameters of an established connection.
+    pub fn of(c: &ClientConnection) -> Negotiated {
+        Negotiated {
+            version: c
+                .protocol_version()
+                .map(|v| format!("{v:?}"))
+                .unwrap_or_default(),
+            cipher_suite: c
+                .negotiated_cipher_suite()
+                .map(|s| format!("{:?}", s.suite()))
+                .unwrap_or_default(),
+            group: c
+                .negotiated_key_exchange_group()
+                .map(|g| format!("{:?}", g.name()))
+                .unwrap_or_else(|| "-".into()),
+            alpn: c
+                .alpn_protocol()
+                .map(|p| String::from_utf8_lossy(p).into_owned()),
+        }
+    }
+}
