@@ -116,6 +116,7 @@ fn unreadable_pem_is_refused_naming_the_file() {
     let dir = tempfile::tempdir().expect("tmp");
     let cert = write(dir.path(), "cert.pem", "not a certificate\n");
     let key = write(dir.path(), "key.pem", "not a key\n");
+    uringtls_tests::set_mode(&key, 0o600);
     let (code, err) = engine_fails(&[
         "--cert",
         cert.to_str().unwrap(),
