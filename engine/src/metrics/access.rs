@@ -57,7 +57,7 @@ impl ConnRecord {
             bytes_in = bytes.0,
             bytes_out = bytes.1,
             duration_ms = took.as_secs_f64() * 1e3,
-            close = close.label(),
+            close = %close.label(),
             "connection"
         );
     }
