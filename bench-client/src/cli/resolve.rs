@@ -252,7 +252,13 @@ fn execute(
         server_source: server.as_ref().map(ServerMetrics::describe),
         warnings,
     };
-    print!("{}", summary::render(&report));
+    // With `--json -` stdout carries only the JSON document.
+    let json_to_stdout = out.json.as_deref().is_some_and(|p| p.as_os_str() == "-");
+    if json_to_stdout {
+        eprint!("{}", summary::render(&report));
+    } else {
+        print!("{}", summary::render(&report));
+    }
     if out.latency {
         let t = &outcome.total;
         let title = if plan.rate.is_some() {

@@ -1,0 +1,195 @@
+#!/usr/bin/env python3
+"""bench-client efficiency: does bench-client drive at least what wrk
+(keep-alive requests) and h2load (full TLS handshakes) drive against the
+same server, with the same client CPU?
+
+Server pinned to CPU 1 (nginx: one worker; uringtls: --shards 1 --cpus 1),
+every client pinned to CPU 0 with one thread. Clients alternate
+(A B, then B A) within each round; medians over rounds. Server CPU per
+operation (from /proc/PID/stat) is reported too: the same server work per
+operation means the clients are compared like for like.
+
+Usage: python3 bench-client/bench/efficiency.py [--rounds 3] [--duration 10]
+Needs: nginx, wrk, h2load (apt-get install nginx wrk nghttp2-client), openssl,
+and release builds: cargo build --release -p bench-client -p uringtls
+"""
+import argparse, json, os, re, shutil, socket, statistics, subprocess, sys, tempfile, time
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+BODY = "hello world\n"
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log error;
+events {{ worker_connections 20000; }}
+http {{
+    access_log off;
+    keepalive_requests 100000000;
+    keepalive_timeout 60s;
+    ssl_session_cache shared:SSL:64m;
+    ssl_session_tickets on;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    client_body_temp_path {dir}/tmp; proxy_temp_path {dir}/tmp; fastcgi_temp_path {dir}/tmp;
+    uwsgi_temp_path {dir}/tmp; scgi_temp_path {dir}/tmp;
+    server {{
+        listen 127.0.0.1:{port} ssl reuseport backlog=4096;
+        ssl_certificate {dir}/cert.pem;
+        ssl_certificate_key {dir}/key.pem;
+        location / {{ default_type text/plain; return 200 "hello world\\n"; }}
+    }}
+}}
+"""
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def wait_port(port, timeout=30.0):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def start_nginx(tmp):
+    port = free_port()
+    os.makedirs(f"{tmp}/tmp", exist_ok=True)
+    with open(f"{tmp}/nginx.conf", "w") as f:
+        f.write(NGINX_CONF.format(dir=tmp, port=port))
+    p = subprocess.Popen(["taskset", "-c", "1", "nginx", "-c", f"{tmp}/nginx.conf", "-p", tmp],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(port)
+    for _ in range(100):
+        kids = subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True, text=True).stdout.split()
+        if kids:
+            return p, int(kids[0]), port
+        time.sleep(0.05)
+    raise RuntimeError("nginx worker did not start")
+
+
+def start_uringtls(binary, tmp):
+    port = free_port()
+    p = subprocess.Popen(["taskset", "-c", "1", binary, "--listen", f"127.0.0.1:{port}", "--shards", "1",
+                          "--cpus", "1", "--cert", f"{tmp}/cert.pem", "--key", f"{tmp}/key.pem",
+                          "--log-level", "error", "--max-conns", "100000"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(port)
+    return p, p.pid, port
+
+
+def run(cmd):
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    if p.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({p.returncode}): {p.stderr[-800:]}")
+    return p.stdout + p.stderr
+
+
+def client(kind, name, url, dur, bc):
+    """Runs one client; returns (ops, wall seconds, command)."""
+    pin = ["taskset", "-c", "0"]
+    if kind == "keepalive" and name == "wrk":
+        cmd = pin + ["wrk", "-t1", "-c64", f"-d{dur}s", url]
+        out = run(cmd)
+        return int(re.search(r"(\d+) requests in", out).group(1)), float(re.search(r"requests in ([\d.]+)s", out).group(1)), cmd
+    if kind == "handshake" and name == "h2load":
+        cmd = pin + ["h2load", "--h1", "-c16", "-D", str(dur), "-H", "Connection: close", url]
+        out = run(cmd)
+        m = re.search(r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded", out)
+        t = re.search(r"finished in ([\d.]+)s", out)
+        return int(m.group(1)), float(t.group(1)), cmd
+    fd, path = tempfile.mkstemp(suffix=".json")
+    os.close(fd)
+    if kind == "keepalive":
+        cmd = pin + [bc, "http", url, "-k", "-c64", "-t1", "-d", f"{dur}s", "-q", "--json", path]
+    else:
+        cmd = pin + [bc, "handshake", url, "-k", "-c16", "-t1", "--request", "http", "-d", f"{dur}s", "-q", "--json", path]
+    run(cmd)
+    with open(path) as f:
+        j = json.load(f)
+    os.unlink(path)
+    return j["ops"], j["load"]["duration_s"], cmd
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--servers", default="nginx,uringtls")
+    ap.add_argument("--workloads", default="keepalive,handshake")
+    ap.add_argument("--bench-client", default="target/release/bench-client")
+    ap.add_argument("--uringtls", default="target/release/uringtls")
+    ap.add_argument("--json", help="write raw results here")
+    a = ap.parse_args()
+    missing = [t for t in ("nginx", "wrk", "h2load", "taskset", "openssl", "pgrep") if not shutil.which(t)]
+    if missing:
+        sys.exit(f"missing: {', '.join(missing)} (apt-get install -y nginx wrk nghttp2-client)")
+    tmp = tempfile.mkdtemp(prefix="bench-client-eff-")
+    os.chmod(tmp, 0o755)
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-keyout", f"{tmp}/key.pem", "-out", f"{tmp}/cert.pem", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-days", "2"],
+                   check=True, capture_output=True)
+    os.chmod(f"{tmp}/key.pem", 0o600)
+    procs = {}
+    try:
+        for s in a.servers.split(","):
+            procs[s] = start_nginx(tmp) if s == "nginx" else start_uringtls(a.uringtls, tmp)
+        peers = {"keepalive": "wrk", "handshake": "h2load"}
+        res = {}
+        for rnd in range(a.rounds):
+            for s, (_, pid, port) in procs.items():
+                url = f"https://127.0.0.1:{port}/"
+                for wl in a.workloads.split(","):
+                    order = [peers[wl], "bench-client"] if rnd % 2 == 0 else ["bench-client", peers[wl]]
+                    for c in order:
+                        c0 = cpu_seconds(pid)
+                        ops, secs, cmd = client(wl, c, url, a.duration, a.bench_client)
+                        cpu = cpu_seconds(pid) - c0
+                        r = {"rate": ops / secs, "server_us_per_op": cpu * 1e6 / max(ops, 1), "cmd": " ".join(cmd)}
+                        res.setdefault(f"{s}/{wl}/{c}", []).append(r)
+                        print(f"round {rnd} {s:8} {wl:9} {c:12} {r['rate']:10.0f}/s  server {r['server_us_per_op']:7.1f} us/op", flush=True)
+        print()
+        print(f"{'server':8} {'workload':9} {'peer':7} {'peer/s':>9} {'bench-client/s':>15} {'ratio':>6} {'peer us/op':>11} {'bc us/op':>9}")
+        summary = []
+        for s in procs:
+            for wl in a.workloads.split(","):
+                p, b = res[f"{s}/{wl}/{peers[wl]}"], res[f"{s}/{wl}/bench-client"]
+                med = lambda rs, k: statistics.median(r[k] for r in rs)
+                row = {"server": s, "workload": wl, "peer": peers[wl], "peer_rate": med(p, "rate"),
+                       "bench_client_rate": med(b, "rate"), "peer_server_us_per_op": med(p, "server_us_per_op"),
+                       "bench_client_server_us_per_op": med(b, "server_us_per_op")}
+                row["ratio"] = row["bench_client_rate"] / row["peer_rate"]
+                summary.append(row)
+                print(f"{s:8} {wl:9} {peers[wl]:7} {row['peer_rate']:9.0f} {row['bench_client_rate']:15.0f} {row['ratio']:6.2f} "
+                      f"{row['peer_server_us_per_op']:11.1f} {row['bench_client_server_us_per_op']:9.1f}")
+        if a.json:
+            with open(a.json, "w") as f:
+                json.dump({"summary": summary, "runs": res, "rounds": a.rounds, "duration_s": a.duration}, f, indent=1)
+    finally:
+        for p, _, _ in procs.values():
+            p.terminate()
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
