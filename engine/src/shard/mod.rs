@@ -337,23 +337,27 @@ impl<S: Service> ShardTask<S> {
             local,
             state: state.clone(),
         });
-        let mut fd_exhausted = false;
+        // Last time accept failed for lack of fds. io_uring's accept takes
+        // the fd before waiting, so a full table fails every accept even
+        // with nothing queued; failures less than FD_EPISODE_QUIET apart
+        // are one episode (one log line, one count).
+        let mut fd_exhausted: Option<Instant> = None;
         loop {
             tokio::select! {
                 res = listener.accept() => match res {
                     Ok((conn, peer)) => {
-                        if fd_exhausted {
+                        if fd_exhausted.is_some_and(|t| t.elapsed() >= FD_EPISODE_QUIET) {
                             tracing::info!(shard = id, "file descriptors available again: accepting");
-                            fd_exhausted = false;
+                            fd_exhausted = None;
                         }
                         ctx.clone().admit(conn, peer);
                     }
                     Err(e) if is_fd_exhaustion(&e) => {
-                        if !fd_exhausted {
+                        if fd_exhausted.is_none_or(|t| t.elapsed() >= FD_EPISODE_QUIET) {
                             tracing::warn!(shard = id, error = %e, "out of file descriptors: accept paused until some close");
                             state.metrics.fd_exhaustion_episode();
-                            fd_exhausted = true;
                         }
+                        fd_exhausted = Some(Instant::now());
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }
                     Err(e) => tracing::debug!(shard = id, error = %e, "accept failed"),
@@ -405,6 +409,9 @@ fn ring_error(e: &std::io::Error, ring: &RingOptions) -> String {
     };
     format!("{hint} ({e}; ring entries {})", ring.entries)
 }
+
+/// Accept failures for lack of fds closer together than this are one episode.
+const FD_EPISODE_QUIET: Duration = Duration::from_secs(1);
 
 fn is_fd_exhaustion(e: &std::io::Error) -> bool {
     matches!(

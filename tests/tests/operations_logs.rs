@@ -1,0 +1,141 @@
+//! Logs: the access log has one line per connection with the documented
+//! fields, and a full run's output (debug level, JSON and human) never
+//! contains key material or PEM headers.
+
+mod operations_common;
+
+use operations_common::{close, eventually, get, tls_from, Setup};
+use std::io::{Read, Write};
+use uringtls_tests::{start_engine, EngineProc};
+
+/// A run touching every path that logs: full and resumed handshakes, a
+/// refused connection, a failed handshake, plaintext garbage, an idle
+/// timeout, then a drain.
+fn full_run(s: &Setup, format: &str) -> (EngineProc, String) {
+    let mut e = start_engine(&s.args(&[
+        "--shards",
+        "2",
+        "--log-format",
+        format,
+        "--log-level",
+        "debug",
+        "--access-log",
+        "true",
+        "--deny",
+        "127.0.0.2",
+        "--idle-timeout",
+        "1s",
+        "--alpn",
+        "http/1.1",
+    ]));
+    let mut cfg = (*s.client).clone();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let cfg = std::sync::Arc::new(cfg);
+    for _ in 0..3 {
+        let mut c = tls_from("127.0.0.1", e.addr(), &cfg).expect("served");
+        assert!(get(&mut c).expect("request").contains("200"));
+        close(c);
+    }
+    assert!(tls_from("127.0.0.2", e.addr(), &cfg).is_err(), "denied");
+    let mut plain = std::net::TcpStream::connect(e.addr()).expect("connect");
+    plain.write_all(b"GET / HTTP/1.1\r\n\r\n").expect("garbage");
+    let _ = plain.read_to_end(&mut Vec::new());
+    let mut idle = tls_from("127.0.0.1", e.addr(), &cfg).expect("idle one");
+    let _ = idle.read(&mut [0u8; 16]); // returns when the idle timeout closes it
+                                       // Access-log lines are written when connections end: wait for all 5.
+    eventually("5 access-log lines", || {
+        (e.stderr().matches("uringtls::access").count() >= 5).then_some(())
+    });
+    e.stop();
+    let all = format!("{}{}", e.stdout(), e.stderr());
+    (e, all)
+}
+
+fn assert_no_secrets(s: &Setup, logs: &str) {
+    let pem = std::fs::read_to_string(&s.certs.key).expect("key");
+    assert!(!logs.contains("-----BEGIN"), "PEM header in the logs");
+    assert!(!logs.contains("PRIVATE KEY"), "key marker in the logs");
+    // No 16-character run of the key's base64 body appears anywhere.
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    for i in (0..body.len().saturating_sub(16)).step_by(4) {
+        assert!(
+            !logs.contains(&body[i..i + 16]),
+            "key material (base64) in the logs"
+        );
+    }
+    // ... nor its DER bytes as hex or as a Rust byte list.
+    let key: rustls_pki_types::PrivateKeyDer<'static> =
+        rustls_pki_types::pem::PemObject::from_pem_slice(pem.as_bytes()).expect("der");
+    let der = key.secret_der().to_vec();
+    let hex: String = der.iter().map(|b| format!("{b:02x}")).collect();
+    for i in (0..hex.len().saturating_sub(24)).step_by(8) {
+        assert!(
+            !logs.to_lowercase().contains(&hex[i..i + 24]),
+            "key material (hex) in the logs"
+        );
+    }
+    let list = format!("{:?}", &der[der.len() - 8..]);
+    assert!(
+        !logs.contains(list.trim_matches(['[', ']'])),
+        "key material (byte list) in the logs"
+    );
+}
+
+#[test]
+fn json_logs_of_a_full_run_hold_access_lines_and_no_key_material() {
+    let s = Setup::new();
+    let (_e, logs) = full_run(&s, "json");
+    assert_no_secrets(&s, &logs);
+    let access: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("\"target\":\"uringtls::access\""))
+        .collect();
+    assert_eq!(
+        access.len(),
+        5,
+        "one line per admitted connection (3 served, 1 garbage, 1 idle):\n{logs}"
+    );
+    let served = access
+        .iter()
+        .filter(|l| l.contains("\"close\":\"normal\""))
+        .count();
+    assert_eq!(served, 3);
+    for field in [
+        "\"client\":\"127.0.0.1:",
+        "\"sni\":\"localhost\"",
+        "\"alpn\":\"http/1.1\"",
+        "\"version\":\"TLSv1_3\"",
+        "\"resumed\":",
+        "\"bytes_in\":",
+        "\"bytes_out\":",
+        "\"duration_ms\":",
+        "\"cipher\":\"TLS13_",
+    ] {
+        assert!(
+            access.iter().any(|l| l.contains(field)),
+            "access log lacks {field}:\n{}",
+            access.join("\n")
+        );
+    }
+    assert!(
+        access.iter().any(|l| l.contains("\"resumed\":true")),
+        "later connections resume"
+    );
+    assert!(access
+        .iter()
+        .any(|l| l.contains("\"close\":\"handshake_failed\"")));
+    assert!(access
+        .iter()
+        .any(|l| l.contains("\"close\":\"idle_timeout\"")));
+}
+
+#[test]
+fn human_logs_of_a_full_run_hold_no_key_material() {
+    let s = Setup::new();
+    let (_e, logs) = full_run(&s, "human");
+    assert_no_secrets(&s, &logs);
+    assert!(
+        logs.contains("uringtls::access") && logs.contains("close=normal"),
+        "{logs}"
+    );
+}
