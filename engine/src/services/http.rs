@@ -284,12 +284,18 @@ impl Service for Http {
                 if p.consumed > 0 {
                     header_deadline = None;
                 }
+                if p.close {
+                    // No flush: the engine's close() sends the response and
+                    // close_notify in one write.
+                    stream.write_all(&out).await?;
+                    return Ok(());
+                }
                 if !out.is_empty() {
                     stream.write_all(&out).await?;
                     stream.flush().await?;
                     out.clear();
                 }
-                if p.close || (conn.draining() && input.is_empty() && skip == 0) {
+                if conn.draining() && input.is_empty() && skip == 0 {
                     return Ok(());
                 }
                 // More complete requests may wait behind a full output batch.

@@ -105,6 +105,16 @@ impl<C: TlsConn> TlsStream<C> {
 
     /// Drives the handshake to completion (and flushes its last flight).
     pub async fn handshake(&mut self) -> io::Result<()> {
+        self.handshake_lazy().await?;
+        self.flush().await
+    }
+
+    /// Drives the handshake to completion but leaves its last flight (e.g.
+    /// the server's TLS 1.3 session tickets) queued: it goes out with the
+    /// next write, or before the next read blocks, saving one write per
+    /// connection. Every path that waits on the peer flushes first, so this
+    /// cannot deadlock.
+    pub async fn handshake_lazy(&mut self) -> io::Result<()> {
         while self.tls.is_handshaking() {
             self.flush().await?;
             if !self.tls.is_handshaking() {
@@ -117,7 +127,7 @@ impl<C: TlsConn> TlsStream<C> {
                 ));
             }
         }
-        self.flush().await
+        Ok(())
     }
 
     /// Reads decrypted bytes into `buf`. `Ok(0)`: the peer ended cleanly
