@@ -152,6 +152,7 @@ fn wait_for_stop(engine: &Engine, mut signals: Signals, mut reloader: Reloader, 
         if sig != SIGHUP {
             tracing::info!(signal = sig, "stopping: no new connections, draining");
             crate::process::notify::stopping();
+            warn_without_migration();
             break;
         }
         generation += 1;
@@ -187,4 +188,16 @@ fn reload(generation: u64, reloader: &mut Reloader, proxy: Option<&Proxy>) {
         }
     }
     crate::process::notify::ready();
+}
+
+/// Zero-downtime upgrades need the kernel to move connections queued on a
+/// closing `SO_REUSEPORT` listener to the new process's listeners.
+fn warn_without_migration() {
+    let on = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_migrate_req").is_ok_and(|v| v.trim() == "1");
+    if !on {
+        tracing::info!(
+            "net.ipv4.tcp_migrate_req is not 1: a connection queued on a listener as it closes is reset \
+             (set it to 1 for zero-downtime upgrades, see docs/deployment.md)"
+        );
+    }
 }

@@ -14,6 +14,16 @@
 //! **not** close the socket. [`Conn::abort`] (shutdown both directions) makes
 //! the pending operation complete; connection drivers call it on every
 //! abnormal end.
+//!
+//! The exception is `accept`: the [`Listener`] waits for readiness (epoll,
+//! through the runtime's reactor) and then accepts with `accept4` until the
+//! queue is empty. Nothing is ever in flight on a listening socket, so a
+//! shard that stops can close it for real ([`Listener::close`]): with
+//! `SO_REUSEPORT` that takes it out of the group at once, and with
+//! `net.ipv4.tcp_migrate_req = 1` the kernel moves connections still queued
+//! on it to the other processes' listeners (zero-downtime upgrade; see
+//! `docs/deployment.md`). An io_uring accept left in flight would keep the
+//! socket in the group and drop (leak) the connection it completes with.
 
 use std::future::Future;
 use std::io;
@@ -86,36 +96,54 @@ where
     tokio_uring::spawn(fut)
 }
 
-/// A listening socket driven by io_uring `accept`.
+/// A listening socket: readiness from the reactor, then `accept4` (see the
+/// module docs for why not an io_uring accept).
 pub struct Listener {
-    inner: tokio_uring::net::TcpListener,
+    inner: tokio::io::unix::AsyncFd<std::net::TcpListener>,
 }
 
 impl Listener {
     /// Wraps a listening socket built elsewhere (with `socket2`: reuseport,
     /// backlog, ...). Must be called inside a [`Runtime`].
-    pub fn from_std(listener: std::net::TcpListener) -> Listener {
-        Listener {
-            inner: tokio_uring::net::TcpListener::from_std(listener),
-        }
+    pub fn from_std(listener: std::net::TcpListener) -> io::Result<Listener> {
+        use tokio::io::{unix::AsyncFd, Interest};
+        listener.set_nonblocking(true)?;
+        // SAFETY: a `std::net::TcpListener` owns its fd: it stays open and
+        // the same for as long as the listener lives, and the `AsyncFd` owns
+        // the listener (register's I/O-safety requirement).
+        let inner = unsafe { AsyncFd::register_with_interest(listener, Interest::READABLE) }?;
+        Ok(Listener { inner })
     }
 
-    /// Accepts one connection.
+    /// Accepts one connection (cancel-safe: dropping the future loses nothing).
     pub async fn accept(&self) -> io::Result<(Conn, SocketAddr)> {
-        let (stream, peer) = self.inner.accept().await?;
-        Ok((Conn { inner: stream }, peer))
+        loop {
+            let mut ready = self.inner.readable().await?;
+            match ready.try_io(|l| l.get_ref().accept()) {
+                Ok(res) => {
+                    let (stream, peer) = res?;
+                    return Ok((Conn::from_std(stream), peer));
+                }
+                Err(_would_block) => continue,
+            }
+        }
     }
 
     /// The bound address.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.inner.local_addr()
+        self.inner.get_ref().local_addr()
     }
 
-    /// Takes the socket out of the kernel's accept group: pending and future
-    /// `accept`s fail, and the kernel stops routing new connections to this
-    /// socket (they go to the other `SO_REUSEPORT` members). Used on drain.
-    pub fn stop_accepting(&self) {
-        shutdown_fd(self.inner.as_raw_fd(), Shutdown::Read);
+    /// Stops listening: accepts what is already queued (returned, for the
+    /// caller to serve), then closes the socket, which leaves the
+    /// `SO_REUSEPORT` group so new connections go to the other members.
+    pub fn close(self) -> Vec<(Conn, SocketAddr)> {
+        let mut queued = Vec::new();
+        while let Ok((stream, peer)) = self.inner.get_ref().accept() {
+            queued.push((Conn::from_std(stream), peer));
+        }
+        drop(self.inner);
+        queued
     }
 }
 

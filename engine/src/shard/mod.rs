@@ -317,7 +317,13 @@ impl<S: Service> ShardTask<S> {
             mut stop,
             ..
         } = self;
-        let listener = Listener::from_std(listener);
+        let listener = match Listener::from_std(listener) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(shard = id, error = %e, "cannot register the listening socket");
+                return;
+            }
+        };
         let local = match listener.local_addr() {
             Ok(a) => a,
             Err(_) => return,
@@ -365,8 +371,10 @@ impl<S: Service> ShardTask<S> {
                 _ = stop.wait_for(|s| *s) => break,
             }
         }
-        listener.stop_accepting();
-        drop(listener);
+        // Connections already queued on this socket are served, not reset.
+        for (conn, peer) in listener.close() {
+            ctx.clone().admit(conn, peer);
+        }
         state.start_drain();
         let grace = ctx.settings.grace;
         if tokio::time::timeout(grace, state.all_closed())
@@ -472,7 +480,8 @@ impl<S: Service> ConnCtx<S> {
                 return;
             }
         };
-        let _ = conn.set_nodelay(true);
+        // TCP_NODELAY is inherited from the listening socket (set in
+        // `listener::bind_one`): no setsockopt per connection.
         st.conn_opened();
         let guard = ActiveGuard {
             state: st.clone(),
@@ -517,7 +526,7 @@ impl<S: Service> ConnCtx<S> {
     ) -> CloseReason {
         stream.set_write_timeout(Some(limits.write_timeout));
         let c = &self.state.counters;
-        match tokio::time::timeout(limits.handshake_timeout, stream.handshake()).await {
+        match tokio::time::timeout(limits.handshake_timeout, stream.handshake_lazy()).await {
             Err(_) => {
                 Counters::bump(&c.handshake_timeouts);
                 tracing::debug!(%peer, "handshake timeout");
