@@ -4,7 +4,9 @@
 //! Each default and the reason for it is in `docs/operations.md`.
 
 use super::{ConfigError, Options, Origin};
-use crate::limits::{AccessList, Cidr, LimitSettings, DEFAULT_CONN_BURST_PER_IP, DEFAULT_IPV6_PREFIX};
+use crate::limits::{
+    AccessList, Cidr, LimitSettings, DEFAULT_CONN_BURST_PER_IP, DEFAULT_IPV6_PREFIX,
+};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -46,42 +48,81 @@ impl Default for Operations {
 }
 
 fn cidrs(list: &[String]) -> Result<Vec<Cidr>, String> {
-    list.iter().filter(|s| !s.trim().is_empty()).map(|s| s.parse()).collect()
+    list.iter()
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.parse())
+        .collect()
 }
 
 impl Options {
     /// Checks the operating values present in one source.
     pub(super) fn check_operations(&self, o: Origin<'_>) -> Result<(), ConfigError> {
         if self.header_timeout.is_some_and(|d| d.0.is_zero()) {
-            return Err(o.invalid("header_timeout", "a zero timeout", "use a positive duration such as `10s`"));
+            return Err(o.invalid(
+                "header_timeout",
+                "a zero timeout",
+                "use a positive duration such as `10s`",
+            ));
         }
         if self.max_conns_total == Some(0) {
-            return Err(o.invalid("max_conns_total", "a cap of 0 connections", "use 1 or more, or leave it unset (no global cap)"));
+            return Err(o.invalid(
+                "max_conns_total",
+                "a cap of 0 connections",
+                "use 1 or more, or leave it unset (no global cap)",
+            ));
         }
         if self.max_conns_per_ip == Some(0) {
-            return Err(o.invalid("max_conns_per_ip", "a cap of 0 connections", "use 1 or more, or leave it unset (no cap)"));
+            return Err(o.invalid(
+                "max_conns_per_ip",
+                "a cap of 0 connections",
+                "use 1 or more, or leave it unset (no cap)",
+            ));
         }
         if let Some(r) = self.conn_rate_per_ip {
             if !(r.is_finite() && r > 0.0) {
-                return Err(o.invalid("conn_rate_per_ip", format!("{r} connections per second"), "use a positive rate such as 50, or leave it unset"));
+                return Err(o.invalid(
+                    "conn_rate_per_ip",
+                    format!("{r} connections per second"),
+                    "use a positive rate such as 50, or leave it unset",
+                ));
             }
         }
         if self.conn_burst_per_ip == Some(0) {
-            return Err(o.invalid("conn_burst_per_ip", "a burst of 0", "use 1 or more (default 20)"));
+            return Err(o.invalid(
+                "conn_burst_per_ip",
+                "a burst of 0",
+                "use 1 or more (default 20)",
+            ));
         }
         if self.per_ip_ipv6_prefix.is_some_and(|p| p > 128) {
-            return Err(o.invalid("per_ip_ipv6_prefix", "more than 128 bits", "use 0..=128 (default 64)"));
+            return Err(o.invalid(
+                "per_ip_ipv6_prefix",
+                "more than 128 bits",
+                "use 0..=128 (default 64)",
+            ));
         }
         for (name, list) in [("allow", &self.allow), ("deny", &self.deny)] {
             if let Some(l) = list {
-                cidrs(l).map_err(|p| o.invalid(name, p, "write CIDR blocks such as 10.0.0.0/8 or 2001:db8::/32"))?;
+                cidrs(l).map_err(|p| {
+                    o.invalid(
+                        name,
+                        p,
+                        "write CIDR blocks such as 10.0.0.0/8 or 2001:db8::/32",
+                    )
+                })?;
             }
         }
         if let Some(a) = &self.metrics_listen {
-            super::parse_listen(a).map_err(|p| o.invalid("metrics_listen", p, "write IP:PORT, e.g. 127.0.0.1:9100"))?;
+            super::parse_listen(a).map_err(|p| {
+                o.invalid("metrics_listen", p, "write IP:PORT, e.g. 127.0.0.1:9100")
+            })?;
         }
         if self.group.is_some() && self.user.is_none() {
-            return Err(o.invalid("group", "a group without a user", "give `user` too (the group alone is not dropped to)"));
+            return Err(o.invalid(
+                "group",
+                "a group without a user",
+                "give `user` too (the group alone is not dropped to)",
+            ));
         }
         Ok(())
     }
@@ -94,7 +135,10 @@ impl Options {
             deny: cidrs(self.deny.as_deref().unwrap_or_default()).map_err(|p| bad("deny", p))?,
         };
         let metrics_listen = match &self.metrics_listen {
-            Some(a) => Some(super::parse_listen(a).map_err(|p| Origin::Flag.invalid("metrics_listen", p, "write IP:PORT"))?),
+            Some(a) => Some(
+                super::parse_listen(a)
+                    .map_err(|p| Origin::Flag.invalid("metrics_listen", p, "write IP:PORT"))?,
+            ),
             None => None,
         };
         Ok(Operations {
@@ -106,7 +150,10 @@ impl Options {
                 ipv6_prefix: self.per_ip_ipv6_prefix.unwrap_or(DEFAULT_IPV6_PREFIX),
                 max_conns_total: self.max_conns_total,
             },
-            header_timeout: self.header_timeout.map(|h| h.0).unwrap_or(DEFAULT_HEADER_TIMEOUT),
+            header_timeout: self
+                .header_timeout
+                .map(|h| h.0)
+                .unwrap_or(DEFAULT_HEADER_TIMEOUT),
             metrics_listen,
             access_log: self.access_log.unwrap_or(false),
             user: self.user.clone(),
@@ -138,28 +185,58 @@ mod tests {
     #[test]
     fn limits_come_from_flags_and_file() {
         let mut f = tempfile::NamedTempFile::new().expect("tmp");
-        f.write_all(b"deny = [\"10.0.0.0/8\"]\nmax_conns_per_ip = 3\nmetrics_listen = \"127.0.0.1:9100\"\n").expect("write");
+        f.write_all(
+            b"deny = [\"10.0.0.0/8\"]\nmax_conns_per_ip = 3\nmetrics_listen = \"127.0.0.1:9100\"\n",
+        )
+        .expect("write");
         let path = f.path().to_str().expect("utf8");
-        let s = flags(&["--config", path, "--allow", "127.0.0.0/8,::1", "--conn-rate-per-ip", "5"]).resolve().expect("ok");
+        let s = flags(&[
+            "--config",
+            path,
+            "--allow",
+            "127.0.0.0/8,::1",
+            "--conn-rate-per-ip",
+            "5",
+        ])
+        .resolve()
+        .expect("ok");
         assert_eq!(s.ops.limits.max_conns_per_ip, Some(3));
         assert_eq!(s.ops.limits.conn_rate_per_ip, Some(5.0));
         assert_eq!(s.ops.limits.access.allow.len(), 2);
         assert_eq!(s.ops.limits.access.deny[0].to_string(), "10.0.0.0/8");
-        assert_eq!(s.ops.metrics_listen, Some("127.0.0.1:9100".parse().expect("addr")));
+        assert_eq!(
+            s.ops.metrics_listen,
+            Some("127.0.0.1:9100".parse().expect("addr"))
+        );
     }
 
     #[test]
     fn bad_operating_values_name_their_source() {
-        let e = flags(&["--deny", "10.0.0.1/8"]).resolve().unwrap_err().to_string();
-        assert!(e.starts_with("flag --deny:") && e.contains("did you mean 10.0.0.0/8"), "{e}");
-        let e = flags(&["--max-conns-per-ip", "0"]).resolve().unwrap_err().to_string();
+        let e = flags(&["--deny", "10.0.0.1/8"])
+            .resolve()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("flag --deny:") && e.contains("did you mean 10.0.0.0/8"),
+            "{e}"
+        );
+        let e = flags(&["--max-conns-per-ip", "0"])
+            .resolve()
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("flag --max-conns-per-ip:"), "{e}");
-        let e = flags(&["--group", "nogroup"]).resolve().unwrap_err().to_string();
+        let e = flags(&["--group", "nogroup"])
+            .resolve()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("give `user` too"), "{e}");
         let mut f = tempfile::NamedTempFile::new().expect("tmp");
         f.write_all(b"conn_rate_per_ip = -1.0\n").expect("write");
         let path = f.path().to_str().expect("utf8");
-        let e = flags(&["--config", path]).resolve().unwrap_err().to_string();
+        let e = flags(&["--config", path])
+            .resolve()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("field `conn_rate_per_ip`"), "{e}");
     }
 }

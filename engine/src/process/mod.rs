@@ -90,7 +90,7 @@ pub fn raise_nofile() -> std::io::Result<u64> {
             return Err(std::io::Error::last_os_error());
         }
     }
-    Ok(l.rlim_cur as u64)
+    Ok(l.rlim_cur)
 }
 
 /// What start-up prepared before the engine binds its TLS port.
@@ -107,7 +107,11 @@ pub struct Prepared {
 /// the target user up and bind the metrics port (while still privileged).
 pub fn prepare(s: &crate::config::Settings) -> Result<Prepared, String> {
     if !s.ops.insecure_key_permissions {
-        let keys = s.tls.key.iter().chain(s.tls.extra_certs.iter().map(|p| &p.key));
+        let keys = s
+            .tls
+            .key
+            .iter()
+            .chain(s.tls.extra_certs.iter().map(|p| &p.key));
         for k in keys {
             check_key_permissions(k).map_err(|e| e.to_string())?;
         }
@@ -122,7 +126,10 @@ pub fn prepare(s: &crate::config::Settings) -> Result<Prepared, String> {
         None => None,
     };
     let metrics = match s.ops.metrics_listen {
-        Some(a) => Some(crate::metrics::server::bind(a).map_err(|e| format!("cannot listen for metrics on {a}: {e}"))?),
+        Some(a) => Some(
+            crate::metrics::server::bind(a)
+                .map_err(|e| format!("cannot listen for metrics on {a}: {e}"))?,
+        ),
         None => None,
     };
     Ok(Prepared { metrics, target })

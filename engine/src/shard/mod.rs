@@ -333,7 +333,10 @@ impl<S: Service> ShardTask<S> {
         if let Some(h) = &hub {
             io::spawn(h.register(id).serve(state.clone()));
         }
-        let limits = Rc::new(ShardLimits::new(settings.admission.clone(), settings.global_conns.clone()));
+        let limits = Rc::new(ShardLimits::new(
+            settings.admission.clone(),
+            settings.global_conns.clone(),
+        ));
         let ctx = Rc::new(ConnCtx {
             limits,
             epoch: Instant::now(),
@@ -470,7 +473,10 @@ impl<S: Service> ConnCtx<S> {
         let st = &self.state;
         Counters::bump(&st.counters.accepted);
         let cap = self.live.load().limits.max_conns;
-        let admitted = match self.limits.admit(peer.ip(), st.active(), cap, self.epoch.elapsed()) {
+        let admitted = match self
+            .limits
+            .admit(peer.ip(), st.active(), cap, self.epoch.elapsed())
+        {
             Ok(a) => a,
             Err(why) => {
                 Counters::bump(&st.counters.refused);
@@ -546,7 +552,9 @@ impl<S: Service> ConnCtx<S> {
             _ => Counters::bump(&c.full_handshakes),
         }
         let suite = tls.negotiated_cipher_suite().map(|s| s.suite());
-        self.state.metrics.handshake_done(started.elapsed(), tls.protocol_version(), suite);
+        self.state
+            .metrics
+            .handshake_done(started.elapsed(), tls.protocol_version(), suite);
         stream.set_read_timeout(Some(limits.idle_timeout));
         let info = ConnInfo {
             peer,
