@@ -47,7 +47,11 @@ pub struct ReloadError(pub ConfigError);
 
 impl std::fmt::Display for ReloadError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "reload refused, still serving the previous configuration: {}", self.0)
+        write!(
+            f,
+            "reload refused, still serving the previous configuration: {}",
+            self.0
+        )
     }
 }
 
@@ -66,8 +70,20 @@ pub struct Reloader {
 impl Reloader {
     /// `options` are the command-line options the process started with
     /// (the TOML file they name is read again at each reload).
-    pub fn new(options: Options, settings: Settings, state: Arc<TlsState>, identity: Identity, live: Arc<Live>) -> Reloader {
-        Reloader { options, settings, state, identity, live }
+    pub fn new(
+        options: Options,
+        settings: Settings,
+        state: Arc<TlsState>,
+        identity: Identity,
+        live: Arc<Live>,
+    ) -> Reloader {
+        Reloader {
+            options,
+            settings,
+            state,
+            identity,
+            live,
+        }
     }
 
     /// The settings in force.
@@ -114,7 +130,10 @@ fn warn_fixed(old: &Settings, new: &Settings) {
     ];
     for (name, changed) in fixed {
         if changed {
-            tracing::warn!(setting = name, "changed in the configuration but only takes effect at restart");
+            tracing::warn!(
+                setting = name,
+                "changed in the configuration but only takes effect at restart"
+            );
         }
     }
 }

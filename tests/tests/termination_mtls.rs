@@ -3,7 +3,9 @@
 
 use std::io::{Read, Write};
 use std::sync::Arc;
-use uringtls_tests::{connect_to, echo_upstream, start_engine, test_certs, Client, EngineProc, Leaf, TestCerts, WAIT};
+use uringtls_tests::{
+    connect_to, echo_upstream, start_engine, test_certs, Client, EngineProc, Leaf, TestCerts, WAIT,
+};
 
 fn engine(certs: &TestCerts, mode: &str, upstream: &str) -> EngineProc {
     start_engine(&[
@@ -29,12 +31,16 @@ fn engine(certs: &TestCerts, mode: &str, upstream: &str) -> EngineProc {
 fn client(certs: &TestCerts, leaf: Option<&Leaf>) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(certs.ca_der.clone()).unwrap();
-    let b = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots);
+    let b = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots);
     Arc::new(match leaf {
-        Some(l) => b.with_client_auth_cert(vec![l.der.clone()], l.key_der.clone_key()).unwrap(),
+        Some(l) => b
+            .with_client_auth_cert(vec![l.der.clone()], l.key_der.clone_key())
+            .unwrap(),
         None => b.with_no_client_auth(),
     })
 }
@@ -62,7 +68,10 @@ fn required_client_auth_refuses_a_client_without_a_certificate() {
     let up = echo_upstream(true);
     let e = engine(&certs, "required", &up.addr.to_string());
     assert!(refused(&e, &client(&certs, None)));
-    assert!(up.headers.try_recv().is_err(), "nothing may reach the upstream");
+    assert!(
+        up.headers.try_recv().is_err(),
+        "nothing may reach the upstream"
+    );
 }
 
 #[test]
@@ -74,7 +83,10 @@ fn a_certificate_from_another_ca_is_refused() {
     let e = engine(&certs, "required", &up.addr.to_string());
     assert!(refused(&e, &client(&certs, Some(&stranger))));
     let e2 = engine(&certs, "optional", &up.addr.to_string());
-    assert!(refused(&e2, &client(&certs, Some(&stranger))), "optional still verifies a sent certificate");
+    assert!(
+        refused(&e2, &client(&certs, Some(&stranger))),
+        "optional still verifies a sent certificate"
+    );
 }
 
 #[test]
@@ -83,17 +95,25 @@ fn a_valid_client_certificate_identity_reaches_the_service() {
     let alice = certs.issue(&["alice.test"], "alice", "alice", false);
     let up = echo_upstream(true);
     let e = engine(&certs, "required", &up.addr.to_string());
-    let mut c = connect_to(e.addr(), &client(&certs, Some(&alice)), "localhost").expect("handshake");
+    let mut c =
+        connect_to(e.addr(), &client(&certs, Some(&alice)), "localhost").expect("handshake");
     assert_eq!(exchange(&mut c).expect("served"), b"ping");
     let raw = up.headers.recv_timeout(WAIT).expect("PROXY header");
     let h = ppp::v2::Header::try_from(&raw[..]).expect("v2");
-    let tlvs: Vec<(u8, Vec<u8>)> = h.tlvs().map(|t| t.unwrap()).map(|t| (t.kind, t.value.to_vec())).collect();
+    let tlvs: Vec<(u8, Vec<u8>)> = h
+        .tlvs()
+        .map(|t| t.unwrap())
+        .map(|t| (t.kind, t.value.to_vec()))
+        .collect();
     let subject = tlvs.iter().find(|t| t.0 == 0xE0).expect("subject TLV");
     assert_eq!(String::from_utf8_lossy(&subject.1), "CN=alice");
     let ssl = &tlvs.iter().find(|t| t.0 == 0x20).expect("SSL TLV").1;
     assert_eq!(ssl[0] & 0x02, 0x02, "PP2_CLIENT_CERT_CONN");
     assert_eq!(&ssl[1..5], &[0, 0, 0, 0], "verified");
-    assert!(ssl.windows(8).any(|w| w == b"\x22\x00\x05alice"), "CN sub-TLV: {ssl:?}");
+    assert!(
+        ssl.windows(8).any(|w| w == b"\x22\x00\x05alice"),
+        "CN sub-TLV: {ssl:?}"
+    );
 }
 
 #[test]
@@ -105,5 +125,8 @@ fn optional_client_auth_serves_a_client_without_a_certificate() {
     assert_eq!(exchange(&mut c).expect("served"), b"ping");
     let raw = up.headers.recv_timeout(WAIT).expect("PROXY header");
     let h = ppp::v2::Header::try_from(&raw[..]).expect("v2");
-    assert!(h.tlvs().map(|t| t.unwrap()).all(|t| t.kind != 0xE0), "no subject without a certificate");
+    assert!(
+        h.tlvs().map(|t| t.unwrap()).all(|t| t.kind != 0xE0),
+        "no subject without a certificate"
+    );
 }

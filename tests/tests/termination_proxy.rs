@@ -3,10 +3,12 @@
 use rand::RngCore;
 use std::io::{Read, Write};
 use uringtls_tests::{
-    client_config, closed_port, connect, echo_upstream, start_engine, test_certs, Client, EngineProc, TestCerts, WAIT,
+    client_config, closed_port, connect, echo_upstream, start_engine, test_certs, Client,
+    EngineProc, TestCerts, WAIT,
 };
 
-const BOTH: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13, &rustls::version::TLS12];
+const BOTH: &[&rustls::SupportedProtocolVersion] =
+    &[&rustls::version::TLS13, &rustls::version::TLS12];
 
 fn proxy(certs: &TestCerts, shards: &str, extra: &[&str]) -> EngineProc {
     let mut args = vec![
@@ -25,7 +27,9 @@ fn proxy(certs: &TestCerts, shards: &str, extra: &[&str]) -> EngineProc {
 
 fn checksum(data: &[u8]) -> u64 {
     // FNV-1a: enough to tell payloads apart in failure messages.
-    data.iter().fold(0xcbf29ce484222325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100000001b3))
+    data.iter().fold(0xcbf29ce484222325u64, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    })
 }
 
 /// Sends `payload` in chunks, reading the echo back as it goes (a blocking
@@ -58,13 +62,23 @@ fn payloads_up_to_tens_of_mib_come_back_byte_identical_through_the_proxy() {
     let e = proxy(&certs, "2", &["--upstream", &up.addr.to_string()]);
     let cfg = client_config(&certs.ca_der, BOTH);
     let mut rng = rand::rng();
-    for (size, chunk) in [(1usize, 1usize), (1000, 1000), (16 * 1024 + 1, 4096), (1 << 20, 256 * 1024), (24 << 20, 1 << 20)] {
+    for (size, chunk) in [
+        (1usize, 1usize),
+        (1000, 1000),
+        (16 * 1024 + 1, 4096),
+        (1 << 20, 256 * 1024),
+        (24 << 20, 1 << 20),
+    ] {
         let mut payload = vec![0u8; size];
         rng.fill_bytes(&mut payload);
         let mut c = connect(e.addr(), &cfg).expect("connect");
         let back = round_trip(&mut c, &payload, chunk);
         assert_eq!(back.len(), payload.len(), "size {size}");
-        assert_eq!(checksum(&back), checksum(&payload), "size {size}: bytes differ");
+        assert_eq!(
+            checksum(&back),
+            checksum(&payload),
+            "size {size}: bytes differ"
+        );
     }
 }
 
@@ -80,7 +94,9 @@ fn client_half_close_reaches_the_upstream_which_can_still_answer() {
             let Ok(mut s) = s else { continue };
             let mut all = Vec::new();
             if s.read_to_end(&mut all).is_ok() {
-                let _ = s.write_all(format!("got {} bytes {:016x}", all.len(), checksum(&all)).as_bytes());
+                let _ = s.write_all(
+                    format!("got {} bytes {:016x}", all.len(), checksum(&all)).as_bytes(),
+                );
             }
         }
     });
@@ -94,7 +110,8 @@ fn client_half_close_reaches_the_upstream_which_can_still_answer() {
     c.conn.send_close_notify();
     c.flush().expect("flush");
     let mut answer = Vec::new();
-    c.read_to_end(&mut answer).expect("answer, then a clean close");
+    c.read_to_end(&mut answer)
+        .expect("answer, then a clean close");
     let want = format!("got {} bytes {:016x}", payload.len(), checksum(&payload));
     assert_eq!(String::from_utf8_lossy(&answer), want);
 }
@@ -103,17 +120,31 @@ fn client_half_close_reaches_the_upstream_which_can_still_answer() {
 fn upstream_down_gives_the_client_a_clean_close_and_is_counted_in_the_log() {
     let certs = test_certs();
     let down = closed_port();
-    let e = proxy(&certs, "1", &["--upstream", &down.to_string(), "--upstream-connect-timeout", "2s"]);
+    let e = proxy(
+        &certs,
+        "1",
+        &[
+            "--upstream",
+            &down.to_string(),
+            "--upstream-connect-timeout",
+            "2s",
+        ],
+    );
     let cfg = client_config(&certs.ca_der, BOTH);
     for _ in 0..3 {
-        let mut c = connect(e.addr(), &cfg).expect("handshake completes before the upstream is tried");
+        let mut c =
+            connect(e.addr(), &cfg).expect("handshake completes before the upstream is tried");
         let started = std::time::Instant::now();
         let mut buf = [0u8; 16];
         let n = c.read(&mut buf).expect("close_notify, not a reset");
         assert_eq!(n, 0);
         assert!(started.elapsed() < WAIT);
     }
-    assert!(e.stderr().contains("no upstream reachable"), "{}", e.stderr());
+    assert!(
+        e.stderr().contains("no upstream reachable"),
+        "{}",
+        e.stderr()
+    );
 }
 
 #[test]
@@ -135,13 +166,23 @@ fn a_refusing_upstream_is_skipped_and_the_healthy_one_serves() {
 fn proxy_protocol_v1_header_carries_the_client_address() {
     let certs = test_certs();
     let up = echo_upstream(true);
-    let e = proxy(&certs, "1", &["--upstream", &up.addr.to_string(), "--proxy-protocol", "v1"]);
+    let e = proxy(
+        &certs,
+        "1",
+        &["--upstream", &up.addr.to_string(), "--proxy-protocol", "v1"],
+    );
     let cfg = client_config(&certs.ca_der, BOTH);
     let mut c = connect(e.addr(), &cfg).expect("connect");
     assert_eq!(round_trip(&mut c, b"ping", 64), b"ping");
     let h = up.headers.recv_timeout(WAIT).expect("header");
     let client = c.sock.local_addr().expect("client addr");
-    let want = format!("PROXY TCP4 {} {} {} {}\r\n", client.ip(), e.addr().ip(), client.port(), e.addr().port());
+    let want = format!(
+        "PROXY TCP4 {} {} {} {}\r\n",
+        client.ip(),
+        e.addr().ip(),
+        client.port(),
+        e.addr().port()
+    );
     assert_eq!(String::from_utf8_lossy(&h), want);
 }
 
@@ -149,7 +190,11 @@ fn proxy_protocol_v1_header_carries_the_client_address() {
 fn proxy_protocol_v2_header_carries_address_sni_and_alpn() {
     let certs = test_certs();
     let up = echo_upstream(true);
-    let e = proxy(&certs, "1", &["--upstream", &up.addr.to_string(), "--proxy-protocol", "v2"]);
+    let e = proxy(
+        &certs,
+        "1",
+        &["--upstream", &up.addr.to_string(), "--proxy-protocol", "v2"],
+    );
     let mut cfg = (*client_config(&certs.ca_der, BOTH)).clone();
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     let cfg = std::sync::Arc::new(cfg);
@@ -159,9 +204,19 @@ fn proxy_protocol_v2_header_carries_address_sni_and_alpn() {
     let h = ppp::v2::Header::try_from(&raw[..]).expect("valid v2 header");
     let client = c.sock.local_addr().expect("client addr");
     assert_eq!(h.addresses, ppp::v2::Addresses::from((client, e.addr())));
-    let tlvs: Vec<(u8, Vec<u8>)> = h.tlvs().map(|t| t.expect("tlv")).map(|t| (t.kind, t.value.to_vec())).collect();
-    assert!(tlvs.contains(&(0x01, b"http/1.1".to_vec())), "ALPN TLV: {tlvs:?}");
-    assert!(tlvs.contains(&(0x02, b"localhost".to_vec())), "authority (SNI) TLV: {tlvs:?}");
+    let tlvs: Vec<(u8, Vec<u8>)> = h
+        .tlvs()
+        .map(|t| t.expect("tlv"))
+        .map(|t| (t.kind, t.value.to_vec()))
+        .collect();
+    assert!(
+        tlvs.contains(&(0x01, b"http/1.1".to_vec())),
+        "ALPN TLV: {tlvs:?}"
+    );
+    assert!(
+        tlvs.contains(&(0x02, b"localhost".to_vec())),
+        "authority (SNI) TLV: {tlvs:?}"
+    );
     let ssl = &tlvs.iter().find(|t| t.0 == 0x20).expect("SSL TLV").1;
     assert_eq!(ssl[0] & 0x01, 0x01, "PP2_CLIENT_SSL set");
 }
@@ -188,10 +243,15 @@ fn upstream_half_close_reaches_the_client_which_can_still_send() {
     let cfg = client_config(&certs.ca_der, BOTH);
     let mut c = connect(e.addr(), &cfg).expect("connect");
     let mut got = Vec::new();
-    c.read_to_end(&mut got).expect("greeting, then close_notify");
+    c.read_to_end(&mut got)
+        .expect("greeting, then close_notify");
     assert_eq!(got, b"hello");
-    c.write_all(b"still talking").expect("write after the server's close");
+    c.write_all(b"still talking")
+        .expect("write after the server's close");
     c.conn.send_close_notify();
     c.flush().expect("flush");
-    assert_eq!(rx.recv_timeout(WAIT).expect("upstream saw EOF"), b"still talking");
+    assert_eq!(
+        rx.recv_timeout(WAIT).expect("upstream saw EOF"),
+        b"still talking"
+    );
 }

@@ -6,7 +6,8 @@ use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use uringtls_tests::{
-    any_cert_client_config, connect_to, echo_upstream, served_leaf, start_engine, test_certs, write, Client, WAIT,
+    any_cert_client_config, connect_to, echo_upstream, served_leaf, start_engine, test_certs,
+    write, Client, WAIT,
 };
 
 fn echo_once(c: &mut Client, msg: &[u8]) -> Vec<u8> {
@@ -21,7 +22,10 @@ fn echo_once(c: &mut Client, msg: &[u8]) -> Vec<u8> {
 fn new_certificate_serves_new_connections_while_established_ones_continue() {
     let certs = test_certs();
     let v1 = certs.issue(&["localhost"], "v1", "v1", false);
-    let (cert, key) = (certs.dir.path().join("live.pem"), certs.dir.path().join("live.key"));
+    let (cert, key) = (
+        certs.dir.path().join("live.pem"),
+        certs.dir.path().join("live.key"),
+    );
     std::fs::copy(&v1.cert, &cert).unwrap();
     std::fs::copy(&v1.key, &key).unwrap();
     let e = start_engine(&[
@@ -42,7 +46,13 @@ fn new_certificate_serves_new_connections_while_established_ones_continue() {
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let looper = {
-        let (stop, ok, failed, cfg, addr) = (stop.clone(), ok.clone(), failed.clone(), cfg.clone(), e.addr());
+        let (stop, ok, failed, cfg, addr) = (
+            stop.clone(),
+            ok.clone(),
+            failed.clone(),
+            cfg.clone(),
+            e.addr(),
+        );
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 match connect_to(addr, &cfg, "localhost").map(|mut c| echo_once(&mut c, b"hi")) {
@@ -61,21 +71,41 @@ fn new_certificate_serves_new_connections_while_established_ones_continue() {
     // the session it resumes, not the one configured now.
     let fresh = any_cert_client_config;
     let new = connect_to(e.addr(), &fresh(), "localhost").unwrap();
-    assert_eq!(served_leaf(&new), v2.der, "new connections get the new certificate");
-    assert_eq!(echo_once(&mut old, b"still here"), b"still here", "established connection continues");
+    assert_eq!(
+        served_leaf(&new),
+        v2.der,
+        "new connections get the new certificate"
+    );
+    assert_eq!(
+        echo_once(&mut old, b"still here"),
+        b"still here",
+        "established connection continues"
+    );
 
     // A garbage certificate: refused, logged, the v2 certificate keeps serving.
-    std::fs::write(&cert, "-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n").unwrap();
+    std::fs::write(
+        &cert,
+        "-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
     assert!(!e.reload(2));
     let c = connect_to(e.addr(), &fresh(), "localhost").unwrap();
     assert_eq!(served_leaf(&c), v2.der);
-    assert!(e.stderr().contains("configuration reload failed") && e.stderr().contains("live.pem"), "{}", e.stderr());
+    assert!(
+        e.stderr().contains("configuration reload failed") && e.stderr().contains("live.pem"),
+        "{}",
+        e.stderr()
+    );
 
     // A key that does not match the certificate: refused too.
     std::fs::copy(&v2.cert, &cert).unwrap();
     std::fs::copy(&v1.key, &key).unwrap();
     assert!(!e.reload(3));
-    assert!(e.stdout().contains("does not match certificate"), "{}", e.stdout());
+    assert!(
+        e.stdout().contains("does not match certificate"),
+        "{}",
+        e.stdout()
+    );
     // A missing file: refused.
     std::fs::remove_file(&cert).unwrap();
     assert!(!e.reload(4));
@@ -85,7 +115,12 @@ fn new_certificate_serves_new_connections_while_established_ones_continue() {
     }
     stop.store(true, Ordering::Relaxed);
     looper.join().unwrap();
-    assert_eq!(failed.load(Ordering::Relaxed), 0, "{} connections succeeded", ok.load(Ordering::Relaxed));
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "{} connections succeeded",
+        ok.load(Ordering::Relaxed)
+    );
     assert_eq!(echo_once(&mut old, b"and after"), b"and after");
 }
 
@@ -106,12 +141,18 @@ fn upstreams_change_on_reload_from_the_config_file() {
     let cfg = any_cert_client_config();
     let mut c1 = connect_to(e.addr(), &cfg, "localhost").unwrap();
     assert_eq!(echo_once(&mut c1, b"one"), b"one");
-    assert!(a.headers.recv_timeout(WAIT).is_ok(), "first connection went to A");
+    assert!(
+        a.headers.recv_timeout(WAIT).is_ok(),
+        "first connection went to A"
+    );
     conf(b.addr);
     assert!(e.reload(1));
     let mut c2 = connect_to(e.addr(), &cfg, "localhost").unwrap();
     assert_eq!(echo_once(&mut c2, b"two"), b"two");
-    assert!(b.headers.recv_timeout(WAIT).is_ok(), "new connection went to B");
+    assert!(
+        b.headers.recv_timeout(WAIT).is_ok(),
+        "new connection went to B"
+    );
     assert_eq!(echo_once(&mut c1, b"still A"), b"still A");
     assert!(a.headers.try_recv().is_err() && b.headers.try_recv().is_err());
 }

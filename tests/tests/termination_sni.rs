@@ -2,7 +2,9 @@
 //! parameters (versions, suites, groups) from flags and the TOML file.
 
 use std::sync::Arc;
-use uringtls_tests::{any_cert_client_config, connect_to, engine_fails, served_leaf, start_engine, test_certs, write};
+use uringtls_tests::{
+    any_cert_client_config, connect_to, engine_fails, served_leaf, start_engine, test_certs, write,
+};
 
 #[test]
 fn two_names_get_two_certificates_and_an_unknown_name_gets_the_default() {
@@ -55,7 +57,10 @@ fn ecdsa_and_rsa_chains_for_one_name_are_picked_by_the_client_signature_schemes(
     let conf = write(certs.dir.path(), "sni.toml", &toml);
     let e = start_engine(&["--config", conf.to_str().unwrap()]);
     let any = any_cert_client_config();
-    assert_eq!(served_leaf(&connect_to(e.addr(), &any, "dual.test").unwrap()), ec.der);
+    assert_eq!(
+        served_leaf(&connect_to(e.addr(), &any, "dual.test").unwrap()),
+        ec.der
+    );
     // A client that only verifies RSA signatures gets the RSA chain.
     // The client offers the schemes its verifier supports: RSA only here.
     let provider = rustls::crypto::aws_lc_rs::default_provider();
@@ -70,7 +75,9 @@ fn ecdsa_and_rsa_chains_for_one_name_are_picked_by_the_client_signature_schemes(
     assert_eq!(served_leaf(&c), rsa.der);
 }
 
-fn rsa_only_verifier(p: Arc<rustls::crypto::CryptoProvider>) -> Arc<dyn rustls::client::danger::ServerCertVerifier> {
+fn rsa_only_verifier(
+    p: Arc<rustls::crypto::CryptoProvider>,
+) -> Arc<dyn rustls::client::danger::ServerCertVerifier> {
     // Like the harness's, but offering RSA schemes only.
     #[derive(Debug)]
     struct V(Arc<rustls::crypto::CryptoProvider>);
@@ -91,7 +98,12 @@ fn rsa_only_verifier(p: Arc<rustls::crypto::CryptoProvider>) -> Arc<dyn rustls::
             c: &rustls::pki_types::CertificateDer<'_>,
             d: &rustls::DigitallySignedStruct,
         ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
+            rustls::crypto::verify_tls12_signature(
+                m,
+                c,
+                d,
+                &self.0.signature_verification_algorithms,
+            )
         }
         fn verify_tls13_signature(
             &self,
@@ -99,13 +111,27 @@ fn rsa_only_verifier(p: Arc<rustls::crypto::CryptoProvider>) -> Arc<dyn rustls::
             c: &rustls::pki_types::CertificateDer<'_>,
             d: &rustls::DigitallySignedStruct,
         ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
+            rustls::crypto::verify_tls13_signature(
+                m,
+                c,
+                d,
+                &self.0.signature_verification_algorithms,
+            )
         }
         fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
             let rsa = |s: &rustls::SignatureScheme| {
-                matches!(s, rustls::SignatureScheme::RSA_PSS_SHA256 | rustls::SignatureScheme::RSA_PKCS1_SHA256)
+                matches!(
+                    s,
+                    rustls::SignatureScheme::RSA_PSS_SHA256
+                        | rustls::SignatureScheme::RSA_PKCS1_SHA256
+                )
             };
-            self.0.signature_verification_algorithms.supported_schemes().into_iter().filter(rsa).collect()
+            self.0
+                .signature_verification_algorithms
+                .supported_schemes()
+                .into_iter()
+                .filter(rsa)
+                .collect()
         }
     }
     Arc::new(V(p))
@@ -142,7 +168,10 @@ fn version_bounds_suites_and_groups_are_applied() {
         })
         .with_no_client_auth();
     let c = connect_to(e.addr(), &Arc::new(cfg), "localhost").expect("handshake");
-    assert_eq!(c.conn.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_3));
+    assert_eq!(
+        c.conn.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
     let suite = c.conn.negotiated_cipher_suite().unwrap().suite();
     assert_eq!(suite, rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256);
     let group = c.conn.negotiated_key_exchange_group().unwrap().name();
@@ -154,7 +183,15 @@ fn version_bounds_suites_and_groups_are_applied() {
 
 #[test]
 fn unknown_suite_name_is_refused_at_start_naming_it() {
-    let (code, err) = engine_fails(&["--listen", "127.0.0.1:0", "--cipher-suites", "TLS_RSA_WITH_RC4"]);
+    let (code, err) = engine_fails(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--cipher-suites",
+        "TLS_RSA_WITH_RC4",
+    ]);
     assert_eq!(code, Some(2));
-    assert!(err.contains("unknown cipher suite `TLS_RSA_WITH_RC4`"), "{err}");
+    assert!(
+        err.contains("unknown cipher suite `TLS_RSA_WITH_RC4`"),
+        "{err}"
+    );
 }

@@ -6,7 +6,10 @@ use rand::RngCore;
 use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::Arc;
-use uringtls_tests::{client_config, connect, engine_fails, set_mode, start_engine, test_certs, write, EngineProc, TestCerts};
+use uringtls_tests::{
+    client_config, connect, engine_fails, set_mode, start_engine, test_certs, write, EngineProc,
+    TestCerts,
+};
 
 const TLS13: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
 const TLS12: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS12];
@@ -18,7 +21,11 @@ fn key_line() -> String {
 }
 
 fn write_keys(dir: &Path, keys: &[&str]) -> std::path::PathBuf {
-    let p = write(dir, "tickets.keys", &format!("# first encrypts, all decrypt\n{}\n", keys.join("\n")));
+    let p = write(
+        dir,
+        "tickets.keys",
+        &format!("# first encrypts, all decrypt\n{}\n", keys.join("\n")),
+    );
     set_mode(&p, 0o600);
     p
 }
@@ -69,7 +76,16 @@ fn a_session_from_one_instance_resumes_on_the_other_every_time() {
 #[test]
 fn without_a_shared_file_instances_do_not_resume_each_other() {
     let certs = test_certs();
-    let args = ["--shards", "1", "--service", "echo", "--cert", certs.cert.to_str().unwrap(), "--key", certs.key.to_str().unwrap()];
+    let args = [
+        "--shards",
+        "1",
+        "--service",
+        "echo",
+        "--cert",
+        certs.cert.to_str().unwrap(),
+        "--key",
+        certs.key.to_str().unwrap(),
+    ];
     let (a, b) = (start_engine(&args), start_engine(&args));
     let cfg = client_config(&certs.ca_der, TLS13);
     visit(&a, &cfg);
@@ -100,7 +116,10 @@ fn after_rotation_old_tickets_resume_until_the_old_key_is_dropped() {
     // Step 2: old key dropped.
     write_keys(certs.dir.path(), &[&k2]);
     assert!(a.reload(2) && b.reload(2));
-    assert!(!visit(&b, &old2), "ticket under the dropped key is a full handshake");
+    assert!(
+        !visit(&b, &old2),
+        "ticket under the dropped key is a full handshake"
+    );
     assert!(visit(&b, &new), "ticket under the new key resumes");
 }
 
@@ -109,9 +128,17 @@ fn a_world_readable_ticket_key_file_is_refused_at_start() {
     let certs = test_certs();
     let keys = write_keys(certs.dir.path(), &[&key_line()]);
     set_mode(&keys, 0o644);
-    let (code, err) = engine_fails(&["--listen", "127.0.0.1:0", "--ticket-key-file", keys.to_str().unwrap()]);
+    let (code, err) = engine_fails(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--ticket-key-file",
+        keys.to_str().unwrap(),
+    ]);
     assert_eq!(code, Some(2));
-    assert!(err.contains("accessible to other users") && err.contains("chmod o-rwx"), "{err}");
+    assert!(
+        err.contains("accessible to other users") && err.contains("chmod o-rwx"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -124,7 +151,14 @@ fn a_garbage_ticket_key_file_on_reload_is_refused_and_keys_stay() {
     visit(&a, &cfg);
     write_keys(certs.dir.path(), &["not a key"]);
     assert!(!a.reload(1));
-    assert!(a.stdout().contains("tickets.keys:2: not a ticket key"), "{}", a.stdout());
-    assert!(!a.stdout().contains(&k1) && !a.stderr().contains(&k1), "key material must never be printed");
+    assert!(
+        a.stdout().contains("tickets.keys:2: not a ticket key"),
+        "{}",
+        a.stdout()
+    );
+    assert!(
+        !a.stdout().contains(&k1) && !a.stderr().contains(&k1),
+        "key material must never be printed"
+    );
     assert!(visit(&a, &cfg), "old keys still decrypt");
 }

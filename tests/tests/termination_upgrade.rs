@@ -21,14 +21,20 @@ fn private_netns_with_migration() -> bool {
     // calling thread to a new network namespace.
     if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
         let e = std::io::Error::last_os_error();
-        assert!(!in_ci(), "CI runs as root and must be able to create a network namespace: {e}");
+        assert!(
+            !in_ci(),
+            "CI runs as root and must be able to create a network namespace: {e}"
+        );
         eprintln!("skipping: cannot create a network namespace ({e})");
         return false;
     }
-    let up = std::process::Command::new("ip").args(["link", "set", "lo", "up"]).status();
+    let up = std::process::Command::new("ip")
+        .args(["link", "set", "lo", "up"])
+        .status();
     assert!(up.is_ok_and(|s| s.success()), "ip link set lo up failed");
     // /proc/sys/net resolves to the writing thread's namespace.
-    std::fs::write("/proc/sys/net/ipv4/tcp_migrate_req", "1").expect("enable tcp_migrate_req in the test's namespace");
+    std::fs::write("/proc/sys/net/ipv4/tcp_migrate_req", "1")
+        .expect("enable tcp_migrate_req in the test's namespace");
     true
 }
 
@@ -63,7 +69,13 @@ fn upgrade_by_starting_the_new_process_and_stopping_the_old_fails_no_connection(
     let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
     let clients: Vec<_> = (0..2)
         .map(|_| {
-            let (stop, ok, failed, errors, cfg) = (stop.clone(), ok.clone(), failed.clone(), errors.clone(), cfg.clone());
+            let (stop, ok, failed, errors, cfg) = (
+                stop.clone(),
+                ok.clone(),
+                failed.clone(),
+                errors.clone(),
+                cfg.clone(),
+            );
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     let res = connect(addr, &cfg).and_then(|mut c| {
@@ -95,13 +107,25 @@ fn upgrade_by_starting_the_new_process_and_stopping_the_old_fails_no_connection(
     assert_eq!(new.addr(), addr);
     wait_for(50);
     let status = old.stop();
-    assert!(status.success(), "old process exits cleanly after draining: {status:?}");
-    assert!(old.stderr().contains("all shards drained"), "{}", old.stderr());
+    assert!(
+        status.success(),
+        "old process exits cleanly after draining: {status:?}"
+    );
+    assert!(
+        old.stderr().contains("all shards drained"),
+        "{}",
+        old.stderr()
+    );
     wait_for(100);
     stop.store(true, Ordering::Relaxed);
     for c in clients {
         c.join().unwrap();
     }
     let errs = errors.lock().unwrap();
-    assert_eq!(failed.load(Ordering::Relaxed), 0, "ok {}; errors: {errs:?}", ok.load(Ordering::Relaxed));
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "ok {}; errors: {errs:?}",
+        ok.load(Ordering::Relaxed)
+    );
 }

@@ -86,8 +86,17 @@ pub struct Pool {
 impl Pool {
     /// A pool with every upstream healthy.
     pub fn new(settings: ProxySettings) -> Pool {
-        let down_until = settings.upstreams.iter().map(|_| AtomicU64::new(0)).collect();
-        Pool { settings, down_until, next: AtomicUsize::new(0), epoch: Instant::now() }
+        let down_until = settings
+            .upstreams
+            .iter()
+            .map(|_| AtomicU64::new(0))
+            .collect();
+        Pool {
+            settings,
+            down_until,
+            next: AtomicUsize::new(0),
+            epoch: Instant::now(),
+        }
     }
 
     fn ms(&self, t: Instant) -> u64 {
@@ -104,8 +113,10 @@ impl Pool {
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
         let t = self.ms(now);
-        let healthy: Vec<usize> =
-            (0..n).map(|k| (start + k) % n).filter(|&i| self.down_until[i].load(Ordering::Relaxed) <= t).collect();
+        let healthy: Vec<usize> = (0..n)
+            .map(|k| (start + k) % n)
+            .filter(|&i| self.down_until[i].load(Ordering::Relaxed) <= t)
+            .collect();
         if healthy.is_empty() {
             vec![start]
         } else {
@@ -115,7 +126,9 @@ impl Pool {
 
     /// Marks upstream `i` down from `now` for the fail timeout.
     pub fn mark_down(&self, i: usize, now: Instant) {
-        let until = self.ms(now).saturating_add(self.settings.fail_timeout.as_millis() as u64);
+        let until = self
+            .ms(now)
+            .saturating_add(self.settings.fail_timeout.as_millis() as u64);
         if let Some(d) = self.down_until.get(i) {
             d.store(until, Ordering::Relaxed);
         }
@@ -130,13 +143,18 @@ impl Pool {
     async fn connect(&self) -> Option<(Conn, &UpstreamAddr)> {
         for i in self.order(Instant::now()) {
             let up = &self.settings.upstreams[i];
-            match tokio::time::timeout(self.settings.connect_timeout, Conn::connect(up.addr)).await {
+            match tokio::time::timeout(self.settings.connect_timeout, Conn::connect(up.addr)).await
+            {
                 Ok(Ok(c)) => {
                     let _ = c.set_nodelay(true);
                     return Some((c, up));
                 }
-                Ok(Err(e)) => tracing::warn!(upstream = %up.name, error = %e, "upstream connect failed; skipping it for a while"),
-                Err(_) => tracing::warn!(upstream = %up.name, "upstream connect timed out; skipping it for a while"),
+                Ok(Err(e)) => {
+                    tracing::warn!(upstream = %up.name, error = %e, "upstream connect failed; skipping it for a while")
+                }
+                Err(_) => {
+                    tracing::warn!(upstream = %up.name, "upstream connect timed out; skipping it for a while")
+                }
             }
             self.mark_down(i, Instant::now());
         }
@@ -154,7 +172,9 @@ pub struct Proxy {
 impl Proxy {
     /// A proxy to `settings.upstreams`.
     pub fn new(settings: ProxySettings) -> Proxy {
-        Proxy { pool: Arc::new(ArcSwap::from_pointee(Pool::new(settings))) }
+        Proxy {
+            pool: Arc::new(ArcSwap::from_pointee(Pool::new(settings))),
+        }
     }
 
     /// Replaces the upstreams (new connections only; health starts fresh).
@@ -217,24 +237,41 @@ pub struct TlsFacts<'a> {
     pub client: Option<&'a PeerIdentity>,
 }
 
-fn proxy_header(version: ProxyProtocol, conn: &ConnInfo, tls: &rustls::ServerConnection) -> io::Result<Vec<u8>> {
+fn proxy_header(
+    version: ProxyProtocol,
+    conn: &ConnInfo,
+    tls: &rustls::ServerConnection,
+) -> io::Result<Vec<u8>> {
     let facts = TlsFacts {
         sni: tls.server_name(),
         alpn: tls.alpn_protocol(),
         version: tls.protocol_version().map(|v| format!("{v:?}")),
-        cipher: tls.negotiated_cipher_suite().map(|c| format!("{:?}", c.suite())),
+        cipher: tls
+            .negotiated_cipher_suite()
+            .map(|c| format!("{:?}", c.suite())),
         client: conn.peer_identity.as_ref(),
     };
     encode_header(version, conn.peer, conn.local, &facts)
 }
 
 /// Encodes a PROXY header (pure; tested with the `ppp` parser).
-pub fn encode_header(version: ProxyProtocol, peer: SocketAddr, local: SocketAddr, f: &TlsFacts<'_>) -> io::Result<Vec<u8>> {
+pub fn encode_header(
+    version: ProxyProtocol,
+    peer: SocketAddr,
+    local: SocketAddr,
+    f: &TlsFacts<'_>,
+) -> io::Result<Vec<u8>> {
     use ppp::v2::{Builder, Command, Protocol, Type, Version};
     if version == ProxyProtocol::V1 {
-        return Ok(ppp::v1::Addresses::from((peer, local)).to_string().into_bytes());
+        return Ok(ppp::v1::Addresses::from((peer, local))
+            .to_string()
+            .into_bytes());
     }
-    let mut b = Builder::with_addresses(Version::Two | Command::Proxy, Protocol::Stream, (peer, local));
+    let mut b = Builder::with_addresses(
+        Version::Two | Command::Proxy,
+        Protocol::Stream,
+        (peer, local),
+    );
     if let Some(alpn) = f.alpn {
         b = b.write_tlv(Type::ALPN, alpn)?;
     }
@@ -242,7 +279,12 @@ pub fn encode_header(version: ProxyProtocol, peer: SocketAddr, local: SocketAddr
         b = b.write_tlv(Type::Authority, sni.as_bytes())?;
     }
     // PP2_TYPE_SSL: client flags, verify result (0 = verified), sub-TLVs.
-    let flags = PP2_CLIENT_SSL | if f.client.is_some() { PP2_CLIENT_CERT_CONN } else { 0 };
+    let flags = PP2_CLIENT_SSL
+        | if f.client.is_some() {
+            PP2_CLIENT_CERT_CONN
+        } else {
+            0
+        };
     let mut ssl = vec![flags, 0, 0, 0, 0];
     let cn = f.client.and_then(|c| c.common_name.as_deref());
     for (kind, value) in [
@@ -270,9 +312,16 @@ mod tests {
 
     fn pool(n: usize) -> Pool {
         let upstreams = (0..n)
-            .map(|i| UpstreamAddr { name: format!("u{i}"), addr: SocketAddr::from(([127, 0, 0, 1], 1000 + i as u16)) })
+            .map(|i| UpstreamAddr {
+                name: format!("u{i}"),
+                addr: SocketAddr::from(([127, 0, 0, 1], 1000 + i as u16)),
+            })
             .collect();
-        Pool::new(ProxySettings { upstreams, fail_timeout: Duration::from_secs(10), ..ProxySettings::default() })
+        Pool::new(ProxySettings {
+            upstreams,
+            fail_timeout: Duration::from_secs(10),
+            ..ProxySettings::default()
+        })
     }
 
     #[test]
@@ -303,7 +352,10 @@ mod tests {
     }
 
     fn addrs() -> (SocketAddr, SocketAddr) {
-        ("192.0.2.7:51000".parse().expect("peer"), "198.51.100.1:443".parse().expect("local"))
+        (
+            "192.0.2.7:51000".parse().expect("peer"),
+            "198.51.100.1:443".parse().expect("local"),
+        )
     }
 
     #[test]
@@ -316,7 +368,11 @@ mod tests {
     #[test]
     fn v2_header_parses_back_with_addresses_and_tlvs() {
         let (peer, local) = addrs();
-        let id = PeerIdentity { subject: "CN=alice, O=Example".into(), common_name: Some("alice".into()), cert: Vec::new().into() };
+        let id = PeerIdentity {
+            subject: "CN=alice, O=Example".into(),
+            common_name: Some("alice".into()),
+            cert: Vec::new().into(),
+        };
         let f = TlsFacts {
             sni: Some("api.example.com"),
             alpn: Some(b"h2"),
@@ -327,7 +383,11 @@ mod tests {
         let h = encode_header(ProxyProtocol::V2, peer, local, &f).expect("v2");
         let parsed = ppp::v2::Header::try_from(&h[..]).expect("parse");
         assert_eq!(parsed.addresses, ppp::v2::Addresses::from((peer, local)));
-        let tlvs: Vec<(u8, Vec<u8>)> = parsed.tlvs().map(|t| t.expect("tlv")).map(|t| (t.kind, t.value.to_vec())).collect();
+        let tlvs: Vec<(u8, Vec<u8>)> = parsed
+            .tlvs()
+            .map(|t| t.expect("tlv"))
+            .map(|t| (t.kind, t.value.to_vec()))
+            .collect();
         assert!(tlvs.contains(&(0x01, b"h2".to_vec())));
         assert!(tlvs.contains(&(0x02, b"api.example.com".to_vec())));
         assert!(tlvs.contains(&(PP2_TYPE_CLIENT_SUBJECT, b"CN=alice, O=Example".to_vec())));

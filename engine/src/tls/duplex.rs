@@ -62,7 +62,10 @@ async fn finish<T>(op: &mut Op<'_, T>) -> (io::Result<T>, Vec<u8>) {
 }
 
 fn broken() -> io::Error {
-    io::Error::new(io::ErrorKind::BrokenPipe, "connection buffers lost to a cancelled operation")
+    io::Error::new(
+        io::ErrorKind::BrokenPipe,
+        "connection buffers lost to a cancelled operation",
+    )
 }
 
 fn tls_error(e: rustls::Error) -> io::Error {
@@ -88,8 +91,22 @@ struct Ends {
 /// socket fails, the TLS peer misbehaves, or nothing moves for `idle`.
 /// On `Ok` the stream can still be closed normally; on `Err` both sockets
 /// should be aborted (dropping the stream does it for the TLS side).
-pub async fn splice<C: TlsConn>(stream: &mut TlsStream<C>, plain: &Conn, idle: Duration) -> io::Result<SpliceStats> {
-    let TlsStream { conn, tls, rbuf, rpos, wbuf, eof, bytes_in, bytes_out, .. } = stream;
+pub async fn splice<C: TlsConn>(
+    stream: &mut TlsStream<C>,
+    plain: &Conn,
+    idle: Duration,
+) -> io::Result<SpliceStats> {
+    let TlsStream {
+        conn,
+        tls,
+        rbuf,
+        rpos,
+        wbuf,
+        eof,
+        bytes_in,
+        bytes_out,
+        ..
+    } = stream;
     let client: &Conn = conn;
     let mut crbuf = Some(rbuf.take().ok_or_else(broken)?);
     let mut cwbuf = Some(wbuf.take().ok_or_else(broken)?);
@@ -97,7 +114,8 @@ pub async fn splice<C: TlsConn>(stream: &mut TlsStream<C>, plain: &Conn, idle: D
     let mut from_plain = Some(Vec::with_capacity(PLAIN_BUF));
     // Bytes of `from_plain` already handed to rustls.
     let mut from_pos = 0usize;
-    let (mut cr, mut cw, mut pr, mut pw): (Op<usize>, Op<()>, Op<usize>, Op<()>) = (None, None, None, None);
+    let (mut cr, mut cw, mut pr, mut pw): (Op<usize>, Op<()>, Op<usize>, Op<()>) =
+        (None, None, None, None);
     let mut ends = Ends::default();
     let mut stats = SpliceStats::default();
     let sleep = tokio::time::sleep(idle);
@@ -135,7 +153,9 @@ pub async fn splice<C: TlsConn>(stream: &mut TlsStream<C>, plain: &Conn, idle: D
                 other => {
                     match other {
                         Ok(Some(_)) => ends.tls_read_done = true,
-                        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => ends.tls_read_done = true,
+                        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                            ends.tls_read_done = true
+                        }
                         Err(e) => return Err(e),
                         Ok(None) => {}
                     }
@@ -195,7 +215,10 @@ pub async fn splice<C: TlsConn>(stream: &mut TlsStream<C>, plain: &Conn, idle: D
             }
             // Nothing in flight and not finished: the TLS peer left inside a
             // record (nothing more can arrive), so end rather than wait.
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "TLS peer closed mid-record"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "TLS peer closed mid-record",
+            ));
         }
 
         let ev = tokio::select! {
@@ -237,7 +260,10 @@ pub async fn splice<C: TlsConn>(stream: &mut TlsStream<C>, plain: &Conn, idle: D
                 r?;
             }
             Event::Idle => {
-                return Err(io::Error::new(io::ErrorKind::TimedOut, "proxy idle timeout: nothing moved either way"));
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "proxy idle timeout: nothing moved either way",
+                ));
             }
         }
     }

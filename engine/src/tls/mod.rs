@@ -122,8 +122,13 @@ impl std::str::FromStr for CertPair {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.split_once(',') {
-            Some((c, k)) if !c.is_empty() && !k.is_empty() => Ok(CertPair { cert: c.into(), key: k.into() }),
-            _ => Err(format!("`{s}` is not CERT,KEY (two PEM file paths separated by a comma)")),
+            Some((c, k)) if !c.is_empty() && !k.is_empty() => Ok(CertPair {
+                cert: c.into(),
+                key: k.into(),
+            }),
+            _ => Err(format!(
+                "`{s}` is not CERT,KEY (two PEM file paths separated by a comma)"
+            )),
         }
     }
 }
@@ -213,7 +218,11 @@ pub struct Identity {
 
 impl Clone for Identity {
     fn clone(&self) -> Self {
-        Identity { chain: self.chain.clone(), key: self.key.clone_key(), self_signed: self.self_signed }
+        Identity {
+            chain: self.chain.clone(),
+            key: self.key.clone_key(),
+            self_signed: self.self_signed,
+        }
     }
 }
 

@@ -10,7 +10,9 @@
 
 use super::sni::CertStore;
 use super::tickets::{self, TicketKey, TicketKeys};
-use super::{load_certs, load_identity, load_key, provider, ClientAuth, Identity, TlsError, TlsSettings};
+use super::{
+    load_certs, load_identity, load_key, provider, ClientAuth, Identity, TlsError, TlsSettings,
+};
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ServerSessionMemoryCache, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
@@ -66,16 +68,31 @@ impl TlsState {
         let identity = identity.clone();
         let provider = Arc::new(select_provider(s)?);
         let mut store = CertStore::default();
-        store.add(certified(&provider, identity.chain.clone(), identity.key.clone_key(), s.cert.as_deref(), s.key.as_deref())?);
+        store.add(certified(
+            &provider,
+            identity.chain.clone(),
+            identity.key.clone_key(),
+            s.cert.as_deref(),
+            s.key.as_deref(),
+        )?);
         for pair in &s.extra_certs {
             let chain = load_certs(&pair.cert)?;
             let key = load_key(&pair.key)?;
-            store.add(certified(&provider, chain, key, Some(&pair.cert), Some(&pair.key))?);
+            store.add(certified(
+                &provider,
+                chain,
+                key,
+                Some(&pair.cert),
+                Some(&pair.key),
+            )?);
         }
         let kept = self.kept();
         let cache = match &kept.cache {
             Some((n, c)) if *n == s.session_cache => (*n, c.clone()),
-            _ => (s.session_cache, ServerSessionMemoryCache::new(s.session_cache.max(1))),
+            _ => (
+                s.session_cache,
+                ServerSessionMemoryCache::new(s.session_cache.max(1)),
+            ),
         };
         let (tickets, new_keys) = prepare_tickets(kept.tickets.as_ref(), s)?;
         drop(kept);
@@ -98,7 +115,13 @@ impl TlsState {
         cfg.ticketer = tickets.clone();
         cfg.send_tls13_tickets = s.tls13_tickets;
         cfg.alpn_protocols = s.alpn.clone();
-        Ok(Prepared { config: Arc::new(cfg), identity, cache, tickets, new_keys })
+        Ok(Prepared {
+            config: Arc::new(cfg),
+            identity,
+            cache,
+            tickets,
+            new_keys,
+        })
     }
 
     /// Makes a prepared config the one to keep (ticket keys swapped in now).
@@ -121,10 +144,17 @@ fn certified(
     key_path: Option<&Path>,
 ) -> Result<Arc<CertifiedKey>, TlsError> {
     let mismatch = |detail: String| match (cert_path, key_path) {
-        (Some(c), Some(k)) => TlsError::KeyMismatch { cert: c.to_owned(), key: k.to_owned(), detail },
+        (Some(c), Some(k)) => TlsError::KeyMismatch {
+            cert: c.to_owned(),
+            key: k.to_owned(),
+            detail,
+        },
         _ => TlsError::SelfSigned(detail),
     };
-    let key = provider.key_provider.load_private_key(key).map_err(|e| mismatch(e.to_string()))?;
+    let key = provider
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| mismatch(e.to_string()))?;
     let ck = CertifiedKey::new(chain, key);
     ck.keys_match().map_err(|e| mismatch(e.to_string()))?;
     Ok(Arc::new(ck))
@@ -143,11 +173,15 @@ fn prepare_tickets(
         }
         (Some(path), _) => {
             let keys = tickets::load_file(path).map_err(TlsError::TicketKeys)?;
-            Ok((Arc::new(TicketKeys::from_keys(keys, s.ticket_rotation)), None))
+            Ok((
+                Arc::new(TicketKeys::from_keys(keys, s.ticket_rotation)),
+                None,
+            ))
         }
         (None, Some(cur)) if !cur.is_from_file() => Ok((cur.clone(), None)),
         (None, _) => {
-            let k = TicketKeys::rotating(s.ticket_rotation, tickets::unix_now()).map_err(TlsError::TicketKeys)?;
+            let k = TicketKeys::rotating(s.ticket_rotation, tickets::unix_now())
+                .map_err(TlsError::TicketKeys)?;
             Ok((Arc::new(k), None))
         }
     }
@@ -166,11 +200,18 @@ fn client_verifier(
         .ok_or_else(|| TlsError::ClientCa("client_auth needs client_ca: give a PEM bundle of the CAs that issue client certificates".into()))?;
     let mut roots = rustls::RootCertStore::empty();
     for c in load_certs(path)? {
-        roots.add(c).map_err(|e| TlsError::ClientCa(format!("{}: {e}", path.display())))?;
+        roots
+            .add(c)
+            .map_err(|e| TlsError::ClientCa(format!("{}: {e}", path.display())))?;
     }
     let b = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
-    let b = if s.client_auth == ClientAuth::Optional { b.allow_unauthenticated() } else { b };
-    b.build().map_err(|e| TlsError::ClientCa(format!("{}: {e}", path.display())))
+    let b = if s.client_auth == ClientAuth::Optional {
+        b.allow_unauthenticated()
+    } else {
+        b
+    };
+    b.build()
+        .map_err(|e| TlsError::ClientCa(format!("{}: {e}", path.display())))
 }
 
 /// The provider with the configured suites and groups (by name, in order).
@@ -182,20 +223,30 @@ fn select_provider(s: &TlsSettings) -> Result<CryptoProvider, TlsError> {
     }
     if let Some(names) = &s.kx_groups {
         let all = rustls::crypto::aws_lc_rs::ALL_KX_GROUPS;
-        p.kx_groups = pick("key-exchange group", names, all, |g| format!("{:?}", g.name()))?;
+        p.kx_groups = pick("key-exchange group", names, all, |g| {
+            format!("{:?}", g.name())
+        })?;
     }
     Ok(p)
 }
 
-fn pick<T: Copy>(what: &'static str, names: &[String], all: &[T], name_of: impl Fn(&T) -> String) -> Result<Vec<T>, TlsError> {
+fn pick<T: Copy>(
+    what: &'static str,
+    names: &[String],
+    all: &[T],
+    name_of: impl Fn(&T) -> String,
+) -> Result<Vec<T>, TlsError> {
     names
         .iter()
         .map(|n| {
-            all.iter().find(|x| name_of(x).eq_ignore_ascii_case(n)).copied().ok_or_else(|| TlsError::UnknownName {
-                what,
-                name: n.clone(),
-                known: all.iter().map(&name_of).collect(),
-            })
+            all.iter()
+                .find(|x| name_of(x).eq_ignore_ascii_case(n))
+                .copied()
+                .ok_or_else(|| TlsError::UnknownName {
+                    what,
+                    name: n.clone(),
+                    known: all.iter().map(&name_of).collect(),
+                })
         })
         .collect()
 }
@@ -217,8 +268,17 @@ pub fn peer_identity(tls: &rustls::ServerConnection) -> Option<PeerIdentity> {
     let leaf = tls.peer_certificates()?.first()?.clone().into_owned();
     let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
     let subject = parsed.subject().to_string();
-    let common_name = parsed.subject().iter_common_name().next().and_then(|cn| cn.as_str().ok()).map(str::to_owned);
-    Some(PeerIdentity { subject, common_name, cert: leaf })
+    let common_name = parsed
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .map(str::to_owned);
+    Some(PeerIdentity {
+        subject,
+        common_name,
+        cert: leaf,
+    })
 }
 
 #[cfg(test)]
@@ -227,9 +287,20 @@ mod tests {
 
     #[test]
     fn unknown_suite_name_lists_the_known_ones() {
-        let s = TlsSettings { cipher_suites: Some(vec!["TLS13_AES_999".into()]), ..TlsSettings::default() };
-        let e = TlsState::new().prepare(&s).err().expect("refused").to_string();
-        assert!(e.contains("unknown cipher suite `TLS13_AES_999`") && e.contains("TLS13_AES_128_GCM_SHA256"), "{e}");
+        let s = TlsSettings {
+            cipher_suites: Some(vec!["TLS13_AES_999".into()]),
+            ..TlsSettings::default()
+        };
+        let e = TlsState::new()
+            .prepare(&s)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            e.contains("unknown cipher suite `TLS13_AES_999`")
+                && e.contains("TLS13_AES_128_GCM_SHA256"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -243,21 +314,40 @@ mod tests {
         let p = TlsState::new().prepare(&s).expect("config");
         let prov = p.config.crypto_provider();
         assert_eq!(prov.cipher_suites.len(), 1);
-        let groups: Vec<_> = prov.kx_groups.iter().map(|g| format!("{:?}", g.name())).collect();
+        let groups: Vec<_> = prov
+            .kx_groups
+            .iter()
+            .map(|g| format!("{:?}", g.name()))
+            .collect();
         assert_eq!(groups, ["X25519MLKEM768", "secp256r1"]);
     }
 
     #[test]
     fn default_groups_include_the_post_quantum_hybrid() {
-        let p = TlsState::new().prepare(&TlsSettings::default()).expect("config");
-        let groups: Vec<_> = p.config.crypto_provider().kx_groups.iter().map(|g| format!("{:?}", g.name())).collect();
+        let p = TlsState::new()
+            .prepare(&TlsSettings::default())
+            .expect("config");
+        let groups: Vec<_> = p
+            .config
+            .crypto_provider()
+            .kx_groups
+            .iter()
+            .map(|g| format!("{:?}", g.name()))
+            .collect();
         assert!(groups.contains(&"X25519MLKEM768".to_string()), "{groups:?}");
     }
 
     #[test]
     fn client_auth_without_a_ca_bundle_is_refused() {
-        let s = TlsSettings { client_auth: ClientAuth::Required, ..TlsSettings::default() };
-        let e = TlsState::new().prepare(&s).err().expect("refused").to_string();
+        let s = TlsSettings {
+            client_auth: ClientAuth::Required,
+            ..TlsSettings::default()
+        };
+        let e = TlsState::new()
+            .prepare(&s)
+            .err()
+            .expect("refused")
+            .to_string();
         assert!(e.contains("client_ca"), "{e}");
     }
 

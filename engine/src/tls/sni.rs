@@ -33,7 +33,10 @@ impl fmt::Debug for CertStore {
         let mut names: Vec<_> = self.exact.keys().cloned().collect();
         names.extend(self.wildcard.keys().map(|k| format!("*.{k}")));
         names.sort();
-        f.debug_struct("CertStore").field("certs", &self.all.len()).field("names", &names).finish()
+        f.debug_struct("CertStore")
+            .field("certs", &self.all.len())
+            .field("names", &names)
+            .finish()
     }
 }
 
@@ -42,7 +45,11 @@ impl CertStore {
     pub fn add(&mut self, ck: Arc<CertifiedKey>) {
         for name in dns_names(ck.cert.first()) {
             match name.strip_prefix("*.") {
-                Some(parent) => self.wildcard.entry(parent.to_owned()).or_default().push(ck.clone()),
+                Some(parent) => self
+                    .wildcard
+                    .entry(parent.to_owned())
+                    .or_default()
+                    .push(ck.clone()),
                 None => self.exact.entry(name).or_default().push(ck.clone()),
             }
         }
@@ -60,14 +67,25 @@ impl CertStore {
     }
 
     /// The certificate for `name` (lower-case) given the client's schemes.
-    pub fn select(&self, name: Option<&str>, schemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
-        let pick = |list: &[Arc<CertifiedKey>]| list.iter().find(|ck| ck.key.choose_scheme(schemes).is_some()).cloned();
+    pub fn select(
+        &self,
+        name: Option<&str>,
+        schemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        let pick = |list: &[Arc<CertifiedKey>]| {
+            list.iter()
+                .find(|ck| ck.key.choose_scheme(schemes).is_some())
+                .cloned()
+        };
         if let Some(name) = name {
             if let Some(ck) = self.exact.get(name).and_then(|l| pick(l)) {
                 return Some(ck);
             }
             let parent = name.split_once('.').map(|(_, p)| p);
-            if let Some(ck) = parent.and_then(|p| self.wildcard.get(p)).and_then(|l| pick(l)) {
+            if let Some(ck) = parent
+                .and_then(|p| self.wildcard.get(p))
+                .and_then(|l| pick(l))
+            {
                 return Some(ck);
             }
         }
@@ -110,9 +128,14 @@ mod tests {
 
     fn cert(names: &[&str], alg: &'static rcgen::SignatureAlgorithm) -> Arc<CertifiedKey> {
         let kp = KeyPair::generate_for(alg).expect("key");
-        let params = rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).expect("params");
+        let params =
+            rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .expect("params");
         let c = params.self_signed(&kp).expect("cert");
-        let RcgenKey { cert, signing_key } = RcgenKey { cert: c, signing_key: kp };
+        let RcgenKey { cert, signing_key } = RcgenKey {
+            cert: c,
+            signing_key: kp,
+        };
         let key = PrivateKeyDer::try_from(signing_key.serialize_der()).expect("der");
         let provider = rustls::crypto::aws_lc_rs::default_provider();
         let key = provider.key_provider.load_private_key(key).expect("load");
@@ -164,6 +187,9 @@ mod tests {
         let (s, [_, a, _, a_rsa]) = store();
         assert!(same(&s.select(Some("a.test"), RSA), &a_rsa));
         assert!(same(&s.select(Some("a.test"), ECDSA), &a));
-        assert!(same(&s.select(Some("nope.test"), RSA), &a_rsa), "falls back to any compatible cert");
+        assert!(
+            same(&s.select(Some("nope.test"), RSA), &a_rsa),
+            "falls back to any compatible cert"
+        );
     }
 }

@@ -122,13 +122,17 @@ impl TicketKey {
         name.copy_from_slice(&b[..NAME_LEN]);
         let unbound = UnboundKey::new(&AES_256_GCM, &b[NAME_LEN..])
             .map_err(|_| TicketKeyError::Crypto("cannot build an AES-256-GCM key".into()))?;
-        Ok(TicketKey { name, key: LessSafeKey::new(unbound) })
+        Ok(TicketKey {
+            name,
+            key: LessSafeKey::new(unbound),
+        })
     }
 
     /// A fresh random key.
     pub fn random() -> Result<TicketKey, TicketKeyError> {
         let mut b = [0u8; KEY_BYTES];
-        aws_lc_rs::rand::fill(&mut b).map_err(|_| TicketKeyError::Crypto("random generator failed".into()))?;
+        aws_lc_rs::rand::fill(&mut b)
+            .map_err(|_| TicketKeyError::Crypto("random generator failed".into()))?;
         TicketKey::from_bytes(&b)
     }
 
@@ -140,7 +144,11 @@ impl TicketKey {
         out.extend_from_slice(&nonce);
         let mut body = plain.to_vec();
         self.key
-            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(&self.name), &mut body)
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(&self.name),
+                &mut body,
+            )
             .ok()?;
         out.extend_from_slice(&body);
         Some(out)
@@ -149,7 +157,10 @@ impl TicketKey {
     fn open(&self, nonce: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
         let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
         let mut body = sealed.to_vec();
-        let plain = self.key.open_in_place(nonce, Aad::from(&self.name), &mut body).ok()?;
+        let plain = self
+            .key
+            .open_in_place(nonce, Aad::from(&self.name), &mut body)
+            .ok()?;
         let n = plain.len();
         body.truncate(n);
         Some(body)
@@ -159,16 +170,25 @@ impl TicketKey {
 /// Reads and checks a ticket-key file: permissions first, then every line.
 pub fn load_file(path: &Path) -> Result<Vec<TicketKey>, TicketKeyError> {
     check_permissions(path)?;
-    let text = std::fs::read_to_string(path).map_err(|source| TicketKeyError::Read { path: path.to_owned(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| TicketKeyError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
     parse(path, &text)
 }
 
 fn check_permissions(path: &Path) -> Result<(), TicketKeyError> {
     use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path).map_err(|source| TicketKeyError::Read { path: path.to_owned(), source })?;
+    let meta = std::fs::metadata(path).map_err(|source| TicketKeyError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
     let mode = meta.permissions().mode();
     if mode & 0o007 != 0 {
-        return Err(TicketKeyError::Permissions { path: path.to_owned(), mode });
+        return Err(TicketKeyError::Permissions {
+            path: path.to_owned(),
+            mode,
+        });
     }
     Ok(())
 }
@@ -181,7 +201,11 @@ pub fn parse(path: &Path, text: &str) -> Result<Vec<TicketKey>, TicketKeyError> 
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let bad = |problem: String| TicketKeyError::BadLine { path: path.to_owned(), line: i + 1, problem };
+        let bad = |problem: String| TicketKeyError::BadLine {
+            path: path.to_owned(),
+            line: i + 1,
+            problem,
+        };
         let bytes = decode_hex(line).ok_or_else(|| bad("not hexadecimal".into()))?;
         let arr: [u8; KEY_BYTES] = bytes
             .try_into()
@@ -193,7 +217,9 @@ pub fn parse(path: &Path, text: &str) -> Result<Vec<TicketKey>, TicketKeyError> 
         keys.push(key);
     }
     if keys.is_empty() {
-        return Err(TicketKeyError::Empty { path: path.to_owned() });
+        return Err(TicketKeyError::Empty {
+            path: path.to_owned(),
+        });
     }
     Ok(keys)
 }
@@ -243,7 +269,10 @@ impl fmt::Debug for TicketKeys {
 
 /// Now, in Unix seconds.
 pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn lifetime_secs(d: Duration) -> u32 {
@@ -253,7 +282,10 @@ fn lifetime_secs(d: Duration) -> u32 {
 impl TicketKeys {
     /// In-memory keys: a random key now, a new one every `period`.
     pub fn rotating(period: Duration, now: u64) -> Result<TicketKeys, TicketKeyError> {
-        let set = KeySet { keys: vec![Arc::new(TicketKey::random()?)], rotate_at: now.saturating_add(period.as_secs().max(1)) };
+        let set = KeySet {
+            keys: vec![Arc::new(TicketKey::random()?)],
+            rotate_at: now.saturating_add(period.as_secs().max(1)),
+        };
         Ok(TicketKeys {
             set: ArcSwap::from_pointee(set),
             rotation: Some(period),
@@ -266,7 +298,10 @@ impl TicketKeys {
     /// the hint sent to clients.
     pub fn from_keys(keys: Vec<TicketKey>, lifetime: Duration) -> TicketKeys {
         TicketKeys {
-            set: ArcSwap::from_pointee(KeySet { keys: keys.into_iter().map(Arc::new).collect(), rotate_at: u64::MAX }),
+            set: ArcSwap::from_pointee(KeySet {
+                keys: keys.into_iter().map(Arc::new).collect(),
+                rotate_at: u64::MAX,
+            }),
             rotation: None,
             lifetime: lifetime_secs(lifetime),
             rotating: Mutex::new(()),
@@ -282,7 +317,10 @@ impl TicketKeys {
     /// still listed keep resuming; those under a dropped key do not.
     pub fn replace(&self, keys: Vec<TicketKey>) {
         let keys = keys.into_iter().map(Arc::new).collect();
-        self.set.store(Arc::new(KeySet { keys, rotate_at: u64::MAX }));
+        self.set.store(Arc::new(KeySet {
+            keys,
+            rotate_at: u64::MAX,
+        }));
     }
 
     /// How many keys decrypt right now.
@@ -311,7 +349,10 @@ impl TicketKeys {
         if now < set.rotate_at.saturating_add(period.as_secs()) {
             keys.extend(set.keys.first().cloned());
         }
-        self.set.store(Arc::new(KeySet { keys, rotate_at: now.saturating_add(period.as_secs().max(1)) }));
+        self.set.store(Arc::new(KeySet {
+            keys,
+            rotate_at: now.saturating_add(period.as_secs().max(1)),
+        }));
         self.set.load()
     }
 
@@ -359,7 +400,9 @@ mod tests {
     const HOUR: u64 = 3600;
 
     fn hex_key(seed: u8) -> String {
-        (0..KEY_BYTES).map(|i| format!("{:02x}", seed.wrapping_add(i as u8))).collect()
+        (0..KEY_BYTES)
+            .map(|i| format!("{:02x}", seed.wrapping_add(i as u8)))
+            .collect()
     }
 
     fn keys(lines: &[String]) -> Vec<TicketKey> {
@@ -371,15 +414,23 @@ mod tests {
         let old = TicketKeys::from_keys(keys(&[hex_key(1)]), DEFAULT_ROTATION);
         let ticket = old.encrypt_at(0, b"session").expect("seal");
         let both = TicketKeys::from_keys(keys(&[hex_key(2), hex_key(1)]), DEFAULT_ROTATION);
-        assert_eq!(both.decrypt_at(0, &ticket).as_deref(), Some(&b"session"[..]));
+        assert_eq!(
+            both.decrypt_at(0, &ticket).as_deref(),
+            Some(&b"session"[..])
+        );
         let fresh = both.encrypt_at(0, b"x").expect("seal");
-        assert!(old.decrypt_at(0, &fresh).is_none(), "new tickets use the first key");
+        assert!(
+            old.decrypt_at(0, &fresh).is_none(),
+            "new tickets use the first key"
+        );
     }
 
     #[test]
     fn ticket_under_a_dropped_key_no_longer_decrypts() {
         let k = TicketKeys::from_keys(keys(&[hex_key(2), hex_key(1)]), DEFAULT_ROTATION);
-        let t = TicketKeys::from_keys(keys(&[hex_key(1)]), DEFAULT_ROTATION).encrypt_at(0, b"s").expect("seal");
+        let t = TicketKeys::from_keys(keys(&[hex_key(1)]), DEFAULT_ROTATION)
+            .encrypt_at(0, b"s")
+            .expect("seal");
         assert!(k.decrypt_at(0, &t).is_some());
         k.replace(keys(&[hex_key(2)]));
         assert!(k.decrypt_at(0, &t).is_none());
@@ -402,8 +453,14 @@ mod tests {
         let t0 = k.encrypt_at(10, b"a").expect("seal");
         let t1 = k.encrypt_at(HOUR + 1, b"b").expect("seal");
         assert_eq!(k.key_count(), 2);
-        assert!(k.decrypt_at(HOUR + 2, &t0).is_some(), "previous key still decrypts");
-        assert!(k.decrypt_at(2 * HOUR + 5, &t0).is_none(), "two rotations later it is gone");
+        assert!(
+            k.decrypt_at(HOUR + 2, &t0).is_some(),
+            "previous key still decrypts"
+        );
+        assert!(
+            k.decrypt_at(2 * HOUR + 5, &t0).is_none(),
+            "two rotations later it is gone"
+        );
         assert!(k.decrypt_at(2 * HOUR + 5, &t1).is_some());
         assert_eq!(k.lifetime(), HOUR as u32);
     }
@@ -425,7 +482,9 @@ mod tests {
         assert!(!e.contains(&secret));
         let e = parse(Path::new("t.keys"), "zz").unwrap_err().to_string();
         assert!(e.contains("not hexadecimal"), "{e}");
-        let e = parse(Path::new("t.keys"), "# nothing\n").unwrap_err().to_string();
+        let e = parse(Path::new("t.keys"), "# nothing\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("holds no key"), "{e}");
     }
 
