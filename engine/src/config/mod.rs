@@ -878,4 +878,36 @@ mod tests {
             .to_string();
         assert!(e.contains("CPU 4096 is not available"), "{e}");
     }
+
+    #[test]
+    fn termination_settings_come_from_flags_and_the_file() {
+        let f = file(
+            "service = \"proxy\"\nupstream = [\"127.0.0.1:9\"]\nproxy_protocol = \"v2\"\n\
+             tls_min_version = \"1.3\"\nclient_auth = \"optional\"\nclient_ca = \"ca.pem\"\n\
+             ticket_rotation = \"1h\"\n[[extra_cert]]\ncert = \"a.pem\"\nkey = \"a.key\"\n",
+        );
+        let path = f.path().to_str().expect("utf8");
+        let s = flags(&["--config", path, "--extra-cert", "b.pem,b.key"]).resolve().expect("ok");
+        assert_eq!(s.service, ServiceKind::Proxy);
+        assert_eq!(s.proxy.upstreams[0].addr.to_string(), "127.0.0.1:9");
+        assert!(!s.tls.tls12 && s.tls.tls13);
+        assert_eq!(s.tls.client_auth, crate::tls::ClientAuth::Optional);
+        assert_eq!(s.tls.ticket_rotation, Duration::from_secs(3600));
+        assert_eq!(s.tls.extra_certs.len(), 1, "the flag overrides the file's list");
+        assert_eq!(s.tls.extra_certs[0].cert, PathBuf::from("b.pem"));
+    }
+
+    #[test]
+    fn termination_mistakes_are_named() {
+        let err = |args: &[&str]| flags(args).resolve().unwrap_err().to_string();
+        let e = err(&["--tls-min-version", "1.3", "--tls-max-version", "1.2"]);
+        assert!(e.starts_with("flag --tls-min-version"), "{e}");
+        let e = err(&["--client-auth", "required"]);
+        assert!(e.contains("--client-ca"), "{e}");
+        let e = err(&["--service", "proxy"]);
+        assert!(e.contains("--upstream"), "{e}");
+        let e = err(&["--upstream", "nohostport"]);
+        assert!(e.starts_with("flag --upstream: `nohostport` is not HOST:PORT"), "{e}");
+        assert!(Options::try_parse_from(["uringtls", "--extra-cert", "onlyone.pem"]).is_err());
+    }
 }
