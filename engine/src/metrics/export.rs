@@ -177,6 +177,40 @@ impl Collector for Scrape {
         )?;
         self.counters(
             e,
+            "session_cache_lookups",
+            "Session-cache lookups (TLS 1.2 session IDs, stateful resumption), by result.",
+            |s, id| {
+                vec![
+                    (vec![("shard", id), ("result", "hit")], s.tls.cache_hits),
+                    (vec![("shard", id), ("result", "miss")], s.tls.cache_misses),
+                ]
+            },
+            &ids,
+        )?;
+        self.counters(
+            e,
+            "tickets",
+            "Session tickets issued, and presented tickets accepted or rejected.",
+            |s, id| {
+                vec![
+                    (
+                        vec![("shard", id), ("event", "issued")],
+                        s.tls.tickets_issued,
+                    ),
+                    (
+                        vec![("shard", id), ("event", "accepted")],
+                        s.tls.tickets_accepted,
+                    ),
+                    (
+                        vec![("shard", id), ("event", "rejected")],
+                        s.tls.tickets_rejected,
+                    ),
+                ]
+            },
+            &ids,
+        )?;
+        self.counters(
+            e,
             "upstream_errors",
             "Proxy backend errors, by kind.",
             |s, id| by(id, "kind", &s.upstream_errors),

@@ -17,12 +17,14 @@
 //! - [`export`]: the Prometheus families (names listed in `docs/operations.md`).
 //! - [`server`]: the `/metrics` HTTP endpoint, a plain std thread.
 //! - [`access`]: the optional one-line-per-connection access log.
+//! - [`tls_counts`]: session-cache and ticket counters (wrappers rustls calls).
 
 pub mod access;
 pub mod export;
 pub mod hub;
 pub mod server;
 pub mod snapshot;
+pub mod tls_counts;
 
 pub use hub::MetricsHub;
 pub use snapshot::ShardSnapshot;

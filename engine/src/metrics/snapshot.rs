@@ -42,6 +42,8 @@ pub struct ShardSnapshot {
     pub fd_exhaustion_episodes: u64,
     /// Service panics contained to their connection.
     pub panics: u64,
+    /// Session-cache and ticket counts of this shard's thread.
+    pub tls: super::tls_counts::TlsCounts,
 }
 
 impl ShardSnapshot {
@@ -85,6 +87,7 @@ impl ShardSnapshot {
             upstream_errors: m.upstream_errors.borrow().clone(),
             fd_exhaustion_episodes: m.fd_exhaustion.get(),
             panics: c.panics.get(),
+            tls: super::tls_counts::this_thread(),
         }
     }
 
