@@ -146,7 +146,12 @@ fn announce(s: &Settings, engine: &Engine) {
 }
 
 /// Serves SIGHUP reloads until SIGINT/SIGTERM, then drains.
-fn wait_for_stop(engine: &Engine, mut signals: Signals, mut reloader: Reloader, proxy: Option<Proxy>) {
+fn wait_for_stop(
+    engine: &Engine,
+    mut signals: Signals,
+    mut reloader: Reloader,
+    proxy: Option<Proxy>,
+) {
     let mut generation = 0u64;
     for sig in signals.forever() {
         if sig != SIGHUP {
@@ -193,7 +198,8 @@ fn reload(generation: u64, reloader: &mut Reloader, proxy: Option<&Proxy>) {
 /// Zero-downtime upgrades need the kernel to move connections queued on a
 /// closing `SO_REUSEPORT` listener to the new process's listeners.
 fn warn_without_migration() {
-    let on = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_migrate_req").is_ok_and(|v| v.trim() == "1");
+    let on = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_migrate_req")
+        .is_ok_and(|v| v.trim() == "1");
     if !on {
         tracing::info!(
             "net.ipv4.tcp_migrate_req is not 1: a connection queued on a listener as it closes is reset \

@@ -390,13 +390,25 @@ impl TestCerts {
         };
         let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
         let mut params = rcgen::CertificateParams::new(names).expect("params");
-        params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
         let cert = params.signed_by(&key, &self.issuer).expect("leaf");
         let cert_path = write(self.dir.path(), &format!("{stem}.pem"), &cert.pem());
-        let key_path = write(self.dir.path(), &format!("{stem}.key"), &key.serialize_pem());
+        let key_path = write(
+            self.dir.path(),
+            &format!("{stem}.key"),
+            &key.serialize_pem(),
+        );
         set_mode(&key_path, 0o600);
-        let key_der = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).expect("key der");
-        Leaf { cert: cert_path, key: key_path, der: cert.der().clone(), key_der }
+        let key_der =
+            rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).expect("key der");
+        Leaf {
+            cert: cert_path,
+            key: key_path,
+            der: cert.der().clone(),
+            key_der,
+        }
     }
 }
 
@@ -423,7 +435,12 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAnyCert {
         cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -432,7 +449,12 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAnyCert {
         cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
@@ -453,7 +475,11 @@ pub fn any_cert_client_config() -> Arc<rustls::ClientConfig> {
 }
 
 /// Connects with SNI `name` (a DNS name, or an IP address: then no SNI).
-pub fn connect_to(addr: SocketAddr, cfg: &Arc<rustls::ClientConfig>, name: &str) -> std::io::Result<Client> {
+pub fn connect_to(
+    addr: SocketAddr,
+    cfg: &Arc<rustls::ClientConfig>,
+    name: &str,
+) -> std::io::Result<Client> {
     let sock = TcpStream::connect(addr)?;
     sock.set_read_timeout(Some(WAIT))?;
     sock.set_write_timeout(Some(WAIT))?;
@@ -468,7 +494,12 @@ pub fn connect_to(addr: SocketAddr, cfg: &Arc<rustls::ClientConfig>, name: &str)
 
 /// The leaf certificate a connection's server presented.
 pub fn served_leaf(c: &Client) -> CertificateDer<'static> {
-    c.conn.peer_certificates().and_then(|p| p.first()).expect("server certificate").clone().into_owned()
+    c.conn
+        .peer_certificates()
+        .and_then(|p| p.first())
+        .expect("server certificate")
+        .clone()
+        .into_owned()
 }
 
 impl EngineProc {

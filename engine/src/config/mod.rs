@@ -605,7 +605,11 @@ impl Options {
             .collect();
         let d = |v: Option<HumanDuration>, def| v.map(|h| h.0).unwrap_or(def);
         let (tls12, tls13) = versions(self.tls12, self.tls_min_version, self.tls_max_version)?;
-        if self.client_auth.is_some_and(|a| a != crate::tls::ClientAuth::None) && self.client_ca.is_none() {
+        if self
+            .client_auth
+            .is_some_and(|a| a != crate::tls::ClientAuth::None)
+            && self.client_ca.is_none()
+        {
             return Err(Origin::Flag.invalid(
                 "client_ca",
                 "client_auth is on but no CA bundle is given",
@@ -613,10 +617,17 @@ impl Options {
             ));
         }
         let proxy = crate::services::proxy::ProxySettings {
-            upstreams: resolve_upstreams(self.upstream.as_deref().unwrap_or_default())
-                .map_err(|p| Origin::Flag.invalid("upstream", p, "write HOST:PORT of a reachable name"))?,
-            connect_timeout: d(self.upstream_connect_timeout, crate::services::proxy::DEFAULT_CONNECT_TIMEOUT),
-            fail_timeout: d(self.upstream_fail_timeout, crate::services::proxy::DEFAULT_FAIL_TIMEOUT),
+            upstreams: resolve_upstreams(self.upstream.as_deref().unwrap_or_default()).map_err(
+                |p| Origin::Flag.invalid("upstream", p, "write HOST:PORT of a reachable name"),
+            )?,
+            connect_timeout: d(
+                self.upstream_connect_timeout,
+                crate::services::proxy::DEFAULT_CONNECT_TIMEOUT,
+            ),
+            fail_timeout: d(
+                self.upstream_fail_timeout,
+                crate::services::proxy::DEFAULT_FAIL_TIMEOUT,
+            ),
             proxy_protocol: self.proxy_protocol,
         };
         if self.service == Some(ServiceKind::Proxy) && proxy.upstreams.is_empty() {
@@ -674,20 +685,42 @@ impl Options {
     fn check_termination(&self, o: Origin<'_>) -> Result<(), ConfigError> {
         if let (Some(lo), Some(hi)) = (self.tls_min_version, self.tls_max_version) {
             if lo > hi {
-                return Err(o.invalid("tls_min_version", "is above tls_max_version", "lower it or raise tls_max_version"));
+                return Err(o.invalid(
+                    "tls_min_version",
+                    "is above tls_max_version",
+                    "lower it or raise tls_max_version",
+                ));
             }
         }
-        for (name, list) in [("cipher_suites", &self.cipher_suites), ("kx_groups", &self.kx_groups)] {
-            if list.as_ref().is_some_and(|l| l.iter().all(|n| n.trim().is_empty())) {
-                return Err(o.invalid(name, "an empty list", "name at least one, or leave it out for the defaults"));
+        for (name, list) in [
+            ("cipher_suites", &self.cipher_suites),
+            ("kx_groups", &self.kx_groups),
+        ] {
+            if list
+                .as_ref()
+                .is_some_and(|l| l.iter().all(|n| n.trim().is_empty()))
+            {
+                return Err(o.invalid(
+                    name,
+                    "an empty list",
+                    "name at least one, or leave it out for the defaults",
+                ));
             }
         }
         if self.ticket_rotation.is_some_and(|d| d.0.as_secs() == 0) {
-            return Err(o.invalid("ticket_rotation", "under one second", "use a duration such as `6h`"));
+            return Err(o.invalid(
+                "ticket_rotation",
+                "under one second",
+                "use a duration such as `6h`",
+            ));
         }
         for u in self.upstream.iter().flatten() {
             if split_host_port(u).is_none() {
-                return Err(o.invalid("upstream", format!("`{u}` is not HOST:PORT"), "write e.g. 127.0.0.1:8080 or backend.local:80"));
+                return Err(o.invalid(
+                    "upstream",
+                    format!("`{u}` is not HOST:PORT"),
+                    "write e.g. 127.0.0.1:8080 or backend.local:80",
+                ));
             }
         }
         Ok(())
@@ -695,7 +728,11 @@ impl Options {
 }
 
 /// Which versions are on, from `tls12` and the min/max bounds.
-fn versions(tls12: Option<bool>, lo: Option<TlsVersion>, hi: Option<TlsVersion>) -> Result<(bool, bool), ConfigError> {
+fn versions(
+    tls12: Option<bool>,
+    lo: Option<TlsVersion>,
+    hi: Option<TlsVersion>,
+) -> Result<(bool, bool), ConfigError> {
     let lo = lo.unwrap_or(TlsVersion::V1_2);
     let hi = hi.unwrap_or(TlsVersion::V1_3);
     let v12 = tls12.unwrap_or(true) && lo <= TlsVersion::V1_2;
@@ -721,13 +758,17 @@ fn resolve_upstreams(list: &[String]) -> Result<Vec<crate::services::proxy::Upst
     use std::net::ToSocketAddrs;
     list.iter()
         .map(|u| {
-            let (host, port) = split_host_port(u).ok_or_else(|| format!("`{u}` is not HOST:PORT"))?;
+            let (host, port) =
+                split_host_port(u).ok_or_else(|| format!("`{u}` is not HOST:PORT"))?;
             let addr = (host, port)
                 .to_socket_addrs()
                 .map_err(|e| format!("cannot resolve `{u}`: {e}"))?
                 .next()
                 .ok_or_else(|| format!("`{u}` resolves to no address"))?;
-            Ok(crate::services::proxy::UpstreamAddr { name: u.clone(), addr })
+            Ok(crate::services::proxy::UpstreamAddr {
+                name: u.clone(),
+                addr,
+            })
         })
         .collect()
 }
@@ -887,13 +928,19 @@ mod tests {
              ticket_rotation = \"1h\"\n[[extra_cert]]\ncert = \"a.pem\"\nkey = \"a.key\"\n",
         );
         let path = f.path().to_str().expect("utf8");
-        let s = flags(&["--config", path, "--extra-cert", "b.pem,b.key"]).resolve().expect("ok");
+        let s = flags(&["--config", path, "--extra-cert", "b.pem,b.key"])
+            .resolve()
+            .expect("ok");
         assert_eq!(s.service, ServiceKind::Proxy);
         assert_eq!(s.proxy.upstreams[0].addr.to_string(), "127.0.0.1:9");
         assert!(!s.tls.tls12 && s.tls.tls13);
         assert_eq!(s.tls.client_auth, crate::tls::ClientAuth::Optional);
         assert_eq!(s.tls.ticket_rotation, Duration::from_secs(3600));
-        assert_eq!(s.tls.extra_certs.len(), 1, "the flag overrides the file's list");
+        assert_eq!(
+            s.tls.extra_certs.len(),
+            1,
+            "the flag overrides the file's list"
+        );
         assert_eq!(s.tls.extra_certs[0].cert, PathBuf::from("b.pem"));
     }
 
@@ -907,7 +954,10 @@ mod tests {
         let e = err(&["--service", "proxy"]);
         assert!(e.contains("--upstream"), "{e}");
         let e = err(&["--upstream", "nohostport"]);
-        assert!(e.starts_with("flag --upstream: `nohostport` is not HOST:PORT"), "{e}");
+        assert!(
+            e.starts_with("flag --upstream: `nohostport` is not HOST:PORT"),
+            "{e}"
+        );
         assert!(Options::try_parse_from(["uringtls", "--extra-cert", "onlyone.pem"]).is_err());
     }
 }
