@@ -211,6 +211,13 @@ impl Collector for Scrape {
         )?;
         self.counters(
             e,
+            "proxied_connections",
+            "proxy: connections handed to an upstream.",
+            |s, id| one(s.proxied, id),
+            &ids,
+        )?;
+        self.counters(
+            e,
             "upstream_errors",
             "Proxy backend errors, by kind.",
             |s, id| by(id, "kind", &s.upstream_errors),

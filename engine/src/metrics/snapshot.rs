@@ -38,6 +38,8 @@ pub struct ShardSnapshot {
     pub sessions: Vec<(String, String, u64)>,
     /// Upstream (proxy backend) errors by kind.
     pub upstream_errors: Vec<(&'static str, u64)>,
+    /// Connections the proxy service handed to an upstream.
+    pub proxied: u64,
     /// Times accept paused for lack of file descriptors.
     pub fd_exhaustion_episodes: u64,
     /// Service panics contained to their connection.
@@ -84,7 +86,14 @@ impl ShardSnapshot {
                 .iter()
                 .map(|((v, s), n)| (format!("{v:?}"), format!("{s:?}"), *n))
                 .collect(),
-            upstream_errors: m.upstream_errors.borrow().clone(),
+            upstream_errors: {
+                // The proxy's own counter: no upstream reachable, or it
+                // closed before the PROXY header went out.
+                let mut v = vec![("unavailable", c.upstream_failures.get())];
+                v.extend(m.upstream_errors.borrow().iter().copied());
+                v
+            },
+            proxied: c.proxied.get(),
             fd_exhaustion_episodes: m.fd_exhaustion.get(),
             panics: c.panics.get(),
             tls: super::tls_counts::this_thread(),
