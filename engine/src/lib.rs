@@ -5,7 +5,7 @@
 //! ```text
 //!  shard thread (pinned to its CPU, own tokio-uring ring)
 //!    └─ listener (own SO_REUSEPORT socket on the shared address)
-//!         └─ accept ─ limits (per-shard cap)
+//!         └─ accept ─ limits (lists, per-address cap/rate, shard/global caps)
 //!              └─ TLS session (rustls over owned io_uring buffers; handshake deadline)
 //!                   └─ service (echo | http | yours, via the `Service` trait)
 //! ```
@@ -17,6 +17,9 @@
 //!   the sans-I/O session logic and the stream that drives it.
 //! - [`services`]: the [`Service`](services::Service) trait, `echo`, `http`.
 //! - [`config`]: flags and TOML, validated before anything is bound.
+//! - [`limits`]: admission at accept, before any TLS work.
+//! - [`metrics`]: per-shard counters merged on scrape, `/metrics`, access log.
+//! - [`process`]: privilege drop, key-file mode, core dumps, `sd_notify`.
 //!
 //! State is per shard (connections, counters, buffers: `Rc`/`Cell`, no locks)
 //! except the TLS config, whose session cache and ticket keys are shared by
