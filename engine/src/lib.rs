@@ -127,7 +127,7 @@ impl Engine {
             max_conns: settings.max_conns,
             grace: settings.grace,
             admission: Arc::new(settings.ops.limits.clone()),
-            global_conns: settings.ops.limits.max_conns_total.map(|_| Arc::default()),
+            global_conns: Arc::default(),
             access_log: settings.ops.access_log,
             metrics: Some(metrics.clone()),
         };

@@ -110,6 +110,8 @@ impl Reloader {
             idle_timeout: new.idle_timeout,
             write_timeout: new.write_timeout,
             max_conns: new.max_conns,
+            admission: Arc::new(new.ops.limits.clone()),
+            access_log: new.ops.access_log,
             ..old.limits.clone()
         };
         self.live.store(Arc::new(Current { tls, limits }));
@@ -127,6 +129,9 @@ fn warn_fixed(old: &Settings, new: &Settings) {
         ("ring settings", old.ring != new.ring),
         ("service", old.service != new.service),
         ("grace", old.grace != new.grace),
+        ("header_timeout", old.ops.header_timeout != new.ops.header_timeout),
+        ("metrics_listen", old.ops.metrics_listen != new.ops.metrics_listen),
+        ("user/group", (&old.ops.user, &old.ops.group) != (&new.ops.user, &new.ops.group)),
     ];
     for (name, changed) in fixed {
         if changed {

@@ -134,3 +134,22 @@ fn bad_cidr_is_refused_before_binding_with_the_flag_named() {
         "{err}"
     );
 }
+
+#[test]
+fn deny_list_changes_take_effect_on_reload() {
+    let s = Setup::new();
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = uringtls_tests::write(dir.path(), "u.toml", "deny = []\n");
+    let e = start_engine(&s.args(&["--shards", "1", "--config", cfg.to_str().expect("utf8")]));
+    assert!(
+        tls_from("127.0.0.2", e.addr(), &s.client).is_ok(),
+        "not denied yet"
+    );
+    uringtls_tests::write(dir.path(), "u.toml", "deny = [\"127.0.0.2/32\"]\n");
+    assert!(e.reload(1), "reload applied: {}", e.stdout());
+    assert!(
+        tls_from("127.0.0.2", e.addr(), &s.client).is_err(),
+        "denied after the reload"
+    );
+    assert!(tls_from("127.0.0.1", e.addr(), &s.client).is_ok());
+}

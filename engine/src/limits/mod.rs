@@ -158,8 +158,7 @@ struct Entry {
 /// One shard's admission state.
 #[derive(Debug)]
 pub struct ShardLimits {
-    settings: Arc<LimitSettings>,
-    global: Option<Arc<GlobalCount>>,
+    global: Arc<GlobalCount>,
     table: RefCell<HashMap<u128, Entry>>,
     next_sweep: std::cell::Cell<usize>,
 }
@@ -175,31 +174,28 @@ pub struct Admitted {
 const MIN_SWEEP: usize = 1024;
 
 impl ShardLimits {
-    /// State for one shard; `global` is shared by all shards when a global cap is set.
-    pub fn new(settings: Arc<LimitSettings>, global: Option<Arc<GlobalCount>>) -> ShardLimits {
+    /// State for one shard; `global` is shared by all shards (touched only
+    /// while a global cap is set).
+    pub fn new(global: Arc<GlobalCount>) -> ShardLimits {
         ShardLimits {
-            settings,
             global,
             table: RefCell::new(HashMap::new()),
             next_sweep: std::cell::Cell::new(MIN_SWEEP),
         }
     }
 
-    fn per_ip(&self) -> bool {
-        self.settings.max_conns_per_ip.is_some() || self.settings.conn_rate_per_ip.is_some()
-    }
-
-    /// Decides on a new connection from `ip` while the shard holds `active`
+    /// Decides, under settings `s` (the ones in force: they may change on
+    /// reload), on a new connection from `ip` while the shard holds `active`
     /// connections (of at most `shard_cap`). `now` is time since any fixed
     /// epoch of this shard.
     pub fn admit(
         &self,
+        s: &LimitSettings,
         ip: IpAddr,
         active: usize,
         shard_cap: usize,
         now: Duration,
     ) -> Result<Admitted, Refusal> {
-        let s = &*self.settings;
         if !s.access.is_empty() {
             match s.access.check(ip) {
                 ListVerdict::Admit => {}
@@ -210,14 +206,15 @@ impl ShardLimits {
         if active >= shard_cap {
             return Err(Refusal::ShardCap);
         }
-        let key = if self.per_ip() {
-            Some(self.check_ip(key_of(ip, s.ipv6_prefix), now)?)
+        let per_ip = s.max_conns_per_ip.is_some() || s.conn_rate_per_ip.is_some();
+        let key = if per_ip {
+            Some(self.check_ip(s, key_of(ip, s.ipv6_prefix), now)?)
         } else {
             None
         };
-        let global = match (&self.global, s.max_conns_total) {
-            (Some(g), Some(max)) => {
-                if !g.try_acquire(max) {
+        let global = match s.max_conns_total {
+            Some(max) => {
+                if !self.global.try_acquire(max) {
                     if let Some(k) = key {
                         self.release_key(k, now);
                     }
@@ -225,14 +222,13 @@ impl ShardLimits {
                 }
                 true
             }
-            _ => false,
+            None => false,
         };
         Ok(Admitted { key, global })
     }
 
     /// Per-address cap, then rate (GCRA). Counts the connection on success.
-    fn check_ip(&self, key: u128, now: Duration) -> Result<u128, Refusal> {
-        let s = &*self.settings;
+    fn check_ip(&self, s: &LimitSettings, key: u128, now: Duration) -> Result<u128, Refusal> {
         let mut table = self.table.borrow_mut();
         let e = table.entry(key).or_insert(Entry { conns: 0, tat: now });
         if s.max_conns_per_ip.is_some_and(|max| e.conns >= max) {
@@ -259,9 +255,7 @@ impl ShardLimits {
             self.release_key(k, now);
         }
         if a.global {
-            if let Some(g) = &self.global {
-                g.release();
-            }
+            self.global.release();
         }
     }
 
@@ -312,11 +306,39 @@ fn key_of(ip: IpAddr, v6_prefix: u8) -> u128 {
 mod tests {
     use super::*;
 
-    fn limits(f: impl FnOnce(&mut LimitSettings)) -> ShardLimits {
+    /// One shard's state with the settings in force.
+    struct Shard {
+        s: LimitSettings,
+        l: ShardLimits,
+    }
+
+    impl Shard {
+        fn admit(
+            &self,
+            ip: IpAddr,
+            active: usize,
+            cap: usize,
+            now: Duration,
+        ) -> Result<Admitted, Refusal> {
+            self.l.admit(&self.s, ip, active, cap, now)
+        }
+
+        fn release(&self, a: Admitted, now: Duration) {
+            self.l.release(a, now)
+        }
+
+        fn tracked(&self) -> usize {
+            self.l.tracked()
+        }
+    }
+
+    fn limits(f: impl FnOnce(&mut LimitSettings)) -> Shard {
         let mut s = LimitSettings::default();
         f(&mut s);
-        let global = s.max_conns_total.map(|_| Arc::new(GlobalCount::default()));
-        ShardLimits::new(Arc::new(s), global)
+        Shard {
+            s,
+            l: ShardLimits::new(Arc::default()),
+        }
     }
 
     fn ip(s: &str) -> IpAddr {
@@ -406,18 +428,17 @@ mod tests {
 
     #[test]
     fn global_cap_is_shared_and_undone_on_refusal() {
-        let mut s = LimitSettings {
+        let s = LimitSettings {
             max_conns_total: Some(2),
             max_conns_per_ip: Some(5),
             ..LimitSettings::default()
         };
-        s.access = AccessList::default();
-        let s = Arc::new(s);
         let g = Arc::new(GlobalCount::default());
-        let (a, b) = (
-            ShardLimits::new(s.clone(), Some(g.clone())),
-            ShardLimits::new(s, Some(g.clone())),
-        );
+        let shard = |s: &LimitSettings| Shard {
+            s: s.clone(),
+            l: ShardLimits::new(g.clone()),
+        };
+        let (a, b) = (shard(&s), shard(&s));
         let x = a.admit(ip("127.0.0.1"), 0, 10, T0).expect("a");
         let _y = b.admit(ip("127.0.0.1"), 0, 10, T0).expect("b");
         assert_eq!(
@@ -458,6 +479,17 @@ mod tests {
             let ns = t.elapsed().as_nanos() as f64 / f64::from(N);
             println!("{threads} thread(s): {ns:.1} ns per acquire+release pair");
         }
+    }
+
+    #[test]
+    fn new_settings_apply_to_the_next_connection() {
+        let mut l = limits(|_| {});
+        assert!(l.admit(ip("192.0.2.7"), 0, 10, T0).is_ok());
+        l.s.access.deny = vec!["192.0.2.0/24".parse().expect("cidr")];
+        assert_eq!(
+            l.admit(ip("192.0.2.7"), 0, 10, T0).unwrap_err(),
+            Refusal::Denied
+        );
     }
 
     #[test]

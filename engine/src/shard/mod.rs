@@ -43,8 +43,8 @@ pub struct ShardSettings {
     pub grace: Duration,
     /// Admission limits at accept (lists, per-address cap and rate, global cap).
     pub admission: Arc<crate::limits::LimitSettings>,
-    /// The connection count shared by all shards, when a global cap is set.
-    pub global_conns: Option<Arc<crate::limits::GlobalCount>>,
+    /// The connection count shared by all shards (used while a global cap is set).
+    pub global_conns: Arc<crate::limits::GlobalCount>,
     /// Write one access-log line per connection.
     pub access_log: bool,
     /// Where scrapes ask this shard for its counters.
@@ -333,10 +333,7 @@ impl<S: Service> ShardTask<S> {
         if let Some(h) = &hub {
             io::spawn(h.register(id).serve(state.clone()));
         }
-        let limits = Rc::new(ShardLimits::new(
-            settings.admission.clone(),
-            settings.global_conns.clone(),
-        ));
+        let limits = Rc::new(ShardLimits::new(settings.global_conns.clone()));
         let ctx = Rc::new(ConnCtx {
             limits,
             epoch: Instant::now(),
@@ -472,10 +469,13 @@ impl<S: Service> ConnCtx<S> {
     fn admit(self: Rc<Self>, conn: Conn, peer: SocketAddr) {
         let st = &self.state;
         Counters::bump(&st.counters.accepted);
-        let cap = self.live.load().limits.max_conns;
+        // Limits in force now (a reload may have changed them).
+        let live = self.live.load();
+        let lim = &live.limits;
+        let (ip, active, now) = (peer.ip(), st.active(), self.epoch.elapsed());
         let admitted = match self
             .limits
-            .admit(peer.ip(), st.active(), cap, self.epoch.elapsed())
+            .admit(&lim.admission, ip, active, lim.max_conns, now)
         {
             Ok(a) => a,
             Err(why) => {
@@ -517,7 +517,7 @@ impl<S: Service> ConnCtx<S> {
         let why = self.drive(&mut stream, &cur.limits, peer, started).await;
         let bytes = stream.byte_counts();
         self.state.metrics.closed(why, bytes);
-        if self.settings.access_log {
+        if cur.limits.access_log {
             ConnRecord::of(stream.tls()).emit(peer, why, bytes, started.elapsed());
         }
     }
