@@ -166,6 +166,10 @@ fn prepare_tickets(
     current: Option<&Arc<TicketKeys>>,
     s: &TlsSettings,
 ) -> Result<(Arc<TicketKeys>, Option<Vec<TicketKey>>), TlsError> {
+    // A changed rotation period (= lifetime hint) needs a new ticketer; a
+    // file's keys are reloaded into it, so its tickets keep resuming.
+    let current =
+        current.filter(|c| c.lifetime_secs() == tickets::lifetime_secs(s.ticket_rotation));
     match (&s.ticket_key_file, current) {
         (Some(path), Some(cur)) if cur.is_from_file() => {
             let keys = tickets::load_file(path).map_err(TlsError::TicketKeys)?;
@@ -360,5 +364,18 @@ mod tests {
         let ta = format!("{:p}", Arc::as_ptr(&a.ticketer));
         let tb = format!("{:p}", Arc::as_ptr(&b.ticketer));
         assert_eq!(ta, tb, "same ticketer after reload");
+    }
+
+    #[test]
+    fn a_new_rotation_period_takes_effect_on_reload() {
+        let st = TlsState::new();
+        let (a, _) = st.commit(st.prepare(&TlsSettings::default()).expect("a"));
+        let s = TlsSettings {
+            ticket_rotation: std::time::Duration::from_secs(60),
+            ..TlsSettings::default()
+        };
+        let (b, _) = st.commit(st.prepare(&s).expect("b"));
+        assert_eq!(b.ticketer.lifetime(), 60);
+        assert_ne!(a.ticketer.lifetime(), 60);
     }
 }

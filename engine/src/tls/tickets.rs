@@ -275,7 +275,8 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-fn lifetime_secs(d: Duration) -> u32 {
+/// A duration as a ticket lifetime hint (whole seconds, at least 1).
+pub fn lifetime_secs(d: Duration) -> u32 {
     u32::try_from(d.as_secs()).unwrap_or(u32::MAX).max(1)
 }
 
@@ -306,6 +307,11 @@ impl TicketKeys {
             lifetime: lifetime_secs(lifetime),
             rotating: Mutex::new(()),
         }
+    }
+
+    /// The lifetime hint sent with tickets (seconds).
+    pub fn lifetime_secs(&self) -> u32 {
+        self.lifetime
     }
 
     /// Whether the keys come from a file.
