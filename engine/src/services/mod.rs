@@ -44,6 +44,12 @@ impl ConnInfo {
         self.shard.id
     }
 
+    /// Counts a backend error of `kind` (e.g. `connect`, `reset`, `timeout`)
+    /// in `uringtls_upstream_errors_total`. Keep kinds few and static.
+    pub fn count_upstream_error(&self, kind: &'static str) {
+        self.shard.metrics.upstream_error(kind);
+    }
+
     /// True once the server is shutting down: finish the current exchange
     /// and close instead of waiting for more.
     pub fn draining(&self) -> bool {
