@@ -27,7 +27,19 @@ pub fn describe() -> String {
     let _ = writeln!(s, "kernel: {}", read("/proc/sys/kernel/osrelease"));
     let _ = writeln!(s, "cpu: {} x {}", cpus, cpu_model());
     let _ = writeln!(s, "loadavg: {}", load());
+    let _ = writeln!(s, "commit: {}", commit());
     s
+}
+
+/// `git describe --always --dirty` of the working directory, if any.
+pub fn commit() -> String {
+    std::process::Command::new("git")
+        .args(["describe", "--always", "--dirty"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "?".into())
 }
 
 /// The 1/5/15-minute load averages.

@@ -75,7 +75,7 @@ pub fn per_config(
         .margin(16)
         .x_label_area_size(if n > 6 { 90 } else { 40 })
         .y_label_area_size(70)
-        .build_cartesian_2d((0..n as i32).into_segmented(), 0.0..y_max)
+        .build_cartesian_2d((0..n as i32 - 1).into_segmented(), 0.0..y_max)
         .map_err(err)?;
     let label_of = |v: &SegmentValue<i32>| match v {
         SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => {

@@ -83,6 +83,13 @@ pub struct Row {
     pub resumed_share: Option<f64>,
     /// Wall time of the whole run (server start to stop), seconds.
     pub wall_s: f64,
+    /// Accept-queue overflows during the run (`TcpExt: ListenOverflows`,
+    /// whole network namespace).
+    #[serde(default)]
+    pub listen_overflows: u64,
+    /// SYN cookies sent during the run (SYN queue full).
+    #[serde(default)]
+    pub syncookies_sent: u64,
     /// bench-client's JSON, relative to the results folder.
     #[serde(default)]
     pub json: String,
@@ -91,7 +98,7 @@ pub struct Row {
     pub hgrm: String,
 }
 
-const FIXED: [&str; 19] = [
+const FIXED: [&str; 21] = [
     "run",
     "rep",
     "cell",
@@ -110,6 +117,8 @@ const FIXED: [&str; 19] = [
     "client_saturated",
     "resumed_share",
     "wall_s",
+    "listen_overflows",
+    "syncookies_sent",
     "message",
 ];
 
@@ -146,6 +155,8 @@ pub fn csv_row(r: &Row) -> String {
         r.client_saturated.to_string(),
         opt(r.resumed_share),
         format!("{:.2}", r.wall_s),
+        r.listen_overflows.to_string(),
+        r.syncookies_sent.to_string(),
         csv_field(&r.message),
     ]);
     cols.join(",")
@@ -215,6 +226,8 @@ pub(crate) mod tests {
             client_saturated: false,
             resumed_share: None,
             wall_s: 6.0,
+            listen_overflows: 0,
+            syncookies_sent: 0,
             json: String::new(),
             hgrm: String::new(),
         }
@@ -229,7 +242,7 @@ pub(crate) mod tests {
         assert!(header.starts_with("ring,run,rep,cell,label,status,ops,ops_per_s"));
         assert!(line.starts_with("0,1,1,0,ring=0,ok,5000,1000.0,0,10.000,bench-client,200,"));
         assert!(line.ends_with("\"server said: a, b\""), "{line}");
-        assert_eq!(header.split(',').count(), 20);
+        assert_eq!(header.split(',').count(), 22);
     }
 
     #[test]

@@ -73,6 +73,8 @@ pub struct CellSummary {
     pub p99_9_us: Option<Spread>,
     /// Failed operations over all runs.
     pub errors: u64,
+    /// Accept-queue overflows over all runs.
+    pub listen_overflows: u64,
     /// bench-client was saturated in at least one run (throughput is then
     /// the client's limit, not the server's).
     pub client_saturated: bool,
@@ -145,6 +147,7 @@ fn summarize_cell(rows: &[&Row], axes: &[String]) -> CellSummary {
         p99_us: pick(&|r| Some(r.latency.p99_us)),
         p99_9_us: pick(&|r| Some(r.latency.p99_9_us)),
         errors: ok.iter().map(|r| r.errors).sum(),
+        listen_overflows: ok.iter().map(|r| r.listen_overflows).sum(),
         client_saturated: ok.iter().any(|r| r.client_saturated),
     }
 }
@@ -167,15 +170,15 @@ fn ratio(s: &Option<Spread>, base: &Option<Spread>) -> String {
 pub fn markdown(cells: &[CellSummary]) -> String {
     let mut s = String::from(
         "| cell | configuration | runs | ops/s median (min–max) | spread | vs cell 0 | \
-         server CPU µs/op | vs cell 0 | p50 µs | p99 µs median (min–max) | p99.9 µs | errors |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|\n",
+         server CPU µs/op | vs cell 0 | p50 µs | p99 µs median (min–max) | p99.9 µs | errors | \
+         listen overflows |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     let base = cells.first();
     for c in cells {
         if let Some(why) = &c.skipped {
             if c.runs == 0 {
                 s.push_str(&format!(
-                    "| {} | {} | skipped: {} | | | | | | | | | |\n",
+                    "| {} | {} | skipped: {} | | | | | | | | | | |\n",
                     c.cell, c.label, why
                 ));
                 continue;
@@ -186,7 +189,7 @@ pub fn markdown(cells: &[CellSummary]) -> String {
             .map(|o| format!("{:.0}%", o.relative() * 100.0))
             .unwrap_or_else(|| "–".into());
         s.push_str(&format!(
-            "| {} | {} | {}{}{} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {}{}{} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             c.cell,
             c.label,
             c.runs,
@@ -213,6 +216,7 @@ pub fn markdown(cells: &[CellSummary]) -> String {
                 .map(|x| format!("{:.0}", x.median))
                 .unwrap_or_default(),
             c.errors,
+            c.listen_overflows,
         ));
     }
     s

@@ -10,6 +10,7 @@
 //! restore sysctls -> summary + plots
 //! ```
 
+mod netstat;
 mod procs;
 pub mod stop;
 
@@ -207,6 +208,8 @@ fn empty_row(cell: &Cell, run: &Run) -> Row {
         client_saturated: false,
         resumed_share: None,
         wall_s: 0.0,
+        listen_overflows: 0,
+        syncookies_sent: 0,
         json: String::new(),
         hgrm: String::new(),
     }
@@ -250,8 +253,12 @@ fn run_one(
     let (json, hgrm) = (opts.out.join(&row.json), opts.out.join(&row.hgrm));
     let argv = client_argv(exp, cell, opts, &server.target, &json, &hgrm, server.pid);
     let cpu_before = server.cpu_seconds();
+    let net_before = netstat::read();
     let result = procs::run_client(&argv, &opts.out.join(format!("raw/{name}.out")), stop);
     let cpu_after = server.cpu_seconds();
+    let counters = netstat::delta(&net_before, &netstat::read());
+    row.listen_overflows = counters.get("ListenOverflows").copied().unwrap_or(0);
+    row.syncookies_sent = counters.get("SyncookiesSent").copied().unwrap_or(0);
     server.finish();
     row.wall_s = started.elapsed().as_secs_f64();
     if let Err(e) = result {
