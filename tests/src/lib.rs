@@ -621,3 +621,11 @@ pub fn closed_port() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr")
 }
+
+/// Starts the engine serving `certs`' leaf, with `extra` flags.
+pub fn start_engine_with_certs(certs: &TestCerts, extra: &[&str]) -> EngineProc {
+    let (cert, key) = (certs.cert.to_str().expect("utf8"), certs.key.to_str().expect("utf8"));
+    let mut args = vec!["--cert", cert, "--key", key];
+    args.extend_from_slice(extra);
+    start_engine(&args)
+}

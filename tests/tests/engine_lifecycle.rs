@@ -2,20 +2,13 @@
 
 use std::io::Write;
 use uringtls_tests::{
-    client_config, connect, engine_fails, read_response, start_engine, test_certs, write,
+    client_config, connect, engine_fails, read_response, start_engine_with_certs, test_certs, write,
 };
 
 #[test]
 fn sigterm_lets_an_in_flight_request_complete_and_exits_zero() {
     let certs = test_certs();
-    let mut e = start_engine(&[
-        "--shards",
-        "2",
-        "--cert",
-        certs.cert.to_str().unwrap(),
-        "--key",
-        certs.key.to_str().unwrap(),
-    ]);
+    let mut e = start_engine_with_certs(&certs, &["--shards", "2"]);
     let cfg = client_config(&certs.ca_der, &[&rustls::version::TLS13]);
     let mut c = connect(e.addr(), &cfg).expect("connect");
     // Half a request is in the server when the signal arrives.
@@ -42,16 +35,7 @@ fn sigterm_closes_idle_keep_alive_connections_with_close_notify_and_exits_zero()
     let certs = test_certs();
     // A grace period far longer than the test may take: the exit must come
     // from the idle connection being closed, not from the grace running out.
-    let mut e = start_engine(&[
-        "--shards",
-        "1",
-        "--grace",
-        "120s",
-        "--cert",
-        certs.cert.to_str().unwrap(),
-        "--key",
-        certs.key.to_str().unwrap(),
-    ]);
+    let mut e = start_engine_with_certs(&certs, &["--shards", "1", "--grace", "120s"]);
     let mut c = connect(
         e.addr(),
         &client_config(&certs.ca_der, &[&rustls::version::TLS13]),

@@ -2,7 +2,7 @@
 
 use std::io::Write;
 use std::process::{Command, Stdio};
-use uringtls_tests::{require_tool, start_engine, test_certs};
+use uringtls_tests::{require_tool, start_engine, start_engine_with_certs, test_certs};
 
 #[test]
 fn curl_fetches_the_body_over_tls13_and_tls12() {
@@ -10,14 +10,7 @@ fn curl_fetches_the_body_over_tls13_and_tls12() {
         return;
     }
     let certs = test_certs();
-    let e = start_engine(&[
-        "--shards",
-        "2",
-        "--cert",
-        certs.cert.to_str().unwrap(),
-        "--key",
-        certs.key.to_str().unwrap(),
-    ]);
+    let e = start_engine_with_certs(&certs, &["--shards", "2"]);
     let url = format!("https://localhost:{}/", e.addr().port());
     let resolve = format!("localhost:{}:127.0.0.1", e.addr().port());
     for version in ["--tlsv1.3", "--tlsv1.2"] {

@@ -4,7 +4,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Instant;
 use uringtls_tests::{
-    client_config, connect, read_response, start_engine, test_certs, EngineProc, WAIT,
+    client_config, connect, read_response, start_engine_with_certs, test_certs, EngineProc, WAIT,
 };
 
 const BOTH: &[&rustls::SupportedProtocolVersion] =
@@ -47,16 +47,9 @@ fn still_serves(e: &EngineProc, certs: &uringtls_tests::TestCerts) {
 
 fn engine(extra: &[&str]) -> (EngineProc, uringtls_tests::TestCerts) {
     let certs = test_certs();
-    let mut args = vec![
-        "--shards",
-        "1",
-        "--cert",
-        certs.cert.to_str().unwrap(),
-        "--key",
-        certs.key.to_str().unwrap(),
-    ];
+    let mut args = vec!["--shards", "1"];
     args.extend_from_slice(extra);
-    (start_engine(&args), certs)
+    (start_engine_with_certs(&certs, &args), certs)
 }
 
 #[test]
@@ -120,10 +113,14 @@ fn an_idle_connection_is_closed_with_close_notify_at_the_idle_timeout() {
     let mut c = connect(e.addr(), &client_config(&certs.ca_der, BOTH)).expect("connect");
     c.write_all(b"GET / HTTP/1.1\r\n\r\n").expect("write");
     c.flush().expect("flush");
-    assert_eq!(read_response(&mut c).expect("response").0, "HTTP/1.1 200 OK");
+    assert_eq!(
+        read_response(&mut c).expect("response").0,
+        "HTTP/1.1 200 OK"
+    );
     // Now idle: the server closes cleanly (read_to_end succeeds only on close_notify).
     let mut rest = Vec::new();
-    c.read_to_end(&mut rest).expect("clean close at the idle timeout");
+    c.read_to_end(&mut rest)
+        .expect("clean close at the idle timeout");
     assert!(rest.is_empty());
 }
 
@@ -134,10 +131,16 @@ fn connections_over_the_per_shard_cap_are_closed_at_once_and_others_keep_working
     let mut first = connect(e.addr(), &cfg).expect("first");
     // The second connection is accepted by the kernel, then closed by the
     // engine before any TLS work: the handshake fails.
-    assert!(connect(e.addr(), &cfg).is_err(), "second connection should be refused");
+    assert!(
+        connect(e.addr(), &cfg).is_err(),
+        "second connection should be refused"
+    );
     first.write_all(b"GET / HTTP/1.1\r\n\r\n").expect("write");
     first.flush().expect("flush");
-    assert_eq!(read_response(&mut first).expect("response").0, "HTTP/1.1 200 OK");
+    assert_eq!(
+        read_response(&mut first).expect("response").0,
+        "HTTP/1.1 200 OK"
+    );
     drop(first);
     // Once the first is gone, a new one gets in (the close may take a moment
     // to reach the shard: retry on refusal, bounded).
@@ -157,16 +160,7 @@ fn connections_over_the_per_shard_cap_are_closed_at_once_and_others_keep_working
 #[test]
 fn ipv6_loopback_is_served() {
     let certs = test_certs();
-    let e = uringtls_tests::start_engine(&[
-        "--listen",
-        "[::1]:0",
-        "--shards",
-        "2",
-        "--cert",
-        certs.cert.to_str().unwrap(),
-        "--key",
-        certs.key.to_str().unwrap(),
-    ]);
+    let e = start_engine_with_certs(&certs, &["--listen", "[::1]:0", "--shards", "2"]);
     assert!(e.addr().is_ipv6());
     still_serves(&e, &certs);
 }

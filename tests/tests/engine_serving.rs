@@ -2,7 +2,7 @@
 
 use rand::RngCore;
 use std::io::{Read, Write};
-use uringtls_tests::{client_config, connect, read_response, start_engine, test_certs};
+use uringtls_tests::{client_config, connect, read_response, start_engine_with_certs, test_certs};
 
 const BOTH: &[&rustls::SupportedProtocolVersion] =
     &[&rustls::version::TLS13, &rustls::version::TLS12];
@@ -10,16 +10,7 @@ const BOTH: &[&rustls::SupportedProtocolVersion] =
 #[test]
 fn tls12_and_tls13_handshakes_complete_with_the_configured_certificate() {
     let certs = test_certs();
-    let e = start_engine(&[
-        "--shards",
-        "1",
-        "--service",
-        "echo",
-        "--cert",
-        certs.cert.to_str().unwrap(),
-        "--key",
-        certs.key.to_str().unwrap(),
-    ]);
+    let e = start_engine_with_certs(&certs, &["--shards", "1", "--service", "echo"]);
     for (v, expect) in [
         (&rustls::version::TLS13, rustls::ProtocolVersion::TLSv1_3),
         (&rustls::version::TLS12, rustls::ProtocolVersion::TLSv1_2),
@@ -33,16 +24,7 @@ fn tls12_and_tls13_handshakes_complete_with_the_configured_certificate() {
 #[test]
 fn echo_returns_exactly_what_was_sent_for_payloads_up_to_several_mib() {
     let certs = test_certs();
-    let e = start_engine(&[
-        "--shards",
-        "2",
-        "--service",
-        "echo",
-        "--cert",
-        certs.cert.to_str().unwrap(),
-        "--key",
-        certs.key.to_str().unwrap(),
-    ]);
+    let e = start_engine_with_certs(&certs, &["--shards", "2", "--service", "echo"]);
     let cfg = client_config(&certs.ca_der, BOTH);
     let mut rng = rand::rng();
     for size in [
@@ -79,16 +61,7 @@ fn echo_returns_exactly_what_was_sent_for_payloads_up_to_several_mib() {
 
 fn http_engine() -> (uringtls_tests::EngineProc, uringtls_tests::TestCerts) {
     let certs = test_certs();
-    let e = start_engine(&[
-        "--shards",
-        "2",
-        "--service",
-        "http",
-        "--cert",
-        certs.cert.to_str().unwrap(),
-        "--key",
-        certs.key.to_str().unwrap(),
-    ]);
+    let e = start_engine_with_certs(&certs, &["--shards", "2", "--service", "http"]);
     (e, certs)
 }
 
@@ -168,16 +141,7 @@ fn http_rejects_garbage_with_400_and_keeps_serving_others() {
 #[test]
 fn http_body_size_setting_sizes_the_response() {
     let certs = test_certs();
-    let e = start_engine(&[
-        "--shards",
-        "1",
-        "--body-size",
-        "1048576",
-        "--cert",
-        certs.cert.to_str().unwrap(),
-        "--key",
-        certs.key.to_str().unwrap(),
-    ]);
+    let e = start_engine_with_certs(&certs, &["--shards", "1", "--body-size", "1048576"]);
     let mut c = connect(e.addr(), &client_config(&certs.ca_der, BOTH)).expect("connect");
     for _ in 0..3 {
         c.write_all(b"GET /big HTTP/1.1\r\n\r\n").expect("write");

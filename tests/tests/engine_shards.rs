@@ -4,7 +4,9 @@
 use std::io::Write;
 use std::process::Command;
 use std::sync::Arc;
-use uringtls_tests::{client_config, connect, read_response, start_engine, test_certs};
+use uringtls_tests::{
+    client_config, connect, read_response, start_engine, start_engine_with_certs, test_certs,
+};
 
 #[test]
 fn each_shard_has_its_own_listener_on_the_same_port() {
@@ -20,14 +22,7 @@ fn each_shard_has_its_own_listener_on_the_same_port() {
 
 fn resume_twenty_times(versions: &[&'static rustls::SupportedProtocolVersion], tickets: bool) {
     let certs = test_certs();
-    let e = start_engine(&[
-        "--shards",
-        "2",
-        "--cert",
-        certs.cert.to_str().unwrap(),
-        "--key",
-        certs.key.to_str().unwrap(),
-    ]);
+    let e = start_engine_with_certs(&certs, &["--shards", "2"]);
     let mut cfg = (*client_config(&certs.ca_der, versions)).clone();
     cfg.resumption = if tickets {
         rustls::client::Resumption::in_memory_sessions(64)

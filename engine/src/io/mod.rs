@@ -96,6 +96,14 @@ where
     tokio_uring::spawn(fut)
 }
 
+/// Waits for one round trip through the ring (a no-op operation). Every
+/// completion the kernel posted before it has been delivered to its future
+/// when this returns: use it before abandoning an operation that may have
+/// completed already (a dropped read that completed loses its data).
+pub async fn settle() {
+    let _ = tokio_uring::no_op().await;
+}
+
 /// A listening socket: readiness from the reactor, then `accept4` (see the
 /// module docs for why not an io_uring accept).
 pub struct Listener {
@@ -194,6 +202,21 @@ impl Conn {
     /// operation completes and the fd is released once this `Conn` drops.
     pub fn abort(&self) {
         shutdown_fd(self.inner.as_raw_fd(), Shutdown::Both);
+    }
+
+    /// Bytes received by the kernel and not yet read (`FIONREAD`); a
+    /// syscall, for rare paths such as deciding whether a draining
+    /// connection is idle.
+    pub fn unread_bytes(&self) -> usize {
+        let mut n: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one c_int through the valid pointer we
+        // pass; the fd is this live socket.
+        let rc = unsafe { libc::ioctl(self.inner.as_raw_fd(), libc::FIONREAD, &mut n) };
+        if rc == 0 {
+            usize::try_from(n).unwrap_or(0)
+        } else {
+            0
+        }
     }
 
     /// The raw fd, for socket options set from outside (e.g. `SO_LINGER`).

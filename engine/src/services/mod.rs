@@ -69,12 +69,39 @@ impl ConnInfo {
         stream: &mut ServerStream,
         buf: &mut [u8],
     ) -> io::Result<Option<usize>> {
+        // Owed records (e.g. session tickets) go out now, so that below the
+        // read future does nothing but wait for input.
+        stream.flush().await?;
         if self.draining() {
-            return Ok(None);
+            // A request that already reached us is served, not dropped.
+            if !stream.has_pending_input() {
+                return Ok(None);
+            }
+            return stream.read(buf).await.map(Some);
         }
+        let read = stream.read(buf);
+        tokio::pin!(read);
         tokio::select! {
-            r = stream.read(buf) => r.map(Some),
-            _ = self.drained() => Ok(None),
+            biased;
+            r = &mut read => return r.map(Some),
+            _ = self.drained() => {}
         }
+        // The read may have completed in the kernel without its completion
+        // being delivered yet; dropping it then would lose a request. Let
+        // posted completions arrive, then look once more.
+        crate::io::settle().await;
+        match poll_once(&mut read) {
+            Some(r) => r.map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Polls `fut` once; `None` if it is not ready.
+fn poll_once<F: std::future::Future + Unpin>(fut: &mut F) -> Option<F::Output> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match std::pin::Pin::new(fut).poll(&mut cx) {
+        std::task::Poll::Ready(v) => Some(v),
+        std::task::Poll::Pending => None,
     }
 }

@@ -130,6 +130,17 @@ impl<C: TlsConn> TlsStream<C> {
         Ok(())
     }
 
+    /// Whether input is waiting anywhere: decrypted in rustls, read from the
+    /// socket but not yet decrypted, or received by the kernel and unread.
+    pub fn has_pending_input(&mut self) -> bool {
+        let buffered = self.rbuf.as_ref().is_some_and(|b| self.rpos < b.len());
+        let plaintext = self
+            .tls
+            .process_new_packets()
+            .map_or(true, |s| s.plaintext_bytes_to_read() > 0);
+        buffered || plaintext || self.conn.unread_bytes() > 0
+    }
+
     /// Reads decrypted bytes into `buf`. `Ok(0)`: the peer ended cleanly
     /// (`close_notify`); `UnexpectedEof`: it closed without one.
     pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
