@@ -13,7 +13,7 @@ Usage: python3 bench-client/bench/efficiency.py [--rounds 3] [--duration 10]
 Needs: nginx, wrk, h2load (apt-get install nginx wrk nghttp2-client), openssl,
 and release builds: cargo build --release -p bench-client -p uringtls
 """
-import argparse, json, os, re, shutil, socket, statistics, subprocess, sys, tempfile, time
+import argparse, json, os, re, resource, shutil, socket, statistics, subprocess, sys, tempfile, time
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 BODY = "hello world\n"
@@ -100,6 +100,9 @@ def run(cmd):
     return p.stdout + p.stderr
 
 
+H2_COUNT = {}
+
+
 def client(kind, name, url, dur, bc):
     """Runs one client; returns (ops, wall seconds, command)."""
     pin = ["taskset", "-c", "0"]
@@ -108,11 +111,19 @@ def client(kind, name, url, dur, bc):
         out = run(cmd)
         return int(re.search(r"(\d+) requests in", out).group(1)), float(re.search(r"requests in ([\d.]+)s", out).group(1)), cmd
     if kind == "handshake" and name == "h2load":
-        cmd = pin + ["h2load", "--h1", "-c16", "-D", str(dur), "-H", "Connection: close", url]
-        out = run(cmd)
-        m = re.search(r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded", out)
-        t = re.search(r"finished in ([\d.]+)s", out)
-        return int(m.group(1)), float(t.group(1)), cmd
+        # h2load's -D (timed mode) hangs at the end with `Connection: close`
+        # (1.52), so run a request count sized from a short calibration.
+        def h2(n):
+            cmd = pin + ["h2load", "--h1", "-c16", "-n", str(n), "-H", "Connection: close", url]
+            out = run(cmd)
+            m = re.search(r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded", out)
+            t = re.search(r"finished in ([\d.]+)(ms|s),", out)
+            secs = float(t.group(1)) / (1000.0 if t.group(2) == "ms" else 1.0)
+            return int(m.group(1)), secs, cmd
+        if url not in H2_COUNT:
+            ops, secs, _ = h2(1000)
+            H2_COUNT[url] = max(1000, int(ops / secs * dur))
+        return h2(H2_COUNT[url])
     fd, path = tempfile.mkstemp(suffix=".json")
     os.close(fd)
     if kind == "keepalive":
@@ -159,13 +170,19 @@ def main():
                     order = [peers[wl], "bench-client"] if rnd % 2 == 0 else ["bench-client", peers[wl]]
                     for c in order:
                         c0 = cpu_seconds(pid)
+                        ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
                         ops, secs, cmd = client(wl, c, url, a.duration, a.bench_client)
+                        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
                         cpu = cpu_seconds(pid) - c0
-                        r = {"rate": ops / secs, "server_us_per_op": cpu * 1e6 / max(ops, 1), "cmd": " ".join(cmd)}
+                        ccpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+                        r = {"rate": ops / secs, "server_us_per_op": cpu * 1e6 / max(ops, 1),
+                             "client_us_per_op": ccpu * 1e6 / max(ops, 1), "cmd": " ".join(cmd)}
                         res.setdefault(f"{s}/{wl}/{c}", []).append(r)
-                        print(f"round {rnd} {s:8} {wl:9} {c:12} {r['rate']:10.0f}/s  server {r['server_us_per_op']:7.1f} us/op", flush=True)
+                        print(f"round {rnd} {s:8} {wl:9} {c:12} {r['rate']:10.0f}/s  server {r['server_us_per_op']:7.1f} us/op"
+                              f"  client {r['client_us_per_op']:7.1f} us/op", flush=True)
         print()
-        print(f"{'server':8} {'workload':9} {'peer':7} {'peer/s':>9} {'bench-client/s':>15} {'ratio':>6} {'peer us/op':>11} {'bc us/op':>9}")
+        print(f"{'server':8} {'workload':9} {'peer':7} {'peer/s':>9} {'bench-client/s':>15} {'ratio':>6} "
+              f"{'srv us/op peer':>15} {'srv us/op bc':>13} {'client us/op peer':>18} {'client us/op bc':>16}")
         summary = []
         for s in procs:
             for wl in a.workloads.split(","):
@@ -173,11 +190,14 @@ def main():
                 med = lambda rs, k: statistics.median(r[k] for r in rs)
                 row = {"server": s, "workload": wl, "peer": peers[wl], "peer_rate": med(p, "rate"),
                        "bench_client_rate": med(b, "rate"), "peer_server_us_per_op": med(p, "server_us_per_op"),
-                       "bench_client_server_us_per_op": med(b, "server_us_per_op")}
+                       "bench_client_server_us_per_op": med(b, "server_us_per_op"),
+                       "peer_client_us_per_op": med(p, "client_us_per_op"),
+                       "bench_client_client_us_per_op": med(b, "client_us_per_op")}
                 row["ratio"] = row["bench_client_rate"] / row["peer_rate"]
                 summary.append(row)
                 print(f"{s:8} {wl:9} {peers[wl]:7} {row['peer_rate']:9.0f} {row['bench_client_rate']:15.0f} {row['ratio']:6.2f} "
-                      f"{row['peer_server_us_per_op']:11.1f} {row['bench_client_server_us_per_op']:9.1f}")
+                      f"{row['peer_server_us_per_op']:15.1f} {row['bench_client_server_us_per_op']:13.1f} "
+                      f"{row['peer_client_us_per_op']:18.1f} {row['bench_client_client_us_per_op']:16.1f}")
         if a.json:
             with open(a.json, "w") as f:
                 json.dump({"summary": summary, "runs": res, "rounds": a.rounds, "duration_s": a.duration}, f, indent=1)

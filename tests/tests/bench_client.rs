@@ -306,3 +306,32 @@ fn wrong_protocol_is_reported_by_error_class_with_exit_1() {
         "{err}"
     );
 }
+
+#[test]
+fn server_metrics_url_gives_server_cpu_per_operation() {
+    let e = start_engine(&[
+        "--shards",
+        "2",
+        "--service",
+        "http",
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ]);
+    let out = e.wait_for_stdout("metrics at http://");
+    let metrics = out
+        .lines()
+        .find_map(|l| l.strip_prefix("uringtls: metrics at "))
+        .expect("metrics line")
+        .trim()
+        .to_string();
+    let v = run_json(&["http", &url(&e), "-k", "--server-metrics", &metrics]);
+    assert_clean(&v);
+    assert!(
+        v["server_cpu"]["source"]
+            .as_str()
+            .expect("source")
+            .contains("uringtls_shard_cpu_seconds_total"),
+        "{v:#}"
+    );
+    assert!(v["server_cpu"]["cpu_s"].as_f64().is_some(), "{v:#}");
+}

@@ -27,7 +27,7 @@ pub struct Interval {
     pub len: Duration,
     /// What was measured.
     pub rec: Recorder,
-    /// Connections open at its end.
+    /// Most connections open at once during it (sum over threads).
     pub active: u64,
 }
 

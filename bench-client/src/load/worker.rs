@@ -65,7 +65,7 @@ pub struct Snapshot {
     pub end: Duration,
     /// What was measured.
     pub rec: Recorder,
-    /// Connections open at the end of the interval.
+    /// Most connections open at once during the interval.
     pub active: u64,
     /// Most connections open at once so far.
     pub peak: u64,
@@ -79,6 +79,8 @@ struct Shared {
     open_loop: bool,
     active: Cell<u64>,
     peak: Cell<u64>,
+    /// Most connections open at once during the current interval.
+    interval_peak: Cell<u64>,
     live_slots: Cell<usize>,
     stop: Arc<AtomicBool>,
     deadline: Instant,
@@ -93,6 +95,7 @@ impl Shared {
         let a = self.active.get().saturating_add_signed(delta);
         self.active.set(a);
         self.peak.set(self.peak.get().max(a));
+        self.interval_peak.set(self.interval_peak.get().max(a));
     }
 }
 
@@ -136,6 +139,7 @@ async fn thread_main(
         open_loop: plan.rate.is_some(),
         active: Cell::new(0),
         peak: Cell::new(0),
+        interval_peak: Cell::new(0),
         live_slots: Cell::new(0),
         stop,
         deadline: clock.deadline,
@@ -200,7 +204,7 @@ async fn ticker(idx: usize, plan: &Plan, clock: Clock, sh: &Shared, tx: &Sender<
                 last: done,
                 end: now - clock.start,
                 rec,
-                active: sh.active.get(),
+                active: sh.interval_peak.replace(sh.active.get()),
                 peak: sh.peak.get(),
                 busy,
             };
