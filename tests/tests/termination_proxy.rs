@@ -255,3 +255,127 @@ fn upstream_half_close_reaches_the_client_which_can_still_send() {
         b"still talking"
     );
 }
+
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+#[test]
+fn a_client_that_stops_reading_stalls_the_upstream_instead_of_growing_memory() {
+    // The upstream writes as fast as it can; the client reads nothing for a
+    // while. The upstream's writes must block (a write timeout tells us when),
+    // the engine's memory must not follow, and every byte must arrive later.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let up = l.local_addr().expect("addr");
+    let (blocked_tx, blocked) = std::sync::mpsc::channel();
+    let (resume_tx, resume) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let Some(Ok(mut s)) = l.incoming().next() else {
+            return;
+        };
+        s.set_write_timeout(Some(std::time::Duration::from_millis(300)))
+            .unwrap();
+        let chunk = vec![7u8; 64 * 1024];
+        let mut sent = 0u64;
+        loop {
+            match s.write(&chunk) {
+                Ok(n) => sent += n as u64,
+                Err(_) => break,
+            }
+        }
+        let _ = blocked_tx.send(sent);
+        let _ = resume.recv();
+        s.set_write_timeout(None).unwrap();
+        let _ = s.shutdown(std::net::Shutdown::Write);
+    });
+    let certs = test_certs();
+    let e = proxy(&certs, "1", &["--upstream", &up.to_string()]);
+    let before = rss_kib(e.pid());
+    let cfg = client_config(&certs.ca_der, BOTH);
+    let mut c = connect(e.addr(), &cfg).expect("connect");
+    let sent = blocked
+        .recv_timeout(WAIT)
+        .expect("the upstream blocks once buffers are full");
+    let grown = rss_kib(e.pid()).saturating_sub(before);
+    eprintln!("upstream wrote {sent} bytes before blocking; engine RSS grew {grown} KiB");
+    assert!(
+        grown < 32 * 1024,
+        "engine RSS grew {grown} KiB while the client did not read"
+    );
+    resume_tx.send(()).unwrap();
+    let mut got = 0u64;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = c.read(&mut buf).expect("read");
+        if n == 0 {
+            break;
+        }
+        assert!(buf[..n].iter().all(|&b| b == 7));
+        got += n as u64;
+    }
+    assert_eq!(got, sent, "every byte the upstream wrote arrives");
+}
+
+#[test]
+fn an_upstream_that_stops_reading_stalls_the_client_instead_of_growing_memory() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let up = l.local_addr().expect("addr");
+    let (go_tx, go) = std::sync::mpsc::channel::<()>();
+    let (count_tx, count) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let Some(Ok(mut s)) = l.incoming().next() else {
+            return;
+        };
+        let _ = go.recv();
+        let mut all = 0u64;
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            all += n as u64;
+        }
+        let _ = count_tx.send(all);
+    });
+    let certs = test_certs();
+    let e = proxy(&certs, "1", &["--upstream", &up.to_string()]);
+    let before = rss_kib(e.pid());
+    let cfg = client_config(&certs.ca_der, BOTH);
+    let mut c = connect(e.addr(), &cfg).expect("connect");
+    // Short socket timeouts for the flood (rustls's stream also tries to read
+    // while it writes).
+    let short = Some(std::time::Duration::from_millis(300));
+    c.sock.set_write_timeout(short).unwrap();
+    c.sock.set_read_timeout(short).unwrap();
+    let chunk = vec![9u8; 64 * 1024];
+    let mut accepted = 0u64;
+    // Until the client's own writes block: everything in between is held
+    // by kernel buffers and the engine's bounded buffers.
+    // (rustls takes nothing more, Ok(0), once its own buffer is full.)
+    while let Ok(n @ 1..) = c.write(&chunk) {
+        accepted += n as u64;
+    }
+    let grown = rss_kib(e.pid()).saturating_sub(before);
+    eprintln!("client got {accepted} bytes out before blocking; engine RSS grew {grown} KiB");
+    assert!(
+        grown < 32 * 1024,
+        "engine RSS grew {grown} KiB while the upstream did not read"
+    );
+    go_tx.send(()).unwrap();
+    c.sock.set_write_timeout(Some(WAIT)).unwrap();
+    c.sock.set_read_timeout(Some(WAIT)).unwrap();
+    c.flush().expect("flush the rest");
+    c.conn.send_close_notify();
+    c.flush().expect("close_notify");
+    assert_eq!(
+        count.recv_timeout(WAIT).expect("upstream count"),
+        accepted,
+        "no byte lost"
+    );
+}
