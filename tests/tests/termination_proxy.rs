@@ -283,11 +283,9 @@ fn a_client_that_stops_reading_stalls_the_upstream_instead_of_growing_memory() {
             .unwrap();
         let chunk = vec![7u8; 64 * 1024];
         let mut sent = 0u64;
-        loop {
-            match s.write(&chunk) {
-                Ok(n) => sent += n as u64,
-                Err(_) => break,
-            }
+        while let Ok(n) = s.write(&chunk) {
+            sent += n as u64;
+        }
         }
         let _ = blocked_tx.send(sent);
         let _ = resume.recv();
