@@ -286,7 +286,6 @@ fn a_client_that_stops_reading_stalls_the_upstream_instead_of_growing_memory() {
         while let Ok(n) = s.write(&chunk) {
             sent += n as u64;
         }
-        }
         let _ = blocked_tx.send(sent);
         let _ = resume.recv();
         s.set_write_timeout(None).unwrap();
