@@ -13,6 +13,9 @@
 //! cfg.session_storage = metrics::tls_counts::CountingStore::wrap(cache);
 //! cfg.ticketer = metrics::tls_counts::CountingTicketer::wrap(ticketer);
 //! ```
+//!
+//! or, inside an own `ProducesTickets` implementation, call
+//! [`note_ticket_issued`] / [`note_ticket_decrypt`].
 
 use rustls::server::{ProducesTickets, StoresServerSessions};
 use std::cell::Cell;
@@ -45,6 +48,27 @@ fn count(f: impl FnOnce(&mut TlsCounts)) {
         let mut v = c.get();
         f(&mut v);
         c.set(v);
+    });
+}
+
+/// Counts a session-cache lookup (for stores that are not wrapped).
+pub fn note_cache_lookup(hit: bool) {
+    count(|c| match hit {
+        true => c.cache_hits += 1,
+        false => c.cache_misses += 1,
+    });
+}
+
+/// Counts a ticket issued (for ticketers that are not wrapped).
+pub fn note_ticket_issued() {
+    count(|c| c.tickets_issued += 1);
+}
+
+/// Counts a presented ticket that did (`true`) or did not decrypt.
+pub fn note_ticket_decrypt(ok: bool) {
+    count(|c| match ok {
+        true => c.tickets_accepted += 1,
+        false => c.tickets_rejected += 1,
     });
 }
 
