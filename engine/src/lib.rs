@@ -7,15 +7,18 @@
 //!    └─ listener (own SO_REUSEPORT socket on the shared address)
 //!         └─ accept ─ limits (lists, per-address cap/rate, shard/global caps)
 //!              └─ TLS session (rustls over owned io_uring buffers; handshake deadline)
-//!                   └─ service (echo | http | yours, via the `Service` trait)
+//!                   └─ service (echo | http | proxy | yours, via the `Service` trait)
 //! ```
 //!
 //! - [`shard`]: threads, pinning, listeners, accept loop, drain.
 //! - [`io`]: the only module that calls into the io_uring runtime.
 //! - [`tls`]: the one shared rustls `ServerConfig` (shared ticketer and
 //!   session cache, so resumption works whichever shard a client lands on),
-//!   the sans-I/O session logic and the stream that drives it.
-//! - [`services`]: the [`Service`](services::Service) trait, `echo`, `http`.
+//!   the sans-I/O session logic and the stream that drives it; SNI
+//!   certificates, mTLS, ticket keys shared by a fleet.
+//! - [`services`]: the [`Service`](services::Service) trait, `echo`, `http`,
+//!   `proxy` (TLS termination in front of TCP upstreams).
+//! - [`reload`]: SIGHUP hot reload through an `ArcSwap` read per connection.
 //! - [`config`]: flags and TOML, validated before anything is bound.
 //! - [`limits`]: admission at accept, before any TLS work.
 //! - [`metrics`]: per-shard counters merged on scrape, `/metrics`, access log.

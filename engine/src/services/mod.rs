@@ -4,8 +4,9 @@
 //! conversation until it returns. The engine closes the connection
 //! afterwards (with `close_notify` if the service did not).
 //!
-//! Built-in: [`echo::Echo`] and [`http::Http`]. Users implement the trait for
-//! their own protocol; see `engine/examples/launcelot.rs`.
+//! Built-in: [`echo::Echo`], [`http::Http`] and [`proxy::Proxy`]. Users
+//! implement the trait for their own protocol; see
+//! `engine/examples/launcelot.rs`.
 
 pub mod echo;
 pub mod http;

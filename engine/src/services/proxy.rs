@@ -3,7 +3,7 @@
 //! Per connection: pick an upstream (round robin over the healthy ones),
 //! connect within `upstream_connect_timeout`, optionally send a PROXY
 //! protocol v1/v2 header, then pump bytes both ways with
-//! [`duplex::splice`](crate::tls::duplex::splice) (half-close and
+//! [`duplex::splice`] (half-close and
 //! backpressure included; design in `docs/design/proxy.md`).
 //!
 //! An upstream that fails to connect is marked down for
