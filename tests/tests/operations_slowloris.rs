@@ -173,3 +173,71 @@ fn trickled_http_headers_are_cut_off_at_the_header_timeout_despite_activity() {
         0.0
     );
 }
+
+#[test]
+fn a_tls_record_trickled_a_byte_at_a_time_is_cut_off_at_the_idle_timeout() {
+    let s = Setup::new();
+    let e = start_engine(&s.args(&[
+        "--shards",
+        "1",
+        "--idle-timeout",
+        "1s",
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ]));
+    let mut c = tls_from("127.0.0.1", e.addr(), &s.client).expect("handshake");
+    // One request record, sent one byte every 200 ms: each socket read is
+    // well within the idle timeout, the record never completes in time.
+    c.conn
+        .writer()
+        .write_all(
+            b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Pad: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n",
+        )
+        .expect("queue");
+    let mut record = Vec::new();
+    while c.conn.wants_write() {
+        c.conn.write_tls(&mut record).expect("encrypt");
+    }
+    let sock = &mut c.sock;
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let start = Instant::now();
+    let mut buf = [0u8; 256];
+    let mut closed = false;
+    for b in &record {
+        if sock.write_all(&[*b]).is_err() {
+            closed = true;
+            break;
+        }
+        match sock.read(&mut buf) {
+            Ok(0) => {
+                closed = true;
+                break;
+            }
+            Ok(_) => continue, // close_notify arriving
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => continue,
+            Err(_) => {
+                closed = true;
+                break;
+            }
+        }
+    }
+    assert!(
+        closed,
+        "the record ({} bytes) completed before the engine closed",
+        record.len()
+    );
+    println!(
+        "trickled record cut off after {:?} (idle timeout 1s)",
+        start.elapsed()
+    );
+    eventually("the idle timeout to be counted", || {
+        let t = scrape(metrics_addr(&e));
+        (value(
+            &t,
+            "uringtls_connections_closed_total",
+            &[("reason", "idle_timeout")],
+        ) == 1.0)
+            .then_some(())
+    });
+}

@@ -20,6 +20,8 @@ pub const DEFAULT_BODY: &[u8] = b"hello world\n";
 /// Default limit of the request header block (bytes).
 pub const DEFAULT_MAX_HEADER: usize = 8 * 1024;
 const MAX_HEADERS: usize = 64;
+/// Plaintext read size per call (bytes).
+const READ_CHUNK: usize = 4096;
 /// Responses queued from one batch of pipelined requests before they are
 /// written (bytes); bounds a connection's output buffer to this plus one
 /// response.
@@ -231,16 +233,30 @@ impl Default for Http {
 
 impl Service for Http {
     async fn serve(&self, stream: &mut ServerStream, conn: &ConnInfo) -> io::Result<()> {
-        let mut input: Vec<u8> = Vec::with_capacity(4096);
-        let mut out: Vec<u8> = Vec::with_capacity(4096);
-        let mut chunk = vec![0u8; 16 * 1024];
+        // Small, lazily grown buffers: an idle keep-alive connection should
+        // hold little memory (requests are small; `input` grows for large
+        // headers up to the header limit).
+        let mut input: Vec<u8> = Vec::new();
+        let mut out: Vec<u8> = Vec::new();
+        let mut chunk = vec![0u8; READ_CHUNK];
         let mut skip = 0usize;
         // Set while a request's headers are incomplete (slowloris bound).
         let mut header_deadline: Option<tokio::time::Instant> = None;
         loop {
             // Idle between requests: a drain ends the connection here.
             let n = if input.is_empty() && skip == 0 {
-                match conn.read_unless_draining(stream, &mut chunk).await? {
+                // The idle timeout bounds the whole wait for a request's
+                // first bytes: a TLS record trickled a byte at a time (each
+                // socket read within the timeout) does not extend it.
+                let idle = stream.read_timeout();
+                let read = conn.read_unless_draining(stream, &mut chunk);
+                let got = match idle {
+                    Some(t) => tokio::time::timeout(t, read)
+                        .await
+                        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "read timeout"))?,
+                    None => read.await,
+                };
+                match got? {
                     None | Some(0) => return Ok(()),
                     Some(n) => n,
                 }
