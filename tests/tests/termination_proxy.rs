@@ -376,3 +376,48 @@ fn an_upstream_that_stops_reading_stalls_the_client_instead_of_growing_memory() 
         "no byte lost"
     );
 }
+
+#[test]
+fn an_upstream_that_never_answers_the_connect_is_given_up_after_the_connect_timeout() {
+    use std::os::fd::AsRawFd;
+    // A listener whose accept queue is full and never drained: the kernel
+    // drops further SYNs, so a connect to it hangs until given up.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    // SAFETY: listen(2) on a socket this test owns; no pointers.
+    assert_eq!(unsafe { libc::listen(l.as_raw_fd(), 0) }, 0);
+    let addr = l.local_addr().expect("addr");
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        if let Ok(s) =
+            std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(200))
+        {
+            fillers.push(s);
+        }
+    }
+    let certs = test_certs();
+    let e = proxy(
+        &certs,
+        "1",
+        &[
+            "--upstream",
+            &addr.to_string(),
+            "--upstream-connect-timeout",
+            "500ms",
+        ],
+    );
+    let cfg = client_config(&certs.ca_der, BOTH);
+    let mut c = connect(e.addr(), &cfg).expect("connect");
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 16];
+    assert_eq!(c.read(&mut buf).expect("clean close"), 0);
+    eprintln!(
+        "closed after {:?} (connect timeout 500ms)",
+        started.elapsed()
+    );
+    assert!(
+        e.stderr().contains("upstream connect timed out"),
+        "{}",
+        e.stderr()
+    );
+    drop(l);
+}
