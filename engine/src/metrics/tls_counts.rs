@@ -6,7 +6,8 @@
 //! thread-local cells: no atomics, no shared cache line, and the shard's
 //! scrape snapshot (taken on the same thread) reads its own share.
 //!
-//! Wrap once, where the store and ticketer are created (they are shared by
+//! Installed in `tls::server` (the store is wrapped; `TicketKeys` calls the
+//! `note_*` helpers). Elsewhere, wrap once, where the store and ticketer are created (they are shared by
 //! all shards and kept across reloads):
 //!
 //! ```ignore

@@ -111,7 +111,8 @@ impl TlsState {
             .with_client_cert_verifier(verifier)
             .with_cert_resolver(Arc::new(store));
         cfg.ignore_client_order = true;
-        cfg.session_storage = cache.1.clone();
+        // Counted per shard thread (uringtls_session_cache_lookups_total).
+        cfg.session_storage = crate::metrics::tls_counts::CountingStore::wrap(cache.1.clone());
         cfg.ticketer = tickets.clone();
         cfg.send_tls13_tickets = s.tls13_tickets;
         cfg.alpn_protocols = s.alpn.clone();

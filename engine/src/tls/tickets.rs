@@ -390,11 +390,17 @@ impl ProducesTickets for TicketKeys {
     }
 
     fn encrypt(&self, plain: &[u8]) -> Option<Vec<u8>> {
-        self.encrypt_at(unix_now(), plain)
+        let t = self.encrypt_at(unix_now(), plain);
+        if t.is_some() {
+            crate::metrics::tls_counts::note_ticket_issued();
+        }
+        t
     }
 
     fn decrypt(&self, cipher: &[u8]) -> Option<Vec<u8>> {
-        self.decrypt_at(unix_now(), cipher)
+        let p = self.decrypt_at(unix_now(), cipher);
+        crate::metrics::tls_counts::note_ticket_decrypt(p.is_some());
+        p
     }
 }
 
