@@ -35,6 +35,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 #[test]
 fn two_thousand_one_byte_handshakes_are_closed_at_the_timeout_while_a_normal_client_is_served() {
+    operations_common::ensure_nofile(SLOW as u64 + 256);
     let s = Setup::new();
     let e = start_engine(&s.args(&[
         "--shards",

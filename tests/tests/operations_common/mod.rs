@@ -144,3 +144,25 @@ pub fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// Makes sure this test process may open `n` descriptors (raises the soft
+/// RLIMIT_NOFILE toward the hard limit; never lowers anything).
+pub fn ensure_nofile(n: u64) {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: valid out-pointer.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) }, 0);
+    if l.rlim_cur >= n {
+        return;
+    }
+    assert!(
+        l.rlim_max >= n,
+        "hard RLIMIT_NOFILE {} is below the {n} this test needs",
+        l.rlim_max
+    );
+    l.rlim_cur = n;
+    // SAFETY: valid pointer; raising the soft limit up to the hard one needs no privilege.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &l) }, 0);
+}
