@@ -37,7 +37,8 @@ pub fn write_report(dir: &Path, title: &str, rows: &[Row]) -> Result<Vec<PathBuf
     if measured.is_empty() {
         return Ok(written);
     }
-    let axes = summary::varying(rows).join(" / ");
+    let varying = summary::varying(rows);
+    let axes = varying.join(" / ");
     let x_desc = if axes.is_empty() {
         "configuration".into()
     } else {
@@ -87,7 +88,10 @@ pub fn write_report(dir: &Path, title: &str, rows: &[Row]) -> Result<Vec<PathBuf
             )],
         )?;
     }
-    let curves: Vec<Curve> = measured.iter().map(|c| curve(dir, rows, c)).collect();
+    let curves: Vec<Curve> = measured
+        .iter()
+        .map(|c| curve(dir, rows, c, &varying))
+        .collect();
     let p = dir.join("latency.svg");
     plot::percentile_curves(&p, &format!("{title}: latency by percentile"), &curves)?;
     written.push(p);
@@ -118,7 +122,7 @@ fn point(c: &CellSummary, s: Option<Spread>, runs: Vec<f64>) -> Point {
 
 /// The percentile curve of the cell's median run (by p99): its `.hgrm`
 /// if bench-client wrote one, else the percentiles from its JSON.
-fn curve(dir: &Path, rows: &[Row], c: &CellSummary) -> Curve {
+fn curve(dir: &Path, rows: &[Row], c: &CellSummary, varying: &[String]) -> Curve {
     let mut ok: Vec<&Row> = rows
         .iter()
         .filter(|r| r.cell == c.cell && r.status == Status::Ok)
@@ -139,8 +143,19 @@ fn curve(dir: &Path, rows: &[Row], c: &CellSummary) -> Curve {
             (0.999, l.p99_9_us),
         ]
     });
+    // Legend: `axis=value` of the axes that vary.
+    let name: Vec<String> = mid
+        .settings
+        .iter()
+        .filter(|(k, _)| varying.contains(k))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
     Curve {
-        name: c.short.clone(),
+        name: if name.is_empty() {
+            c.short.clone()
+        } else {
+            name.join(" ")
+        },
         points,
     }
 }
@@ -186,7 +201,7 @@ mod tests {
             ]
         );
         let lat = std::fs::read_to_string(dir.path().join("latency.svg")).unwrap();
-        assert!(lat.contains("ring64") && lat.contains("ring4096"));
+        assert!(lat.contains("ring=ring64") && lat.contains("ring=ring4096"));
         assert!(lat.contains("99.9%"));
         let tp = std::fs::read_to_string(dir.path().join("throughput.svg")).unwrap();
         assert!(tp.contains("ops/s") && tp.contains("exp: throughput"));

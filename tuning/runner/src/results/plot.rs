@@ -84,8 +84,10 @@ pub fn per_config(
         SegmentValue::Last => String::new(),
     };
     let mut mesh = chart.configure_mesh();
+    let y_fmt = |v: &f64| y_label(*v, y_max);
     mesh.x_desc(x_desc)
         .y_desc(y_desc)
+        .y_label_formatter(&y_fmt)
         .x_labels(n)
         .x_label_formatter(&label_of)
         .disable_x_mesh();
@@ -141,6 +143,16 @@ fn draw_series(chart: &mut SegChart<'_>, s: &Series, color: RGBAColor) -> Result
     Ok(())
 }
 
+/// Axis numbers without needless decimals: `12.5` on a 0..20 axis,
+/// `25000` on a 0..100000 one.
+pub fn y_label(v: f64, max: f64) -> String {
+    if max >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
 /// `10` -> `90%`, `1000` -> `99.9%`.
 pub fn percentile_label(x: f64) -> String {
     let p = 100.0 * (1.0 - 1.0 / x);
@@ -179,6 +191,7 @@ pub fn percentile_curves(path: &Path, title: &str, curves: &[Curve]) -> Result<(
         .x_desc("percentile")
         .y_desc("latency (µs)")
         .x_label_formatter(&|x| percentile_label(*x))
+        .y_label_formatter(&|v| y_label(*v, y_max))
         .draw()
         .map_err(err)?;
     for (i, c) in curves.iter().enumerate() {
