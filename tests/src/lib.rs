@@ -523,6 +523,23 @@ impl EngineProc {
         }
     }
 
+    /// Waits (up to [`WAIT`]) until stderr (the log, written by a background
+    /// thread, so it may lag the event) contains `needle`; returns stderr.
+    pub fn wait_for_stderr(&self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let err = self.stderr();
+            if err.contains(needle) {
+                return err;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "engine never logged `{needle}`; stderr:\n{err}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Sends SIGHUP and waits for the engine to report reload number `n`
     /// (1 for the first); returns whether it was applied.
     pub fn reload(&self, n: u64) -> bool {
@@ -624,7 +641,10 @@ pub fn closed_port() -> SocketAddr {
 
 /// Starts the engine serving `certs`' leaf, with `extra` flags.
 pub fn start_engine_with_certs(certs: &TestCerts, extra: &[&str]) -> EngineProc {
-    let (cert, key) = (certs.cert.to_str().expect("utf8"), certs.key.to_str().expect("utf8"));
+    let (cert, key) = (
+        certs.cert.to_str().expect("utf8"),
+        certs.key.to_str().expect("utf8"),
+    );
     let mut args = vec!["--cert", cert, "--key", key];
     args.extend_from_slice(extra);
     start_engine(&args)

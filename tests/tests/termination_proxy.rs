@@ -117,7 +117,7 @@ fn client_half_close_reaches_the_upstream_which_can_still_answer() {
 }
 
 #[test]
-fn upstream_down_gives_the_client_a_clean_close_and_is_counted_in_the_log() {
+fn upstream_down_gives_every_client_a_clean_close_and_is_logged_once() {
     let certs = test_certs();
     let down = closed_port();
     let e = proxy(
@@ -140,10 +140,11 @@ fn upstream_down_gives_the_client_a_clean_close_and_is_counted_in_the_log() {
         assert_eq!(n, 0);
         assert!(started.elapsed() < WAIT);
     }
-    assert!(
-        e.stderr().contains("no upstream reachable"),
-        "{}",
-        e.stderr()
+    let log = e.wait_for_stderr("upstream connect failed");
+    assert_eq!(
+        log.matches("upstream connect failed").count(),
+        1,
+        "a down upstream is logged once, not per client: {log}"
     );
 }
 
@@ -414,10 +415,6 @@ fn an_upstream_that_never_answers_the_connect_is_given_up_after_the_connect_time
         "closed after {:?} (connect timeout 500ms)",
         started.elapsed()
     );
-    assert!(
-        e.stderr().contains("upstream connect timed out"),
-        "{}",
-        e.stderr()
-    );
+    e.wait_for_stderr("upstream connect timed out");
     drop(l);
 }

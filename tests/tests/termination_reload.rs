@@ -91,11 +91,8 @@ fn new_certificate_serves_new_connections_while_established_ones_continue() {
     assert!(!e.reload(2));
     let c = connect_to(e.addr(), &fresh(), "localhost").unwrap();
     assert_eq!(served_leaf(&c), v2.der);
-    assert!(
-        e.stderr().contains("configuration reload failed") && e.stderr().contains("live.pem"),
-        "{}",
-        e.stderr()
-    );
+    let log = e.wait_for_stderr("configuration reload failed");
+    assert!(log.contains("live.pem"), "{log}");
 
     // A key that does not match the certificate: refused too.
     std::fs::copy(&v2.cert, &cert).unwrap();

@@ -111,11 +111,7 @@ fn upgrade_by_starting_the_new_process_and_stopping_the_old_fails_no_connection(
         status.success(),
         "old process exits cleanly after draining: {status:?}"
     );
-    assert!(
-        old.stderr().contains("all shards drained"),
-        "{}",
-        old.stderr()
-    );
+    old.wait_for_stderr("all shards drained");
     wait_for(100);
     stop.store(true, Ordering::Relaxed);
     for c in clients {

@@ -124,14 +124,14 @@ impl Pool {
         }
     }
 
-    /// Marks upstream `i` down from `now` for the fail timeout.
-    pub fn mark_down(&self, i: usize, now: Instant) {
-        let until = self
-            .ms(now)
-            .saturating_add(self.settings.fail_timeout.as_millis() as u64);
-        if let Some(d) = self.down_until.get(i) {
-            d.store(until, Ordering::Relaxed);
-        }
+    /// Marks upstream `i` down from `now` for the fail timeout; true if it
+    /// was up (so that a down upstream is logged once, not per connection).
+    pub fn mark_down(&self, i: usize, now: Instant) -> bool {
+        let t = self.ms(now);
+        let until = t.saturating_add(self.settings.fail_timeout.as_millis() as u64);
+        self.down_until
+            .get(i)
+            .is_some_and(|d| d.swap(until, Ordering::Relaxed) <= t)
     }
 
     /// The settings this pool was built from.
@@ -143,20 +143,21 @@ impl Pool {
     async fn connect(&self) -> Option<(Conn, &UpstreamAddr)> {
         for i in self.order(Instant::now()) {
             let up = &self.settings.upstreams[i];
-            match tokio::time::timeout(self.settings.connect_timeout, Conn::connect(up.addr)).await
-            {
+            let attempt = Conn::connect(up.addr);
+            let problem = match tokio::time::timeout(self.settings.connect_timeout, attempt).await {
                 Ok(Ok(c)) => {
                     let _ = c.set_nodelay(true);
                     return Some((c, up));
                 }
-                Ok(Err(e)) => {
-                    tracing::warn!(upstream = %up.name, error = %e, "upstream connect failed; skipping it for a while")
-                }
-                Err(_) => {
-                    tracing::warn!(upstream = %up.name, "upstream connect timed out; skipping it for a while")
-                }
+                Ok(Err(e)) => format!("upstream connect failed: {e}"),
+                Err(_) => "upstream connect timed out".to_string(),
+            };
+            if self.mark_down(i, Instant::now()) {
+                let skip = self.settings.fail_timeout;
+                tracing::warn!(upstream = %up.name, ?skip, "{problem}; skipping it for a while");
+            } else {
+                tracing::debug!(upstream = %up.name, "{problem}");
             }
-            self.mark_down(i, Instant::now());
         }
         None
     }
@@ -194,7 +195,10 @@ impl Service for Proxy {
         let counters = &conn.shard.counters;
         let Some((upstream, up)) = pool.connect().await else {
             Counters::bump(&counters.upstream_failures);
-            tracing::warn!(peer = %conn.peer, "no upstream reachable; closing the client connection");
+            // Counted; logged at debug only, so that a dead backend cannot
+            // flood the log at the client connection rate (going down is
+            // logged once per upstream).
+            tracing::debug!(peer = %conn.peer, "no upstream reachable; closing the client connection");
             return Ok(());
         };
         Counters::bump(&counters.proxied);
