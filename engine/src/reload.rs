@@ -129,9 +129,18 @@ fn warn_fixed(old: &Settings, new: &Settings) {
         ("ring settings", old.ring != new.ring),
         ("service", old.service != new.service),
         ("grace", old.grace != new.grace),
-        ("header_timeout", old.ops.header_timeout != new.ops.header_timeout),
-        ("metrics_listen", old.ops.metrics_listen != new.ops.metrics_listen),
-        ("user/group", (&old.ops.user, &old.ops.group) != (&new.ops.user, &new.ops.group)),
+        (
+            "header_timeout",
+            old.ops.header_timeout != new.ops.header_timeout,
+        ),
+        (
+            "metrics_listen",
+            old.ops.metrics_listen != new.ops.metrics_listen,
+        ),
+        (
+            "user/group",
+            (&old.ops.user, &old.ops.group) != (&new.ops.user, &new.ops.group),
+        ),
     ];
     for (name, changed) in fixed {
         if changed {

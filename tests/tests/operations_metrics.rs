@@ -108,9 +108,17 @@ fn metrics_report_the_exact_counts_of_a_scripted_run() {
         v("uringtls_tls_sessions_total", &[("version", "TLSv1_3")]),
         5.0
     );
-    assert_eq!(v("uringtls_tickets_total", &[("event", "accepted")]), 2.0, "{text}");
+    assert_eq!(
+        v("uringtls_tickets_total", &[("event", "accepted")]),
+        2.0,
+        "{text}"
+    );
     assert_eq!(v("uringtls_tickets_total", &[("event", "rejected")]), 0.0);
-    assert_eq!(v("uringtls_tickets_total", &[("event", "issued")]), 5.0, "one per handshake");
+    assert_eq!(
+        v("uringtls_tickets_total", &[("event", "issued")]),
+        5.0,
+        "one per handshake"
+    );
     assert!(v("uringtls_received_bytes_total", &[]) > 0.0);
     assert!(v("uringtls_sent_bytes_total", &[]) > 0.0);
     for shard in ["0", "1"] {
