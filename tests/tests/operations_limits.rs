@@ -153,3 +153,29 @@ fn deny_list_changes_take_effect_on_reload() {
     );
     assert!(tls_from("127.0.0.1", e.addr(), &s.client).is_ok());
 }
+
+#[test]
+fn ipv6_clients_are_matched_by_ipv6_blocks() {
+    let s = Setup::new();
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        assert!(!uringtls_tests::in_ci(), "CI has IPv6 loopback");
+        eprintln!("skipping: no IPv6 loopback");
+        return;
+    }
+    let denied =
+        start_engine(&s.args(&["--shards", "1", "--listen", "[::1]:0", "--deny", "::1/128"]));
+    assert!(
+        uringtls_tests::connect(denied.addr(), &s.client).is_err(),
+        "::1 denied"
+    );
+    let other = start_engine(&s.args(&[
+        "--shards",
+        "1",
+        "--listen",
+        "[::1]:0",
+        "--deny",
+        "2001:db8::/32,127.0.0.0/8",
+    ]));
+    let mut c = uringtls_tests::connect(other.addr(), &s.client).expect("::1 not in the deny list");
+    assert!(get(&mut c).expect("served").contains("200"));
+}
