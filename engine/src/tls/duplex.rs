@@ -32,8 +32,10 @@ use std::pin::Pin;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// Plaintext read from the upstream per operation.
+/// Plaintext moved per operation, each way (at most).
 pub const PLAIN_BUF: usize = 16 * 1024;
+/// Initial size of the upstream read buffer.
+const INITIAL_BUF: usize = 4096;
 
 /// Plaintext bytes moved by a splice, each way.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +60,13 @@ async fn finish<T>(op: &mut Op<'_, T>) -> (io::Result<T>, Vec<u8>) {
     match op.as_mut() {
         Some(f) => f.await,
         None => std::future::pending().await,
+    }
+}
+
+/// A read that filled its buffer means bulk traffic: grow it to `full`.
+fn grow_if_filled(b: &mut Vec<u8>, full: usize) {
+    if b.len() == b.capacity() && b.capacity() < full {
+        b.reserve_exact(full - b.len());
     }
 }
 
@@ -110,8 +119,10 @@ pub async fn splice<C: TlsConn>(
     let client: &Conn = conn;
     let mut crbuf = Some(rbuf.take().ok_or_else(broken)?);
     let mut cwbuf = Some(wbuf.take().ok_or_else(broken)?);
-    let mut to_plain = Some(Vec::with_capacity(PLAIN_BUF));
-    let mut from_plain = Some(Vec::with_capacity(PLAIN_BUF));
+    // Buffers start small (an idle proxied connection holds little) and
+    // grow to their full size the first time traffic fills them.
+    let mut to_plain = Some(Vec::new());
+    let mut from_plain = Some(Vec::with_capacity(INITIAL_BUF));
     // Bytes of `from_plain` already handed to rustls.
     let mut from_pos = 0usize;
     let (mut cr, mut cw, mut pr, mut pw): (Op<usize>, Op<()>, Op<usize>, Op<()>) =
@@ -140,13 +151,10 @@ pub async fn splice<C: TlsConn>(
         }
         // Decrypted plaintext to the upstream.
         if pw.is_none() && !ends.plain_shut {
-            // Kept at full length while idle, so this zero-fills only the
-            // tail after a short write came back.
             let mut out = to_plain.take().ok_or_else(broken)?;
-            out.resize(PLAIN_BUF, 0);
-            match session::read_plaintext(tls, &mut out) {
+            out.clear();
+            match session::append_plaintext(tls, &mut out, PLAIN_BUF) {
                 Ok(Some(n)) if n > 0 => {
-                    out.truncate(n);
                     stats.to_plain += n as u64;
                     pw = Some(Box::pin(plain.write_all(out)));
                 }
@@ -230,8 +238,9 @@ pub async fn splice<C: TlsConn>(
         };
         sleep.as_mut().reset(Instant::now() + idle);
         match ev {
-            Event::ClientRead(r, b) => {
+            Event::ClientRead(r, mut b) => {
                 cr = None;
+                grow_if_filled(&mut b, super::stream::READ_BUF);
                 crbuf = Some(b);
                 let n = r?;
                 *bytes_in += n as u64;
@@ -245,8 +254,9 @@ pub async fn splice<C: TlsConn>(
                 cwbuf = Some(b);
                 r?;
             }
-            Event::PlainRead(r, b) => {
+            Event::PlainRead(r, mut b) => {
                 pr = None;
+                grow_if_filled(&mut b, PLAIN_BUF);
                 from_plain = Some(b);
                 let n = r?;
                 stats.from_plain += n as u64;

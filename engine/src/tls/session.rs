@@ -78,6 +78,37 @@ pub fn read_plaintext<C: TlsConn>(tls: &mut C, buf: &mut [u8]) -> io::Result<Opt
     }
 }
 
+/// Appends available plaintext to `out`, up to `max` bytes in total (no
+/// zero-filling: the buffer grows only by what arrives). Same outcomes as
+/// [`read_plaintext`]: `Some(n > 0)` appended, `Some(0)` clean end, `None`
+/// nothing buffered, `Err(UnexpectedEof)` closed without `close_notify`.
+pub fn append_plaintext<C: TlsConn>(
+    tls: &mut C,
+    out: &mut Vec<u8>,
+    max: usize,
+) -> io::Result<Option<usize>> {
+    let mut reader = tls.reader();
+    let mut total = 0;
+    while out.len() < max {
+        let chunk = match io::BufRead::fill_buf(&mut reader) {
+            Ok(c) => c,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock || total > 0 => break,
+            Err(e) => return Err(e),
+        };
+        if chunk.is_empty() {
+            if total == 0 {
+                return Ok(Some(0));
+            }
+            break;
+        }
+        let n = chunk.len().min(max - out.len());
+        out.extend_from_slice(&chunk[..n]);
+        io::BufRead::consume(&mut reader, n);
+        total += n;
+    }
+    Ok((total > 0).then_some(total))
+}
+
 /// Queues plaintext for encryption; returns how much was taken (less than
 /// `data.len()` when the outgoing buffer limit is reached: flush, then retry).
 pub fn write_plaintext<C: TlsConn>(tls: &mut C, data: &[u8]) -> usize {
@@ -196,5 +227,31 @@ mod tests {
         transfer(&mut c, &mut s, 4096);
         let mut buf = [0u8; 16];
         assert_eq!(read_plaintext(&mut s, &mut buf).expect("read"), Some(0));
+    }
+
+    #[test]
+    fn append_plaintext_takes_up_to_max_then_reports_the_clean_end() {
+        let (mut c, mut s) = pair();
+        handshake(&mut c, &mut s, 4096);
+        let mut out = Vec::new();
+        assert_eq!(append_plaintext(&mut s, &mut out, 10).expect("empty"), None);
+        write_plaintext(&mut c, b"hello world, twice: hello world");
+        c.send_close_notify();
+        transfer(&mut c, &mut s, 4096);
+        assert_eq!(
+            append_plaintext(&mut s, &mut out, 10).expect("some"),
+            Some(10)
+        );
+        assert_eq!(out, b"hello worl");
+        out.clear();
+        assert_eq!(
+            append_plaintext(&mut s, &mut out, 100).expect("rest"),
+            Some(21)
+        );
+        assert_eq!(out, b"d, twice: hello world");
+        assert_eq!(
+            append_plaintext(&mut s, &mut out, 100).expect("end"),
+            Some(0)
+        );
     }
 }
