@@ -153,3 +153,33 @@ fn upstreams_change_on_reload_from_the_config_file() {
     assert_eq!(echo_once(&mut c1, b"still A"), b"still A");
     assert!(a.headers.try_recv().is_err() && b.headers.try_recv().is_err());
 }
+
+#[test]
+fn limits_change_on_reload() {
+    let certs = test_certs();
+    let conf = |max: usize| {
+        let text = format!(
+            "service = \"echo\"\nshards = 1\nmax_conns = {max}\ncert = \"{}\"\nkey = \"{}\"\n",
+            certs.cert.display(),
+            certs.key.display()
+        );
+        write(certs.dir.path(), "limits.toml", &text)
+    };
+    let path = conf(1);
+    let e = start_engine(&["--config", path.to_str().unwrap()]);
+    let cfg = any_cert_client_config();
+    let mut first = connect_to(e.addr(), &cfg, "localhost").unwrap();
+    assert_eq!(echo_once(&mut first, b"1"), b"1");
+    let second = connect_to(e.addr(), &cfg, "localhost").and_then(|mut c| {
+        c.write_all(b"2")?;
+        c.flush()?;
+        let mut b = [0u8; 1];
+        c.read_exact(&mut b).map(|_| b)
+    });
+    assert!(second.is_err(), "max_conns = 1 refuses a second connection");
+    conf(2);
+    assert!(e.reload(1));
+    let mut second = connect_to(e.addr(), &cfg, "localhost").unwrap();
+    assert_eq!(echo_once(&mut second, b"2"), b"2");
+    assert_eq!(echo_once(&mut first, b"1"), b"1");
+}
