@@ -83,6 +83,23 @@ fn payloads_up_to_tens_of_mib_come_back_byte_identical_through_the_proxy() {
 }
 
 #[test]
+fn tls12_clients_are_proxied_too() {
+    let certs = test_certs();
+    let up = echo_upstream(false);
+    let e = proxy(&certs, "1", &["--upstream", &up.addr.to_string()]);
+    let cfg = client_config(&certs.ca_der, &[&rustls::version::TLS12]);
+    let mut payload = vec![0u8; 3 << 20];
+    rand::rng().fill_bytes(&mut payload);
+    let mut c = connect(e.addr(), &cfg).expect("connect");
+    assert_eq!(
+        c.conn.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_2)
+    );
+    let back = round_trip(&mut c, &payload, 128 * 1024);
+    assert_eq!(checksum(&back), checksum(&payload));
+}
+
+#[test]
 fn client_half_close_reaches_the_upstream_which_can_still_answer() {
     // The upstream reads to EOF, then answers with the byte count: only a
     // proxy that propagates the client's half-close (and keeps the other
