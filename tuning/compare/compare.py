@@ -97,6 +97,7 @@ def nginx_worker_pid(master_pid):
 
 NGINX_CONF = """
 worker_processes 1;
+worker_rlimit_nofile 65536;
 daemon off;
 pid {dir}/nginx.pid;
 error_log {dir}/error.log error;
@@ -190,6 +191,51 @@ def h2load_full(client_cpu, url, duration, conns):
     return {"ops": total_ops, "errors": errors}
 
 
+def bench_client_open_loop(bc, client_cpu, url, duration, rate, conns=64):
+    """Open loop at `rate` req/s with bench-client (latency from the intended
+    send time, coordinated omission corrected). Returns ops, errors and the
+    total-latency percentiles in microseconds."""
+    out = run_client(["taskset", "-c", str(client_cpu), bc, "http", url, "--insecure", "--rate", str(int(rate)),
+                      "--connections", str(conns), "--duration", f"{duration}s", "--quiet", "--json", "-"])
+    doc = json.loads(out)
+    lat = doc.get("latency_us", {}).get("total", {})
+    return {"ops": doc.get("ops", 0), "errors": doc.get("errors", {}).get("total", 0),
+            "p50_us": lat.get("p50_us"), "p99_us": lat.get("p99_us"), "p99_9_us": lat.get("p99_9_us")}
+
+
+def idle_connections(port, count):
+    """Opens `count` TLS connections (full handshakes) and holds them.
+    Returns the list of sockets; the caller closes them."""
+    import ssl
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    socks = []
+    for _ in range(count):
+        raw = socket.create_connection(("127.0.0.1", port), timeout=30)
+        socks.append(ctx.wrap_socket(raw, server_hostname="localhost"))
+    return socks
+
+
+def measure_idle(server, count):
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = min(hard, count + 1024)
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    before = rss_kib(server.pid)
+    t0 = time.time()
+    socks = idle_connections(server.port, count)
+    # Let the server finish post-handshake work (tickets) before reading RSS.
+    time.sleep(1.0)
+    after = rss_kib(server.pid)
+    wall = time.time() - t0
+    for s in socks:
+        s.close()
+    return {"ops": count, "errors": 0, "wall_s": wall, "rss_before_kib": before, "rss_after_kib": after,
+            "kib_per_conn": (after - before) / count}
+
+
 def measure(server, fn):
     c0 = cpu_seconds(server.pid)
     t0 = time.time()
@@ -210,14 +256,21 @@ def main():
     ap.add_argument("--server-cpu", type=int, default=1)
     ap.add_argument("--client-cpu", type=int, default=0)
     ap.add_argument("--uringtls", default="target/release/uringtls")
-    ap.add_argument("--workloads", default="keepalive,full,resumed,bulk")
+    ap.add_argument("--workloads", default="keepalive,full,resumed,bulk,openloop,idle")
     ap.add_argument("--json", help="write results here")
+    ap.add_argument("--bench-client", default="target/release/bench-client",
+                    help="bench-client binary for the open-loop run")
+    ap.add_argument("--idle-conns", type=int, default=10000, help="connections for the idle workload")
+    ap.add_argument("--openloop-rate", type=float,
+                    help="open-loop rate; default 50%% of nginx's median keep-alive rate in this run")
     ap.add_argument("--uringtls-args", default="", help="extra flags for uringtls, e.g. '--coop-taskrun false'")
     a = ap.parse_args()
 
     missing = [t for t in ("nginx", "wrk", "h2load", "taskset", "openssl", "pgrep") if not shutil.which(t)]
     if not os.path.exists(a.uringtls):
         missing.append(f"{a.uringtls} (cargo build --release --bin uringtls)")
+    if "openloop" in a.workloads and not os.path.exists(a.bench_client):
+        missing.append(f"{a.bench_client} (cargo build --release -p bench-client)")
     if missing:
         print("missing: " + ", ".join(missing), file=sys.stderr)
         print("install: apt-get install nginx wrk nghttp2-client procps util-linux openssl", file=sys.stderr)
@@ -256,16 +309,36 @@ def main():
                 s = bulk_u
                 base = f"https://127.0.0.1:{s.port}"
             return s, lambda: wrk(cc, base + "/big", d, 8)
+        if wl == "openloop":
+            return s, lambda: bench_client_open_loop(a.bench_client, cc, base + "/", d, openloop_rate())
         raise ValueError(wl)
+
+    def openloop_rate():
+        if a.openloop_rate:
+            return a.openloop_rate
+        ka = [r["rate"] for r in results.get("keepalive", {}).get("nginx", [])]
+        if not ka:
+            raise RuntimeError("open loop needs --openloop-rate or the keepalive workload before it")
+        return 0.5 * statistics.median(ka)
 
     results = {wl: {"nginx": [], "uringtls": []} for wl in workloads}
     try:
         for rnd in range(a.rounds):
             for wl in workloads:
                 for name in ("nginx", "uringtls") if rnd % 2 == 0 else ("uringtls", "nginx"):
+                    if wl == "idle":
+                        r = measure_idle(servers[name], a.idle_conns)
+                        results[wl][name].append(r)
+                        print(f"round {rnd + 1}/{a.rounds} {wl:9} {name:8} {r['kib_per_conn']:8.2f} KiB RSS per "
+                              f"connection ({a.idle_conns} connections)", flush=True)
+                        continue
                     s, fn = runner(name, wl)
                     r = measure(s, fn)
                     results[wl][name].append(r)
+                    if wl == "openloop":
+                        print(f"round {rnd + 1}/{a.rounds} {wl:9} {name:8} p50 {r['p50_us']} us  p99 {r['p99_us']} us  "
+                              f"p99.9 {r['p99_9_us']} us  errors {r['errors']}", flush=True)
+                        continue
                     print(f"round {rnd + 1}/{a.rounds} {wl:9} {name:8} {r['rate']:10.0f} ops/s "
                           f"{(r['cpu_us_per_op'] or 0):8.1f} us CPU/op  errors {r['errors']}", flush=True)
         rss = {n: rss_kib(s.pid) for n, s in servers.items()}
@@ -282,6 +355,25 @@ def main():
     print(f"{'workload':10} {'nginx ops/s':>12} {'uringtls ops/s':>15} {'nginx us/op':>12} {'uringtls us/op':>15} {'CPU ratio':>10}")
     for wl in workloads:
         n, u = results[wl]["nginx"], results[wl]["uringtls"]
+        if wl == "idle":
+            row = {"nginx_kib_per_conn": med(n, "kib_per_conn"), "uringtls_kib_per_conn": med(u, "kib_per_conn")}
+            row["rss_ratio"] = (row["uringtls_kib_per_conn"] / row["nginx_kib_per_conn"]
+                                if row["nginx_kib_per_conn"] else None)
+            summary[wl] = row
+            print(f"{wl:10} RSS per connection: nginx {row['nginx_kib_per_conn']:.2f} KiB, "
+                  f"uringtls {row['uringtls_kib_per_conn']:.2f} KiB, ratio {row['rss_ratio'] or 0:.2f}")
+            continue
+        if wl == "openloop":
+            row = {}
+            for k in ("p50_us", "p99_us", "p99_9_us"):
+                row[f"nginx_{k}"], row[f"uringtls_{k}"] = med(n, k), med(u, k)
+                row[f"{k}_ratio"] = (row[f"uringtls_{k}"] / row[f"nginx_{k}"] if row[f"nginx_{k}"] else None)
+            summary[wl] = row
+            print(f"{wl:10} p50 {row['nginx_p50_us']}/{row['uringtls_p50_us']} us, "
+                  f"p99 {row['nginx_p99_us']}/{row['uringtls_p99_us']} us (ratio {row['p99_us_ratio'] or 0:.2f}), "
+                  f"p99.9 {row['nginx_p99_9_us']}/{row['uringtls_p99_9_us']} us (ratio {row['p99_9_us_ratio'] or 0:.2f})"
+                  "  [nginx/uringtls]")
+            continue
         row = {"nginx_rate": med(n, "rate"), "uringtls_rate": med(u, "rate"),
                "nginx_cpu_us_per_op": med(n, "cpu_us_per_op"), "uringtls_cpu_us_per_op": med(u, "cpu_us_per_op")}
         row["cpu_ratio"] = (row["uringtls_cpu_us_per_op"] / row["nginx_cpu_us_per_op"]

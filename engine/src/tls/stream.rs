@@ -13,6 +13,11 @@ use std::time::Duration;
 /// Read buffer capacity: one maximal TLS record (16 KiB + header + tag).
 pub const READ_BUF: usize = 16 * 1024 + 512;
 
+/// Initial read buffer capacity. A connection starts small (an idle
+/// connection's pending read holds this buffer) and grows to [`READ_BUF`]
+/// the first time a read fills it (bulk traffic).
+pub const READ_BUF_INITIAL: usize = 4096;
+
 /// Default limit of ciphertext queued inside rustls before a flush (bytes).
 pub const DEFAULT_SEND_LIMIT: usize = 256 * 1024;
 
@@ -57,9 +62,10 @@ impl<C: TlsConn> TlsStream<C> {
         TlsStream {
             conn,
             tls,
-            rbuf: Some(Vec::with_capacity(READ_BUF)),
+            rbuf: Some(Vec::with_capacity(READ_BUF_INITIAL)),
             rpos: 0,
-            wbuf: Some(Vec::with_capacity(READ_BUF)),
+            // Grows to the largest flight written, then stays.
+            wbuf: Some(Vec::new()),
             read_timeout: None,
             write_timeout: None,
             eof: false,
@@ -224,6 +230,9 @@ impl<C: TlsConn> TlsStream<C> {
                 }
             };
             self.bytes_in += n as u64;
+            if n == buf.capacity() && n < READ_BUF {
+                buf.reserve_exact(READ_BUF - n);
+            }
             if n == 0 {
                 self.eof = true;
                 self.rbuf = Some(buf);
