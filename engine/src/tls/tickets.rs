@@ -142,15 +142,17 @@ impl TicketKey {
         let mut out = Vec::with_capacity(NAME_LEN + NONCE_LEN + plain.len() + TAG_LEN);
         out.extend_from_slice(&self.name);
         out.extend_from_slice(&nonce);
-        let mut body = plain.to_vec();
-        self.key
-            .seal_in_place_append_tag(
+        out.extend_from_slice(plain);
+        // One buffer: encrypt the body where it lies, then append the tag.
+        let tag = self
+            .key
+            .seal_in_place_separate_tag(
                 Nonce::assume_unique_for_key(nonce),
                 Aad::from(&self.name),
-                &mut body,
+                &mut out[NAME_LEN + NONCE_LEN..],
             )
             .ok()?;
-        out.extend_from_slice(&body);
+        out.extend_from_slice(tag.as_ref());
         Some(out)
     }
 
