@@ -150,13 +150,16 @@ impl<C: TlsConn> TlsStream<C> {
     /// Reads decrypted bytes into `buf`. `Ok(0)`: the peer ended cleanly
     /// (`close_notify`); `UnexpectedEof`: it closed without one.
     pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // One deadline for the whole call: a peer trickling a record a byte
+        // at a time cannot stretch the read timeout.
+        let deadline = self.read_timeout.map(|t| tokio::time::Instant::now() + t);
         loop {
             if let Some(n) = session::read_plaintext(&mut self.tls, buf)? {
                 return Ok(n);
             }
             // Records we owe the peer (alerts, key updates) go out first.
             self.flush().await?;
-            self.fill().await?;
+            self.fill_until(deadline).await?;
         }
     }
 
@@ -207,6 +210,12 @@ impl<C: TlsConn> TlsStream<C> {
 
     /// Reads more ciphertext and feeds it to rustls. Returns `false` at EOF.
     async fn fill(&mut self) -> io::Result<bool> {
+        let deadline = self.read_timeout.map(|t| tokio::time::Instant::now() + t);
+        self.fill_until(deadline).await
+    }
+
+    /// [`fill`](Self::fill) with the socket read bounded by `deadline`.
+    async fn fill_until(&mut self, deadline: Option<tokio::time::Instant>) -> io::Result<bool> {
         if self.eof {
             return Ok(false);
         }
@@ -215,8 +224,8 @@ impl<C: TlsConn> TlsStream<C> {
             buf.clear();
             self.rpos = 0;
             let fut = self.conn.read(buf);
-            let (res, b) = match self.read_timeout {
-                Some(t) => tokio::time::timeout(t, fut)
+            let (res, b) = match deadline {
+                Some(d) => tokio::time::timeout_at(d, fut)
                     .await
                     .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "read timeout"))?,
                 None => fut.await,
