@@ -435,3 +435,34 @@ fn an_upstream_that_never_answers_the_connect_is_given_up_after_the_connect_time
     e.wait_for_stderr("upstream connect timed out");
     drop(l);
 }
+
+#[test]
+fn garbage_records_mid_stream_end_that_connection_only() {
+    let certs = test_certs();
+    let up = echo_upstream(false);
+    let e = proxy(&certs, "1", &["--upstream", &up.addr.to_string()]);
+    let cfg = client_config(&certs.ca_der, BOTH);
+    let mut bystander = connect(e.addr(), &cfg).expect("connect");
+    assert_eq!(round_trip_open(&mut bystander, b"before"), b"before");
+    let mut bad = connect(e.addr(), &cfg).expect("connect");
+    assert_eq!(round_trip_open(&mut bad, b"ok"), b"ok");
+    // Bytes that are no TLS record, straight on the socket.
+    bad.sock
+        .write_all(b"\x17\x03\x03\x00\x05hello")
+        .expect("raw write");
+    let mut buf = [0u8; 64];
+    assert!(
+        bad.read(&mut buf).is_err(),
+        "an alert or a reset ends the bad connection"
+    );
+    assert_eq!(round_trip_open(&mut bystander, b"after"), b"after");
+}
+
+/// One echo exchange, leaving the connection open.
+fn round_trip_open(c: &mut Client, msg: &[u8]) -> Vec<u8> {
+    c.write_all(msg).expect("write");
+    c.flush().expect("flush");
+    let mut back = vec![0u8; msg.len()];
+    c.read_exact(&mut back).expect("read");
+    back
+}
