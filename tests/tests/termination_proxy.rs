@@ -466,3 +466,36 @@ fn round_trip_open(c: &mut Client, msg: &[u8]) -> Vec<u8> {
     c.read_exact(&mut back).expect("read");
     back
 }
+
+#[test]
+fn idle_proxied_connections_close_at_the_idle_timeout_but_active_ones_stay() {
+    let certs = test_certs();
+    let up = echo_upstream(false);
+    let e = proxy(
+        &certs,
+        "1",
+        &[
+            "--upstream",
+            &up.addr.to_string(),
+            "--idle-timeout",
+            "400ms",
+        ],
+    );
+    let cfg = client_config(&certs.ca_der, BOTH);
+    // Active: a message every 100 ms (pacing, not waiting) for 1.2 s, three
+    // idle timeouts long.
+    let mut active = connect(e.addr(), &cfg).expect("connect");
+    for i in 0..12 {
+        let msg = format!("tick {i}");
+        assert_eq!(round_trip_open(&mut active, msg.as_bytes()), msg.as_bytes());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // Idle: closed cleanly by the engine.
+    let mut idle = connect(e.addr(), &cfg).expect("connect");
+    let mut buf = [0u8; 8];
+    assert_eq!(
+        idle.read(&mut buf)
+            .expect("clean close at the idle timeout"),
+        0
+    );
+}

@@ -131,6 +131,7 @@ pub async fn splice<C: TlsConn>(
     let mut stats = SpliceStats::default();
     let sleep = tokio::time::sleep(idle);
     tokio::pin!(sleep);
+    let mut last_moved = Instant::now();
 
     loop {
         // Client ciphertext already read goes into rustls first.
@@ -139,11 +140,14 @@ pub async fn splice<C: TlsConn>(
                 match session::ingest(tls, &buf[*rpos..]) {
                     Ok(got) => *rpos += got.consumed,
                     Err(e) => {
-                        let mut out = cwbuf.take().unwrap_or_default();
-                        out.clear();
-                        session::take_output(tls, &mut out);
-                        drop((cr, cw, pr, pw));
-                        let _ = client.write_all(out).await;
+                        // Send rustls's alert, best effort, unless a write
+                        // is in flight (two writes could interleave).
+                        if let (None, Some(mut out)) = (cw.as_ref(), cwbuf.take()) {
+                            out.clear();
+                            session::take_output(tls, &mut out);
+                            drop((cr, pr, pw));
+                            let _ = client.write_all(out).await;
+                        }
                         return Err(tls_error(e));
                     }
                 }
@@ -236,7 +240,11 @@ pub async fn splice<C: TlsConn>(
             (r, b) = finish(&mut pw) => Event::PlainWrote(r, b),
             _ = &mut sleep => Event::Idle,
         };
-        sleep.as_mut().reset(Instant::now() + idle);
+        // The idle timer is re-armed lazily (when it fires), not per event.
+        let now = Instant::now();
+        if !matches!(ev, Event::Idle) {
+            last_moved = now;
+        }
         match ev {
             Event::ClientRead(r, mut b) => {
                 cr = None;
@@ -269,7 +277,14 @@ pub async fn splice<C: TlsConn>(
                 to_plain = Some(b);
                 r?;
             }
+            Event::Idle if now < last_moved + idle => {
+                sleep.as_mut().reset(last_moved + idle);
+            }
             Event::Idle => {
+                // Give back the buffers not held by an operation, so that the
+                // caller can still close with `close_notify`.
+                *rbuf = crbuf.take();
+                *wbuf = cwbuf.take();
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     "proxy idle timeout: nothing moved either way",
