@@ -27,8 +27,7 @@ http {{
     access_log off;
     keepalive_requests 100000000;
     keepalive_timeout 60s;
-    ssl_session_cache shared:SSL:64m;
-    ssl_session_tickets on;
+    {resumption}
     ssl_protocols TLSv1.2 TLSv1.3;
     client_body_temp_path {dir}/tmp; proxy_temp_path {dir}/tmp; fastcgi_temp_path {dir}/tmp;
     uwsgi_temp_path {dir}/tmp; scgi_temp_path {dir}/tmp;
@@ -67,12 +66,17 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def start_nginx(tmp):
+def start_nginx(tmp, resumption=True):
     port = free_port()
-    os.makedirs(f"{tmp}/tmp", exist_ok=True)
-    with open(f"{tmp}/nginx.conf", "w") as f:
-        f.write(NGINX_CONF.format(dir=tmp, port=port))
-    p = subprocess.Popen(["taskset", "-c", "1", "nginx", "-c", f"{tmp}/nginx.conf", "-p", tmp],
+    d = f"{tmp}/nginx-{port}"
+    os.makedirs(f"{d}/tmp", exist_ok=True)
+    os.chmod(d, 0o755)
+    res = ("ssl_session_cache shared:SSL:64m; ssl_session_tickets on;" if resumption
+           else "ssl_session_cache off; ssl_session_tickets off;")
+    with open(f"{d}/nginx.conf", "w") as f:
+        f.write(NGINX_CONF.format(dir=d, port=port, resumption=res).replace(f"{d}/cert.pem", f"{tmp}/cert.pem")
+                .replace(f"{d}/key.pem", f"{tmp}/key.pem"))
+    p = subprocess.Popen(["taskset", "-c", "1", "nginx", "-c", f"{d}/nginx.conf", "-p", d],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(port)
     for _ in range(100):
@@ -83,11 +87,12 @@ def start_nginx(tmp):
     raise RuntimeError("nginx worker did not start")
 
 
-def start_uringtls(binary, tmp):
+def start_uringtls(binary, tmp, resumption=True):
     port = free_port()
+    extra = [] if resumption else ["--tls13-tickets", "0"]
     p = subprocess.Popen(["taskset", "-c", "1", binary, "--listen", f"127.0.0.1:{port}", "--shards", "1",
                           "--cpus", "1", "--cert", f"{tmp}/cert.pem", "--key", f"{tmp}/key.pem",
-                          "--log-level", "error", "--max-conns", "100000"],
+                          "--log-level", "error", "--max-conns", "100000"] + extra,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(port)
     return p, p.pid, port
@@ -101,6 +106,7 @@ def run(cmd):
 
 
 H2_COUNT = {}
+RESUMED_SHARE = {}
 
 
 def client(kind, name, url, dur, bc):
@@ -110,7 +116,7 @@ def client(kind, name, url, dur, bc):
         cmd = pin + ["wrk", "-t1", "-c64", f"-d{dur}s", url]
         out = run(cmd)
         return int(re.search(r"(\d+) requests in", out).group(1)), float(re.search(r"requests in ([\d.]+)s", out).group(1)), cmd
-    if kind == "handshake" and name == "h2load":
+    if kind in ("full", "resumed") and name == "h2load":
         # h2load's -D (timed mode) hangs at the end with `Connection: close`
         # (1.52), so run a request count sized from a short calibration.
         def h2(n):
@@ -129,11 +135,13 @@ def client(kind, name, url, dur, bc):
     if kind == "keepalive":
         cmd = pin + [bc, "http", url, "-k", "-c64", "-t1", "-d", f"{dur}s", "-q", "--json", path]
     else:
-        cmd = pin + [bc, "handshake", url, "-k", "-c16", "-t1", "--request", "http", "-d", f"{dur}s", "-q", "--json", path]
+        sub = "handshake" if kind == "full" else "resume"
+        cmd = pin + [bc, sub, url, "-k", "-c16", "-t1", "--request", "http", "-d", f"{dur}s", "-q", "--json", path]
     run(cmd)
     with open(path) as f:
         j = json.load(f)
     os.unlink(path)
+    RESUMED_SHARE.setdefault(f"{kind}/{url}", []).append(j["handshakes"]["resumed_share"])
     return j["ops"], j["load"]["duration_s"], cmd
 
 
@@ -142,7 +150,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--servers", default="nginx,uringtls")
-    ap.add_argument("--workloads", default="keepalive,handshake")
+    ap.add_argument("--workloads", default="keepalive,full,resumed")
     ap.add_argument("--bench-client", default="target/release/bench-client")
     ap.add_argument("--uringtls", default="target/release/uringtls")
     ap.add_argument("--json", help="write raw results here")
@@ -158,49 +166,56 @@ def main():
                    check=True, capture_output=True)
     os.chmod(f"{tmp}/key.pem", 0o600)
     procs = {}
+    cases = [("nginx", "keepalive"), ("uringtls", "keepalive"), ("nginx-nores", "full"),
+             ("uringtls-nores", "full"), ("nginx", "resumed"), ("uringtls", "resumed")]
+    cases = [c for c in cases if c[1] in a.workloads.split(",") and c[0].split("-")[0] in a.servers.split(",")]
     try:
-        for s in a.servers.split(","):
-            procs[s] = start_nginx(tmp) if s == "nginx" else start_uringtls(a.uringtls, tmp)
-        peers = {"keepalive": "wrk", "handshake": "h2load"}
+        for s, _ in cases:
+            if s not in procs:
+                res_on = not s.endswith("-nores")
+                procs[s] = (start_nginx(tmp, res_on) if s.startswith("nginx")
+                            else start_uringtls(a.uringtls, tmp, res_on))
+        peers = {"keepalive": "wrk", "full": "h2load", "resumed": "h2load"}
         res = {}
         for rnd in range(a.rounds):
-            for s, (_, pid, port) in procs.items():
+            for s, wl in cases:
+                _, pid, port = procs[s]
                 url = f"https://127.0.0.1:{port}/"
-                for wl in a.workloads.split(","):
-                    order = [peers[wl], "bench-client"] if rnd % 2 == 0 else ["bench-client", peers[wl]]
-                    for c in order:
-                        c0 = cpu_seconds(pid)
-                        ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-                        ops, secs, cmd = client(wl, c, url, a.duration, a.bench_client)
-                        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-                        cpu = cpu_seconds(pid) - c0
-                        ccpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
-                        r = {"rate": ops / secs, "server_us_per_op": cpu * 1e6 / max(ops, 1),
-                             "client_us_per_op": ccpu * 1e6 / max(ops, 1), "cmd": " ".join(cmd)}
-                        res.setdefault(f"{s}/{wl}/{c}", []).append(r)
-                        print(f"round {rnd} {s:8} {wl:9} {c:12} {r['rate']:10.0f}/s  server {r['server_us_per_op']:7.1f} us/op"
-                              f"  client {r['client_us_per_op']:7.1f} us/op", flush=True)
+                order = [peers[wl], "bench-client"] if rnd % 2 == 0 else ["bench-client", peers[wl]]
+                for c in order:
+                    c0 = cpu_seconds(pid)
+                    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+                    ops, secs, cmd = client(wl, c, url, a.duration, a.bench_client)
+                    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+                    cpu = cpu_seconds(pid) - c0
+                    ccpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+                    r = {"rate": ops / secs, "server_us_per_op": cpu * 1e6 / max(ops, 1),
+                         "client_us_per_op": ccpu * 1e6 / max(ops, 1), "cmd": " ".join(cmd)}
+                    res.setdefault(f"{s}/{wl}/{c}", []).append(r)
+                    print(f"round {rnd} {s:14} {wl:9} {c:12} {r['rate']:10.0f}/s  server {r['server_us_per_op']:7.1f} us/op"
+                          f"  client {r['client_us_per_op']:7.1f} us/op", flush=True)
         print()
-        print(f"{'server':8} {'workload':9} {'peer':7} {'peer/s':>9} {'bench-client/s':>15} {'ratio':>6} "
+        print(f"{'server':14} {'workload':9} {'peer':7} {'peer/s':>9} {'bench-client/s':>15} {'ratio':>6} "
               f"{'srv us/op peer':>15} {'srv us/op bc':>13} {'client us/op peer':>18} {'client us/op bc':>16}")
         summary = []
-        for s in procs:
-            for wl in a.workloads.split(","):
-                p, b = res[f"{s}/{wl}/{peers[wl]}"], res[f"{s}/{wl}/bench-client"]
-                med = lambda rs, k: statistics.median(r[k] for r in rs)
-                row = {"server": s, "workload": wl, "peer": peers[wl], "peer_rate": med(p, "rate"),
-                       "bench_client_rate": med(b, "rate"), "peer_server_us_per_op": med(p, "server_us_per_op"),
-                       "bench_client_server_us_per_op": med(b, "server_us_per_op"),
-                       "peer_client_us_per_op": med(p, "client_us_per_op"),
-                       "bench_client_client_us_per_op": med(b, "client_us_per_op")}
-                row["ratio"] = row["bench_client_rate"] / row["peer_rate"]
-                summary.append(row)
-                print(f"{s:8} {wl:9} {peers[wl]:7} {row['peer_rate']:9.0f} {row['bench_client_rate']:15.0f} {row['ratio']:6.2f} "
-                      f"{row['peer_server_us_per_op']:15.1f} {row['bench_client_server_us_per_op']:13.1f} "
-                      f"{row['peer_client_us_per_op']:18.1f} {row['bench_client_client_us_per_op']:16.1f}")
+        for s, wl in cases:
+            p, b = res[f"{s}/{wl}/{peers[wl]}"], res[f"{s}/{wl}/bench-client"]
+            med = lambda rs, k: statistics.median(r[k] for r in rs)
+            row = {"server": s, "workload": wl, "peer": peers[wl], "peer_rate": med(p, "rate"),
+                   "bench_client_rate": med(b, "rate"), "peer_server_us_per_op": med(p, "server_us_per_op"),
+                   "bench_client_server_us_per_op": med(b, "server_us_per_op"),
+                   "peer_client_us_per_op": med(p, "client_us_per_op"),
+                   "bench_client_client_us_per_op": med(b, "client_us_per_op")}
+            row["ratio"] = row["bench_client_rate"] / row["peer_rate"]
+            summary.append(row)
+            print(f"{s:14} {wl:9} {peers[wl]:7} {row['peer_rate']:9.0f} {row['bench_client_rate']:15.0f} {row['ratio']:6.2f} "
+                  f"{row['peer_server_us_per_op']:15.1f} {row['bench_client_server_us_per_op']:13.1f} "
+                  f"{row['peer_client_us_per_op']:18.1f} {row['bench_client_client_us_per_op']:16.1f}")
+        print("bench-client resumed share per case:", {k: v for k, v in RESUMED_SHARE.items()})
         if a.json:
             with open(a.json, "w") as f:
-                json.dump({"summary": summary, "runs": res, "rounds": a.rounds, "duration_s": a.duration}, f, indent=1)
+                json.dump({"summary": summary, "runs": res, "rounds": a.rounds, "duration_s": a.duration,
+                           "bench_client_resumed_share": RESUMED_SHARE}, f, indent=1)
     finally:
         for p, _, _ in procs.values():
             p.terminate()

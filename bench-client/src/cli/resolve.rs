@@ -15,6 +15,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Largest piece of an `echo` message written before reading its echo.
+pub const ECHO_CHUNK: usize = 64 * 1024;
+
 /// Connections used at most by `--quick`.
 pub const QUICK_CONNECTIONS: usize = 4;
 
@@ -54,7 +57,10 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         }
         Command::Echo { common, size } => {
             let size = size.max(1) as usize;
-            ("echo", common, WorkloadSpec::Echo { size, chunk: size })
+            // Larger messages go in 64 KiB pieces, each echoed back before the
+            // next, so neither side's socket buffers can fill up and deadlock.
+            let chunk = size.min(ECHO_CHUNK);
+            ("echo", common, WorkloadSpec::Echo { size, chunk })
         }
         Command::Bulk {
             common,
@@ -234,7 +240,9 @@ fn execute(
             std::env::args().skip(1).collect::<Vec<_>>().join(" ")
         );
         sinks_owned.push(Box::new(
-            HlogWriter::create(p, &comment).map_err(|e| file_err(p, e))?,
+            // Interval timestamps count from the start of measuring.
+            HlogWriter::create(p, &comment, std::time::SystemTime::now() + plan.warmup)
+                .map_err(|e| file_err(p, e))?,
         ));
     }
     let mut sinks: Vec<&mut dyn IntervalSink> = sinks_owned

@@ -25,13 +25,9 @@ pub struct HlogWriter<W: Write> {
 }
 
 impl HlogWriter<BufWriter<File>> {
-    /// Creates `path` and writes the header.
-    pub fn create(path: &Path, comment: &str) -> std::io::Result<Self> {
-        HlogWriter::new(
-            BufWriter::new(File::create(path)?),
-            comment,
-            SystemTime::now(),
-        )
+    /// Creates `path` and writes the header (StartTime/BaseTime `start`).
+    pub fn create(path: &Path, comment: &str, start: SystemTime) -> std::io::Result<Self> {
+        HlogWriter::new(BufWriter::new(File::create(path)?), comment, start)
     }
 }
 

@@ -243,6 +243,10 @@ async fn one_shot(then: &OneShot, slot: &mut Slot, t: &mut OpTimes) -> Result<()
             t.start = req_start;
             let res = http::exchange(&mut stream, &mut slot.rbuf, t, req, 1, false).await;
             t.start = ttfb_base;
+            if res.is_ok() {
+                // A clean TLS close, as browsers and h2load do; best effort.
+                let _ = stream.close().await;
+            }
             res.map(|_| ())
         }
         OneShot::Echo => {
