@@ -50,6 +50,10 @@ enum Cmd {
         /// No progress lines.
         #[arg(short, long)]
         quiet: bool,
+        /// Run the binaries in place instead of copies taken at start (a
+        /// rebuild during the run would then change them mid-experiment).
+        #[arg(long)]
+        no_snapshot: bool,
     },
     /// Prints the cells and the run count of an experiment, runs nothing.
     Plan {
@@ -83,6 +87,7 @@ fn main() -> ExitCode {
             duration,
             warmup,
             quiet,
+            no_snapshot,
         } => load(&experiment).and_then(|mut exp| {
             if let Some(r) = repetitions {
                 exp.repetitions = r;
@@ -98,7 +103,7 @@ fn main() -> ExitCode {
                 sysctl_root,
                 quiet,
             };
-            run_cmd(&experiment, &exp, &opts)
+            run_cmd(&experiment, &exp, opts, !no_snapshot)
         }),
         Cmd::Plan { experiment } => plan(&experiment),
         Cmd::Report { dir } => report(&dir),
@@ -123,7 +128,61 @@ fn cells_of(path: &Path, exp: &Experiment) -> Result<Vec<tuning_runner::matrix::
     expand(exp, &move |p| sysctl::load_conf(&base.join(p)))
 }
 
-fn run_cmd(path: &Path, exp: &Experiment, opts: &Options) -> Result<ExitCode, String> {
+/// Copies of the binaries for the length of a run, removed on drop.
+struct Snapshot(Option<PathBuf>);
+
+impl Drop for Snapshot {
+    fn drop(&mut self) {
+        if let Some(d) = &self.0 {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+/// Copies engine and bench-client to a private folder and points `opts`
+/// at the copies; returns `path (built TIME)` lines for machine.txt.
+fn snapshot(opts: &mut Options, snap: &mut Snapshot) -> Result<String, String> {
+    let dir = std::env::temp_dir().join(format!("uringtls-tune-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    snap.0 = Some(dir.clone());
+    let mut info = String::new();
+    for (bin, name) in [
+        (&mut opts.engine, "engine"),
+        (&mut opts.bench_client, "bench-client"),
+    ] {
+        let built = std::fs::metadata(&*bin)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| utc_stamp(d.as_secs()))
+            .unwrap_or_else(|| "?".into());
+        info.push_str(&format!("{name}: {} (built {built} UTC)\n", bin.display()));
+        if bin.exists() {
+            let copy = dir.join(name);
+            std::fs::copy(&*bin, &copy).map_err(|e| format!("{}: {e}", bin.display()))?;
+            *bin = copy;
+        }
+    }
+    Ok(info)
+}
+
+fn run_cmd(
+    path: &Path,
+    exp: &Experiment,
+    mut opts: Options,
+    take_snapshot: bool,
+) -> Result<ExitCode, String> {
+    let mut snap = Snapshot(None);
+    let binaries = if take_snapshot {
+        snapshot(&mut opts, &mut snap)?
+    } else {
+        format!(
+            "engine: {}\nbench-client: {}\n",
+            opts.engine.display(),
+            opts.bench_client.display()
+        )
+    };
+    let opts = &opts;
     let cells = cells_of(path, exp)?;
     for (bin, placeholder) in [
         (&opts.engine, "{engine}"),
@@ -155,12 +214,7 @@ fn run_cmd(path: &Path, exp: &Experiment, opts: &Options) -> Result<ExitCode, St
     );
     let stop = Stop::install().map_err(|e| format!("cannot handle signals: {e}"))?;
     let outcome = run::run(exp, &cells, opts, &stop)?;
-    let machine_txt = format!(
-        "{before}loadavg after: {}\nengine: {}\nbench-client: {}\n",
-        machine::load(),
-        opts.engine.display(),
-        opts.bench_client.display()
-    );
+    let machine_txt = format!("{before}loadavg after: {}\n{binaries}", machine::load());
     let _ = std::fs::write(opts.out.join("machine.txt"), machine_txt);
     if let Ok(md) = std::fs::read_to_string(opts.out.join("summary.md")) {
         println!("{md}");
