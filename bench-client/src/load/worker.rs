@@ -317,6 +317,8 @@ pub fn record_op(r: &mut Recorder, t: &OpTimes, res: Result<(), ErrorClass>, ope
     r.ops += t.done.len() as u64;
     r.bytes_in += t.bytes_in;
     r.bytes_out += t.bytes_out;
+    r.cipher_in += t.cipher_in;
+    r.cipher_out += t.cipher_out;
     if let Some(s) = t.bad_status {
         r.error(ErrorClass::BadStatus(s));
     }

@@ -70,6 +70,20 @@ impl Report<'_> {
         }
     }
 
+    /// Estimated TLS records received and their mean plaintext size: the
+    /// ciphertext beyond the plaintext is record overhead (22 bytes per
+    /// TLS 1.3 AEAD record, 29 for TLS 1.2 AES-GCM), handshakes included.
+    pub fn records_in(&self) -> Option<(u64, f64)> {
+        let t = &self.outcome.total;
+        let per = if self.negotiated.version.contains("1_2") {
+            29
+        } else {
+            22
+        };
+        let records = t.cipher_in.checked_sub(t.bytes_in)? / per;
+        (records > 0).then(|| (records, t.bytes_in as f64 / records as f64))
+    }
+
     /// Client cores used on average over the run.
     pub fn client_cores(&self) -> f64 {
         self.outcome.process_cpu.total().as_secs_f64() / self.outcome.wall.as_secs_f64().max(1e-9)

@@ -52,6 +52,12 @@ pub fn render(r: &Report<'_>) -> String {
         s,
         "  throughput:   {mb_in:.2} MB/s in, {mb_out:.2} MB/s out (plaintext)"
     );
+    if let Some((records, size)) = r.records_in().filter(|_| p.name == "bulk") {
+        let _ = writeln!(
+            s,
+            "  TLS records:  ~{records} received, ~{size:.0} plaintext bytes each (estimated from ciphertext overhead)"
+        );
+    }
     if let Some(share) = r.resumed_share().filter(|_| p.workload.resumes()) {
         let _ = writeln!(
             s,

@@ -85,6 +85,10 @@ pub struct Recorder {
     pub bytes_in: u64,
     /// Plaintext bytes sent.
     pub bytes_out: u64,
+    /// Ciphertext bytes received (TLS records, handshakes included).
+    pub cipher_in: u64,
+    /// Ciphertext bytes sent.
+    pub cipher_out: u64,
     /// TLS connections established.
     pub connections: u64,
     /// Handshakes that were full.
@@ -109,6 +113,8 @@ impl Recorder {
             ops: 0,
             bytes_in: 0,
             bytes_out: 0,
+            cipher_in: 0,
+            cipher_out: 0,
             connections: 0,
             full_handshakes: 0,
             resumed_handshakes: 0,
@@ -146,6 +152,8 @@ impl Recorder {
         self.ops += other.ops;
         self.bytes_in += other.bytes_in;
         self.bytes_out += other.bytes_out;
+        self.cipher_in += other.cipher_in;
+        self.cipher_out += other.cipher_out;
         self.connections += other.connections;
         self.full_handshakes += other.full_handshakes;
         self.resumed_handshakes += other.resumed_handshakes;

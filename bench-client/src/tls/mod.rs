@@ -77,6 +77,12 @@ pub fn server_name(a: &TlsArgs, host: &str) -> Result<ServerName<'static>, Strin
 
 fn provider(a: &TlsArgs) -> Result<CryptoProvider, String> {
     let mut p = rustls::crypto::aws_lc_rs::default_provider();
+    // AES-128-GCM first (as browsers, curl and h2load offer): a server that
+    // follows the client's order then does the same work for us as for them.
+    p.cipher_suites.sort_by_key(|s| {
+        let name = format!("{:?}", s.suite());
+        (name.starts_with("TLS_"), !name.contains("AES_128"))
+    });
     if !a.cipher.is_empty() {
         let all = rustls::crypto::aws_lc_rs::ALL_CIPHER_SUITES;
         p.cipher_suites = a
@@ -202,5 +208,53 @@ impl Negotiated {
                 .alpn_protocol()
                 .map(|p| String::from_utf8_lossy(p).into_owned()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn tls_args(extra: &[&str]) -> TlsArgs {
+        let mut args = vec!["bench-client", "http", "127.0.0.1:1"];
+        args.extend_from_slice(extra);
+        match crate::cli::Cli::try_parse_from(args)
+            .expect("parse")
+            .command
+        {
+            crate::cli::Command::Http { common, .. } => common.tls,
+            _ => unreachable!("http"),
+        }
+    }
+
+    #[test]
+    fn aes_128_gcm_is_offered_first_by_default() {
+        let p = provider(&tls_args(&[])).expect("provider");
+        let names: Vec<String> = p
+            .cipher_suites
+            .iter()
+            .map(|s| format!("{:?}", s.suite()))
+            .collect();
+        assert_eq!(names[0], "TLS13_AES_128_GCM_SHA256");
+        assert!(
+            names.iter().position(|n| n.starts_with("TLS_")) > Some(2),
+            "{names:?}"
+        );
+    }
+
+    #[test]
+    fn named_suites_and_groups_are_selected_and_unknown_ones_listed() {
+        let p = provider(&tls_args(&[
+            "--cipher",
+            "tls13_chacha20_poly1305_sha256",
+            "--group",
+            "secp256r1",
+        ]))
+        .expect("provider");
+        assert_eq!(p.cipher_suites.len(), 1);
+        assert_eq!(p.kx_groups.len(), 1);
+        let err = provider(&tls_args(&["--group", "curve9"])).unwrap_err();
+        assert!(err.contains("known: X25519"), "{err}");
     }
 }

@@ -87,6 +87,10 @@ pub struct OpTimes {
     pub bytes_in: u64,
     /// Plaintext bytes sent.
     pub bytes_out: u64,
+    /// Ciphertext bytes received / sent (TLS records, handshakes included).
+    pub cipher_in: u64,
+    /// Ciphertext bytes sent.
+    pub cipher_out: u64,
 }
 
 impl OpTimes {
@@ -103,6 +107,8 @@ impl OpTimes {
             bad_status: None,
             bytes_in: 0,
             bytes_out: 0,
+            cipher_in: 0,
+            cipher_out: 0,
         }
     }
 
@@ -114,6 +120,12 @@ impl OpTimes {
             done,
             ..OpTimes::new(intended)
         };
+    }
+
+    /// Adds the ciphertext moved between two `byte_counts()` readings.
+    pub fn count_ciphertext(&mut self, before: (u64, u64), after: (u64, u64)) {
+        self.cipher_in += after.0.saturating_sub(before.0);
+        self.cipher_out += after.1.saturating_sub(before.1);
     }
 
     /// Notes the first response byte (once).
@@ -170,7 +182,9 @@ pub async fn op(spec: &WorkloadSpec, slot: &mut Slot, t: &mut OpTimes) -> Result
                 return Err(ErrorClass::Closed);
             };
             t.start = Instant::now();
+            let before = s.byte_counts();
             let res = http::exchange(s, rbuf, t, request, *pipeline, *head).await;
+            t.count_ciphertext(before, s.byte_counts());
             settle(slot, res)
         }
         WorkloadSpec::Echo { size, chunk } => {
@@ -182,7 +196,9 @@ pub async fn op(spec: &WorkloadSpec, slot: &mut Slot, t: &mut OpTimes) -> Result
                 return Err(ErrorClass::Closed);
             };
             t.start = Instant::now();
+            let before = s.byte_counts();
             let res = echo::round_trip(s, rbuf, t, msg, *size, *chunk).await;
+            t.count_ciphertext(before, s.byte_counts());
             settle(slot, res)
         }
     }
@@ -230,6 +246,17 @@ async fn one_shot(then: &OneShot, slot: &mut Slot, t: &mut OpTimes) -> Result<()
     t.start = Instant::now();
     let mut stream = slot.dialer.dial(t).await?;
     slot.rbuf.clear();
+    let res = one_shot_exchange(then, &mut stream, slot, t).await;
+    t.count_ciphertext((0, 0), stream.byte_counts());
+    res
+}
+
+async fn one_shot_exchange(
+    then: &OneShot,
+    stream: &mut ClientStream,
+    slot: &mut Slot,
+    t: &mut OpTimes,
+) -> Result<(), ErrorClass> {
     match then {
         OneShot::None => {
             // Best effort: the server may already be gone, which is not our error.
@@ -241,7 +268,7 @@ async fn one_shot(then: &OneShot, slot: &mut Slot, t: &mut OpTimes) -> Result<()
             let req_start = Instant::now();
             let ttfb_base = t.start;
             t.start = req_start;
-            let res = http::exchange(&mut stream, &mut slot.rbuf, t, req, 1, false).await;
+            let res = http::exchange(stream, &mut slot.rbuf, t, req, 1, false).await;
             t.start = ttfb_base;
             if res.is_ok() {
                 // A clean TLS close, as browsers and h2load do; best effort.
@@ -254,7 +281,7 @@ async fn one_shot(then: &OneShot, slot: &mut Slot, t: &mut OpTimes) -> Result<()
             let base = t.start;
             t.start = req_start;
             let n = slot.msg.len();
-            let res = echo::round_trip(&mut stream, &mut slot.rbuf, t, &slot.msg, n, n).await;
+            let res = echo::round_trip(stream, &mut slot.rbuf, t, &slot.msg, n, n).await;
             t.start = base;
             if res.is_ok() {
                 let _ = stream.close().await;
