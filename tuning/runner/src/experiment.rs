@@ -148,7 +148,7 @@ impl Default for Pin {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Side {
-    /// The server command [default].
+    /// The server command (the default).
     #[default]
     Server,
     /// The bench-client command.

@@ -61,6 +61,12 @@ pub fn run(
     stop: &Stop,
 ) -> Result<Outcome, String> {
     // Phase 1: output folder, originals saved (to disk too) before any change.
+    if opts.out.join("runs.csv").exists() {
+        return Err(format!(
+            "{} already holds results; pick another --out",
+            opts.out.display()
+        ));
+    }
     let raw = opts.out.join("raw");
     std::fs::create_dir_all(&raw).map_err(|e| format!("{}: {e}", raw.display()))?;
     let keys: BTreeSet<String> = cells
