@@ -134,9 +134,10 @@ pub struct Common {
     /// Stop after this many operations (split evenly over connections).
     #[arg(short = 'n', long, value_name = "N")]
     pub requests: Option<u64>,
-    /// Worker threads, one io_uring runtime each, pinned one per CPU.
-    #[arg(short, long, default_value_t = 1)]
-    pub threads: usize,
+    /// Worker threads, one io_uring runtime each, pinned round-robin over --cpus
+    /// [default: one per CPU, at most one per connection].
+    #[arg(short, long)]
+    pub threads: Option<usize>,
     /// CPUs to pin worker threads to, e.g. `0` or `0,2-3` [default: the CPUs this process may run on].
     #[arg(long, value_name = "LIST")]
     pub cpus: Option<String>,

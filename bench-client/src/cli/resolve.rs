@@ -18,6 +18,10 @@ use std::time::Duration;
 /// Largest piece of an `echo` message written before reading its echo.
 pub const ECHO_CHUNK: usize = 64 * 1024;
 
+/// Default worker threads per CPU (one runtime per core, so that latency
+/// never includes waiting for another of our own threads).
+pub const WORKERS_PER_CPU: usize = 1;
+
 /// Connections used at most by `--quick`.
 pub const QUICK_CONNECTIONS: usize = 4;
 
@@ -155,7 +159,7 @@ fn plan(
             "--connections 0: at least one connection is needed".into(),
         ));
     }
-    if c.threads == 0 {
+    if c.threads == Some(0) {
         return Err(usage(
             "--threads 0: at least one worker thread is needed".into(),
         ));
@@ -168,7 +172,6 @@ fn plan(
     if c.interval < Duration::from_millis(10) {
         return Err(usage("--interval must be at least 10ms".into()));
     }
-    let threads = c.threads.min(c.connections);
     let cpus = if c.no_pin {
         Vec::new()
     } else if let Some(list) = &c.cpus {
@@ -180,6 +183,15 @@ fn plan(
             .map(|id| id.id)
             .collect()
     };
+    let cpu_count = if cpus.is_empty() {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        cpus.len()
+    };
+    let threads = c
+        .threads
+        .unwrap_or(cpu_count * WORKERS_PER_CPU)
+        .min(c.connections);
     let target = target(&c)?;
     let mut tls = crate::tls::client_config(&c.tls).map_err(usage)?;
     tls.max_fragment_size = record;

@@ -101,7 +101,7 @@ pub fn run(
     let mut high: Vec<Option<u64>> = vec![None; threads];
     let mut done = vec![false; threads];
     let mut peaks = vec![0u64; threads];
-    let mut busy = Vec::new();
+    let mut busy = vec![0.0; threads];
     let mut failed = Vec::new();
     let mut pending: BTreeMap<u64, Pending> = BTreeMap::new();
     let mut total = Recorder::new();
@@ -143,7 +143,7 @@ pub fn run(
         if snap.last {
             done[t] = true;
             if let Some((cpu, wall)) = snap.busy {
-                busy.push(cpu.as_secs_f64() / wall.as_secs_f64().max(1e-9));
+                busy[t] = cpu.as_secs_f64() / wall.as_secs_f64().max(1e-9);
             }
         }
         let p = pending.entry(snap.tick).or_default();

@@ -65,7 +65,8 @@ pub fn document(r: &Report<'_>) -> Value {
             "system_s": o.process_cpu.system.as_secs_f64(),
             "cores": r.client_cores(),
             "worker_busy": o.thread_busy,
-            "saturated": !r.saturated_threads().is_empty(),
+            "cpu_busy": r.cpu_busy().into_iter().map(|(k, b)| (k, json!(b))).collect::<Map<String, Value>>(),
+            "saturated": !r.saturated().is_empty(),
         },
         "server_cpu": match &o.server_cpu {
             None => Value::Null,

@@ -89,13 +89,30 @@ impl Report<'_> {
         self.outcome.process_cpu.total().as_secs_f64() / self.outcome.wall.as_secs_f64().max(1e-9)
     }
 
-    /// Indices of workers busier than [`SATURATION`].
-    pub fn saturated_threads(&self) -> Vec<(usize, f64)> {
-        self.outcome
-            .thread_busy
-            .iter()
-            .copied()
-            .enumerate()
+    /// Share of each CPU the workers pinned to it kept busy (unpinned: the
+    /// whole process over all CPUs), as `(label, share)`.
+    pub fn cpu_busy(&self) -> Vec<(String, f64)> {
+        let o = self.outcome;
+        if self.plan.cpus.is_empty() {
+            let n = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+            return vec![("all CPUs".into(), self.client_cores() / n)];
+        }
+        let mut per_cpu: std::collections::BTreeMap<usize, f64> = Default::default();
+        for (i, b) in o.thread_busy.iter().enumerate() {
+            if let Some(cpu) = self.plan.cpu_for(i) {
+                *per_cpu.entry(cpu).or_default() += b;
+            }
+        }
+        per_cpu
+            .into_iter()
+            .map(|(c, b)| (format!("CPU {c}"), b.min(1.0)))
+            .collect()
+    }
+
+    /// CPUs (or the process) busier than [`SATURATION`].
+    pub fn saturated(&self) -> Vec<(String, f64)> {
+        self.cpu_busy()
+            .into_iter()
             .filter(|(_, b)| *b >= SATURATION)
             .collect()
     }

@@ -113,14 +113,14 @@ pub fn render(r: &Report<'_>) -> String {
     }
     s.push('\n');
     let cpu = &o.process_cpu;
-    let busy: Vec<String> = o
-        .thread_busy
+    let busy: Vec<String> = r
+        .cpu_busy()
         .iter()
-        .map(|b| format!("{:.0}%", b * 100.0))
+        .map(|(c, b)| format!("{c} {:.0}%", b * 100.0))
         .collect();
     let _ = writeln!(
         s,
-        "  client CPU:   {:.2} cores (user {}, system {}); worker busy {}",
+        "  client CPU:   {:.2} cores (user {}, system {}); busy {}",
         r.client_cores(),
         fmt_secs(cpu.user),
         fmt_secs(cpu.system),
@@ -151,9 +151,9 @@ pub fn render(r: &Report<'_>) -> String {
 /// Warnings worth printing with any output format.
 pub fn warnings(r: &Report<'_>) -> Vec<String> {
     let mut w = r.warnings.clone();
-    for (i, busy) in r.saturated_threads() {
+    for (cpu, busy) in r.saturated() {
         w.push(format!(
-            "worker {i} was busy {:.0}% of the time: bench-client itself was saturated, so these figures may measure the client, not the server (add --threads, or client machines and `merge`)",
+            "bench-client kept {cpu} {:.0}% busy: it was saturated itself, so these figures may measure the client, not the server (give it more CPUs with --cpus, or add client machines and `merge`)",
             busy * 100.0
         ));
     }
