@@ -89,7 +89,11 @@ impl CertStore {
                 return Some(ck);
             }
         }
-        pick(&self.all)
+        // No certificate can sign with a scheme the client offered: hand
+        // rustls the default anyway, so it refuses with `handshake_failure`
+        // (as with one certificate) rather than `access_denied`, which
+        // scanners and clients read as a policy refusal.
+        pick(&self.all).or_else(|| self.all.first().cloned())
     }
 }
 
