@@ -302,7 +302,7 @@ fn wrong_protocol_is_reported_by_error_class_with_exit_1() {
     let e = start_engine(&["--shards", "1", "--service", "echo"]);
     let err = fails(&["http", &url(&e), "-k", "--quick", "-q"]);
     assert!(
-        err.contains("no operation succeeded") && err.contains("HTTP"),
+        err.contains("malformed HTTP response") && err.contains("need an HTTP server"),
         "{err}"
     );
 }
@@ -334,4 +334,45 @@ fn server_metrics_url_gives_server_cpu_per_operation() {
         "{v:#}"
     );
     assert!(v["server_cpu"]["cpu_s"].as_f64().is_some(), "{v:#}");
+}
+
+#[test]
+fn client_certificate_satisfies_a_server_requiring_mtls_and_its_absence_is_a_clear_error() {
+    let certs = test_certs();
+    let client = certs.issue(&["bench-client"], "bench-client", "client", false);
+    let (cert, key, ca) = (
+        certs.cert.to_str().expect("path"),
+        certs.key.to_str().expect("path"),
+        certs.ca.to_str().expect("path"),
+    );
+    let e = start_engine(&[
+        "--shards",
+        "1",
+        "--service",
+        "http",
+        "--cert",
+        cert,
+        "--key",
+        key,
+        "--client-auth",
+        "required",
+        "--client-ca",
+        ca,
+    ]);
+    let v = run_json(&[
+        "http",
+        &url(&e),
+        "--ca",
+        ca,
+        "--cert",
+        client.cert.to_str().expect("path"),
+        "--key",
+        client.key.to_str().expect("path"),
+    ]);
+    assert_clean(&v);
+    let err = fails(&["http", &url(&e), "--ca", ca, "--quick"]);
+    assert!(
+        err.contains("refused the TLS handshake") || err.contains("closed the connection"),
+        "{err}"
+    );
 }

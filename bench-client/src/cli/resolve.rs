@@ -281,20 +281,21 @@ fn execute(
     }
     if out.latency {
         let t = &outcome.total;
-        let title = if plan.rate.is_some() {
-            "Recorded Latency, corrected"
-        } else {
-            "Recorded Latency"
-        };
-        println!("\n{}", percentiles::wrk2_text(title, t.hist(Metric::Total)));
+        let mut text = String::new();
         if plan.rate.is_some() {
-            println!(
-                "{}",
-                percentiles::wrk2_text(
-                    "Uncorrected Latency (measured without taking delayed starts into account)",
-                    t.hist(Metric::Uncorrected)
-                )
+            text += &percentiles::wrk2_text("Recorded Latency, corrected", t.hist(Metric::Total));
+            text += "\n";
+            text += &percentiles::wrk2_text(
+                "Uncorrected Latency (measured without taking delayed starts into account)",
+                t.hist(Metric::Uncorrected),
             );
+        } else {
+            text += &percentiles::wrk2_text("Recorded Latency", t.hist(Metric::Total));
+        }
+        if json_to_stdout {
+            eprintln!("\n{text}");
+        } else {
+            println!("\n{text}");
         }
     }
     if let Some(p) = &out.hgrm {

@@ -1,16 +1,18 @@
-//! Before any load: one connection and handshake to the target, so that a
-//! bad target is one clear sentence and a non-zero exit, not a summary full
-//! of errors. Also tells the summary what the server negotiated.
+//! Before any load: one connection and handshake to the target, then one
+//! operation of the workload, so that a bad target is one clear sentence
+//! and a non-zero exit, not a summary full of errors. Also tells the
+//! summary what the server negotiated.
 
 use super::{Error, Plan};
 use crate::stats::errors::ErrorClass;
 use crate::tls::{with_resumption, Negotiated};
 use crate::workloads::dial::Dialer;
-use crate::workloads::OpTimes;
+use crate::workloads::{self, OpTimes, Slot};
 use std::time::Instant;
 use uringtls::io::{RingOptions, Runtime};
 
-/// Connects once and handshakes; returns what was negotiated.
+/// Connects once and handshakes, then runs one operation; returns what was
+/// negotiated.
 pub fn probe(plan: &Plan) -> Result<Negotiated, Error> {
     let rt = Runtime::new(&RingOptions {
         entries: 8,
@@ -29,12 +31,26 @@ pub fn probe(plan: &Plan) -> Result<Negotiated, Error> {
     };
     rt.block_on(async {
         let mut t = OpTimes::new(Instant::now());
-        match dialer.dial(&mut t).await {
+        let negotiated = match dialer.dial(&mut t).await {
             Ok(mut s) => {
                 let n = Negotiated::of(s.tls());
                 let _ = s.close().await;
-                Ok(n)
+                n
             }
+            Err(class) => return Err(Error::Target(explain(plan, &class))),
+        };
+        // One real operation: TLS 1.3 finishes the client's handshake before
+        // the server has judged it (a missing client certificate is only
+        // reported afterwards), and the server may not speak the workload's
+        // protocol. An HTTP error status is left to the run's report.
+        let mut slot = Slot::new(dialer.clone(), &plan.workload);
+        let mut res = workloads::prepare(&plan.workload, &mut slot, &mut t).await;
+        if res.is_ok() {
+            t.reset(Instant::now());
+            res = workloads::op(&plan.workload, &mut slot, &mut t).await;
+        }
+        match res {
+            Ok(()) => Ok(negotiated),
             Err(class) => Err(Error::Target(explain(plan, &class))),
         }
     })
