@@ -376,3 +376,24 @@ fn client_certificate_satisfies_a_server_requiring_mtls_and_its_absence_is_a_cle
         "{err}"
     );
 }
+
+#[test]
+fn pipelined_requests_are_each_answered_and_counted() {
+    let e = start_engine(&["--shards", "1", "--service", "http"]);
+    let v = run_json(&[
+        "http",
+        &url(&e),
+        "-k",
+        "--pipeline",
+        "4",
+        "-c",
+        "2",
+        "-n",
+        "400",
+        "--duration",
+        "60s",
+    ]);
+    assert_clean(&v);
+    // Quotas count operations (batches of 4 requests): 400 batches, 1600 responses.
+    assert_eq!(v["ops"], 1600);
+}
