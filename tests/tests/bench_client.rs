@@ -275,8 +275,29 @@ fn nothing_listening_is_a_clear_error_and_exit_1() {
 #[test]
 fn untrusted_certificate_is_a_clear_error_and_exit_1() {
     let e = start_engine(&["--shards", "1", "--service", "http"]);
-    let err = fails(&["http", &url(&e), "--quick"]);
+    // Verification is on with --ca (here a CA that did not issue the
+    // engine's self-signed certificate).
+    let other = uringtls_tests::test_certs();
+    let err = fails(&[
+        "http",
+        &url(&e),
+        "--quick",
+        "--ca",
+        other.ca.to_str().unwrap(),
+    ]);
     assert!(err.contains("not trusted") && err.contains("--ca"), "{err}");
+}
+
+#[test]
+fn a_loopback_target_without_ca_is_benchmarked_unverified_and_says_so() {
+    let e = start_engine(&["--shards", "1", "--service", "http"]);
+    let out = std::process::Command::new(uringtls_tests::test_bin("bench-client-under-test"))
+        .args(["http", &url(&e), "--quick", "--quiet"])
+        .output()
+        .expect("run bench-client");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("certificate not verified"), "{err}");
 }
 
 #[test]

@@ -193,6 +193,16 @@ fn plan(
         .unwrap_or(cpu_count * WORKERS_PER_CPU)
         .min(c.connections);
     let target = target(&c)?;
+    if !c.tls.insecure && c.tls.ca.is_none() && target.addr.ip().is_loopback() {
+        // A loopback target without --ca is a local test server, most often
+        // with a self-signed certificate (uringtls's default): benchmark it
+        // as wrk and h2load would, and say so. --ca turns verification on.
+        eprintln!(
+            "bench-client: note: certificate not verified (loopback target {} and no --ca; pass --ca FILE to verify)",
+            target.addr
+        );
+        c.tls.insecure = true;
+    }
     let mut tls = crate::tls::client_config(&c.tls).map_err(usage)?;
     tls.max_fragment_size = record;
     let server_name = crate::tls::server_name(&c.tls, &target.host).map_err(usage)?;
