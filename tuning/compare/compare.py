@@ -99,15 +99,14 @@ NGINX_CONF = """
 worker_processes 1;
 worker_rlimit_nofile 65536;
 daemon off;
-pid {dir}/nginx.pid;
+pid {dir}/nginx-{port}.pid;
 error_log {dir}/error.log error;
 events {{ worker_connections 20000; }}
 http {{
     access_log off;
     keepalive_requests 100000000;
     keepalive_timeout 60s;
-    ssl_session_cache shared:SSL:64m;
-    ssl_session_tickets on;
+{session}
     ssl_protocols TLSv1.2 TLSv1.3;
     client_body_temp_path {dir}/tmp; proxy_temp_path {dir}/tmp; fastcgi_temp_path {dir}/tmp;
     uwsgi_temp_path {dir}/tmp; scgi_temp_path {dir}/tmp;
@@ -122,12 +121,20 @@ http {{
 """
 
 
-def start_nginx(tmp, cpu):
+RESUME_ON = "    ssl_session_cache shared:SSL:64m;\n    ssl_session_tickets on;"
+# h2load resumes TLS sessions whenever the server offers it, so the full-
+# handshake workload runs against servers that offer no resumption.
+RESUME_OFF = "    ssl_session_cache off;\n    ssl_session_tickets off;"
+
+
+def start_nginx(tmp, cpu, resumption=True):
     port = free_port()
     os.makedirs(f"{tmp}/tmp", exist_ok=True)
-    with open(f"{tmp}/nginx.conf", "w") as f:
-        f.write(NGINX_CONF.format(dir=tmp, port=port, body=BODY.replace("\n", "\\n")))
-    cmd = ["taskset", "-c", str(cpu), "nginx", "-c", f"{tmp}/nginx.conf", "-p", tmp]
+    conf = f"{tmp}/nginx-{port}.conf"
+    with open(conf, "w") as f:
+        f.write(NGINX_CONF.format(dir=tmp, port=port, body=BODY.replace("\n", "\\n"),
+                                  session=RESUME_ON if resumption else RESUME_OFF))
+    cmd = ["taskset", "-c", str(cpu), "nginx", "-c", conf, "-p", tmp]
     holder = {}
 
     def pid_of():
@@ -146,11 +153,23 @@ def start_uringtls(binary, tmp, cpu, body_size=None, extra=()):
     port = free_port()
     cmd = ["taskset", "-c", str(cpu), binary, "--listen", f"127.0.0.1:{port}", "--shards", "1",
            "--cpus", str(cpu), "--cert", f"{tmp}/cert.pem", "--key", f"{tmp}/key.pem",
-           "--log-level", "warn,rustls=error", "--max-conns", "100000"]
+           "--log-level", "warn,uringtls::shard=info,rustls=error", "--max-conns", "100000"]
     if body_size:
         cmd += ["--body-size", str(body_size)]
     cmd += list(extra)
     return Server("uringtls", cmd, port)
+
+
+def check_no_resumption(server):
+    """The full-handshake server must not have resumed anything: its stop
+    line counts resumed handshakes."""
+    server.stop()
+    server.log.flush()
+    with open(server.log.name) as f:
+        text = f.read()
+    resumed = sum(int(m) for m in re.findall(r"resumed=(\d+)", text))
+    if resumed:
+        print(f"WARNING: the no-resumption uringtls resumed {resumed} handshakes", file=sys.stderr)
 
 
 def run_client(cmd):
@@ -291,6 +310,11 @@ def main():
     workloads = a.workloads.split(",")
     servers = {"nginx": start_nginx(tmp, a.server_cpu),
                "uringtls": start_uringtls(a.uringtls, tmp, a.server_cpu, extra=a.uringtls_args.split())}
+    if "full" in workloads:
+        servers["nginx-noresume"] = start_nginx(tmp, a.server_cpu, resumption=False)
+        servers["uringtls-noresume"] = start_uringtls(a.uringtls, tmp, a.server_cpu,
+                                                      extra=["--tls13-tickets", "0", "--tls12", "false"]
+                                                      + a.uringtls_args.split())
     bulk_u = start_uringtls(a.uringtls, tmp, a.server_cpu, body_size=1048576,
                             extra=a.uringtls_args.split()) if "bulk" in workloads else None
     cc, d = a.client_cpu, a.duration
@@ -303,6 +327,8 @@ def main():
         if wl == "resumed":
             return s, lambda: wrk(cc, base + "/", d, 16, headers=["Connection: close"])
         if wl == "full":
+            s = servers[name + "-noresume"]
+            base = f"https://127.0.0.1:{s.port}"
             return s, lambda: h2load_full(cc, base + "/", d, 16)
         if wl == "bulk":
             if name == "uringtls":
@@ -342,6 +368,8 @@ def main():
                     print(f"round {rnd + 1}/{a.rounds} {wl:9} {name:8} {r['rate']:10.0f} ops/s "
                           f"{(r['cpu_us_per_op'] or 0):8.1f} us CPU/op  errors {r['errors']}", flush=True)
         rss = {n: rss_kib(s.pid) for n, s in servers.items()}
+        if "full" in workloads:
+            check_no_resumption(servers["uringtls-noresume"])
     finally:
         for s in list(servers.values()) + ([bulk_u] if bulk_u else []):
             s.stop()
