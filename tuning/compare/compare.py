@@ -353,7 +353,14 @@ def main():
             for wl in workloads:
                 for name in ("nginx", "uringtls") if rnd % 2 == 0 else ("uringtls", "nginx"):
                     if wl == "idle":
-                        r = measure_idle(servers[name], a.idle_conns)
+                        # A fresh server each time: freed memory stays in the
+                        # process's heap, so a reused server would look free.
+                        fresh = (start_nginx(tmp, a.server_cpu) if name == "nginx"
+                                 else start_uringtls(a.uringtls, tmp, a.server_cpu, extra=a.uringtls_args.split()))
+                        try:
+                            r = measure_idle(fresh, a.idle_conns)
+                        finally:
+                            fresh.stop()
                         results[wl][name].append(r)
                         print(f"round {rnd + 1}/{a.rounds} {wl:9} {name:8} {r['kib_per_conn']:8.2f} KiB RSS per "
                               f"connection ({a.idle_conns} connections)", flush=True)
