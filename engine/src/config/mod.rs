@@ -778,14 +778,27 @@ fn parse_listen(s: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("`{s}` is not an IP:PORT address"))
 }
 
+/// CPU numbers at or above this are refused (the kernel's `CPU_SETSIZE` is
+/// 1024; larger machines use up to 4096 with the default config). Bounds
+/// the expansion of ranges such as `3-5555555555554` (found by fuzzing).
+const MAX_CPU: usize = 4096;
+
 /// Parses `0,2-3` into `[0, 2, 3]`.
 pub fn parse_cpus(s: &str) -> Result<Vec<usize>, String> {
     let mut out = Vec::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let num = |x: &str| {
-            x.trim()
+            let n = x
+                .trim()
                 .parse::<usize>()
-                .map_err(|_| format!("`{part}` is not a CPU number or range"))
+                .map_err(|_| format!("`{part}` is not a CPU number or range"))?;
+            if n >= MAX_CPU {
+                return Err(format!(
+                    "CPU {n} is beyond the largest CPU number ({})",
+                    MAX_CPU - 1
+                ));
+            }
+            Ok(n)
         };
         match part.split_once('-') {
             Some((a, b)) => {
@@ -913,11 +926,16 @@ mod tests {
         assert!(parse_cpus("3-1").is_err());
         assert!(parse_cpus("a").is_err());
         assert!(parse_cpus("1,1").is_err());
-        let e = flags(&["--cpus", "4096"])
+        assert!(
+            parse_cpus("3-5555555555554").is_err(),
+            "huge range must not be expanded"
+        );
+        assert!(parse_cpus("4096").is_err());
+        let e = flags(&["--cpus", "4000"])
             .resolve()
             .unwrap_err()
             .to_string();
-        assert!(e.contains("CPU 4096 is not available"), "{e}");
+        assert!(e.contains("CPU 4000 is not available"), "{e}");
     }
 
     #[test]
