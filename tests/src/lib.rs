@@ -508,36 +508,19 @@ impl EngineProc {
     /// one line per event (ready, reload applied/refused), and this is the
     /// event wait.
     pub fn wait_for_stdout(&self, needle: &str) -> String {
-        let deadline = std::time::Instant::now() + WAIT;
-        loop {
+        eventually(&format!("engine printing `{needle}`"), || {
             let out = self.stdout();
-            if out.contains(needle) {
-                return out;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "engine never printed `{needle}`; stdout:\n{out}\nstderr:\n{}",
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+            out.contains(needle).then_some(out)
+        })
     }
 
     /// Waits (up to [`WAIT`]) until stderr (the log, written by a background
     /// thread, so it may lag the event) contains `needle`; returns stderr.
     pub fn wait_for_stderr(&self, needle: &str) -> String {
-        let deadline = std::time::Instant::now() + WAIT;
-        loop {
+        eventually(&format!("engine logging `{needle}`"), || {
             let err = self.stderr();
-            if err.contains(needle) {
-                return err;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "engine never logged `{needle}`; stderr:\n{err}"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+            err.contains(needle).then_some(err)
+        })
     }
 
     /// Sends SIGHUP and waits for the engine to report reload number `n`
@@ -648,4 +631,21 @@ pub fn start_engine_with_certs(certs: &TestCerts, extra: &[&str]) -> EngineProc 
     let mut args = vec!["--cert", cert, "--key", key];
     args.extend_from_slice(extra);
     start_engine(&args)
+}
+
+/// Polls `f` until it returns `Some`, up to [`WAIT`]; for conditions that
+/// have no event to wait on (a log line written by a background thread, a
+/// counter). Panics naming `what` when the time is up.
+pub fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }

@@ -2,16 +2,20 @@
 
 use std::time::Duration;
 
-/// Parses a byte size: `512`, `4k` / `4KB` (1000), `4KiB` (1024), `1M`, `1MiB`, `1G`, `1GiB`.
-pub fn parse_size(s: &str) -> Result<u64, String> {
+/// Splits `12.5KiB` into `(12.5, "KiB")`; `None` if the number is missing.
+fn number_and_unit(s: &str) -> Option<(f64, &str)> {
     let t = s.trim();
     let split = t
         .find(|c: char| !c.is_ascii_digit() && c != '.')
         .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a size (e.g. 64, 16KiB, 1MB)"))?;
+    Some((num.parse().ok()?, unit))
+}
+
+/// Parses a byte size: `512`, `4k` / `4KB` (1000), `4KiB` (1024), `1M`, `1MiB`, `1G`, `1GiB`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let (n, unit) =
+        number_and_unit(s).ok_or_else(|| format!("`{s}` is not a size (e.g. 64, 16KiB, 1MB)"))?;
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" => 1_000,
@@ -31,14 +35,8 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 
 /// Parses a duration: `10s`, `500ms`, `2m`, `1h`, `250us`; a bare number is seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration (e.g. 10s, 500ms, 2m)"))?;
+    let (n, unit) = number_and_unit(s)
+        .ok_or_else(|| format!("`{s}` is not a duration (e.g. 10s, 500ms, 2m)"))?;
     let secs = match unit {
         "" | "s" => n,
         "ms" => n / 1e3,

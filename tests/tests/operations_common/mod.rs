@@ -7,7 +7,6 @@ use rustls::pki_types::ServerName;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 use uringtls_tests::{Client, EngineProc, WAIT};
 
 /// The certificates, engine args for them, and a client trusting them.
@@ -130,20 +129,8 @@ pub fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
-/// Polls `f` until it returns `Some`, up to [`WAIT`]. Used only where the
-/// engine's state changes after the client has already seen its effect
-/// (e.g. the server side of a close is counted a moment after the client
-/// closed), so there is no event to wait on from outside.
-pub fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
+#[allow(unused_imports)] // each test file uses a different subset
+pub use uringtls_tests::eventually;
 
 /// Makes sure this test process may open `n` descriptors (raises the soft
 /// RLIMIT_NOFILE toward the hard limit; never lowers anything).
