@@ -187,7 +187,7 @@ async fn ticker(idx: usize, plan: &Plan, clock: Clock, sh: &Shared, tx: &Sender<
     let mut cpu0 = (thread_cpu(), Instant::now());
     loop {
         let wake = next.min(clock.deadline).min(Instant::now() + STOP_POLL);
-        tokio::time::sleep_until(wake.into()).await;
+        uringtls::io::time::sleep_until(wake).await;
         let now = Instant::now();
         let done = sh.finished() || sh.live_slots.get() == 0;
         if done || now >= next {
@@ -246,7 +246,7 @@ async fn run_slot(
             Some(p) => {
                 let at = p.next_intended();
                 if at > Instant::now() {
-                    tokio::time::sleep_until(at.into()).await;
+                    uringtls::io::time::sleep_until(at).await;
                     if sh.finished() {
                         break;
                     }

@@ -37,7 +37,7 @@ impl Dialer {
     /// Connects and handshakes, filling `t.connect`, `t.handshake`, `t.resumed`.
     pub async fn dial(&self, t: &mut OpTimes) -> Result<ClientStream, ErrorClass> {
         let t0 = Instant::now();
-        let conn = match tokio::time::timeout(self.timeout, Conn::connect(self.addr)).await {
+        let conn = match uringtls::io::time::timeout(self.timeout, Conn::connect(self.addr)).await {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => return Err(ErrorClass::connect(&e)),
             Err(_) => return Err(ErrorClass::Connect("timeout".into())),

@@ -110,6 +110,9 @@ pub struct Options {
     /// IORING_SETUP_SQPOLL with this idle time, milliseconds [default: off].
     #[arg(long, value_name = "MS")]
     pub sqpoll_idle_ms: Option<u32>,
+    /// I/O backend of the shard runtimes [default: uring].
+    #[arg(long, value_name = "NAME")]
+    pub io_backend: Option<crate::io::Backend>,
 
     /// Certificate chain, PEM [default: generate a self-signed certificate].
     #[arg(long, value_name = "FILE")]
@@ -422,6 +425,7 @@ impl Options {
             ring_entries,
             coop_taskrun,
             sqpoll_idle_ms,
+            io_backend,
             cert,
             key,
             session_cache,
@@ -645,6 +649,7 @@ impl Options {
                 entries: self.ring_entries.unwrap_or(crate::io::DEFAULT_RING_ENTRIES),
                 coop_taskrun: self.coop_taskrun.unwrap_or(true),
                 sqpoll_idle_ms: self.sqpoll_idle_ms,
+                backend: self.io_backend.unwrap_or_default(),
             },
             tls: TlsSettings {
                 cert: self.cert,

@@ -1,9 +1,17 @@
 //! The I/O boundary: every call into the io_uring runtime lives here.
 //!
-//! TLS, services and configuration never touch `tokio_uring` directly; they use
-//! [`Listener`], [`Conn`], [`spawn`] and [`Runtime`] from this module. Swapping
-//! the backend (e.g. the raw `io-uring` crate with multishot receive and
-//! provided-buffer rings) means reimplementing this module only.
+//! TLS, services and configuration never touch an io_uring runtime
+//! directly; they use [`Listener`], [`Conn`], [`spawn`], [`Runtime`] and the
+//! timers in [`time`] from this module.
+//!
+//! Two backends sit behind it, chosen per runtime ([`Backend`],
+//! `--io-backend`):
+//! - `uring` (default): our own executor on the `io-uring` crate, one ring
+//!   per shard with `SINGLE_ISSUER | DEFER_TASKRUN`, parking inside
+//!   `io_uring_enter`, receives from a provided-buffer ring (see
+//!   [`uring`]);
+//! - `tokio-uring`: tokio's current-thread runtime with tokio-uring's
+//!   driver (parks in epoll; every pending read holds its own buffer).
 //!
 //! Buffers are owned (`Vec<u8>`) and passed to the kernel for the duration of
 //! an operation; callers keep one read and one write buffer per connection and
@@ -30,21 +38,55 @@ use std::io;
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
 
+pub mod time;
+pub(crate) mod uring;
+
 /// Default submission-queue size per shard ring.
 pub const DEFAULT_RING_ENTRIES: u32 = 1024;
+
+/// Which io_uring runtime drives a thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Backend {
+    /// Our executor on the `io-uring` crate (SINGLE_ISSUER, DEFER_TASKRUN,
+    /// provided-buffer receives).
+    #[default]
+    Uring,
+    /// tokio-uring (tokio current-thread runtime, epoll-parked).
+    TokioUring,
+}
+
+impl Backend {
+    /// The name of this backend.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Uring => "uring",
+            Backend::TokioUring => "tokio-uring",
+        }
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// How each shard's ring is set up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RingOptions {
     /// Submission queue entries (power of two; the kernel rounds up). Default 1024.
     pub entries: u32,
-    /// `IORING_SETUP_COOP_TASKRUN`: completions are run when the task enters
-    /// the kernel instead of by interrupting it. Default on (measured: see
+    /// `IORING_SETUP_COOP_TASKRUN` (tokio-uring backend; the uring backend
+    /// always sets it, with `DEFER_TASKRUN`). Default on (measured: see
     /// `docs/benchmarks.md`).
     pub coop_taskrun: bool,
     /// `IORING_SETUP_SQPOLL` with this idle time in milliseconds (a kernel
-    /// thread polls the submission queue). Default off.
+    /// thread polls the submission queue). Default off. On the uring
+    /// backend it replaces `DEFER_TASKRUN`, which needs this thread to submit.
     pub sqpoll_idle_ms: Option<u32>,
+    /// The runtime behind the ring.
+    pub backend: Backend,
 }
 
 impl Default for RingOptions {
@@ -53,14 +95,19 @@ impl Default for RingOptions {
             entries: DEFAULT_RING_ENTRIES,
             coop_taskrun: true,
             sqpoll_idle_ms: None,
+            backend: Backend::default(),
         }
     }
 }
 
-/// A per-thread io_uring runtime (a tokio current-thread runtime with an
-/// io_uring driver underneath; tokio timers work inside it).
+/// A per-thread io_uring runtime.
 pub struct Runtime {
-    inner: tokio_uring::Runtime,
+    inner: RuntimeInner,
+}
+
+enum RuntimeInner {
+    Uring(uring::Runtime),
+    Tokio(tokio_uring::Runtime),
 }
 
 impl Runtime {
@@ -68,32 +115,47 @@ impl Runtime {
     /// available (kernel too old, disabled by `kernel.io_uring_disabled`, or
     /// refused by a seccomp policy) or the ring cannot be locked in memory.
     pub fn new(opts: &RingOptions) -> io::Result<Runtime> {
-        let mut urb = tokio_uring::uring_builder();
-        if opts.coop_taskrun {
-            urb.setup_coop_taskrun();
-        }
-        if let Some(idle) = opts.sqpoll_idle_ms {
-            urb.setup_sqpoll(idle);
-        }
-        let mut builder = tokio_uring::builder();
-        builder.entries(opts.entries).uring_builder(&urb);
-        let inner = tokio_uring::Runtime::new(&builder)?;
+        let inner = match opts.backend {
+            Backend::Uring => RuntimeInner::Uring(uring::Runtime::new(&uring::Setup {
+                entries: opts.entries,
+                sqpoll_idle_ms: opts.sqpoll_idle_ms,
+            })?),
+            Backend::TokioUring => {
+                let mut urb = tokio_uring::uring_builder();
+                if opts.coop_taskrun {
+                    urb.setup_coop_taskrun();
+                }
+                if let Some(idle) = opts.sqpoll_idle_ms {
+                    urb.setup_sqpoll(idle);
+                }
+                let mut builder = tokio_uring::builder();
+                builder.entries(opts.entries).uring_builder(&urb);
+                RuntimeInner::Tokio(tokio_uring::Runtime::new(&builder)?)
+            }
+        };
         Ok(Runtime { inner })
     }
 
     /// Runs `fut` to completion on this thread, driving spawned tasks too.
     pub fn block_on<F: Future>(&self, fut: F) -> F::Output {
-        self.inner.block_on(fut)
+        match &self.inner {
+            RuntimeInner::Uring(rt) => rt.block_on(fut),
+            RuntimeInner::Tokio(rt) => rt.block_on(fut),
+        }
     }
 }
 
-/// Spawns a task on the current shard's runtime (tasks never move between
+/// Spawns a task on the current thread's runtime (tasks never move between
 /// threads, so they need not be `Send`).
-pub fn spawn<F>(fut: F) -> tokio::task::JoinHandle<F::Output>
+pub fn spawn<F>(fut: F)
 where
-    F: Future + 'static,
+    F: Future<Output = ()> + 'static,
 {
-    tokio_uring::spawn(fut)
+    if uring::is_current() {
+        uring::spawn(fut);
+    } else {
+        tokio_uring::spawn(fut);
+    }
 }
 
 /// Waits for one round trip through the ring (a no-op operation). Every
@@ -101,107 +163,265 @@ where
 /// when this returns: use it before abandoning an operation that may have
 /// completed already (a dropped read that completed loses its data).
 pub async fn settle() {
-    let _ = tokio_uring::no_op().await;
+    if uring::is_current() {
+        uring::settle().await;
+    } else {
+        let _ = tokio_uring::no_op().await;
+    }
 }
 
-/// A listening socket: readiness from the reactor, then `accept4` (see the
-/// module docs for why not an io_uring accept).
+thread_local! {
+    static WRITE_BUFS: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Write buffers kept for reuse per thread.
+const WRITE_BUFS_KEPT: usize = 64;
+/// Larger buffers are not kept (one bulk response must not pin memory).
+const WRITE_BUF_KEPT_MAX: usize = 256 * 1024;
+
+/// An empty write buffer from this thread's pool (or a new one). Give it
+/// back with [`give_write_buf`] once the write completed, so that idle
+/// connections hold none.
+pub fn take_write_buf() -> Vec<u8> {
+    WRITE_BUFS.with(|b| b.borrow_mut().pop()).unwrap_or_default()
+}
+
+/// Returns a write buffer to this thread's pool.
+pub fn give_write_buf(mut buf: Vec<u8>) {
+    if buf.capacity() == 0 || buf.capacity() > WRITE_BUF_KEPT_MAX {
+        return;
+    }
+    buf.clear();
+    WRITE_BUFS.with(|b| {
+        let mut b = b.borrow_mut();
+        if b.len() < WRITE_BUFS_KEPT {
+            b.push(buf);
+        }
+    });
+}
+
+/// A listening socket. On either backend: readiness first (a poll through
+/// the ring, or epoll), then `accept4` (see the module docs for why not an
+/// io_uring accept).
 pub struct Listener {
-    inner: tokio::io::unix::AsyncFd<std::net::TcpListener>,
+    inner: ListenerInner,
+}
+
+enum ListenerInner {
+    Uring(uring::net::Listener),
+    Tokio(tokio::io::unix::AsyncFd<std::net::TcpListener>),
 }
 
 impl Listener {
     /// Wraps a listening socket built elsewhere (with `socket2`: reuseport,
     /// backlog, ...). Must be called inside a [`Runtime`].
     pub fn from_std(listener: std::net::TcpListener) -> io::Result<Listener> {
+        if uring::is_current() {
+            return Ok(Listener {
+                inner: ListenerInner::Uring(uring::net::Listener::from_std(listener)?),
+            });
+        }
         use tokio::io::{unix::AsyncFd, Interest};
         listener.set_nonblocking(true)?;
         // SAFETY: a `std::net::TcpListener` owns its fd: it stays open and
         // the same for as long as the listener lives, and the `AsyncFd` owns
         // the listener (register's I/O-safety requirement).
         let inner = unsafe { AsyncFd::register_with_interest(listener, Interest::READABLE) }?;
-        Ok(Listener { inner })
+        Ok(Listener {
+            inner: ListenerInner::Tokio(inner),
+        })
     }
 
     /// Accepts one connection (cancel-safe: dropping the future loses nothing).
     pub async fn accept(&self) -> io::Result<(Conn, SocketAddr)> {
-        loop {
-            let mut ready = self.inner.readable().await?;
-            match ready.try_io(|l| l.get_ref().accept()) {
-                Ok(res) => {
-                    let (stream, peer) = res?;
-                    return Ok((Conn::from_std(stream), peer));
-                }
-                Err(_would_block) => continue,
+        match &self.inner {
+            ListenerInner::Uring(l) => {
+                let (s, peer) = l.accept().await?;
+                Ok((Conn::from_std(s), peer))
             }
+            ListenerInner::Tokio(l) => loop {
+                let mut ready = l.readable().await?;
+                match ready.try_io(|l| l.get_ref().accept()) {
+                    Ok(res) => {
+                        let (stream, peer) = res?;
+                        return Ok((Conn::from_std(stream), peer));
+                    }
+                    Err(_would_block) => continue,
+                }
+            },
         }
     }
 
     /// The bound address.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.inner.get_ref().local_addr()
+        match &self.inner {
+            ListenerInner::Uring(l) => l.local_addr(),
+            ListenerInner::Tokio(l) => l.get_ref().local_addr(),
+        }
     }
 
     /// Stops listening: accepts what is already queued (returned, for the
     /// caller to serve), then closes the socket, which leaves the
     /// `SO_REUSEPORT` group so new connections go to the other members.
-    pub fn close(self) -> Vec<(Conn, SocketAddr)> {
-        let mut queued = Vec::new();
-        while let Ok((stream, peer)) = self.inner.get_ref().accept() {
-            queued.push((Conn::from_std(stream), peer));
+    pub async fn close(self) -> Vec<(Conn, SocketAddr)> {
+        match self.inner {
+            ListenerInner::Uring(l) => l
+                .close()
+                .await
+                .into_iter()
+                .map(|(s, p)| (Conn::from_std(s), p))
+                .collect(),
+            ListenerInner::Tokio(l) => {
+                let mut queued = Vec::new();
+                while let Ok((stream, peer)) = l.get_ref().accept() {
+                    queued.push((Conn::from_std(stream), peer));
+                }
+                drop(l);
+                queued
+            }
         }
-        drop(self.inner);
-        queued
+    }
+}
+
+/// Bytes received by [`Conn::recv`]: a buffer from the shard's pool
+/// (returned to it when this drops) or a heap buffer.
+pub struct Chunk {
+    inner: ChunkInner,
+}
+
+enum ChunkInner {
+    Uring(uring::net::Received),
+    /// A heap buffer; `keep`: worth reusing for the next receive.
+    Heap(Vec<u8>, bool),
+}
+
+impl std::ops::Deref for Chunk {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match &self.inner {
+            ChunkInner::Uring(r) => r.bytes(),
+            ChunkInner::Heap(v, _) => v,
+        }
+    }
+}
+
+impl Chunk {
+    /// Wraps bytes already received into a heap buffer.
+    pub fn from_vec(v: Vec<u8>) -> Chunk {
+        Chunk {
+            inner: ChunkInner::Heap(v, true),
+        }
+    }
+
+    /// Gives the buffer up: a pool buffer goes back to the pool (`None`); a
+    /// reusable heap buffer is returned, to pass to the next
+    /// [`Conn::recv`].
+    pub fn recycle(self) -> Option<Vec<u8>> {
+        match self.inner {
+            ChunkInner::Uring(_) => None,
+            ChunkInner::Heap(v, keep) => keep.then_some(v),
+        }
     }
 }
 
 /// A connected TCP socket driven by io_uring reads and writes.
 pub struct Conn {
-    inner: tokio_uring::net::TcpStream,
+    inner: ConnInner,
+}
+
+enum ConnInner {
+    Uring(uring::net::Conn),
+    Tokio(tokio_uring::net::TcpStream),
 }
 
 impl Conn {
     /// Connects to `addr` (an io_uring `connect`).
     pub async fn connect(addr: SocketAddr) -> io::Result<Conn> {
-        let inner = tokio_uring::net::TcpStream::connect(addr).await?;
+        let inner = if uring::is_current() {
+            ConnInner::Uring(uring::net::Conn::connect(addr).await?)
+        } else {
+            ConnInner::Tokio(tokio_uring::net::TcpStream::connect(addr).await?)
+        };
         Ok(Conn { inner })
     }
 
     /// Wraps a connected std socket. Must be called inside a [`Runtime`].
     pub fn from_std(stream: std::net::TcpStream) -> Conn {
-        Conn {
-            inner: tokio_uring::net::TcpStream::from_std(stream),
-        }
+        let inner = if uring::is_current() {
+            ConnInner::Uring(uring::net::Conn::from_std(stream))
+        } else {
+            ConnInner::Tokio(tokio_uring::net::TcpStream::from_std(stream))
+        };
+        Conn { inner }
     }
 
     /// Reads into the spare capacity of `buf` (after its current length) and
     /// returns the buffer with its length grown by the bytes read. `Ok(0)`
     /// means the peer closed its sending side.
     pub async fn read(&self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
-        let (res, buf) = self.inner.read(buf).await;
-        (res, buf)
+        match &self.inner {
+            ConnInner::Uring(c) => c.read(buf).await,
+            ConnInner::Tokio(c) => c.read(buf).await,
+        }
+    }
+
+    /// Receives what arrives next. On the uring backend the kernel picks a
+    /// buffer from the shard's pool when data arrives (an idle connection
+    /// waiting here holds none); on tokio-uring, `spare` (from
+    /// [`Chunk::recycle`]) or a new buffer of `initial` bytes is read into,
+    /// grown to `max` bytes once a read fills it. An empty chunk means the
+    /// peer closed its sending side.
+    pub async fn recv(
+        &self,
+        spare: Option<Vec<u8>>,
+        initial: usize,
+        max: usize,
+    ) -> io::Result<Chunk> {
+        match &self.inner {
+            ConnInner::Uring(c) => {
+                drop(spare);
+                let r = c.recv(max).await?;
+                Ok(Chunk {
+                    inner: ChunkInner::Uring(r),
+                })
+            }
+            ConnInner::Tokio(c) => {
+                let mut buf = spare.unwrap_or_else(|| Vec::with_capacity(initial));
+                buf.clear();
+                let (res, mut buf) = c.read(buf).await;
+                let n = res?;
+                if n == buf.capacity() && n < max {
+                    buf.reserve_exact(max - n);
+                }
+                Ok(Chunk {
+                    inner: ChunkInner::Heap(buf, true),
+                })
+            }
+        }
     }
 
     /// Writes all of `buf` (looping over short writes) and gives it back.
     pub async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
-        let (res, buf) = self.inner.write_all(buf).await;
-        (res, buf)
+        match &self.inner {
+            ConnInner::Uring(c) => c.write_all(buf).await,
+            ConnInner::Tokio(c) => c.write_all(buf).await,
+        }
     }
 
     /// Sets `TCP_NODELAY`.
     pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
-        self.inner.set_nodelay(on)
+        socket2::SockRef::from(&BorrowedSock(self.raw_fd())).set_tcp_nodelay(on)
     }
 
     /// Half-closes our sending side (FIN), after a TLS `close_notify`.
     pub fn shutdown_write(&self) {
-        shutdown_fd(self.inner.as_raw_fd(), Shutdown::Write);
+        shutdown_fd(self.raw_fd(), Shutdown::Write);
     }
 
     /// Shuts the socket down in both directions so that any pending
     /// operation completes and the fd is released once this `Conn` drops.
     pub fn abort(&self) {
-        shutdown_fd(self.inner.as_raw_fd(), Shutdown::Both);
+        shutdown_fd(self.raw_fd(), Shutdown::Both);
     }
 
     /// Bytes received by the kernel and not yet read (`FIONREAD`); a
@@ -211,7 +431,7 @@ impl Conn {
         let mut n: libc::c_int = 0;
         // SAFETY: FIONREAD writes one c_int through the valid pointer we
         // pass; the fd is this live socket.
-        let rc = unsafe { libc::ioctl(self.inner.as_raw_fd(), libc::FIONREAD, &mut n) };
+        let rc = unsafe { libc::ioctl(self.raw_fd(), libc::FIONREAD, &mut n) };
         if rc == 0 {
             usize::try_from(n).unwrap_or(0)
         } else {
@@ -221,7 +441,21 @@ impl Conn {
 
     /// The raw fd, for socket options set from outside (e.g. `SO_LINGER`).
     pub fn raw_fd(&self) -> RawFd {
-        self.inner.as_raw_fd()
+        match &self.inner {
+            ConnInner::Uring(c) => c.raw_fd(),
+            ConnInner::Tokio(c) => c.as_raw_fd(),
+        }
+    }
+}
+
+/// A socket fd borrowed for `socket2::SockRef`.
+struct BorrowedSock(RawFd);
+
+impl std::os::fd::AsFd for BorrowedSock {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        // SAFETY: the fd belongs to a live `Conn` that outlives this
+        // short-lived wrapper (used within one method call).
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(self.0) }
     }
 }
 

@@ -241,7 +241,7 @@ impl Service for Http {
         let mut chunk = vec![0u8; READ_CHUNK];
         let mut skip = 0usize;
         // Set while a request's headers are incomplete (slowloris bound).
-        let mut header_deadline: Option<tokio::time::Instant> = None;
+        let mut header_deadline: Option<crate::io::time::Instant> = None;
         loop {
             // Idle between requests: a drain ends the connection here.
             let n = if input.is_empty() && skip == 0 {
@@ -251,7 +251,7 @@ impl Service for Http {
                 let idle = stream.read_timeout();
                 let read = conn.read_unless_draining(stream, &mut chunk);
                 let got = match idle {
-                    Some(t) => tokio::time::timeout(t, read)
+                    Some(t) => crate::io::time::timeout(t, read)
                         .await
                         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "read timeout"))?,
                     None => read.await,
@@ -262,8 +262,8 @@ impl Service for Http {
                 }
             } else if skip == 0 {
                 let deadline = *header_deadline
-                    .get_or_insert_with(|| tokio::time::Instant::now() + self.header_timeout);
-                match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
+                    .get_or_insert_with(|| crate::io::time::Instant::now() + self.header_timeout);
+                match crate::io::time::timeout_at(deadline, stream.read(&mut chunk)).await {
                     Err(_) => {
                         return Err(io::Error::new(
                             io::ErrorKind::TimedOut,
@@ -291,7 +291,7 @@ impl Service for Http {
             }
             if header_deadline.is_none() {
                 // The headers' clock starts at the request's first byte.
-                header_deadline = Some(tokio::time::Instant::now() + self.header_timeout);
+                header_deadline = Some(crate::io::time::Instant::now() + self.header_timeout);
             }
             loop {
                 let p = self.process(&input, &mut out);

@@ -144,7 +144,7 @@ impl Pool {
         for i in self.order(Instant::now()) {
             let up = &self.settings.upstreams[i];
             let attempt = Conn::connect(up.addr);
-            let problem = match tokio::time::timeout(self.settings.connect_timeout, attempt).await {
+            let problem = match crate::io::time::timeout(self.settings.connect_timeout, attempt).await {
                 Ok(Ok(c)) => {
                     let _ = c.set_nodelay(true);
                     return Some((c, up));

@@ -364,7 +364,7 @@ impl<S: Service> ShardTask<S> {
                             state.metrics.fd_exhaustion_episode();
                         }
                         fd_exhausted = Some(Instant::now());
-                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        crate::io::time::sleep(Duration::from_millis(10)).await;
                     }
                     Err(e) => tracing::debug!(shard = id, error = %e, "accept failed"),
                 },
@@ -372,12 +372,12 @@ impl<S: Service> ShardTask<S> {
             }
         }
         // Connections already queued on this socket are served, not reset.
-        for (conn, peer) in listener.close() {
+        for (conn, peer) in listener.close().await {
             ctx.clone().admit(conn, peer);
         }
         state.start_drain();
         let grace = ctx.settings.grace;
-        if tokio::time::timeout(grace, state.all_closed())
+        if crate::io::time::timeout(grace, state.all_closed())
             .await
             .is_err()
         {
@@ -532,7 +532,7 @@ impl<S: Service> ConnCtx<S> {
     ) -> CloseReason {
         stream.set_write_timeout(Some(limits.write_timeout));
         let c = &self.state.counters;
-        match tokio::time::timeout(limits.handshake_timeout, stream.handshake_lazy()).await {
+        match crate::io::time::timeout(limits.handshake_timeout, stream.handshake_lazy()).await {
             Err(_) => {
                 Counters::bump(&c.handshake_timeouts);
                 tracing::debug!(%peer, "handshake timeout");
@@ -569,7 +569,7 @@ impl<S: Service> ConnCtx<S> {
             }
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
                 tracing::debug!(%peer, error = %e, "connection timed out");
-                let _ = tokio::time::timeout(Duration::from_secs(1), stream.close()).await;
+                let _ = crate::io::time::timeout(Duration::from_secs(1), stream.close()).await;
                 CloseReason::of_service_error(&e)
             }
             Err(e) => {

@@ -25,12 +25,12 @@
 
 use super::session::{self, TlsConn};
 use super::stream::TlsStream;
-use crate::io::Conn;
+use crate::io::time::{self, Instant};
+use crate::io::{self as uio, Chunk, Conn};
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::time::Duration;
-use tokio::time::Instant;
 
 /// Plaintext moved per operation, each way (at most).
 pub const PLAIN_BUF: usize = 16 * 1024;
@@ -108,17 +108,28 @@ pub async fn splice<C: TlsConn>(
     let TlsStream {
         conn,
         tls,
-        rbuf,
+        rchunk,
         rpos,
-        wbuf,
+        rspare,
         eof,
         bytes_in,
         bytes_out,
         ..
     } = stream;
     let client: &Conn = conn;
-    let mut crbuf = Some(rbuf.take().ok_or_else(broken)?);
-    let mut cwbuf = Some(wbuf.take().ok_or_else(broken)?);
+    // The pump reads the TLS side into a buffer of its own (a proxied
+    // connection is busy, not idle); ciphertext received before the pump
+    // started moves into it first.
+    let mut first = rspare
+        .take()
+        .unwrap_or_else(|| Vec::with_capacity(super::stream::READ_BUF_INITIAL));
+    first.clear();
+    if let Some(c) = rchunk.take() {
+        first.extend_from_slice(c.get(*rpos..).unwrap_or_default());
+    }
+    *rpos = 0;
+    let mut crbuf = Some(first);
+    let mut cwbuf = Some(uio::take_write_buf());
     // Buffers start small (an idle proxied connection holds little) and
     // grow to their full size the first time traffic fills them.
     let mut to_plain = Some(Vec::new());
@@ -129,8 +140,7 @@ pub async fn splice<C: TlsConn>(
         (None, None, None, None);
     let mut ends = Ends::default();
     let mut stats = SpliceStats::default();
-    let sleep = tokio::time::sleep(idle);
-    tokio::pin!(sleep);
+    let mut sleep = time::sleep(idle);
     let mut last_moved = Instant::now();
 
     loop {
@@ -278,13 +288,12 @@ pub async fn splice<C: TlsConn>(
                 r?;
             }
             Event::Idle if now < last_moved + idle => {
-                sleep.as_mut().reset(last_moved + idle);
+                sleep.reset(last_moved + idle);
             }
             Event::Idle => {
                 // Give back the buffers not held by an operation, so that the
                 // caller can still close with `close_notify`.
-                *rbuf = crbuf.take();
-                *wbuf = cwbuf.take();
+                give_back(rchunk, rpos, rspare, crbuf.take(), cwbuf.take());
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     "proxy idle timeout: nothing moved either way",
@@ -292,7 +301,28 @@ pub async fn splice<C: TlsConn>(
             }
         }
     }
-    *rbuf = crbuf;
-    *wbuf = cwbuf;
+    give_back(rchunk, rpos, rspare, crbuf, cwbuf);
     Ok(stats)
+}
+
+/// Hands the pump's TLS-side buffers back to the stream: ciphertext not yet
+/// given to rustls stays readable; the write buffer returns to the pool.
+fn give_back(
+    rchunk: &mut Option<Chunk>,
+    rpos: &mut usize,
+    rspare: &mut Option<Vec<u8>>,
+    read: Option<Vec<u8>>,
+    write: Option<Vec<u8>>,
+) {
+    if let Some(buf) = read {
+        if *rpos < buf.len() {
+            *rchunk = Some(Chunk::from_vec(buf));
+        } else {
+            *rpos = 0;
+            *rspare = Some(buf);
+        }
+    }
+    if let Some(w) = write {
+        uio::give_write_buf(w);
+    }
 }

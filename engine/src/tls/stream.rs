@@ -1,12 +1,14 @@
 //! [`TlsStream`]: a rustls connection driven over an io_uring [`Conn`].
 //!
-//! Per connection there is one read buffer (ciphertext from the socket) and
-//! one write buffer (records to the socket), both reused for the life of the
-//! connection. All protocol work is in [`super::session`]; this file only
-//! moves those buffers in and out of the kernel, with deadlines.
+//! A connection holds buffers only while it uses them: received ciphertext
+//! sits in a [`Chunk`] (on the uring backend a buffer of the shard's pool,
+//! picked by the kernel when data arrives) until rustls has taken it, and
+//! records go out through a write buffer borrowed from the thread's pool for
+//! the duration of one write. All protocol work is in [`super::session`];
+//! this file only moves bytes in and out of the kernel, with deadlines.
 
 use super::session::{self, TlsConn};
-use crate::io::Conn;
+use crate::io::{self as uio, time, Chunk, Conn};
 use std::io;
 use std::time::Duration;
 
@@ -30,25 +32,19 @@ pub type ClientStream = TlsStream<rustls::ClientConnection>;
 pub struct TlsStream<C: TlsConn> {
     pub(super) conn: Conn,
     pub(super) tls: C,
-    /// Ciphertext read from the socket; `None` while a read is in flight
-    /// (or after one was cancelled, which leaves the stream unusable).
-    pub(super) rbuf: Option<Vec<u8>>,
-    /// Bytes of `rbuf` already handed to rustls.
+    /// Ciphertext received and not yet all handed to rustls.
+    pub(super) rchunk: Option<Chunk>,
+    /// Bytes of `rchunk` already handed to rustls.
     pub(super) rpos: usize,
-    pub(super) wbuf: Option<Vec<u8>>,
+    /// A heap receive buffer kept between reads (tokio-uring backend only;
+    /// the uring backend's pool makes it unnecessary).
+    pub(super) rspare: Option<Vec<u8>>,
     pub(super) read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
     pub(super) eof: bool,
     /// Ciphertext bytes read from / written to the socket.
     pub(super) bytes_in: u64,
     pub(super) bytes_out: u64,
-}
-
-fn broken() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::BrokenPipe,
-        "connection buffers lost to a cancelled operation",
-    )
 }
 
 fn tls_error(e: rustls::Error) -> io::Error {
@@ -62,10 +58,9 @@ impl<C: TlsConn> TlsStream<C> {
         TlsStream {
             conn,
             tls,
-            rbuf: Some(Vec::with_capacity(READ_BUF_INITIAL)),
+            rchunk: None,
             rpos: 0,
-            // Grows to the largest flight written, then stays.
-            wbuf: Some(Vec::new()),
+            rspare: None,
             read_timeout: None,
             write_timeout: None,
             eof: false,
@@ -139,7 +134,7 @@ impl<C: TlsConn> TlsStream<C> {
     /// Whether input is waiting anywhere: decrypted in rustls, read from the
     /// socket but not yet decrypted, or received by the kernel and unread.
     pub fn has_pending_input(&mut self) -> bool {
-        let buffered = self.rbuf.as_ref().is_some_and(|b| self.rpos < b.len());
+        let buffered = self.rchunk.as_ref().is_some_and(|b| self.rpos < b.len());
         let plaintext = self
             .tls
             .process_new_packets()
@@ -152,7 +147,7 @@ impl<C: TlsConn> TlsStream<C> {
     pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         // One deadline for the whole call: a peer trickling a record a byte
         // at a time cannot stretch the read timeout.
-        let deadline = self.read_timeout.map(|t| tokio::time::Instant::now() + t);
+        let deadline = self.read_timeout.map(|t| time::Instant::now() + t);
         loop {
             if let Some(n) = session::read_plaintext(&mut self.tls, buf)? {
                 return Ok(n);
@@ -179,13 +174,12 @@ impl<C: TlsConn> TlsStream<C> {
     /// Writes every queued record to the socket.
     pub async fn flush(&mut self) -> io::Result<()> {
         while self.tls.wants_write() {
-            let mut out = self.wbuf.take().ok_or_else(broken)?;
-            out.clear();
+            let mut out = uio::take_write_buf();
             session::take_output(&mut self.tls, &mut out);
             let len = out.len() as u64;
             let fut = self.conn.write_all(out);
             let (res, out) = match self.write_timeout {
-                Some(t) => tokio::time::timeout(t, fut).await.map_err(|_| {
+                Some(t) => time::timeout(t, fut).await.map_err(|_| {
                     io::Error::new(
                         io::ErrorKind::TimedOut,
                         "write timeout: peer is not reading",
@@ -193,7 +187,7 @@ impl<C: TlsConn> TlsStream<C> {
                 })?,
                 None => fut.await,
             };
-            self.wbuf = Some(out);
+            uio::give_write_buf(out);
             res?;
             self.bytes_out += len;
         }
@@ -210,50 +204,49 @@ impl<C: TlsConn> TlsStream<C> {
 
     /// Reads more ciphertext and feeds it to rustls. Returns `false` at EOF.
     async fn fill(&mut self) -> io::Result<bool> {
-        let deadline = self.read_timeout.map(|t| tokio::time::Instant::now() + t);
+        let deadline = self.read_timeout.map(|t| time::Instant::now() + t);
         self.fill_until(deadline).await
     }
 
     /// [`fill`](Self::fill) with the socket read bounded by `deadline`.
-    async fn fill_until(&mut self, deadline: Option<tokio::time::Instant>) -> io::Result<bool> {
+    async fn fill_until(&mut self, deadline: Option<time::Instant>) -> io::Result<bool> {
         if self.eof {
             return Ok(false);
         }
-        let mut buf = self.rbuf.take().ok_or_else(broken)?;
-        if self.rpos >= buf.len() {
-            buf.clear();
-            self.rpos = 0;
-            let fut = self.conn.read(buf);
-            let (res, b) = match deadline {
-                Some(d) => tokio::time::timeout_at(d, fut)
+        if self.rchunk.is_none() {
+            let fut = self
+                .conn
+                .recv(self.rspare.take(), READ_BUF_INITIAL, READ_BUF);
+            let chunk = match deadline {
+                Some(d) => time::timeout_at(d, fut)
                     .await
-                    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "read timeout"))?,
-                None => fut.await,
+                    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "read timeout"))??,
+                None => fut.await?,
             };
-            buf = b;
-            let n = match res {
-                Ok(n) => n,
-                Err(e) => {
-                    self.rbuf = Some(buf);
-                    return Err(e);
-                }
-            };
-            self.bytes_in += n as u64;
-            if n == buf.capacity() && n < READ_BUF {
-                buf.reserve_exact(READ_BUF - n);
-            }
-            if n == 0 {
+            self.bytes_in += chunk.len() as u64;
+            if chunk.is_empty() {
                 self.eof = true;
-                self.rbuf = Some(buf);
+                self.rspare = chunk.recycle();
                 session::ingest_eof(&mut self.tls).map_err(tls_error)?;
                 return Ok(false);
             }
+            self.rchunk = Some(chunk);
+            self.rpos = 0;
         }
-        let res = session::ingest(&mut self.tls, &buf[self.rpos..]);
-        self.rbuf = Some(buf);
+        let Some(chunk) = self.rchunk.as_ref() else {
+            return Ok(true);
+        };
+        let res = session::ingest(&mut self.tls, &chunk[self.rpos..]);
         match res {
             Ok(got) => {
                 self.rpos += got.consumed;
+                if self.rpos >= chunk.len() {
+                    // All handed over: the buffer goes back now, not when
+                    // the next read completes.
+                    if let Some(c) = self.rchunk.take() {
+                        self.rspare = c.recycle();
+                    }
+                }
                 Ok(true)
             }
             Err(e) => {

@@ -1,0 +1,727 @@
+//! The `uring` backend: one io_uring per shard thread, driven by our own
+//! single-threaded executor, built on the `io-uring` crate directly.
+//!
+//! What it does that tokio-uring cannot:
+//! - the ring is set up `SINGLE_ISSUER | DEFER_TASKRUN` (completion work runs
+//!   only when this thread asks for events, in one batch, never as an
+//!   interrupt), and the thread parks *in* `io_uring_enter` — one syscall per
+//!   loop that both submits and waits, with the next timer as its timeout;
+//! - receives pick their buffer from a provided-buffer ring
+//!   ([`bufring`]) when data arrives, so an idle connection holds no receive
+//!   buffer.
+//!
+//! The loop: poll every woken task once; fire due timers; then one
+//! `io_uring_enter` that submits what the tasks queued and either just
+//! collects completions (more tasks are ready) or waits for the first
+//! completion, the next timer, or a wake from another thread (an eventfd
+//! read is always in flight on the ring for that).
+//!
+//! Tokio's synchronisation primitives (`watch`, `Notify`, `mpsc`) and
+//! `tokio::select!` work unchanged on this executor: they only need wakers,
+//! and ours are thread-safe. Tokio's *timers* do not (they need a tokio
+//! runtime): engine code uses [`crate::io::time`] instead.
+
+pub(crate) mod bufring;
+pub(crate) mod net;
+
+use bufring::BufRing;
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
+use std::any::Any;
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
+
+/// user_data of the eventfd read that wakes a parked loop.
+const WAKE_UD: u64 = u64::MAX;
+/// Task id of the future given to `block_on`.
+const ROOT: usize = usize::MAX;
+
+/// Receive buffers per shard in the provided-buffer ring.
+pub(crate) const POOL_BUFFERS: u16 = 256;
+/// Size of each (one maximal TLS record plus headroom).
+pub(crate) const POOL_BUF_SIZE: usize = 16 * 1024 + 512;
+
+thread_local! {
+    static CURRENT: RefCell<Option<Rc<Driver>>> = const { RefCell::new(None) };
+}
+
+/// The driver of the current thread. Panics outside a uring runtime: the
+/// facade in `io/mod.rs` only calls in here when this backend is current.
+pub(crate) fn driver() -> Rc<Driver> {
+    CURRENT.with(|c| {
+        c.borrow()
+            .clone()
+            .expect("uring backend used outside its runtime")
+    })
+}
+
+/// Whether a uring runtime is running on this thread.
+pub(crate) fn is_current() -> bool {
+    CURRENT.with(|c| c.borrow().is_some())
+}
+
+/// Woken task ids, shared with wakers (which may run on other threads).
+struct ReadyQueue {
+    ids: Mutex<Vec<usize>>,
+    /// The loop is (about to be) parked in `io_uring_enter`: a waker must
+    /// write the eventfd.
+    parked: AtomicBool,
+    efd: RawFd,
+}
+
+impl ReadyQueue {
+    fn push(&self, id: usize) {
+        match self.ids.lock() {
+            Ok(mut q) => q.push(id),
+            Err(p) => p.into_inner().push(id),
+        }
+        if self.parked.swap(false, Ordering::SeqCst) {
+            let one: u64 = 1;
+            // SAFETY: writes 8 bytes from a valid u64 to our eventfd (which
+            // lives as long as the driver, and wakers hold the queue
+            // only through the driver's Arc... a write to a closed fd
+            // after the runtime ended fails harmlessly with EBADF).
+            unsafe { libc::write(self.efd, (&one as *const u64).cast(), 8) };
+        }
+    }
+
+    fn take(&self, into: &mut Vec<usize>) {
+        let mut q = match self.ids.lock() {
+            Ok(q) => q,
+            Err(p) => p.into_inner(),
+        };
+        std::mem::swap(&mut *q, into);
+    }
+
+    fn is_empty(&self) -> bool {
+        match self.ids.lock() {
+            Ok(q) => q.is_empty(),
+            Err(p) => p.into_inner().is_empty(),
+        }
+    }
+}
+
+struct TaskWaker {
+    id: usize,
+    queued: AtomicBool,
+    ready: Arc<ReadyQueue>,
+}
+
+impl Wake for TaskWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        if !self.queued.swap(true, Ordering::AcqRel) {
+            self.ready.push(self.id);
+        }
+    }
+}
+
+struct Task {
+    fut: Option<Pin<Box<dyn Future<Output = ()>>>>,
+    waker: Arc<TaskWaker>,
+}
+
+enum OpSlot {
+    Vacant,
+    /// Submitted; the future waits with this waker.
+    Waiting(Option<Waker>),
+    /// Completed: result and CQE flags, not yet collected.
+    Done(i32, u32),
+    /// The future was dropped while the kernel still owned its resources:
+    /// they are kept here until the completion arrives.
+    Orphan(#[allow(dead_code)] Box<dyn Any>),
+}
+
+#[derive(Default)]
+struct Ops {
+    slots: Vec<OpSlot>,
+    free: Vec<usize>,
+    in_flight: usize,
+}
+
+impl Ops {
+    fn insert(&mut self) -> usize {
+        self.in_flight += 1;
+        if let Some(i) = self.free.pop() {
+            self.slots[i] = OpSlot::Waiting(None);
+            i
+        } else {
+            self.slots.push(OpSlot::Waiting(None));
+            self.slots.len() - 1
+        }
+    }
+
+    fn release(&mut self, i: usize) {
+        self.slots[i] = OpSlot::Vacant;
+        self.free.push(i);
+    }
+}
+
+/// Everything one shard thread's runtime owns.
+pub(crate) struct Driver {
+    ring: RefCell<IoUring>,
+    ops: RefCell<Ops>,
+    pub(crate) bufs: Option<BufRing>,
+    timers: RefCell<BTreeMap<(Instant, u64), Waker>>,
+    timer_seq: Cell<u64>,
+    tasks: RefCell<Vec<Option<Task>>>,
+    free_tasks: RefCell<Vec<usize>>,
+    ready: Arc<ReadyQueue>,
+    root: Arc<TaskWaker>,
+    efd: OwnedFd,
+    efd_buf: Box<[u8; 8]>,
+    efd_armed: Cell<bool>,
+}
+
+/// How the backend sets its ring up.
+pub(crate) struct Setup {
+    pub entries: u32,
+    pub sqpoll_idle_ms: Option<u32>,
+}
+
+impl Driver {
+    fn new(setup: &Setup) -> io::Result<Driver> {
+        let mut b = IoUring::builder();
+        match setup.sqpoll_idle_ms {
+            // SQPOLL submits from a kernel thread: DEFER_TASKRUN needs the
+            // submitter to be this thread, so it cannot be combined.
+            Some(idle) => {
+                b.setup_sqpoll(idle);
+            }
+            None => {
+                b.setup_single_issuer().setup_defer_taskrun();
+            }
+        }
+        b.setup_coop_taskrun();
+        b.setup_cqsize(setup.entries.saturating_mul(4).max(4096));
+        let ring = b.build(setup.entries)?;
+        // SAFETY: eventfd(2) with valid flags; the result is checked.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just returned by eventfd and is owned by nobody else.
+        let efd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // A kernel without provided-buffer rings still works: every
+        // receive then uses a heap buffer.
+        let bufs = BufRing::new(&ring, POOL_BUFFERS, POOL_BUF_SIZE).ok();
+        let ready = Arc::new(ReadyQueue {
+            ids: Mutex::new(Vec::with_capacity(256)),
+            parked: AtomicBool::new(false),
+            efd: efd.as_raw_fd(),
+        });
+        let root = Arc::new(TaskWaker {
+            id: ROOT,
+            queued: AtomicBool::new(true),
+            ready: ready.clone(),
+        });
+        Ok(Driver {
+            ring: RefCell::new(ring),
+            ops: RefCell::new(Ops::default()),
+            bufs,
+            timers: RefCell::new(BTreeMap::new()),
+            timer_seq: Cell::new(0),
+            tasks: RefCell::new(Vec::new()),
+            free_tasks: RefCell::new(Vec::new()),
+            ready,
+            root,
+            efd,
+            efd_buf: Box::new([0; 8]),
+            efd_armed: Cell::new(false),
+        })
+    }
+
+    /// Queues one SQE (submitted with the next `io_uring_enter`).
+    fn push(&self, entry: &squeue::Entry) {
+        let mut ring = self.ring.borrow_mut();
+        loop {
+            // SAFETY: every entry pushed here points only at memory that the
+            // op's owner keeps alive until its completion (see `submit`).
+            if unsafe { ring.submission().push(entry) }.is_ok() {
+                return;
+            }
+            // Queue full: hand what is queued to the kernel and retry.
+            if let Err(e) = ring.submit() {
+                if e.raw_os_error() != Some(libc::EBUSY) {
+                    tracing::error!(error = %e, "io_uring submit failed");
+                }
+                drop(ring);
+                self.reap();
+                ring = self.ring.borrow_mut();
+            }
+        }
+    }
+
+    /// Submits `entry`, whose kernel-visible memory lives in `data`.
+    pub(crate) fn submit<T: 'static>(self: &Rc<Self>, entry: squeue::Entry, data: T) -> Op<T> {
+        let id = self.ops.borrow_mut().insert();
+        self.push(&entry.user_data(id as u64));
+        Op {
+            driver: self.clone(),
+            id,
+            data: Some(data),
+        }
+    }
+
+    fn arm_wake(&self) {
+        if self.efd_armed.get() {
+            return;
+        }
+        let e = opcode::Read::new(
+            types::Fd(self.efd.as_raw_fd()),
+            self.efd_buf.as_ptr().cast_mut(),
+            8,
+        )
+        .build()
+        .user_data(WAKE_UD);
+        self.push(&e);
+        self.efd_armed.set(true);
+    }
+
+    /// Delivers every posted completion.
+    fn reap(&self) {
+        let mut ring = self.ring.borrow_mut();
+        let mut ops = self.ops.borrow_mut();
+        for cqe in ring.completion() {
+            let ud = cqe.user_data();
+            if ud == WAKE_UD {
+                self.efd_armed.set(false);
+                continue;
+            }
+            let i = ud as usize;
+            let Some(slot) = ops.slots.get_mut(i) else {
+                continue;
+            };
+            let flags = cqe.flags();
+            match std::mem::replace(slot, OpSlot::Done(cqe.result(), flags)) {
+                OpSlot::Waiting(w) => {
+                    if let Some(w) = w {
+                        w.wake();
+                    }
+                }
+                OpSlot::Orphan(keep) => {
+                    // The owner is gone: release what the kernel held.
+                    drop(keep);
+                    if let (Some(bid), Some(bufs)) = (cqueue::buffer_select(flags), &self.bufs) {
+                        bufs.give_back(bid);
+                    }
+                    ops.in_flight -= 1;
+                    ops.release(i);
+                }
+                other => {
+                    // A completion for a slot that is not waiting: cannot
+                    // happen (one CQE per single-shot op); keep the state.
+                    *slot = other;
+                }
+            }
+        }
+    }
+
+    /// One `io_uring_enter`: submit what is queued; wait for a completion
+    /// (bounded by `timeout`) when `wait` is set.
+    fn enter(&self, wait: bool, timeout: Option<Duration>) {
+        let mut ring = self.ring.borrow_mut();
+        let mut flags = IORING_ENTER_GETEVENTS;
+        let (to_submit, wakeup) = {
+            let mut sq = ring.submission();
+            sq.sync();
+            (sq.len() as u32, sq.need_wakeup())
+        };
+        if ring.params().is_setup_sqpoll() && wakeup {
+            flags |= IORING_ENTER_SQ_WAKEUP;
+        }
+        // The exact count: the kernel skips waiting for events when it
+        // submits fewer entries than asked.
+        let to_submit = if ring.params().is_setup_sqpoll() { 0 } else { to_submit };
+        let res = if wait {
+            let ts = timeout.map(types::Timespec::from);
+            let args = GetEventsArg {
+                sigmask: 0,
+                sigmask_sz: 0,
+                min_wait_usec: 0,
+                ts: ts.as_ref().map_or(0, |t| t as *const types::Timespec as u64),
+            };
+            // SAFETY: IORING_ENTER_EXT_ARG with a correctly laid out
+            // `io_uring_getevents_arg` (and timespec) that outlive the call.
+            unsafe {
+                ring.submitter().enter(
+                    to_submit,
+                    1,
+                    flags | IORING_ENTER_EXT_ARG,
+                    Some(&args),
+                )
+            }
+        } else {
+            // SAFETY: a plain enter without argument.
+            unsafe {
+                ring.submitter()
+                    .enter::<libc::sigset_t>(to_submit, 0, flags, None)
+            }
+        };
+        if let Err(e) = res {
+            match e.raw_os_error() {
+                Some(libc::ETIME | libc::EINTR | libc::EBUSY | libc::EAGAIN) => {}
+                _ => tracing::error!(error = %e, "io_uring_enter failed"),
+            }
+        }
+    }
+
+    fn spawn(&self, fut: Pin<Box<dyn Future<Output = ()>>>) {
+        let mut tasks = self.tasks.borrow_mut();
+        let id = match self.free_tasks.borrow_mut().pop() {
+            Some(id) => id,
+            None => {
+                tasks.push(None);
+                tasks.len() - 1
+            }
+        };
+        let waker = Arc::new(TaskWaker {
+            id,
+            queued: AtomicBool::new(true),
+            ready: self.ready.clone(),
+        });
+        tasks[id] = Some(Task {
+            fut: Some(fut),
+            waker,
+        });
+        drop(tasks);
+        self.ready.push(id);
+    }
+
+    fn poll_task(&self, id: usize) {
+        let (mut fut, waker) = {
+            let mut tasks = self.tasks.borrow_mut();
+            let Some(Some(task)) = tasks.get_mut(id) else {
+                return;
+            };
+            let Some(fut) = task.fut.take() else {
+                return;
+            };
+            task.waker.queued.store(false, Ordering::Release);
+            (fut, Waker::from(task.waker.clone()))
+        };
+        let mut cx = Context::from_waker(&waker);
+        // A panicking task ends alone (as on tokio): the shard and its
+        // other connections carry on. Its future is dropped (which closes
+        // its sockets); a panic while dropping is contained too.
+        let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            fut.as_mut().poll(&mut cx)
+        }));
+        match polled {
+            Ok(Poll::Ready(())) | Err(_) => {
+                if polled.is_err() {
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(fut)));
+                } else {
+                    drop(fut);
+                }
+                self.tasks.borrow_mut()[id] = None;
+                self.free_tasks.borrow_mut().push(id);
+            }
+            Ok(Poll::Pending) => {
+                if let Some(Some(task)) = self.tasks.borrow_mut().get_mut(id) {
+                    task.fut = Some(fut);
+                }
+            }
+        }
+    }
+
+    /// Wakes due timers; returns the time until the next one.
+    fn fire_timers(&self) -> Option<Duration> {
+        let mut timers = self.timers.borrow_mut();
+        if timers.is_empty() {
+            return None;
+        }
+        let now = Instant::now();
+        while let Some(entry) = timers.first_entry() {
+            if entry.key().0 > now {
+                return Some(entry.key().0 - now);
+            }
+            entry.remove().wake();
+        }
+        None
+    }
+
+    fn register_timer(&self, at: Instant, waker: &Waker) -> u64 {
+        let seq = self.timer_seq.get().wrapping_add(1);
+        self.timer_seq.set(seq);
+        self.timers.borrow_mut().insert((at, seq), waker.clone());
+        seq
+    }
+
+    fn update_timer(&self, at: Instant, seq: u64, waker: &Waker) -> bool {
+        match self.timers.borrow_mut().get_mut(&(at, seq)) {
+            Some(w) => {
+                if !w.will_wake(waker) {
+                    *w = waker.clone();
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn cancel_timer(&self, at: Instant, seq: u64) {
+        self.timers.borrow_mut().remove(&(at, seq));
+    }
+
+    fn run<F: Future>(self: &Rc<Self>, fut: F) -> F::Output {
+        let mut fut = std::pin::pin!(fut);
+        let mut batch: Vec<usize> = Vec::with_capacity(256);
+        let mut root_ready = true;
+        loop {
+            if root_ready {
+                root_ready = false;
+                self.root.queued.store(false, Ordering::Release);
+                let waker = Waker::from(self.root.clone());
+                let mut cx = Context::from_waker(&waker);
+                if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+                    return v;
+                }
+            }
+            self.ready.take(&mut batch);
+            for id in batch.drain(..) {
+                if id == ROOT {
+                    root_ready = true;
+                } else {
+                    self.poll_task(id);
+                }
+            }
+            let next_timer = self.fire_timers();
+            self.arm_wake();
+            if root_ready || !self.ready.is_empty() {
+                self.enter(false, None);
+            } else {
+                self.ready.parked.store(true, Ordering::SeqCst);
+                if self.ready.is_empty() {
+                    self.enter(true, next_timer);
+                }
+                self.ready.parked.store(false, Ordering::SeqCst);
+            }
+            self.reap();
+        }
+    }
+
+    /// Cancels everything still in flight and waits (briefly) for the
+    /// kernel to let go of the memory those operations point at.
+    fn shutdown(&self) {
+        // Tasks first: their ops become orphans holding their buffers.
+        let tasks = std::mem::take(&mut *self.tasks.borrow_mut());
+        drop(tasks);
+        let pending: Vec<usize> = {
+            let ops = self.ops.borrow();
+            (0..ops.slots.len())
+                .filter(|&i| matches!(ops.slots[i], OpSlot::Orphan(_) | OpSlot::Waiting(_)))
+                .collect()
+        };
+        for i in pending {
+            let e = opcode::AsyncCancel::new(i as u64).build().user_data(WAKE_UD - 1);
+            self.push(&e);
+        }
+        let deadline = Instant::now() + Duration::from_millis(200);
+        while self.ops.borrow().in_flight > self.ops_done() && Instant::now() < deadline {
+            self.enter(true, Some(Duration::from_millis(10)));
+            self.reap();
+        }
+    }
+
+    fn ops_done(&self) -> usize {
+        self.ops
+            .borrow()
+            .slots
+            .iter()
+            .filter(|s| matches!(s, OpSlot::Done(..)))
+            .count()
+    }
+}
+
+const IORING_ENTER_GETEVENTS: u32 = 1;
+const IORING_ENTER_SQ_WAKEUP: u32 = 2;
+const IORING_ENTER_EXT_ARG: u32 = 8;
+
+/// `struct io_uring_getevents_arg`.
+#[repr(C)]
+struct GetEventsArg {
+    sigmask: u64,
+    sigmask_sz: u32,
+    min_wait_usec: u32,
+    ts: u64,
+}
+
+/// An operation in flight; resolves to (result, CQE flags, its resources).
+pub(crate) struct Op<T: 'static> {
+    driver: Rc<Driver>,
+    id: usize,
+    data: Option<T>,
+}
+
+impl<T: 'static> Future for Op<T> {
+    type Output = (i32, u32, T);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // `Op` is Unpin (no self-references; T's memory is on the heap).
+        let this = self.get_mut();
+        let mut ops = this.driver.ops.borrow_mut();
+        match &mut ops.slots[this.id] {
+            OpSlot::Done(res, flags) => {
+                let (res, flags) = (*res, *flags);
+                ops.in_flight -= 1;
+                ops.release(this.id);
+                drop(ops);
+                match this.data.take() {
+                    Some(d) => Poll::Ready((res, flags, d)),
+                    None => Poll::Pending,
+                }
+            }
+            OpSlot::Waiting(w) => {
+                match w {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    _ => *w = Some(cx.waker().clone()),
+                }
+                Poll::Pending
+            }
+            _ => Poll::Pending,
+        }
+    }
+}
+
+impl<T: 'static> Unpin for Op<T> {}
+
+impl<T: 'static> Drop for Op<T> {
+    fn drop(&mut self) {
+        let Some(data) = self.data.take() else {
+            return;
+        };
+        let mut ops = self.driver.ops.borrow_mut();
+        match &ops.slots[self.id] {
+            OpSlot::Done(_, flags) => {
+                // Completed but never collected: release now.
+                if let (Some(bid), Some(bufs)) = (cqueue::buffer_select(*flags), &self.driver.bufs)
+                {
+                    bufs.give_back(bid);
+                }
+                ops.in_flight -= 1;
+                ops.release(self.id);
+            }
+            _ => ops.slots[self.id] = OpSlot::Orphan(Box::new(data)),
+        }
+    }
+}
+
+/// A per-thread runtime of this backend.
+pub(crate) struct Runtime {
+    driver: Rc<Driver>,
+}
+
+impl Runtime {
+    pub(crate) fn new(setup: &Setup) -> io::Result<Runtime> {
+        Ok(Runtime {
+            driver: Rc::new(Driver::new(setup)?),
+        })
+    }
+
+    pub(crate) fn block_on<F: Future>(&self, fut: F) -> F::Output {
+        let prev = CURRENT.with(|c| c.borrow_mut().replace(self.driver.clone()));
+        struct Restore(Option<Rc<Driver>>);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                let prev = self.0.take();
+                CURRENT.with(|c| *c.borrow_mut() = prev);
+            }
+        }
+        let _restore = Restore(prev);
+        self.driver.run(fut)
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        let prev = CURRENT.with(|c| c.borrow_mut().replace(self.driver.clone()));
+        self.driver.shutdown();
+        CURRENT.with(|c| *c.borrow_mut() = prev);
+        if self.driver.ops.borrow().in_flight > self.ops_done_count() {
+            // The kernel may still write into buffers some operations point
+            // at: leak them rather than free memory it could touch.
+            let ops = std::mem::take(&mut *self.driver.ops.borrow_mut());
+            std::mem::forget(ops);
+        }
+    }
+}
+
+impl Runtime {
+    fn ops_done_count(&self) -> usize {
+        self.driver.ops_done()
+    }
+}
+
+/// Spawns a task on the current thread's runtime.
+pub(crate) fn spawn<F: Future<Output = ()> + 'static>(fut: F) {
+    driver().spawn(Box::pin(fut));
+}
+
+/// A timer on the current thread's runtime.
+pub(crate) struct Sleep {
+    deadline: Instant,
+    seq: Option<u64>,
+}
+
+impl Sleep {
+    pub(crate) fn until(deadline: Instant) -> Sleep {
+        Sleep {
+            deadline,
+            seq: None,
+        }
+    }
+
+    pub(crate) fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    pub(crate) fn reset(&mut self, deadline: Instant) {
+        if let Some(seq) = self.seq.take() {
+            driver().cancel_timer(self.deadline, seq);
+        }
+        self.deadline = deadline;
+    }
+
+    pub(crate) fn poll_sleep(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if Instant::now() >= self.deadline {
+            if let Some(seq) = self.seq.take() {
+                driver().cancel_timer(self.deadline, seq);
+            }
+            return Poll::Ready(());
+        }
+        let d = driver();
+        match self.seq {
+            Some(seq) if d.update_timer(self.deadline, seq, cx.waker()) => {}
+            _ => self.seq = Some(d.register_timer(self.deadline, cx.waker())),
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for Sleep {
+    fn drop(&mut self) {
+        if let Some(seq) = self.seq.take() {
+            if let Some(d) = CURRENT.with(|c| c.borrow().clone()) {
+                d.cancel_timer(self.deadline, seq);
+            }
+        }
+    }
+}
+
+/// A no-op through the ring: every completion posted before it has been
+/// delivered when it returns.
+pub(crate) async fn settle() {
+    let d = driver();
+    let _ = d.submit(opcode::Nop::new().build(), ()).await;
+}
