@@ -183,7 +183,9 @@ const WRITE_BUF_KEPT_MAX: usize = 256 * 1024;
 /// back with [`give_write_buf`] once the write completed, so that idle
 /// connections hold none.
 pub fn take_write_buf() -> Vec<u8> {
-    WRITE_BUFS.with(|b| b.borrow_mut().pop()).unwrap_or_default()
+    WRITE_BUFS
+        .with(|b| b.borrow_mut().pop())
+        .unwrap_or_default()
 }
 
 /// Returns a write buffer to this thread's pool.

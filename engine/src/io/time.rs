@@ -78,24 +78,48 @@ impl std::fmt::Display for Elapsed {
 impl std::error::Error for Elapsed {}
 
 /// Runs `fut` for at most `d`.
-pub async fn timeout<F: Future>(d: Duration, fut: F) -> Result<F::Output, Elapsed> {
-    timeout_at(Instant::now() + d, fut).await
+pub fn timeout<F: Future>(d: Duration, fut: F) -> Timeout<F> {
+    timeout_at(Instant::now() + d, fut)
 }
 
 /// Runs `fut` until `at` at the latest. The timer is armed only if `fut`
 /// does not complete on its first poll.
-pub async fn timeout_at<F: Future>(at: Instant, fut: F) -> Result<F::Output, Elapsed> {
-    let mut fut = std::pin::pin!(fut);
-    let mut timer: Option<Sleep> = None;
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(v) = fut.as_mut().poll(cx) {
+pub fn timeout_at<F: Future>(at: Instant, fut: F) -> Timeout<F> {
+    Timeout {
+        fut,
+        at,
+        timer: None,
+    }
+}
+
+/// The future of [`timeout`] / [`timeout_at`]. A plain struct rather than
+/// an `async fn`: the wrapped future is stored once, not copied into each
+/// layer of generated state (connection tasks stay small).
+pub struct Timeout<F> {
+    fut: F,
+    at: Instant,
+    timer: Option<Sleep>,
+}
+
+impl<F: Future> Future for Timeout<F> {
+    type Output = Result<F::Output, Elapsed>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // SAFETY: `fut` is structurally pinned: it is never moved out of
+        // `self` nor accessed unpinned; the other fields are Unpin and
+        // are only accessed by `&mut`.
+        let this = unsafe { self.get_unchecked_mut() };
+        // SAFETY: see above; `this.fut` stays where it is for as long as
+        // the `Timeout` lives.
+        let fut = unsafe { Pin::new_unchecked(&mut this.fut) };
+        if let Poll::Ready(v) = fut.poll(cx) {
             return Poll::Ready(Ok(v));
         }
-        let t = timer.get_or_insert_with(|| sleep_until(at));
+        let at = this.at;
+        let t = this.timer.get_or_insert_with(|| sleep_until(at));
         match Pin::new(t).poll(cx) {
             Poll::Ready(()) => Poll::Ready(Err(Elapsed)),
             Poll::Pending => Poll::Pending,
         }
-    })
-    .await
+    }
 }

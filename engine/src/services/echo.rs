@@ -5,19 +5,23 @@ use super::{ConnInfo, Service};
 use crate::tls::ServerStream;
 use std::io;
 
+/// Most bytes echoed per read.
+const ECHO_CHUNK: usize = 16 * 1024;
+
 /// The echo service.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Echo;
 
 impl Service for Echo {
     async fn serve(&self, stream: &mut ServerStream, _conn: &ConnInfo) -> io::Result<()> {
-        let mut buf = vec![0u8; 16 * 1024];
         loop {
-            let n = match stream.read(&mut buf).await? {
-                0 => return Ok(()),
-                n => n,
-            };
-            stream.write_all(&buf[..n]).await?;
+            // A buffer exists only while bytes are in hand: a connection
+            // waiting for input holds none.
+            let mut buf: Vec<u8> = Vec::new();
+            if stream.read_append(&mut buf, ECHO_CHUNK).await? == 0 {
+                return Ok(());
+            }
+            stream.write_all(&buf).await?;
             stream.flush().await?;
         }
     }

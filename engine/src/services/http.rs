@@ -233,23 +233,29 @@ impl Default for Http {
 
 impl Service for Http {
     async fn serve(&self, stream: &mut ServerStream, conn: &ConnInfo) -> io::Result<()> {
-        // Small, lazily grown buffers: an idle keep-alive connection should
-        // hold little memory (requests are small; `input` grows for large
-        // headers up to the header limit).
+        // Buffers exist only while a request is in hand: an idle keep-alive
+        // connection holds none (`input` grows by what arrives, up to the
+        // header limit for large headers; `out` comes from the thread's pool).
         let mut input: Vec<u8> = Vec::new();
         let mut out: Vec<u8> = Vec::new();
-        let mut chunk = vec![0u8; READ_CHUNK];
         let mut skip = 0usize;
         // Set while a request's headers are incomplete (slowloris bound).
         let mut header_deadline: Option<crate::io::time::Instant> = None;
         loop {
+            let before = input.len();
             // Idle between requests: a drain ends the connection here.
             let n = if input.is_empty() && skip == 0 {
+                if input.capacity() > 0 {
+                    input = Vec::new();
+                }
+                if out.capacity() > 0 {
+                    crate::io::give_write_buf(std::mem::take(&mut out));
+                }
                 // The idle timeout bounds the whole wait for a request's
                 // first bytes: a TLS record trickled a byte at a time (each
                 // socket read within the timeout) does not extend it.
                 let idle = stream.read_timeout();
-                let read = conn.read_unless_draining(stream, &mut chunk);
+                let read = conn.read_append_unless_draining(stream, &mut input, READ_CHUNK);
                 let got = match idle {
                     Some(t) => crate::io::time::timeout(t, read)
                         .await
@@ -263,7 +269,12 @@ impl Service for Http {
             } else if skip == 0 {
                 let deadline = *header_deadline
                     .get_or_insert_with(|| crate::io::time::Instant::now() + self.header_timeout);
-                match crate::io::time::timeout_at(deadline, stream.read(&mut chunk)).await {
+                match crate::io::time::timeout_at(
+                    deadline,
+                    stream.read_append(&mut input, READ_CHUNK),
+                )
+                .await
+                {
                     Err(_) => {
                         return Err(io::Error::new(
                             io::ErrorKind::TimedOut,
@@ -276,16 +287,15 @@ impl Service for Http {
                     },
                 }
             } else {
-                match stream.read(&mut chunk).await? {
+                match stream.read_append(&mut input, READ_CHUNK).await? {
                     0 => return Ok(()),
                     n => n,
                 }
             };
-            let mut data = &chunk[..n];
-            let drop_now = skip.min(data.len());
+            // Body bytes of a request being skipped are dropped here.
+            let drop_now = skip.min(n);
             skip -= drop_now;
-            data = &data[drop_now..];
-            input.extend_from_slice(data);
+            input.drain(before..before + drop_now);
             if skip > 0 {
                 continue;
             }
@@ -294,6 +304,9 @@ impl Service for Http {
                 header_deadline = Some(crate::io::time::Instant::now() + self.header_timeout);
             }
             loop {
+                if out.capacity() == 0 {
+                    out = crate::io::take_write_buf();
+                }
                 let p = self.process(&input, &mut out);
                 input.drain(..p.consumed);
                 skip = p.skip;

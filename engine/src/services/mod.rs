@@ -70,6 +70,26 @@ impl ConnInfo {
         stream: &mut ServerStream,
         buf: &mut [u8],
     ) -> io::Result<Option<usize>> {
+        self.unless_draining(stream, Into::Slice(buf)).await
+    }
+
+    /// [`read_unless_draining`](Self::read_unless_draining), appending at
+    /// most `max` bytes to `out` (which grows only by what arrives, so an
+    /// idle connection waiting here need hold no buffer).
+    pub async fn read_append_unless_draining(
+        &self,
+        stream: &mut ServerStream,
+        out: &mut Vec<u8>,
+        max: usize,
+    ) -> io::Result<Option<usize>> {
+        self.unless_draining(stream, Into::Vec(out, max)).await
+    }
+
+    async fn unless_draining(
+        &self,
+        stream: &mut ServerStream,
+        mut into: Into<'_>,
+    ) -> io::Result<Option<usize>> {
         // Owed records (e.g. session tickets) go out now, so that below the
         // read future does nothing but wait for input.
         stream.flush().await?;
@@ -78,9 +98,9 @@ impl ConnInfo {
             if !stream.has_pending_input() {
                 return Ok(None);
             }
-            return stream.read(buf).await.map(Some);
+            return into.read(stream).await.map(Some);
         }
-        let read = stream.read(buf);
+        let read = into.read(stream);
         tokio::pin!(read);
         tokio::select! {
             biased;
@@ -94,6 +114,21 @@ impl ConnInfo {
         match poll_once(&mut read) {
             Some(r) => r.map(Some),
             None => Ok(None),
+        }
+    }
+}
+
+/// Where a read puts its bytes.
+enum Into<'a> {
+    Slice(&'a mut [u8]),
+    Vec(&'a mut Vec<u8>, usize),
+}
+
+impl Into<'_> {
+    async fn read(&mut self, stream: &mut ServerStream) -> io::Result<usize> {
+        match self {
+            Into::Slice(buf) => stream.read(buf).await,
+            Into::Vec(out, max) => stream.read_append(out, *max).await,
         }
     }
 }

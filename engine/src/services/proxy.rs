@@ -144,14 +144,15 @@ impl Pool {
         for i in self.order(Instant::now()) {
             let up = &self.settings.upstreams[i];
             let attempt = Conn::connect(up.addr);
-            let problem = match crate::io::time::timeout(self.settings.connect_timeout, attempt).await {
-                Ok(Ok(c)) => {
-                    let _ = c.set_nodelay(true);
-                    return Some((c, up));
-                }
-                Ok(Err(e)) => format!("upstream connect failed: {e}"),
-                Err(_) => "upstream connect timed out".to_string(),
-            };
+            let problem =
+                match crate::io::time::timeout(self.settings.connect_timeout, attempt).await {
+                    Ok(Ok(c)) => {
+                        let _ = c.set_nodelay(true);
+                        return Some((c, up));
+                    }
+                    Ok(Err(e)) => format!("upstream connect failed: {e}"),
+                    Err(_) => "upstream connect timed out".to_string(),
+                };
             if self.mark_down(i, Instant::now()) {
                 let skip = self.settings.fail_timeout;
                 tracing::warn!(upstream = %up.name, ?skip, "{problem}; skipping it for a while");

@@ -532,7 +532,13 @@ impl<S: Service> ConnCtx<S> {
     ) -> CloseReason {
         stream.set_write_timeout(Some(limits.write_timeout));
         let c = &self.state.counters;
-        match crate::io::time::timeout(limits.handshake_timeout, stream.handshake_lazy()).await {
+        // Boxed: the handshake's state is needed once, and should not be
+        // part of the task an idle connection keeps.
+        let hf = Box::pin(crate::io::time::timeout(
+            limits.handshake_timeout,
+            stream.handshake_lazy(),
+        ));
+        match hf.await {
             Err(_) => {
                 Counters::bump(&c.handshake_timeouts);
                 tracing::debug!(%peer, "handshake timeout");
@@ -562,14 +568,20 @@ impl<S: Service> ConnCtx<S> {
             peer_identity: crate::tls::peer_identity(stream.tls()),
             shard: self.state.clone(),
         };
-        match self.service.serve(stream, &info).await {
+        // Boxed, like the handshake: each part's state is allocated while it
+        // runs instead of the task reserving room for the largest.
+        match Box::pin(self.service.serve(stream, &info)).await {
             Ok(()) => {
-                let _ = stream.close().await;
+                let _ = Box::pin(stream.close()).await;
                 CloseReason::Normal
             }
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
                 tracing::debug!(%peer, error = %e, "connection timed out");
-                let _ = crate::io::time::timeout(Duration::from_secs(1), stream.close()).await;
+                let _ = Box::pin(crate::io::time::timeout(
+                    Duration::from_secs(1),
+                    stream.close(),
+                ))
+                .await;
                 CloseReason::of_service_error(&e)
             }
             Err(e) => {

@@ -158,6 +158,21 @@ impl<C: TlsConn> TlsStream<C> {
         }
     }
 
+    /// Reads decrypted bytes onto the end of `out`, at most `max` of them
+    /// (`out` grows only by what arrived: a connection waiting here holds
+    /// no buffer of its own). Same outcomes as [`read`](Self::read).
+    pub async fn read_append(&mut self, out: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        let deadline = self.read_timeout.map(|t| time::Instant::now() + t);
+        let limit = out.len().saturating_add(max.max(1));
+        loop {
+            if let Some(n) = session::append_plaintext(&mut self.tls, out, limit)? {
+                return Ok(n);
+            }
+            self.flush().await?;
+            self.fill_until(deadline).await?;
+        }
+    }
+
     /// Queues `data` for sending, flushing whenever the send limit is hit.
     /// Call [`flush`](Self::flush) to push the tail out.
     pub async fn write_all(&mut self, mut data: &[u8]) -> io::Result<()> {
@@ -250,8 +265,9 @@ impl<C: TlsConn> TlsStream<C> {
                 Ok(true)
             }
             Err(e) => {
-                // Send the alert rustls queued, best effort, then fail.
-                let _ = self.flush().await;
+                // Send the alert rustls queued, best effort, then fail
+                // (boxed: a rare path should not grow every read's future).
+                let _ = Box::pin(self.flush()).await;
                 Err(tls_error(e))
             }
         }

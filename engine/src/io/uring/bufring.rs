@@ -81,7 +81,11 @@ impl BufRing {
         // SAFETY: the ring mapping is page-aligned, `entries` slots long and
         // lives until `Drop`, which runs after the io_uring instance using
         // it is gone (the driver drops its ring first).
-        unsafe { uring.submitter().register_buf_ring(ring as u64, entries, BGID)? };
+        unsafe {
+            uring
+                .submitter()
+                .register_buf_ring(ring as u64, entries, BGID)?
+        };
         for bid in 0..entries {
             me.give_back(bid);
         }

@@ -342,24 +342,26 @@ impl Driver {
         }
         // The exact count: the kernel skips waiting for events when it
         // submits fewer entries than asked.
-        let to_submit = if ring.params().is_setup_sqpoll() { 0 } else { to_submit };
+        let to_submit = if ring.params().is_setup_sqpoll() {
+            0
+        } else {
+            to_submit
+        };
         let res = if wait {
             let ts = timeout.map(types::Timespec::from);
             let args = GetEventsArg {
                 sigmask: 0,
                 sigmask_sz: 0,
                 min_wait_usec: 0,
-                ts: ts.as_ref().map_or(0, |t| t as *const types::Timespec as u64),
+                ts: ts
+                    .as_ref()
+                    .map_or(0, |t| t as *const types::Timespec as u64),
             };
             // SAFETY: IORING_ENTER_EXT_ARG with a correctly laid out
             // `io_uring_getevents_arg` (and timespec) that outlive the call.
             unsafe {
-                ring.submitter().enter(
-                    to_submit,
-                    1,
-                    flags | IORING_ENTER_EXT_ARG,
-                    Some(&args),
-                )
+                ring.submitter()
+                    .enter(to_submit, 1, flags | IORING_ENTER_EXT_ARG, Some(&args))
             }
         } else {
             // SAFETY: a plain enter without argument.
@@ -414,9 +416,8 @@ impl Driver {
         // A panicking task ends alone (as on tokio): the shard and its
         // other connections carry on. Its future is dropped (which closes
         // its sockets); a panic while dropping is contained too.
-        let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            fut.as_mut().poll(&mut cx)
-        }));
+        let polled =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fut.as_mut().poll(&mut cx)));
         match polled {
             Ok(Poll::Ready(())) | Err(_) => {
                 if polled.is_err() {
@@ -524,7 +525,9 @@ impl Driver {
                 .collect()
         };
         for i in pending {
-            let e = opcode::AsyncCancel::new(i as u64).build().user_data(WAKE_UD - 1);
+            let e = opcode::AsyncCancel::new(i as u64)
+                .build()
+                .user_data(WAKE_UD - 1);
             self.push(&e);
         }
         let deadline = Instant::now() + Duration::from_millis(200);

@@ -63,8 +63,8 @@ impl Conn {
             Some(socket2::Protocol::TCP),
         )?;
         let sa = Box::new(socket2::SockAddr::from(addr));
-        let e = opcode::Connect::new(types::Fd(sock.as_raw_fd()), sa.as_ptr().cast(), sa.len())
-            .build();
+        let e =
+            opcode::Connect::new(types::Fd(sock.as_raw_fd()), sa.as_ptr().cast(), sa.len()).build();
         let (res, _, _) = driver().submit(e, sa).await;
         if res < 0 {
             return Err(os_err(res));
@@ -150,7 +150,10 @@ impl Conn {
             }
             if res == 0 {
                 return (
-                    Err(io::Error::new(io::ErrorKind::WriteZero, "socket sent 0 bytes")),
+                    Err(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        "socket sent 0 bytes",
+                    )),
                     buf,
                 );
             }
