@@ -897,6 +897,25 @@ mod tests {
     }
 
     #[test]
+    fn the_io_backend_comes_from_the_file_and_a_bad_one_is_named() {
+        assert_eq!(
+            flags(&[]).resolve().expect("ok").ring.backend,
+            crate::io::Backend::Uring
+        );
+        let f = file("io_backend = \"tokio-uring\"\n");
+        let path = f.path().to_str().expect("utf8");
+        let s = flags(&["--config", path]).resolve().expect("ok");
+        assert_eq!(s.ring.backend, crate::io::Backend::TokioUring);
+        let f = file("io_backend = \"epoll\"\n");
+        let path = f.path().to_str().expect("utf8");
+        let e = flags(&["--config", path])
+            .resolve()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(path) && e.contains("io_backend"), "{e}");
+    }
+
+    #[test]
     fn unknown_key_in_file_is_reported_with_its_name() {
         let f = file("shardz = 3\n");
         let path = f.path().to_str().expect("utf8");

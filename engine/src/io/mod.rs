@@ -308,6 +308,14 @@ impl std::ops::Deref for Chunk {
 }
 
 impl Chunk {
+    /// Whether the bytes sit in a buffer of the shard's pool.
+    pub fn is_pooled(&self) -> bool {
+        matches!(
+            self.inner,
+            ChunkInner::Uring(uring::net::Received::Pool { .. })
+        )
+    }
+
     /// Wraps bytes already received into a heap buffer.
     pub fn from_vec(v: Vec<u8>) -> Chunk {
         Chunk {

@@ -254,21 +254,25 @@ impl Service for Http {
                 // The idle timeout bounds the whole wait for a request's
                 // first bytes: a TLS record trickled a byte at a time (each
                 // socket read within the timeout) does not extend it.
+                // One timer for the wait: the stream's own per-read deadline
+                // would be the same instant, so it is off meanwhile.
                 let idle = stream.read_timeout();
+                stream.set_read_timeout(None);
                 let read = conn.read_append_unless_draining(stream, &mut input, READ_CHUNK);
                 let got = match idle {
-                    Some(t) => crate::io::time::timeout(t, read)
-                        .await
-                        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "read timeout"))?,
+                    Some(t) => crate::io::time::timeout(t, read).await.unwrap_or_else(|_| {
+                        Err(io::Error::new(io::ErrorKind::TimedOut, "read timeout"))
+                    }),
                     None => read.await,
                 };
+                stream.set_read_timeout(idle);
                 match got? {
                     None | Some(0) => return Ok(()),
                     Some(n) => n,
                 }
             } else if skip == 0 {
                 let deadline = *header_deadline
-                    .get_or_insert_with(|| crate::io::time::Instant::now() + self.header_timeout);
+                    .get_or_insert_with(|| crate::io::time::now() + self.header_timeout);
                 match crate::io::time::timeout_at(
                     deadline,
                     stream.read_append(&mut input, READ_CHUNK),
@@ -301,7 +305,7 @@ impl Service for Http {
             }
             if header_deadline.is_none() {
                 // The headers' clock starts at the request's first byte.
-                header_deadline = Some(crate::io::time::Instant::now() + self.header_timeout);
+                header_deadline = Some(crate::io::time::now() + self.header_timeout);
             }
             loop {
                 if out.capacity() == 0 {

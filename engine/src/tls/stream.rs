@@ -147,7 +147,7 @@ impl<C: TlsConn> TlsStream<C> {
     pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         // One deadline for the whole call: a peer trickling a record a byte
         // at a time cannot stretch the read timeout.
-        let deadline = self.read_timeout.map(|t| time::Instant::now() + t);
+        let deadline = self.read_timeout.map(|t| time::now() + t);
         loop {
             if let Some(n) = session::read_plaintext(&mut self.tls, buf)? {
                 return Ok(n);
@@ -162,7 +162,7 @@ impl<C: TlsConn> TlsStream<C> {
     /// (`out` grows only by what arrived: a connection waiting here holds
     /// no buffer of its own). Same outcomes as [`read`](Self::read).
     pub async fn read_append(&mut self, out: &mut Vec<u8>, max: usize) -> io::Result<usize> {
-        let deadline = self.read_timeout.map(|t| time::Instant::now() + t);
+        let deadline = self.read_timeout.map(|t| time::now() + t);
         let limit = out.len().saturating_add(max.max(1));
         loop {
             if let Some(n) = session::append_plaintext(&mut self.tls, out, limit)? {
@@ -219,7 +219,7 @@ impl<C: TlsConn> TlsStream<C> {
 
     /// Reads more ciphertext and feeds it to rustls. Returns `false` at EOF.
     async fn fill(&mut self) -> io::Result<bool> {
-        let deadline = self.read_timeout.map(|t| time::Instant::now() + t);
+        let deadline = self.read_timeout.map(|t| time::now() + t);
         self.fill_until(deadline).await
     }
 

@@ -63,6 +63,12 @@ pub(crate) fn driver() -> Rc<Driver> {
     })
 }
 
+/// The loop's clock (see [`crate::io::time::now`]), when a uring runtime
+/// runs on this thread.
+pub(crate) fn now() -> Option<Instant> {
+    CURRENT.with(|c| c.borrow().as_ref().map(|d| d.now.get()))
+}
+
 /// Whether a uring runtime is running on this thread.
 pub(crate) fn is_current() -> bool {
     CURRENT.with(|c| c.borrow().is_some())
@@ -174,6 +180,8 @@ pub(crate) struct Driver {
     pub(crate) bufs: Option<BufRing>,
     timers: RefCell<BTreeMap<(Instant, u64), Waker>>,
     timer_seq: Cell<u64>,
+    /// The loop's clock: read once per turn.
+    now: Cell<Instant>,
     tasks: RefCell<Vec<Option<Task>>>,
     free_tasks: RefCell<Vec<usize>>,
     ready: Arc<ReadyQueue>,
@@ -231,6 +239,7 @@ impl Driver {
             bufs,
             timers: RefCell::new(BTreeMap::new()),
             timer_seq: Cell::new(0),
+            now: Cell::new(Instant::now()),
             tasks: RefCell::new(Vec::new()),
             free_tasks: RefCell::new(Vec::new()),
             ready,
@@ -438,11 +447,12 @@ impl Driver {
 
     /// Wakes due timers; returns the time until the next one.
     fn fire_timers(&self) -> Option<Duration> {
+        let now = Instant::now();
+        self.now.set(now);
         let mut timers = self.timers.borrow_mut();
         if timers.is_empty() {
             return None;
         }
-        let now = Instant::now();
         while let Some(entry) = timers.first_entry() {
             if entry.key().0 > now {
                 return Some(entry.key().0 - now);
@@ -697,13 +707,13 @@ impl Sleep {
     }
 
     pub(crate) fn poll_sleep(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if Instant::now() >= self.deadline {
+        let d = driver();
+        if d.now.get() >= self.deadline {
             if let Some(seq) = self.seq.take() {
-                driver().cancel_timer(self.deadline, seq);
+                d.cancel_timer(self.deadline, seq);
             }
             return Poll::Ready(());
         }
-        let d = driver();
         match self.seq {
             Some(seq) if d.update_timer(self.deadline, seq, cx.waker()) => {}
             _ => self.seq = Some(d.register_timer(self.deadline, cx.waker())),
@@ -728,3 +738,6 @@ pub(crate) async fn settle() {
     let d = driver();
     let _ = d.submit(opcode::Nop::new().build(), ()).await;
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,132 @@
+//! The uring backend on its own: executor, timers, wakes from other
+//! threads, panic containment, provided-buffer receives, listener close.
+
+use crate::io::{self, time, Backend, Conn, Listener, RingOptions, Runtime};
+use std::cell::Cell;
+use std::io::Write;
+use std::rc::Rc;
+use std::time::Duration;
+
+fn rt() -> Runtime {
+    Runtime::new(&RingOptions {
+        backend: Backend::Uring,
+        ..RingOptions::default()
+    })
+    .expect("uring runtime")
+}
+
+#[test]
+fn spawned_tasks_run_and_a_wake_from_another_thread_arrives() {
+    rt().block_on(async {
+        let (tx, rx) = tokio::sync::oneshot::channel::<u32>();
+        let got = Rc::new(Cell::new(0));
+        let g = got.clone();
+        io::spawn(async move {
+            g.set(rx.await.expect("sender kept"));
+        });
+        // The main future parks the loop; the other thread's send must
+        // wake it through the eventfd.
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            let _ = tx.send(7);
+        });
+        while got.get() == 0 {
+            time::sleep(Duration::from_millis(1)).await;
+        }
+        t.join().expect("thread");
+        assert_eq!(got.get(), 7);
+    });
+}
+
+#[test]
+fn timers_fire_in_deadline_order_and_timeouts_only_when_due() {
+    rt().block_on(async {
+        let order = Rc::new(std::cell::RefCell::new(Vec::new()));
+        for (i, ms) in [(1, 30u64), (2, 10), (3, 20)] {
+            let o = order.clone();
+            io::spawn(async move {
+                time::sleep(Duration::from_millis(ms)).await;
+                o.borrow_mut().push(i);
+            });
+        }
+        time::sleep(Duration::from_millis(60)).await;
+        assert_eq!(*order.borrow(), vec![2, 3, 1]);
+        let r = time::timeout(Duration::from_millis(5), std::future::pending::<()>()).await;
+        assert!(r.is_err(), "a pending future times out");
+        let r = time::timeout(Duration::from_secs(5), async { 3 }).await;
+        assert_eq!(r, Ok(3));
+    });
+}
+
+#[test]
+fn a_panicking_task_ends_alone() {
+    rt().block_on(async {
+        io::spawn(async {
+            panic!("task panic (expected by the test)");
+        });
+        let done = Rc::new(Cell::new(false));
+        let d = done.clone();
+        io::spawn(async move {
+            time::sleep(Duration::from_millis(5)).await;
+            d.set(true);
+        });
+        time::sleep(Duration::from_millis(20)).await;
+        assert!(done.get(), "the other task still ran");
+    });
+}
+
+fn pair() -> (std::net::TcpStream, std::net::TcpStream) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let c = std::net::TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
+    let (s, _) = l.accept().expect("accept");
+    (c, s)
+}
+
+#[test]
+fn receives_use_the_pool_and_fall_back_to_the_heap_when_it_is_empty() {
+    rt().block_on(async {
+        let (mut client, server) = pair();
+        let conn = Conn::from_std(server);
+        // Hold more chunks than the pool has buffers: the first
+        // POOL_BUFFERS come from the pool, the rest from the heap.
+        let total = usize::from(super::POOL_BUFFERS) + 20;
+        let mut held = Vec::new();
+        for i in 0..total {
+            client.write_all(&[i as u8]).expect("write");
+            let c = conn.recv(None, 64, 64).await.expect("recv");
+            assert_eq!(&c[..], &[i as u8]);
+            held.push(c);
+        }
+        let pooled = held.iter().filter(|c| c.is_pooled()).count();
+        assert_eq!(pooled, usize::from(super::POOL_BUFFERS));
+        drop(held);
+        // Given back: the pool serves again.
+        client.write_all(b"again").expect("write");
+        let c = conn.recv(None, 64, 64).await.expect("recv");
+        assert!(c.is_pooled());
+        assert_eq!(&c[..], b"again");
+        drop(client);
+        drop(c);
+        let end = conn.recv(None, 64, 64).await.expect("recv at EOF");
+        assert!(end.is_empty(), "EOF is an empty chunk");
+    });
+}
+
+#[test]
+fn a_closed_listener_leaves_no_poll_behind() {
+    rt().block_on(async {
+        let std_l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = std_l.local_addr().expect("addr");
+        let l = Listener::from_std(std_l).expect("listener");
+        // Leave a readiness poll in flight, then drop its future.
+        {
+            let accept = l.accept();
+            let r = time::timeout(Duration::from_millis(5), accept).await;
+            assert!(r.is_err());
+        }
+        let queued = l.close().await;
+        assert!(queued.is_empty());
+        let err = std::net::TcpStream::connect(addr).expect_err("nobody listens");
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+    });
+}
