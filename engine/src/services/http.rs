@@ -242,19 +242,23 @@ impl Service for Http {
         let mut skip = 0usize;
         // Set while a request's headers are incomplete (slowloris bound).
         let mut header_deadline: Option<tokio::time::Instant> = None;
+        // Set once a request has been answered: from then on, waiting for
+        // input is keep-alive idleness, which a drain may end.
+        let mut answered = false;
         loop {
-            // Idle between requests: a drain ends the connection here.
             let n = if input.is_empty() && skip == 0 {
                 // The idle timeout bounds the whole wait for a request's
                 // first bytes: a TLS record trickled a byte at a time (each
                 // socket read within the timeout) does not extend it.
                 let idle = stream.read_timeout();
-                let read = conn.read_unless_draining(stream, &mut chunk);
-                let got = match idle {
-                    Some(t) => tokio::time::timeout(t, read)
-                        .await
-                        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "read timeout"))?,
-                    None => read.await,
+                let got = if answered {
+                    // Idle between requests: a drain ends the connection here.
+                    within(idle, conn.read_unless_draining(stream, &mut chunk)).await?
+                } else {
+                    // The first request is awaited even while draining: the
+                    // client connected before the stop and may not have had
+                    // time to send it (the grace period bounds the wait).
+                    within(idle, async { stream.read(&mut chunk).await.map(Some) }).await?
                 };
                 match got? {
                     None | Some(0) => return Ok(()),
@@ -299,6 +303,7 @@ impl Service for Http {
                 skip = p.skip;
                 if p.consumed > 0 {
                     header_deadline = None;
+                    answered = true;
                 }
                 if p.close {
                     // No flush: the engine's close() sends the response and
@@ -320,6 +325,19 @@ impl Service for Http {
                 }
             }
         }
+    }
+}
+
+/// Runs `fut` within `limit` (if any); past it, a `TimedOut` error.
+async fn within<T>(
+    limit: Option<Duration>,
+    fut: impl std::future::Future<Output = T>,
+) -> io::Result<T> {
+    match limit {
+        Some(t) => tokio::time::timeout(t, fut)
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "read timeout")),
+        None => Ok(fut.await),
     }
 }
 

@@ -376,6 +376,11 @@ impl<S: Service> ShardTask<S> {
             ctx.clone().admit(conn, peer);
         }
         state.start_drain();
+        tracing::info!(
+            shard = id,
+            connections = state.active(),
+            "listener closed; draining"
+        );
         let grace = ctx.settings.grace;
         if tokio::time::timeout(grace, state.all_closed())
             .await
