@@ -58,6 +58,26 @@ def check_no_resumption(server):
         print(f"WARNING: the no-resumption uringtls resumed {resumed} handshakes", file=sys.stderr)
 
 
+def check_same_bodies(servers, workloads):
+    """Both servers must send the same bytes: / for every workload, /big for
+    bulk. Fails the run otherwise."""
+    import hashlib
+    import http.client
+    import ssl
+    ctx = ssl._create_unverified_context()
+    pairs = [("nginx", "uringtls", "/")] + ([("nginx-bulk", "uringtls-bulk", "/big")] if "bulk" in workloads else [])
+    for n, u, path in pairs:
+        got = []
+        for name in (n, u):
+            c = http.client.HTTPSConnection("127.0.0.1", servers[name].port, context=ctx, timeout=30)
+            c.request("GET", path)
+            body = c.getresponse().read()
+            c.close()
+            got.append((len(body), hashlib.sha1(body).hexdigest()))
+        if got[0] != got[1]:
+            raise RuntimeError(f"{path}: nginx sends {got[0]}, uringtls {got[1]} (bytes, SHA-1)")
+
+
 def idle_connections(port, count):
     """Opens `count` TLS connections (full handshakes) and holds them.
     Returns the list of sockets; the caller closes them."""
@@ -287,6 +307,7 @@ def main():
         return fixed["rate"]
 
     try:
+        check_same_bodies(servers, workloads)
         for rnd in range(a.rounds):
             order = ("nginx", "uringtls") if rnd % 2 == 0 else ("uringtls", "nginx")
             for wl in workloads:
@@ -305,6 +326,7 @@ def main():
         for s in servers.values():
             s.stop()
         os.unlink(big)
+        shutil.rmtree(tmp, ignore_errors=True)
 
     summary = {wl: {c: summarize(wl, rs["nginx"], rs["uringtls"]) for c, rs in by_client.items()}
                for wl, by_client in results.items()}
@@ -319,7 +341,6 @@ def main():
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"machine": machine, "summary": summary, "runs": results, "rss_kib_end": rss}, f, indent=2)
-    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
