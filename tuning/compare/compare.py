@@ -217,14 +217,15 @@ def run_idle(a, tmp, big, name):
 def show_run(rnd, a, wl, client, name, r):
     where = f"round {rnd + 1}/{a.rounds} {wl:9} {client:12} {name:8}"
     if wl == "idle":
-        print(f"{where} {r['kib_per_conn']:8.2f} KiB RSS per connection ({a.idle_conns} connections)", flush=True)
+        print(f"{where} {r['kib_per_conn']:8.2f} KiB RSS per connection ({a.idle_conns} connections)  "
+              f"load {r['load1']:.1f}", flush=True)
         return
     line = f"{where} {r['rate']:10.0f} ops/s {(r['cpu_us_per_op'] or 0):8.1f} us CPU/op  errors {r['errors']}"
     if wl == "openloop":
         line += f"  p50 {r['p50_us']} us  p99 {r['p99_us']} us  p99.9 {r['p99_9_us']} us"
     if wl in ("full", "resumed") and r.get("resumed_share") is not None:
         line += f"  resumed {r['resumed_share']:.0%}"
-    print(line, flush=True)
+    print(f"{line}  load {r['load1']:.1f}", flush=True)
 
 
 def med(rs, k):
@@ -287,9 +288,11 @@ def main():
     workloads = a.workloads.split(",")
     clients = a.clients.split(",") + ["python-ssl"]
     unknown = [c for c in clients if not any(c in cs for cs in CLIENTS.values())]
+    unknown += [wl for wl in workloads if wl not in CLIENTS]
     if unknown:
-        sys.exit(f"unknown client(s): {', '.join(unknown)}")
+        sys.exit(f"unknown client(s) or workload(s): {', '.join(unknown)} (see --help)")
     check_tools(a, workloads, clients)
+    load_start = os.getloadavg()
     tmp = make_workdir("uringtls-compare-")
     big = write_big(tmp)
     servers = start_servers(a, tmp, big, workloads)
@@ -317,6 +320,7 @@ def main():
                             r = run_idle(a, tmp, big, name)
                         else:
                             r = measure(*job(a, servers, name, wl, client, openloop_rate))
+                        r["load1"] = os.getloadavg()[0]
                         results[wl][client][name].append(r)
                         show_run(rnd, a, wl, client, name, r)
         rss = {n: rss_kib(s.pid) for n, s in servers.items()}
@@ -332,7 +336,7 @@ def main():
                for wl, by_client in results.items()}
     print_table(summary)
     machine = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "kernel": platform.release(), "cpus": os.cpu_count(),
-               "loadavg_end": os.getloadavg(), "nginx": version(["nginx", "-v"]),
+               "loadavg_start": load_start, "loadavg_end": os.getloadavg(), "nginx": version(["nginx", "-v"]),
                "wrk": version(["wrk", "-v"]), "h2load": version(["h2load", "--version"]),
                "oha": version(["oha", "--version"]), "bench_client": version([a.bench_client, "--version"]),
                "rounds": a.rounds, "duration_s": a.duration, "server_cpu": a.server_cpu,
