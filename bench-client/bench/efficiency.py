@@ -29,6 +29,10 @@ http {{
     keepalive_timeout 60s;
     {resumption}
     ssl_protocols TLSv1.2 TLSv1.3;
+    # One suite for every client: nginx otherwise follows the client's order,
+    # and wrk (OpenSSL) gets AES-256-GCM where bench-client gets AES-128-GCM.
+    ssl_prefer_server_ciphers on;
+    ssl_conf_command Ciphersuites TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256;
     client_body_temp_path {dir}/tmp; proxy_temp_path {dir}/tmp; fastcgi_temp_path {dir}/tmp;
     uwsgi_temp_path {dir}/tmp; scgi_temp_path {dir}/tmp;
     server {{
@@ -183,17 +187,22 @@ def main():
                 url = f"https://127.0.0.1:{port}/"
                 order = [peers[wl], "bench-client"] if rnd % 2 == 0 else ["bench-client", peers[wl]]
                 for c in order:
-                    c0 = cpu_seconds(pid)
+                    c0, w0 = cpu_seconds(pid), time.monotonic()
                     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
                     ops, secs, cmd = client(wl, c, url, a.duration, a.bench_client)
                     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-                    cpu = cpu_seconds(pid) - c0
+                    cpu, wall = cpu_seconds(pid) - c0, time.monotonic() - w0
                     ccpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+                    # server_busy: share of its one core the server used while
+                    # the client ran (near 1.0: the server is the bottleneck,
+                    # and the rate is 1 / its CPU per operation).
                     r = {"rate": ops / secs, "server_us_per_op": cpu * 1e6 / max(ops, 1),
-                         "client_us_per_op": ccpu * 1e6 / max(ops, 1), "cmd": " ".join(cmd)}
+                         "client_us_per_op": ccpu * 1e6 / max(ops, 1), "server_busy": cpu / wall,
+                         "load1": os.getloadavg()[0], "cmd": " ".join(cmd)}
                     res.setdefault(f"{s}/{wl}/{c}", []).append(r)
                     print(f"round {rnd} {s:14} {wl:9} {c:12} {r['rate']:10.0f}/s  server {r['server_us_per_op']:7.1f} us/op"
-                          f"  client {r['client_us_per_op']:7.1f} us/op", flush=True)
+                          f" busy {r['server_busy']:4.0%}  client {r['client_us_per_op']:7.1f} us/op"
+                          f"  load {r['load1']:.1f}", flush=True)
         print()
         print(f"{'server':14} {'workload':9} {'peer':7} {'peer/s':>9} {'bench-client/s':>15} {'ratio':>6} "
               f"{'srv us/op peer':>15} {'srv us/op bc':>13} {'client us/op peer':>18} {'client us/op bc':>16}")
@@ -207,10 +216,15 @@ def main():
                    "peer_client_us_per_op": med(p, "client_us_per_op"),
                    "bench_client_client_us_per_op": med(b, "client_us_per_op")}
             row["ratio"] = row["bench_client_rate"] / row["peer_rate"]
+            row["round_ratios"] = [bb["rate"] / pp["rate"] for pp, bb in zip(p, b)]
             summary.append(row)
             print(f"{s:14} {wl:9} {peers[wl]:7} {row['peer_rate']:9.0f} {row['bench_client_rate']:15.0f} {row['ratio']:6.2f} "
                   f"{row['peer_server_us_per_op']:15.1f} {row['bench_client_server_us_per_op']:13.1f} "
                   f"{row['peer_client_us_per_op']:18.1f} {row['bench_client_client_us_per_op']:16.1f}")
+        for row in summary:
+            rr = row["round_ratios"]
+            print(f"{row['server']} {row['workload']}: per-round ratios "
+                  f"{', '.join(f'{x:.2f}' for x in rr)} (bench-client ahead in {sum(x >= 1 for x in rr)} of {len(rr)})")
         print("bench-client resumed share per case:", {k: v for k, v in RESUMED_SHARE.items()})
         if a.json:
             with open(a.json, "w") as f:
