@@ -15,91 +15,22 @@ and release builds: cargo build --release -p bench-client -p uringtls
 """
 import argparse, json, os, re, resource, shutil, socket, statistics, subprocess, sys, tempfile, time
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-BODY = "hello world\n"
-NGINX_CONF = """
-worker_processes 1;
-daemon off;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log error;
-events {{ worker_connections 20000; }}
-http {{
-    access_log off;
-    keepalive_requests 100000000;
-    keepalive_timeout 60s;
-    {resumption}
-    ssl_protocols TLSv1.2 TLSv1.3;
-    # One suite for every client: nginx otherwise follows the client's order,
-    # and wrk (OpenSSL) gets AES-256-GCM where bench-client gets AES-128-GCM.
-    ssl_prefer_server_ciphers on;
-    ssl_conf_command Ciphersuites TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256;
-    client_body_temp_path {dir}/tmp; proxy_temp_path {dir}/tmp; fastcgi_temp_path {dir}/tmp;
-    uwsgi_temp_path {dir}/tmp; scgi_temp_path {dir}/tmp;
-    server {{
-        listen 127.0.0.1:{port} ssl reuseport backlog=4096;
-        ssl_certificate {dir}/cert.pem;
-        ssl_certificate_key {dir}/key.pem;
-        location / {{ default_type text/plain; return 200 "hello world\\n"; }}
-    }}
-}}
-"""
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def wait_port(port, timeout=30.0):
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {port}")
-
-
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tuning", "compare"))
+import servers  # noqa: E402  (shared with tuning/compare/compare.py)
+from servers import cpu_seconds  # noqa: E402
 
 
 def start_nginx(tmp, resumption=True):
-    port = free_port()
-    d = f"{tmp}/nginx-{port}"
-    os.makedirs(f"{d}/tmp", exist_ok=True)
-    os.chmod(d, 0o755)
-    res = ("ssl_session_cache shared:SSL:64m; ssl_session_tickets on;" if resumption
-           else "ssl_session_cache off; ssl_session_tickets off;")
-    with open(f"{d}/nginx.conf", "w") as f:
-        f.write(NGINX_CONF.format(dir=d, port=port, resumption=res).replace(f"{d}/cert.pem", f"{tmp}/cert.pem")
-                .replace(f"{d}/key.pem", f"{tmp}/key.pem"))
-    p = subprocess.Popen(["taskset", "-c", "1", "nginx", "-c", f"{d}/nginx.conf", "-p", d],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_port(port)
-    for _ in range(100):
-        kids = subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True, text=True).stdout.split()
-        if kids:
-            return p, int(kids[0]), port
-        time.sleep(0.05)
-    raise RuntimeError("nginx worker did not start")
+    # One TLS 1.3 suite for every client (AES-128-GCM, as uringtls): nginx
+    # otherwise follows the client's order, and wrk gets AES-256-GCM.
+    s = servers.start_nginx(tmp, 1, resumption=resumption)
+    return s.proc, s.pid, s.port
 
 
 def start_uringtls(binary, tmp, resumption=True):
-    port = free_port()
     extra = [] if resumption else ["--tls13-tickets", "0"]
-    p = subprocess.Popen(["taskset", "-c", "1", binary, "--listen", f"127.0.0.1:{port}", "--shards", "1",
-                          "--cpus", "1", "--cert", f"{tmp}/cert.pem", "--key", f"{tmp}/key.pem",
-                          "--log-level", "error", "--max-conns", "100000"] + extra,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_port(port)
-    return p, p.pid, port
+    s = servers.start_uringtls(binary, tmp, 1, extra=extra, log_level="error")
+    return s.proc, s.pid, s.port
 
 
 def run(cmd):
@@ -162,13 +93,7 @@ def main():
     missing = [t for t in ("nginx", "wrk", "h2load", "taskset", "openssl", "pgrep") if not shutil.which(t)]
     if missing:
         sys.exit(f"missing: {', '.join(missing)} (apt-get install -y nginx wrk nghttp2-client)")
-    tmp = tempfile.mkdtemp(prefix="bench-client-eff-")
-    os.chmod(tmp, 0o755)
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                    "-keyout", f"{tmp}/key.pem", "-out", f"{tmp}/cert.pem", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-days", "2"],
-                   check=True, capture_output=True)
-    os.chmod(f"{tmp}/key.pem", 0o600)
+    tmp = servers.make_workdir("bench-client-eff-")
     procs = {}
     cases = [("nginx", "keepalive"), ("uringtls", "keepalive"), ("nginx-nores", "full"),
              ("uringtls-nores", "full"), ("nginx", "resumed"), ("uringtls", "resumed")]
