@@ -15,87 +15,22 @@ and release builds: cargo build --release -p bench-client -p uringtls
 """
 import argparse, json, os, re, resource, shutil, socket, statistics, subprocess, sys, tempfile, time
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-BODY = "hello world\n"
-NGINX_CONF = """
-worker_processes 1;
-daemon off;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log error;
-events {{ worker_connections 20000; }}
-http {{
-    access_log off;
-    keepalive_requests 100000000;
-    keepalive_timeout 60s;
-    {resumption}
-    ssl_protocols TLSv1.2 TLSv1.3;
-    client_body_temp_path {dir}/tmp; proxy_temp_path {dir}/tmp; fastcgi_temp_path {dir}/tmp;
-    uwsgi_temp_path {dir}/tmp; scgi_temp_path {dir}/tmp;
-    server {{
-        listen 127.0.0.1:{port} ssl reuseport backlog=4096;
-        ssl_certificate {dir}/cert.pem;
-        ssl_certificate_key {dir}/key.pem;
-        location / {{ default_type text/plain; return 200 "hello world\\n"; }}
-    }}
-}}
-"""
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def wait_port(port, timeout=30.0):
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {port}")
-
-
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tuning", "compare"))
+import servers  # noqa: E402  (shared with tuning/compare/compare.py)
+from servers import cpu_seconds  # noqa: E402
 
 
 def start_nginx(tmp, resumption=True):
-    port = free_port()
-    d = f"{tmp}/nginx-{port}"
-    os.makedirs(f"{d}/tmp", exist_ok=True)
-    os.chmod(d, 0o755)
-    res = ("ssl_session_cache shared:SSL:64m; ssl_session_tickets on;" if resumption
-           else "ssl_session_cache off; ssl_session_tickets off;")
-    with open(f"{d}/nginx.conf", "w") as f:
-        f.write(NGINX_CONF.format(dir=d, port=port, resumption=res).replace(f"{d}/cert.pem", f"{tmp}/cert.pem")
-                .replace(f"{d}/key.pem", f"{tmp}/key.pem"))
-    p = subprocess.Popen(["taskset", "-c", "1", "nginx", "-c", f"{d}/nginx.conf", "-p", d],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_port(port)
-    for _ in range(100):
-        kids = subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True, text=True).stdout.split()
-        if kids:
-            return p, int(kids[0]), port
-        time.sleep(0.05)
-    raise RuntimeError("nginx worker did not start")
+    # One TLS 1.3 suite for every client (AES-128-GCM, as uringtls): nginx
+    # otherwise follows the client's order, and wrk gets AES-256-GCM.
+    s = servers.start_nginx(tmp, 1, resumption=resumption)
+    return s.proc, s.pid, s.port
 
 
 def start_uringtls(binary, tmp, resumption=True):
-    port = free_port()
     extra = [] if resumption else ["--tls13-tickets", "0"]
-    p = subprocess.Popen(["taskset", "-c", "1", binary, "--listen", f"127.0.0.1:{port}", "--shards", "1",
-                          "--cpus", "1", "--cert", f"{tmp}/cert.pem", "--key", f"{tmp}/key.pem",
-                          "--log-level", "error", "--max-conns", "100000"] + extra,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_port(port)
-    return p, p.pid, port
+    s = servers.start_uringtls(binary, tmp, 1, extra=extra, log_level="error")
+    return s.proc, s.pid, s.port
 
 
 def run(cmd):
@@ -158,13 +93,7 @@ def main():
     missing = [t for t in ("nginx", "wrk", "h2load", "taskset", "openssl", "pgrep") if not shutil.which(t)]
     if missing:
         sys.exit(f"missing: {', '.join(missing)} (apt-get install -y nginx wrk nghttp2-client)")
-    tmp = tempfile.mkdtemp(prefix="bench-client-eff-")
-    os.chmod(tmp, 0o755)
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                    "-keyout", f"{tmp}/key.pem", "-out", f"{tmp}/cert.pem", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-days", "2"],
-                   check=True, capture_output=True)
-    os.chmod(f"{tmp}/key.pem", 0o600)
+    tmp = servers.make_workdir("bench-client-eff-")
     procs = {}
     cases = [("nginx", "keepalive"), ("uringtls", "keepalive"), ("nginx-nores", "full"),
              ("uringtls-nores", "full"), ("nginx", "resumed"), ("uringtls", "resumed")]
@@ -183,17 +112,22 @@ def main():
                 url = f"https://127.0.0.1:{port}/"
                 order = [peers[wl], "bench-client"] if rnd % 2 == 0 else ["bench-client", peers[wl]]
                 for c in order:
-                    c0 = cpu_seconds(pid)
+                    c0, w0 = cpu_seconds(pid), time.monotonic()
                     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
                     ops, secs, cmd = client(wl, c, url, a.duration, a.bench_client)
                     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-                    cpu = cpu_seconds(pid) - c0
+                    cpu, wall = cpu_seconds(pid) - c0, time.monotonic() - w0
                     ccpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+                    # server_busy: share of its one core the server used while
+                    # the client ran (near 1.0: the server is the bottleneck,
+                    # and the rate is 1 / its CPU per operation).
                     r = {"rate": ops / secs, "server_us_per_op": cpu * 1e6 / max(ops, 1),
-                         "client_us_per_op": ccpu * 1e6 / max(ops, 1), "cmd": " ".join(cmd)}
+                         "client_us_per_op": ccpu * 1e6 / max(ops, 1), "server_busy": cpu / wall,
+                         "load1": os.getloadavg()[0], "cmd": " ".join(cmd)}
                     res.setdefault(f"{s}/{wl}/{c}", []).append(r)
                     print(f"round {rnd} {s:14} {wl:9} {c:12} {r['rate']:10.0f}/s  server {r['server_us_per_op']:7.1f} us/op"
-                          f"  client {r['client_us_per_op']:7.1f} us/op", flush=True)
+                          f" busy {r['server_busy']:4.0%}  client {r['client_us_per_op']:7.1f} us/op"
+                          f"  load {r['load1']:.1f}", flush=True)
         print()
         print(f"{'server':14} {'workload':9} {'peer':7} {'peer/s':>9} {'bench-client/s':>15} {'ratio':>6} "
               f"{'srv us/op peer':>15} {'srv us/op bc':>13} {'client us/op peer':>18} {'client us/op bc':>16}")
@@ -207,10 +141,15 @@ def main():
                    "peer_client_us_per_op": med(p, "client_us_per_op"),
                    "bench_client_client_us_per_op": med(b, "client_us_per_op")}
             row["ratio"] = row["bench_client_rate"] / row["peer_rate"]
+            row["round_ratios"] = [bb["rate"] / pp["rate"] for pp, bb in zip(p, b)]
             summary.append(row)
             print(f"{s:14} {wl:9} {peers[wl]:7} {row['peer_rate']:9.0f} {row['bench_client_rate']:15.0f} {row['ratio']:6.2f} "
                   f"{row['peer_server_us_per_op']:15.1f} {row['bench_client_server_us_per_op']:13.1f} "
                   f"{row['peer_client_us_per_op']:18.1f} {row['bench_client_client_us_per_op']:16.1f}")
+        for row in summary:
+            rr = row["round_ratios"]
+            print(f"{row['server']} {row['workload']}: per-round ratios "
+                  f"{', '.join(f'{x:.2f}' for x in rr)} (bench-client ahead in {sum(x >= 1 for x in rr)} of {len(rr)})")
         print("bench-client resumed share per case:", {k: v for k, v in RESUMED_SHARE.items()})
         if a.json:
             with open(a.json, "w") as f:

@@ -198,9 +198,7 @@ fn reload(generation: u64, reloader: &mut Reloader, proxy: Option<&Proxy>) {
 /// Zero-downtime upgrades need the kernel to move connections queued on a
 /// closing `SO_REUSEPORT` listener to the new process's listeners.
 fn warn_without_migration() {
-    let on = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_migrate_req")
-        .is_ok_and(|v| v.trim() == "1");
-    if !on {
+    if !crate::shard::listener::migration_enabled() {
         tracing::info!(
             "net.ipv4.tcp_migrate_req is not 1: a connection queued on a listener as it closes is reset \
              (set it to 1 for zero-downtime upgrades, see docs/deployment.md)"

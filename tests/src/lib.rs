@@ -306,16 +306,7 @@ pub type Client = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 
 /// Connects and completes the handshake with server name `localhost`.
 pub fn connect(addr: SocketAddr, cfg: &Arc<rustls::ClientConfig>) -> std::io::Result<Client> {
-    let sock = TcpStream::connect(addr)?;
-    sock.set_read_timeout(Some(WAIT))?;
-    sock.set_write_timeout(Some(WAIT))?;
-    let name = ServerName::try_from("localhost").expect("name");
-    let conn = rustls::ClientConnection::new(cfg.clone(), name).map_err(std::io::Error::other)?;
-    let mut s = rustls::StreamOwned::new(conn, sock);
-    while s.conn.is_handshaking() {
-        s.conn.complete_io(&mut s.sock)?;
-    }
-    Ok(s)
+    tls_over(TcpStream::connect(addr)?, cfg, "localhost")
 }
 
 /// Reads one HTTP/1.1 response with a Content-Length body; returns
@@ -480,7 +471,16 @@ pub fn connect_to(
     cfg: &Arc<rustls::ClientConfig>,
     name: &str,
 ) -> std::io::Result<Client> {
-    let sock = TcpStream::connect(addr)?;
+    tls_over(TcpStream::connect(addr)?, cfg, name)
+}
+
+/// Completes a TLS handshake for `name` over an already connected socket
+/// (for tests that need the TCP step and the handshake apart).
+pub fn tls_over(
+    sock: TcpStream,
+    cfg: &Arc<rustls::ClientConfig>,
+    name: &str,
+) -> std::io::Result<Client> {
     sock.set_read_timeout(Some(WAIT))?;
     sock.set_write_timeout(Some(WAIT))?;
     let name = ServerName::try_from(name.to_string()).map_err(std::io::Error::other)?;

@@ -31,6 +31,28 @@ fn sigterm_lets_an_in_flight_request_complete_and_exits_zero() {
 }
 
 #[test]
+fn sigterm_lets_a_connection_send_its_first_request_after_the_drain_began() {
+    // A client that connected just before the stop (here: handshake done,
+    // nothing sent yet) is owed an answer, as during an upgrade; only
+    // connections idle between requests are closed by the drain.
+    let certs = test_certs();
+    let mut e = start_engine_with_certs(&certs, &["--shards", "1", "--grace", "120s"]);
+    let cfg = client_config(&certs.ca_der, &[&rustls::version::TLS13]);
+    let mut c = connect(e.addr(), &cfg).expect("connect");
+    e.signal(libc::SIGTERM);
+    e.wait_for_stderr("listener closed; draining");
+    c.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .expect("write");
+    c.flush().expect("flush");
+    let (status, _, body) = read_response(&mut c).expect("response during the drain");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert_eq!(body, b"hello world\n");
+    let mut rest = Vec::new();
+    std::io::Read::read_to_end(&mut c, &mut rest).expect("then a clean close_notify");
+    assert_eq!(e.wait().code(), Some(0), "stderr:\n{}", e.stderr());
+}
+
+#[test]
 fn sigterm_closes_idle_keep_alive_connections_with_close_notify_and_exits_zero() {
     let certs = test_certs();
     // A grace period far longer than the test may take: the exit must come

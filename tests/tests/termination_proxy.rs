@@ -3,9 +3,11 @@
 use rand::RngCore;
 use std::io::{Read, Write};
 use uringtls_tests::{
-    client_config, closed_port, connect, echo_upstream, start_engine, test_certs, Client,
-    EngineProc, TestCerts, WAIT,
+    client_config, closed_port, connect, echo_upstream, read_response, start_engine, test_certs,
+    Client, EngineProc, TestCerts, WAIT,
 };
+
+mod operations_common;
 
 const BOTH: &[&rustls::SupportedProtocolVersion] =
     &[&rustls::version::TLS13, &rustls::version::TLS12];
@@ -163,6 +165,58 @@ fn upstream_down_gives_every_client_a_clean_close_and_is_logged_once() {
         1,
         "a down upstream is logged once, not per client: {log}"
     );
+}
+
+#[test]
+fn with_upstream_http_an_http_client_gets_502_bad_gateway_when_the_upstream_is_down() {
+    let certs = test_certs();
+    let down = closed_port().to_string();
+    let e = proxy(
+        &certs,
+        "1",
+        &[
+            "--upstream",
+            &down,
+            "--upstream-http",
+            "true",
+            "--alpn",
+            "h2,http/1.1",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ],
+    );
+    let with_alpn = |alpn: &[&[u8]]| {
+        let mut cfg = (*client_config(&certs.ca_der, BOTH)).clone();
+        cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        std::sync::Arc::new(cfg)
+    };
+    // ALPN http/1.1, or none: a 502 answer, then close_notify.
+    for cfg in [with_alpn(&[b"http/1.1"]), with_alpn(&[])] {
+        let mut c = connect(e.addr(), &cfg).expect("handshake");
+        c.write_all(b"GET /x HTTP/1.1\r\nHost: example.com\r\n\r\n")
+            .expect("request");
+        let (status, headers, body) = read_response(&mut c).expect("an HTTP answer");
+        assert_eq!(status, "HTTP/1.1 502 Bad Gateway");
+        assert!(
+            headers.to_ascii_lowercase().contains("connection: close"),
+            "{headers}"
+        );
+        assert_eq!(body, b"no upstream is reachable\n");
+        let mut rest = Vec::new();
+        c.read_to_end(&mut rest)
+            .expect("close_notify after the answer, not a reset");
+        assert!(rest.is_empty());
+    }
+    // Another protocol (h2): no HTTP/1.1 text, just the clean close.
+    let mut c = connect(e.addr(), &with_alpn(&[b"h2"])).expect("handshake");
+    let mut rest = Vec::new();
+    c.read_to_end(&mut rest).expect("clean close");
+    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+    // Every one counted as an unavailable upstream.
+    let text = operations_common::scrape(operations_common::metrics_addr(&e));
+    let kind = [("kind", "unavailable")];
+    let n = operations_common::value(&text, "uringtls_upstream_errors_total", &kind);
+    assert_eq!(n, 3.0, "{text}");
 }
 
 #[test]

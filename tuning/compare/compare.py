@@ -3,14 +3,16 @@
 
 Both servers get the same ECDSA P-256 certificate and the same response body,
 run pinned to the server CPU (default 1) with one worker / one shard; the
-clients run pinned to the client CPU (default 0). Workloads run interleaved
-(A B A B ...) for --rounds rounds, and each figure is the median over rounds.
+clients run pinned to the client CPU (default 0). Each workload runs with an
+independent client (wrk, h2load or oha) and with bench-client, so that a
+client artefact cannot flatter either server. Servers run interleaved
+(A B, then B A) for --rounds rounds; each figure is the median over rounds.
 
 Server CPU per operation = (utime + stime of the server process from
 /proc/PID/stat, delta over the run) / operations completed by the client.
 
 Nothing is installed: missing tools are named and the script exits 2.
-Usage: tuning/compare/compare.py [--rounds 3] [--duration 10] [--json FILE]
+Usage: tuning/compare/compare.py [--rounds 3] [--duration 10] [--clients LIST] [--json FILE]
 See docs/benchmarks.md.
 """
 
@@ -19,152 +21,36 @@ import json
 import os
 import platform
 import re
-import shutil
-import signal
 import socket
+import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-BODY = "hello world\n"
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import clients as C  # noqa: E402
+from servers import (BIG_SIZE, cpu_seconds, make_workdir, missing_tools, rss_kib, start_nginx,  # noqa: E402
+                     start_uringtls, write_big)
 
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def wait_port(port, timeout=30.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listening on {port} after {timeout}s")
-
-
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    # fields[11], fields[12] are utime, stime (14th, 15th of the full line)
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
-class Server:
-    def __init__(self, name, cmd, port, pid_of=None, cwd=None):
-        self.name, self.port = name, port
-        # Logs go to a file: an unread pipe would fill and stall the server.
-        self.log = open(f"{tempfile.gettempdir()}/compare-{name}-{port}.log", "w")
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.log, cwd=cwd)
-        wait_port(port)
-        self.pid = pid_of() if pid_of else self.proc.pid
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-def nginx_worker_pid(master_pid):
-    deadline = time.time() + 10
-    while time.time() < deadline:
-        out = subprocess.run(["pgrep", "-P", str(master_pid)], capture_output=True, text=True).stdout.split()
-        if out:
-            return int(out[0])
-        time.sleep(0.05)
-    raise RuntimeError("nginx worker did not start")
-
-
-NGINX_CONF = """
-worker_processes 1;
-worker_rlimit_nofile 65536;
-daemon off;
-pid {dir}/nginx-{port}.pid;
-error_log {dir}/error.log error;
-events {{ worker_connections 20000; }}
-http {{
-    access_log off;
-    keepalive_requests 100000000;
-    keepalive_timeout 60s;
-{session}
-    ssl_protocols TLSv1.2 TLSv1.3;
-    client_body_temp_path {dir}/tmp; proxy_temp_path {dir}/tmp; fastcgi_temp_path {dir}/tmp;
-    uwsgi_temp_path {dir}/tmp; scgi_temp_path {dir}/tmp;
-    server {{
-        listen 127.0.0.1:{port} ssl reuseport backlog=4096;
-        ssl_certificate {dir}/cert.pem;
-        ssl_certificate_key {dir}/key.pem;
-        location = /big {{ default_type text/plain; alias {dir}/big.txt; }}
-        location / {{ default_type text/plain; return 200 "{body}"; }}
-    }}
-}}
-"""
-
-
-RESUME_ON = "    ssl_session_cache shared:SSL:64m;\n    ssl_session_tickets on;"
-# h2load resumes TLS sessions whenever the server offers it, so the full-
-# handshake workload runs against servers that offer no resumption.
-RESUME_OFF = "    ssl_session_cache off;\n    ssl_session_tickets off;"
-
-
-def start_nginx(tmp, cpu, resumption=True):
-    port = free_port()
-    os.makedirs(f"{tmp}/tmp", exist_ok=True)
-    conf = f"{tmp}/nginx-{port}.conf"
-    with open(conf, "w") as f:
-        f.write(NGINX_CONF.format(dir=tmp, port=port, body=BODY.replace("\n", "\\n"),
-                                  session=RESUME_ON if resumption else RESUME_OFF))
-    cmd = ["taskset", "-c", str(cpu), "nginx", "-c", conf, "-p", tmp]
-    holder = {}
-
-    def pid_of():
-        return nginx_worker_pid(holder["p"].proc.pid)
-
-    s = Server.__new__(Server)
-    s.name, s.port = "nginx", port
-    s.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    holder["p"] = s
-    wait_port(port)
-    s.pid = pid_of()
-    return s
-
-
-def start_uringtls(binary, tmp, cpu, body_size=None, extra=()):
-    port = free_port()
-    cmd = ["taskset", "-c", str(cpu), binary, "--listen", f"127.0.0.1:{port}", "--shards", "1",
-           "--cpus", str(cpu), "--cert", f"{tmp}/cert.pem", "--key", f"{tmp}/key.pem",
-           "--log-level", "warn,uringtls::shard=info,rustls=error", "--max-conns", "100000"]
-    if body_size:
-        cmd += ["--body-size", str(body_size)]
-    cmd += list(extra)
-    return Server("uringtls", cmd, port)
+# Per workload, the clients that can run it: the independent one first.
+CLIENTS = {
+    "keepalive": ("wrk", "bench-client"),
+    "full": ("h2load", "bench-client"),
+    "resumed": ("wrk", "bench-client"),
+    "bulk": ("wrk", "bench-client"),
+    "openloop": ("oha", "bench-client"),
+    "idle": ("python-ssl",),
+}
+INSTALL = {"nginx": "apt-get install nginx", "wrk": "apt-get install wrk", "h2load": "apt-get install nghttp2-client",
+           "oha": "cargo install oha --locked", "taskset": "apt-get install util-linux",
+           "pgrep": "apt-get install procps", "openssl": "apt-get install openssl"}
 
 
 def check_no_resumption(server):
     """The full-handshake server must not have resumed anything: its stop
     line counts resumed handshakes."""
     server.stop()
-    server.log.flush()
     with open(server.log.name) as f:
         text = f.read()
     resumed = sum(int(m) for m in re.findall(r"resumed=(\d+)", text))
@@ -172,54 +58,24 @@ def check_no_resumption(server):
         print(f"WARNING: the no-resumption uringtls resumed {resumed} handshakes", file=sys.stderr)
 
 
-def run_client(cmd):
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    if p.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed: {p.stderr[-500:]}")
-    return p.stdout
-
-
-def wrk(client_cpu, url, duration, conns, headers=()):
-    cmd = ["taskset", "-c", str(client_cpu), "wrk", "-t1", f"-c{conns}", f"-d{duration}s"]
-    for h in headers:
-        cmd += ["-H", h]
-    out = run_client(cmd + [url])
-    m = re.search(r"(\d+) requests in", out)
-    errs = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    return {"ops": int(m.group(1)) if m else 0,
-            "errors": (int(errs.group(1)) if errs else 0) + (sum(map(int, sock.groups())) if sock else 0)}
-
-
-def h2load_full(client_cpu, url, duration, conns):
-    # One request per connection: each client connects, sends one request
-    # with `Connection: close`, and h2load reconnects; no resumption.
-    n = 0
-    total_ops = 0
-    errors = 0
-    deadline = time.time() + duration
-    while time.time() < deadline:
-        count = 2000
-        out = run_client(["taskset", "-c", str(client_cpu), "h2load", "--h1", "-n", str(count), "-c", str(conns),
-                          "-H", "Connection: close", url])
-        m = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored", out)
-        if m:
-            total_ops += int(m.group(2))
-            errors += int(m.group(3)) + int(m.group(4))
-        n += 1
-    return {"ops": total_ops, "errors": errors}
-
-
-def bench_client_open_loop(bc, client_cpu, url, duration, rate, conns=64):
-    """Open loop at `rate` req/s with bench-client (latency from the intended
-    send time, coordinated omission corrected). Returns ops, errors and the
-    total-latency percentiles in microseconds."""
-    out = run_client(["taskset", "-c", str(client_cpu), bc, "http", url, "--insecure", "--rate", str(int(rate)),
-                      "--connections", str(conns), "--duration", f"{duration}s", "--quiet", "--json", "-"])
-    doc = json.loads(out)
-    lat = doc.get("latency_us", {}).get("total", {})
-    return {"ops": doc.get("ops", 0), "errors": doc.get("errors", {}).get("total", 0),
-            "p50_us": lat.get("p50_us"), "p99_us": lat.get("p99_us"), "p99_9_us": lat.get("p99_9_us")}
+def check_same_bodies(servers, workloads):
+    """Both servers must send the same bytes: / for every workload, /big for
+    bulk. Fails the run otherwise."""
+    import hashlib
+    import http.client
+    import ssl
+    ctx = ssl._create_unverified_context()
+    pairs = [("nginx", "uringtls", "/")] + ([("nginx-bulk", "uringtls-bulk", "/big")] if "bulk" in workloads else [])
+    for n, u, path in pairs:
+        got = []
+        for name in (n, u):
+            c = http.client.HTTPSConnection("127.0.0.1", servers[name].port, context=ctx, timeout=30)
+            c.request("GET", path)
+            body = c.getresponse().read()
+            c.close()
+            got.append((len(body), hashlib.sha1(body).hexdigest()))
+        if got[0] != got[1]:
+            raise RuntimeError(f"{path}: nginx sends {got[0]}, uringtls {got[1]} (bytes, SHA-1)")
 
 
 def idle_connections(port, count):
@@ -268,7 +124,7 @@ def measure(server, fn):
     return r
 
 
-def main():
+def parse_args():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=int, default=10, help="seconds per run")
@@ -276,153 +132,219 @@ def main():
     ap.add_argument("--client-cpu", type=int, default=0)
     ap.add_argument("--uringtls", default="target/release/uringtls")
     ap.add_argument("--workloads", default="keepalive,full,resumed,bulk,openloop,idle")
+    ap.add_argument("--clients", default="wrk,h2load,oha,bench-client",
+                    help="clients to run (each workload runs with those of its clients that are listed: "
+                         "keepalive/resumed/bulk wrk, full h2load, openloop oha; all bench-client); "
+                         "e.g. --clients wrk,h2load,oha for the independent clients only")
     ap.add_argument("--json", help="write results here")
-    ap.add_argument("--bench-client", default="target/release/bench-client",
-                    help="bench-client binary for the open-loop run")
+    ap.add_argument("--bench-client", default="target/release/bench-client")
     ap.add_argument("--idle-conns", type=int, default=10000, help="connections for the idle workload")
     ap.add_argument("--openloop-rate", type=float,
-                    help="open-loop rate; default 50%% of nginx's median keep-alive rate in this run")
+                    help="open-loop rate; default 50%% of nginx's keep-alive rate (wrk, else bench-client) "
+                         "in the first round of this run")
     ap.add_argument("--uringtls-args", default="", help="extra flags for uringtls, e.g. '--coop-taskrun false'")
-    a = ap.parse_args()
+    ap.add_argument("--nginx-bulk", default="tuned", choices=["tuned", "default"],
+                    help="nginx's /big setup (tuning/compare/servers.py NGINX_BULK)")
+    ap.add_argument("--nginx-suites", default="as-uringtls", choices=["as-uringtls", "client-order"],
+                    help="nginx's TLS 1.3 suite choice: AES-128-GCM first like uringtls, or the client's order")
+    return ap.parse_args()
 
-    missing = [t for t in ("nginx", "wrk", "h2load", "taskset", "openssl", "pgrep") if not shutil.which(t)]
+
+def check_tools(a, workloads, clients):
+    """Names every missing tool with how to get it; exits 2 if any."""
+    need = ["nginx", "taskset", "openssl", "pgrep"]
+    need += [c for wl in workloads for c in CLIENTS[wl] if c in clients and c in INSTALL and c not in need]
+    missing = [f"{t} ({INSTALL[t]})" for t in missing_tools(dict.fromkeys(need))]
     if not os.path.exists(a.uringtls):
-        missing.append(f"{a.uringtls} (cargo build --release --bin uringtls)")
-    if "openloop" in a.workloads and not os.path.exists(a.bench_client):
+        missing.append(f"{a.uringtls} (cargo build --release -p uringtls)")
+    if "bench-client" in clients and not os.path.exists(a.bench_client):
         missing.append(f"{a.bench_client} (cargo build --release -p bench-client)")
     if missing:
         print("missing: " + ", ".join(missing), file=sys.stderr)
-        print("install: apt-get install nginx wrk nghttp2-client procps util-linux openssl", file=sys.stderr)
         sys.exit(2)
 
-    tmp = tempfile.mkdtemp(prefix="uringtls-compare-")
-    os.chmod(tmp, 0o755)  # nginx workers run as an unprivileged user
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                    "-keyout", f"{tmp}/key.pem", "-out", f"{tmp}/cert.pem", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-days", "2"],
-                   check=True, capture_output=True)
-    os.chmod(f"{tmp}/key.pem", 0o600)
-    big = (BODY * (1048576 // len(BODY) + 1))[:1048576]
-    with open(f"{tmp}/big.txt", "w") as f:
-        f.write(big)
-    os.chmod(f"{tmp}/big.txt", 0o644)
 
-    workloads = a.workloads.split(",")
-    servers = {"nginx": start_nginx(tmp, a.server_cpu),
-               "uringtls": start_uringtls(a.uringtls, tmp, a.server_cpu, extra=a.uringtls_args.split())}
+def start_servers(a, tmp, big, workloads):
+    """nginx and uringtls for the keep-alive, resumed and open-loop runs (and
+    nginx's /big), plus a pair without resumption for `full` and a uringtls
+    with the 1 MiB body for `bulk`."""
+    ux = a.uringtls_args.split()
+    ngx = dict(big=big, bulk=a.nginx_bulk, suites=a.nginx_suites == "as-uringtls")
+    servers = {"nginx": start_nginx(tmp, a.server_cpu, **ngx),
+               "uringtls": start_uringtls(a.uringtls, tmp, a.server_cpu, extra=ux)}
     if "full" in workloads:
-        servers["nginx-noresume"] = start_nginx(tmp, a.server_cpu, resumption=False)
+        servers["nginx-noresume"] = start_nginx(tmp, a.server_cpu, resumption=False, **ngx)
         servers["uringtls-noresume"] = start_uringtls(a.uringtls, tmp, a.server_cpu,
-                                                      extra=["--tls13-tickets", "0", "--tls12", "false"]
-                                                      + a.uringtls_args.split())
-    bulk_u = start_uringtls(a.uringtls, tmp, a.server_cpu, body_size=1048576,
-                            extra=a.uringtls_args.split()) if "bulk" in workloads else None
-    cc, d = a.client_cpu, a.duration
+                                                      extra=["--tls13-tickets", "0", "--tls12", "false"] + ux)
+    if "bulk" in workloads:
+        servers["nginx-bulk"] = servers["nginx"]
+        servers["uringtls-bulk"] = start_uringtls(a.uringtls, tmp, a.server_cpu, body_size=BIG_SIZE, extra=ux)
+    return servers
 
-    def runner(name, wl):
-        s = servers[name]
-        base = f"https://127.0.0.1:{s.port}"
-        if wl == "keepalive":
-            return s, lambda: wrk(cc, base + "/", d, 64)
-        if wl == "resumed":
-            return s, lambda: wrk(cc, base + "/", d, 16, headers=["Connection: close"])
-        if wl == "full":
-            s = servers[name + "-noresume"]
-            base = f"https://127.0.0.1:{s.port}"
-            return s, lambda: h2load_full(cc, base + "/", d, 16)
-        if wl == "bulk":
-            if name == "uringtls":
-                s = bulk_u
-                base = f"https://127.0.0.1:{s.port}"
-            return s, lambda: wrk(cc, base + "/big", d, 8)
-        if wl == "openloop":
-            return s, lambda: bench_client_open_loop(a.bench_client, cc, base + "/", d, openloop_rate())
-        raise ValueError(wl)
+
+def job(a, servers, name, wl, client, rate):
+    """The server a run measures and the client call that runs it."""
+    s = servers[{"full": f"{name}-noresume", "bulk": f"{name}-bulk"}.get(wl, name)]
+    url = f"https://127.0.0.1:{s.port}" + ("/big" if wl == "bulk" else "/")
+    cc, d, bc = a.client_cpu, a.duration, a.bench_client
+    calls = {
+        ("keepalive", "wrk"): lambda: C.wrk(cc, url, d, 64),
+        ("keepalive", "bench-client"): lambda: C.bench_client(bc, cc, "http", url, d, 64),
+        ("full", "h2load"): lambda: C.h2load_full(cc, url, d, 16),
+        ("full", "bench-client"): lambda: C.bench_client(bc, cc, "handshake", url, d, 16, ["--request", "http"]),
+        ("resumed", "wrk"): lambda: C.wrk(cc, url, d, 16, headers=["Connection: close"]),
+        ("resumed", "bench-client"): lambda: C.bench_client(bc, cc, "resume", url, d, 16, ["--request", "http"]),
+        ("bulk", "wrk"): lambda: C.wrk(cc, url, d, 8),
+        ("bulk", "bench-client"): lambda: C.bench_client(bc, cc, "bulk", url, d, 8),
+        ("openloop", "oha"): lambda: C.oha_open_loop(cc, url, d, rate(), 64),
+        ("openloop", "bench-client"): lambda: C.bench_client(bc, cc, "http", url, d, 64,
+                                                             ["--rate", str(int(rate()))]),
+    }
+    return s, calls[(wl, client)]
+
+
+def run_idle(a, tmp, big, name):
+    # A fresh server each time: freed memory stays in the process's heap, so
+    # a reused server would look free.
+    fresh = (start_nginx(tmp, a.server_cpu, big=big) if name == "nginx"
+             else start_uringtls(a.uringtls, tmp, a.server_cpu, extra=a.uringtls_args.split()))
+    try:
+        return measure_idle(fresh, a.idle_conns)
+    finally:
+        fresh.stop()
+
+
+def show_run(rnd, a, wl, client, name, r):
+    where = f"round {rnd + 1}/{a.rounds} {wl:9} {client:12} {name:8}"
+    if wl == "idle":
+        print(f"{where} {r['kib_per_conn']:8.2f} KiB RSS per connection ({a.idle_conns} connections)  "
+              f"load {r['load1']:.1f}", flush=True)
+        return
+    line = f"{where} {r['rate']:10.0f} ops/s {(r['cpu_us_per_op'] or 0):8.1f} us CPU/op  errors {r['errors']}"
+    if wl == "openloop":
+        line += f"  p50 {r['p50_us']} us  p99 {r['p99_us']} us  p99.9 {r['p99_9_us']} us"
+    if wl in ("full", "resumed") and r.get("resumed_share") is not None:
+        line += f"  resumed {r['resumed_share']:.0%}"
+    print(f"{line}  load {r['load1']:.1f}", flush=True)
+
+
+def med(rs, k):
+    vals = [r[k] for r in rs if r.get(k) is not None]
+    return statistics.median(vals) if vals else None
+
+
+def ratio(u, n):
+    return u / n if u is not None and n else None
+
+
+def summarize(wl, n, u):
+    """Medians over rounds for one workload and client, and the ratios
+    uringtls/nginx."""
+    if wl == "idle":
+        row = {"nginx_kib_per_conn": med(n, "kib_per_conn"), "uringtls_kib_per_conn": med(u, "kib_per_conn")}
+        row["rss_ratio"] = ratio(row["uringtls_kib_per_conn"], row["nginx_kib_per_conn"])
+        return row
+    row = {}
+    for k in ("rate", "cpu_us_per_op") + (("p50_us", "p99_us", "p99_9_us") if wl == "openloop" else ()):
+        row[f"nginx_{k}"], row[f"uringtls_{k}"] = med(n, k), med(u, k)
+    row["cpu_ratio"] = ratio(row["uringtls_cpu_us_per_op"], row["nginx_cpu_us_per_op"])
+    if wl == "openloop":
+        for k in ("p50_us", "p99_us", "p99_9_us"):
+            row[f"{k}_ratio"] = ratio(row[f"uringtls_{k}"], row[f"nginx_{k}"])
+    return row
+
+
+def print_table(summary):
+    f = lambda v, spec: format(v, spec) if v is not None else "-"
+    print()
+    print(f"{'workload':10} {'client':12} {'nginx ops/s':>12} {'uringtls ops/s':>15} {'nginx us/op':>12} "
+          f"{'uringtls us/op':>15} {'CPU ratio':>10}")
+    for wl, by_client in summary.items():
+        for client, row in by_client.items():
+            if wl == "idle":
+                print(f"{wl:10} {client:12} RSS per connection: nginx {f(row['nginx_kib_per_conn'], '.2f')} KiB, "
+                      f"uringtls {f(row['uringtls_kib_per_conn'], '.2f')} KiB, ratio {f(row['rss_ratio'], '.2f')}")
+                continue
+            print(f"{wl:10} {client:12} {f(row['nginx_rate'], '12.0f')} {f(row['uringtls_rate'], '15.0f')} "
+                  f"{f(row['nginx_cpu_us_per_op'], '12.1f')} {f(row['uringtls_cpu_us_per_op'], '15.1f')} "
+                  f"{f(row['cpu_ratio'], '10.2f')}")
+            if wl == "openloop":
+                print(" " * 23 + "  ".join(
+                    f"{k[:-3].replace('_', '.')} {f(row[f'nginx_{k}'], '.0f')}/{f(row[f'uringtls_{k}'], '.0f')} us "
+                    f"(ratio {f(row[f'{k}_ratio'], '.2f')})" for k in ("p50_us", "p99_us", "p99_9_us"))
+                      + "  [nginx/uringtls]")
+
+
+def version(cmd):
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+    except OSError:
+        return None
+    return ((p.stdout or p.stderr).strip().splitlines() or [None])[0]
+
+
+def main():
+    a = parse_args()
+    workloads = a.workloads.split(",")
+    clients = a.clients.split(",") + ["python-ssl"]
+    unknown = [c for c in clients if not any(c in cs for cs in CLIENTS.values())]
+    unknown += [wl for wl in workloads if wl not in CLIENTS]
+    if unknown:
+        sys.exit(f"unknown client(s) or workload(s): {', '.join(unknown)} (see --help)")
+    check_tools(a, workloads, clients)
+    load_start = os.getloadavg()
+    tmp = make_workdir("uringtls-compare-")
+    big = write_big(tmp)
+    servers = start_servers(a, tmp, big, workloads)
+    results = {wl: {c: {"nginx": [], "uringtls": []} for c in CLIENTS[wl] if c in clients} for wl in workloads}
+    fixed = {}
 
     def openloop_rate():
-        if a.openloop_rate:
-            return a.openloop_rate
-        ka = [r["rate"] for r in results.get("keepalive", {}).get("nginx", [])]
-        if not ka:
-            raise RuntimeError("open loop needs --openloop-rate or the keepalive workload before it")
-        return 0.5 * statistics.median(ka)
+        # Fixed at first use, so that every round and client runs the same rate.
+        if "rate" not in fixed:
+            ka = results.get("keepalive", {})
+            runs = (ka.get("wrk") or ka.get("bench-client") or {}).get("nginx", [])
+            if not a.openloop_rate and not runs:
+                raise RuntimeError("open loop needs --openloop-rate or the keepalive workload before it")
+            fixed["rate"] = a.openloop_rate or 0.5 * statistics.median(r["rate"] for r in runs)
+        return fixed["rate"]
 
-    results = {wl: {"nginx": [], "uringtls": []} for wl in workloads}
     try:
+        check_same_bodies(servers, workloads)
         for rnd in range(a.rounds):
+            order = ("nginx", "uringtls") if rnd % 2 == 0 else ("uringtls", "nginx")
             for wl in workloads:
-                for name in ("nginx", "uringtls") if rnd % 2 == 0 else ("uringtls", "nginx"):
-                    if wl == "idle":
-                        # A fresh server each time: freed memory stays in the
-                        # process's heap, so a reused server would look free.
-                        fresh = (start_nginx(tmp, a.server_cpu) if name == "nginx"
-                                 else start_uringtls(a.uringtls, tmp, a.server_cpu, extra=a.uringtls_args.split()))
-                        try:
-                            r = measure_idle(fresh, a.idle_conns)
-                        finally:
-                            fresh.stop()
-                        results[wl][name].append(r)
-                        print(f"round {rnd + 1}/{a.rounds} {wl:9} {name:8} {r['kib_per_conn']:8.2f} KiB RSS per "
-                              f"connection ({a.idle_conns} connections)", flush=True)
-                        continue
-                    s, fn = runner(name, wl)
-                    r = measure(s, fn)
-                    results[wl][name].append(r)
-                    if wl == "openloop":
-                        print(f"round {rnd + 1}/{a.rounds} {wl:9} {name:8} p50 {r['p50_us']} us  p99 {r['p99_us']} us  "
-                              f"p99.9 {r['p99_9_us']} us  errors {r['errors']}", flush=True)
-                        continue
-                    print(f"round {rnd + 1}/{a.rounds} {wl:9} {name:8} {r['rate']:10.0f} ops/s "
-                          f"{(r['cpu_us_per_op'] or 0):8.1f} us CPU/op  errors {r['errors']}", flush=True)
+                for client in results[wl] if rnd % 2 == 0 else reversed(list(results[wl])):
+                    for name in order:
+                        if wl == "idle":
+                            r = run_idle(a, tmp, big, name)
+                        else:
+                            r = measure(*job(a, servers, name, wl, client, openloop_rate))
+                        r["load1"] = os.getloadavg()[0]
+                        results[wl][client][name].append(r)
+                        show_run(rnd, a, wl, client, name, r)
         rss = {n: rss_kib(s.pid) for n, s in servers.items()}
         if "full" in workloads:
             check_no_resumption(servers["uringtls-noresume"])
     finally:
-        for s in list(servers.values()) + ([bulk_u] if bulk_u else []):
+        for s in servers.values():
             s.stop()
+        os.unlink(big)
+        shutil.rmtree(tmp, ignore_errors=True)
 
-    def med(rs, k):
-        vals = [r[k] for r in rs if r[k] is not None]
-        return statistics.median(vals) if vals else None
-
-    summary = {}
-    print()
-    print(f"{'workload':10} {'nginx ops/s':>12} {'uringtls ops/s':>15} {'nginx us/op':>12} {'uringtls us/op':>15} {'CPU ratio':>10}")
-    for wl in workloads:
-        n, u = results[wl]["nginx"], results[wl]["uringtls"]
-        if wl == "idle":
-            row = {"nginx_kib_per_conn": med(n, "kib_per_conn"), "uringtls_kib_per_conn": med(u, "kib_per_conn")}
-            row["rss_ratio"] = (row["uringtls_kib_per_conn"] / row["nginx_kib_per_conn"]
-                                if row["nginx_kib_per_conn"] else None)
-            summary[wl] = row
-            print(f"{wl:10} RSS per connection: nginx {row['nginx_kib_per_conn']:.2f} KiB, "
-                  f"uringtls {row['uringtls_kib_per_conn']:.2f} KiB, ratio {row['rss_ratio'] or 0:.2f}")
-            continue
-        if wl == "openloop":
-            row = {}
-            for k in ("p50_us", "p99_us", "p99_9_us"):
-                row[f"nginx_{k}"], row[f"uringtls_{k}"] = med(n, k), med(u, k)
-                row[f"{k}_ratio"] = (row[f"uringtls_{k}"] / row[f"nginx_{k}"] if row[f"nginx_{k}"] else None)
-            summary[wl] = row
-            print(f"{wl:10} p50 {row['nginx_p50_us']}/{row['uringtls_p50_us']} us, "
-                  f"p99 {row['nginx_p99_us']}/{row['uringtls_p99_us']} us (ratio {row['p99_us_ratio'] or 0:.2f}), "
-                  f"p99.9 {row['nginx_p99_9_us']}/{row['uringtls_p99_9_us']} us (ratio {row['p99_9_us_ratio'] or 0:.2f})"
-                  "  [nginx/uringtls]")
-            continue
-        row = {"nginx_rate": med(n, "rate"), "uringtls_rate": med(u, "rate"),
-               "nginx_cpu_us_per_op": med(n, "cpu_us_per_op"), "uringtls_cpu_us_per_op": med(u, "cpu_us_per_op")}
-        row["cpu_ratio"] = (row["uringtls_cpu_us_per_op"] / row["nginx_cpu_us_per_op"]
-                            if row["nginx_cpu_us_per_op"] and row["uringtls_cpu_us_per_op"] else None)
-        summary[wl] = row
-        print(f"{wl:10} {row['nginx_rate']:12.0f} {row['uringtls_rate']:15.0f} {row['nginx_cpu_us_per_op'] or 0:12.1f} "
-              f"{row['uringtls_cpu_us_per_op'] or 0:15.1f} {row['cpu_ratio'] or 0:10.2f}")
+    summary = {wl: {c: summarize(wl, rs["nginx"], rs["uringtls"]) for c, rs in by_client.items()}
+               for wl, by_client in results.items()}
+    print_table(summary)
     machine = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "kernel": platform.release(), "cpus": os.cpu_count(),
-               "nginx": subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip(),
-               "rounds": a.rounds, "uringtls_args": a.uringtls_args, "duration_s": d, "server_cpu": a.server_cpu, "client_cpu": cc}
+               "loadavg_start": load_start, "loadavg_end": os.getloadavg(), "nginx": version(["nginx", "-v"]),
+               "wrk": version(["wrk", "-v"]), "h2load": version(["h2load", "--version"]),
+               "oha": version(["oha", "--version"]), "bench_client": version([a.bench_client, "--version"]),
+               "rounds": a.rounds, "duration_s": a.duration, "server_cpu": a.server_cpu,
+               "client_cpu": a.client_cpu, "clients": a.clients, "uringtls_args": a.uringtls_args,
+               "nginx_bulk": a.nginx_bulk, "nginx_suites": a.nginx_suites, "openloop_rate": fixed.get("rate")}
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"machine": machine, "summary": summary, "runs": results, "rss_kib_end": rss}, f, indent=2)
-    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

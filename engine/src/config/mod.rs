@@ -176,6 +176,7 @@ pub struct Options {
     #[arg(long, value_name = "BYTES")]
     pub max_header: Option<usize>,
     /// proxy: upstream HOST:PORT; repeat (or comma-separate) for round robin.
+    /// Names are resolved at start and at each reload (SIGHUP), not per connection.
     #[arg(long, value_name = "HOST:PORT", value_delimiter = ',')]
     pub upstream: Option<Vec<String>>,
     /// proxy: time allowed to connect to an upstream [default: 5s].
@@ -187,6 +188,10 @@ pub struct Options {
     /// proxy: send a PROXY protocol header (v1 or v2) to the upstream [default: none].
     #[arg(long, value_enum)]
     pub proxy_protocol: Option<crate::services::proxy::ProxyProtocol>,
+    /// proxy: the upstreams speak HTTP/1.1; when none can be reached, an HTTP/1.1
+    /// client (ALPN http/1.1 or none) gets `502 Bad Gateway` before the close [default: false].
+    #[arg(long, value_name = "BOOL")]
+    pub upstream_http: Option<bool>,
 
     /// A client must finish its handshake within this time [default: 10s].
     #[arg(long, value_name = "DURATION")]
@@ -448,6 +453,7 @@ impl Options {
             upstream_connect_timeout,
             upstream_fail_timeout,
             proxy_protocol,
+            upstream_http,
             handshake_timeout,
             idle_timeout,
             write_timeout,
@@ -633,6 +639,7 @@ impl Options {
                 crate::services::proxy::DEFAULT_FAIL_TIMEOUT,
             ),
             proxy_protocol: self.proxy_protocol,
+            upstream_http: self.upstream_http.unwrap_or(false),
         };
         if self.service == Some(ServiceKind::Proxy) && proxy.upstreams.is_empty() {
             return Err(Origin::Flag.invalid(
@@ -966,6 +973,7 @@ mod tests {
     fn termination_settings_come_from_flags_and_the_file() {
         let f = file(
             "service = \"proxy\"\nupstream = [\"127.0.0.1:9\"]\nproxy_protocol = \"v2\"\n\
+             upstream_http = true\n\
              tls_min_version = \"1.3\"\nclient_auth = \"optional\"\nclient_ca = \"ca.pem\"\n\
              ticket_rotation = \"1h\"\n[[extra_cert]]\ncert = \"a.pem\"\nkey = \"a.key\"\n",
         );
@@ -975,6 +983,7 @@ mod tests {
             .expect("ok");
         assert_eq!(s.service, ServiceKind::Proxy);
         assert_eq!(s.proxy.upstreams[0].addr.to_string(), "127.0.0.1:9");
+        assert!(s.proxy.upstream_http);
         assert!(!s.tls.tls12 && s.tls.tls13);
         assert_eq!(s.tls.client_auth, crate::tls::ClientAuth::Optional);
         assert_eq!(s.tls.ticket_rotation, Duration::from_secs(3600));

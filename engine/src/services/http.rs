@@ -241,9 +241,11 @@ impl Service for Http {
         let mut skip = 0usize;
         // Set while a request's headers are incomplete (slowloris bound).
         let mut header_deadline: Option<crate::io::time::Instant> = None;
+        // Set once a request has been answered: from then on, waiting for
+        // input is keep-alive idleness, which a drain may end.
+        let mut answered = false;
         loop {
             let before = input.len();
-            // Idle between requests: a drain ends the connection here.
             let n = if input.is_empty() && skip == 0 {
                 if input.capacity() > 0 {
                     input = Vec::new();
@@ -258,15 +260,24 @@ impl Service for Http {
                 // would be the same instant, so it is off meanwhile.
                 let idle = stream.read_timeout();
                 stream.set_read_timeout(None);
-                let read = conn.read_append_unless_draining(stream, &mut input, READ_CHUNK);
-                let got = match idle {
-                    Some(t) => crate::io::time::timeout(t, read).await.unwrap_or_else(|_| {
-                        Err(io::Error::new(io::ErrorKind::TimedOut, "read timeout"))
-                    }),
-                    None => read.await,
+                let got = if answered {
+                    // Idle between requests: a drain ends the connection here.
+                    within(
+                        idle,
+                        conn.read_append_unless_draining(stream, &mut input, READ_CHUNK),
+                    )
+                    .await
+                } else {
+                    // The first request is awaited even while draining: the
+                    // client connected before the stop and may not have had
+                    // time to send it (the grace period bounds the wait).
+                    within(idle, async {
+                        stream.read_append(&mut input, READ_CHUNK).await.map(Some)
+                    })
+                    .await
                 };
                 stream.set_read_timeout(idle);
-                match got? {
+                match got?? {
                     None | Some(0) => return Ok(()),
                     Some(n) => n,
                 }
@@ -316,6 +327,7 @@ impl Service for Http {
                 skip = p.skip;
                 if p.consumed > 0 {
                     header_deadline = None;
+                    answered = true;
                 }
                 if p.close {
                     // No flush: the engine's close() sends the response and
@@ -337,6 +349,19 @@ impl Service for Http {
                 }
             }
         }
+    }
+}
+
+/// Runs `fut` within `limit` (if any); past it, a `TimedOut` error.
+async fn within<T>(
+    limit: Option<Duration>,
+    fut: impl std::future::Future<Output = T>,
+) -> io::Result<T> {
+    match limit {
+        Some(t) => crate::io::time::timeout(t, fut)
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "read timeout")),
+        None => Ok(fut.await),
     }
 }
 

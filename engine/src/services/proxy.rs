@@ -10,6 +10,12 @@
 //! `upstream_fail_timeout` and skipped meanwhile; the connection tries the
 //! next healthy one. If none connects, the client gets a clean close
 //! (`close_notify`, FIN) and the shard's `upstream_failures` counter moves.
+//! With `upstream_http` (the upstreams speak HTTP/1.1) and a client that
+//! negotiated `http/1.1` or no ALPN, the client first gets a
+//! `502 Bad Gateway` answer to its request ([`bad_gateway`]).
+//!
+//! Upstream names are resolved at start and at each reload only (a DNS
+//! lookup would block the shard): after a DNS change, reload.
 //!
 //! The upstream list lives in an [`ArcSwap`], replaced whole on reload;
 //! connections already proxied keep their upstream.
@@ -71,6 +77,9 @@ pub struct ProxySettings {
     pub fail_timeout: Duration,
     /// Header to send first, if any.
     pub proxy_protocol: Option<ProxyProtocol>,
+    /// The upstreams speak HTTP/1.1: a client that cannot be relayed gets
+    /// `502 Bad Gateway` before the close. Default false.
+    pub upstream_http: bool,
 }
 
 /// The upstreams and their health; shared by all shards, replaced on reload.
@@ -200,6 +209,9 @@ impl Service for Proxy {
             // flood the log at the client connection rate (going down is
             // logged once per upstream).
             tracing::debug!(peer = %conn.peer, "no upstream reachable; closing the client connection");
+            if pool.settings.upstream_http && speaks_http1(stream.tls()) {
+                return bad_gateway(stream).await;
+            }
             return Ok(());
         };
         Counters::bump(&counters.proxied);
@@ -225,6 +237,67 @@ impl Service for Proxy {
             }
         }
     }
+}
+
+/// Body of the `502 Bad Gateway` answer.
+const BAD_GATEWAY_BODY: &str = "no upstream is reachable\n";
+/// How long [`bad_gateway`] waits for the request head, and then for the
+/// client to close after the answer.
+const BAD_GATEWAY_WAIT: Duration = Duration::from_secs(2);
+/// Request bytes [`bad_gateway`] reads (and drops) at most, before and
+/// after its answer.
+const BAD_GATEWAY_READ_MAX: usize = 64 * 1024;
+
+/// Whether the client talks HTTP/1.x: ALPN `http/1.1` or `http/1.0`, or no
+/// ALPN at all (with `upstream_http` set, the upstream protocol is HTTP).
+fn speaks_http1(tls: &rustls::ServerConnection) -> bool {
+    matches!(
+        tls.alpn_protocol(),
+        None | Some(b"http/1.1") | Some(b"http/1.0")
+    )
+}
+
+/// The whole `502` answer: status, `Connection: close`, a short body.
+pub fn bad_gateway_response() -> String {
+    format!(
+        "HTTP/1.1 502 Bad Gateway\r\nServer: uringtls\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{BAD_GATEWAY_BODY}",
+        BAD_GATEWAY_BODY.len()
+    )
+}
+
+/// Answers `502 Bad Gateway`: waits (briefly) for the end of the request
+/// head so that the answer follows the request, writes the answer and
+/// `close_notify`, then reads what the client still sends until it closes
+/// (also briefly), so that closing with unread input does not reset the
+/// connection before the client has read the answer.
+async fn bad_gateway(stream: &mut ServerStream) -> io::Result<()> {
+    let mut buf = vec![0u8; 4096];
+    let mut head: Vec<u8> = Vec::new();
+    let wait_head = async {
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < BAD_GATEWAY_READ_MAX {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+        true
+    };
+    // A client gone, or one that sends no complete head in time, is
+    // answered anyway (the answer may be lost; nothing more to do).
+    let _ = crate::io::time::timeout(BAD_GATEWAY_WAIT, wait_head).await;
+    stream.write_all(bad_gateway_response().as_bytes()).await?;
+    stream.close().await?;
+    let mut left = BAD_GATEWAY_READ_MAX;
+    let linger = async {
+        while left > 0 {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = crate::io::time::timeout(BAD_GATEWAY_WAIT, linger).await;
+    Ok(())
 }
 
 /// What goes into a PROXY header besides the addresses.

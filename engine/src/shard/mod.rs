@@ -317,6 +317,7 @@ impl<S: Service> ShardTask<S> {
             mut stop,
             ..
         } = self;
+        let listen_fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
         let listener = match Listener::from_std(listener) {
             Ok(l) => l,
             Err(e) => {
@@ -371,11 +372,23 @@ impl<S: Service> ShardTask<S> {
                 _ = stop.wait_for(|s| *s) => break,
             }
         }
-        // Connections already queued on this socket are served, not reset.
+        // No handshake completes on the listener any more, then the
+        // connections already queued are served, not reset.
+        let filtered = quiesce(id, listen_fd).await;
         for (conn, peer) in listener.close().await {
+            if filtered {
+                // SAFETY: `conn` owns this fd for the duration of the call.
+                let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(conn.raw_fd()) };
+                listener::clear_inherited_filter(fd);
+            }
             ctx.clone().admit(conn, peer);
         }
         state.start_drain();
+        tracing::info!(
+            shard = id,
+            connections = state.active(),
+            "listener closed; draining"
+        );
         let grace = ctx.settings.grace;
         if crate::io::time::timeout(grace, state.all_closed())
             .await
@@ -401,6 +414,25 @@ impl<S: Service> ShardTask<S> {
             h.publish(crate::metrics::ShardSnapshot::take(&state));
         }
     }
+}
+
+/// Before a stopping shard closes its listener: with `tcp_migrate_req`,
+/// filters it so that no handshake completes on it any more, and gives the
+/// packets already past the filter time to finish (see
+/// [`listener::stop_completing_handshakes`]). True if it filtered.
+async fn quiesce(id: usize, listen_fd: std::os::fd::RawFd) -> bool {
+    if !listener::migration_enabled() {
+        return false;
+    }
+    // SAFETY: `listen_fd` is the socket the shard's `Listener` owns; it is
+    // closed only after this function returns (`Listener::close`).
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(listen_fd) };
+    if let Err(e) = listener::stop_completing_handshakes(fd) {
+        tracing::warn!(shard = id, error = %e, "cannot filter the listener before closing it");
+        return false;
+    }
+    crate::io::time::sleep(listener::STRAGGLER_PAUSE).await;
+    true
 }
 
 fn ring_error(e: &std::io::Error, ring: &RingOptions) -> String {
