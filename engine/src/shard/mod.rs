@@ -444,7 +444,9 @@ fn ring_error(e: &std::io::Error, ring: &RingOptions) -> String {
         Some(libc::ENOMEM) => {
             "cannot lock ring memory: raise RLIMIT_MEMLOCK or lower --ring-entries"
         }
-        Some(libc::EINVAL) => "the kernel rejected the ring setup flags: try --coop-taskrun false",
+        Some(libc::EINVAL) => {
+            "the kernel rejected the ring setup flags (the uring backend needs Linux 6.1+ for DEFER_TASKRUN: try --io-backend tokio-uring; on tokio-uring try --coop-taskrun false)"
+        }
         _ => "io_uring setup failed",
     };
     format!("{hint} ({e}; ring entries {})", ring.entries)

@@ -202,15 +202,17 @@ impl Driver {
         let mut b = IoUring::builder();
         match setup.sqpoll_idle_ms {
             // SQPOLL submits from a kernel thread: DEFER_TASKRUN needs the
-            // submitter to be this thread, so it cannot be combined.
+            // submitter to be this thread, and the kernel refuses
+            // COOP_TASKRUN with SQPOLL, so it stands alone.
             Some(idle) => {
                 b.setup_sqpoll(idle);
             }
             None => {
-                b.setup_single_issuer().setup_defer_taskrun();
+                b.setup_single_issuer()
+                    .setup_defer_taskrun()
+                    .setup_coop_taskrun();
             }
         }
-        b.setup_coop_taskrun();
         b.setup_cqsize(setup.entries.saturating_mul(4).max(4096));
         let ring = b.build(setup.entries)?;
         // SAFETY: eventfd(2) with valid flags; the result is checked.
