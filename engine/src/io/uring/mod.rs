@@ -31,7 +31,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -80,7 +80,10 @@ struct ReadyQueue {
     /// The loop is (about to be) parked in `io_uring_enter`: a waker must
     /// write the eventfd.
     parked: AtomicBool,
-    efd: RawFd,
+    /// Owned here, not by the driver: a waker on another thread may
+    /// outlive the runtime, and must never write to a closed (or reused)
+    /// descriptor.
+    efd: OwnedFd,
 }
 
 impl ReadyQueue {
@@ -91,11 +94,10 @@ impl ReadyQueue {
         }
         if self.parked.swap(false, Ordering::SeqCst) {
             let one: u64 = 1;
-            // SAFETY: writes 8 bytes from a valid u64 to our eventfd (which
-            // lives as long as the driver, and wakers hold the queue
-            // only through the driver's Arc... a write to a closed fd
-            // after the runtime ended fails harmlessly with EBADF).
-            unsafe { libc::write(self.efd, (&one as *const u64).cast(), 8) };
+            // SAFETY: writes 8 bytes from a valid u64 to the eventfd this
+            // queue owns (open for as long as the queue, hence any waker,
+            // exists).
+            unsafe { libc::write(self.efd.as_raw_fd(), (&one as *const u64).cast(), 8) };
         }
     }
 
@@ -186,8 +188,10 @@ pub(crate) struct Driver {
     free_tasks: RefCell<Vec<usize>>,
     ready: Arc<ReadyQueue>,
     root: Arc<TaskWaker>,
-    efd: OwnedFd,
-    efd_buf: Box<[u8; 8]>,
+    /// Where the eventfd read lands. Leaked on purpose (8 bytes per
+    /// runtime): the read is always in flight, and the kernel must never
+    /// write into freed memory, however the runtime ends.
+    efd_buf: *mut u8,
     efd_armed: Cell<bool>,
 }
 
@@ -228,7 +232,7 @@ impl Driver {
         let ready = Arc::new(ReadyQueue {
             ids: Mutex::new(Vec::with_capacity(256)),
             parked: AtomicBool::new(false),
-            efd: efd.as_raw_fd(),
+            efd,
         });
         let root = Arc::new(TaskWaker {
             id: ROOT,
@@ -246,8 +250,7 @@ impl Driver {
             free_tasks: RefCell::new(Vec::new()),
             ready,
             root,
-            efd,
-            efd_buf: Box::new([0; 8]),
+            efd_buf: Box::into_raw(Box::new([0u8; 8])).cast::<u8>(),
             efd_armed: Cell::new(false),
         })
     }
@@ -288,13 +291,9 @@ impl Driver {
         if self.efd_armed.get() {
             return;
         }
-        let e = opcode::Read::new(
-            types::Fd(self.efd.as_raw_fd()),
-            self.efd_buf.as_ptr().cast_mut(),
-            8,
-        )
-        .build()
-        .user_data(WAKE_UD);
+        let e = opcode::Read::new(types::Fd(self.ready.efd.as_raw_fd()), self.efd_buf, 8)
+            .build()
+            .user_data(WAKE_UD);
         self.push(&e);
         self.efd_armed.set(true);
     }
