@@ -6,6 +6,13 @@ use uringtls_tests::{
     client_config, connect, engine_fails, read_response, start_engine_with_certs, test_certs,
 };
 
+/// SIGTERM; the engine must drain and exit 0.
+fn stop_cleanly(e: &mut uringtls_tests::EngineProc, backend: &str) {
+    e.signal(libc::SIGTERM);
+    let code = e.wait().code();
+    assert_eq!(code, Some(0), "backend {backend}: {}", e.stderr());
+}
+
 fn serve_and_drain(backend: &str) {
     let certs = test_certs();
     let mut e = start_engine_with_certs(&certs, &["--shards", "2", "--io-backend", backend]);
@@ -21,13 +28,7 @@ fn serve_and_drain(backend: &str) {
             assert_eq!(body, b"hello world\n");
         }
     }
-    e.signal(libc::SIGTERM);
-    assert_eq!(
-        e.wait().code(),
-        Some(0),
-        "backend {backend}: {}",
-        e.stderr()
-    );
+    stop_cleanly(&mut e, backend);
 }
 
 fn echo_large(backend: &str) {
@@ -61,13 +62,7 @@ fn echo_large(backend: &str) {
     }
     assert!(back == data, "backend {backend}: echoed bytes differ");
     drop(c);
-    e.signal(libc::SIGTERM);
-    assert_eq!(
-        e.wait().code(),
-        Some(0),
-        "backend {backend}: {}",
-        e.stderr()
-    );
+    stop_cleanly(&mut e, backend);
 }
 
 #[test]
