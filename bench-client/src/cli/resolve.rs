@@ -221,6 +221,7 @@ fn plan(
         requests: c.requests,
         timeout: c.timeout,
         interval: c.interval,
+        io_backend: c.io_backend,
     })
 }
 
@@ -347,4 +348,19 @@ pub(crate) fn test_plan(extra: &[&str]) -> Plan {
     };
     let spec = http_spec(&http, &common, pipeline).expect("spec");
     plan("http", common, spec, None).expect("plan")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_plan;
+    use uringtls::io::Backend;
+
+    #[test]
+    fn workers_park_in_epoll_unless_the_uring_backend_is_asked_for() {
+        assert_eq!(test_plan(&[]).io_backend, Backend::TokioUring);
+        assert_eq!(
+            test_plan(&["--io-backend", "uring"]).io_backend,
+            Backend::Uring
+        );
+    }
 }

@@ -49,6 +49,8 @@ pub struct Plan {
     pub timeout: Duration,
     /// Progress / CSV / hlog interval.
     pub interval: Duration,
+    /// I/O runtime of each worker thread.
+    pub io_backend: uringtls::io::Backend,
 }
 
 impl Plan {

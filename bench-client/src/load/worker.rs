@@ -113,7 +113,11 @@ pub fn spawn(
                 eprintln!("bench-client: warning: could not pin worker {idx} to CPU {cpu}");
             }
         }
-        let rt = match Runtime::new(&RingOptions::default()) {
+        let ring = RingOptions {
+            backend: plan.io_backend,
+            ..RingOptions::default()
+        };
+        let rt = match Runtime::new(&ring) {
             Ok(rt) => rt,
             Err(e) => {
                 let error = format!(
