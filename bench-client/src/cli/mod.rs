@@ -156,7 +156,8 @@ pub struct Common {
     /// Progress line / CSV row / hlog interval length.
     #[arg(long, default_value = "1s", value_parser = units::parse_duration)]
     pub interval: std::time::Duration,
-    /// CI smoke mode: 1 s, no warmup, at most 4 connections, 200 ms intervals.
+    /// CI smoke mode: 1 s (with -n: the quota, within --duration), no
+    /// warmup, at most 4 connections, 200 ms intervals.
     #[arg(long)]
     pub quick: bool,
     /// No progress line.

@@ -148,7 +148,11 @@ fn plan(
     record: Option<usize>,
 ) -> Result<Plan, Error> {
     if c.quick {
-        c.duration = Duration::from_secs(1);
+        // With a quota (-n) the quota ends the run, bounded by the given
+        // --duration: a slow (debug, loaded) machine still completes it.
+        if c.requests.is_none() {
+            c.duration = Duration::from_secs(1);
+        }
         c.warmup = Duration::ZERO;
         c.connections = c.connections.min(QUICK_CONNECTIONS);
         c.interval = Duration::from_millis(200);
