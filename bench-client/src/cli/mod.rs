@@ -146,8 +146,7 @@ pub struct Common {
     pub no_pin: bool,
     /// I/O runtime of each worker thread: `tokio-uring` (parks in epoll) or
     /// `uring` (parks in io_uring_enter for one completion, so the server
-    /// wakes it ~5x as often, which costs a CPU-bound server 4-9% more CPU per
-    /// keep-alive request; see docs/benchmarks.md).
+    /// has to wake it ~5x as often; see docs/benchmarks.md).
     #[arg(long, value_enum, default_value_t = uringtls::io::Backend::TokioUring)]
     pub io_backend: uringtls::io::Backend,
     /// Deadline for connect, and for each read/write.
