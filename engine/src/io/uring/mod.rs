@@ -41,6 +41,9 @@ use std::time::{Duration, Instant};
 
 /// user_data of the eventfd read that wakes a parked loop.
 const WAKE_UD: u64 = u64::MAX;
+/// user_data of the cancels issued at shutdown (their completions are
+/// ignored).
+const CANCEL_UD: u64 = u64::MAX - 1;
 /// Task id of the future given to `block_on`.
 const ROOT: usize = usize::MAX;
 
@@ -538,23 +541,26 @@ impl Driver {
         for i in pending {
             let e = opcode::AsyncCancel::new(i as u64)
                 .build()
-                .user_data(WAKE_UD - 1);
+                .user_data(CANCEL_UD);
             self.push(&e);
         }
         let deadline = Instant::now() + Duration::from_millis(200);
-        while self.ops.borrow().in_flight > self.ops_done() && Instant::now() < deadline {
+        while self.kernel_holds_ops() && Instant::now() < deadline {
             self.enter(true, Some(Duration::from_millis(10)));
             self.reap();
         }
     }
 
-    fn ops_done(&self) -> usize {
-        self.ops
-            .borrow()
+    /// Whether some operation is still in the kernel's hands (in flight,
+    /// not merely completed and uncollected).
+    fn kernel_holds_ops(&self) -> bool {
+        let ops = self.ops.borrow();
+        let done = ops
             .slots
             .iter()
             .filter(|s| matches!(s, OpSlot::Done(..)))
-            .count()
+            .count();
+        ops.in_flight > done
     }
 }
 
@@ -662,18 +668,12 @@ impl Drop for Runtime {
         let prev = CURRENT.with(|c| c.borrow_mut().replace(self.driver.clone()));
         self.driver.shutdown();
         CURRENT.with(|c| *c.borrow_mut() = prev);
-        if self.driver.ops.borrow().in_flight > self.ops_done_count() {
+        if self.driver.kernel_holds_ops() {
             // The kernel may still write into buffers some operations point
             // at: leak them rather than free memory it could touch.
             let ops = std::mem::take(&mut *self.driver.ops.borrow_mut());
             std::mem::forget(ops);
         }
-    }
-}
-
-impl Runtime {
-    fn ops_done_count(&self) -> usize {
-        self.driver.ops_done()
     }
 }
 
