@@ -23,15 +23,19 @@
 //! the pending operation complete; connection drivers call it on every
 //! abnormal end.
 //!
-//! The exception is `accept`: the [`Listener`] waits for readiness (epoll,
-//! through the runtime's reactor) and then accepts with `accept4` until the
-//! queue is empty. Nothing is ever in flight on a listening socket, so a
-//! shard that stops can close it for real ([`Listener::close`]): with
-//! `SO_REUSEPORT` that takes it out of the group at once, and with
-//! `net.ipv4.tcp_migrate_req = 1` the kernel moves connections still queued
-//! on it to the other processes' listeners (zero-downtime upgrade; see
-//! `docs/deployment.md`). An io_uring accept left in flight would keep the
-//! socket in the group and drop (leak) the connection it completes with.
+//! The same holds for a listening socket: an accept left in flight would
+//! keep the socket in the `SO_REUSEPORT` group and drop (leak) the
+//! connection it completes with. A stopping shard must close it for real
+//! ([`Listener::close`]): with `SO_REUSEPORT` that takes it out of the group
+//! at once, and with `net.ipv4.tcp_migrate_req = 1` the kernel moves
+//! connections still queued on it to the other processes' listeners
+//! (zero-downtime upgrade; see `docs/deployment.md`). On the uring backend
+//! the listener accepts through the ring (`IORING_OP_ACCEPT`, a few in
+//! flight, owned by the listener), and `close` cancels them, waits for
+//! their completions and hands back the connections they accepted, before
+//! accepting what is queued with `accept4`. On tokio-uring the listener
+//! waits for readiness (epoll) and accepts with `accept4`: nothing is ever
+//! in flight on it.
 
 use std::future::Future;
 use std::io;
@@ -202,9 +206,10 @@ pub fn give_write_buf(mut buf: Vec<u8>) {
     });
 }
 
-/// A listening socket. On either backend: readiness first (a poll through
-/// the ring, or epoll), then `accept4` (see the module docs for why not an
-/// io_uring accept).
+/// A listening socket: io_uring accepts kept in flight by the listener
+/// (uring backend), or readiness through epoll then `accept4`
+/// (tokio-uring); see the module docs for how `close` leaves nothing in
+/// flight.
 pub struct Listener {
     inner: ListenerInner,
 }

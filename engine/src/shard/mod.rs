@@ -344,10 +344,10 @@ impl<S: Service> ShardTask<S> {
             local,
             state: state.clone(),
         });
-        // Last time accept failed for lack of fds. io_uring's accept takes
-        // the fd before waiting, so a full table fails every accept even
-        // with nothing queued; failures less than FD_EPISODE_QUIET apart
-        // are one episode (one log line, one count).
+        // Last time accept failed for lack of fds. An accept takes the fd
+        // before it takes the connection, so while the table is full every
+        // attempt fails (each 10 ms, below); failures less than
+        // FD_EPISODE_QUIET apart are one episode (one log line, one count).
         let mut fd_exhausted: Option<Instant> = None;
         loop {
             tokio::select! {

@@ -41,8 +41,8 @@ use std::time::{Duration, Instant};
 
 /// user_data of the eventfd read that wakes a parked loop.
 const WAKE_UD: u64 = u64::MAX;
-/// user_data of the cancels issued at shutdown (their completions are
-/// ignored).
+/// user_data of the cancels issued at shutdown and for a listener's
+/// accepts (their completions are ignored).
 const CANCEL_UD: u64 = u64::MAX - 1;
 /// Task id of the future given to `block_on`.
 const ROOT: usize = usize::MAX;
@@ -149,8 +149,9 @@ enum OpSlot {
     /// Completed: result and CQE flags, not yet collected.
     Done(i32, u32),
     /// The future was dropped while the kernel still owned its resources:
-    /// they are kept here until the completion arrives.
-    Orphan(#[allow(dead_code)] Box<dyn Any>),
+    /// they are kept here until the completion arrives. `true`: the
+    /// result is a new fd (an accept) that nobody will take, to close.
+    Orphan(#[allow(dead_code)] Box<dyn Any>, bool),
 }
 
 #[derive(Default)]
@@ -287,7 +288,17 @@ impl Driver {
             driver: self.clone(),
             id,
             data: Some(data),
+            fd_result: false,
         }
+    }
+
+    /// Asks the kernel to cancel operation `id` (fire and forget: the
+    /// operation itself completes, with `-ECANCELED` or its result).
+    pub(crate) fn cancel(&self, id: usize) {
+        let e = opcode::AsyncCancel::new(id as u64)
+            .build()
+            .user_data(CANCEL_UD);
+        self.push(&e);
     }
 
     fn arm_wake(&self) {
@@ -322,9 +333,12 @@ impl Driver {
                         w.wake();
                     }
                 }
-                OpSlot::Orphan(keep) => {
+                OpSlot::Orphan(keep, fd_result) => {
                     // The owner is gone: release what the kernel held.
                     drop(keep);
+                    if fd_result {
+                        close_fd_result(cqe.result());
+                    }
                     if let (Some(bid), Some(bufs)) = (cqueue::buffer_select(flags), &self.bufs) {
                         bufs.give_back(bid);
                     }
@@ -535,14 +549,11 @@ impl Driver {
         let pending: Vec<usize> = {
             let ops = self.ops.borrow();
             (0..ops.slots.len())
-                .filter(|&i| matches!(ops.slots[i], OpSlot::Orphan(_) | OpSlot::Waiting(_)))
+                .filter(|&i| matches!(ops.slots[i], OpSlot::Orphan(..) | OpSlot::Waiting(_)))
                 .collect()
         };
         for i in pending {
-            let e = opcode::AsyncCancel::new(i as u64)
-                .build()
-                .user_data(CANCEL_UD);
-            self.push(&e);
+            self.cancel(i);
         }
         let deadline = Instant::now() + Duration::from_millis(200);
         while self.kernel_holds_ops() && Instant::now() < deadline {
@@ -582,6 +593,37 @@ pub(crate) struct Op<T: 'static> {
     driver: Rc<Driver>,
     id: usize,
     data: Option<T>,
+    /// The result is a new fd (an accept): closed if nobody collects it.
+    fd_result: bool,
+}
+
+impl<T: 'static> Op<T> {
+    /// Marks the result as a new fd, closed if the op is dropped before
+    /// its result is collected.
+    pub(crate) fn with_fd_result(mut self) -> Op<T> {
+        self.fd_result = true;
+        self
+    }
+
+    /// The op's id, for [`Driver::cancel`].
+    pub(crate) fn id(&self) -> usize {
+        self.id
+    }
+
+    /// The driver the op runs on.
+    pub(crate) fn driver(&self) -> &Rc<Driver> {
+        &self.driver
+    }
+}
+
+/// Closes the fd an orphaned accept produced (a negative result is an
+/// error: nothing to close).
+fn close_fd_result(res: i32) {
+    if res >= 0 {
+        // SAFETY: the kernel just created this fd for an operation whose
+        // owner is gone: nobody else holds it.
+        drop(unsafe { OwnedFd::from_raw_fd(res) });
+    }
 }
 
 impl<T: 'static> Future for Op<T> {
@@ -623,8 +665,11 @@ impl<T: 'static> Drop for Op<T> {
         };
         let mut ops = self.driver.ops.borrow_mut();
         match &ops.slots[self.id] {
-            OpSlot::Done(_, flags) => {
+            OpSlot::Done(res, flags) => {
                 // Completed but never collected: release now.
+                if self.fd_result {
+                    close_fd_result(*res);
+                }
                 if let (Some(bid), Some(bufs)) = (cqueue::buffer_select(*flags), &self.driver.bufs)
                 {
                     bufs.give_back(bid);
@@ -632,7 +677,7 @@ impl<T: 'static> Drop for Op<T> {
                 ops.in_flight -= 1;
                 ops.release(self.id);
             }
-            _ => ops.slots[self.id] = OpSlot::Orphan(Box::new(data)),
+            _ => ops.slots[self.id] = OpSlot::Orphan(Box::new(data), self.fd_result),
         }
     }
 }

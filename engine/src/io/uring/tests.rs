@@ -112,12 +112,12 @@ fn receives_use_the_pool_and_fall_back_to_the_heap_when_it_is_empty() {
 }
 
 #[test]
-fn a_closed_listener_leaves_no_poll_behind() {
+fn a_closed_listener_leaves_no_accept_behind() {
     rt().block_on(async {
         let std_l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = std_l.local_addr().expect("addr");
         let l = Listener::from_std(std_l).expect("listener");
-        // Leave a readiness poll in flight, then drop its future.
+        // Leave accepts in flight, then drop the future that armed them.
         {
             let accept = l.accept();
             let r = time::timeout(Duration::from_millis(5), accept).await;
@@ -127,5 +127,67 @@ fn a_closed_listener_leaves_no_poll_behind() {
         assert!(queued.is_empty());
         let err = std::net::TcpStream::connect(addr).expect_err("nobody listens");
         assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+    });
+}
+
+#[test]
+fn accept_goes_through_the_ring_and_reports_the_peer_address() {
+    rt().block_on(async {
+        let std_l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = std_l.local_addr().expect("addr");
+        let l = Listener::from_std(std_l).expect("listener");
+        let client = std::net::TcpStream::connect(addr).expect("connect");
+        let (_conn, peer) = l.accept().await.expect("accept");
+        assert_eq!(peer, client.local_addr().expect("client addr"));
+    });
+}
+
+#[test]
+fn a_closed_listener_hands_back_what_its_accepts_took_and_what_is_queued() {
+    rt().block_on(async {
+        let std_l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = std_l.local_addr().expect("addr");
+        let l = Listener::from_std(std_l).expect("listener");
+        // Arm the accepts, then drop the future that armed them: they stay
+        // in flight, owned by the listener.
+        {
+            let r = time::timeout(Duration::from_millis(1), l.accept()).await;
+            assert!(r.is_err());
+        }
+        // More connections than accepts in flight: some are taken by the
+        // ring's accepts, the rest wait in the queue.
+        let clients: Vec<_> = (0..12)
+            .map(|_| std::net::TcpStream::connect(addr).expect("connect"))
+            .collect();
+        io::settle().await;
+        let mut got: Vec<_> = l.close().await.into_iter().map(|(_, p)| p).collect();
+        let mut want: Vec<_> = clients
+            .iter()
+            .map(|c| c.local_addr().expect("client addr"))
+            .collect();
+        got.sort();
+        want.sort();
+        assert_eq!(got, want, "every connection handed back, none lost");
+        let err = std::net::TcpStream::connect(addr).expect_err("nobody listens");
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+    });
+}
+
+#[test]
+fn abort_completes_a_read_in_flight() {
+    rt().block_on(async {
+        let (_client, server) = pair();
+        let conn = Rc::new(Conn::from_std(server));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let c = conn.clone();
+        io::spawn(async move {
+            let r = c.recv(None, 64, 64).await.map(|chunk| chunk.len());
+            let _ = tx.send(r);
+        });
+        // Let the task submit its receive.
+        io::settle().await;
+        conn.abort();
+        let got = rx.await.expect("the read ended");
+        assert_eq!(got.expect("EOF after a shutdown"), 0);
     });
 }
