@@ -170,6 +170,9 @@ fn write_tail<E>(
 ) -> Result<(), E> {
     let start = out.len();
     loop {
+        // Exactly what is needed: a doubled capacity could outgrow the
+        // write pool's limit and cost a fresh allocation per flush.
+        out.reserve_exact(need);
         out.resize(start + need, 0);
         match write(&mut out[start..]) {
             Ok(n) => {
@@ -190,7 +193,7 @@ fn write_tail<E>(
 /// Upper bound of the records for `len` bytes of plaintext (header, content
 /// type, tag and padding of each 16 KiB record).
 fn sealed_len(len: usize) -> usize {
-    len + (len / (16 * 1024) + 1) * 64
+    len.saturating_add((len / (16 * 1024) + 1) * 64)
 }
 
 /// The write-side action [`Session::drive`] runs once the connection can
@@ -523,7 +526,10 @@ impl<C: TlsConn> Session<C> {
         if data.is_empty() {
             return Ok(0);
         }
+        // Records and their overhead stay within the send limit, so that
+        // the buffer fits the write pool (which keeps buffers up to 256 KiB).
         let room = self.send_limit.saturating_sub(self.out.len());
+        let room = room.saturating_sub(sealed_len(room) - room);
         if room == 0 {
             return Ok(0);
         }
@@ -678,8 +684,27 @@ mod tests {
         assert_eq!(s.write_plaintext(&big[n..]).expect("full"), 0);
         let mut wire = Vec::new();
         s.take_output(&mut wire);
-        assert!(wire.len() <= 10_000 + 64, "{}", wire.len());
+        assert!(wire.len() <= 10_000, "{}", wire.len());
         assert!(s.write_plaintext(&big[n..]).expect("room again") > 0);
+    }
+
+    #[test]
+    fn records_for_the_default_limit_fit_a_pooled_write_buffer() {
+        let (mut c, mut s) = pair();
+        handshake(&mut c, &mut s, 4096);
+        s.set_send_limit(crate::tls::stream::DEFAULT_SEND_LIMIT);
+        // A small flight first (as the tickets before a response), then a
+        // large body: the buffer must not outgrow what the pool keeps.
+        s.write_plaintext(b"HTTP/1.1 200 OK\r\n\r\n").expect("head");
+        let body = vec![1u8; 1 << 20];
+        let n = s.write_plaintext(&body).expect("body");
+        assert!(n > 200 * 1024, "{n}");
+        assert!(s.out.len() <= crate::tls::stream::DEFAULT_SEND_LIMIT);
+        assert!(
+            s.out.capacity() <= 256 * 1024,
+            "capacity {} would not be kept by the write pool",
+            s.out.capacity()
+        );
     }
 
     #[test]
