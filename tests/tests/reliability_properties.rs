@@ -13,9 +13,10 @@
 //! `reliability_proxy.rs`.
 
 use proptest::prelude::*;
+use rustls::client::UnbufferedClientConnection;
 use std::sync::{Arc, OnceLock};
 use uringtls::services::http::Http;
-use uringtls::tls::session::{ingest, read_plaintext, take_output, write_plaintext, TlsConn};
+use uringtls::tls::session::{ServerConn, Session, TlsConn};
 use uringtls_tests::{client_config, test_certs, TestCerts};
 
 fn certs() -> &'static TestCerts {
@@ -61,23 +62,21 @@ impl Wire {
 
     /// Delivers one piece to `to`, collecting any plaintext into `got`.
     /// Returns false when nothing was pending.
-    fn deliver<C: TlsConn>(&mut self, to: &mut C, got: &mut Vec<u8>) -> bool {
+    fn deliver<C: TlsConn>(&mut self, to: &mut Session<C>, got: &mut Vec<u8>) -> bool {
         if self.bytes.is_empty() {
             return false;
         }
         let n = self.cuts[self.next % self.cuts.len()].min(self.bytes.len());
         self.next += 1;
         let mut piece: Vec<u8> = self.bytes.drain(..n).collect();
-        while !piece.is_empty() {
-            let used = ingest(to, &piece).expect("ingest").consumed;
-            piece.drain(..used);
-            let mut buf = [0u8; 4096];
-            while let Some(k) = read_plaintext(to, &mut buf).expect("plaintext") {
-                if k == 0 {
-                    break;
-                }
-                got.extend_from_slice(&buf[..k]);
+        let used = to.ingest(&mut piece).expect("ingest").consumed;
+        assert_eq!(used, piece.len());
+        let mut buf = [0u8; 4096];
+        while let Some(k) = to.read_plaintext(&mut buf).expect("plaintext") {
+            if k == 0 {
+                break;
             }
+            got.extend_from_slice(&buf[..k]);
         }
         true
     }
@@ -94,21 +93,27 @@ fn exchange(
 ) -> (Vec<u8>, Vec<u8>) {
     let cfg = client_config(&certs().ca_der, &[version]);
     let name = "localhost".try_into().expect("name");
-    let mut c = rustls::ClientConnection::new(cfg, name).expect("client");
-    let mut s = rustls::ServerConnection::new(server_config()).expect("server");
+    let mut c = Session::new(UnbufferedClientConnection::new(cfg, name).expect("client"));
+    let mut s = Session::new(ServerConn::new(server_config()).expect("server"));
+    // The client speaks first.
+    c.ingest(&mut []).expect("client hello");
     let (mut up, mut down) = (Wire::new(up_cuts), Wire::new(down_cuts));
     let (mut at_server, mut at_client) = (Vec::new(), Vec::new());
     let mut sent_c = 0;
     let mut sent_s = 0;
     for _ in 0..1_000_000 {
         if !c.is_handshaking() {
-            sent_c += write_plaintext(&mut c, &to_server[sent_c..]);
+            sent_c += c
+                .write_plaintext(&to_server[sent_c..])
+                .expect("client write");
         }
         if !s.is_handshaking() {
-            sent_s += write_plaintext(&mut s, &to_client[sent_s..]);
+            sent_s += s
+                .write_plaintext(&to_client[sent_s..])
+                .expect("server write");
         }
-        take_output(&mut c, &mut up.bytes);
-        take_output(&mut s, &mut down.bytes);
+        c.take_output(&mut up.bytes);
+        s.take_output(&mut down.bytes);
         let moved_up = up.deliver(&mut s, &mut at_server);
         let moved_down = down.deliver(&mut c, &mut at_client);
         let all_sent = sent_c == to_server.len() && sent_s == to_client.len();

@@ -7,7 +7,7 @@ mod insecure;
 use crate::cli::{TlsArgs, TlsVersion};
 use rustls::client::Resumption;
 use rustls::crypto::CryptoProvider;
-use rustls::{ClientConfig, ClientConnection, RootCertStore};
+use rustls::{ClientConfig, CommonState, RootCertStore};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use std::path::Path;
@@ -190,7 +190,7 @@ pub struct Negotiated {
 
 impl Negotiated {
     /// Reads the negotiated parameters of an established connection.
-    pub fn of(c: &ClientConnection) -> Negotiated {
+    pub fn of(c: &CommonState) -> Negotiated {
         Negotiated {
             version: c
                 .protocol_version()

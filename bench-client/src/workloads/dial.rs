@@ -4,7 +4,7 @@
 use super::OpTimes;
 use crate::stats::errors::ErrorClass;
 use rustls::client::ClientConfig;
-use rustls::ClientConnection;
+use rustls::client::UnbufferedClientConnection;
 use rustls_pki_types::ServerName;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -46,7 +46,7 @@ impl Dialer {
         t.connect = Some(t1 - t0);
         // Small requests must not wait for Nagle.
         let _ = conn.set_nodelay(true);
-        let tls = ClientConnection::new(self.config.clone(), self.name.clone())
+        let tls = UnbufferedClientConnection::new(self.config.clone(), self.name.clone())
             .map_err(|e| ErrorClass::tls(&e))?;
         let mut stream = ClientStream::new(conn, tls);
         stream.set_read_timeout(Some(self.timeout));

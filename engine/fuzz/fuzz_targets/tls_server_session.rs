@@ -2,16 +2,16 @@
 //! io_uring buffers and rustls) on arbitrary client bytes, arbitrarily
 //! fragmented, with the engine's default `ServerConfig`.
 //!
-//! Checks: no panic; `ingest` never claims more than it was given; and the
-//! driver always makes progress (input consumed, or plaintext to read), so
-//! the stream's read loop can never spin on a stuck buffer. Plaintext that
-//! arrives is echoed back through `write_plaintext` to exercise that path.
+//! Checks: no panic; `ingest` takes all it was given (what rustls cannot
+//! process yet is held by the session, within its limit), so the stream's
+//! read loop can never spin on a stuck buffer. Plaintext that arrives is
+//! echoed back through `write_plaintext` to exercise that path.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use std::sync::{Arc, OnceLock};
-use uringtls::tls::session::{ingest, ingest_eof, read_plaintext, take_output, write_plaintext};
+use uringtls::tls::session::{ServerConn, Session};
 
 fn config() -> Arc<rustls::ServerConfig> {
     static CFG: OnceLock<Arc<rustls::ServerConfig>> = OnceLock::new();
@@ -39,16 +39,16 @@ fn next_len(seed: u8, x: &mut u32) -> usize {
 
 /// Reads out all plaintext and echoes it; returns bytes read, or `None`
 /// once the session has ended (close_notify or an error).
-fn drain(tls: &mut rustls::ServerConnection, out: &mut Vec<u8>) -> Option<usize> {
+fn drain(tls: &mut Session<ServerConn>, out: &mut Vec<u8>) -> Option<usize> {
     let mut buf = [0u8; 4096];
     let mut total = 0;
     loop {
-        match read_plaintext(tls, &mut buf) {
+        match tls.read_plaintext(&mut buf) {
             Ok(Some(0)) | Err(_) => return None,
             Ok(Some(n)) => {
                 total += n;
-                let _ = write_plaintext(tls, &buf[..n]);
-                take_output(tls, out);
+                let _ = tls.write_plaintext(&buf[..n]);
+                tls.take_output(out);
             }
             Ok(None) => return Some(total),
         }
@@ -59,40 +59,36 @@ fuzz_target!(|data: &[u8]| {
     let Some((&seed, wire)) = data.split_first() else {
         return;
     };
-    let Ok(mut tls) = rustls::ServerConnection::new(config()) else {
+    let Ok(conn) = ServerConn::new(config()) else {
         return;
     };
+    let mut tls = Session::new(conn);
     let mut out = Vec::new();
     let mut x = u32::from(seed) | 1;
     let mut rest = wire;
     while !rest.is_empty() {
         let n = next_len(seed, &mut x).min(rest.len());
-        let (mut piece, tail) = rest.split_at(n);
+        let (piece, tail) = rest.split_at(n);
         rest = tail;
-        while !piece.is_empty() {
-            let got = match ingest(&mut tls, piece) {
-                Ok(g) => g,
-                Err(_) => {
-                    // The driver flushes the queued alert, then closes.
-                    take_output(&mut tls, &mut out);
-                    return;
-                }
-            };
-            assert!(got.consumed <= piece.len());
-            piece = &piece[got.consumed..];
-            take_output(&mut tls, &mut out);
-            let Some(read) = drain(&mut tls, &mut out) else {
+        let mut piece = piece.to_vec();
+        let got = match tls.ingest(&mut piece) {
+            Ok(g) => g,
+            Err(_) => {
+                // The driver flushes the queued alert, then closes.
+                tls.take_output(&mut out);
                 return;
-            };
-            assert!(
-                got.consumed > 0 || read > 0,
-                "no progress: input left, nothing consumed, no plaintext"
-            );
+            }
+        };
+        assert_eq!(got.consumed, piece.len(), "input not all taken");
+        tls.take_output(&mut out);
+        if drain(&mut tls, &mut out).is_none() {
+            return;
         }
+        assert_eq!(tls.plaintext_pending(), 0, "plaintext left after a drain");
         out.clear();
     }
-    if ingest_eof(&mut tls).is_ok() {
+    if tls.ingest_eof().is_ok() {
         let _ = drain(&mut tls, &mut out);
     }
-    take_output(&mut tls, &mut out);
+    tls.take_output(&mut out);
 });

@@ -312,6 +312,17 @@ impl std::ops::Deref for Chunk {
     }
 }
 
+impl std::ops::DerefMut for Chunk {
+    /// The received bytes, writable in place (TLS records are decrypted
+    /// where they arrived).
+    fn deref_mut(&mut self) -> &mut [u8] {
+        match &mut self.inner {
+            ChunkInner::Uring(r) => r.bytes_mut(),
+            ChunkInner::Heap(v, _) => v,
+        }
+    }
+}
+
 impl Chunk {
     /// Whether the bytes sit in a buffer of the shard's pool.
     pub fn is_pooled(&self) -> bool {

@@ -29,7 +29,7 @@ pub struct ConnRecord {
 
 impl ConnRecord {
     /// Captures what the handshake negotiated.
-    pub fn of(tls: &rustls::ServerConnection) -> ConnRecord {
+    pub fn of(tls: &crate::tls::ServerConn) -> ConnRecord {
         ConnRecord {
             sni: tls.server_name().map(|s| s.escape_debug().to_string()),
             alpn: tls

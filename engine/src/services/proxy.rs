@@ -250,7 +250,7 @@ const BAD_GATEWAY_READ_MAX: usize = 64 * 1024;
 
 /// Whether the client talks HTTP/1.x: ALPN `http/1.1` or `http/1.0`, or no
 /// ALPN at all (with `upstream_http` set, the upstream protocol is HTTP).
-fn speaks_http1(tls: &rustls::ServerConnection) -> bool {
+fn speaks_http1(tls: &crate::tls::ServerConn) -> bool {
     matches!(
         tls.alpn_protocol(),
         None | Some(b"http/1.1") | Some(b"http/1.0")
@@ -318,7 +318,7 @@ pub struct TlsFacts<'a> {
 fn proxy_header(
     version: ProxyProtocol,
     conn: &ConnInfo,
-    tls: &rustls::ServerConnection,
+    tls: &crate::tls::ServerConn,
 ) -> io::Result<Vec<u8>> {
     let facts = TlsFacts {
         sni: tls.server_name(),

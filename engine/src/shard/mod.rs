@@ -538,7 +538,7 @@ impl<S: Service> ConnCtx<S> {
     async fn serve_conn(&self, conn: Conn, peer: SocketAddr) {
         let started = Instant::now();
         let cur = self.live.load_full();
-        let tls = match rustls::ServerConnection::new(cur.tls.clone()) {
+        let tls = match crate::tls::ServerConn::new(cur.tls.clone()) {
             Ok(t) => t,
             Err(e) => {
                 tracing::error!(error = %e, "cannot create a TLS session");

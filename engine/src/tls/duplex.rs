@@ -13,20 +13,21 @@
 //! ```
 //!
 //! Backpressure: a direction reads again only when what it read last has
-//! been passed on. Client ciphertext that rustls cannot take (its plaintext
-//! buffer is full) waits in the read buffer; upstream bytes that rustls
-//! cannot take (its send limit is reached) wait in theirs. Memory per
-//! connection is bounded by the four buffers plus rustls's limits.
+//! been passed on. Client ciphertext is decrypted as soon as it arrives;
+//! the client is read again only while at most [`PLAIN_BUF`] of decrypted
+//! bytes wait for the upstream. Upstream bytes that the session cannot take
+//! (its send limit is reached) wait in their buffer. Memory per connection
+//! is bounded by the four buffers plus the session's limits.
 //!
 //! Half-close: the client's `close_notify` (or a FIN without one) becomes a
 //! FIN to the upstream once every byte before it was written; the upstream's
 //! FIN becomes a `close_notify` plus FIN to the client after every byte
 //! before it. The splice ends when both directions have ended.
 
-use super::session::{self, TlsConn};
+use super::session::TlsConn;
 use super::stream::TlsStream;
 use crate::io::time::{self, Instant};
-use crate::io::{self as uio, Chunk, Conn};
+use crate::io::{self as uio, Conn};
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -108,9 +109,6 @@ pub async fn splice<C: TlsConn>(
     let TlsStream {
         conn,
         tls,
-        rchunk,
-        rpos,
-        rspare,
         eof,
         bytes_in,
         bytes_out,
@@ -118,18 +116,8 @@ pub async fn splice<C: TlsConn>(
     } = stream;
     let client: &Conn = conn;
     // The pump reads the TLS side into a buffer of its own (a proxied
-    // connection is busy, not idle); ciphertext received before the pump
-    // started moves into it first.
-    let mut first = rspare
-        .take()
-        .unwrap_or_else(|| Vec::with_capacity(super::stream::READ_BUF_INITIAL));
-    first.clear();
-    if let Some(c) = rchunk.take() {
-        first.extend_from_slice(c.get(*rpos..).unwrap_or_default());
-    }
-    *rpos = 0;
-    let mut crbuf = Some(first);
-    let mut cwbuf = Some(uio::take_write_buf());
+    // connection is busy, not idle); it is decrypted in place.
+    let mut crbuf = Some(Vec::with_capacity(super::stream::READ_BUF_INITIAL));
     // Buffers start small (an idle proxied connection holds little) and
     // grow to their full size the first time traffic fills them.
     let mut to_plain = Some(Vec::new());
@@ -144,30 +132,11 @@ pub async fn splice<C: TlsConn>(
     let mut last_moved = Instant::now();
 
     loop {
-        // Client ciphertext already read goes into rustls first.
-        if let Some(buf) = crbuf.as_mut() {
-            if *rpos < buf.len() {
-                match session::ingest(tls, &buf[*rpos..]) {
-                    Ok(got) => *rpos += got.consumed,
-                    Err(e) => {
-                        // Send rustls's alert, best effort, unless a write
-                        // is in flight (two writes could interleave).
-                        if let (None, Some(mut out)) = (cw.as_ref(), cwbuf.take()) {
-                            out.clear();
-                            session::take_output(tls, &mut out);
-                            drop((cr, pr, pw));
-                            let _ = client.write_all(out).await;
-                        }
-                        return Err(tls_error(e));
-                    }
-                }
-            }
-        }
         // Decrypted plaintext to the upstream.
         if pw.is_none() && !ends.plain_shut {
             let mut out = to_plain.take().ok_or_else(broken)?;
             out.clear();
-            match session::append_plaintext(tls, &mut out, PLAIN_BUF) {
+            match tls.append_plaintext(&mut out, PLAIN_BUF) {
                 Ok(Some(n)) if n > 0 => {
                     stats.to_plain += n as u64;
                     pw = Some(Box::pin(plain.write_all(out)));
@@ -192,7 +161,7 @@ pub async fn splice<C: TlsConn>(
         // Upstream plaintext into rustls (less when its send limit is hit).
         if let Some(buf) = from_plain.as_mut() {
             if from_pos < buf.len() {
-                from_pos += session::write_plaintext(tls, &buf[from_pos..]);
+                from_pos += tls.write_plaintext(&buf[from_pos..])?;
             }
             if from_pos >= buf.len() && ends.plain_read_done && !ends.tls_shut {
                 tls.send_close_notify();
@@ -201,11 +170,8 @@ pub async fn splice<C: TlsConn>(
         }
         // Records to the client.
         if cw.is_none() {
-            let mut out = cwbuf.take().ok_or_else(broken)?;
-            out.clear();
-            session::take_output(tls, &mut out);
+            let out = tls.take_out();
             if out.is_empty() {
-                cwbuf = Some(out);
                 if ends.tls_shut && !ends.tls_fin {
                     client.shutdown_write();
                     ends.tls_fin = true;
@@ -216,10 +182,9 @@ pub async fn splice<C: TlsConn>(
             }
         }
         // New reads, only where the previous data has moved on.
-        if cr.is_none() && !*eof && !ends.tls_read_done {
-            if let Some(mut buf) = crbuf.take_if(|b| *rpos >= b.len()) {
+        if cr.is_none() && !*eof && !ends.tls_read_done && tls.plaintext_pending() <= PLAIN_BUF {
+            if let Some(mut buf) = crbuf.take() {
                 buf.clear();
-                *rpos = 0;
                 cr = Some(Box::pin(client.read(buf)));
             }
         }
@@ -258,18 +223,27 @@ pub async fn splice<C: TlsConn>(
         match ev {
             Event::ClientRead(r, mut b) => {
                 cr = None;
-                grow_if_filled(&mut b, super::stream::READ_BUF);
-                crbuf = Some(b);
                 let n = r?;
                 *bytes_in += n as u64;
                 if n == 0 {
                     *eof = true;
-                    session::ingest_eof(tls).map_err(tls_error)?;
+                    tls.ingest_eof().map_err(tls_error)?;
+                } else if let Err(e) = tls.ingest(&mut b) {
+                    // Send rustls's alert, best effort, unless a write is
+                    // in flight (two writes could interleave).
+                    let out = tls.take_out();
+                    if cw.is_none() && !out.is_empty() {
+                        drop((cr, pr, pw));
+                        let _ = client.write_all(out).await;
+                    }
+                    return Err(tls_error(e));
                 }
+                grow_if_filled(&mut b, super::stream::READ_BUF);
+                crbuf = Some(b);
             }
             Event::ClientWrote(r, b) => {
                 cw = None;
-                cwbuf = Some(b);
+                uio::give_write_buf(b);
                 r?;
             }
             Event::PlainRead(r, mut b) => {
@@ -291,9 +265,6 @@ pub async fn splice<C: TlsConn>(
                 sleep.reset(last_moved + idle);
             }
             Event::Idle => {
-                // Give back the buffers not held by an operation, so that the
-                // caller can still close with `close_notify`.
-                give_back(rchunk, rpos, rspare, crbuf.take(), cwbuf.take());
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     "proxy idle timeout: nothing moved either way",
@@ -301,28 +272,5 @@ pub async fn splice<C: TlsConn>(
             }
         }
     }
-    give_back(rchunk, rpos, rspare, crbuf, cwbuf);
     Ok(stats)
-}
-
-/// Hands the pump's TLS-side buffers back to the stream: ciphertext not yet
-/// given to rustls stays readable; the write buffer returns to the pool.
-fn give_back(
-    rchunk: &mut Option<Chunk>,
-    rpos: &mut usize,
-    rspare: &mut Option<Vec<u8>>,
-    read: Option<Vec<u8>>,
-    write: Option<Vec<u8>>,
-) {
-    if let Some(buf) = read {
-        if *rpos < buf.len() {
-            *rchunk = Some(Chunk::from_vec(buf));
-        } else {
-            *rpos = 0;
-            *rspare = Some(buf);
-        }
-    }
-    if let Some(w) = write {
-        uio::give_write_buf(w);
-    }
 }

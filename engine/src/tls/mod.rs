@@ -32,6 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use server::{peer_identity, PeerIdentity, Prepared, TlsState};
+pub use session::ServerConn;
 pub use stream::{ClientStream, ServerStream, TlsStream};
 
 /// TLS settings that shape the shared server config.

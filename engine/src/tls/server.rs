@@ -269,7 +269,7 @@ pub struct PeerIdentity {
 
 /// The client's verified identity, when it presented a certificate (rustls
 /// only completes the handshake if the certificate verified).
-pub fn peer_identity(tls: &rustls::ServerConnection) -> Option<PeerIdentity> {
+pub fn peer_identity(tls: &rustls::CommonState) -> Option<PeerIdentity> {
     let leaf = tls.peer_certificates()?.first()?.clone().into_owned();
     let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
     let subject = parsed.subject().to_string();

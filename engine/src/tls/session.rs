@@ -1,126 +1,597 @@
 //! Sans-I/O TLS session logic: moving bytes between buffers and a rustls
 //! connection. Nothing here knows about sockets or io_uring, so it is tested
 //! in memory (client and server connections wired back to back).
+//!
+//! Built on rustls's *unbuffered* API: rustls keeps no receive buffer of its
+//! own. Ciphertext is decrypted in place in the buffer it arrived in (on the
+//! uring backend, a buffer of the shard's pool), and records are encrypted
+//! straight into the buffer that goes to the socket. What a [`Session`]
+//! keeps between reads is only what is still owed: the tail of a record
+//! that has not fully arrived, plaintext the application has not taken yet,
+//! records not yet written. An idle connection holds none of them.
 
-use rustls::{ConnectionCommon, SideData};
+use rustls::client::UnbufferedClientConnection;
+use rustls::server::UnbufferedServerConnection;
+use rustls::unbuffered::{
+    ConnectionState, EncodeError, EncryptError, InsufficientSizeError, UnbufferedStatus,
+    WriteTraffic,
+};
+use rustls::CommonState;
+use std::cell::RefCell;
 use std::io;
-use std::ops::DerefMut;
+use std::sync::Arc;
 
-/// Any rustls connection, client or server.
-pub trait TlsConn: DerefMut<Target = ConnectionCommon<Self::Data>> {
+/// Ciphertext kept for a record (or a handshake message spanning records)
+/// that has not fully arrived. Past this the peer is refused: rustls's own
+/// buffered API allows 64 KiB handshake messages plus one record.
+pub const MAX_HELD: usize = 0xffff + 16 * 1024 + 2048;
+
+/// Any unbuffered rustls connection, client or server.
+pub trait TlsConn {
     /// The side-specific data (`ServerConnectionData` or `ClientConnectionData`).
-    type Data: SideData;
+    type Data;
+    /// Runs rustls over `incoming` (see
+    /// [`rustls::unbuffered::UnbufferedConnectionCommon::process_tls_records`]).
+    fn process<'c, 'i>(
+        &'c mut self,
+        incoming: &'i mut [u8],
+    ) -> UnbufferedStatus<'c, 'i, Self::Data>;
+    /// Protocol state: handshaking, version, ALPN, peer certificates...
+    fn common(&self) -> &CommonState;
 }
 
-impl TlsConn for rustls::ServerConnection {
-    type Data = rustls::server::ServerConnectionData;
-}
-
-impl TlsConn for rustls::ClientConnection {
+impl TlsConn for UnbufferedClientConnection {
     type Data = rustls::client::ClientConnectionData;
+    fn process<'c, 'i>(
+        &'c mut self,
+        incoming: &'i mut [u8],
+    ) -> UnbufferedStatus<'c, 'i, Self::Data> {
+        self.process_tls_records(incoming)
+    }
+    fn common(&self) -> &CommonState {
+        self
+    }
+}
+
+thread_local! {
+    /// The SNI of the ClientHello being processed on this thread, noted by
+    /// the certificate resolver (rustls's unbuffered server connection does
+    /// not expose it).
+    static HELLO_SNI: RefCell<Option<Box<str>>> = const { RefCell::new(None) };
+}
+
+/// Notes the server name of the ClientHello rustls is processing on this
+/// thread (called by the certificate resolver, which rustls calls for
+/// every ClientHello, resumed or not).
+pub fn note_hello_sni(name: Option<&str>) {
+    HELLO_SNI.with(|s| *s.borrow_mut() = name.map(Box::from));
+}
+
+fn take_hello_sni() -> Option<Box<str>> {
+    HELLO_SNI.with(|s| s.borrow_mut().take())
+}
+
+/// The server side of a connection: rustls's unbuffered server connection
+/// plus the SNI the client sent.
+pub struct ServerConn {
+    inner: UnbufferedServerConnection,
+    sni: Option<Box<str>>,
+}
+
+impl ServerConn {
+    /// A fresh server connection on `config`.
+    pub fn new(config: Arc<rustls::ServerConfig>) -> Result<ServerConn, rustls::Error> {
+        Ok(ServerConn {
+            inner: UnbufferedServerConnection::new(config)?,
+            sni: None,
+        })
+    }
+
+    /// The server name the client asked for (SNI), once its hello is in.
+    pub fn server_name(&self) -> Option<&str> {
+        self.sni.as_deref()
+    }
+}
+
+impl std::ops::Deref for ServerConn {
+    type Target = CommonState;
+    fn deref(&self) -> &CommonState {
+        &self.inner
+    }
+}
+
+impl TlsConn for ServerConn {
+    type Data = rustls::server::ServerConnectionData;
+    fn process<'c, 'i>(
+        &'c mut self,
+        incoming: &'i mut [u8],
+    ) -> UnbufferedStatus<'c, 'i, Self::Data> {
+        let ServerConn { inner, sni } = self;
+        if !inner.is_handshaking() {
+            return inner.process_tls_records(incoming);
+        }
+        // The resolver runs inside this call, on this thread.
+        take_hello_sni();
+        let status = inner.process_tls_records(incoming);
+        if let Some(name) = take_hello_sni() {
+            *sni = Some(name);
+        }
+        status
+    }
+    fn common(&self) -> &CommonState {
+        &self.inner
+    }
 }
 
 /// Outcome of feeding ciphertext to a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ingested {
-    /// Bytes of the input that rustls took. Less than the input when rustls's
-    /// plaintext buffer is full: read plaintext, then feed the rest again.
+    /// Bytes of the input taken (always all of it: what rustls could not
+    /// process yet is kept by the session).
     pub consumed: usize,
 }
 
-/// Feeds `data` (ciphertext from the peer) to `tls` and processes every
-/// complete record. On a protocol error rustls has queued an alert, which the
-/// caller should flush with [`take_output`] before closing.
-pub fn ingest<C: TlsConn>(tls: &mut C, data: &[u8]) -> Result<Ingested, rustls::Error> {
-    let mut consumed = 0;
-    while consumed < data.len() {
-        let mut rest = &data[consumed..];
-        match tls.read_tls(&mut rest) {
-            Ok(0) => break,
-            Ok(n) => consumed += n,
-            // rustls refuses more input while its plaintext buffer is full.
-            Err(_) => break,
-        }
-        tls.process_new_packets()?;
-    }
-    Ok(Ingested { consumed })
+/// A TLS session: a rustls connection and the bytes it still owes or is
+/// owed. See the module docs.
+pub struct Session<C: TlsConn> {
+    tls: C,
+    /// Ciphertext received and not yet processed (a record's head).
+    held: Vec<u8>,
+    /// Decrypted bytes the application has not taken, from `plain_pos`.
+    plain: Vec<u8>,
+    plain_pos: usize,
+    /// Records to send (a buffer of the thread's write pool while in use).
+    out: Vec<u8>,
+    /// Queue at most this many bytes of records before the caller flushes.
+    send_limit: usize,
+    /// The peer sent `close_notify`.
+    peer_closed: bool,
+    /// The peer closed its sending side (TCP FIN).
+    eof: bool,
+    /// `close_notify` queued.
+    close_sent: bool,
 }
 
-/// Tells the session that the peer closed its sending side (TCP FIN).
-pub fn ingest_eof<C: TlsConn>(tls: &mut C) -> Result<(), rustls::Error> {
-    let mut empty: &[u8] = &[];
-    // Reading zero bytes records EOF inside rustls.
-    let _ = tls.read_tls(&mut empty);
-    tls.process_new_packets().map(|_| ())
+fn tls_io_error(e: rustls::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
 }
 
-/// Appends every pending outgoing record (handshake, alerts, application
-/// data) to `out`.
-pub fn take_output<C: TlsConn>(tls: &mut C, out: &mut Vec<u8>) {
-    while tls.wants_write() {
-        match tls.write_tls(out) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
-    }
+fn encrypt_error(e: EncryptError) -> io::Error {
+    io::Error::other(e.to_string())
 }
 
-/// Copies available plaintext into `buf`.
-///
-/// `Ok(Some(n))` with `n > 0`: data; `Ok(Some(0))`: the peer sent
-/// `close_notify` (clean end); `Ok(None)`: nothing buffered, read more
-/// ciphertext; `Err(UnexpectedEof)`: the peer closed without `close_notify`.
-pub fn read_plaintext<C: TlsConn>(tls: &mut C, buf: &mut [u8]) -> io::Result<Option<usize>> {
-    match io::Read::read(&mut tls.reader(), buf) {
-        Ok(n) => Ok(Some(n)),
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-/// Appends available plaintext to `out`, up to `max` bytes in total (no
-/// zero-filling: the buffer grows only by what arrives). Same outcomes as
-/// [`read_plaintext`]: `Some(n > 0)` appended, `Some(0)` clean end, `None`
-/// nothing buffered, `Err(UnexpectedEof)` closed without `close_notify`.
-pub fn append_plaintext<C: TlsConn>(
-    tls: &mut C,
+/// Grows `out` by a zeroed tail of `need` bytes, runs `write` on that tail
+/// and keeps what it wrote; retries once with the size it asked for.
+fn write_tail<E>(
     out: &mut Vec<u8>,
-    max: usize,
-) -> io::Result<Option<usize>> {
-    let mut reader = tls.reader();
-    let mut total = 0;
-    while out.len() < max {
-        let chunk = match io::BufRead::fill_buf(&mut reader) {
-            Ok(c) => c,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock || total > 0 => break,
-            Err(e) => return Err(e),
-        };
-        if chunk.is_empty() {
-            if total == 0 {
-                return Ok(Some(0));
+    mut need: usize,
+    mut write: impl FnMut(&mut [u8]) -> Result<usize, E>,
+    too_small: impl Fn(&E) -> Option<usize>,
+) -> Result<(), E> {
+    let start = out.len();
+    loop {
+        // Exactly what is needed: a doubled capacity could outgrow the
+        // write pool's limit and cost a fresh allocation per flush.
+        out.reserve_exact(need);
+        out.resize(start + need, 0);
+        match write(&mut out[start..]) {
+            Ok(n) => {
+                out.truncate(start + n);
+                return Ok(());
             }
-            break;
+            Err(e) => {
+                out.truncate(start);
+                match too_small(&e) {
+                    Some(required) if required > need => need = required,
+                    _ => return Err(e),
+                }
+            }
         }
-        let n = chunk.len().min(max - out.len());
-        out.extend_from_slice(&chunk[..n]);
-        io::BufRead::consume(&mut reader, n);
-        total += n;
     }
-    Ok((total > 0).then_some(total))
 }
 
-/// Queues plaintext for encryption; returns how much was taken (less than
-/// `data.len()` when the outgoing buffer limit is reached: flush, then retry).
-pub fn write_plaintext<C: TlsConn>(tls: &mut C, data: &[u8]) -> usize {
-    io::Write::write(&mut tls.writer(), data).unwrap_or(0)
+/// Upper bound of the records for `len` bytes of plaintext (header, content
+/// type, tag and padding of each 16 KiB record).
+fn sealed_len(len: usize) -> usize {
+    len.saturating_add((len / (16 * 1024) + 1) * 64)
+}
+
+/// The write-side action [`Session::drive`] runs once the connection can
+/// take application data: encrypt into the records buffer.
+type WriteFn<'f, D> = &'f mut dyn FnMut(&mut WriteTraffic<'_, D>, &mut Vec<u8>);
+
+/// What [`Session::drive`] stops on.
+enum Stop {
+    /// rustls needs more input.
+    NeedInput,
+    /// The caller's write-side action ran.
+    Wrote,
+}
+
+impl<C: TlsConn> Session<C> {
+    /// Wraps a fresh rustls connection.
+    pub fn new(tls: C) -> Self {
+        Session {
+            tls,
+            held: Vec::new(),
+            plain: Vec::new(),
+            plain_pos: 0,
+            out: Vec::new(),
+            send_limit: usize::MAX,
+            peer_closed: false,
+            eof: false,
+            close_sent: false,
+        }
+    }
+
+    /// The rustls connection.
+    pub fn conn(&self) -> &C {
+        &self.tls
+    }
+
+    /// Mutable access to the rustls connection.
+    pub fn conn_mut(&mut self) -> &mut C {
+        &mut self.tls
+    }
+
+    /// Limits the records queued by [`write_plaintext`](Self::write_plaintext)
+    /// before the caller must flush.
+    pub fn set_send_limit(&mut self, limit: usize) {
+        self.send_limit = limit.max(1);
+    }
+
+    /// Whether the handshake is still in progress.
+    pub fn is_handshaking(&self) -> bool {
+        self.tls.common().is_handshaking()
+    }
+
+    /// Whether records are queued for the peer.
+    pub fn wants_write(&self) -> bool {
+        !self.out.is_empty()
+    }
+
+    /// Decrypted bytes waiting for the application.
+    pub fn plaintext_pending(&self) -> usize {
+        self.plain.len() - self.plain_pos
+    }
+
+    /// Whether received ciphertext waits for the rest of its record.
+    pub fn holds_input(&self) -> bool {
+        !self.held.is_empty()
+    }
+
+    /// Whether the peer has ended its side (`close_notify` or FIN).
+    pub fn peer_has_closed(&self) -> bool {
+        self.peer_closed || self.eof
+    }
+
+    /// The records queued for the peer, taken out (the caller writes them
+    /// and may give the buffer back to the write pool).
+    pub fn take_out(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// Appends the queued records to `out`.
+    pub fn take_output(&mut self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.out);
+        crate::io::give_write_buf(std::mem::take(&mut self.out));
+    }
+
+    fn out_buf(out: &mut Vec<u8>) -> &mut Vec<u8> {
+        if out.capacity() == 0 {
+            *out = crate::io::take_write_buf();
+        }
+        out
+    }
+
+    /// Runs rustls over `incoming` until it needs more input (or, with
+    /// `write`, until the connection can take application data and `write`
+    /// has run). Handshake records are encoded into `out`, decrypted data
+    /// appended to `plain`. Returns the bytes of `incoming` done with.
+    fn drive(
+        &mut self,
+        incoming: &mut [u8],
+        mut write: Option<WriteFn<'_, C::Data>>,
+    ) -> Result<(usize, Stop), (usize, rustls::Error)> {
+        let Session {
+            tls,
+            plain,
+            plain_pos,
+            out,
+            peer_closed,
+            ..
+        } = self;
+        let mut done = 0;
+        loop {
+            let UnbufferedStatus { discard, state } = tls.process(&mut incoming[done..]);
+            let state = state.map_err(|e| (done + discard, e))?;
+            let mut extra = 0;
+            match state {
+                ConnectionState::ReadTraffic(mut r) => {
+                    if *plain_pos == plain.len() {
+                        plain.clear();
+                        *plain_pos = 0;
+                    }
+                    while let Some(rec) = r.next_record() {
+                        let rec = rec.map_err(|e| (done + discard, e))?;
+                        extra += rec.discard;
+                        plain.extend_from_slice(rec.payload);
+                    }
+                }
+                ConnectionState::EncodeTlsData(mut e) => {
+                    let buf = Self::out_buf(out);
+                    let res = write_tail(
+                        buf,
+                        4096,
+                        |dst| e.encode(dst),
+                        |err| match err {
+                            EncodeError::InsufficientSize(InsufficientSizeError {
+                                required_size,
+                            }) => Some(*required_size),
+                            _ => None,
+                        },
+                    );
+                    if let Err(err) = res {
+                        return Err((done + discard, rustls::Error::General(err.to_string())));
+                    }
+                }
+                // The encoded records stay queued in `out`, in order; the
+                // caller writes them.
+                ConnectionState::TransmitTlsData(t) => t.done(),
+                ConnectionState::PeerClosed => *peer_closed = true,
+                ConnectionState::Closed => {
+                    *peer_closed = true;
+                    return Ok((done + discard, Stop::NeedInput));
+                }
+                ConnectionState::WriteTraffic(mut w) => {
+                    if let Some(f) = write.take() {
+                        f(&mut w, Self::out_buf(out));
+                        return Ok((done + discard, Stop::Wrote));
+                    }
+                    return Ok((done + discard, Stop::NeedInput));
+                }
+                ConnectionState::ReadEarlyData(_) => {
+                    // The server config never accepts 0-RTT data.
+                    return Err((
+                        done + discard,
+                        rustls::Error::General("unexpected early data".into()),
+                    ));
+                }
+                _ => return Ok((done + discard, Stop::NeedInput)),
+            }
+            done += discard + extra;
+        }
+    }
+
+    /// After an error: encodes the alert rustls queued (if any) into `out`.
+    /// `rest` is what was left of the input (rustls may refer to it). Only
+    /// queued records are taken: rustls pops those before it would look at
+    /// the input again (which would fail a second time).
+    fn queue_alert(&mut self, rest: &mut [u8]) {
+        let out = &mut self.out;
+        while self.tls.common().wants_write() {
+            let UnbufferedStatus { state, .. } = self.tls.process(rest);
+            let Ok(ConnectionState::EncodeTlsData(mut e)) = state else {
+                break;
+            };
+            let buf = Self::out_buf(out);
+            let res = write_tail(
+                buf,
+                256,
+                |dst| e.encode(dst),
+                |err| match err {
+                    EncodeError::InsufficientSize(InsufficientSizeError { required_size }) => {
+                        Some(*required_size)
+                    }
+                    _ => None,
+                },
+            );
+            if res.is_err() {
+                break;
+            }
+        }
+    }
+
+    /// Runs rustls over the held input plus `data`; keeps what it could not
+    /// process yet.
+    fn run(
+        &mut self,
+        data: &mut [u8],
+        write: Option<WriteFn<'_, C::Data>>,
+    ) -> Result<Stop, rustls::Error> {
+        let res = if self.held.is_empty() {
+            // The common case: whole records, decrypted where they arrived.
+            match self.drive(data, write) {
+                Ok((used, stop)) => {
+                    if used < data.len() {
+                        self.held.extend_from_slice(&data[used..]);
+                    }
+                    Ok(stop)
+                }
+                Err((used, e)) => {
+                    let used = used.min(data.len());
+                    self.queue_alert(&mut data[used..]);
+                    Err(e)
+                }
+            }
+        } else {
+            let mut held = std::mem::take(&mut self.held);
+            held.extend_from_slice(data);
+            match self.drive(&mut held, write) {
+                Ok((used, stop)) => {
+                    if used < held.len() {
+                        held.drain(..used);
+                        self.held = held;
+                    }
+                    Ok(stop)
+                }
+                Err((used, e)) => {
+                    let used = used.min(held.len());
+                    self.queue_alert(&mut held[used..]);
+                    Err(e)
+                }
+            }
+        };
+        if res.is_ok() && self.held.len() > MAX_HELD {
+            // Our limit, not rustls's: no alert to send, the caller closes.
+            return Err(rustls::Error::General(
+                "peer's message exceeds the buffer limit".into(),
+            ));
+        }
+        res
+    }
+
+    /// Feeds `data` (ciphertext from the peer) to the session, decrypting
+    /// it in place, and processes every complete record. On a protocol
+    /// error the alert is queued: flush it before closing.
+    pub fn ingest(&mut self, data: &mut [u8]) -> Result<Ingested, rustls::Error> {
+        self.run(data, None)?;
+        Ok(Ingested {
+            consumed: data.len(),
+        })
+    }
+
+    /// Tells the session that the peer closed its sending side (TCP FIN).
+    pub fn ingest_eof(&mut self) -> Result<(), rustls::Error> {
+        self.eof = true;
+        Ok(())
+    }
+
+    /// The clean end, the missing `close_notify`, or nothing.
+    fn end_state(&self) -> io::Result<Option<usize>> {
+        if self.peer_closed {
+            Ok(Some(0))
+        } else if self.eof {
+            Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "peer closed connection without sending TLS close_notify",
+            ))
+        } else {
+            Ok(None)
+        }
+    }
+
+    fn consumed_plain(&mut self, n: usize) {
+        self.plain_pos += n;
+        if self.plain_pos == self.plain.len() {
+            // Nothing kept for an idle connection.
+            self.plain = Vec::new();
+            self.plain_pos = 0;
+        }
+    }
+
+    /// Copies available plaintext into `buf`.
+    ///
+    /// `Ok(Some(n))` with `n > 0`: data; `Ok(Some(0))`: the peer sent
+    /// `close_notify` (clean end); `Ok(None)`: nothing buffered, read more
+    /// ciphertext; `Err(UnexpectedEof)`: the peer closed without `close_notify`.
+    pub fn read_plaintext(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        let avail = &self.plain[self.plain_pos..];
+        if avail.is_empty() {
+            return if buf.is_empty() {
+                Ok(Some(0))
+            } else {
+                self.end_state()
+            };
+        }
+        let n = avail.len().min(buf.len());
+        buf[..n].copy_from_slice(&avail[..n]);
+        self.consumed_plain(n);
+        Ok(Some(n))
+    }
+
+    /// Appends available plaintext to `out`, up to `max` bytes in total (no
+    /// zero-filling: the buffer grows only by what arrives). Same outcomes as
+    /// [`read_plaintext`](Self::read_plaintext): `Some(n > 0)` appended,
+    /// `Some(0)` clean end, `None` nothing buffered, `Err(UnexpectedEof)`
+    /// closed without `close_notify`.
+    pub fn append_plaintext(&mut self, out: &mut Vec<u8>, max: usize) -> io::Result<Option<usize>> {
+        let avail = &self.plain[self.plain_pos..];
+        if avail.is_empty() {
+            return self.end_state();
+        }
+        let n = avail.len().min(max.saturating_sub(out.len()));
+        if n == 0 {
+            return Ok(None);
+        }
+        out.extend_from_slice(&avail[..n]);
+        self.consumed_plain(n);
+        Ok(Some(n))
+    }
+
+    /// Encrypts plaintext into the queued records; returns how much was
+    /// taken (less than `data.len()` when the send limit is reached: flush,
+    /// then retry). Fails before the handshake has completed.
+    pub fn write_plaintext(&mut self, data: &[u8]) -> io::Result<usize> {
+        if data.is_empty() {
+            return Ok(0);
+        }
+        // Records and their overhead stay within the send limit, so that
+        // the buffer fits the write pool (which keeps buffers up to 256 KiB).
+        let room = self.send_limit.saturating_sub(self.out.len());
+        let room = room.saturating_sub(sealed_len(room) - room);
+        if room == 0 {
+            return Ok(0);
+        }
+        let take = data.len().min(room);
+        let chunk = &data[..take];
+        let mut res: io::Result<()> = Ok(());
+        let mut f = |w: &mut WriteTraffic<'_, C::Data>, out: &mut Vec<u8>| {
+            res = write_tail(
+                out,
+                sealed_len(chunk.len()),
+                |dst| w.encrypt(chunk, dst),
+                |err| match err {
+                    EncryptError::InsufficientSize(InsufficientSizeError { required_size }) => {
+                        Some(*required_size)
+                    }
+                    _ => None,
+                },
+            )
+            .map_err(encrypt_error);
+        };
+        match self.run(&mut [], Some(&mut f)).map_err(tls_io_error)? {
+            Stop::Wrote => res.map(|()| take),
+            Stop::NeedInput => Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "TLS connection cannot send application data (handshake not complete, or closed)",
+            )),
+        }
+    }
+
+    /// Queues `close_notify` (once). Before the handshake has completed
+    /// there is nothing to close cleanly and nothing is queued.
+    pub fn send_close_notify(&mut self) {
+        if self.close_sent {
+            return;
+        }
+        let mut f = |w: &mut WriteTraffic<'_, C::Data>, out: &mut Vec<u8>| {
+            let _ = write_tail(
+                out,
+                64,
+                |dst| w.queue_close_notify(dst),
+                |err| match err {
+                    EncryptError::InsufficientSize(InsufficientSizeError { required_size }) => {
+                        Some(*required_size)
+                    }
+                    _ => None,
+                },
+            );
+        };
+        if let Ok(Stop::Wrote) = self.run(&mut [], Some(&mut f)) {
+            self.close_sent = true;
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
-    fn pair() -> (rustls::ClientConnection, rustls::ServerConnection) {
+    type Client = Session<UnbufferedClientConnection>;
+    type Server = Session<ServerConn>;
+
+    fn pair() -> (Client, Server) {
         let (server_cfg, cert) = crate::tls::tests::server_config_and_cert();
         let mut roots = rustls::RootCertStore::empty();
         roots.add(cert).expect("root");
@@ -131,28 +602,30 @@ mod tests {
         .expect("versions")
         .with_root_certificates(roots)
         .with_no_client_auth();
-        let client = rustls::ClientConnection::new(
+        let client = UnbufferedClientConnection::new(
             Arc::new(client_cfg),
             "localhost".try_into().expect("name"),
         )
         .expect("client");
-        let server = rustls::ServerConnection::new(server_cfg).expect("server");
-        (client, server)
+        let server = ServerConn::new(server_cfg).expect("server");
+        (Session::new(client), Session::new(server))
     }
 
     /// Moves everything `from` wants to send into `to`, `chunk` bytes at a time.
-    fn transfer<A: TlsConn, B: TlsConn>(from: &mut A, to: &mut B, chunk: usize) {
+    fn transfer<A: TlsConn, B: TlsConn>(from: &mut Session<A>, to: &mut Session<B>, chunk: usize) {
         let mut wire = Vec::new();
-        take_output(from, &mut wire);
-        for piece in wire.chunks(chunk.max(1)) {
-            let got = ingest(to, piece).expect("ingest");
+        from.take_output(&mut wire);
+        for piece in wire.chunks_mut(chunk.max(1)) {
+            let got = to.ingest(piece).expect("ingest");
             assert_eq!(got.consumed, piece.len());
         }
     }
 
-    fn handshake(c: &mut rustls::ClientConnection, s: &mut rustls::ServerConnection, chunk: usize) {
+    fn handshake(c: &mut Client, s: &mut Server, chunk: usize) {
+        // The client speaks first.
+        c.ingest(&mut []).expect("client hello");
         for _ in 0..10 {
-            if !c.is_handshaking() && !s.is_handshaking() {
+            if !c.is_handshaking() && !s.is_handshaking() && !c.wants_write() && !s.wants_write() {
                 return;
             }
             transfer(c, s, chunk);
@@ -165,7 +638,12 @@ mod tests {
     fn handshake_completes_when_records_arrive_one_byte_at_a_time() {
         let (mut c, mut s) = pair();
         handshake(&mut c, &mut s, 1);
-        assert_eq!(s.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_3));
+        assert_eq!(
+            s.conn().protocol_version(),
+            Some(rustls::ProtocolVersion::TLSv1_3)
+        );
+        assert_eq!(s.conn().server_name(), Some("localhost"));
+        assert!(!s.holds_input() && !c.holds_input());
     }
 
     #[test]
@@ -177,45 +655,96 @@ mod tests {
             let mut got = Vec::new();
             let mut plain = vec![0u8; 4096];
             let mut sent = 0;
+            c.set_send_limit(20_000);
             while sent < msg.len() {
-                sent += write_plaintext(&mut c, &msg[sent..]);
+                sent += c.write_plaintext(&msg[sent..]).expect("write");
                 let mut wire = Vec::new();
-                take_output(&mut c, &mut wire);
-                for mut piece in wire.chunks(chunk) {
-                    // Feed, reading plaintext out whenever rustls's buffer is full.
-                    while !piece.is_empty() {
-                        let used = ingest(&mut s, piece).expect("ingest").consumed;
-                        piece = &piece[used..];
-                        while let Some(k) = read_plaintext(&mut s, &mut plain).expect("read") {
-                            if k == 0 {
-                                break;
-                            }
-                            got.extend_from_slice(&plain[..k]);
-                        }
+                c.take_output(&mut wire);
+                for piece in wire.chunks_mut(chunk) {
+                    s.ingest(piece).expect("ingest");
+                    while let Some(k) = s.read_plaintext(&mut plain).expect("read") {
+                        assert!(k > 0);
+                        got.extend_from_slice(&plain[..k]);
                     }
                 }
             }
             assert_eq!(got, msg, "chunk {chunk}");
+            assert!(!s.holds_input(), "chunk {chunk}");
         }
+    }
+
+    #[test]
+    fn send_limit_bounds_the_queued_records() {
+        let (mut c, mut s) = pair();
+        handshake(&mut c, &mut s, 4096);
+        s.set_send_limit(10_000);
+        let big = vec![7u8; 50_000];
+        let n = s.write_plaintext(&big).expect("write");
+        assert!(n > 0 && n <= 10_000, "{n}");
+        assert_eq!(s.write_plaintext(&big[n..]).expect("full"), 0);
+        let mut wire = Vec::new();
+        s.take_output(&mut wire);
+        assert!(wire.len() <= 10_000, "{}", wire.len());
+        assert!(s.write_plaintext(&big[n..]).expect("room again") > 0);
+    }
+
+    #[test]
+    fn records_for_the_default_limit_fit_a_pooled_write_buffer() {
+        let (mut c, mut s) = pair();
+        handshake(&mut c, &mut s, 4096);
+        s.set_send_limit(crate::tls::stream::DEFAULT_SEND_LIMIT);
+        // A small flight first (as the tickets before a response), then a
+        // large body: the buffer must not outgrow what the pool keeps.
+        s.write_plaintext(b"HTTP/1.1 200 OK\r\n\r\n").expect("head");
+        let body = vec![1u8; 1 << 20];
+        let n = s.write_plaintext(&body).expect("body");
+        assert!(n > 200 * 1024, "{n}");
+        assert!(s.out.len() <= crate::tls::stream::DEFAULT_SEND_LIMIT);
+        assert!(
+            s.out.capacity() <= 256 * 1024,
+            "capacity {} would not be kept by the write pool",
+            s.out.capacity()
+        );
     }
 
     #[test]
     fn garbage_input_is_an_error_and_queues_an_alert() {
         let (_c, mut s) = pair();
-        let err = ingest(&mut s, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap_err();
+        let err = s
+            .ingest(&mut b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec())
+            .unwrap_err();
         assert!(matches!(err, rustls::Error::InvalidMessage(_)), "{err:?}");
         let mut out = Vec::new();
-        take_output(&mut s, &mut out);
+        s.take_output(&mut out);
         assert_eq!(out.first(), Some(&0x15), "alert record expected");
+    }
+
+    #[test]
+    fn an_endless_partial_message_is_refused() {
+        let (_c, mut s) = pair();
+        // A handshake record header announcing 16 KiB, then handshake
+        // messages announcing 16 MiB: rustls waits for more; we stop it.
+        let mut first = vec![0x16, 0x03, 0x01, 0x40, 0x00, 0x01, 0xff, 0xff, 0xff];
+        first.resize(5 + 0x4000, 0);
+        let mut res = s.ingest(&mut first);
+        for _ in 0..10 {
+            if res.is_err() {
+                break;
+            }
+            let mut more = vec![0x16, 0x03, 0x03, 0x40, 0x00];
+            more.resize(5 + 0x4000, 0);
+            res = s.ingest(&mut more);
+        }
+        assert!(res.is_err(), "held {} bytes", s.held.len());
     }
 
     #[test]
     fn eof_without_close_notify_reads_as_unexpected_eof() {
         let (mut c, mut s) = pair();
         handshake(&mut c, &mut s, 4096);
-        ingest_eof(&mut s).expect("eof");
+        s.ingest_eof().expect("eof");
         let mut buf = [0u8; 16];
-        let err = read_plaintext(&mut s, &mut buf).unwrap_err();
+        let err = s.read_plaintext(&mut buf).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
     }
 
@@ -226,7 +755,8 @@ mod tests {
         c.send_close_notify();
         transfer(&mut c, &mut s, 4096);
         let mut buf = [0u8; 16];
-        assert_eq!(read_plaintext(&mut s, &mut buf).expect("read"), Some(0));
+        assert_eq!(s.read_plaintext(&mut buf).expect("read"), Some(0));
+        assert!(s.peer_has_closed());
     }
 
     #[test]
@@ -234,24 +764,23 @@ mod tests {
         let (mut c, mut s) = pair();
         handshake(&mut c, &mut s, 4096);
         let mut out = Vec::new();
-        assert_eq!(append_plaintext(&mut s, &mut out, 10).expect("empty"), None);
-        write_plaintext(&mut c, b"hello world, twice: hello world");
+        assert_eq!(s.append_plaintext(&mut out, 10).expect("empty"), None);
+        c.write_plaintext(b"hello world, twice: hello world")
+            .expect("write");
         c.send_close_notify();
         transfer(&mut c, &mut s, 4096);
-        assert_eq!(
-            append_plaintext(&mut s, &mut out, 10).expect("some"),
-            Some(10)
-        );
+        assert_eq!(s.append_plaintext(&mut out, 10).expect("some"), Some(10));
         assert_eq!(out, b"hello worl");
         out.clear();
-        assert_eq!(
-            append_plaintext(&mut s, &mut out, 100).expect("rest"),
-            Some(21)
-        );
+        assert_eq!(s.append_plaintext(&mut out, 100).expect("rest"), Some(21));
         assert_eq!(out, b"d, twice: hello world");
-        assert_eq!(
-            append_plaintext(&mut s, &mut out, 100).expect("end"),
-            Some(0)
-        );
+        assert_eq!(s.append_plaintext(&mut out, 100).expect("end"), Some(0));
+    }
+
+    #[test]
+    fn writing_before_the_handshake_is_refused_not_lost() {
+        let (_c, mut s) = pair();
+        let err = s.write_plaintext(b"early").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotConnected);
     }
 }

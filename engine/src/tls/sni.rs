@@ -99,7 +99,9 @@ impl CertStore {
 
 impl ResolvesServerCert for CertStore {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        // rustls hands us the SNI already validated and lower-cased.
+        // rustls hands us the SNI already validated and lower-cased. The
+        // connection learns it from here (see `session::ServerConn`).
+        super::session::note_hello_sni(hello.server_name());
         self.select(hello.server_name(), hello.signature_schemes())
     }
 }

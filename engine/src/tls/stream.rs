@@ -7,8 +7,9 @@
 //! the duration of one write. All protocol work is in [`super::session`];
 //! this file only moves bytes in and out of the kernel, with deadlines.
 
-use super::session::{self, TlsConn};
-use crate::io::{self as uio, time, Chunk, Conn};
+use super::session::{ServerConn, Session, TlsConn};
+use crate::io::{self as uio, time, Conn};
+use rustls::client::UnbufferedClientConnection;
 use std::io;
 use std::time::Duration;
 
@@ -24,18 +25,14 @@ pub const READ_BUF_INITIAL: usize = 4096;
 pub const DEFAULT_SEND_LIMIT: usize = 256 * 1024;
 
 /// The server side of a TLS connection.
-pub type ServerStream = TlsStream<rustls::ServerConnection>;
+pub type ServerStream = TlsStream<ServerConn>;
 /// The client side of a TLS connection (used by bench-client and tests).
-pub type ClientStream = TlsStream<rustls::ClientConnection>;
+pub type ClientStream = TlsStream<UnbufferedClientConnection>;
 
 /// A TLS connection over an io_uring socket.
 pub struct TlsStream<C: TlsConn> {
     pub(super) conn: Conn,
-    pub(super) tls: C,
-    /// Ciphertext received and not yet all handed to rustls.
-    pub(super) rchunk: Option<Chunk>,
-    /// Bytes of `rchunk` already handed to rustls.
-    pub(super) rpos: usize,
+    pub(super) tls: Session<C>,
     /// A heap receive buffer kept between reads (tokio-uring backend only;
     /// the uring backend's pool makes it unnecessary).
     pub(super) rspare: Option<Vec<u8>>,
@@ -53,13 +50,12 @@ fn tls_error(e: rustls::Error) -> io::Error {
 
 impl<C: TlsConn> TlsStream<C> {
     /// Wraps a connected socket and a fresh rustls connection.
-    pub fn new(conn: Conn, mut tls: C) -> Self {
-        tls.set_buffer_limit(Some(DEFAULT_SEND_LIMIT));
+    pub fn new(conn: Conn, tls: C) -> Self {
+        let mut tls = Session::new(tls);
+        tls.set_send_limit(DEFAULT_SEND_LIMIT);
         TlsStream {
             conn,
             tls,
-            rchunk: None,
-            rpos: 0,
             rspare: None,
             read_timeout: None,
             write_timeout: None,
@@ -86,12 +82,12 @@ impl<C: TlsConn> TlsStream<C> {
 
     /// The rustls connection (protocol version, SNI, ALPN, handshake kind...).
     pub fn tls(&self) -> &C {
-        &self.tls
+        self.tls.conn()
     }
 
     /// Mutable access to the rustls connection.
     pub fn tls_mut(&mut self) -> &mut C {
-        &mut self.tls
+        self.tls.conn_mut()
     }
 
     /// The socket.
@@ -116,6 +112,10 @@ impl<C: TlsConn> TlsStream<C> {
     /// connection. Every path that waits on the peer flushes first, so this
     /// cannot deadlock.
     pub async fn handshake_lazy(&mut self) -> io::Result<()> {
+        // A client speaks first: let rustls produce its hello.
+        if self.tls.is_handshaking() {
+            self.tls.ingest(&mut []).map_err(tls_error)?;
+        }
         while self.tls.is_handshaking() {
             self.flush().await?;
             if !self.tls.is_handshaking() {
@@ -134,12 +134,7 @@ impl<C: TlsConn> TlsStream<C> {
     /// Whether input is waiting anywhere: decrypted in rustls, read from the
     /// socket but not yet decrypted, or received by the kernel and unread.
     pub fn has_pending_input(&mut self) -> bool {
-        let buffered = self.rchunk.as_ref().is_some_and(|b| self.rpos < b.len());
-        let plaintext = self
-            .tls
-            .process_new_packets()
-            .map_or(true, |s| s.plaintext_bytes_to_read() > 0);
-        buffered || plaintext || self.conn.unread_bytes() > 0
+        self.tls.holds_input() || self.tls.plaintext_pending() > 0 || self.conn.unread_bytes() > 0
     }
 
     /// Reads decrypted bytes into `buf`. `Ok(0)`: the peer ended cleanly
@@ -149,7 +144,7 @@ impl<C: TlsConn> TlsStream<C> {
         // at a time cannot stretch the read timeout.
         let deadline = self.read_timeout.map(|t| time::now() + t);
         loop {
-            if let Some(n) = session::read_plaintext(&mut self.tls, buf)? {
+            if let Some(n) = self.tls.read_plaintext(buf)? {
                 return Ok(n);
             }
             // Records we owe the peer (alerts, key updates) go out first.
@@ -165,7 +160,7 @@ impl<C: TlsConn> TlsStream<C> {
         let deadline = self.read_timeout.map(|t| time::now() + t);
         let limit = out.len().saturating_add(max.max(1));
         loop {
-            if let Some(n) = session::append_plaintext(&mut self.tls, out, limit)? {
+            if let Some(n) = self.tls.append_plaintext(out, limit)? {
                 return Ok(n);
             }
             self.flush().await?;
@@ -176,8 +171,11 @@ impl<C: TlsConn> TlsStream<C> {
     /// Queues `data` for sending, flushing whenever the send limit is hit.
     /// Call [`flush`](Self::flush) to push the tail out.
     pub async fn write_all(&mut self, mut data: &[u8]) -> io::Result<()> {
+        if self.tls.is_handshaking() {
+            self.handshake_lazy().await?;
+        }
         while !data.is_empty() {
-            let n = session::write_plaintext(&mut self.tls, data);
+            let n = self.tls.write_plaintext(data)?;
             data = &data[n..];
             if n == 0 || !data.is_empty() {
                 self.flush().await?;
@@ -189,8 +187,7 @@ impl<C: TlsConn> TlsStream<C> {
     /// Writes every queued record to the socket.
     pub async fn flush(&mut self) -> io::Result<()> {
         while self.tls.wants_write() {
-            let mut out = uio::take_write_buf();
-            session::take_output(&mut self.tls, &mut out);
+            let out = self.tls.take_out();
             let len = out.len() as u64;
             let fut = self.conn.write_all(out);
             let (res, out) = match self.write_timeout {
@@ -228,42 +225,28 @@ impl<C: TlsConn> TlsStream<C> {
         if self.eof {
             return Ok(false);
         }
-        if self.rchunk.is_none() {
-            let fut = self
-                .conn
-                .recv(self.rspare.take(), READ_BUF_INITIAL, READ_BUF);
-            let chunk = match deadline {
-                Some(d) => time::timeout_at(d, fut)
-                    .await
-                    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "read timeout"))??,
-                None => fut.await?,
-            };
-            self.bytes_in += chunk.len() as u64;
-            if chunk.is_empty() {
-                self.eof = true;
-                self.rspare = chunk.recycle();
-                session::ingest_eof(&mut self.tls).map_err(tls_error)?;
-                return Ok(false);
-            }
-            self.rchunk = Some(chunk);
-            self.rpos = 0;
-        }
-        let Some(chunk) = self.rchunk.as_ref() else {
-            return Ok(true);
+        let fut = self
+            .conn
+            .recv(self.rspare.take(), READ_BUF_INITIAL, READ_BUF);
+        let mut chunk = match deadline {
+            Some(d) => time::timeout_at(d, fut)
+                .await
+                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "read timeout"))??,
+            None => fut.await?,
         };
-        let res = session::ingest(&mut self.tls, &chunk[self.rpos..]);
+        self.bytes_in += chunk.len() as u64;
+        if chunk.is_empty() {
+            self.eof = true;
+            self.rspare = chunk.recycle();
+            self.tls.ingest_eof().map_err(tls_error)?;
+            return Ok(false);
+        }
+        // Records are decrypted where they arrived; the buffer goes back
+        // now (a record's unfinished tail is kept by the session).
+        let res = self.tls.ingest(&mut chunk);
+        self.rspare = chunk.recycle();
         match res {
-            Ok(got) => {
-                self.rpos += got.consumed;
-                if self.rpos >= chunk.len() {
-                    // All handed over: the buffer goes back now, not when
-                    // the next read completes.
-                    if let Some(c) = self.rchunk.take() {
-                        self.rspare = c.recycle();
-                    }
-                }
-                Ok(true)
-            }
+            Ok(_) => Ok(true),
             Err(e) => {
                 // Send the alert rustls queued, best effort, then fail
                 // (boxed: a rare path should not grow every read's future).

@@ -105,6 +105,20 @@ impl BufRing {
         unsafe { std::slice::from_raw_parts(self.bufs.add(usize::from(bid) * self.size), len) }
     }
 
+    /// The bytes of buffer `bid` the kernel filled, writable.
+    ///
+    /// # Safety
+    /// As for [`slice`](Self::slice), and no other reference to buffer
+    /// `bid` exists while the returned one lives.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn slice_mut(&self, bid: u16, len: usize) -> &mut [u8] {
+        debug_assert!(bid < self.entries && len <= self.size);
+        // SAFETY: by the caller's contract the buffer is ours alone and
+        // `len` bytes of it were written by the kernel (which no longer
+        // touches it); the mapping outlives self.
+        unsafe { std::slice::from_raw_parts_mut(self.bufs.add(usize::from(bid) * self.size), len) }
+    }
+
     /// Hands buffer `bid` (back) to the kernel.
     pub(crate) fn give_back(&self, bid: u16) {
         let tail = self.tail.get();

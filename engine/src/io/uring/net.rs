@@ -38,6 +38,18 @@ impl Received {
             Received::Heap(v) => v,
         }
     }
+
+    pub(crate) fn bytes_mut(&mut self) -> &mut [u8] {
+        match self {
+            Received::Pool { driver, bid, len } => match &driver.bufs {
+                // SAFETY: as in `bytes`; `&mut self` makes this the only
+                // view of the buffer until it is given back.
+                Some(b) => unsafe { b.slice_mut(*bid, *len) },
+                None => &mut [],
+            },
+            Received::Heap(v) => v,
+        }
+    }
 }
 
 impl Drop for Received {
