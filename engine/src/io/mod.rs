@@ -434,6 +434,24 @@ impl Conn {
         }
     }
 
+    /// [`write_all`](Self::write_all); with `fin_next`, these are the last
+    /// bytes before a [`shutdown_write`](Self::shutdown_write) that must
+    /// follow at once. On the uring backend they are then sent with
+    /// `MSG_MORE`: the kernel holds a last partial segment back until the
+    /// shutdown, which sends it with the FIN, one packet instead of two. On
+    /// tokio-uring, a plain write.
+    pub async fn write_all_fin_next(
+        &self,
+        buf: Vec<u8>,
+        fin_next: bool,
+    ) -> (io::Result<()>, Vec<u8>) {
+        match &self.inner {
+            ConnInner::Uring(c) if fin_next => c.write_all_more(buf).await,
+            ConnInner::Uring(c) => c.write_all(buf).await,
+            ConnInner::Tokio(c) => c.write_all(buf).await,
+        }
+    }
+
     /// Sets `TCP_NODELAY`.
     pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
         socket2::SockRef::from(&BorrowedSock(self.raw_fd())).set_tcp_nodelay(on)

@@ -186,10 +186,17 @@ impl<C: TlsConn> TlsStream<C> {
 
     /// Writes every queued record to the socket.
     pub async fn flush(&mut self) -> io::Result<()> {
+        self.flush_then(false).await
+    }
+
+    /// [`flush`](Self::flush); with `fin`, the last write is one that a FIN
+    /// follows at once (see [`Conn::write_all_before_fin`]).
+    async fn flush_then(&mut self, fin: bool) -> io::Result<()> {
         while self.tls.wants_write() {
             let out = self.tls.take_out();
             let len = out.len() as u64;
-            let fut = self.conn.write_all(out);
+            let last = fin && !self.tls.wants_write();
+            let fut = self.conn.write_all_fin_next(out, last);
             let (res, out) = match self.write_timeout {
                 Some(t) => time::timeout(t, fut).await.map_err(|_| {
                     io::Error::new(
@@ -209,7 +216,8 @@ impl<C: TlsConn> TlsStream<C> {
     /// Sends `close_notify`, flushes, and half-closes the socket.
     pub async fn close(&mut self) -> io::Result<()> {
         self.tls.send_close_notify();
-        let res = self.flush().await;
+        // The last records and the FIN leave in one segment.
+        let res = self.flush_then(true).await;
         self.conn.shutdown_write();
         res
     }

@@ -149,6 +149,17 @@ impl Conn {
 
     /// Sends all of `buf`.
     pub(crate) async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+        self.send_all(buf, 0).await
+    }
+
+    /// [`write_all`](Self::write_all) with `MSG_MORE`: the kernel holds a
+    /// last partial segment back until the next send or a shutdown, which
+    /// then leaves in the same segment as the FIN.
+    pub(crate) async fn write_all_more(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+        self.send_all(buf, libc::MSG_MORE).await
+    }
+
+    async fn send_all(&self, buf: Vec<u8>, flags: i32) -> (io::Result<()>, Vec<u8>) {
         let d = driver();
         let mut off = 0;
         let mut buf = buf;
@@ -157,7 +168,7 @@ impl Conn {
             // the op until the completion.
             let ptr = unsafe { buf.as_ptr().add(off) };
             let e = opcode::Send::new(types::Fd(self.raw_fd()), ptr, (buf.len() - off) as u32)
-                .flags(libc::MSG_NOSIGNAL)
+                .flags(libc::MSG_NOSIGNAL | flags)
                 .build();
             let (res, _, b) = d.submit(e, buf).await;
             buf = b;

@@ -191,3 +191,24 @@ fn abort_completes_a_read_in_flight() {
         assert_eq!(got.expect("EOF after a shutdown"), 0);
     });
 }
+
+#[test]
+fn bytes_written_before_a_fin_arrive_whole_then_eof() {
+    rt().block_on(async {
+        // Small and multi-segment payloads: `MSG_MORE` holds back only the
+        // last partial segment, and the shutdown releases it with the FIN.
+        // (100 kB: more than one loopback segment, less than a default
+        // receive buffer, so the write completes before the client reads.)
+        for len in [5usize, 100_000] {
+            let (mut client, server) = pair();
+            let conn = Conn::from_std(server);
+            let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let (res, _) = conn.write_all_fin_next(data.clone(), true).await;
+            res.expect("write");
+            conn.shutdown_write();
+            let mut got = Vec::new();
+            std::io::Read::read_to_end(&mut client, &mut got).expect("read to EOF");
+            assert_eq!(got, data, "{len} bytes");
+        }
+    });
+}
