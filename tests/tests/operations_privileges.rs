@@ -5,7 +5,7 @@ mod operations_common;
 
 use operations_common::{get, tls_from, Setup};
 use std::os::unix::net::UnixDatagram;
-use uringtls_tests::{engine_fails, set_mode, start_engine, start_engine_with, WAIT};
+use uringtls_tests::{engine_fails, eventually, set_mode, start_engine, start_engine_with, WAIT};
 
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
@@ -61,7 +61,10 @@ fn root_drops_to_nobody_on_every_thread_before_serving() {
         Some("0"),
         "core dumps off: {core}"
     );
-    assert!(e.stderr().contains("dropped privileges"), "{}", e.stderr());
+    // Logs go through a background writer: wait for the line to arrive.
+    eventually("the 'dropped privileges' log line", || {
+        e.stderr().contains("dropped privileges").then_some(())
+    });
 }
 
 #[test]
