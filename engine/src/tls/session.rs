@@ -190,6 +190,26 @@ fn write_tail<E>(
     }
 }
 
+/// The size rustls asked for when the buffer given to `encode` was too small.
+fn encode_too_small(e: &EncodeError) -> Option<usize> {
+    match e {
+        EncodeError::InsufficientSize(InsufficientSizeError { required_size }) => {
+            Some(*required_size)
+        }
+        _ => None,
+    }
+}
+
+/// The size rustls asked for when the buffer given to `encrypt` was too small.
+fn encrypt_too_small(e: &EncryptError) -> Option<usize> {
+    match e {
+        EncryptError::InsufficientSize(InsufficientSizeError { required_size }) => {
+            Some(*required_size)
+        }
+        _ => None,
+    }
+}
+
 /// Upper bound of the records for `len` bytes of plaintext (header, content
 /// type, tag and padding of each 16 KiB record).
 fn sealed_len(len: usize) -> usize {
@@ -320,17 +340,7 @@ impl<C: TlsConn> Session<C> {
                 }
                 ConnectionState::EncodeTlsData(mut e) => {
                     let buf = Self::out_buf(out);
-                    let res = write_tail(
-                        buf,
-                        4096,
-                        |dst| e.encode(dst),
-                        |err| match err {
-                            EncodeError::InsufficientSize(InsufficientSizeError {
-                                required_size,
-                            }) => Some(*required_size),
-                            _ => None,
-                        },
-                    );
+                    let res = write_tail(buf, 4096, |dst| e.encode(dst), encode_too_small);
                     if let Err(err) = res {
                         return Err((done + discard, rustls::Error::General(err.to_string())));
                     }
@@ -375,18 +385,7 @@ impl<C: TlsConn> Session<C> {
                 break;
             };
             let buf = Self::out_buf(out);
-            let res = write_tail(
-                buf,
-                256,
-                |dst| e.encode(dst),
-                |err| match err {
-                    EncodeError::InsufficientSize(InsufficientSizeError { required_size }) => {
-                        Some(*required_size)
-                    }
-                    _ => None,
-                },
-            );
-            if res.is_err() {
+            if write_tail(buf, 256, |dst| e.encode(dst), encode_too_small).is_err() {
                 break;
             }
         }
@@ -541,12 +540,7 @@ impl<C: TlsConn> Session<C> {
                 out,
                 sealed_len(chunk.len()),
                 |dst| w.encrypt(chunk, dst),
-                |err| match err {
-                    EncryptError::InsufficientSize(InsufficientSizeError { required_size }) => {
-                        Some(*required_size)
-                    }
-                    _ => None,
-                },
+                encrypt_too_small,
             )
             .map_err(encrypt_error);
         };
@@ -566,17 +560,7 @@ impl<C: TlsConn> Session<C> {
             return;
         }
         let mut f = |w: &mut WriteTraffic<'_, C::Data>, out: &mut Vec<u8>| {
-            let _ = write_tail(
-                out,
-                64,
-                |dst| w.queue_close_notify(dst),
-                |err| match err {
-                    EncryptError::InsufficientSize(InsufficientSizeError { required_size }) => {
-                        Some(*required_size)
-                    }
-                    _ => None,
-                },
-            );
+            let _ = write_tail(out, 64, |dst| w.queue_close_notify(dst), encrypt_too_small);
         };
         if let Ok(Stop::Wrote) = self.run(&mut [], Some(&mut f)) {
             self.close_sent = true;
