@@ -137,7 +137,10 @@ impl Engine {
         let live = reload::live(tls_cfg, shard_settings.clone());
         let server = Server::start_with(
             settings.listen,
-            settings.backlog,
+            shard::ListenOptions {
+                backlog: settings.backlog,
+                defer_accept: settings.defer_accept,
+            },
             &settings.cpus,
             shard_settings.clone(),
             live.clone(),

@@ -126,6 +126,7 @@ fn warn_fixed(old: &Settings, new: &Settings) {
         ("listen", old.listen != new.listen),
         ("shards/cpus", old.cpus != new.cpus),
         ("backlog", old.backlog != new.backlog),
+        ("defer_accept", old.defer_accept != new.defer_accept),
         ("ring settings", old.ring != new.ring),
         ("service", old.service != new.service),
         ("grace", old.grace != new.grace),

@@ -37,7 +37,7 @@ http {{
     client_body_temp_path {dir}/tmp; proxy_temp_path {dir}/tmp; fastcgi_temp_path {dir}/tmp;
     uwsgi_temp_path {dir}/tmp; scgi_temp_path {dir}/tmp;
     server {{
-        listen 127.0.0.1:{port} ssl reuseport backlog=4096;
+        listen 127.0.0.1:{port} ssl reuseport backlog=4096{listen_opts};
 {server_bulk}
         ssl_certificate {cert};
         ssl_certificate_key {key};
@@ -174,9 +174,10 @@ def nginx_worker_pid(master_pid):
     raise RuntimeError("nginx worker did not start")
 
 
-def start_nginx(tmp, cpu, resumption=True, big=None, bulk="tuned", suites=True):
+def start_nginx(tmp, cpu, resumption=True, big=None, bulk="tuned", suites=True, deferred=False):
     """nginx, one worker, under `taskset -c cpu`; `big` is the file served
-    at /big (default {tmp}/big.txt)."""
+    at /big (default {tmp}/big.txt); `deferred` adds `deferred` to its
+    `listen` (TCP_DEFER_ACCEPT, off in nginx by default)."""
     port = free_port()
     os.makedirs(f"{tmp}/tmp", exist_ok=True)
     conf = f"{tmp}/nginx-{port}.conf"
@@ -185,7 +186,8 @@ def start_nginx(tmp, cpu, resumption=True, big=None, bulk="tuned", suites=True):
                                   cert=f"{tmp}/cert.pem", key=f"{tmp}/key.pem", big=big or f"{tmp}/big.txt",
                                   session=RESUME_ON if resumption else RESUME_OFF,
                                   suites=SUITES_AS_URINGTLS if suites else "",
-                                  server_bulk=NGINX_BULK[bulk][0], bulk=NGINX_BULK[bulk][1]))
+                                  server_bulk=NGINX_BULK[bulk][0], bulk=NGINX_BULK[bulk][1],
+                                  listen_opts=" deferred" if deferred else ""))
     err = f"{tmp}/nginx-{port}.stderr"
     with open(err, "w") as log:
         proc = subprocess.Popen(["taskset", "-c", str(cpu), "nginx", "-c", conf, "-p", tmp],

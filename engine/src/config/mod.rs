@@ -25,6 +25,11 @@ use std::time::Duration;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
 /// Default listen backlog per shard.
 pub const DEFAULT_BACKLOG: u32 = 4096;
+/// Default longest wait for a connection's first bytes before accepting it
+/// anyway (`TCP_DEFER_ACCEPT`).
+pub const DEFAULT_DEFER_ACCEPT: Duration = Duration::from_secs(10);
+/// Longest `defer_accept` accepted.
+const MAX_DEFER_ACCEPT: Duration = Duration::from_secs(3600);
 /// Default shared session-cache size (entries).
 pub const DEFAULT_SESSION_CACHE: usize = 65_536;
 /// Default TLS 1.3 tickets per handshake (clients use one per reconnect).
@@ -101,6 +106,11 @@ pub struct Options {
     /// Listen backlog per shard (connections) [default: 4096].
     #[arg(long, value_name = "N")]
     pub backlog: Option<u32>,
+    /// Accept a connection once its first bytes (the ClientHello) have
+    /// arrived, waiting at most this long (TCP_DEFER_ACCEPT); `0` accepts
+    /// on the TCP handshake [default: 10s].
+    #[arg(long, value_name = "DURATION")]
+    pub defer_accept: Option<HumanDuration>,
     /// io_uring submission-queue entries per shard [default: 1024].
     #[arg(long, value_name = "N")]
     pub ring_entries: Option<u32>,
@@ -268,6 +278,9 @@ pub struct Settings {
     pub cpus: Vec<usize>,
     /// Listen backlog per shard.
     pub backlog: u32,
+    /// Longest wait for a connection's first bytes before it is accepted
+    /// (zero: off).
+    pub defer_accept: Duration,
     /// Ring setup.
     pub ring: RingOptions,
     /// TLS settings.
@@ -427,6 +440,7 @@ impl Options {
             shards,
             cpus,
             backlog,
+            defer_accept,
             ring_entries,
             coop_taskrun,
             sqpoll_idle_ms,
@@ -506,6 +520,15 @@ impl Options {
                 "backlog 0",
                 "use a positive number (default 4096)",
             ));
+        }
+        if let Some(d) = self.defer_accept {
+            if d.0 > MAX_DEFER_ACCEPT {
+                return Err(o.invalid(
+                    "defer_accept",
+                    format!("{:?} is too long", d.0),
+                    "use at most 1h (default 10s; 0 turns it off)",
+                ));
+            }
         }
         if let Some(n) = self.ring_entries {
             if !(2..=32_768).contains(&n) {
@@ -652,6 +675,7 @@ impl Options {
             listen,
             cpus,
             backlog: self.backlog.unwrap_or(DEFAULT_BACKLOG),
+            defer_accept: self.defer_accept.map_or(DEFAULT_DEFER_ACCEPT, |d| d.0),
             ring: RingOptions {
                 entries: self.ring_entries.unwrap_or(crate::io::DEFAULT_RING_ENTRIES),
                 coop_taskrun: self.coop_taskrun.unwrap_or(true),
@@ -920,6 +944,32 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains(path) && e.contains("io_backend"), "{e}");
+    }
+
+    #[test]
+    fn defer_accept_defaults_on_comes_from_file_or_flag_and_a_long_one_is_named() {
+        assert_eq!(
+            flags(&[]).resolve().expect("ok").defer_accept,
+            DEFAULT_DEFER_ACCEPT
+        );
+        let f = file("defer_accept = \"0s\"\n");
+        let path = f.path().to_str().expect("utf8");
+        let s = flags(&["--config", path]).resolve().expect("ok");
+        assert_eq!(s.defer_accept, Duration::ZERO);
+        let s = flags(&["--config", path, "--defer-accept", "3s"])
+            .resolve()
+            .expect("ok");
+        assert_eq!(s.defer_accept, Duration::from_secs(3));
+        let f = file("defer_accept = \"2h\"\n");
+        let path = f.path().to_str().expect("utf8");
+        let e = flags(&["--config", path])
+            .resolve()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(path) && e.contains("defer_accept") && e.contains("at most 1h"),
+            "{e}"
+        );
     }
 
     #[test]

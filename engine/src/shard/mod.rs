@@ -10,6 +10,7 @@
 pub mod listener;
 mod state;
 
+pub use listener::ListenOptions;
 pub use state::{Counters, ShardState};
 
 use crate::io::{self, Conn, Listener, RingOptions, Runtime};
@@ -119,13 +120,13 @@ impl Server {
     /// Binds, starts one shard per CPU in `cpus`, and returns once all serve.
     pub fn start<S: Service>(
         addr: SocketAddr,
-        backlog: u32,
+        listen: listener::ListenOptions,
         cpus: &[usize],
         settings: ShardSettings,
         live: Arc<Live>,
         service: Arc<S>,
     ) -> Result<Server, StartError> {
-        Self::start_with(addr, backlog, cpus, settings, live, service, || Ok(()))
+        Self::start_with(addr, listen, cpus, settings, live, service, || Ok(()))
     }
 
     /// Like [`start`](Self::start), running `before_serve` on the calling
@@ -133,14 +134,14 @@ impl Server {
     /// to drop privileges). If it fails, no shard serves.
     pub fn start_with<S: Service>(
         addr: SocketAddr,
-        backlog: u32,
+        listen: listener::ListenOptions,
         cpus: &[usize],
         settings: ShardSettings,
         live: Arc<Live>,
         service: Arc<S>,
         before_serve: impl FnOnce() -> Result<(), String>,
     ) -> Result<Server, StartError> {
-        let listeners = listener::bind_all(addr, cpus.len(), backlog)
+        let listeners = listener::bind_all(addr, cpus.len(), listen)
             .map_err(|source| StartError::Bind { addr, source })?;
         let addr = listeners[0]
             .local_addr()

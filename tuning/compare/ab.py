@@ -1,0 +1,91 @@
+#!/usr/bin/env python3
+"""Paired A/B of server variants, interleaved, same run: CPU per operation
+(median of rounds) and each variant's ratio to the first nginx variant.
+
+A variant is `name=nginx[:deferred]` or `name=PATH[:ARGS...]` (a uringtls
+binary and extra flags, space-separated after the colon). Example:
+
+    python3 tuning/compare/ab.py --rounds 5 --workloads full,resumed \\
+        --variant nginx=nginx --variant on=target/release/uringtls \\
+        --variant off="target/release/uringtls:--defer-accept 0"
+
+Servers on CPU 1, clients on CPU 0; the order of variants rotates (and
+reverses every other round) so that drift in the machine's load does not
+favour one. Full-handshake workloads run against a second instance of each
+variant that offers no resumption (h2load and bench-client would resume).
+"""
+import argparse, os, shutil, statistics, sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import compare as K  # noqa: E402
+import clients as C  # noqa: E402
+from servers import make_workdir, start_nginx, start_uringtls, write_big  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+ap.add_argument("--variant", action="append", required=True, help="name=nginx[:deferred] or name=PATH[:ARGS]")
+ap.add_argument("--rounds", type=int, default=3)
+ap.add_argument("--duration", type=int, default=8)
+ap.add_argument("--workloads", default="full,resumed", help="full,resumed,keepalive")
+ap.add_argument("--clients", default="h2load,wrk,bench-client")
+ap.add_argument("--bench-client", default=f"{ROOT}/target/release/bench-client")
+a = ap.parse_args()
+
+tmp = make_workdir("uringtls-ab-")
+big = write_big(tmp)
+NOTICKETS = ["--tls13-tickets", "0", "--tls12", "false"]
+variants = []
+for v in a.variant:
+    name, spec = v.split("=", 1)
+    path, _, args = spec.partition(":")
+    variants.append((name, path, args.split()))
+S = {}
+try:
+    for name, path, args in variants:
+        if path == "nginx":
+            d = "deferred" in args
+            S[name] = start_nginx(tmp, 1, big=big, deferred=d)
+            S[name + "-noresume"] = start_nginx(tmp, 1, resumption=False, big=big, deferred=d)
+        else:
+            S[name] = start_uringtls(path, tmp, 1, extra=args)
+            S[name + "-noresume"] = start_uringtls(path, tmp, 1, extra=args + NOTICKETS)
+    bc = a.bench_client
+    calls = {("full", "h2load"): lambda u: C.h2load_full(0, u, a.duration, 16),
+             ("full", "bench-client"): lambda u: C.bench_client(bc, 0, "handshake", u, a.duration, 16, ["--request", "http"]),
+             ("resumed", "wrk"): lambda u: C.wrk(0, u, a.duration, 16, headers=["Connection: close"]),
+             ("resumed", "bench-client"): lambda u: C.bench_client(bc, 0, "resume", u, a.duration, 16, ["--request", "http"]),
+             ("keepalive", "wrk"): lambda u: C.wrk(0, u, a.duration, 64),
+             ("keepalive", "bench-client"): lambda u: C.bench_client(bc, 0, "http", u, a.duration, 64)}
+    cl = a.clients.split(",")
+    res = {}
+    print("load at start", os.getloadavg(), flush=True)
+    names = [n for n, _, _ in variants]
+    for rnd in range(a.rounds):
+        order = names[rnd % len(names):] + names[:rnd % len(names)]
+        if rnd % 2:
+            order = order[::-1]
+        for wl in a.workloads.split(","):
+            for c in [c for (w, c) in calls if w == wl and c in cl]:
+                for n in order:
+                    s = S[n + ("-noresume" if wl == "full" else "")]
+                    r = K.measure(s, lambda: calls[(wl, c)](f"https://127.0.0.1:{s.port}/"))
+                    r["load1"] = os.getloadavg()[0]
+                    res.setdefault((wl, c), {}).setdefault(n, []).append(r)
+                    print(f"r{rnd+1} {wl:9} {c:12} {n:10} {r['rate']:8.0f} ops/s {r['cpu_us_per_op'] or 0:7.1f} us/op "
+                          f"err {r['errors']} load {r['load1']:.1f}", flush=True)
+finally:
+    for s in S.values():
+        s.stop()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+base = names[0]
+print(f"\nmedian server CPU us/op; (ratio to {base}: of medians / median of per-round ratios)")
+for (wl, c), d in res.items():
+    m = {n: statistics.median(r["cpu_us_per_op"] for r in d[n] if r["cpu_us_per_op"]) for n in d}
+    line = f"{wl:9} {c:12} {base} {m[base]:6.1f}"
+    for n in names[1:]:
+        rr = statistics.median(x["cpu_us_per_op"] / y["cpu_us_per_op"] for x, y in zip(d[n], d[base]))
+        line += f" | {n} {m[n]:6.1f} ({m[n]/m[base]:.3f}/{rr:.3f})"
+    print(line)
+print("load at end", os.getloadavg())
