@@ -95,21 +95,41 @@ pub fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Default log filter. rustls logs peer mistakes (e.g. an IP address sent as
-/// SNI) at warn level per connection; a peer must not be able to flood the
-/// log, so rustls is limited to errors unless asked.
-const DEFAULT_LOG_FILTER: &str = "info,rustls=error";
+/// Default log filter.
+const DEFAULT_LOG_FILTER: &str = "info";
+
+/// The filter the engine logs with: the one asked for (`--log-level`, else
+/// `RUST_LOG`, else [`DEFAULT_LOG_FILTER`]), with rustls held to errors
+/// unless the filter names rustls itself. rustls logs peer mistakes (e.g.
+/// an IP address sent as SNI) at warn level once per connection: a peer
+/// must not be able to flood the log, whatever level the operator chose.
+fn log_filter(asked: Option<&str>) -> String {
+    let f = asked.unwrap_or(DEFAULT_LOG_FILTER);
+    // A target directive overrides the default level either way: after a
+    // bare `off` it would switch rustls's errors back on.
+    if f.contains("rustls") || f.split(',').any(|d| d.trim() == "off") {
+        f.to_owned()
+    } else if f.trim().is_empty() {
+        "rustls=error".to_owned()
+    } else {
+        format!("{f},rustls=error")
+    }
+}
 
 /// Logs go through a background writer thread: a slow or blocked stderr
 /// drops lines (lossy) instead of stalling a shard.
 fn init_logging(s: &Settings) -> tracing_appender::non_blocking::WorkerGuard {
-    let filter = s
-        .log_level
-        .clone()
-        .or_else(|| std::env::var("RUST_LOG").ok())
-        .unwrap_or_else(|| DEFAULT_LOG_FILTER.into());
-    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let env = std::env::var("RUST_LOG").ok();
+    let filter = log_filter(s.log_level.as_deref().or(env.as_deref()));
+    // `--log-level` was checked with the configuration; a bad RUST_LOG
+    // falls back to the default, with a warning once logging is up.
+    let (filter, bad) = match tracing_subscriber::EnvFilter::try_new(&filter) {
+        Ok(f) => (f, None),
+        Err(e) => (
+            tracing_subscriber::EnvFilter::new(log_filter(None)),
+            Some(e.to_string()),
+        ),
+    };
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
     let b = tracing_subscriber::fmt()
@@ -119,6 +139,9 @@ fn init_logging(s: &Settings) -> tracing_appender::non_blocking::WorkerGuard {
     match s.log_format {
         LogFormat::Json => b.json().init(),
         LogFormat::Human => b.init(),
+    }
+    if let Some(e) = bad {
+        tracing::warn!(error = %e, "RUST_LOG is not a log filter; logging at the default level");
     }
     guard
 }
@@ -202,6 +225,69 @@ fn warn_without_migration() {
         tracing::info!(
             "net.ipv4.tcp_migrate_req is not 1: a connection queued on a listener as it closes is reset \
              (set it to 1 for zero-downtime upgrades, see docs/deployment.md)"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_filter;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    /// Counts the events that get past the filter.
+    struct Count(Arc<AtomicUsize>);
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Count {
+        fn on_event(&self, _: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Which of (rustls warn, rustls error, engine warn, engine info) the
+    /// filter lets through.
+    fn passes(filter: &str) -> [bool; 4] {
+        let n = Arc::new(AtomicUsize::new(0));
+        let f = tracing_subscriber::EnvFilter::try_new(filter).expect("valid filter");
+        let sub = tracing_subscriber::registry()
+            .with(f)
+            .with(Count(n.clone()));
+        let mut out = [false; 4];
+        tracing::subscriber::with_default(sub, || {
+            let mut step = |i: usize, emit: &dyn Fn()| {
+                let before = n.load(Ordering::Relaxed);
+                emit();
+                out[i] = n.load(Ordering::Relaxed) > before;
+            };
+            step(
+                0,
+                &|| tracing::warn!(target: "rustls::server::hs", "ip sni"),
+            );
+            step(1, &|| tracing::error!(target: "rustls::server::hs", "bad"));
+            step(2, &|| tracing::warn!(target: "uringtls::shard", "w"));
+            step(3, &|| tracing::info!(target: "uringtls::shard", "i"));
+        });
+        out
+    }
+
+    #[test]
+    fn rustls_warnings_stay_out_whatever_level_is_asked_unless_rustls_is_named() {
+        assert_eq!(passes(&log_filter(None)), [false, true, true, true]);
+        assert_eq!(
+            passes(&log_filter(Some("warn"))),
+            [false, true, true, false]
+        );
+        assert_eq!(
+            passes(&log_filter(Some("debug"))),
+            [false, true, true, true]
+        );
+        assert_eq!(
+            passes(&log_filter(Some("info,rustls=warn"))),
+            [true, true, true, true]
+        );
+        assert_eq!(
+            passes(&log_filter(Some("off"))),
+            [false, false, false, false]
         );
     }
 }

@@ -139,6 +139,10 @@ fn warn_fixed(old: &Settings, new: &Settings) {
             old.ops.metrics_listen != new.ops.metrics_listen,
         ),
         (
+            "log_level/log_format",
+            (&old.log_level, old.log_format) != (&new.log_level, new.log_format),
+        ),
+        (
             "user/group",
             (&old.ops.user, &old.ops.group) != (&new.ops.user, &new.ops.group),
         ),

@@ -514,6 +514,15 @@ impl Options {
             parse_cpus(c)
                 .map_err(|p| o.invalid("cpus", p, "write a list such as `1` or `0,2-3`"))?;
         }
+        if let Some(f) = &self.log_level {
+            if let Err(e) = tracing_subscriber::EnvFilter::try_new(f) {
+                return Err(o.invalid(
+                    "log_level",
+                    format!("{f:?} is not a log filter: {e}"),
+                    "use a level (`info`) or directives (`warn,uringtls::access=info`)",
+                ));
+            }
+        }
         if self.backlog == Some(0) {
             return Err(o.invalid(
                 "backlog",
@@ -944,6 +953,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains(path) && e.contains("io_backend"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_log_filter_is_named_before_anything_starts() {
+        let e = flags(&["--log-level", "uringtls=lots"])
+            .resolve()
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            e.contains("--log-level") && e.contains("uringtls=lots"),
+            "{e}"
+        );
+        assert!(flags(&["--log-level", "warn,uringtls::access=info"])
+            .resolve()
+            .is_ok());
     }
 
     #[test]
