@@ -19,7 +19,7 @@ import argparse, os, shutil, statistics, sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import compare as K  # noqa: E402
 import clients as C  # noqa: E402
-from servers import make_workdir, start_nginx, start_uringtls, write_big  # noqa: E402
+from servers import BIG_SIZE, make_workdir, start_nginx, start_uringtls, write_big  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -27,7 +27,7 @@ ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDe
 ap.add_argument("--variant", action="append", required=True, help="name=nginx[:deferred] or name=PATH[:ARGS]")
 ap.add_argument("--rounds", type=int, default=3)
 ap.add_argument("--duration", type=int, default=8)
-ap.add_argument("--workloads", default="full,resumed", help="full,resumed,keepalive")
+ap.add_argument("--workloads", default="full,resumed", help="full,resumed,keepalive,bulk")
 ap.add_argument("--clients", default="h2load,wrk,bench-client")
 ap.add_argument("--bench-client", default=f"{ROOT}/target/release/bench-client")
 a = ap.parse_args()
@@ -41,22 +41,30 @@ for v in a.variant:
     path, _, args = spec.partition(":")
     variants.append((name, path, args.split()))
 S = {}
+wls = a.workloads.split(",")
 try:
     for name, path, args in variants:
         if path == "nginx":
             d = "deferred" in args
             S[name] = start_nginx(tmp, 1, big=big, deferred=d)
-            S[name + "-noresume"] = start_nginx(tmp, 1, resumption=False, big=big, deferred=d)
+            if "full" in wls:
+                S[name + "-noresume"] = start_nginx(tmp, 1, resumption=False, big=big, deferred=d)
+            S[name + "-bulk"] = S[name]
         else:
             S[name] = start_uringtls(path, tmp, 1, extra=args)
-            S[name + "-noresume"] = start_uringtls(path, tmp, 1, extra=args + NOTICKETS)
+            if "full" in wls:
+                S[name + "-noresume"] = start_uringtls(path, tmp, 1, extra=args + NOTICKETS)
+            if "bulk" in wls:
+                S[name + "-bulk"] = start_uringtls(path, tmp, 1, body_size=BIG_SIZE, extra=args)
     bc = a.bench_client
     calls = {("full", "h2load"): lambda u: C.h2load_full(0, u, a.duration, 16),
              ("full", "bench-client"): lambda u: C.bench_client(bc, 0, "handshake", u, a.duration, 16, ["--request", "http"]),
              ("resumed", "wrk"): lambda u: C.wrk(0, u, a.duration, 16, headers=["Connection: close"]),
              ("resumed", "bench-client"): lambda u: C.bench_client(bc, 0, "resume", u, a.duration, 16, ["--request", "http"]),
              ("keepalive", "wrk"): lambda u: C.wrk(0, u, a.duration, 64),
-             ("keepalive", "bench-client"): lambda u: C.bench_client(bc, 0, "http", u, a.duration, 64)}
+             ("keepalive", "bench-client"): lambda u: C.bench_client(bc, 0, "http", u, a.duration, 64),
+             ("bulk", "wrk"): lambda u: C.wrk(0, u, a.duration, 8),
+             ("bulk", "bench-client"): lambda u: C.bench_client(bc, 0, "bulk", u, a.duration, 8)}
     cl = a.clients.split(",")
     res = {}
     print("load at start", os.getloadavg(), flush=True)
@@ -65,11 +73,12 @@ try:
         order = names[rnd % len(names):] + names[:rnd % len(names)]
         if rnd % 2:
             order = order[::-1]
-        for wl in a.workloads.split(","):
+        for wl in wls:
             for c in [c for (w, c) in calls if w == wl and c in cl]:
                 for n in order:
-                    s = S[n + ("-noresume" if wl == "full" else "")]
-                    r = K.measure(s, lambda: calls[(wl, c)](f"https://127.0.0.1:{s.port}/"))
+                    s = S[n + {"full": "-noresume", "bulk": "-bulk"}.get(wl, "")]
+                    path = "/big" if wl == "bulk" else "/"
+                    r = K.measure(s, lambda: calls[(wl, c)](f"https://127.0.0.1:{s.port}{path}"))
                     r["load1"] = os.getloadavg()[0]
                     res.setdefault((wl, c), {}).setdefault(n, []).append(r)
                     print(f"r{rnd+1} {wl:9} {c:12} {n:10} {r['rate']:8.0f} ops/s {r['cpu_us_per_op'] or 0:7.1f} us/op "

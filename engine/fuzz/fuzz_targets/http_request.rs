@@ -29,6 +29,9 @@ fn drive(h: &Http, chunks: &[&[u8]]) -> (Vec<u8>, bool) {
             assert!(p.consumed <= input.len(), "consumed past the input");
             input.drain(..p.consumed);
             skip = p.skip;
+            if p.body {
+                out.extend_from_slice(h.body());
+            }
             if p.close {
                 return (out, true);
             }
