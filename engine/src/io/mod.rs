@@ -187,17 +187,28 @@ const WRITE_BUF_KEPT_MAX: usize = 256 * 1024;
 /// back with [`give_write_buf`] once the write completed, so that idle
 /// connections hold none.
 pub fn take_write_buf() -> Vec<u8> {
+    let mut b = take_write_buf_as_left();
+    b.clear();
+    b
+}
+
+/// A write buffer from this thread's pool with the length it was given
+/// back with: its `len()` bytes are stale data from an earlier use, already
+/// initialised, so a writer that fills it by slices can write over them
+/// instead of zeroing first. Whatever is sent from it must be cut to what
+/// was written.
+pub(crate) fn take_write_buf_as_left() -> Vec<u8> {
     WRITE_BUFS
         .with(|b| b.borrow_mut().pop())
         .unwrap_or_default()
 }
 
-/// Returns a write buffer to this thread's pool.
-pub fn give_write_buf(mut buf: Vec<u8>) {
+/// Returns a write buffer to this thread's pool (its contents are kept as
+/// they are, see [`take_write_buf_as_left`]).
+pub fn give_write_buf(buf: Vec<u8>) {
     if buf.capacity() == 0 || buf.capacity() > WRITE_BUF_KEPT_MAX {
         return;
     }
-    buf.clear();
     WRITE_BUFS.with(|b| {
         let mut b = b.borrow_mut();
         if b.len() < WRITE_BUFS_KEPT {
