@@ -353,20 +353,18 @@ impl Service for Http {
                     header_deadline = None;
                     answered = true;
                 }
-                if p.close {
-                    // No flush: the engine's close() sends the response and
-                    // close_notify in one write.
-                    stream.write_all(&out).await?;
-                    if p.body {
-                        stream.write_all(&self.body).await?;
-                    }
-                    return Ok(());
-                }
                 if !out.is_empty() {
                     stream.write_all(&out).await?;
                     if p.body {
                         stream.write_all(&self.body).await?;
                     }
+                }
+                if p.close {
+                    // No flush: the engine's close() sends the response and
+                    // close_notify in one write.
+                    return Ok(());
+                }
+                if !out.is_empty() {
                     stream.flush().await?;
                     out.clear();
                 }
