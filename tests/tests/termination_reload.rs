@@ -183,3 +183,31 @@ fn limits_change_on_reload() {
     assert_eq!(echo_once(&mut second, b"2"), b"2");
     assert_eq!(echo_once(&mut first, b"1"), b"1");
 }
+
+#[test]
+fn settings_that_need_a_restart_are_named_when_a_reload_changes_them() {
+    let certs = test_certs();
+    let conf = |extra: &str| {
+        let text = format!(
+            "service = \"echo\"\nshards = 1\ncert = \"{}\"\nkey = \"{}\"\n{extra}",
+            certs.cert.display(),
+            certs.key.display()
+        );
+        write(certs.dir.path(), "restart.toml", &text)
+    };
+    let path = conf("defer_accept = \"10s\"\nlog_level = \"info\"\n");
+    let e = start_engine(&["--config", path.to_str().unwrap()]);
+    conf("defer_accept = \"0s\"\nlog_level = \"info,uringtls=debug\"\n");
+    assert!(e.reload(1), "the rest of the file applies");
+    let log = e.wait_for_stderr("setting=\"log_level/log_format\"");
+    let log = if log.contains("setting=\"defer_accept\"") {
+        log
+    } else {
+        e.wait_for_stderr("setting=\"defer_accept\"")
+    };
+    assert_eq!(
+        log.matches("only takes effect at restart").count(),
+        2,
+        "exactly the two changed settings are named: {log}"
+    );
+}
