@@ -893,6 +893,17 @@ mod tests {
         f
     }
 
+    /// A config file holding `text`, refused: (its path, the error).
+    fn refused_file(text: &str) -> (String, String) {
+        let f = file(text);
+        let path = f.path().to_str().expect("utf8").to_owned();
+        let e = flags(&["--config", &path])
+            .resolve()
+            .expect_err("refused")
+            .to_string();
+        (path, e)
+    }
+
     #[test]
     fn defaults_are_documented_values() {
         let s = flags(&[]).resolve().expect("ok");
@@ -927,13 +938,8 @@ mod tests {
 
     #[test]
     fn bad_field_in_file_names_file_and_field() {
-        let f = file("listen = \"nonsense\"\n");
-        let path = f.path().to_str().expect("utf8");
-        let e = flags(&["--config", path])
-            .resolve()
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains(path) && e.contains("field `listen`"), "{e}");
+        let (path, e) = refused_file("listen = \"nonsense\"\n");
+        assert!(e.contains(&path) && e.contains("field `listen`"), "{e}");
     }
 
     #[test]
@@ -946,13 +952,8 @@ mod tests {
         let path = f.path().to_str().expect("utf8");
         let s = flags(&["--config", path]).resolve().expect("ok");
         assert_eq!(s.ring.backend, crate::io::Backend::TokioUring);
-        let f = file("io_backend = \"epoll\"\n");
-        let path = f.path().to_str().expect("utf8");
-        let e = flags(&["--config", path])
-            .resolve()
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains(path) && e.contains("io_backend"), "{e}");
+        let (path, e) = refused_file("io_backend = \"epoll\"\n");
+        assert!(e.contains(&path) && e.contains("io_backend"), "{e}");
     }
 
     #[test]
@@ -984,27 +985,17 @@ mod tests {
             .resolve()
             .expect("ok");
         assert_eq!(s.defer_accept, Duration::from_secs(3));
-        let f = file("defer_accept = \"2h\"\n");
-        let path = f.path().to_str().expect("utf8");
-        let e = flags(&["--config", path])
-            .resolve()
-            .unwrap_err()
-            .to_string();
+        let (path, e) = refused_file("defer_accept = \"2h\"\n");
         assert!(
-            e.contains(path) && e.contains("defer_accept") && e.contains("at most 1h"),
+            e.contains(&path) && e.contains("defer_accept") && e.contains("at most 1h"),
             "{e}"
         );
     }
 
     #[test]
     fn unknown_key_in_file_is_reported_with_its_name() {
-        let f = file("shardz = 3\n");
-        let path = f.path().to_str().expect("utf8");
-        let e = flags(&["--config", path])
-            .resolve()
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains(path) && e.contains("shardz"), "{e}");
+        let (path, e) = refused_file("shardz = 3\n");
+        assert!(e.contains(&path) && e.contains("shardz"), "{e}");
     }
 
     #[test]
