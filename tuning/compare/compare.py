@@ -248,17 +248,29 @@ def summarize(wl, n, u):
     for k in ("rate", "cpu_us_per_op") + (("p50_us", "p99_us", "p99_9_us") if wl == "openloop" else ()):
         row[f"nginx_{k}"], row[f"uringtls_{k}"] = med(n, k), med(u, k)
     row["cpu_ratio"] = ratio(row["uringtls_cpu_us_per_op"], row["nginx_cpu_us_per_op"])
+    paired(row, "cpu_ratio", n, u, "cpu_us_per_op")
     if wl == "openloop":
         for k in ("p50_us", "p99_us", "p99_9_us"):
             row[f"{k}_ratio"] = ratio(row[f"uringtls_{k}"], row[f"nginx_{k}"])
+            paired(row, f"{k}_ratio", n, u, k)
     return row
+
+
+def paired(row, name, n, u, k):
+    """The same ratio per round (the two servers ran back to back in each)
+    and its median: a second view of the ratio of medians that one noisy
+    round of either server cannot move on its own."""
+    per = [ratio(b.get(k), a.get(k)) for a, b in zip(n, u)]
+    per = [r for r in per if r is not None]
+    row[f"{name}_rounds"] = per
+    row[f"{name}_paired_median"] = statistics.median(per) if per else None
 
 
 def print_table(summary):
     f = lambda v, spec: format(v, spec) if v is not None else "-"
     print()
     print(f"{'workload':10} {'client':12} {'nginx ops/s':>12} {'uringtls ops/s':>15} {'nginx us/op':>12} "
-          f"{'uringtls us/op':>15} {'CPU ratio':>10}")
+          f"{'uringtls us/op':>15} {'CPU ratio':>10}  per round (median)")
     for wl, by_client in summary.items():
         for client, row in by_client.items():
             if wl == "idle":
@@ -267,12 +279,20 @@ def print_table(summary):
                 continue
             print(f"{wl:10} {client:12} {f(row['nginx_rate'], '12.0f')} {f(row['uringtls_rate'], '15.0f')} "
                   f"{f(row['nginx_cpu_us_per_op'], '12.1f')} {f(row['uringtls_cpu_us_per_op'], '15.1f')} "
-                  f"{f(row['cpu_ratio'], '10.2f')}")
+                  f"{f(row['cpu_ratio'], '10.2f')}  {rounds(row, 'cpu_ratio')}")
             if wl == "openloop":
                 print(" " * 23 + "  ".join(
                     f"{k[:-3].replace('_', '.')} {f(row[f'nginx_{k}'], '.0f')}/{f(row[f'uringtls_{k}'], '.0f')} us "
-                    f"(ratio {f(row[f'{k}_ratio'], '.2f')})" for k in ("p50_us", "p99_us", "p99_9_us"))
+                    f"(ratio {f(row[f'{k}_ratio'], '.2f')}; {rounds(row, f'{k}_ratio')})"
+                    for k in ("p50_us", "p99_us", "p99_9_us"))
                       + "  [nginx/uringtls]")
+
+
+def rounds(row, name):
+    """Per-round ratios and their median, e.g. `0.45/0.42/0.37 (0.42)`."""
+    per = row.get(f"{name}_rounds") or []
+    m = row.get(f"{name}_paired_median")
+    return "/".join(format(r, ".2f") for r in per) + (f" ({m:.2f})" if m is not None else "")
 
 
 def version(cmd):
