@@ -94,7 +94,9 @@ for (wl, c), d in res.items():
     m = {n: statistics.median(r["cpu_us_per_op"] for r in d[n] if r["cpu_us_per_op"]) for n in d}
     line = f"{wl:9} {c:12} {base} {m[base]:6.1f}"
     for n in names[1:]:
-        rr = statistics.median(x["cpu_us_per_op"] / y["cpu_us_per_op"] for x, y in zip(d[n], d[base]))
+        row = {}
+        K.paired(row, "r", d[base], d[n], "cpu_us_per_op")
+        rr = row["r_paired_median"] or float("nan")
         line += f" | {n} {m[n]:6.1f} ({m[n]/m[base]:.3f}/{rr:.3f})"
     print(line)
 print("load at end", os.getloadavg())
