@@ -224,7 +224,10 @@ fn select_provider(s: &TlsSettings) -> Result<CryptoProvider, TlsError> {
     let mut p = provider();
     if let Some(names) = &s.cipher_suites {
         let all = rustls::crypto::aws_lc_rs::ALL_CIPHER_SUITES;
-        p.cipher_suites = pick("cipher suite", names, all, |c| format!("{:?}", c.suite()))?;
+        p.cipher_suites = pick("cipher suite", names, all, |c| format!("{:?}", c.suite()))?
+            .into_iter()
+            .map(super::hkdf::keyed)
+            .collect();
     }
     if let Some(names) = &s.kx_groups {
         let all = rustls::crypto::aws_lc_rs::ALL_KX_GROUPS;
