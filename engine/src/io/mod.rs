@@ -414,10 +414,24 @@ impl Conn {
         initial: usize,
         max: usize,
     ) -> io::Result<Chunk> {
+        self.recv_hinted(spare, initial, max, false).await
+    }
+
+    /// [`recv`](Self::recv); with `answer` (a read of the peer's answer to
+    /// what was just written) the uring backend has the kernel wait for
+    /// data before it tries, instead of a first attempt that would find
+    /// the socket empty.
+    pub async fn recv_hinted(
+        &self,
+        spare: Option<Vec<u8>>,
+        initial: usize,
+        max: usize,
+        answer: bool,
+    ) -> io::Result<Chunk> {
         match &self.inner {
             ConnInner::Uring(c) => {
                 drop(spare);
-                let r = c.recv(max).await?;
+                let r = c.recv(max, answer).await?;
                 Ok(Chunk {
                     inner: ChunkInner::Uring(r),
                 })

@@ -39,6 +39,9 @@ pub struct TlsStream<C: TlsConn> {
     pub(super) read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
     pub(super) eof: bool,
+    /// Records went out since the last read: the next read waits for the
+    /// peer's answer (see [`Conn::recv_hinted`]).
+    answer_due: bool,
     /// Ciphertext bytes read from / written to the socket.
     pub(super) bytes_in: u64,
     pub(super) bytes_out: u64,
@@ -60,6 +63,7 @@ impl<C: TlsConn> TlsStream<C> {
             read_timeout: None,
             write_timeout: None,
             eof: false,
+            answer_due: false,
             bytes_in: 0,
             bytes_out: 0,
         }
@@ -209,6 +213,7 @@ impl<C: TlsConn> TlsStream<C> {
             uio::give_write_buf(out);
             res?;
             self.bytes_out += len;
+            self.answer_due = true;
         }
         Ok(())
     }
@@ -233,9 +238,11 @@ impl<C: TlsConn> TlsStream<C> {
         if self.eof {
             return Ok(false);
         }
+        let spare = self.rspare.take();
+        let answer = std::mem::take(&mut self.answer_due);
         let fut = self
             .conn
-            .recv(self.rspare.take(), READ_BUF_INITIAL, READ_BUF);
+            .recv_hinted(spare, READ_BUF_INITIAL, READ_BUF, answer);
         let mut chunk = match deadline {
             Some(d) => time::timeout_at(d, fut)
                 .await

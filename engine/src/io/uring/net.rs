@@ -115,13 +115,23 @@ impl Conn {
 
     /// Receives into a buffer the kernel picks from the shard's pool when
     /// data arrives; a heap buffer when the pool is empty (or missing).
-    pub(crate) async fn recv(&self, heap_size: usize) -> io::Result<Received> {
+    ///
+    /// With `poll_first` the kernel waits for data before it tries the
+    /// receive (`IORING_RECVSEND_POLL_FIRST`): for a read that follows our
+    /// own write, whose answer cannot have arrived yet, this skips a
+    /// receive attempt that would find the socket empty.
+    pub(crate) async fn recv(&self, heap_size: usize, poll_first: bool) -> io::Result<Received> {
         let d = driver();
         if d.bufs.is_some() {
             let e = opcode::Recv::new(types::Fd(self.raw_fd()), std::ptr::null_mut(), 0)
                 .buf_group(super::bufring::BGID)
                 .build()
                 .flags(io_uring::squeue::Flags::BUFFER_SELECT);
+            let e = if poll_first {
+                with_ioprio(e, IORING_RECVSEND_POLL_FIRST)
+            } else {
+                e
+            };
             let (res, flags, ()) = d.submit(e, ()).await;
             let bid = cqueue::buffer_select(flags);
             if res >= 0 {
@@ -219,6 +229,10 @@ pub(crate) struct Listener {
 /// for an `accept4` that returns EAGAIN), and an accept armed right after
 /// the queue was drained would fail that way once per connection.
 const IORING_ACCEPT_POLL_FIRST: u16 = 1 << 2;
+
+/// Receive flag (in the SQE's `ioprio`, Linux 5.19+): wait for data before
+/// trying.
+const IORING_RECVSEND_POLL_FIRST: u16 = 1 << 0;
 
 /// Sets the `ioprio` field of an SQE (the io-uring crate's `Accept`
 /// builder does not expose it).

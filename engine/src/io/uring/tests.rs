@@ -3,6 +3,7 @@
 
 use crate::io::{self, time, Backend, Conn, Listener, RingOptions, Runtime};
 use std::cell::Cell;
+use std::future::Future;
 use std::io::Write;
 use std::rc::Rc;
 use std::time::Duration;
@@ -108,6 +109,47 @@ fn receives_use_the_pool_and_fall_back_to_the_heap_when_it_is_empty() {
         drop(c);
         let end = conn.recv(None, 64, 64).await.expect("recv at EOF");
         assert!(end.is_empty(), "EOF is an empty chunk");
+    });
+}
+
+#[test]
+fn a_receive_that_waits_for_data_first_gets_data_sent_before_and_after_and_eof() {
+    rt().block_on(async {
+        let (mut client, server) = pair();
+        let conn = Rc::new(Conn::from_std(server));
+        // Data already queued: the kernel's readiness check finds it.
+        client.write_all(b"before").expect("write");
+        let c = conn.recv_hinted(None, 64, 64, true).await.expect("recv");
+        assert_eq!(&c[..], b"before");
+        drop(c);
+        // Data sent once the receive is in flight: the task arms it, then
+        // tells this one to write.
+        let (armed_tx, armed_rx) = tokio::sync::oneshot::channel::<()>();
+        let (got_tx, got_rx) = tokio::sync::oneshot::channel::<Vec<u8>>();
+        let c2 = conn.clone();
+        io::spawn(async move {
+            let recv = c2.recv_hinted(None, 64, 64, true);
+            let mut recv = std::pin::pin!(recv);
+            // One poll submits the receive; nothing has been written yet.
+            let first = std::future::poll_fn(|cx| {
+                std::task::Poll::Ready(recv.as_mut().poll(cx).is_ready())
+            })
+            .await;
+            assert!(!first, "nothing was sent yet");
+            let _ = armed_tx.send(());
+            let c = recv.await.expect("recv");
+            let _ = got_tx.send(c.to_vec());
+        });
+        armed_rx.await.expect("task armed its receive");
+        client.write_all(b"after").expect("write");
+        assert_eq!(got_rx.await.expect("task received"), b"after");
+        // EOF is still an empty chunk.
+        drop(client);
+        let end = conn
+            .recv_hinted(None, 64, 64, true)
+            .await
+            .expect("recv at EOF");
+        assert!(end.is_empty());
     });
 }
 
