@@ -151,3 +151,52 @@ fn http_body_size_setting_sizes_the_response() {
         assert!(body.starts_with(b"hello world\nhello"));
     }
 }
+
+/// The server holds its TLS 1.3 tickets back for a moment to send them with
+/// the first response; a client that waits for the server before it sends
+/// anything still gets them, its connection still serves a request, and
+/// its next connection resumes. Both services: http (what the hold is for)
+/// and echo.
+#[test]
+fn a_client_that_sends_nothing_after_its_handshake_still_gets_its_ticket() {
+    let certs = test_certs();
+    for service in ["http", "echo"] {
+        let e = start_engine_with_certs(&certs, &["--shards", "1", "--service", service]);
+        let cfg = client_config(&certs.ca_der, &[&rustls::version::TLS13]);
+        let mut c = connect(e.addr(), &cfg).expect("handshake");
+        assert_eq!(c.conn.handshake_kind(), Some(rustls::HandshakeKind::Full));
+        // Bound the wait: a server that never sent the tickets fails the
+        // test instead of hanging it.
+        c.sock
+            .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .expect("timeout");
+        // Read without writing: returns once records (the tickets) came.
+        let (read, _) = c.conn.complete_io(&mut c.sock).expect("tickets arrive");
+        assert!(read > 0, "{service}: the server sent something");
+        let mut plain = [0u8; 1];
+        assert!(
+            matches!(c.conn.reader().read(&mut plain), Err(ref e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "{service}: no application data was sent before a request"
+        );
+        // The connection still serves.
+        if service == "http" {
+            c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                .expect("write");
+            let (status, _, body) = read_response(&mut c).expect("response");
+            assert!(status.contains("200"), "{status}");
+            assert!(!body.is_empty());
+        } else {
+            c.write_all(b"ping").expect("write");
+            let mut b = [0u8; 4];
+            c.read_exact(&mut b).expect("echo");
+            assert_eq!(&b, b"ping");
+        }
+        // The ticket was stored: the next connection resumes.
+        let again = connect(e.addr(), &cfg).expect("second handshake");
+        assert_eq!(
+            again.conn.handshake_kind(),
+            Some(rustls::HandshakeKind::Resumed),
+            "{service}: the ticket sent while the client waited resumes"
+        );
+    }
+}

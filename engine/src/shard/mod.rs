@@ -456,6 +456,12 @@ fn ring_error(e: &std::io::Error, ring: &RingOptions) -> String {
 /// Accept failures for lack of fds closer together than this are one episode.
 const FD_EPISODE_QUIET: Duration = Duration::from_secs(1);
 
+/// How long a server's TLS 1.3 session tickets wait after the handshake for
+/// the client's first request, to leave in one segment with the response
+/// (clients send the request right after their Finished; one that waits
+/// for the server gets its tickets after this).
+const LAST_FLIGHT_HOLD: Duration = Duration::from_millis(10);
+
 fn is_fd_exhaustion(e: &std::io::Error) -> bool {
     matches!(
         e.raw_os_error(),
@@ -566,6 +572,7 @@ impl<S: Service> ConnCtx<S> {
         started: Instant,
     ) -> CloseReason {
         stream.set_write_timeout(Some(limits.write_timeout));
+        stream.hold_last_flight(Some(LAST_FLIGHT_HOLD));
         let c = &self.state.counters;
         // Boxed: the handshake's state is needed once, and should not be
         // part of the task an idle connection keeps.

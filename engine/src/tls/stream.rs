@@ -42,6 +42,11 @@ pub struct TlsStream<C: TlsConn> {
     /// Records went out since the last read: the next read waits for the
     /// peer's answer (see [`Conn::recv_hinted`]).
     answer_due: bool,
+    /// How long the handshake's last flight may wait for the first
+    /// response (see [`hold_last_flight`](Self::hold_last_flight)).
+    flight_hold: Option<Duration>,
+    /// The handshake's last flight is queued and may still wait.
+    holding: bool,
     /// Ciphertext bytes read from / written to the socket.
     pub(super) bytes_in: u64,
     pub(super) bytes_out: u64,
@@ -64,6 +69,8 @@ impl<C: TlsConn> TlsStream<C> {
             write_timeout: None,
             eof: false,
             answer_due: false,
+            flight_hold: None,
+            holding: false,
             bytes_in: 0,
             bytes_out: 0,
         }
@@ -104,6 +111,17 @@ impl<C: TlsConn> TlsStream<C> {
         (self.bytes_in, self.bytes_out)
     }
 
+    /// Lets the handshake's last flight (a server's TLS 1.3 session
+    /// tickets) wait up to `hold` for the first response, so that both
+    /// leave in one write and one segment, instead of the tickets going
+    /// out alone while the client's request is on its way. If nothing
+    /// arrives within `hold` the flight goes out alone, the read staying
+    /// in flight. For the server side only: a client's last flight is its
+    /// Finished, which the server waits for.
+    pub fn hold_last_flight(&mut self, hold: Option<Duration>) {
+        self.flight_hold = hold;
+    }
+
     /// Drives the handshake to completion (and flushes its last flight).
     pub async fn handshake(&mut self) -> io::Result<()> {
         self.handshake_lazy().await?;
@@ -132,6 +150,7 @@ impl<C: TlsConn> TlsStream<C> {
                 ));
             }
         }
+        self.holding = self.flight_hold.is_some() && self.tls.wants_write();
         Ok(())
     }
 
@@ -152,8 +171,7 @@ impl<C: TlsConn> TlsStream<C> {
                 return Ok(n);
             }
             // Records we owe the peer (alerts, key updates) go out first.
-            self.flush().await?;
-            self.fill_until(deadline).await?;
+            self.flush_and_fill(deadline).await?;
         }
     }
 
@@ -167,8 +185,7 @@ impl<C: TlsConn> TlsStream<C> {
             if let Some(n) = self.tls.append_plaintext(out, limit)? {
                 return Ok(n);
             }
-            self.flush().await?;
-            self.fill_until(deadline).await?;
+            self.flush_and_fill(deadline).await?;
         }
     }
 
@@ -196,6 +213,7 @@ impl<C: TlsConn> TlsStream<C> {
     /// [`flush`](Self::flush); with `fin`, the last write is one that a FIN
     /// follows at once (see [`Conn::write_all_before_fin`]).
     async fn flush_then(&mut self, fin: bool) -> io::Result<()> {
+        self.holding = false;
         while self.tls.wants_write() {
             let out = self.tls.take_out();
             let len = out.len() as u64;
@@ -233,6 +251,80 @@ impl<C: TlsConn> TlsStream<C> {
         self.fill_until(deadline).await
     }
 
+    /// Writes what is owed, then reads more (bounded by `deadline`); a held
+    /// last flight of the handshake waits for the read instead (see
+    /// [`hold_last_flight`](Self::hold_last_flight)).
+    async fn flush_and_fill(&mut self, deadline: Option<time::Instant>) -> io::Result<bool> {
+        match self.flight_hold {
+            Some(hold) if self.holding && self.tls.wants_write() && !self.eof => {
+                self.fill_holding(hold, deadline).await
+            }
+            _ => {
+                self.flush().await?;
+                self.fill_until(deadline).await
+            }
+        }
+    }
+
+    /// [`fill_until`](Self::fill_until) while the queued records wait up to
+    /// `hold`: they go out with the answer to what arrives, or alone once
+    /// `hold` has passed (the read stays in flight meanwhile).
+    async fn fill_holding(
+        &mut self,
+        hold: Duration,
+        deadline: Option<time::Instant>,
+    ) -> io::Result<bool> {
+        self.holding = false;
+        let spare = self.rspare.take();
+        let hold_until = time::now() + hold;
+        let got = {
+            let TlsStream {
+                conn,
+                tls,
+                write_timeout,
+                bytes_out,
+                ..
+            } = self;
+            let recv = conn.recv_hinted(spare, READ_BUF_INITIAL, READ_BUF, false);
+            tokio::pin!(recv);
+            let early = tokio::select! {
+                biased;
+                r = &mut recv => Some(r),
+                _ = time::sleep_until(hold_until) => None,
+            };
+            match early {
+                Some(r) => r,
+                None => {
+                    // Nothing arrived: the flight goes out alone.
+                    while tls.wants_write() {
+                        let out = tls.take_out();
+                        let len = out.len() as u64;
+                        let fut = conn.write_all(out);
+                        let (res, out) = match *write_timeout {
+                            Some(t) => time::timeout(t, fut).await.map_err(|_| {
+                                io::Error::new(
+                                    io::ErrorKind::TimedOut,
+                                    "write timeout: peer is not reading",
+                                )
+                            })?,
+                            None => fut.await,
+                        };
+                        uio::give_write_buf(out);
+                        res?;
+                        *bytes_out += len;
+                    }
+                    match deadline {
+                        Some(d) => time::timeout_at(d, recv)
+                            .await
+                            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "read timeout"))?,
+                        None => recv.await,
+                    }
+                }
+            }
+        };
+        self.take_chunk(got?).await
+    }
+
     /// [`fill`](Self::fill) with the socket read bounded by `deadline`.
     async fn fill_until(&mut self, deadline: Option<time::Instant>) -> io::Result<bool> {
         if self.eof {
@@ -243,12 +335,17 @@ impl<C: TlsConn> TlsStream<C> {
         let fut = self
             .conn
             .recv_hinted(spare, READ_BUF_INITIAL, READ_BUF, answer);
-        let mut chunk = match deadline {
+        let chunk = match deadline {
             Some(d) => time::timeout_at(d, fut)
                 .await
                 .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "read timeout"))??,
             None => fut.await?,
         };
+        self.take_chunk(chunk).await
+    }
+
+    /// Feeds a chunk read from the socket to rustls. Returns `false` at EOF.
+    async fn take_chunk(&mut self, mut chunk: uio::Chunk) -> io::Result<bool> {
         self.bytes_in += chunk.len() as u64;
         if chunk.is_empty() {
             self.eof = true;
