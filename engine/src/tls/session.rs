@@ -38,10 +38,13 @@ pub trait TlsConn {
     ) -> UnbufferedStatus<'c, 'i, Self::Data>;
     /// Protocol state: handshaking, version, ALPN, peer certificates...
     fn common(&self) -> &CommonState;
+    /// Whether this is the server side.
+    const SERVER: bool;
 }
 
 impl TlsConn for UnbufferedClientConnection {
     type Data = rustls::client::ClientConnectionData;
+    const SERVER: bool = false;
     fn process<'c, 'i>(
         &'c mut self,
         incoming: &'i mut [u8],
@@ -102,6 +105,7 @@ impl std::ops::Deref for ServerConn {
 
 impl TlsConn for ServerConn {
     type Data = rustls::server::ServerConnectionData;
+    const SERVER: bool = true;
     fn process<'c, 'i>(
         &'c mut self,
         incoming: &'i mut [u8],
@@ -315,6 +319,19 @@ impl<C: TlsConn> Session<C> {
     /// Decrypted bytes waiting for the application.
     pub fn plaintext_pending(&self) -> usize {
         self.plain.len() - self.plain_pos
+    }
+
+    /// Whether the records queued once the handshake is over may wait for
+    /// the first response: only a TLS 1.3 server's, which are its session
+    /// tickets. (A TLS 1.2 server's last flight holds its Finished, which
+    /// the client waits for; a client's holds its Finished, which the
+    /// server waits for.)
+    pub fn queued_flight_may_wait(&self) -> bool {
+        let common = self.tls.common();
+        !common.is_handshaking()
+            && self.wants_write()
+            && C::SERVER
+            && common.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3)
     }
 
     /// Whether received ciphertext waits for the rest of its record.
@@ -612,13 +629,17 @@ mod tests {
     type Server = Session<ServerConn>;
 
     fn pair() -> (Client, Server) {
+        pair_with(rustls::DEFAULT_VERSIONS)
+    }
+
+    fn pair_with(versions: &[&'static rustls::SupportedProtocolVersion]) -> (Client, Server) {
         let (server_cfg, cert) = crate::tls::tests::server_config_and_cert();
         let mut roots = rustls::RootCertStore::empty();
         roots.add(cert).expect("root");
         let client_cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::aws_lc_rs::default_provider(),
         ))
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(versions)
         .expect("versions")
         .with_root_certificates(roots)
         .with_no_client_auth();
@@ -652,6 +673,32 @@ mod tests {
             transfer(s, c, chunk);
         }
         panic!("handshake did not finish");
+    }
+
+    #[test]
+    fn only_a_tls13_servers_tickets_may_wait_for_the_first_response() {
+        for (version, may_wait) in [
+            (&rustls::version::TLS13, true),
+            (&rustls::version::TLS12, false),
+        ] {
+            let (mut c, mut s) = pair_with(&[version]);
+            c.ingest(&mut []).expect("client hello");
+            // Hello, the server's flight, then the client's last flight.
+            transfer(&mut c, &mut s, 1 << 20);
+            assert!(!s.queued_flight_may_wait(), "{version:?}: mid-handshake");
+            transfer(&mut s, &mut c, 1 << 20);
+            transfer(&mut c, &mut s, 1 << 20);
+            assert!(!s.is_handshaking(), "{version:?}: server done");
+            assert!(
+                s.wants_write(),
+                "{version:?}: the server's last flight is queued"
+            );
+            assert_eq!(s.queued_flight_may_wait(), may_wait, "{version:?}");
+            assert!(!c.queued_flight_may_wait(), "{version:?}: never a client's");
+            // Delivered, the handshake is complete on both sides.
+            transfer(&mut s, &mut c, 1 << 20);
+            assert!(!c.is_handshaking() && !s.queued_flight_may_wait());
+        }
     }
 
     #[test]

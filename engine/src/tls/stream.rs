@@ -111,8 +111,9 @@ impl<C: TlsConn> TlsStream<C> {
         (self.bytes_in, self.bytes_out)
     }
 
-    /// Lets the handshake's last flight (a server's TLS 1.3 session
-    /// tickets) wait up to `hold` for the first response, so that both
+    /// Lets the handshake's last flight, when it is a server's TLS 1.3
+    /// session tickets (see [`Session::queued_flight_may_wait`]), wait up
+    /// to `hold` for the first response, so that both
     /// leave in one write and one segment, instead of the tickets going
     /// out alone while the client's request is on its way. If nothing
     /// arrives within `hold` the flight goes out alone, the read staying
@@ -150,7 +151,7 @@ impl<C: TlsConn> TlsStream<C> {
                 ));
             }
         }
-        self.holding = self.flight_hold.is_some() && self.tls.wants_write();
+        self.holding = self.flight_hold.is_some() && self.tls.queued_flight_may_wait();
         Ok(())
     }
 
@@ -256,7 +257,7 @@ impl<C: TlsConn> TlsStream<C> {
     /// [`hold_last_flight`](Self::hold_last_flight)).
     async fn flush_and_fill(&mut self, deadline: Option<time::Instant>) -> io::Result<bool> {
         match self.flight_hold {
-            Some(hold) if self.holding && self.tls.wants_write() && !self.eof => {
+            Some(hold) if self.holding && self.tls.queued_flight_may_wait() && !self.eof => {
                 self.fill_holding(hold, deadline).await
             }
             _ => {
