@@ -508,6 +508,39 @@ impl Conn {
         }
     }
 
+    /// Starts receiving now, for the next [`recv`](Self::recv) (or
+    /// [`recv_hinted`](Self::recv_hinted)) to take: a caller can wait for
+    /// data ([`recv_started`](Self::recv_started)) without giving up the
+    /// receive if it stops waiting. `false` where the backend cannot (on
+    /// tokio-uring, or without a buffer pool): nothing was started.
+    pub fn start_recv(&self) -> bool {
+        match &self.inner {
+            ConnInner::Uring(c) => c.start_recv(),
+            ConnInner::Tokio(_) => false,
+        }
+    }
+
+    /// Waits until the receive [`start_recv`](Self::start_recv) started has
+    /// completed (data, EOF or an error), leaving its result for the next
+    /// `recv`. Dropping this future loses nothing. Ready at once if none
+    /// was started.
+    pub async fn recv_started(&self) {
+        std::future::poll_fn(|cx| match &self.inner {
+            ConnInner::Uring(c) if !c.poll_started_recv(cx) => std::task::Poll::Pending,
+            _ => std::task::Poll::Ready(()),
+        })
+        .await
+    }
+
+    /// Whether a receive started by [`start_recv`](Self::start_recv) has
+    /// completed and waits to be taken.
+    pub fn started_recv_done(&self) -> bool {
+        match &self.inner {
+            ConnInner::Uring(c) => c.started_recv_done(),
+            ConnInner::Tokio(_) => false,
+        }
+    }
+
     /// The raw fd, for socket options set from outside (e.g. `SO_LINGER`).
     pub fn raw_fd(&self) -> RawFd {
         match &self.inner {

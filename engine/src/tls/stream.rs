@@ -158,7 +158,10 @@ impl<C: TlsConn> TlsStream<C> {
     /// Whether input is waiting anywhere: decrypted in rustls, read from the
     /// socket but not yet decrypted, or received by the kernel and unread.
     pub fn has_pending_input(&mut self) -> bool {
-        self.tls.holds_input() || self.tls.plaintext_pending() > 0 || self.conn.unread_bytes() > 0
+        self.tls.holds_input()
+            || self.tls.plaintext_pending() > 0
+            || self.conn.started_recv_done()
+            || self.conn.unread_bytes() > 0
     }
 
     /// Reads decrypted bytes into `buf`. `Ok(0)`: the peer ended cleanly
@@ -171,8 +174,14 @@ impl<C: TlsConn> TlsStream<C> {
             if let Some(n) = self.tls.read_plaintext(buf)? {
                 return Ok(n);
             }
-            // Records we owe the peer (alerts, key updates) go out first.
-            self.flush_and_fill(deadline).await?;
+            // Records we owe the peer (alerts, key updates) go out first,
+            // unless they are held tickets and the request came (boxed:
+            // the hold is once per connection, and should not grow the
+            // state of every read).
+            if !(self.holding && Box::pin(self.held_flight_waits()).await) {
+                self.flush().await?;
+            }
+            self.fill_until(deadline).await?;
         }
     }
 
@@ -186,7 +195,11 @@ impl<C: TlsConn> TlsStream<C> {
             if let Some(n) = self.tls.append_plaintext(out, limit)? {
                 return Ok(n);
             }
-            self.flush_and_fill(deadline).await?;
+            // Owed records first, unless held (see `read`).
+            if !(self.holding && Box::pin(self.held_flight_waits()).await) {
+                self.flush().await?;
+            }
+            self.fill_until(deadline).await?;
         }
     }
 
@@ -252,78 +265,26 @@ impl<C: TlsConn> TlsStream<C> {
         self.fill_until(deadline).await
     }
 
-    /// Writes what is owed, then reads more (bounded by `deadline`); a held
-    /// last flight of the handshake waits for the read instead (see
-    /// [`hold_last_flight`](Self::hold_last_flight)).
-    async fn flush_and_fill(&mut self, deadline: Option<time::Instant>) -> io::Result<bool> {
-        match self.flight_hold {
-            Some(hold) if self.holding && self.tls.queued_flight_may_wait() && !self.eof => {
-                self.fill_holding(hold, deadline).await
-            }
-            _ => {
-                self.flush().await?;
-                self.fill_until(deadline).await
-            }
-        }
-    }
-
-    /// [`fill_until`](Self::fill_until) while the queued records wait up to
-    /// `hold`: they go out with the answer to what arrives, or alone once
-    /// `hold` has passed (the read stays in flight meanwhile).
-    async fn fill_holding(
-        &mut self,
-        hold: Duration,
-        deadline: Option<time::Instant>,
-    ) -> io::Result<bool> {
-        self.holding = false;
-        let spare = self.rspare.take();
-        let hold_until = time::now() + hold;
-        let got = {
-            let TlsStream {
-                conn,
-                tls,
-                write_timeout,
-                bytes_out,
-                ..
-            } = self;
-            let recv = conn.recv_hinted(spare, READ_BUF_INITIAL, READ_BUF, false);
-            tokio::pin!(recv);
-            let early = tokio::select! {
-                biased;
-                r = &mut recv => Some(r),
-                _ = time::sleep_until(hold_until) => None,
-            };
-            match early {
-                Some(r) => r,
-                None => {
-                    // Nothing arrived: the flight goes out alone.
-                    while tls.wants_write() {
-                        let out = tls.take_out();
-                        let len = out.len() as u64;
-                        let fut = conn.write_all(out);
-                        let (res, out) = match *write_timeout {
-                            Some(t) => time::timeout(t, fut).await.map_err(|_| {
-                                io::Error::new(
-                                    io::ErrorKind::TimedOut,
-                                    "write timeout: peer is not reading",
-                                )
-                            })?,
-                            None => fut.await,
-                        };
-                        uio::give_write_buf(out);
-                        res?;
-                        *bytes_out += len;
-                    }
-                    match deadline {
-                        Some(d) => time::timeout_at(d, recv)
-                            .await
-                            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "read timeout"))?,
-                        None => recv.await,
-                    }
-                }
-            }
+    /// Whether the records queued are a held last flight whose wait for
+    /// the first request (see [`hold_last_flight`](Self::hold_last_flight))
+    /// ended with data: then they stay queued for the answer. Otherwise
+    /// the caller flushes them before reading.
+    async fn held_flight_waits(&mut self) -> bool {
+        let Some(hold) = self.flight_hold else {
+            return false;
         };
-        self.take_chunk(got?).await
+        if !(std::mem::take(&mut self.holding)
+            && self.tls.queued_flight_may_wait()
+            && !self.eof
+            && self.conn.start_recv())
+        {
+            return false;
+        }
+        // The receive is in flight: the wait for it is given up after
+        // `hold` without losing it, and the next read takes it. (Racing a
+        // receive future of our own against the timer would keep both in
+        // the read's state for as long as an idle client waits.)
+        time::timeout(hold, self.conn.recv_started()).await.is_ok()
     }
 
     /// [`fill`](Self::fill) with the socket read bounded by `deadline`.
@@ -336,17 +297,12 @@ impl<C: TlsConn> TlsStream<C> {
         let fut = self
             .conn
             .recv_hinted(spare, READ_BUF_INITIAL, READ_BUF, answer);
-        let chunk = match deadline {
+        let mut chunk = match deadline {
             Some(d) => time::timeout_at(d, fut)
                 .await
                 .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "read timeout"))??,
             None => fut.await?,
         };
-        self.take_chunk(chunk).await
-    }
-
-    /// Feeds a chunk read from the socket to rustls. Returns `false` at EOF.
-    async fn take_chunk(&mut self, mut chunk: uio::Chunk) -> io::Result<bool> {
         self.bytes_in += chunk.len() as u64;
         if chunk.is_empty() {
             self.eof = true;

@@ -614,6 +614,27 @@ impl<T: 'static> Op<T> {
     pub(crate) fn driver(&self) -> &Rc<Driver> {
         &self.driver
     }
+
+    /// Whether the op has completed, without collecting its result;
+    /// otherwise `cx` is woken when it does.
+    pub(crate) fn poll_done(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut ops = self.driver.ops.borrow_mut();
+        match &mut ops.slots[self.id] {
+            OpSlot::Waiting(w) => {
+                match w {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    _ => *w = Some(cx.waker().clone()),
+                }
+                false
+            }
+            _ => true,
+        }
+    }
+
+    /// Whether the op has completed (its result not yet collected).
+    pub(crate) fn is_done(&self) -> bool {
+        matches!(self.driver.ops.borrow().slots[self.id], OpSlot::Done(..))
+    }
 }
 
 /// Closes the fd an orphaned accept produced (a negative result is an

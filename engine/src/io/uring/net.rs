@@ -65,11 +65,61 @@ impl Drop for Received {
 /// A connected TCP socket.
 pub(crate) struct Conn {
     fd: OwnedFd,
+    /// A pool receive started ahead of the read that takes it (see
+    /// [`Conn::start_recv`]).
+    started: RefCell<Option<Op<()>>>,
 }
 
 impl Conn {
     pub(crate) fn from_std(s: std::net::TcpStream) -> Conn {
-        Conn { fd: s.into() }
+        Conn {
+            fd: s.into(),
+            started: RefCell::new(None),
+        }
+    }
+
+    /// Starts a pool receive now, for the next [`recv`](Self::recv) to
+    /// take; meanwhile [`started_recv_done`](Self::started_recv_done) tells
+    /// whether it completed. `false` (nothing started) without a pool.
+    pub(crate) fn start_recv(&self) -> bool {
+        let d = driver();
+        if d.bufs.is_none() {
+            return false;
+        }
+        let mut started = self.started.borrow_mut();
+        if started.is_none() {
+            *started = Some(d.submit(self.pool_recv_entry(false), ()));
+        }
+        true
+    }
+
+    /// Whether the started receive has completed (registers `cx` to be
+    /// woken when it does). `true` also when none was started.
+    pub(crate) fn poll_started_recv(&self, cx: &mut Context<'_>) -> bool {
+        match self.started.borrow_mut().as_mut() {
+            Some(op) => op.poll_done(cx),
+            None => true,
+        }
+    }
+
+    /// Whether a started receive completed and waits to be taken.
+    pub(crate) fn started_recv_done(&self) -> bool {
+        self.started
+            .borrow()
+            .as_ref()
+            .is_some_and(|op| op.is_done())
+    }
+
+    fn pool_recv_entry(&self, poll_first: bool) -> io_uring::squeue::Entry {
+        let e = opcode::Recv::new(types::Fd(self.raw_fd()), std::ptr::null_mut(), 0)
+            .buf_group(super::bufring::BGID)
+            .build()
+            .flags(io_uring::squeue::Flags::BUFFER_SELECT);
+        if poll_first {
+            with_ioprio(e, IORING_RECVSEND_POLL_FIRST)
+        } else {
+            e
+        }
     }
 
     pub(crate) async fn connect(addr: SocketAddr) -> io::Result<Conn> {
@@ -87,6 +137,7 @@ impl Conn {
         }
         Ok(Conn {
             fd: OwnedFd::from(sock),
+            started: RefCell::new(None),
         })
     }
 
@@ -123,16 +174,12 @@ impl Conn {
     pub(crate) async fn recv(&self, heap_size: usize, poll_first: bool) -> io::Result<Received> {
         let d = driver();
         if d.bufs.is_some() {
-            let e = opcode::Recv::new(types::Fd(self.raw_fd()), std::ptr::null_mut(), 0)
-                .buf_group(super::bufring::BGID)
-                .build()
-                .flags(io_uring::squeue::Flags::BUFFER_SELECT);
-            let e = if poll_first {
-                with_ioprio(e, IORING_RECVSEND_POLL_FIRST)
-            } else {
-                e
+            let started = self.started.borrow_mut().take();
+            let op = match started {
+                Some(op) => op,
+                None => d.submit(self.pool_recv_entry(poll_first), ()),
             };
-            let (res, flags, ()) = d.submit(e, ()).await;
+            let (res, flags, ()) = op.await;
             let bid = cqueue::buffer_select(flags);
             if res >= 0 {
                 return Ok(match bid {

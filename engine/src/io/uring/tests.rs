@@ -154,6 +154,39 @@ fn a_receive_that_waits_for_data_first_gets_data_sent_before_and_after_and_eof()
 }
 
 #[test]
+fn a_started_receive_survives_giving_up_the_wait_and_the_next_recv_takes_it() {
+    rt().block_on(async {
+        let (mut client, server) = pair();
+        let conn = Conn::from_std(server);
+        assert!(conn.start_recv(), "the uring backend can start a receive");
+        assert!(!conn.started_recv_done());
+        // Wait once and give up (nothing was sent): nothing is lost.
+        {
+            let wait = conn.recv_started();
+            let mut wait = std::pin::pin!(wait);
+            let ready = std::future::poll_fn(|cx| {
+                std::task::Poll::Ready(wait.as_mut().poll(cx).is_ready())
+            })
+            .await;
+            assert!(!ready, "nothing was sent yet");
+        }
+        client.write_all(b"held").expect("write");
+        conn.recv_started().await;
+        assert!(
+            conn.started_recv_done(),
+            "completed and waiting to be taken"
+        );
+        let c = conn.recv(None, 64, 64).await.expect("recv");
+        assert_eq!(&c[..], b"held");
+        assert!(!conn.started_recv_done(), "taken");
+        // The next receive is a fresh one.
+        client.write_all(b"next").expect("write");
+        let c = conn.recv(None, 64, 64).await.expect("recv");
+        assert_eq!(&c[..], b"next");
+    });
+}
+
+#[test]
 fn a_closed_listener_leaves_no_accept_behind() {
     rt().block_on(async {
         let std_l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
