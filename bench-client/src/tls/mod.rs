@@ -119,13 +119,6 @@ fn provider(a: &TlsArgs) -> Result<CryptoProvider, String> {
             })
             .collect::<Result<_, _>>()?;
     }
-    // The engine's TLS 1.3 suites: same algorithms, a cheaper HKDF (the
-    // client's CPU per handshake sets how hard it can drive a server).
-    p.cipher_suites = p
-        .cipher_suites
-        .into_iter()
-        .map(uringtls::tls::hkdf::keyed)
-        .collect();
     Ok(p)
 }
 

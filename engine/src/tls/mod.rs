@@ -16,7 +16,6 @@
 //! are shared: a client that reconnects to any shard resumes.
 
 pub mod duplex;
-pub mod hkdf;
 pub mod server;
 pub mod session;
 pub mod sni;
@@ -300,12 +299,11 @@ fn self_signed() -> Result<Identity, TlsError> {
 
 /// The crypto provider: aws-lc-rs, with AES-128-GCM preferred (it is the
 /// fastest bulk cipher on AES-NI machines; the server's order wins because
-/// `ignore_client_order` is set). Its TLS 1.3 suites derive their secrets
-/// through [`hkdf::keyed`]'s HKDF (same output, a third of the hashing).
+/// `ignore_client_order` is set).
 pub fn provider() -> CryptoProvider {
     use rustls::crypto::aws_lc_rs::cipher_suite as cs;
     let mut p = rustls::crypto::aws_lc_rs::default_provider();
-    p.cipher_suites = [
+    p.cipher_suites = vec![
         cs::TLS13_AES_128_GCM_SHA256,
         cs::TLS13_AES_256_GCM_SHA384,
         cs::TLS13_CHACHA20_POLY1305_SHA256,
@@ -315,10 +313,7 @@ pub fn provider() -> CryptoProvider {
         cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
         cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
         cs::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
-    ]
-    .into_iter()
-    .map(hkdf::keyed)
-    .collect();
+    ];
     p
 }
 

@@ -224,10 +224,7 @@ fn select_provider(s: &TlsSettings) -> Result<CryptoProvider, TlsError> {
     let mut p = provider();
     if let Some(names) = &s.cipher_suites {
         let all = rustls::crypto::aws_lc_rs::ALL_CIPHER_SUITES;
-        p.cipher_suites = pick("cipher suite", names, all, |c| format!("{:?}", c.suite()))?
-            .into_iter()
-            .map(super::hkdf::keyed)
-            .collect();
+        p.cipher_suites = pick("cipher suite", names, all, |c| format!("{:?}", c.suite()))?;
     }
     if let Some(names) = &s.kx_groups {
         let all = rustls::crypto::aws_lc_rs::ALL_KX_GROUPS;
