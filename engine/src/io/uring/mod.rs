@@ -621,10 +621,7 @@ impl<T: 'static> Op<T> {
         let mut ops = self.driver.ops.borrow_mut();
         match &mut ops.slots[self.id] {
             OpSlot::Waiting(w) => {
-                match w {
-                    Some(w) if w.will_wake(cx.waker()) => {}
-                    _ => *w = Some(cx.waker().clone()),
-                }
+                wait_with(w, cx);
                 false
             }
             _ => true,
@@ -634,6 +631,14 @@ impl<T: 'static> Op<T> {
     /// Whether the op has completed (its result not yet collected).
     pub(crate) fn is_done(&self) -> bool {
         matches!(self.driver.ops.borrow().slots[self.id], OpSlot::Done(..))
+    }
+}
+
+/// Keeps `cx`'s waker as the one a waiting op's completion wakes.
+fn wait_with(w: &mut Option<Waker>, cx: &Context<'_>) {
+    match w {
+        Some(w) if w.will_wake(cx.waker()) => {}
+        _ => *w = Some(cx.waker().clone()),
     }
 }
 
@@ -666,10 +671,7 @@ impl<T: 'static> Future for Op<T> {
                 }
             }
             OpSlot::Waiting(w) => {
-                match w {
-                    Some(w) if w.will_wake(cx.waker()) => {}
-                    _ => *w = Some(cx.waker().clone()),
-                }
+                wait_with(w, cx);
                 Poll::Pending
             }
             _ => Poll::Pending,
