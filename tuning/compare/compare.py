@@ -26,6 +26,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -42,6 +43,10 @@ CLIENTS = {
     "openloop": ("oha", "bench-client"),
     "idle": ("python-ssl",),
 }
+# Seconds each open-loop run runs before it counts: the clients open their 64
+# connections then, and the requests scheduled meanwhile wait (see
+# clients.oha_open_loop); tails and CPU per operation are from after it.
+OPENLOOP_WARMUP = 1
 INSTALL = {"nginx": "apt-get install nginx", "wrk": "apt-get install wrk", "h2load": "apt-get install nghttp2-client",
            "oha": "cargo install oha --locked", "taskset": "apt-get install util-linux",
            "pgrep": "apt-get install procps", "openssl": "apt-get install openssl"}
@@ -111,15 +116,33 @@ def measure_idle(server, count):
             "kib_per_conn": (after - before) / count}
 
 
-def measure(server, fn):
-    c0 = cpu_seconds(server.pid)
-    t0 = time.time()
-    r = fn()
-    wall = time.time() - t0
-    cpu = cpu_seconds(server.pid) - c0
+def measure(server, fn, warmup=0):
+    """Runs the client call `fn` and adds the server's CPU over it. With
+    `warmup` (seconds the client runs before it counts), CPU and wall time
+    are taken from that point on, to match the operations counted."""
+    start = {}
+
+    def mark():
+        start["cpu"], start["t"] = cpu_seconds(server.pid), time.time()
+
+    mark()
+    timer = None
+    if warmup:
+        timer = threading.Timer(warmup, mark)
+        timer.start()
+    try:
+        r = fn()
+    finally:
+        if timer:
+            timer.cancel()
+    wall = time.time() - start["t"]
+    cpu = cpu_seconds(server.pid) - start["cpu"]
     r["wall_s"] = wall
     r["cpu_s"] = cpu
-    r["rate"] = r["ops"] / wall if wall else 0
+    # A client that reports its measured window (open loop) gives the rate
+    # over it: the wall time here also holds the client's start and exit.
+    span = r.get("measured_s") or wall
+    r["rate"] = r["ops"] / span if span else 0
     r["cpu_us_per_op"] = cpu * 1e6 / r["ops"] if r["ops"] else None
     return r
 
@@ -183,7 +206,8 @@ def start_servers(a, tmp, big, workloads):
 
 
 def job(a, servers, name, wl, client, rate):
-    """The server a run measures and the client call that runs it."""
+    """The server a run measures, the client call that runs it, and the
+    seconds of warm-up the client runs before it counts."""
     s = servers[{"full": f"{name}-noresume", "bulk": f"{name}-bulk"}.get(wl, name)]
     url = f"https://127.0.0.1:{s.port}" + ("/big" if wl == "bulk" else "/")
     cc, d, bc = a.client_cpu, a.duration, a.bench_client
@@ -196,11 +220,11 @@ def job(a, servers, name, wl, client, rate):
         ("resumed", "bench-client"): lambda: C.bench_client(bc, cc, "resume", url, d, 16, ["--request", "http"]),
         ("bulk", "wrk"): lambda: C.wrk(cc, url, d, 8),
         ("bulk", "bench-client"): lambda: C.bench_client(bc, cc, "bulk", url, d, 8),
-        ("openloop", "oha"): lambda: C.oha_open_loop(cc, url, d, rate(), 64),
+        ("openloop", "oha"): lambda: C.oha_open_loop(cc, url, d, rate(), 64, OPENLOOP_WARMUP),
         ("openloop", "bench-client"): lambda: C.bench_client(bc, cc, "http", url, d, 64,
-                                                             ["--rate", str(int(rate()))]),
+                                                             ["--rate", str(int(rate()))], OPENLOOP_WARMUP),
     }
-    return s, calls[(wl, client)]
+    return s, calls[(wl, client)], OPENLOOP_WARMUP if wl == "openloop" else 0
 
 
 def run_idle(a, tmp, big, name):
