@@ -106,10 +106,17 @@ def wait_port(port, timeout=30.0, proc=None):
 
 def cpu_seconds(pid):
     """utime + stime of `pid`, seconds."""
+    return sum(cpu_split(pid))
+
+
+def cpu_split(pid):
+    """(utime, stime) of `pid`, seconds: user space, and the kernel on the
+    process's behalf (syscalls, io_uring, and on loopback the softirq work
+    of what it sends, the peer's receive path included)."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     # fields[11], fields[12] are utime, stime (14th, 15th of the full line)
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
 
 
 def rss_kib(pid):
