@@ -10,6 +10,7 @@ either server.
 """
 
 import json
+import math
 import re
 import subprocess
 import time
@@ -110,4 +111,4 @@ def oha_open_loop(cpu, url, duration, rate, conns, warmup=0):
 
 def percentile(sorted_vals, q):
     """Nearest-rank percentile of a sorted list."""
-    return sorted_vals[min(len(sorted_vals) - 1, max(0, int(q * len(sorted_vals) + 0.999999) - 1))]
+    return sorted_vals[min(len(sorted_vals) - 1, max(0, math.ceil(q * len(sorted_vals)) - 1))]

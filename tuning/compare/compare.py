@@ -9,7 +9,9 @@ client artefact cannot flatter either server. Servers run interleaved
 (A B, then B A) for --rounds rounds; each figure is the median over rounds.
 
 Server CPU per operation = (utime + stime of the server process from
-/proc/PID/stat, delta over the run) / operations completed by the client.
+/proc/PID/stat, delta over the run) / operations completed by the client;
+the "kernel floor" is uringtls's stime per operation over nginx's CPU per
+operation. Open-loop runs count from the end of a 1 s warm-up.
 
 Nothing is installed: missing tools are named and the script exits 2.
 Usage: tuning/compare/compare.py [--rounds 3] [--duration 10] [--clients LIST] [--json FILE]
@@ -135,6 +137,7 @@ def measure(server, fn, warmup=0):
     finally:
         if timer:
             timer.cancel()
+            timer.join()
     wall = time.time() - start["t"]
     user, sys_ = (b - a for a, b in zip(start["cpu"], cpu_split(server.pid)))
     cpu = user + sys_
