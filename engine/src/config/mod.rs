@@ -120,6 +120,10 @@ pub struct Options {
     /// IORING_SETUP_SQPOLL with this idle time, milliseconds [default: off].
     #[arg(long, value_name = "MS")]
     pub sqpoll_idle_ms: Option<u32>,
+    /// Multishot receives on the uring backend: one receive per connection
+    /// stays armed across reads [default: true].
+    #[arg(long, value_name = "BOOL")]
+    pub recv_multishot: Option<bool>,
     /// I/O backend of the shard runtimes [default: uring].
     #[arg(long, value_name = "NAME")]
     pub io_backend: Option<crate::io::Backend>,
@@ -444,6 +448,7 @@ impl Options {
             ring_entries,
             coop_taskrun,
             sqpoll_idle_ms,
+            recv_multishot,
             io_backend,
             cert,
             key,
@@ -689,6 +694,7 @@ impl Options {
                 entries: self.ring_entries.unwrap_or(crate::io::DEFAULT_RING_ENTRIES),
                 coop_taskrun: self.coop_taskrun.unwrap_or(true),
                 sqpoll_idle_ms: self.sqpoll_idle_ms,
+                recv_multishot: self.recv_multishot.unwrap_or(true),
                 backend: self.io_backend.unwrap_or_default(),
             },
             tls: TlsSettings {

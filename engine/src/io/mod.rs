@@ -89,6 +89,10 @@ pub struct RingOptions {
     /// thread polls the submission queue). Default off. On the uring
     /// backend it replaces `DEFER_TASKRUN`, which needs this thread to submit.
     pub sqpoll_idle_ms: Option<u32>,
+    /// Multishot receives on the uring backend (`IORING_RECV_MULTISHOT`):
+    /// one receive per connection stays armed across reads instead of one
+    /// submission per read. Default on.
+    pub recv_multishot: bool,
     /// The runtime behind the ring.
     pub backend: Backend,
 }
@@ -99,6 +103,7 @@ impl Default for RingOptions {
             entries: DEFAULT_RING_ENTRIES,
             coop_taskrun: true,
             sqpoll_idle_ms: None,
+            recv_multishot: true,
             backend: Backend::default(),
         }
     }
@@ -123,6 +128,7 @@ impl Runtime {
             Backend::Uring => RuntimeInner::Uring(uring::Runtime::new(&uring::Setup {
                 entries: opts.entries,
                 sqpoll_idle_ms: opts.sqpoll_idle_ms,
+                recv_multishot: opts.recv_multishot,
             })?),
             Backend::TokioUring => {
                 let mut urb = tokio_uring::uring_builder();
@@ -395,6 +401,10 @@ impl Conn {
     /// Reads into the spare capacity of `buf` (after its current length) and
     /// returns the buffer with its length grown by the bytes read. `Ok(0)`
     /// means the peer closed its sending side.
+    ///
+    /// Not for a socket that [`recv`](Self::recv) has read: on the uring
+    /// backend its receive stays armed (multishot) and would take bytes
+    /// ahead of this read. Use one or the other per socket.
     pub async fn read(&self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
         match &self.inner {
             ConnInner::Uring(c) => c.read(buf).await,
@@ -538,6 +548,16 @@ impl Conn {
         match &self.inner {
             ConnInner::Uring(c) => c.started_recv_done(),
             ConnInner::Tokio(_) => false,
+        }
+    }
+
+    /// The uring backend's multishot receive: completions waiting and
+    /// whether the kernel still holds it (`None`: none armed).
+    #[cfg(test)]
+    pub(crate) fn multishot_state(&self) -> Option<(usize, bool)> {
+        match &self.inner {
+            ConnInner::Uring(c) => c.multishot_state(),
+            ConnInner::Tokio(_) => None,
         }
     }
 

@@ -27,7 +27,7 @@
 use super::session::TlsConn;
 use super::stream::TlsStream;
 use crate::io::time::{self, Instant};
-use crate::io::{self as uio, Conn};
+use crate::io::{self as uio, Chunk, Conn};
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -48,9 +48,11 @@ pub struct SpliceStats {
 }
 
 type Op<'a, T> = Option<Pin<Box<dyn Future<Output = (io::Result<T>, Vec<u8>)> + 'a>>>;
+/// A receive from the TLS side.
+type RecvOp<'a> = Option<Pin<Box<dyn Future<Output = io::Result<Chunk>> + 'a>>>;
 
 enum Event {
-    ClientRead(io::Result<usize>, Vec<u8>),
+    ClientRead(io::Result<Chunk>),
     ClientWrote(io::Result<()>, Vec<u8>),
     PlainRead(io::Result<usize>, Vec<u8>),
     PlainWrote(io::Result<()>, Vec<u8>),
@@ -58,6 +60,13 @@ enum Event {
 }
 
 async fn finish<T>(op: &mut Op<'_, T>) -> (io::Result<T>, Vec<u8>) {
+    match op.as_mut() {
+        Some(f) => f.await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn finish_recv(op: &mut RecvOp<'_>) -> io::Result<Chunk> {
     match op.as_mut() {
         Some(f) => f.await,
         None => std::future::pending().await,
@@ -115,16 +124,17 @@ pub async fn splice<C: TlsConn>(
         ..
     } = stream;
     let client: &Conn = conn;
-    // The pump reads the TLS side into a buffer of its own (a proxied
-    // connection is busy, not idle); it is decrypted in place.
-    let mut crbuf = Some(Vec::with_capacity(super::stream::READ_BUF_INITIAL));
+    // The pump receives the TLS side as `TlsStream` does (the same receive:
+    // one the handshake left armed delivers first), decrypting in place;
+    // on tokio-uring into a buffer of its own, kept between reads.
+    let mut crbuf: Option<Vec<u8>> = None;
     // Buffers start small (an idle proxied connection holds little) and
     // grow to their full size the first time traffic fills them.
     let mut to_plain = Some(Vec::new());
     let mut from_plain = Some(Vec::with_capacity(INITIAL_BUF));
     // Bytes of `from_plain` already handed to rustls.
     let mut from_pos = 0usize;
-    let (mut cr, mut cw, mut pr, mut pw): (Op<usize>, Op<()>, Op<usize>, Op<()>) =
+    let (mut cr, mut cw, mut pr, mut pw): (RecvOp, Op<()>, Op<usize>, Op<()>) =
         (None, None, None, None);
     let mut ends = Ends::default();
     let mut stats = SpliceStats::default();
@@ -183,10 +193,11 @@ pub async fn splice<C: TlsConn>(
         }
         // New reads, only where the previous data has moved on.
         if cr.is_none() && !*eof && !ends.tls_read_done && tls.plaintext_pending() <= PLAIN_BUF {
-            if let Some(mut buf) = crbuf.take() {
-                buf.clear();
-                cr = Some(Box::pin(client.read(buf)));
-            }
+            cr = Some(Box::pin(client.recv(
+                crbuf.take(),
+                super::stream::READ_BUF_INITIAL,
+                super::stream::READ_BUF,
+            )));
         }
         if pr.is_none() && !ends.plain_read_done {
             if let Some(mut buf) = from_plain.take_if(|b| from_pos >= b.len()) {
@@ -209,7 +220,7 @@ pub async fn splice<C: TlsConn>(
         }
 
         let ev = tokio::select! {
-            (r, b) = finish(&mut cr) => Event::ClientRead(r, b),
+            r = finish_recv(&mut cr) => Event::ClientRead(r),
             (r, b) = finish(&mut cw) => Event::ClientWrote(r, b),
             (r, b) = finish(&mut pr) => Event::PlainRead(r, b),
             (r, b) = finish(&mut pw) => Event::PlainWrote(r, b),
@@ -221,14 +232,22 @@ pub async fn splice<C: TlsConn>(
             last_moved = now;
         }
         match ev {
-            Event::ClientRead(r, mut b) => {
+            Event::ClientRead(r) => {
                 cr = None;
-                let n = r?;
+                let mut chunk = r?;
+                let n = chunk.len();
                 *bytes_in += n as u64;
-                if n == 0 {
+                let res = if n == 0 {
                     *eof = true;
+                    crbuf = chunk.recycle();
                     tls.ingest_eof().map_err(tls_error)?;
-                } else if let Err(e) = tls.ingest(&mut b) {
+                    Ok(())
+                } else {
+                    let res = tls.ingest(&mut chunk).map(drop);
+                    crbuf = chunk.recycle();
+                    res
+                };
+                if let Err(e) = res {
                     // Send rustls's alert, best effort, unless a write is
                     // in flight (two writes could interleave).
                     let out = tls.take_out();
@@ -238,8 +257,6 @@ pub async fn splice<C: TlsConn>(
                     }
                     return Err(tls_error(e));
                 }
-                grow_if_filled(&mut b, super::stream::READ_BUF);
-                crbuf = Some(b);
             }
             Event::ClientWrote(r, b) => {
                 cw = None;

@@ -28,7 +28,7 @@ use bufring::BufRing;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use std::any::Any;
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -51,6 +51,16 @@ const ROOT: usize = usize::MAX;
 pub(crate) const POOL_BUFFERS: u16 = 256;
 /// Size of each (one maximal TLS record plus headroom).
 pub(crate) const POOL_BUF_SIZE: usize = 16 * 1024 + 512;
+/// Completions a multishot operation may hold before the driver cancels
+/// it: a connection that is not read (a proxy's slow backend, a busy
+/// service) keeps about this many pool buffers, and the rest of its data
+/// waits in the socket, under TCP flow control, until it reads again.
+pub(crate) const MULTI_QUEUE_CAP: usize = 4;
+/// Bytes one multishot receive takes before the kernel ends it (Linux
+/// 6.16+, `optlen`; the next read arms it again): the kernel bound on
+/// what one connection pulls into the pool in one go, which the driver's
+/// cap above can only act on after the fact.
+pub(crate) const MULTI_RECV_BYTES: u32 = (MULTI_QUEUE_CAP * POOL_BUF_SIZE) as u32;
 
 thread_local! {
     static CURRENT: RefCell<Option<Rc<Driver>>> = const { RefCell::new(None) };
@@ -152,6 +162,23 @@ enum OpSlot {
     /// they are kept here until the completion arrives. `true`: the
     /// result is a new fd (an accept) that nobody will take, to close.
     Orphan(#[allow(dead_code)] Box<dyn Any>, bool),
+    /// A multishot operation (see [`MultiOp`]).
+    Multi(Box<Multi>),
+    /// A multishot operation whose owner is gone while the kernel still
+    /// holds it (a cancel is on its way): the buffers its completions
+    /// carry go back to the pool, and the slot is released at its last.
+    MultiOrphan,
+}
+
+/// A multishot operation's completions not yet taken, in order.
+struct Multi {
+    queue: VecDeque<(i32, u32)>,
+    waker: Option<Waker>,
+    /// The kernel still holds the operation: its last completion had
+    /// `IORING_CQE_F_MORE`.
+    armed: bool,
+    /// A cancel was sent because the queue reached [`MULTI_QUEUE_CAP`].
+    capped: bool,
 }
 
 #[derive(Default)]
@@ -197,12 +224,22 @@ pub(crate) struct Driver {
     /// write into freed memory, however the runtime ends.
     efd_buf: *mut u8,
     efd_armed: Cell<bool>,
+    /// Receives are multishot (`IORING_RECV_MULTISHOT`), see [`net::Conn`];
+    /// turned off if the kernel refuses the first one.
+    pub(crate) recv_multishot: Cell<bool>,
+    /// A multishot receive has completed with data: the kernel takes them.
+    pub(crate) recv_multishot_seen: Cell<bool>,
+    /// Multishot operations to cancel once `reap` is done with the ring.
+    cancel_later: RefCell<Vec<usize>>,
+    /// Submission queue entries queued so far.
+    pub(crate) sqes: Cell<u64>,
 }
 
 /// How the backend sets its ring up.
 pub(crate) struct Setup {
     pub entries: u32,
     pub sqpoll_idle_ms: Option<u32>,
+    pub recv_multishot: bool,
 }
 
 impl Driver {
@@ -256,11 +293,16 @@ impl Driver {
             root,
             efd_buf: Box::into_raw(Box::new([0u8; 8])).cast::<u8>(),
             efd_armed: Cell::new(false),
+            recv_multishot: Cell::new(setup.recv_multishot),
+            recv_multishot_seen: Cell::new(false),
+            cancel_later: RefCell::new(Vec::new()),
+            sqes: Cell::new(0),
         })
     }
 
     /// Queues one SQE (submitted with the next `io_uring_enter`).
     fn push(&self, entry: &squeue::Entry) {
+        self.sqes.set(self.sqes.get() + 1);
         let mut ring = self.ring.borrow_mut();
         loop {
             // SAFETY: every entry pushed here points only at memory that the
@@ -289,6 +331,28 @@ impl Driver {
             id,
             data: Some(data),
             fd_result: false,
+        }
+    }
+
+    /// Submits a multishot `entry` (one that references no memory of ours
+    /// but the pool's): its completions queue up in the driver until
+    /// [`MultiOp::poll_next`] takes them.
+    pub(crate) fn submit_multi(self: &Rc<Self>, entry: squeue::Entry) -> MultiOp {
+        let id = {
+            let mut ops = self.ops.borrow_mut();
+            let id = ops.insert();
+            ops.slots[id] = OpSlot::Multi(Box::new(Multi {
+                queue: VecDeque::new(),
+                waker: None,
+                armed: true,
+                capped: false,
+            }));
+            id
+        };
+        self.push(&entry.user_data(id as u64));
+        MultiOp {
+            driver: self.clone(),
+            id,
         }
     }
 
@@ -327,6 +391,34 @@ impl Driver {
                 continue;
             };
             let flags = cqe.flags();
+            let last = !cqueue::more(flags);
+            match slot {
+                OpSlot::Multi(m) => {
+                    m.queue.push_back((cqe.result(), flags));
+                    if let Some(w) = &m.waker {
+                        w.wake_by_ref();
+                    }
+                    let cap = !last && m.queue.len() >= MULTI_QUEUE_CAP && !m.capped;
+                    m.armed = !last;
+                    m.capped |= cap;
+                    if last {
+                        ops.in_flight -= 1;
+                    }
+                    if cap {
+                        self.cancel_later.borrow_mut().push(i);
+                    }
+                    continue;
+                }
+                OpSlot::MultiOrphan => {
+                    self.give_back_selected(flags);
+                    if last {
+                        ops.in_flight -= 1;
+                        ops.release(i);
+                    }
+                    continue;
+                }
+                _ => {}
+            }
             match std::mem::replace(slot, OpSlot::Done(cqe.result(), flags)) {
                 OpSlot::Waiting(w) => {
                     if let Some(w) = w {
@@ -339,9 +431,7 @@ impl Driver {
                     if fd_result {
                         close_fd_result(cqe.result());
                     }
-                    if let (Some(bid), Some(bufs)) = (cqueue::buffer_select(flags), &self.bufs) {
-                        bufs.give_back(bid);
-                    }
+                    self.give_back_selected(flags);
                     ops.in_flight -= 1;
                     ops.release(i);
                 }
@@ -351,6 +441,19 @@ impl Driver {
                     *slot = other;
                 }
             }
+        }
+        drop(ops);
+        drop(ring);
+        let capped = std::mem::take(&mut *self.cancel_later.borrow_mut());
+        for id in capped {
+            self.cancel(id);
+        }
+    }
+
+    /// Gives back the pool buffer a completion's `flags` name, if any.
+    pub(crate) fn give_back_selected(&self, flags: u32) {
+        if let (Some(bid), Some(bufs)) = (cqueue::buffer_select(flags), &self.bufs) {
+            bufs.give_back(bid);
         }
     }
 
@@ -549,7 +652,11 @@ impl Driver {
         let pending: Vec<usize> = {
             let ops = self.ops.borrow();
             (0..ops.slots.len())
-                .filter(|&i| matches!(ops.slots[i], OpSlot::Orphan(..) | OpSlot::Waiting(_)))
+                .filter(|&i| match &ops.slots[i] {
+                    OpSlot::Orphan(..) | OpSlot::Waiting(_) | OpSlot::MultiOrphan => true,
+                    OpSlot::Multi(m) => m.armed,
+                    OpSlot::Vacant | OpSlot::Done(..) => false,
+                })
                 .collect()
         };
         for i in pending {
@@ -701,6 +808,91 @@ impl<T: 'static> Drop for Op<T> {
                 ops.release(self.id);
             }
             _ => ops.slots[self.id] = OpSlot::Orphan(Box::new(data), self.fd_result),
+        }
+    }
+}
+
+/// A multishot operation in flight: one submission, one completion per
+/// event until the kernel ends it (a completion without
+/// `IORING_CQE_F_MORE`: an error, end of file, an empty pool, or a cancel).
+/// Completions wait in the driver, in order, until taken; none is lost if
+/// the future waiting for one is dropped. Dropping the `MultiOp` cancels
+/// the operation and gives back the pool buffers of what was not taken.
+pub(crate) struct MultiOp {
+    driver: Rc<Driver>,
+    id: usize,
+}
+
+impl MultiOp {
+    /// The next completion (result, flags); `None` once the kernel has
+    /// ended the operation and every completion was taken.
+    pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<(i32, u32)>> {
+        let mut ops = self.driver.ops.borrow_mut();
+        let OpSlot::Multi(m) = &mut ops.slots[self.id] else {
+            return Poll::Ready(None);
+        };
+        if let Some(c) = m.queue.pop_front() {
+            return Poll::Ready(Some(c));
+        }
+        if !m.armed {
+            return Poll::Ready(None);
+        }
+        wait_with(&mut m.waker, cx);
+        Poll::Pending
+    }
+
+    /// Whether a completion is waiting or the operation has ended;
+    /// otherwise `cx` is woken when either happens.
+    pub(crate) fn poll_ready(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut ops = self.driver.ops.borrow_mut();
+        match &mut ops.slots[self.id] {
+            OpSlot::Multi(m) if m.queue.is_empty() && m.armed => {
+                wait_with(&mut m.waker, cx);
+                false
+            }
+            _ => true,
+        }
+    }
+
+    /// Completions waiting, and whether the kernel still holds it.
+    #[cfg(test)]
+    pub(crate) fn state(&self) -> (usize, bool) {
+        match &self.driver.ops.borrow().slots[self.id] {
+            OpSlot::Multi(m) => (m.queue.len(), m.armed),
+            _ => (0, false),
+        }
+    }
+
+    /// Whether completions wait to be taken.
+    pub(crate) fn has_queued(&self) -> bool {
+        matches!(&self.driver.ops.borrow().slots[self.id], OpSlot::Multi(m) if !m.queue.is_empty())
+    }
+
+    /// Whether it can still deliver: the kernel holds it, or completions
+    /// wait to be taken.
+    pub(crate) fn is_live(&self) -> bool {
+        matches!(&self.driver.ops.borrow().slots[self.id], OpSlot::Multi(m) if m.armed || !m.queue.is_empty())
+    }
+}
+
+impl Drop for MultiOp {
+    fn drop(&mut self) {
+        let mut ops = self.driver.ops.borrow_mut();
+        let OpSlot::Multi(m) = std::mem::replace(&mut ops.slots[self.id], OpSlot::MultiOrphan)
+        else {
+            return;
+        };
+        for (_, flags) in &m.queue {
+            self.driver.give_back_selected(*flags);
+        }
+        if m.armed {
+            // Released at its last completion.
+            drop(ops);
+            if !m.capped {
+                self.driver.cancel(self.id);
+            }
+        } else {
+            ops.release(self.id);
         }
     }
 }

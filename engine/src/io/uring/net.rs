@@ -1,6 +1,6 @@
 //! Sockets on the `uring` backend.
 
-use super::{driver, Driver, Op};
+use super::{driver, Driver, MultiOp, Op};
 use io_uring::{cqueue, opcode, types};
 use std::cell::RefCell;
 use std::future::Future;
@@ -62,19 +62,47 @@ impl Drop for Received {
     }
 }
 
+/// What a multishot receive gave.
+enum MultiRecv {
+    Got(io::Result<Received>),
+    /// The pool is empty: read into a heap buffer.
+    PoolEmpty,
+    /// The kernel refused it: use single-shot receives.
+    Refused,
+}
+
 /// A connected TCP socket.
+///
+/// Pool receives are multishot where the driver says so
+/// ([`Driver::recv_multishot`]): the first [`recv`](Conn::recv) arms one
+/// receive that stays in the kernel across reads, each arrival of data
+/// completing it once with a pool buffer, so a request-response
+/// connection submits nothing per read. Completions not yet taken wait in
+/// the driver, in order. A connection that is not read holds only a few
+/// pool buffers: the kernel ends the receive after
+/// [`MULTI_RECV_BYTES`](super::MULTI_RECV_BYTES) (Linux 6.16+), and the
+/// driver cancels it at [`MULTI_QUEUE_CAP`](super::MULTI_QUEUE_CAP)
+/// completions untaken; the next `recv` arms it again once they are taken.
+/// Otherwise (`--recv-multishot false`, or a kernel that refuses the byte
+/// limit) each read submits a single-shot pool receive.
 pub(crate) struct Conn {
     fd: OwnedFd,
-    /// A pool receive started ahead of the read that takes it (see
-    /// [`Conn::start_recv`]).
-    started: RefCell<Option<Op<()>>>,
+    /// A receive started ahead of the read that takes it: single-shot (see
+    /// [`Conn::start_recv`]) or the armed multishot receive.
+    pending: RefCell<Pending>,
+}
+
+enum Pending {
+    None,
+    Single(Op<()>),
+    Multi(MultiOp),
 }
 
 impl Conn {
     pub(crate) fn from_std(s: std::net::TcpStream) -> Conn {
         Conn {
             fd: s.into(),
-            started: RefCell::new(None),
+            pending: RefCell::new(Pending::None),
         }
     }
 
@@ -86,9 +114,13 @@ impl Conn {
         if d.bufs.is_none() {
             return false;
         }
-        let mut started = self.started.borrow_mut();
-        if started.is_none() {
-            *started = Some(d.submit(self.pool_recv_entry(false), ()));
+        if d.recv_multishot.get() {
+            self.arm_multi(&d, false);
+        } else {
+            let mut pending = self.pending.borrow_mut();
+            if matches!(*pending, Pending::None) {
+                *pending = Pending::Single(d.submit(self.pool_recv_entry(false), ()));
+            }
         }
         true
     }
@@ -96,18 +128,94 @@ impl Conn {
     /// Whether the started receive has completed (registers `cx` to be
     /// woken when it does). `true` also when none was started.
     pub(crate) fn poll_started_recv(&self, cx: &mut Context<'_>) -> bool {
-        match self.started.borrow_mut().as_mut() {
-            Some(op) => op.poll_done(cx),
-            None => true,
+        match &mut *self.pending.borrow_mut() {
+            Pending::Single(op) => op.poll_done(cx),
+            Pending::Multi(m) => m.poll_ready(cx),
+            Pending::None => true,
         }
     }
 
     /// Whether a started receive completed and waits to be taken.
     pub(crate) fn started_recv_done(&self) -> bool {
-        self.started
-            .borrow()
-            .as_ref()
-            .is_some_and(|op| op.is_done())
+        match &*self.pending.borrow() {
+            Pending::Single(op) => op.is_done(),
+            Pending::Multi(m) => m.has_queued(),
+            Pending::None => false,
+        }
+    }
+
+    /// The multishot receive's completions waiting and whether the kernel
+    /// still holds it; `None` if none was armed.
+    #[cfg(test)]
+    pub(crate) fn multishot_state(&self) -> Option<(usize, bool)> {
+        match &*self.pending.borrow() {
+            Pending::Multi(m) => Some(m.state()),
+            _ => None,
+        }
+    }
+
+    /// Arms the multishot receive unless one can still deliver.
+    fn arm_multi(&self, d: &Rc<Driver>, poll_first: bool) {
+        let mut pending = self.pending.borrow_mut();
+        if matches!(&*pending, Pending::Multi(m) if m.is_live()) {
+            return;
+        }
+        // An ended receive's slot is released before the new one takes one.
+        *pending = Pending::None;
+        let ioprio = IORING_RECV_MULTISHOT
+            | if poll_first {
+                IORING_RECVSEND_POLL_FIRST
+            } else {
+                0
+            };
+        let e = opcode::RecvMulti::new(types::Fd(self.raw_fd()), super::bufring::BGID).build();
+        let e = with_optlen(with_ioprio(e, ioprio), super::MULTI_RECV_BYTES);
+        *pending = Pending::Multi(d.submit_multi(e));
+    }
+
+    /// The multishot receive's next completion; `None` if it has ended
+    /// with every completion taken (or none is armed).
+    fn poll_multi(&self, cx: &mut Context<'_>) -> Poll<Option<(i32, u32)>> {
+        match &mut *self.pending.borrow_mut() {
+            Pending::Multi(m) => m.poll_next(cx),
+            _ => Poll::Ready(None),
+        }
+    }
+
+    /// A pool receive through the multishot receive.
+    async fn recv_multi(&self, d: &Rc<Driver>, poll_first: bool) -> MultiRecv {
+        loop {
+            self.arm_multi(d, poll_first);
+            let Some((res, flags)) = std::future::poll_fn(|cx| self.poll_multi(cx)).await else {
+                // Ended after its last completion was taken: arm again.
+                continue;
+            };
+            let bid = cqueue::buffer_select(flags);
+            if res >= 0 {
+                d.recv_multishot_seen.set(true);
+                return MultiRecv::Got(Ok(match bid {
+                    Some(bid) => Received::Pool {
+                        driver: d.clone(),
+                        bid,
+                        len: res as usize,
+                    },
+                    // End of file: no buffer was picked.
+                    None => Received::Heap(Vec::new()),
+                }));
+            }
+            d.give_back_selected(flags);
+            match -res {
+                // The driver capped the queue: its completions were taken.
+                libc::ECANCELED => continue,
+                libc::ENOBUFS => return MultiRecv::PoolEmpty,
+                // A kernel before 6.16 refuses the byte limit (`optlen`).
+                libc::EINVAL if !d.recv_multishot_seen.get() => {
+                    *self.pending.borrow_mut() = Pending::None;
+                    return MultiRecv::Refused;
+                }
+                _ => return MultiRecv::Got(Err(os_err(res))),
+            }
+        }
     }
 
     fn pool_recv_entry(&self, poll_first: bool) -> io_uring::squeue::Entry {
@@ -137,7 +245,7 @@ impl Conn {
         }
         Ok(Conn {
             fd: OwnedFd::from(sock),
-            started: RefCell::new(None),
+            pending: RefCell::new(Pending::None),
         })
     }
 
@@ -147,6 +255,14 @@ impl Conn {
 
     /// Receives into the spare capacity of `buf`.
     pub(crate) async fn read(&self, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+        debug_assert!(
+            match &*self.pending.borrow() {
+                Pending::None => true,
+                Pending::Single(_) => false,
+                Pending::Multi(m) => !m.is_live(),
+            },
+            "a read on a socket whose receive (recv) is still armed would take bytes out of order"
+        );
         let len = buf.len();
         let spare = buf.capacity() - len;
         // SAFETY: pointer into the Vec's own allocation, `spare` bytes
@@ -173,8 +289,25 @@ impl Conn {
     /// receive attempt that would find the socket empty.
     pub(crate) async fn recv(&self, heap_size: usize, poll_first: bool) -> io::Result<Received> {
         let d = driver();
+        if d.bufs.is_some() && d.recv_multishot.get() {
+            match self.recv_multi(&d, poll_first).await {
+                MultiRecv::Got(r) => return r,
+                MultiRecv::PoolEmpty => {
+                    let (res, buf) = self.read(Vec::with_capacity(heap_size)).await;
+                    return res.map(|_| Received::Heap(buf));
+                }
+                MultiRecv::Refused => {
+                    if d.recv_multishot.replace(false) {
+                        tracing::info!("the kernel refused a multishot receive with a byte limit (Linux 6.16+): single-shot receives on this shard");
+                    }
+                }
+            }
+        }
         if d.bufs.is_some() {
-            let started = self.started.borrow_mut().take();
+            let started = match std::mem::replace(&mut *self.pending.borrow_mut(), Pending::None) {
+                Pending::Single(op) => Some(op),
+                _ => None,
+            };
             let op = match started {
                 Some(op) => op,
                 None => d.submit(self.pool_recv_entry(poll_first), ()),
@@ -191,11 +324,7 @@ impl Conn {
                     None => Received::Heap(Vec::new()),
                 });
             }
-            if let Some(bid) = bid {
-                if let Some(b) = &d.bufs {
-                    b.give_back(bid);
-                }
-            }
+            d.give_back_selected(flags);
             if res != -libc::ENOBUFS {
                 return Err(os_err(res));
             }
@@ -280,6 +409,8 @@ const IORING_ACCEPT_POLL_FIRST: u16 = 1 << 2;
 /// Receive flag (in the SQE's `ioprio`, Linux 5.19+): wait for data before
 /// trying.
 const IORING_RECVSEND_POLL_FIRST: u16 = 1 << 0;
+/// Receive flag (in the SQE's `ioprio`, Linux 6.0+): multishot.
+const IORING_RECV_MULTISHOT: u16 = 1 << 1;
 
 /// Sets the `ioprio` field of an SQE (the io-uring crate's `Accept`
 /// builder does not expose it).
@@ -291,6 +422,20 @@ fn with_ioprio(e: io_uring::squeue::Entry, ioprio: u16) -> io_uring::squeue::Ent
     unsafe {
         let mut raw: [u8; 64] = std::mem::transmute(e);
         raw[2..4].copy_from_slice(&ioprio.to_ne_bytes());
+        std::mem::transmute::<[u8; 64], io_uring::squeue::Entry>(raw)
+    }
+}
+
+/// Sets the `optlen` field of an SQE (the u32 at byte offset 44, shared
+/// with `splice_fd_in` and `file_index`): for a multishot receive, the
+/// bytes it takes before it ends (Linux 6.16+).
+fn with_optlen(e: io_uring::squeue::Entry, optlen: u32) -> io_uring::squeue::Entry {
+    // SAFETY: as in `with_ioprio`: the 64-byte `io_uring_sqe`, whose u32
+    // union at offset 44 (`splice_fd_in` / `file_index` / `optlen`) takes
+    // any value.
+    unsafe {
+        let mut raw: [u8; 64] = std::mem::transmute(e);
+        raw[44..48].copy_from_slice(&optlen.to_ne_bytes());
         std::mem::transmute::<[u8; 64], io_uring::squeue::Entry>(raw)
     }
 }

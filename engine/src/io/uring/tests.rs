@@ -16,6 +16,36 @@ fn rt() -> Runtime {
     .expect("uring runtime")
 }
 
+/// Both receive modes: multishot (the default) and single-shot.
+fn rts() -> [Runtime; 2] {
+    [
+        rt(),
+        Runtime::new(&RingOptions {
+            backend: Backend::Uring,
+            recv_multishot: false,
+            ..RingOptions::default()
+        })
+        .expect("uring runtime"),
+    ]
+}
+
+/// Queued SQEs of this thread's ring so far.
+fn sqes() -> u64 {
+    super::driver().sqes.get()
+}
+
+/// Lets completions arrive (a no-op round trip through the ring) until
+/// `done` holds; at most `rounds` round trips.
+async fn settle_until(rounds: usize, mut done: impl FnMut() -> bool) -> bool {
+    for _ in 0..rounds {
+        if done() {
+            return true;
+        }
+        io::settle().await;
+    }
+    done()
+}
+
 #[test]
 fn spawned_tasks_run_and_a_wake_from_another_thread_arrives() {
     rt().block_on(async {
@@ -84,7 +114,13 @@ fn pair() -> (std::net::TcpStream, std::net::TcpStream) {
 
 #[test]
 fn receives_use_the_pool_and_fall_back_to_the_heap_when_it_is_empty() {
-    rt().block_on(async {
+    for rt in rts() {
+        rt.block_on(receives_use_the_pool_and_fall_back_to_the_heap());
+    }
+}
+
+async fn receives_use_the_pool_and_fall_back_to_the_heap() {
+    {
         let (mut client, server) = pair();
         let conn = Conn::from_std(server);
         // Hold more chunks than the pool has buffers: the first
@@ -109,7 +145,7 @@ fn receives_use_the_pool_and_fall_back_to_the_heap_when_it_is_empty() {
         drop(c);
         let end = conn.recv(None, 64, 64).await.expect("recv at EOF");
         assert!(end.is_empty(), "EOF is an empty chunk");
-    });
+    }
 }
 
 #[test]
@@ -285,5 +321,119 @@ fn bytes_written_before_a_fin_arrive_whole_then_eof() {
             std::io::Read::read_to_end(&mut client, &mut got).expect("read to EOF");
             assert_eq!(got, data, "{len} bytes");
         }
+    });
+}
+
+#[test]
+fn a_multishot_receive_stays_armed_across_reads_and_delivers_in_order() {
+    rt().block_on(async {
+        let (mut client, server) = pair();
+        let conn = Conn::from_std(server);
+        client.write_all(b"first").expect("write");
+        let c = conn.recv(None, 64, 64).await.expect("recv");
+        assert_eq!(&c[..], b"first");
+        drop(c);
+        assert_eq!(
+            conn.multishot_state(),
+            Some((0, true)),
+            "armed, nothing queued"
+        );
+        let before = sqes();
+        for i in 0..50u8 {
+            client.write_all(&[i; 3]).expect("write");
+            let c = conn.recv(None, 64, 64).await.expect("recv");
+            assert_eq!(&c[..], &[i; 3]);
+        }
+        assert_eq!(sqes(), before, "no submission per read");
+        // Data that arrives while nobody reads waits, in order.
+        client.write_all(b"a").expect("write");
+        assert!(settle_until(1000, || conn.started_recv_done()).await);
+        client.write_all(b"b").expect("write");
+        assert!(settle_until(1000, || conn.multishot_state().is_some_and(|(q, _)| q == 2)).await);
+        assert_eq!(&conn.recv(None, 64, 64).await.expect("recv")[..], b"a");
+        assert_eq!(&conn.recv(None, 64, 64).await.expect("recv")[..], b"b");
+        drop(client);
+        assert!(conn.recv(None, 64, 64).await.expect("EOF").is_empty());
+        assert_eq!(conn.multishot_state(), Some((0, false)), "EOF ends it");
+    });
+}
+
+#[test]
+fn a_connection_that_is_not_read_holds_few_pool_buffers_and_loses_nothing() {
+    rt().block_on(async {
+        let (mut client, server) = pair();
+        let conn = Conn::from_std(server);
+        client.write_all(b"x").expect("write");
+        assert_eq!(&conn.recv(None, 64, 64).await.expect("recv")[..], b"x");
+        // 4 MiB arrive while the server does not read: more than the whole
+        // pool (256 x 16.5 KiB) and than the socket buffers hold, so the
+        // writer blocks until the server reads.
+        let len = 4 << 20;
+        let data: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+        let sent = data.clone();
+        let writer = std::thread::spawn(move || {
+            client.write_all(&sent).expect("write");
+            client
+        });
+        // The receive ends (byte limit or the driver's cap) with a few
+        // buffers queued; the rest waits in the socket.
+        assert!(
+            settle_until(10_000, || conn
+                .multishot_state()
+                .is_some_and(|(q, armed)| q > 0 && !armed))
+            .await,
+            "the multishot receive ends while nobody reads"
+        );
+        let (queued, _) = conn.multishot_state().expect("armed once");
+        assert!(
+            queued <= 2 * super::MULTI_QUEUE_CAP,
+            "{queued} buffers held by one unread connection"
+        );
+        // Ended, it takes nothing more: the rest waits in the socket.
+        for _ in 0..100 {
+            io::settle().await;
+        }
+        assert_eq!(conn.multishot_state(), Some((queued, false)));
+        let mut got = Vec::with_capacity(len);
+        while got.len() < len {
+            let c = conn.recv(None, 64, 64).await.expect("recv");
+            assert!(!c.is_empty(), "EOF after {} bytes", got.len());
+            got.extend_from_slice(&c);
+        }
+        assert!(got == data, "every byte, in order");
+        drop(writer.join().expect("writer"));
+        assert!(conn.recv(None, 64, 64).await.expect("EOF").is_empty());
+    });
+}
+
+#[test]
+fn dropping_a_connection_gives_back_what_its_receive_queued() {
+    rt().block_on(async {
+        // More rounds x buffers than the pool has: a leak would empty it.
+        let rounds = usize::from(super::POOL_BUFFERS);
+        for _ in 0..rounds {
+            let (mut client, server) = pair();
+            let conn = Conn::from_std(server);
+            client.write_all(b"one").expect("write");
+            assert_eq!(&conn.recv(None, 64, 64).await.expect("recv")[..], b"one");
+            client.write_all(b"two").expect("write");
+            assert!(settle_until(1000, || conn.started_recv_done()).await);
+            client.write_all(b"three").expect("write");
+            assert!(
+                settle_until(1000, || conn.multishot_state().is_some_and(|(q, _)| q >= 2)).await
+            );
+            drop(conn);
+        }
+        // Let the cancels complete.
+        io::settle().await;
+        let (mut client, server) = pair();
+        let conn = Conn::from_std(server);
+        client.write_all(b"pooled").expect("write");
+        let c = conn.recv(None, 64, 64).await.expect("recv");
+        assert!(
+            c.is_pooled(),
+            "the pool was not drained by dropped connections"
+        );
+        assert_eq!(&c[..], b"pooled");
     });
 }
