@@ -500,7 +500,10 @@ impl Conn {
     /// Shuts the socket down in both directions so that any pending
     /// operation completes and the fd is released once this `Conn` drops.
     pub fn abort(&self) {
-        shutdown_fd(self.raw_fd(), Shutdown::Both);
+        match &self.inner {
+            ConnInner::Uring(c) => c.abort(),
+            ConnInner::Tokio(_) => shutdown_fd(self.raw_fd(), Shutdown::Both),
+        }
     }
 
     /// Bytes received by the kernel and not yet read (`FIONREAD`); a

@@ -177,8 +177,9 @@ struct Multi {
     /// The kernel still holds the operation: its last completion had
     /// `IORING_CQE_F_MORE`.
     armed: bool,
-    /// A cancel was sent because the queue reached [`MULTI_QUEUE_CAP`].
-    capped: bool,
+    /// The operation ends without a further cancel: one was sent (the
+    /// queue reached [`MULTI_QUEUE_CAP`]), or its socket was shut down.
+    ending: bool,
 }
 
 #[derive(Default)]
@@ -345,7 +346,7 @@ impl Driver {
                 queue: VecDeque::new(),
                 waker: None,
                 armed: true,
-                capped: false,
+                ending: false,
             }));
             id
         };
@@ -398,9 +399,9 @@ impl Driver {
                     if let Some(w) = &m.waker {
                         w.wake_by_ref();
                     }
-                    let cap = !last && m.queue.len() >= MULTI_QUEUE_CAP && !m.capped;
+                    let cap = !last && m.queue.len() >= MULTI_QUEUE_CAP && !m.ending;
                     m.armed = !last;
-                    m.capped |= cap;
+                    m.ending |= cap;
                     if last {
                         ops.in_flight -= 1;
                     }
@@ -854,6 +855,14 @@ impl MultiOp {
         }
     }
 
+    /// Notes that the operation's socket was shut down, which ends it
+    /// (with end of file): dropping it then sends no cancel.
+    pub(crate) fn ends_by_shutdown(&self) {
+        if let OpSlot::Multi(m) = &mut self.driver.ops.borrow_mut().slots[self.id] {
+            m.ending = true;
+        }
+    }
+
     /// Completions waiting, and whether the kernel still holds it.
     #[cfg(test)]
     pub(crate) fn state(&self) -> (usize, bool) {
@@ -888,7 +897,7 @@ impl Drop for MultiOp {
         if m.armed {
             // Released at its last completion.
             drop(ops);
-            if !m.capped {
+            if !m.ending {
                 self.driver.cancel(self.id);
             }
         } else {

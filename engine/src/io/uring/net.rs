@@ -154,6 +154,20 @@ impl Conn {
         }
     }
 
+    /// Shuts the socket down both ways, which completes every operation on
+    /// it: an armed multishot receive ends with end of file, so dropping it
+    /// needs no cancel.
+    pub(crate) fn abort(&self) {
+        // SAFETY: shutdown(2) on the socket this Conn owns; it neither
+        // closes nor invalidates the fd.
+        let rc = unsafe { libc::shutdown(self.raw_fd(), libc::SHUT_RDWR) };
+        if rc == 0 {
+            if let Pending::Multi(m) = &*self.pending.borrow() {
+                m.ends_by_shutdown();
+            }
+        }
+    }
+
     /// Arms the multishot receive unless one can still deliver.
     fn arm_multi(&self, d: &Rc<Driver>, poll_first: bool) {
         let mut pending = self.pending.borrow_mut();

@@ -437,3 +437,30 @@ fn dropping_a_connection_gives_back_what_its_receive_queued() {
         assert_eq!(&c[..], b"pooled");
     });
 }
+
+#[test]
+fn abort_ends_an_armed_multishot_receive_without_a_cancel() {
+    rt().block_on(async {
+        let (mut client, server) = pair();
+        let conn = Conn::from_std(server);
+        client.write_all(b"hi").expect("write");
+        assert_eq!(&conn.recv(None, 64, 64).await.expect("recv")[..], b"hi");
+        assert_eq!(conn.multishot_state(), Some((0, true)));
+        let in_flight = || super::driver().ops.borrow().in_flight;
+        let (sqes_before, held) = (sqes(), in_flight());
+        conn.abort();
+        drop(conn);
+        // The shutdown ends the receive: its last completion releases it,
+        // and nothing but our no-op round trips was submitted (no cancel).
+        let mut settles = 0;
+        while in_flight() != held - 1 {
+            assert!(settles < 1000, "the aborted receive never ended");
+            io::settle().await;
+            settles += 1;
+        }
+        assert_eq!(sqes() - sqes_before, settles, "no cancel submitted");
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut client, &mut buf).expect("EOF");
+        assert!(buf.is_empty());
+    });
+}
