@@ -230,6 +230,10 @@ pub(crate) struct Driver {
     pub(crate) recv_multishot: Cell<bool>,
     /// A multishot receive has completed with data: the kernel takes them.
     pub(crate) recv_multishot_seen: Cell<bool>,
+    /// Tests: multishot receives carry `MSG_WAITALL`, which every kernel
+    /// refuses for them (as one before 6.16 refuses their byte limit).
+    #[cfg(test)]
+    pub(crate) refuse_multishot: Cell<bool>,
     /// Multishot operations to cancel once `reap` is done with the ring.
     cancel_later: RefCell<Vec<usize>>,
     /// Submission queue entries queued so far.
@@ -296,6 +300,8 @@ impl Driver {
             efd_armed: Cell::new(false),
             recv_multishot: Cell::new(setup.recv_multishot),
             recv_multishot_seen: Cell::new(false),
+            #[cfg(test)]
+            refuse_multishot: Cell::new(false),
             cancel_later: RefCell::new(Vec::new()),
             sqes: Cell::new(0),
         })

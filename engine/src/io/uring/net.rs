@@ -182,7 +182,14 @@ impl Conn {
             } else {
                 0
             };
-        let e = opcode::RecvMulti::new(types::Fd(self.raw_fd()), super::bufring::BGID).build();
+        let recv = opcode::RecvMulti::new(types::Fd(self.raw_fd()), super::bufring::BGID);
+        #[cfg(test)]
+        let recv = if d.refuse_multishot.get() {
+            recv.flags(libc::MSG_WAITALL)
+        } else {
+            recv
+        };
+        let e = recv.build();
         let e = with_optlen(with_ioprio(e, ioprio), super::MULTI_RECV_BYTES);
         *pending = Pending::Multi(d.submit_multi(e));
     }

@@ -464,3 +464,25 @@ fn abort_ends_an_armed_multishot_receive_without_a_cancel() {
         assert!(buf.is_empty());
     });
 }
+
+#[test]
+fn a_kernel_that_refuses_multishot_receives_gets_single_shot_ones() {
+    rt().block_on(async {
+        let d = super::driver();
+        d.refuse_multishot.set(true);
+        let (mut client, server) = pair();
+        let conn = Conn::from_std(server);
+        client.write_all(b"still read").expect("write");
+        let c = conn
+            .recv(None, 64, 64)
+            .await
+            .expect("recv after the refusal");
+        assert_eq!(&c[..], b"still read");
+        assert!(c.is_pooled(), "single-shot pool receive");
+        drop(c);
+        assert!(!d.recv_multishot.get(), "multishot off for this shard");
+        assert_eq!(conn.multishot_state(), None);
+        client.write_all(b"next").expect("write");
+        assert_eq!(&conn.recv(None, 64, 64).await.expect("recv")[..], b"next");
+    });
+}
