@@ -893,8 +893,13 @@ impl MultiOp {
 impl Drop for MultiOp {
     fn drop(&mut self) {
         let mut ops = self.driver.ops.borrow_mut();
-        let OpSlot::Multi(m) = std::mem::replace(&mut ops.slots[self.id], OpSlot::MultiOrphan)
-        else {
+        let Some(slot) = ops.slots.get_mut(self.id) else {
+            return;
+        };
+        if !matches!(slot, OpSlot::Multi(_)) {
+            return;
+        }
+        let OpSlot::Multi(m) = std::mem::replace(slot, OpSlot::MultiOrphan) else {
             return;
         };
         for (_, flags) in &m.queue {
