@@ -236,7 +236,8 @@ pub(crate) struct Driver {
     pub(crate) refuse_multishot: Cell<bool>,
     /// Multishot operations to cancel once `reap` is done with the ring.
     cancel_later: RefCell<Vec<usize>>,
-    /// Submission queue entries queued so far.
+    /// Tests: submission queue entries queued so far.
+    #[cfg(test)]
     pub(crate) sqes: Cell<u64>,
 }
 
@@ -303,12 +304,14 @@ impl Driver {
             #[cfg(test)]
             refuse_multishot: Cell::new(false),
             cancel_later: RefCell::new(Vec::new()),
+            #[cfg(test)]
             sqes: Cell::new(0),
         })
     }
 
     /// Queues one SQE (submitted with the next `io_uring_enter`).
     fn push(&self, entry: &squeue::Entry) {
+        #[cfg(test)]
         self.sqes.set(self.sqes.get() + 1);
         let mut ring = self.ring.borrow_mut();
         loop {
@@ -451,9 +454,11 @@ impl Driver {
         }
         drop(ops);
         drop(ring);
-        let capped = std::mem::take(&mut *self.cancel_later.borrow_mut());
-        for id in capped {
-            self.cancel(id);
+        if !self.cancel_later.borrow().is_empty() {
+            let capped = std::mem::take(&mut *self.cancel_later.borrow_mut());
+            for id in capped {
+                self.cancel(id);
+            }
         }
     }
 

@@ -313,10 +313,7 @@ impl Conn {
         if d.bufs.is_some() && d.recv_multishot.get() {
             match self.recv_multi(&d, poll_first).await {
                 MultiRecv::Got(r) => return r,
-                MultiRecv::PoolEmpty => {
-                    let (res, buf) = self.read(Vec::with_capacity(heap_size)).await;
-                    return res.map(|_| Received::Heap(buf));
-                }
+                MultiRecv::PoolEmpty => return self.recv_heap(heap_size).await,
                 MultiRecv::Refused => {
                     if d.recv_multishot.replace(false) {
                         tracing::info!("the kernel refused a multishot receive with a byte limit (Linux 6.16+): single-shot receives on this shard");
@@ -350,6 +347,12 @@ impl Conn {
                 return Err(os_err(res));
             }
         }
+        self.recv_heap(heap_size).await
+    }
+
+    /// A receive into a new heap buffer of `heap_size` bytes (no pool, or
+    /// the pool is empty).
+    async fn recv_heap(&self, heap_size: usize) -> io::Result<Received> {
         let (res, buf) = self.read(Vec::with_capacity(heap_size)).await;
         res.map(|_| Received::Heap(buf))
     }
