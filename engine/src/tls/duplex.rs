@@ -59,14 +59,8 @@ enum Event {
     Idle,
 }
 
-async fn finish<T>(op: &mut Op<'_, T>) -> (io::Result<T>, Vec<u8>) {
-    match op.as_mut() {
-        Some(f) => f.await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn finish_recv(op: &mut RecvOp<'_>) -> io::Result<Chunk> {
+/// The operation's result; never, if there is none in flight.
+async fn finish<O>(op: &mut Option<Pin<Box<dyn Future<Output = O> + '_>>>) -> O {
     match op.as_mut() {
         Some(f) => f.await,
         None => std::future::pending().await,
@@ -220,7 +214,7 @@ pub async fn splice<C: TlsConn>(
         }
 
         let ev = tokio::select! {
-            r = finish_recv(&mut cr) => Event::ClientRead(r),
+            r = finish(&mut cr) => Event::ClientRead(r),
             (r, b) = finish(&mut cw) => Event::ClientWrote(r, b),
             (r, b) = finish(&mut pr) => Event::PlainRead(r, b),
             (r, b) = finish(&mut pw) => Event::PlainWrote(r, b),
