@@ -104,15 +104,19 @@ def shares(data, comm, server, awslc):
     p = subprocess.run(["perf", "report", "-i", data, "--no-children", "--sort", "comm,dso,sym", "--stdio",
                         "-g", "none", "--percent-limit", "0", "-F", "sample,comm,dso,sym"],
                        capture_output=True, text=True)
+    if p.returncode:
+        raise RuntimeError(f"perf report -i {data}: {p.stderr.strip()[-300:]}")
     by = dict.fromkeys(CLASSES, 0)
     for line in p.stdout.splitlines():
         m = re.match(r"\s*(\d+)\s+(\S+)\s+(\S+)\s+\[[.k]\]\s+(.*)$", line)
         if m and m.group(2) == comm:
             by[classify(server, m.group(3), m.group(4).strip(), awslc)] += int(m.group(1))
+    if not sum(by.values()):
+        raise RuntimeError(f"{data}: no samples of {comm} (is the server on the profiled CPU?)")
     return by, sum(by.values())
 
 
-def profiled(a, server, fn, data):
+def profiled(a, fn, data):
     """Runs the client call `fn` with perf recording the server's CPU."""
     perf = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-F", str(a.freq), "-C",
                              str(a.server_cpu), "-o", data], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -121,7 +125,8 @@ def profiled(a, server, fn, data):
         r = fn()
     finally:
         perf.send_signal(signal.SIGINT)
-        perf.wait(timeout=60)
+        if perf.wait(timeout=60) not in (0, -signal.SIGINT):
+            raise RuntimeError(f"perf record exited with {perf.returncode} (root is needed for -C)")
     return r
 
 
@@ -191,17 +196,16 @@ def main():
                     s, fn, _ = K.job(a, servers, name, wl, CLIENT[wl], None)
                     plain = K.measure(s, fn)
                     data = f"{tmp}/{wl}-{name}-{rnd}.data"
-                    prof = profiled(a, s, fn, data)
+                    prof = profiled(a, fn, data)
                     by, total = shares(data, comm[name], name, awslc)
                     os.unlink(data)
                     r = {"ops": plain["ops"], "rate": plain["rate"], "cpu_us_per_op": plain["cpu_us_per_op"],
                          "sys_us_per_op": plain["sys_us_per_op"], "samples": total, "profiled_ops": prof["ops"],
-                         "us_per_op": {c: (by[c] / total * plain["cpu_us_per_op"]) if total else None
-                                       for c in CLASSES}, "load1": os.getloadavg()[0]}
+                         "us_per_op": {c: by[c] / total * plain["cpu_us_per_op"] for c in CLASSES}, "load1": os.getloadavg()[0]}
                     runs[wl][name].append(r)
                     print(f"round {rnd + 1}/{a.rounds} {wl:9} {name:8} {r['rate']:9.0f} ops/s "
                           f"{r['cpu_us_per_op']:7.1f} us/op  " + " ".join(
-                              f"{c} {r['us_per_op'][c]:.1f}" for c in CLASSES if r['us_per_op'][c] is not None)
+                              f"{c} {r['us_per_op'][c]:.1f}" for c in CLASSES)
                           + f"  ({total} samples)  load {r['load1']:.1f}", flush=True)
     finally:
         for s in servers.values():
