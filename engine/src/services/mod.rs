@@ -14,6 +14,8 @@ pub mod proxy;
 
 use crate::shard::ShardState;
 use crate::tls::ServerStream;
+use std::cell::Cell;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -37,6 +39,15 @@ pub struct ConnInfo {
     /// The client's verified certificate (mTLS), if it sent one.
     pub peer_identity: Option<crate::tls::PeerIdentity>,
     pub(crate) shard: Rc<ShardState>,
+    /// This connection's registration for the drain's wake-up (see
+    /// [`ShardState::poll_drain`]).
+    pub(crate) drain_slot: Cell<Option<usize>>,
+}
+
+impl Drop for ConnInfo {
+    fn drop(&mut self) {
+        self.shard.leave_drain(&self.drain_slot);
+    }
 }
 
 impl ConnInfo {
@@ -102,10 +113,17 @@ impl ConnInfo {
         }
         let read = into.read(stream);
         tokio::pin!(read);
-        tokio::select! {
-            biased;
-            r = &mut read => return r.map(Some),
-            _ = self.drained() => {}
+        // The read first; then the drain, through a registration this
+        // connection keeps between requests (no waiter per wait).
+        let first = std::future::poll_fn(|cx| {
+            if let std::task::Poll::Ready(r) = read.as_mut().poll(cx) {
+                return std::task::Poll::Ready(Some(r));
+            }
+            self.shard.poll_drain(&self.drain_slot, cx).map(|()| None)
+        })
+        .await;
+        if let Some(r) = first {
+            return r.map(Some);
         }
         // The read may have completed in the kernel without its completion
         // being delivered yet; dropping it then would lose a request. Let

@@ -609,6 +609,7 @@ impl<S: Service> ConnCtx<S> {
             local: self.local,
             peer_identity: crate::tls::peer_identity(stream.tls()),
             shard: self.state.clone(),
+            drain_slot: std::cell::Cell::new(None),
         };
         // Boxed, like the handshake: each part's state is allocated while it
         // runs instead of the task reserving room for the largest.

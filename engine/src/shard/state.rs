@@ -1,7 +1,8 @@
 //! Per-shard state: connection count, drain flag and counters. Lives in an
 //! `Rc` on its shard's thread; no atomics, no locks.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::task::{Context, Poll, Waker};
 use tokio::sync::Notify;
 
 /// Counters of one shard (plain cells: only the shard's thread touches them).
@@ -46,6 +47,11 @@ pub struct ShardState {
     active: Cell<usize>,
     draining: Cell<bool>,
     drain: Notify,
+    /// Connections waiting idle for their next request, to wake at the
+    /// drain: one slot per connection, kept across its waits (see
+    /// [`poll_drain`](Self::poll_drain)).
+    drain_wakers: RefCell<Vec<Option<Waker>>>,
+    drain_free: RefCell<Vec<usize>>,
     idle: Notify,
 }
 
@@ -59,6 +65,8 @@ impl ShardState {
             active: Cell::new(0),
             draining: Cell::new(false),
             drain: Notify::new(),
+            drain_wakers: RefCell::new(Vec::new()),
+            drain_free: RefCell::new(Vec::new()),
             idle: Notify::new(),
         }
     }
@@ -89,6 +97,49 @@ impl ShardState {
     pub(crate) fn start_drain(&self) {
         self.draining.set(true);
         self.drain.notify_waiters();
+        for w in self.drain_wakers.borrow_mut().iter_mut() {
+            if let Some(w) = w.take() {
+                w.wake();
+            }
+        }
+    }
+
+    /// Ready once draining has started; otherwise `cx` is woken when it
+    /// does. `slot` is the caller's registration, kept between calls so
+    /// that waiting again with the same waker registers nothing (unlike a
+    /// `Notify` waiter per wait); give it back with
+    /// [`leave_drain`](Self::leave_drain).
+    pub(crate) fn poll_drain(&self, slot: &Cell<Option<usize>>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.is_draining() {
+            return Poll::Ready(());
+        }
+        let mut wakers = self.drain_wakers.borrow_mut();
+        let i = match slot.get() {
+            Some(i) => i,
+            None => {
+                let i = self.drain_free.borrow_mut().pop().unwrap_or_else(|| {
+                    wakers.push(None);
+                    wakers.len() - 1
+                });
+                slot.set(Some(i));
+                i
+            }
+        };
+        match &mut wakers[i] {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            w => *w = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    /// Gives back a registration of [`poll_drain`](Self::poll_drain).
+    pub(crate) fn leave_drain(&self, slot: &Cell<Option<usize>>) {
+        if let Some(i) = slot.take() {
+            if let Some(w) = self.drain_wakers.borrow_mut().get_mut(i) {
+                *w = None;
+            }
+            self.drain_free.borrow_mut().push(i);
+        }
     }
 
     /// Completes once draining starts.
