@@ -73,6 +73,92 @@ impl Future for Sleep {
     }
 }
 
+/// A timer a connection keeps for its whole life and points at a new
+/// deadline for each wait (its read deadline, its write deadline). Unlike a
+/// fresh [`timeout`] per wait, moving the deadline later costs nothing on
+/// the uring backend (see `uring::LazyTimer`): a keep-alive connection arms
+/// no timer per request. Nothing is allocated until the first wait that
+/// does not complete at once.
+#[derive(Default)]
+pub struct Deadline {
+    inner: DeadlineInner,
+}
+
+#[derive(Default)]
+enum DeadlineInner {
+    #[default]
+    Unused,
+    Tokio(Pin<Box<tokio::time::Sleep>>),
+    Uring(uring::LazyTimer),
+}
+
+impl Deadline {
+    /// A timer with no deadline yet.
+    pub fn new() -> Deadline {
+        Deadline::default()
+    }
+
+    /// Ready once `at` has passed; otherwise `cx` is woken by then.
+    pub fn poll_at(&mut self, at: Instant, cx: &mut Context<'_>) -> Poll<()> {
+        if matches!(self.inner, DeadlineInner::Unused) {
+            self.inner = if uring::is_current() {
+                DeadlineInner::Uring(uring::LazyTimer::new())
+            } else {
+                DeadlineInner::Tokio(Box::pin(tokio::time::sleep_until(
+                    tokio::time::Instant::from_std(at),
+                )))
+            };
+        }
+        match &mut self.inner {
+            DeadlineInner::Uring(t) => t.poll_at(at, cx),
+            DeadlineInner::Tokio(s) => {
+                let at = tokio::time::Instant::from_std(at);
+                if s.deadline() != at {
+                    s.as_mut().reset(at);
+                }
+                s.as_mut().poll(cx)
+            }
+            DeadlineInner::Unused => Poll::Pending,
+        }
+    }
+
+    /// Runs `fut` until `at` at the latest, on this timer.
+    pub fn within<F: Future>(&mut self, at: Instant, fut: F) -> Within<'_, F> {
+        Within {
+            fut,
+            at,
+            timer: self,
+        }
+    }
+}
+
+/// The future of [`Deadline::within`].
+pub struct Within<'a, F> {
+    fut: F,
+    at: Instant,
+    timer: &'a mut Deadline,
+}
+
+impl<F: Future> Future for Within<'_, F> {
+    type Output = Result<F::Output, Elapsed>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // SAFETY: `fut` is structurally pinned (never moved out of `self`
+        // nor accessed unpinned); the other fields are Unpin and only
+        // accessed by `&mut`.
+        let this = unsafe { self.get_unchecked_mut() };
+        // SAFETY: see above.
+        let fut = unsafe { Pin::new_unchecked(&mut this.fut) };
+        if let Poll::Ready(v) = fut.poll(cx) {
+            return Poll::Ready(Ok(v));
+        }
+        match this.timer.poll_at(this.at, cx) {
+            Poll::Ready(()) => Poll::Ready(Err(Elapsed)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
 /// The deadline of a [`timeout`] passed first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Elapsed;

@@ -278,30 +278,22 @@ impl Service for Http {
                     crate::io::give_write_buf(std::mem::take(&mut out));
                 }
                 // The idle timeout bounds the whole wait for a request's
-                // first bytes: a TLS record trickled a byte at a time (each
-                // socket read within the timeout) does not extend it.
-                // One timer for the wait: the stream's own per-read deadline
-                // would be the same instant, so it is off meanwhile.
-                let idle = stream.read_timeout();
-                stream.set_read_timeout(None);
+                // first bytes: the stream's read deadline is one instant for
+                // the whole call, so a TLS record trickled a byte at a time
+                // (each socket read within the timeout) does not extend it.
+                // The stream's own timer serves every request's wait (no
+                // timer armed per request).
                 let got = if answered {
                     // Idle between requests: a drain ends the connection here.
-                    within(
-                        idle,
-                        conn.read_append_unless_draining(stream, &mut input, READ_CHUNK),
-                    )
-                    .await
+                    conn.read_append_unless_draining(stream, &mut input, READ_CHUNK)
+                        .await
                 } else {
                     // The first request is awaited even while draining: the
                     // client connected before the stop and may not have had
                     // time to send it (the grace period bounds the wait).
-                    within(idle, async {
-                        stream.read_append(&mut input, READ_CHUNK).await.map(Some)
-                    })
-                    .await
+                    stream.read_append(&mut input, READ_CHUNK).await.map(Some)
                 };
-                stream.set_read_timeout(idle);
-                match got?? {
+                match got? {
                     None | Some(0) => return Ok(()),
                     Some(n) => n,
                 }
@@ -377,19 +369,6 @@ impl Service for Http {
                 }
             }
         }
-    }
-}
-
-/// Runs `fut` within `limit` (if any); past it, a `TimedOut` error.
-async fn within<T>(
-    limit: Option<Duration>,
-    fut: impl std::future::Future<Output = T>,
-) -> io::Result<T> {
-    match limit {
-        Some(t) => crate::io::time::timeout(t, fut)
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "read timeout")),
-        None => Ok(fut.await),
     }
 }
 

@@ -38,6 +38,10 @@ pub struct TlsStream<C: TlsConn> {
     pub(super) rspare: Option<Vec<u8>>,
     pub(super) read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
+    /// The timers of those deadlines, kept for the connection's life (one
+    /// timer each instead of one per read or write: see [`time::Deadline`]).
+    read_timer: time::Deadline,
+    write_timer: time::Deadline,
     pub(super) eof: bool,
     /// Records went out since the last read: the next read waits for the
     /// peer's answer (see [`Conn::recv_hinted`]).
@@ -67,6 +71,8 @@ impl<C: TlsConn> TlsStream<C> {
             rspare: None,
             read_timeout: None,
             write_timeout: None,
+            read_timer: time::Deadline::new(),
+            write_timer: time::Deadline::new(),
             eof: false,
             answer_due: false,
             flight_hold: None,
@@ -234,12 +240,16 @@ impl<C: TlsConn> TlsStream<C> {
             let last = fin && !self.tls.wants_write();
             let fut = self.conn.write_all_fin_next(out, last);
             let (res, out) = match self.write_timeout {
-                Some(t) => time::timeout(t, fut).await.map_err(|_| {
-                    io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "write timeout: peer is not reading",
-                    )
-                })?,
+                Some(t) => self
+                    .write_timer
+                    .within(time::now() + t, fut)
+                    .await
+                    .map_err(|_| {
+                        io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "write timeout: peer is not reading",
+                        )
+                    })?,
                 None => fut.await,
             };
             uio::give_write_buf(out);
@@ -298,7 +308,9 @@ impl<C: TlsConn> TlsStream<C> {
             .conn
             .recv_hinted(spare, READ_BUF_INITIAL, READ_BUF, answer);
         let mut chunk = match deadline {
-            Some(d) => time::timeout_at(d, fut)
+            Some(d) => self
+                .read_timer
+                .within(d, fut)
                 .await
                 .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "read timeout"))??,
             None => fut.await?,

@@ -64,6 +64,66 @@ pub(crate) const MULTI_RECV_BYTES: u32 = (MULTI_QUEUE_CAP * POOL_BUF_SIZE) as u3
 
 thread_local! {
     static CURRENT: RefCell<Option<Rc<Driver>>> = const { RefCell::new(None) };
+    /// Wakes from the thread the runtime runs on (completions, timers,
+    /// one task waking another) go here, without the shared queue's lock.
+    static LOCAL: LocalReady = const {
+        LocalReady {
+            owner: Cell::new(std::ptr::null()),
+            ids: RefCell::new(Vec::new()),
+        }
+    };
+}
+
+/// The thread-local half of the ready queue of the runtime running on this
+/// thread (`owner`).
+struct LocalReady {
+    owner: Cell<*const ReadyQueue>,
+    ids: RefCell<Vec<usize>>,
+}
+
+/// Queues `id` locally if `q` is the queue of the runtime running on this
+/// thread; false otherwise (the caller takes the shared queue).
+fn push_local(q: &Arc<ReadyQueue>, id: usize) -> bool {
+    LOCAL
+        .try_with(|l| {
+            if l.owner.get() != Arc::as_ptr(q) {
+                return false;
+            }
+            match l.ids.try_borrow_mut() {
+                Ok(mut ids) => {
+                    ids.push(id);
+                    true
+                }
+                Err(_) => false,
+            }
+        })
+        .unwrap_or(false)
+}
+
+/// Makes `q` the local queue of this thread while `Driver::run` runs,
+/// and puts back the previous one (a runtime nested in another's task)
+/// when dropped.
+struct LocalOwner {
+    prev: *const ReadyQueue,
+    prev_ids: Vec<usize>,
+}
+
+impl LocalOwner {
+    fn set(q: &Arc<ReadyQueue>) -> LocalOwner {
+        LOCAL.with(|l| LocalOwner {
+            prev: l.owner.replace(Arc::as_ptr(q)),
+            prev_ids: std::mem::take(&mut *l.ids.borrow_mut()),
+        })
+    }
+}
+
+impl Drop for LocalOwner {
+    fn drop(&mut self) {
+        let _ = LOCAL.try_with(|l| {
+            l.owner.set(self.prev);
+            *l.ids.borrow_mut() = std::mem::take(&mut self.prev_ids);
+        });
+    }
 }
 
 /// The driver of the current thread. Panics outside a uring runtime: the
@@ -141,7 +201,7 @@ impl Wake for TaskWaker {
         self.wake_by_ref();
     }
     fn wake_by_ref(self: &Arc<Self>) {
-        if !self.queued.swap(true, Ordering::AcqRel) {
+        if !self.queued.swap(true, Ordering::AcqRel) && !push_local(&self.ready, self.id) {
             self.ready.push(self.id);
         }
     }
@@ -149,7 +209,10 @@ impl Wake for TaskWaker {
 
 struct Task {
     fut: Option<Pin<Box<dyn Future<Output = ()>>>>,
-    waker: Arc<TaskWaker>,
+    /// The task's waker (made once, at spawn; taken out with `fut` while
+    /// the task is polled, so a poll clones no `Arc`).
+    waker: Option<Waker>,
+    flag: Arc<TaskWaker>,
 }
 
 enum OpSlot {
@@ -239,6 +302,9 @@ pub(crate) struct Driver {
     /// Tests: submission queue entries queued so far.
     #[cfg(test)]
     pub(crate) sqes: Cell<u64>,
+    /// Tests: timers registered so far.
+    #[cfg(test)]
+    pub(crate) timer_registrations: Cell<u64>,
 }
 
 /// How the backend sets its ring up.
@@ -306,6 +372,8 @@ impl Driver {
             cancel_later: RefCell::new(Vec::new()),
             #[cfg(test)]
             sqes: Cell::new(0),
+            #[cfg(test)]
+            timer_registrations: Cell::new(0),
         })
     }
 
@@ -529,17 +597,20 @@ impl Driver {
                 tasks.len() - 1
             }
         };
-        let waker = Arc::new(TaskWaker {
+        let flag = Arc::new(TaskWaker {
             id,
             queued: AtomicBool::new(true),
             ready: self.ready.clone(),
         });
         tasks[id] = Some(Task {
             fut: Some(fut),
-            waker,
+            waker: Some(Waker::from(flag.clone())),
+            flag,
         });
         drop(tasks);
-        self.ready.push(id);
+        if !push_local(&self.ready, id) {
+            self.ready.push(id);
+        }
     }
 
     fn poll_task(&self, id: usize) {
@@ -548,11 +619,11 @@ impl Driver {
             let Some(Some(task)) = tasks.get_mut(id) else {
                 return;
             };
-            let Some(fut) = task.fut.take() else {
+            let (Some(fut), Some(waker)) = (task.fut.take(), task.waker.take()) else {
                 return;
             };
-            task.waker.queued.store(false, Ordering::Release);
-            (fut, Waker::from(task.waker.clone()))
+            task.flag.queued.store(false, Ordering::Release);
+            (fut, waker)
         };
         let mut cx = Context::from_waker(&waker);
         // A panicking task ends alone (as on tokio): the shard and its
@@ -573,6 +644,7 @@ impl Driver {
             Ok(Poll::Pending) => {
                 if let Some(Some(task)) = self.tasks.borrow_mut().get_mut(id) {
                     task.fut = Some(fut);
+                    task.waker = Some(waker);
                 }
             }
         }
@@ -596,6 +668,9 @@ impl Driver {
     }
 
     fn register_timer(&self, at: Instant, waker: &Waker) -> u64 {
+        #[cfg(test)]
+        self.timer_registrations
+            .set(self.timer_registrations.get() + 1);
         let seq = self.timer_seq.get().wrapping_add(1);
         self.timer_seq.set(seq);
         self.timers.borrow_mut().insert((at, seq), waker.clone());
@@ -618,7 +693,19 @@ impl Driver {
         self.timers.borrow_mut().remove(&(at, seq));
     }
 
+    /// Moves the woken task ids, local and shared, into `batch`.
+    fn take_ready(&self, batch: &mut Vec<usize>) {
+        self.ready.take(batch);
+        LOCAL.with(|l| batch.append(&mut l.ids.borrow_mut()));
+    }
+
+    /// Whether a task is woken (locally or from another thread).
+    fn has_ready(&self) -> bool {
+        LOCAL.with(|l| !l.ids.borrow().is_empty()) || !self.ready.is_empty()
+    }
+
     fn run<F: Future>(self: &Rc<Self>, fut: F) -> F::Output {
+        let _local = LocalOwner::set(&self.ready);
         let mut fut = std::pin::pin!(fut);
         let mut batch: Vec<usize> = Vec::with_capacity(256);
         let mut root_ready = true;
@@ -632,7 +719,7 @@ impl Driver {
                     return v;
                 }
             }
-            self.ready.take(&mut batch);
+            self.take_ready(&mut batch);
             for id in batch.drain(..) {
                 if id == ROOT {
                     root_ready = true;
@@ -642,7 +729,7 @@ impl Driver {
             }
             let next_timer = self.fire_timers();
             self.arm_wake();
-            if root_ready || !self.ready.is_empty() {
+            if root_ready || self.has_ready() {
                 self.enter(false, None);
             } else {
                 self.ready.parked.store(true, Ordering::SeqCst);
@@ -1013,6 +1100,69 @@ impl Drop for Sleep {
         if let Some(seq) = self.seq.take() {
             if let Some(d) = CURRENT.with(|c| c.borrow().clone()) {
                 d.cancel_timer(self.deadline, seq);
+            }
+        }
+    }
+}
+
+/// A timer kept for many waits, each with its own deadline (a connection's
+/// read or write deadline): moving the deadline later touches nothing, so a
+/// keep-alive connection does not insert and remove a timer per request.
+/// Its registration stays at the earliest deadline asked for; when that
+/// fires before the deadline in force, the waiting task is polled once and
+/// the timer registers again at the later instant.
+pub(crate) struct LazyTimer {
+    /// The registered entry `(instant, seq)` and the waker it holds, while
+    /// it has not fired (an entry whose instant the loop clock has passed
+    /// has fired: `fire_timers` removes those before the clock moves on).
+    reg: Option<(Instant, u64, Waker)>,
+}
+
+impl LazyTimer {
+    pub(crate) const fn new() -> LazyTimer {
+        LazyTimer { reg: None }
+    }
+
+    /// Ready once the loop clock has reached `at`; otherwise `cx` is woken
+    /// no later than `at` (possibly earlier: poll again).
+    pub(crate) fn poll_at(&mut self, at: Instant, cx: &mut Context<'_>) -> Poll<()> {
+        let d = driver();
+        let now = d.now.get();
+        if now >= at {
+            if let Some((k, seq, _)) = self.reg.take() {
+                if k > now {
+                    d.cancel_timer(k, seq);
+                }
+            }
+            return Poll::Ready(());
+        }
+        if let Some((k, seq, w)) = &mut self.reg {
+            if *k > now {
+                if *k <= at {
+                    if !w.will_wake(cx.waker()) {
+                        *w = cx.waker().clone();
+                        d.update_timer(*k, *seq, w);
+                    }
+                    return Poll::Pending;
+                }
+                // Registered later than now needed: move it earlier.
+                d.cancel_timer(*k, *seq);
+            }
+        }
+        let w = cx.waker().clone();
+        let seq = d.register_timer(at, &w);
+        self.reg = Some((at, seq, w));
+        Poll::Pending
+    }
+}
+
+impl Drop for LazyTimer {
+    fn drop(&mut self) {
+        if let Some((k, seq, _)) = self.reg.take() {
+            if let Some(d) = CURRENT.with(|c| c.borrow().clone()) {
+                if k > d.now.get() {
+                    d.cancel_timer(k, seq);
+                }
             }
         }
     }

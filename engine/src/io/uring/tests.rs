@@ -6,6 +6,7 @@ use std::cell::Cell;
 use std::future::Future;
 use std::io::Write;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 fn rt() -> Runtime {
@@ -485,4 +486,135 @@ fn a_kernel_that_refuses_multishot_receives_gets_single_shot_ones() {
         client.write_all(b"next").expect("write");
         assert_eq!(&conn.recv(None, 64, 64).await.expect("recv")[..], b"next");
     });
+}
+
+/// Timers registered on this thread's driver so far.
+fn timer_registrations() -> u64 {
+    super::driver().timer_registrations.get()
+}
+
+#[test]
+fn a_deadline_moved_later_registers_no_new_timer() {
+    rt().block_on(async {
+        let mut d = time::Deadline::new();
+        let before = timer_registrations();
+        for _ in 0..100 {
+            // A wait that is pending once (a round trip through the ring),
+            // each with a later deadline than the last.
+            let r = d
+                .within(time::now() + Duration::from_secs(60), io::settle())
+                .await;
+            assert!(r.is_ok());
+        }
+        assert_eq!(
+            timer_registrations() - before,
+            1,
+            "one registration for 100 waits"
+        );
+    });
+}
+
+#[test]
+fn a_deadline_fires_at_its_latest_instant_after_an_earlier_registration_fires() {
+    rt().block_on(async {
+        let mut d = time::Deadline::new();
+        // Registered at +10 ms by a wait that ends at once...
+        let r = d
+            .within(time::now() + Duration::from_millis(10), io::settle())
+            .await;
+        assert!(r.is_ok());
+        // ...then a wait until +40 ms: the +10 ms entry fires first, the
+        // timer registers again, and the wait ends at +40 ms, not before.
+        let at = time::now() + Duration::from_millis(40);
+        let before = timer_registrations();
+        let r = d.within(at, std::future::pending::<()>()).await;
+        assert!(r.is_err(), "the wait timed out");
+        assert!(std::time::Instant::now() >= at, "not before its deadline");
+        assert_eq!(timer_registrations() - before, 1, "registered again once");
+    });
+}
+
+#[test]
+fn a_deadline_moved_earlier_fires_at_the_earlier_instant() {
+    rt().block_on(async {
+        let mut d = time::Deadline::new();
+        let r = d
+            .within(time::now() + Duration::from_secs(60), io::settle())
+            .await;
+        assert!(r.is_ok());
+        let started = std::time::Instant::now();
+        let at = time::now() + Duration::from_millis(5);
+        let r = d.within(at, std::future::pending::<()>()).await;
+        assert!(r.is_err(), "the earlier deadline fired");
+        assert!(std::time::Instant::now() >= at);
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "did not wait for the later one"
+        );
+    });
+}
+
+#[test]
+fn a_keep_alive_connection_arms_no_timer_per_request() {
+    use crate::services::Service;
+    const REQUESTS: usize = 200;
+    let (cfg, cert) = crate::tls::tests::server_config_and_cert();
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let client = std::thread::spawn(move || {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert).expect("root");
+        let cc = rustls::ClientConfig::builder_with_provider(Arc::new(crate::tls::provider()))
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+        let conn = rustls::ClientConnection::new(Arc::new(cc), name).expect("client");
+        let tcp = std::net::TcpStream::connect(addr).expect("connect");
+        let mut s = rustls::StreamOwned::new(conn, tcp);
+        let mut answered = 0;
+        let mut buf = [0u8; 4096];
+        for _ in 0..REQUESTS {
+            s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                .expect("request");
+            let mut got = Vec::new();
+            while !got.ends_with(b"hello world\n") {
+                let n = std::io::Read::read(&mut s, &mut buf).expect("response");
+                assert!(n > 0, "server closed early");
+                got.extend_from_slice(&buf[..n]);
+            }
+            answered += 1;
+        }
+        answered
+    });
+    let (counts, served) = rt().block_on(async move {
+        let (std_conn, peer) = l.accept().expect("accept");
+        let conn = Conn::from_std(std_conn);
+        let tls = crate::tls::ServerConn::new(cfg).expect("session");
+        let mut stream = crate::tls::ServerStream::new(conn, tls);
+        stream.set_write_timeout(Some(Duration::from_secs(10)));
+        stream.handshake_lazy().await.expect("handshake");
+        stream.set_read_timeout(Some(Duration::from_secs(60)));
+        let info = crate::services::ConnInfo {
+            peer,
+            local: addr,
+            peer_identity: None,
+            shard: Rc::new(crate::shard::ShardState::new(0)),
+            drain_slot: Cell::new(None),
+        };
+        let before = timer_registrations();
+        // Serves until the client closes after its last request.
+        let served = crate::services::http::Http::default()
+            .serve(&mut stream, &info)
+            .await;
+        (timer_registrations() - before, served)
+    });
+    assert_eq!(client.join().expect("client"), REQUESTS);
+    // The client ends without close_notify: an error or a clean end, either way.
+    let _ = served;
+    assert!(
+        counts <= 4,
+        "{counts} timers registered for {REQUESTS} keep-alive requests (want a few per connection)"
+    );
 }
