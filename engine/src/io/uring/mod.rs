@@ -23,6 +23,7 @@
 
 pub(crate) mod bufring;
 pub(crate) mod net;
+mod stats;
 
 use bufring::BufRing;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
@@ -299,6 +300,8 @@ pub(crate) struct Driver {
     pub(crate) refuse_multishot: Cell<bool>,
     /// Multishot operations to cancel once `reap` is done with the ring.
     cancel_later: RefCell<Vec<usize>>,
+    /// Loop statistics, when asked for (see [`stats`]).
+    stats: Option<RefCell<stats::LoopStats>>,
     /// Tests: submission queue entries queued so far.
     #[cfg(test)]
     pub(crate) sqes: Cell<u64>,
@@ -370,6 +373,7 @@ impl Driver {
             #[cfg(test)]
             refuse_multishot: Cell::new(false),
             cancel_later: RefCell::new(Vec::new()),
+            stats: stats::wanted().then(|| RefCell::new(stats::LoopStats::default())),
             #[cfg(test)]
             sqes: Cell::new(0),
             #[cfg(test)]
@@ -454,11 +458,13 @@ impl Driver {
         self.efd_armed.set(true);
     }
 
-    /// Delivers every posted completion.
-    fn reap(&self) {
+    /// Delivers every posted completion; returns how many there were.
+    fn reap(&self) -> u64 {
         let mut ring = self.ring.borrow_mut();
         let mut ops = self.ops.borrow_mut();
+        let mut reaped = 0;
         for cqe in ring.completion() {
+            reaped += 1;
             let ud = cqe.user_data();
             if ud == WAKE_UD {
                 self.efd_armed.set(false);
@@ -528,6 +534,7 @@ impl Driver {
                 self.cancel(id);
             }
         }
+        reaped
     }
 
     /// Gives back the pool buffer a completion's `flags` name, if any.
@@ -626,11 +633,17 @@ impl Driver {
             (fut, waker)
         };
         let mut cx = Context::from_waker(&waker);
+        let t0 = self.stats.as_ref().map(|_| Instant::now());
         // A panicking task ends alone (as on tokio): the shard and its
         // other connections carry on. Its future is dropped (which closes
         // its sockets); a panic while dropping is contained too.
         let polled =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fut.as_mut().poll(&mut cx)));
+        if let (Some(s), Some(t0)) = (&self.stats, t0) {
+            let mut s = s.borrow_mut();
+            s.turn_polls += 1;
+            s.turn_longest = s.turn_longest.max(t0.elapsed());
+        }
         match polled {
             Ok(Poll::Ready(())) | Err(_) => {
                 if polled.is_err() {
@@ -661,6 +674,9 @@ impl Driver {
         while let Some(entry) = timers.first_entry() {
             if entry.key().0 > now {
                 return Some(entry.key().0 - now);
+            }
+            if let Some(s) = &self.stats {
+                s.borrow_mut().timer_late_us.add_us(now - entry.key().0);
             }
             entry.remove().wake();
         }
@@ -729,6 +745,7 @@ impl Driver {
             }
             let next_timer = self.fire_timers();
             self.arm_wake();
+            let entered = self.turn_ends();
             if root_ready || self.has_ready() {
                 self.enter(false, None);
             } else {
@@ -738,7 +755,36 @@ impl Driver {
                 }
                 self.ready.parked.store(false, Ordering::SeqCst);
             }
-            self.reap();
+            let reaped = self.reap();
+            self.turn_starts(entered, reaped);
+        }
+    }
+
+    /// Loop statistics: the turn's work is done; returns when.
+    fn turn_ends(&self) -> Option<Instant> {
+        let s = self.stats.as_ref()?;
+        let mut s = s.borrow_mut();
+        let now = Instant::now();
+        if let Some(t) = s.turn_start.take() {
+            s.turn_us.add_us(now - t);
+            let (polls, longest) = (s.turn_polls, s.turn_longest);
+            s.polls.add(polls);
+            s.longest_poll_us.add_us(longest);
+        }
+        s.turn_polls = 0;
+        s.turn_longest = Duration::ZERO;
+        Some(now)
+    }
+
+    /// Loop statistics: `io_uring_enter` (entered at `entered`) returned
+    /// with `reaped` completions; a turn starts.
+    fn turn_starts(&self, entered: Option<Instant>, reaped: u64) {
+        if let (Some(s), Some(entered)) = (&self.stats, entered) {
+            let mut s = s.borrow_mut();
+            let now = Instant::now();
+            s.wait_us.add_us(now - entered);
+            s.reaped.add(reaped);
+            s.turn_start = Some(now);
         }
     }
 
@@ -1037,6 +1083,14 @@ impl Runtime {
 
 impl Drop for Runtime {
     fn drop(&mut self) {
+        if let Some(s) = &self.driver.stats {
+            let t = std::thread::current();
+            eprintln!(
+                "uringtls loop stats ({}):\n{}",
+                t.name().unwrap_or("unnamed thread"),
+                s.borrow()
+            );
+        }
         let prev = CURRENT.with(|c| c.borrow_mut().replace(self.driver.clone()));
         self.driver.shutdown();
         CURRENT.with(|c| *c.borrow_mut() = prev);
