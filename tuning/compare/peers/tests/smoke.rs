@@ -1,4 +1,4 @@
-//! peer-tokio on loopback: one TLS request per body size, uringtls's bytes
+//! peer-tokio and peer-monoio on loopback: one TLS request per body size, uringtls's bytes
 //! back, the settings tuning/compare relies on (ALPN, suite, resumption or
 //! not), and exit status 0 on SIGTERM.
 
@@ -21,8 +21,8 @@ impl Drop for Peer {
     }
 }
 
-fn start(dir: &std::path::Path, extra: &[&str]) -> Peer {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_peer-tokio"))
+fn start(bin: &str, dir: &std::path::Path, extra: &[&str]) -> Peer {
+    let mut child = Command::new(bin)
         .args(["--listen", "127.0.0.1:0", "--cert"])
         .arg(dir.join("cert.pem"))
         .arg("--key")
@@ -30,7 +30,7 @@ fn start(dir: &std::path::Path, extra: &[&str]) -> Peer {
         .args(extra)
         .stdout(Stdio::piped())
         .spawn()
-        .expect("spawn peer-tokio");
+        .unwrap_or_else(|e| panic!("spawn {bin}: {e}"));
     // The first line says where it listens (EOF if it exits first).
     let mut line = String::new();
     BufReader::new(child.stdout.take().expect("stdout"))
@@ -38,7 +38,7 @@ fn start(dir: &std::path::Path, extra: &[&str]) -> Peer {
         .expect("read stdout");
     let addr = line
         .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("peer-tokio did not start: {line:?}"))
+        .unwrap_or_else(|| panic!("{bin} did not start: {line:?}"))
         .trim()
         .to_string();
     Peer { child, addr }
@@ -85,10 +85,9 @@ fn get(addr: &str, cfg: &Arc<rustls::ClientConfig>, path: &str) -> (String, rust
     (String::from_utf8(out).expect("utf-8"), tls.conn)
 }
 
-#[test]
-fn peer_tokio_serves_uringtls_bodies_and_exits_0_on_sigterm() {
+fn serves_uringtls_bodies_and_exits_0_on_sigterm(bin: &str) {
     let (dir, ca) = certs();
-    let peer = start(dir.path(), &[]);
+    let peer = start(bin, dir.path(), &[]);
     let cfg = client(&ca);
     let (resp, conn) = get(&peer.addr, &cfg, "/");
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
@@ -107,10 +106,9 @@ fn peer_tokio_serves_uringtls_bodies_and_exits_0_on_sigterm() {
     assert_eq!(status.code(), Some(0), "{status}");
 }
 
-#[test]
-fn peer_tokio_body_size_is_hello_world_repeated_for_every_path_and_never_resumes() {
+fn body_size_is_hello_world_repeated_for_every_path_and_never_resumes(bin: &str) {
     let (dir, ca) = certs();
-    let peer = start(dir.path(), &["--body-size", "30", "--no-resumption"]);
+    let peer = start(bin, dir.path(), &["--body-size", "30", "--no-resumption"]);
     let want = "hello world\nhello world\nhello ";
     let cfg = client(&ca);
     for path in ["/", "/big"] {
@@ -120,4 +118,24 @@ fn peer_tokio_body_size_is_hello_world_repeated_for_every_path_and_never_resumes
         assert_eq!(body, want, "{path}");
         assert!(head.to_ascii_lowercase().contains("content-length: 30"), "{head}");
     }
+}
+
+#[test]
+fn peer_tokio_serves_uringtls_bodies_and_exits_0_on_sigterm() {
+    serves_uringtls_bodies_and_exits_0_on_sigterm(env!("CARGO_BIN_EXE_peer-tokio"));
+}
+
+#[test]
+fn peer_tokio_body_size_is_hello_world_repeated_for_every_path_and_never_resumes() {
+    body_size_is_hello_world_repeated_for_every_path_and_never_resumes(env!("CARGO_BIN_EXE_peer-tokio"));
+}
+
+#[test]
+fn peer_monoio_serves_uringtls_bodies_and_exits_0_on_sigterm() {
+    serves_uringtls_bodies_and_exits_0_on_sigterm(env!("CARGO_BIN_EXE_peer-monoio"));
+}
+
+#[test]
+fn peer_monoio_body_size_is_hello_world_repeated_for_every_path_and_never_resumes() {
+    body_size_is_hello_world_repeated_for_every_path_and_never_resumes(env!("CARGO_BIN_EXE_peer-monoio"));
 }
