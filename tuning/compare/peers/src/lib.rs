@@ -84,7 +84,8 @@ pub fn server_config(a: &Args) -> Result<Arc<ServerConfig>, String> {
     let chain = CertificateDer::pem_file_iter(&a.cert)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
         .map_err(|e| format!("--cert {}: {e}", a.cert.display()))?;
-    let key = PrivateKeyDer::from_pem_file(&a.key).map_err(|e| format!("--key {}: {e}", a.key.display()))?;
+    let key = PrivateKeyDer::from_pem_file(&a.key)
+        .map_err(|e| format!("--key {}: {e}", a.key.display()))?;
     let versions: &[&rustls::SupportedProtocolVersion] = if a.no_resumption {
         &[&rustls::version::TLS13]
     } else {
@@ -103,7 +104,8 @@ pub fn server_config(a: &Args) -> Result<Arc<ServerConfig>, String> {
         cfg.send_tls13_tickets = 0;
     } else {
         cfg.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE);
-        cfg.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| format!("ticketer: {e}"))?;
+        cfg.ticketer =
+            rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| format!("ticketer: {e}"))?;
         cfg.send_tls13_tickets = 1;
     }
     Ok(Arc::new(cfg))
@@ -125,8 +127,11 @@ pub fn listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 /// SIGTERM and SIGINT exit the process with status 0 at once (a thread that
 /// sleeps in `sigwait` until then).
 pub fn setup(a: &Args) -> Result<(), String> {
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
-        .map_err(|e| format!("signal handler: {e}"))?;
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])
+    .map_err(|e| format!("signal handler: {e}"))?;
     std::thread::spawn(move || {
         if signals.forever().next().is_some() {
             std::process::exit(0);
@@ -152,7 +157,10 @@ where
         let cfg = server_config(&a)?;
         setup(&a)?;
         let l = listener(a.listen).map_err(|e| format!("--listen {}: {e}", a.listen))?;
-        println!("listening on {}", l.local_addr().map_err(|e| e.to_string())?);
+        println!(
+            "listening on {}",
+            l.local_addr().map_err(|e| e.to_string())?
+        );
         serve(l, cfg, body(a.body_size)).map_err(|e| format!("serve: {e}"))
     };
     if let Err(e) = run() {

@@ -69,13 +69,22 @@ fn client(ca: &rustls_pki_types::CertificateDer<'static>) -> Arc<rustls::ClientC
 
 /// One `GET /path` with `Connection: close`; the whole response, and the
 /// client connection (for its negotiated parameters).
-fn get(addr: &str, cfg: &Arc<rustls::ClientConfig>, path: &str) -> (String, rustls::ClientConnection) {
+fn get(
+    addr: &str,
+    cfg: &Arc<rustls::ClientConfig>,
+    path: &str,
+) -> (String, rustls::ClientConnection) {
     let name = "localhost".try_into().expect("name");
     let conn = rustls::ClientConnection::new(cfg.clone(), name).expect("client");
     let tcp = TcpStream::connect(addr).expect("connect");
-    tcp.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
     let mut tls = rustls::StreamOwned::new(conn, tcp);
-    write!(tls, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").expect("write");
+    write!(
+        tls,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
     let mut out = Vec::new();
     // hyper closes without close_notify after `Connection: close`: keep
     // what arrived before the EOF.
@@ -94,7 +103,11 @@ fn serves_uringtls_bodies_and_exits_0_on_sigterm(bin: &str) {
     assert!(resp.ends_with("\r\n\r\nhello world\n"), "{resp}");
     assert_eq!(conn.alpn_protocol(), Some(&b"http/1.1"[..]));
     let suite = conn.negotiated_cipher_suite().expect("suite").suite();
-    assert_eq!(suite, rustls::CipherSuite::TLS13_AES_128_GCM_SHA256, "server order wins");
+    assert_eq!(
+        suite,
+        rustls::CipherSuite::TLS13_AES_128_GCM_SHA256,
+        "server order wins"
+    );
     let (_, again) = get(&peer.addr, &cfg, "/");
     assert_eq!(again.handshake_kind(), Some(rustls::HandshakeKind::Resumed));
 
@@ -113,10 +126,17 @@ fn body_size_is_hello_world_repeated_for_every_path_and_never_resumes(bin: &str)
     let cfg = client(&ca);
     for path in ["/", "/big"] {
         let (resp, conn) = get(&peer.addr, &cfg, path);
-        assert_eq!(conn.handshake_kind(), Some(rustls::HandshakeKind::Full), "{path}: no resumption");
+        assert_eq!(
+            conn.handshake_kind(),
+            Some(rustls::HandshakeKind::Full),
+            "{path}: no resumption"
+        );
         let (head, body) = resp.split_once("\r\n\r\n").expect("head");
         assert_eq!(body, want, "{path}");
-        assert!(head.to_ascii_lowercase().contains("content-length: 30"), "{head}");
+        assert!(
+            head.to_ascii_lowercase().contains("content-length: 30"),
+            "{head}"
+        );
     }
 }
 
@@ -127,7 +147,9 @@ fn peer_tokio_serves_uringtls_bodies_and_exits_0_on_sigterm() {
 
 #[test]
 fn peer_tokio_body_size_is_hello_world_repeated_for_every_path_and_never_resumes() {
-    body_size_is_hello_world_repeated_for_every_path_and_never_resumes(env!("CARGO_BIN_EXE_peer-tokio"));
+    body_size_is_hello_world_repeated_for_every_path_and_never_resumes(env!(
+        "CARGO_BIN_EXE_peer-tokio"
+    ));
 }
 
 #[test]
@@ -137,5 +159,7 @@ fn peer_monoio_serves_uringtls_bodies_and_exits_0_on_sigterm() {
 
 #[test]
 fn peer_monoio_body_size_is_hello_world_repeated_for_every_path_and_never_resumes() {
-    body_size_is_hello_world_repeated_for_every_path_and_never_resumes(env!("CARGO_BIN_EXE_peer-monoio"));
+    body_size_is_hello_world_repeated_for_every_path_and_never_resumes(env!(
+        "CARGO_BIN_EXE_peer-monoio"
+    ));
 }

@@ -39,7 +39,12 @@ impl Responses {
         let (head_keepalive, head_close) = (head("keep-alive"), head("close"));
         let join = |h: &[u8]| &*Box::leak([h, &body].concat().into_boxed_slice());
         let whole = (body.len() <= READ_CHUNK).then(|| (join(head_keepalive), join(head_close)));
-        Responses { head_keepalive, head_close, body: Box::leak(body.into_boxed_slice()), whole }
+        Responses {
+            head_keepalive,
+            head_close,
+            body: Box::leak(body.into_boxed_slice()),
+            whole,
+        }
     }
 }
 
@@ -52,12 +57,18 @@ fn main() {
     });
 }
 
-async fn serve(l: std::net::TcpListener, cfg: Arc<rustls::ServerConfig>, r: &'static Responses) -> std::io::Result<()> {
+async fn serve(
+    l: std::net::TcpListener,
+    cfg: Arc<rustls::ServerConfig>,
+    r: &'static Responses,
+) -> std::io::Result<()> {
     let listener = monoio::net::TcpListener::from_std(l)?;
     let acceptor = TlsAcceptor::from(cfg);
     loop {
         // Accept errors (EMFILE, ECONNABORTED) end one connection, not the server.
-        let Ok((tcp, _)) = listener.accept().await else { continue };
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         monoio::spawn(async move {
@@ -69,7 +80,10 @@ async fn serve(l: std::net::TcpListener, cfg: Arc<rustls::ServerConfig>, r: &'st
 }
 
 /// Answers requests until the client closes, asks to close, or errs.
-async fn connection<S: AsyncReadRent + AsyncWriteRent>(mut s: S, r: &'static Responses) -> std::io::Result<()> {
+async fn connection<S: AsyncReadRent + AsyncWriteRent>(
+    mut s: S,
+    r: &'static Responses,
+) -> std::io::Result<()> {
     let mut pending: Vec<u8> = Vec::new();
     let mut chunk = Vec::with_capacity(READ_CHUNK);
     loop {
@@ -82,7 +96,10 @@ async fn connection<S: AsyncReadRent + AsyncWriteRent>(mut s: S, r: &'static Res
                 Ok(httparse::Status::Partial) if pending.len() <= MAX_HEAD => break,
                 _ => return Ok(()),
             };
-            let conn = req.headers.iter().find(|h| h.name.eq_ignore_ascii_case("connection"));
+            let conn = req
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("connection"));
             let close = match conn {
                 Some(h) if h.value.eq_ignore_ascii_case(b"close") => true,
                 Some(h) if h.value.eq_ignore_ascii_case(b"keep-alive") => false,
@@ -92,7 +109,13 @@ async fn connection<S: AsyncReadRent + AsyncWriteRent>(mut s: S, r: &'static Res
             match r.whole {
                 Some((ka, cl)) => s.write_all(if close { cl } else { ka }).await.0?,
                 None => {
-                    s.write_all(if close { r.head_close } else { r.head_keepalive }).await.0?;
+                    s.write_all(if close {
+                        r.head_close
+                    } else {
+                        r.head_keepalive
+                    })
+                    .await
+                    .0?;
                     s.write_all(r.body).await.0?
                 }
             };

@@ -24,22 +24,33 @@ fn main() {
     });
 }
 
-async fn serve(l: std::net::TcpListener, cfg: Arc<rustls::ServerConfig>, body: Bytes) -> std::io::Result<()> {
+async fn serve(
+    l: std::net::TcpListener,
+    cfg: Arc<rustls::ServerConfig>,
+    body: Bytes,
+) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::from_std(l)?;
     let acceptor = TlsAcceptor::from(cfg);
     loop {
         // Accept errors (EMFILE, ECONNABORTED) end one connection, not the server.
-        let Ok((tcp, _)) = listener.accept().await else { continue };
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let (acceptor, body) = (acceptor.clone(), body.clone());
         tokio::spawn(async move {
-            let Ok(tls) = acceptor.accept(tcp).await else { return };
-            let service = hyper::service::service_fn(move |_req: Request<hyper::body::Incoming>| {
-                let mut r = Response::new(Full::new(body.clone()));
-                r.headers_mut().insert(SERVER, HeaderValue::from_static("peer-tokio"));
-                r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-                async move { Ok::<_, Infallible>(r) }
-            });
+            let Ok(tls) = acceptor.accept(tcp).await else {
+                return;
+            };
+            let service =
+                hyper::service::service_fn(move |_req: Request<hyper::body::Incoming>| {
+                    let mut r = Response::new(Full::new(body.clone()));
+                    r.headers_mut()
+                        .insert(SERVER, HeaderValue::from_static("peer-tokio"));
+                    r.headers_mut()
+                        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+                    async move { Ok::<_, Infallible>(r) }
+                });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
                 .await;
