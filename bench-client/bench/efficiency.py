@@ -86,8 +86,8 @@ def main():
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--servers", default="nginx,uringtls")
     ap.add_argument("--workloads", default="keepalive,full,resumed")
-    ap.add_argument("--bench-client", default="target/release/bench-client")
-    ap.add_argument("--uringtls", default="target/release/uringtls")
+    ap.add_argument("--bench-client", default=servers.release_binary("bench-client"))
+    ap.add_argument("--uringtls", default=servers.release_binary("uringtls"))
     ap.add_argument("--json", help="write raw results here")
     a = ap.parse_args()
     missing = [t for t in ("nginx", "wrk", "h2load", "taskset", "openssl", "pgrep") if not shutil.which(t)]

@@ -1,17 +1,21 @@
 #!/usr/bin/env python3
 """Paired A/B of server variants, interleaved, same run: CPU per operation
-(median of rounds) and each variant's ratio to the first nginx variant.
+(median of rounds) and each variant's ratio to the first variant.
 
-A variant is `name=nginx[:deferred]` or `name=PATH[:ARGS...]` (a uringtls
-binary and extra flags, space-separated after the colon). Example:
+A variant is `name=nginx[:deferred]`, `name=PATH[:ARGS...]` (a uringtls
+binary and extra flags, space-separated after the colon), or a same-library
+peer (tuning/compare/peers): `name=peer-tokio[:ARGS]` or
+`name=peer-monoio[:ARGS]` (the release build in $CARGO_TARGET_DIR or
+target/), `name=peer:PATH[:ARGS]` (a peer binary elsewhere). Example:
 
     python3 tuning/compare/ab.py --rounds 5 --workloads full,resumed \\
-        --variant nginx=nginx --variant on=target/release/uringtls \\
+        --variant nginx=nginx --variant tokio=peer-tokio \\
+        --variant on=target/release/uringtls \\
         --variant off="target/release/uringtls:--defer-accept 0"
 
-Servers on CPU 1, clients on CPU 0; the order of variants rotates (and
-reverses every other round) so that drift in the machine's load does not
-favour one. Full-handshake workloads run against a second instance of each
+Servers on CPU 1, clients on CPU 0; the order of variants rotates every two
+rounds and reverses every other round (compare.round_order) so that drift
+in the machine's load does not favour one. Full-handshake workloads run against a second instance of each
 variant that offers no resumption (h2load and bench-client would resume).
 """
 import argparse, os, shutil, statistics, sys
@@ -19,37 +23,61 @@ import argparse, os, shutil, statistics, sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import compare as K  # noqa: E402
 import clients as C  # noqa: E402
-from servers import BIG_SIZE, make_workdir, start_nginx, start_uringtls, write_big  # noqa: E402
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from servers import (BIG_SIZE, PEERS, make_workdir, missing_binary, release_binary, start_nginx,  # noqa: E402
+                     start_peer, start_uringtls, write_big)
 
 ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-ap.add_argument("--variant", action="append", required=True, help="name=nginx[:deferred] or name=PATH[:ARGS]")
+ap.add_argument("--variant", action="append", required=True,
+                help="name=nginx[:deferred], name=PATH[:ARGS] (uringtls), name=peer-tokio[:ARGS], "
+                     "name=peer-monoio[:ARGS] or name=peer:PATH[:ARGS]")
 ap.add_argument("--rounds", type=int, default=3)
 ap.add_argument("--duration", type=int, default=8)
 ap.add_argument("--workloads", default="full,resumed", help="full,resumed,keepalive,bulk")
 ap.add_argument("--clients", default="h2load,wrk,bench-client")
-ap.add_argument("--bench-client", default=f"{ROOT}/target/release/bench-client")
+ap.add_argument("--bench-client", default=release_binary("bench-client"))
 a = ap.parse_args()
 
+
+def parse_variant(v):
+    """(name, kind, path, args): kind is nginx, peer or uringtls."""
+    name, spec = v.split("=", 1)
+    if spec.startswith("peer:"):
+        path, _, args = spec[len("peer:"):].partition(":")
+        return name, "peer", path, args.split()
+    path, _, args = spec.partition(":")
+    if path == "nginx":
+        return name, "nginx", path, args.split()
+    if path in PEERS:
+        return name, "peer", release_binary(path), args.split()
+    return name, "uringtls", path, args.split()
+
+
+variants = [parse_variant(v) for v in a.variant]
+missing = [missing_binary(path, PEERS.get(os.path.basename(path), "peers") if kind == "peer" else "uringtls")
+           for _, kind, path, _ in variants if kind != "nginx"]
+missing = [m for m in missing if m]
+if missing:
+    print("missing: " + ", ".join(missing), file=sys.stderr)
+    sys.exit(2)
 tmp = make_workdir("uringtls-ab-")
 big = write_big(tmp)
-NOTICKETS = ["--tls13-tickets", "0", "--tls12", "false"]
-variants = []
-for v in a.variant:
-    name, spec = v.split("=", 1)
-    path, _, args = spec.partition(":")
-    variants.append((name, path, args.split()))
+NOTICKETS = K.NOTICKETS
 S = {}
 wls = a.workloads.split(",")
 try:
-    for name, path, args in variants:
-        if path == "nginx":
+    for name, kind, path, args in variants:
+        if kind == "nginx":
             d = "deferred" in args
             S[name] = start_nginx(tmp, 1, big=big, deferred=d)
             if "full" in wls:
                 S[name + "-noresume"] = start_nginx(tmp, 1, resumption=False, big=big, deferred=d)
             S[name + "-bulk"] = S[name]
+        elif kind == "peer":
+            S[name] = start_peer(path, tmp, 1, extra=args)
+            if "full" in wls:
+                S[name + "-noresume"] = start_peer(path, tmp, 1, resumption=False, extra=args)
+            if "bulk" in wls:
+                S[name + "-bulk"] = start_peer(path, tmp, 1, body_size=BIG_SIZE, extra=args)
         else:
             S[name] = start_uringtls(path, tmp, 1, extra=args)
             if "full" in wls:
@@ -68,11 +96,11 @@ try:
     cl = a.clients.split(",")
     res = {}
     print("load at start", os.getloadavg(), flush=True)
-    names = [n for n, _, _ in variants]
+    names = [n for n, _, _, _ in variants]
     for rnd in range(a.rounds):
-        order = names[rnd % len(names):] + names[:rnd % len(names)]
-        if rnd % 2:
-            order = order[::-1]
+        # (Rotating by one each round and reversing every other round gave
+        # two variants the same order in every round.)
+        order = K.round_order(names, rnd)
         for wl in wls:
             for c in [c for (w, c) in calls if w == wl and c in cl]:
                 for n in order:

@@ -1,20 +1,26 @@
 #!/usr/bin/env python3
-"""Side-by-side comparison: uringtls vs nginx, one core each, same run.
+"""Side-by-side comparison: uringtls vs nginx and vs the same-library peers
+(peer-tokio: tokio + tokio-rustls + hyper; peer-monoio: monoio +
+monoio-rustls; tuning/compare/peers), one core each, same run.
 
-Both servers get the same ECDSA P-256 certificate and the same response body,
-run pinned to the server CPU (default 1) with one worker / one shard; the
-clients run pinned to the client CPU (default 0). Each workload runs with an
-independent client (wrk, h2load or oha) and with bench-client, so that a
-client artefact cannot flatter either server. Servers run interleaved
-(A B, then B A) for --rounds rounds; each figure is the median over rounds.
+All servers get the same ECDSA P-256 certificate and the same response body,
+run pinned to the server CPU (default 1) with one worker / one shard / one
+runtime thread; the clients run pinned to the client CPU (default 0). Each
+workload runs with an independent client (wrk, h2load or oha) and with
+bench-client, so that a client artefact cannot flatter any server. Servers
+run interleaved (the order rotates and reverses from round to round) for
+--rounds rounds; each figure is the median over rounds, and every ratio
+(uringtls over each other server) is from the same run.
 
 Server CPU per operation = (utime + stime of the server process from
 /proc/PID/stat, delta over the run) / operations completed by the client;
-the "kernel floor" is uringtls's stime per operation over nginx's CPU per
-operation. Open-loop runs count from the end of a 1 s warm-up.
+the "kernel floor" is uringtls's stime per operation over the other
+server's CPU per operation. Open-loop runs count from the end of a 1 s
+warm-up.
 
-Nothing is installed: missing tools are named and the script exits 2.
-Usage: tuning/compare/compare.py [--rounds 3] [--duration 10] [--clients LIST] [--json FILE]
+Nothing is installed: missing tools and binaries are named (with the command
+that builds them) and the script exits 2.
+Usage: tuning/compare/compare.py [--rounds 3] [--duration 10] [--clients LIST] [--peers LIST] [--json FILE]
 See docs/benchmarks.md.
 """
 
@@ -33,8 +39,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import clients as C  # noqa: E402
-from servers import (BIG_SIZE, cpu_split, make_workdir, missing_tools, rss_kib, start_nginx,  # noqa: E402
-                     start_uringtls, write_big)
+from servers import (BIG_SIZE, PEERS, cpu_split, make_workdir, missing_binary, missing_tools,  # noqa: E402
+                     release_binary, rss_kib, start_nginx, start_peer, start_uringtls, write_big)
 
 # Per workload, the clients that can run it: the independent one first.
 CLIENTS = {
@@ -49,6 +55,8 @@ CLIENTS = {
 # connections then, and the requests scheduled meanwhile wait (see
 # clients.oha_open_loop); tails and CPU per operation are from after it.
 OPENLOOP_WARMUP = 1
+# uringtls without resumption, for the full-handshake workload.
+NOTICKETS = ["--tls13-tickets", "0", "--tls12", "false"]
 INSTALL = {"nginx": "apt-get install nginx", "wrk": "apt-get install wrk", "h2load": "apt-get install nghttp2-client",
            "oha": "cargo install oha --locked", "taskset": "apt-get install util-linux",
            "pgrep": "apt-get install procps", "openssl": "apt-get install openssl"}
@@ -65,24 +73,24 @@ def check_no_resumption(server):
         print(f"WARNING: the no-resumption uringtls resumed {resumed} handshakes", file=sys.stderr)
 
 
-def check_same_bodies(servers, workloads):
-    """Both servers must send the same bytes: / for every workload, /big for
+def check_same_bodies(servers, workloads, names):
+    """Every server must send nginx's bytes: / for every workload, /big for
     bulk. Fails the run otherwise."""
     import hashlib
     import http.client
     import ssl
     ctx = ssl._create_unverified_context()
-    pairs = [("nginx", "uringtls", "/")] + ([("nginx-bulk", "uringtls-bulk", "/big")] if "bulk" in workloads else [])
-    for n, u, path in pairs:
-        got = []
-        for name in (n, u):
-            c = http.client.HTTPSConnection("127.0.0.1", servers[name].port, context=ctx, timeout=30)
+    for suffix, path in [("", "/")] + ([("-bulk", "/big")] if "bulk" in workloads else []):
+        got = {}
+        for name in names:
+            c = http.client.HTTPSConnection("127.0.0.1", servers[name + suffix].port, context=ctx, timeout=30)
             c.request("GET", path)
             body = c.getresponse().read()
             c.close()
-            got.append((len(body), hashlib.sha1(body).hexdigest()))
-        if got[0] != got[1]:
-            raise RuntimeError(f"{path}: nginx sends {got[0]}, uringtls {got[1]} (bytes, SHA-1)")
+            got[name] = (len(body), hashlib.sha1(body).hexdigest())
+        for name, g in got.items():
+            if g != got["nginx"]:
+                raise RuntimeError(f"{path}: nginx sends {got['nginx']}, {name} {g} (bytes, SHA-1)")
 
 
 def idle_connections(port, count):
@@ -149,6 +157,7 @@ def measure(server, fn, warmup=0):
     r["rate"] = r["ops"] / span if span else 0
     r["cpu_us_per_op"] = cpu * 1e6 / r["ops"] if r["ops"] else None
     r["sys_us_per_op"] = sys_ * 1e6 / r["ops"] if r["ops"] else None
+    r["user_us_per_op"] = user * 1e6 / r["ops"] if r["ops"] else None
     return r
 
 
@@ -158,14 +167,17 @@ def parse_args():
     ap.add_argument("--duration", type=int, default=10, help="seconds per run")
     ap.add_argument("--server-cpu", type=int, default=1)
     ap.add_argument("--client-cpu", type=int, default=0)
-    ap.add_argument("--uringtls", default="target/release/uringtls")
+    ap.add_argument("--uringtls", default=release_binary("uringtls"))
     ap.add_argument("--workloads", default="keepalive,full,resumed,bulk,openloop,idle")
     ap.add_argument("--clients", default="wrk,h2load,oha,bench-client",
                     help="clients to run (each workload runs with those of its clients that are listed: "
                          "keepalive/resumed/bulk wrk, full h2load, openloop oha; all bench-client); "
                          "e.g. --clients wrk,h2load,oha for the independent clients only")
     ap.add_argument("--json", help="write results here")
-    ap.add_argument("--bench-client", default="target/release/bench-client")
+    ap.add_argument("--bench-client", default=release_binary("bench-client"))
+    ap.add_argument("--peers", default=",".join(PEERS),
+                    help="same-library peers to run beside nginx and uringtls: names (built in $CARGO_TARGET_DIR "
+                         "or target/, release) or paths to their binaries; '' for none")
     ap.add_argument("--idle-conns", type=int, default=10000, help="connections for the idle workload")
     ap.add_argument("--openloop-rate", type=float,
                     help="open-loop rate; default 50%% of nginx's keep-alive rate (wrk, else bench-client) "
@@ -175,7 +187,24 @@ def parse_args():
                     help="nginx's /big setup (tuning/compare/servers.py NGINX_BULK)")
     ap.add_argument("--nginx-suites", default="as-uringtls", choices=["as-uringtls", "client-order"],
                     help="nginx's TLS 1.3 suite choice: AES-128-GCM first like uringtls, or the client's order")
-    return ap.parse_args()
+    a = ap.parse_args()
+    a.peer_paths = peer_paths(a.peers)
+    return a
+
+
+def peer_paths(spec):
+    """`--peers` as {name: binary}: a known name means its release build, a
+    path is taken as is (named after its file)."""
+    out = {}
+    for p in filter(None, spec.split(",")):
+        path = release_binary(p) if p in PEERS else p
+        out[os.path.basename(path)] = path
+    return out
+
+
+def server_names(a):
+    """Every server of the run; uringtls's ratios are to each of the others."""
+    return ["nginx", "uringtls"] + list(a.peer_paths)
 
 
 def check_tools(a, workloads, clients):
@@ -183,30 +212,47 @@ def check_tools(a, workloads, clients):
     need = ["nginx", "taskset", "openssl", "pgrep"]
     need += [c for wl in workloads for c in CLIENTS[wl] if c in clients and c in INSTALL and c not in need]
     missing = [f"{t} ({INSTALL[t]})" for t in missing_tools(dict.fromkeys(need))]
-    if not os.path.exists(a.uringtls):
-        missing.append(f"{a.uringtls} (cargo build --release -p uringtls)")
-    if "bench-client" in clients and not os.path.exists(a.bench_client):
-        missing.append(f"{a.bench_client} (cargo build --release -p bench-client)")
+    missing.append(missing_binary(a.uringtls, "uringtls"))
+    if "bench-client" in clients:
+        missing.append(missing_binary(a.bench_client, "bench-client"))
+    missing += [missing_binary(path, PEERS.get(name, "peers")) for name, path in a.peer_paths.items()]
+    missing = [m for m in missing if m]
     if missing:
         print("missing: " + ", ".join(missing), file=sys.stderr)
         sys.exit(2)
 
 
+def start_one(a, tmp, big, name, variant=""):
+    """Server `name` as `variant` needs it: "" (resumption on, the 12-byte
+    body), "noresume" (no tickets, no cache: full handshakes) or "bulk"
+    (the 1 MiB body; nginx serves it at /big from the file `big`)."""
+    resumption = variant != "noresume"
+    if name == "nginx":
+        return start_nginx(tmp, a.server_cpu, resumption=resumption, big=big, bulk=a.nginx_bulk,
+                           suites=a.nginx_suites == "as-uringtls")
+    body = BIG_SIZE if variant == "bulk" else None
+    if name == "uringtls":
+        extra = ([] if resumption else NOTICKETS) + a.uringtls_args.split()
+        return start_uringtls(a.uringtls, tmp, a.server_cpu, body_size=body, extra=extra)
+    return start_peer(a.peer_paths[name], tmp, a.server_cpu, body_size=body, resumption=resumption)
+
+
 def start_servers(a, tmp, big, workloads):
-    """nginx and uringtls for the keep-alive, resumed and open-loop runs (and
-    nginx's /big), plus a pair without resumption for `full` and a uringtls
-    with the 1 MiB body for `bulk`."""
-    ux = a.uringtls_args.split()
-    ngx = dict(big=big, bulk=a.nginx_bulk, suites=a.nginx_suites == "as-uringtls")
-    servers = {"nginx": start_nginx(tmp, a.server_cpu, **ngx),
-               "uringtls": start_uringtls(a.uringtls, tmp, a.server_cpu, extra=ux)}
-    if "full" in workloads:
-        servers["nginx-noresume"] = start_nginx(tmp, a.server_cpu, resumption=False, **ngx)
-        servers["uringtls-noresume"] = start_uringtls(a.uringtls, tmp, a.server_cpu,
-                                                      extra=["--tls13-tickets", "0", "--tls12", "false"] + ux)
-    if "bulk" in workloads:
-        servers["nginx-bulk"] = servers["nginx"]
-        servers["uringtls-bulk"] = start_uringtls(a.uringtls, tmp, a.server_cpu, body_size=BIG_SIZE, extra=ux)
+    """Every server for the keep-alive, resumed and open-loop runs (and
+    nginx's /big), plus one without resumption each for `full` and one with
+    the 1 MiB body each for `bulk`."""
+    servers = {}
+    try:
+        for name in server_names(a):
+            servers[name] = start_one(a, tmp, big, name)
+            if "full" in workloads:
+                servers[f"{name}-noresume"] = start_one(a, tmp, big, name, "noresume")
+            if "bulk" in workloads:
+                servers[f"{name}-bulk"] = servers[name] if name == "nginx" else start_one(a, tmp, big, name, "bulk")
+    except BaseException:
+        for s in servers.values():
+            s.stop()
+        raise
     return servers
 
 
@@ -235,8 +281,7 @@ def job(a, servers, name, wl, client, rate):
 def run_idle(a, tmp, big, name):
     # A fresh server each time: freed memory stays in the process's heap, so
     # a reused server would look free.
-    fresh = (start_nginx(tmp, a.server_cpu, big=big) if name == "nginx"
-             else start_uringtls(a.uringtls, tmp, a.server_cpu, extra=a.uringtls_args.split()))
+    fresh = start_one(a, tmp, big, name)
     try:
         return measure_idle(fresh, a.idle_conns)
     finally:
@@ -244,7 +289,7 @@ def run_idle(a, tmp, big, name):
 
 
 def show_run(rnd, a, wl, client, name, r):
-    where = f"round {rnd + 1}/{a.rounds} {wl:9} {client:12} {name:8}"
+    where = f"round {rnd + 1}/{a.rounds} {wl:9} {client:12} {name:11}"
     if wl == "idle":
         print(f"{where} {r['kib_per_conn']:8.2f} KiB RSS per connection ({a.idle_conns} connections)  "
               f"load {r['load1']:.1f}", flush=True)
@@ -266,30 +311,46 @@ def ratio(u, n):
     return u / n if u is not None and n else None
 
 
-def summarize(wl, n, u):
-    """Medians over rounds for one workload and client, and the ratios
-    uringtls/nginx."""
+def key(base, other):
+    """The summary key of uringtls's ratio `base` against server `other`:
+    `cpu_ratio` against nginx (the key earlier runs' JSON has),
+    `cpu_ratio_vs_peer-tokio` against a peer."""
+    return base if other == "nginx" else f"{base}_vs_{other}"
+
+
+def summarize(wl, rs):
+    """Medians over rounds for one workload and client, per server (`rs`:
+    name -> runs), and uringtls's ratios to each other server."""
+    u = rs["uringtls"]
+    others = [n for n in rs if n != "uringtls"]
     if wl == "idle":
-        row = {"nginx_kib_per_conn": med(n, "kib_per_conn"), "uringtls_kib_per_conn": med(u, "kib_per_conn")}
-        row["rss_ratio"] = ratio(row["uringtls_kib_per_conn"], row["nginx_kib_per_conn"])
+        row = {f"{n}_kib_per_conn": med(r, "kib_per_conn") for n, r in rs.items()}
+        for o in others:
+            row[key("rss_ratio", o)] = ratio(row["uringtls_kib_per_conn"], row[f"{o}_kib_per_conn"])
         return row
     row = {}
-    for k in ("rate", "cpu_us_per_op", "sys_us_per_op") + (("p50_us", "p99_us", "p99_9_us") if wl == "openloop" else ()):
-        row[f"nginx_{k}"], row[f"uringtls_{k}"] = med(n, k), med(u, k)
-    row["cpu_ratio"] = ratio(row["uringtls_cpu_us_per_op"], row["nginx_cpu_us_per_op"])
-    # uringtls's kernel time per operation alone, over nginx's total: the CPU
-    # ratio cannot fall below it unless the kernel's share of the work does.
-    row["sys_floor_ratio"] = ratio(row["uringtls_sys_us_per_op"], row["nginx_cpu_us_per_op"])
-    paired(row, "cpu_ratio", n, u, "cpu_us_per_op")
-    if wl == "openloop":
-        for k in ("p50_us", "p99_us", "p99_9_us"):
-            row[f"{k}_ratio"] = ratio(row[f"uringtls_{k}"], row[f"nginx_{k}"])
-            paired(row, f"{k}_ratio", n, u, k)
+    ks = ("rate", "cpu_us_per_op", "sys_us_per_op", "user_us_per_op")
+    ks += ("p50_us", "p99_us", "p99_9_us") if wl == "openloop" else ()
+    for n, r in rs.items():
+        for k in ks:
+            row[f"{n}_{k}"] = med(r, k)
+    for o in others:
+        row[key("cpu_ratio", o)] = ratio(row["uringtls_cpu_us_per_op"], row[f"{o}_cpu_us_per_op"])
+        # uringtls's kernel time per operation alone, over the other's total:
+        # the CPU ratio cannot fall below it unless the kernel's share of the
+        # work does.
+        row[key("sys_floor_ratio", o)] = ratio(row["uringtls_sys_us_per_op"], row[f"{o}_cpu_us_per_op"])
+        row[key("user_ratio", o)] = ratio(row["uringtls_user_us_per_op"], row[f"{o}_user_us_per_op"])
+        paired(row, key("cpu_ratio", o), rs[o], u, "cpu_us_per_op")
+        if wl == "openloop":
+            for k in ("p50_us", "p99_us", "p99_9_us"):
+                row[key(f"{k}_ratio", o)] = ratio(row[f"uringtls_{k}"], row[f"{o}_{k}"])
+                paired(row, key(f"{k}_ratio", o), rs[o], u, k)
     return row
 
 
 def paired(row, name, n, u, k):
-    """The same ratio per round (the two servers ran back to back in each)
+    """The same ratio per round (the two servers ran in the same round)
     and its median: a second view of the ratio of medians that one noisy
     round of either server cannot move on its own."""
     per = [ratio(b.get(k), a.get(k)) for a, b in zip(n, u)]
@@ -298,26 +359,37 @@ def paired(row, name, n, u, k):
     row[f"{name}_paired_median"] = statistics.median(per) if per else None
 
 
-def print_table(summary):
+def print_table(summary, names):
+    """One line per workload, client and server; on each other server's
+    line, uringtls's CPU per operation over that server's (ratio of medians,
+    then per round and their median), and the kernel floor."""
     f = lambda v, spec: format(v, spec) if v is not None else "-"
     print()
-    print(f"{'workload':10} {'client':12} {'nginx ops/s':>12} {'uringtls ops/s':>15} {'nginx us/op':>12} "
-          f"{'uringtls us/op':>15} {'CPU ratio':>10} {'kernel floor':>13}  per round (median)")
+    print(f"{'workload':10} {'client':12} {'server':11} {'ops/s':>9} {'us/op':>8} {'user':>7} {'kernel':>7}  "
+          f"uringtls / this: CPU ratio, per round (median), kernel floor")
     for wl, by_client in summary.items():
         for client, row in by_client.items():
-            if wl == "idle":
-                print(f"{wl:10} {client:12} RSS per connection: nginx {f(row['nginx_kib_per_conn'], '.2f')} KiB, "
-                      f"uringtls {f(row['uringtls_kib_per_conn'], '.2f')} KiB, ratio {f(row['rss_ratio'], '.2f')}")
-                continue
-            print(f"{wl:10} {client:12} {f(row['nginx_rate'], '12.0f')} {f(row['uringtls_rate'], '15.0f')} "
-                  f"{f(row['nginx_cpu_us_per_op'], '12.1f')} {f(row['uringtls_cpu_us_per_op'], '15.1f')} "
-                  f"{f(row['cpu_ratio'], '10.2f')} {f(row['sys_floor_ratio'], '13.2f')}  {rounds(row, 'cpu_ratio')}")
-            if wl == "openloop":
-                print(" " * 23 + "  ".join(
-                    f"{k[:-3].replace('_', '.')} {f(row[f'nginx_{k}'], '.0f')}/{f(row[f'uringtls_{k}'], '.0f')} us "
-                    f"(ratio {f(row[f'{k}_ratio'], '.2f')}; {rounds(row, f'{k}_ratio')})"
-                    for k in ("p50_us", "p99_us", "p99_9_us"))
-                      + "  [nginx/uringtls]")
+            for n in names:
+                where = f"{wl:10} {client:12} {n:11}"
+                if wl == "idle":
+                    line = f"{where} RSS per connection {f(row[f'{n}_kib_per_conn'], '.2f')} KiB"
+                    if n != "uringtls":
+                        line += f"  uringtls / this {f(row[key('rss_ratio', n)], '.2f')}"
+                    print(line)
+                    continue
+                line = (f"{where} {f(row[f'{n}_rate'], '9.0f')} {f(row[f'{n}_cpu_us_per_op'], '8.1f')} "
+                        f"{f(row[f'{n}_user_us_per_op'], '7.2f')} {f(row[f'{n}_sys_us_per_op'], '7.2f')}")
+                if n != "uringtls":
+                    line += (f"  {f(row[key('cpu_ratio', n)], '.2f')}  {rounds(row, key('cpu_ratio', n))}  "
+                             f"floor {f(row[key('sys_floor_ratio', n)], '.2f')}")
+                print(line)
+                if wl == "openloop":
+                    print(" " * 36 + "  ".join(
+                        f"{k[:-3].replace('_', '.')} {f(row[f'{n}_{k}'], '.0f')} us"
+                        + ("" if n == "uringtls" else
+                           f" (uringtls / this {f(row[key(f'{k}_ratio', n)], '.2f')}; "
+                           f"{rounds(row, key(f'{k}_ratio', n))})")
+                        for k in ("p50_us", "p99_us", "p99_9_us")))
 
 
 def rounds(row, name):
@@ -325,6 +397,15 @@ def rounds(row, name):
     per = row.get(f"{name}_rounds") or []
     m = row.get(f"{name}_paired_median")
     return "/".join(format(r, ".2f") for r in per) + (f" ({m:.2f})" if m is not None else "")
+
+
+def round_order(names, rnd):
+    """The order servers run in round `rnd`: rotated by one every two
+    rounds, reversed every other round (A B, B A for two servers), so that
+    drift in the machine's load favours none."""
+    shift = (rnd // 2) % len(names)
+    order = names[shift:] + names[:shift]
+    return order[::-1] if rnd % 2 else order
 
 
 def version(cmd):
@@ -348,7 +429,8 @@ def main():
     tmp = make_workdir("uringtls-compare-")
     big = write_big(tmp)
     servers = start_servers(a, tmp, big, workloads)
-    results = {wl: {c: {"nginx": [], "uringtls": []} for c in CLIENTS[wl] if c in clients} for wl in workloads}
+    names = server_names(a)
+    results = {wl: {c: {n: [] for n in names} for c in CLIENTS[wl] if c in clients} for wl in workloads}
     fixed = {}
 
     def openloop_rate():
@@ -362,9 +444,9 @@ def main():
         return fixed["rate"]
 
     try:
-        check_same_bodies(servers, workloads)
+        check_same_bodies(servers, workloads, names)
         for rnd in range(a.rounds):
-            order = ("nginx", "uringtls") if rnd % 2 == 0 else ("uringtls", "nginx")
+            order = round_order(names, rnd)
             for wl in workloads:
                 for client in results[wl] if rnd % 2 == 0 else reversed(list(results[wl])):
                     for name in order:
@@ -384,16 +466,16 @@ def main():
         os.unlink(big)
         shutil.rmtree(tmp, ignore_errors=True)
 
-    summary = {wl: {c: summarize(wl, rs["nginx"], rs["uringtls"]) for c, rs in by_client.items()}
-               for wl, by_client in results.items()}
-    print_table(summary)
+    summary = {wl: {c: summarize(wl, rs) for c, rs in by_client.items()} for wl, by_client in results.items()}
+    print_table(summary, names)
     machine = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "kernel": platform.release(), "cpus": os.cpu_count(),
                "loadavg_start": load_start, "loadavg_end": os.getloadavg(), "nginx": version(["nginx", "-v"]),
                "wrk": version(["wrk", "-v"]), "h2load": version(["h2load", "--version"]),
                "oha": version(["oha", "--version"]), "bench_client": version([a.bench_client, "--version"]),
                "rounds": a.rounds, "duration_s": a.duration, "server_cpu": a.server_cpu,
                "client_cpu": a.client_cpu, "clients": a.clients, "uringtls_args": a.uringtls_args,
-               "nginx_bulk": a.nginx_bulk, "nginx_suites": a.nginx_suites, "openloop_rate": fixed.get("rate")}
+               "nginx_bulk": a.nginx_bulk, "nginx_suites": a.nginx_suites, "openloop_rate": fixed.get("rate"),
+               "peers": a.peer_paths}
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"machine": machine, "summary": summary, "runs": results, "rss_kib_end": rss}, f, indent=2)

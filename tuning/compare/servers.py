@@ -1,9 +1,12 @@
-"""Starting the servers the benchmarks compare: nginx (one worker) and
-uringtls (one shard), pinned to one CPU, with one shared ECDSA P-256
-certificate. Shared by tuning/compare/compare.py and
+"""Starting the servers the benchmarks compare: nginx (one worker),
+uringtls (one shard) and the same-library peers (tuning/compare/peers:
+peer-tokio, peer-monoio), pinned to one CPU, with one shared ECDSA P-256
+certificate. Shared by tuning/compare/compare.py, ab.py, floors.py and
 bench-client/bench/efficiency.py.
 
-Also the /proc readings both scripts take: CPU seconds and RSS of a PID.
+Also the /proc readings these scripts take: CPU seconds and RSS of a PID,
+and where the workspace's release binaries are ($CARGO_TARGET_DIR, else
+target/ at the root).
 """
 
 import os
@@ -15,6 +18,9 @@ import tempfile
 import time
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# The same-library peers: name -> cargo package that builds it.
+PEERS = {"peer-tokio": "peers", "peer-monoio": "peers"}
 BODY = "hello world\n"
 BIG_SIZE = 1048576  # bytes of the bulk body (/big on nginx, --body-size on uringtls)
 
@@ -221,6 +227,46 @@ def start_uringtls(binary, tmp, cpu, body_size=None, extra=(), log_level="warn,u
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
     wait_port(port, proc=proc)
     return Server("uringtls", proc, port, proc.pid, log)
+
+
+def release_binary(name):
+    """Where `cargo build --release` puts binary `name`: under
+    $CARGO_TARGET_DIR when set (relative to the current directory, as cargo
+    reads it), else under the workspace's target/."""
+    target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
+    return os.path.join(os.path.abspath(target), "release", name)
+
+
+def missing_binary(path, package):
+    """`None` if `path` exists, else what to tell the user (path and the
+    command that builds it)."""
+    return None if os.path.exists(path) else f"{path} (cargo build --release -p {package})"
+
+
+def start_peer(binary, tmp, cpu, body_size=None, resumption=True, extra=()):
+    """A same-library peer (tuning/compare/peers) under `taskset -c cpu`,
+    configured like uringtls: `--body-size` for the bulk body, and without
+    `resumption` no tickets, no session cache, TLS 1.3 only (as uringtls
+    with `--tls13-tickets 0 --tls12 false`). Named after its binary
+    (peer-tokio, peer-monoio); its stderr goes to a file (Server.log)."""
+    port = free_port()
+    cmd = ["taskset", "-c", str(cpu), binary, "--listen", f"127.0.0.1:{port}",
+           "--cert", f"{tmp}/cert.pem", "--key", f"{tmp}/key.pem"]
+    if body_size:
+        cmd += ["--body-size", str(body_size)]
+    if not resumption:
+        cmd.append("--no-resumption")
+    cmd += list(extra)
+    name = os.path.basename(binary)
+    log = open(f"{tmp}/{name}-{port}.log", "w")
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
+    try:
+        wait_port(port, proc=proc)
+    except RuntimeError as e:
+        log.close()
+        with open(log.name) as f:
+            raise RuntimeError(f"{name}: {e}: {f.read()[-500:]}") from None
+    return Server(name, proc, port, proc.pid, log)
 
 
 def missing_tools(tools):
