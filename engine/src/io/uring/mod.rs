@@ -1077,20 +1077,21 @@ impl Runtime {
             }
         }
         let _restore = Restore(prev);
-        self.driver.run(fut)
-    }
-}
-
-impl Drop for Runtime {
-    fn drop(&mut self) {
+        let out = self.driver.run(fut);
         if let Some(s) = &self.driver.stats {
             let t = std::thread::current();
             eprintln!(
                 "uringtls loop stats ({}):\n{}",
                 t.name().unwrap_or("unnamed thread"),
-                s.borrow()
+                s.take()
             );
         }
+        out
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
         let prev = CURRENT.with(|c| c.borrow_mut().replace(self.driver.clone()));
         self.driver.shutdown();
         CURRENT.with(|c| *c.borrow_mut() = prev);
