@@ -104,16 +104,26 @@ mod tests {
                 request_timeout: Duration::from_secs(20)
             }
         );
-        let s = flags(&["--config", path, "--max-body", "2000", "--request-timeout", "5s"])
-            .resolve()
-            .expect("ok");
+        let s = flags(&[
+            "--config",
+            path,
+            "--max-body",
+            "2000",
+            "--request-timeout",
+            "5s",
+        ])
+        .resolve()
+        .expect("ok");
         assert_eq!(s.http.max_body, 2000);
         assert_eq!(s.http.request_timeout, Duration::from_secs(5));
     }
 
     #[test]
     fn bad_request_limits_name_their_source() {
-        let e = flags(&["--max-body", "0"]).resolve().unwrap_err().to_string();
+        let e = flags(&["--max-body", "0"])
+            .resolve()
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("flag --max-body: 0 bytes;"), "{e}");
         let e = Options::try_parse_from(["uringtls", "--max-body", "1 parsec"])
             .unwrap_err()
@@ -123,11 +133,17 @@ mod tests {
             .resolve()
             .unwrap_err()
             .to_string();
-        assert!(e.starts_with("flag --request-timeout: a zero timeout"), "{e}");
+        assert!(
+            e.starts_with("flag --request-timeout: a zero timeout"),
+            "{e}"
+        );
         let mut f = tempfile::NamedTempFile::new().expect("tmp");
         f.write_all(b"max_body = \"lots\"\n").expect("write");
         let path = f.path().to_str().expect("utf8");
-        let e = flags(&["--config", path]).resolve().unwrap_err().to_string();
+        let e = flags(&["--config", path])
+            .resolve()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains(path) && e.contains("max_body"), "{e}");
     }
 }

@@ -7,13 +7,13 @@
 //! concrete [`Settings`]. Nothing is bound before this succeeds.
 
 mod duration;
-mod operations;
 mod http;
+mod operations;
 mod size;
 
 pub use duration::HumanDuration;
-pub use operations::{Operations, DEFAULT_HEADER_TIMEOUT};
 pub use http::{HttpLimits, DEFAULT_REQUEST_TIMEOUT};
+pub use operations::{Operations, DEFAULT_HEADER_TIMEOUT};
 pub use size::ByteSize;
 
 use crate::io::RingOptions;

@@ -11,7 +11,8 @@ use std::str::FromStr;
 pub struct ByteSize(pub u64);
 
 /// What a size may look like, for error messages.
-const ACCEPTED: &str = "write bytes (`1048576`) or a unit: B, KiB, MiB, GiB (1024) or kB, MB, GB (1000)";
+const ACCEPTED: &str =
+    "write bytes (`1048576`) or a unit: B, KiB, MiB, GiB (1024) or kB, MB, GB (1000)";
 
 impl FromStr for ByteSize {
     type Err = String;
@@ -30,12 +31,7 @@ impl FromStr for ByteSize {
             "kb" => 1_000,
             "mb" => 1_000_000,
             "gb" => 1_000_000_000,
-            _ => {
-                return Err(format!(
-                    "`{s}`: unknown unit `{}`; {ACCEPTED}",
-                    unit.trim()
-                ))
-            }
+            _ => return Err(format!("`{s}`: unknown unit `{}`; {ACCEPTED}", unit.trim())),
         };
         let not_a_size = || format!("`{s}` is not a size; {ACCEPTED}");
         let bytes = if num.contains('.') {
@@ -97,7 +93,9 @@ mod tests {
         assert_eq!(p("1.5KiB"), Ok(1536));
         assert!(p("1..5KiB").unwrap_err().contains("not a size"));
         assert!(p("-1").is_err());
-        assert!(p("5 parsecs").unwrap_err().contains("unknown unit `parsecs`; write bytes"));
+        assert!(p("5 parsecs")
+            .unwrap_err()
+            .contains("unknown unit `parsecs`; write bytes"));
         assert!(p("MiB").unwrap_err().contains("not a size"));
         assert!(p("99999999999GiB").unwrap_err().contains("out of range"));
     }

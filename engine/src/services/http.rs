@@ -561,7 +561,11 @@ mod tests {
                     p = h.process(&req[p.consumed..], &mut out);
                 }
                 let text = String::from_utf8(out).expect("utf8");
-                let want = if refused { "HTTP/1.1 431" } else { "HTTP/1.1 200" };
+                let want = if refused {
+                    "HTTP/1.1 431"
+                } else {
+                    "HTTP/1.1 200"
+                };
                 assert!(
                     text.starts_with(want),
                     "limit {limit}, {len}-byte header cut at {cut}: {text:?}"
