@@ -238,8 +238,10 @@ impl RequestMeta {
     fn of(req: &httparse::Request<'_, '_>) -> RequestMeta {
         let http10 = req.version == Some(0);
         let mut close = http10;
-        let mut length: Option<Option<u64>> = None;
+        // How many Content-Length fields, and the last one's value (`None`:
+        // not plain digits).
         let mut lengths = 0;
+        let mut length = None;
         let mut transfer_encoding = false;
         for h in req.headers.iter() {
             if h.name.eq_ignore_ascii_case("connection") {
@@ -251,7 +253,7 @@ impl RequestMeta {
                 }
             } else if h.name.eq_ignore_ascii_case("content-length") {
                 lengths += 1;
-                length = Some(content_length(h.value));
+                length = content_length(h.value);
             } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
                 transfer_encoding = true;
             }
@@ -260,7 +262,7 @@ impl RequestMeta {
         // does (RFC 9110 section 8.6 allows either).
         let framing = match (transfer_encoding, lengths, length) {
             (false, 0, _) => Framing::Length(0),
-            (false, 1, Some(Some(n))) => Framing::Length(n),
+            (false, 1, Some(n)) => Framing::Length(n),
             (true, 0, _) => Framing::Chunked,
             _ => Framing::Ambiguous,
         };
@@ -360,14 +362,12 @@ impl Service for Http {
             } else {
                 let now = crate::io::time::now();
                 let request = *request_deadline.get_or_insert(now + self.request_timeout);
-                // Headers still incomplete: the earlier of the two deadlines.
-                let (deadline, msg) = match header_deadline {
-                    _ if skip > 0 => (request, crate::metrics::REQUEST_TIMEOUT_MSG),
-                    None => {
-                        let h = *header_deadline.insert(now + self.header_timeout);
-                        earlier(h, request)
-                    }
-                    Some(h) => earlier(h, request),
+                let (deadline, msg) = if skip > 0 {
+                    (request, crate::metrics::REQUEST_TIMEOUT_MSG)
+                } else {
+                    // Headers still incomplete: the earlier of the two.
+                    let header = *header_deadline.get_or_insert(now + self.header_timeout);
+                    earlier(header, request)
                 };
                 match crate::io::time::timeout_at(
                     deadline,
