@@ -56,7 +56,9 @@ pub fn main() -> ExitCode {
             };
             Engine::start_with(
                 &settings,
-                http.with_header_timeout(settings.ops.header_timeout),
+                http.with_header_timeout(settings.ops.header_timeout)
+                    .with_max_body(settings.http.max_body)
+                    .with_request_timeout(settings.http.request_timeout),
                 before_serve,
             )
         }

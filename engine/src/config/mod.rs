@@ -7,10 +7,14 @@
 //! concrete [`Settings`]. Nothing is bound before this succeeds.
 
 mod duration;
+mod http;
 mod operations;
+mod size;
 
 pub use duration::HumanDuration;
+pub use http::{HttpLimits, DEFAULT_REQUEST_TIMEOUT};
 pub use operations::{Operations, DEFAULT_HEADER_TIMEOUT};
+pub use size::ByteSize;
 
 use crate::io::RingOptions;
 use crate::tls::TlsSettings;
@@ -271,6 +275,15 @@ pub struct Options {
     /// Log filter, e.g. `info` or `uringtls=debug` [default: info, or RUST_LOG].
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
+
+    /// http: largest request body, bytes or e.g. `64KiB`, `1MiB`; a larger
+    /// `Content-Length` gets 413 and the connection closes [default: 1MiB].
+    #[arg(long, value_name = "SIZE")]
+    pub max_body: Option<ByteSize>,
+    /// http: a request (headers and body) must arrive within this time of
+    /// its first byte [default: 60s].
+    #[arg(long, value_name = "DURATION")]
+    pub request_timeout: Option<HumanDuration>,
 }
 
 /// The resolved, validated settings the engine runs with.
@@ -313,6 +326,8 @@ pub struct Settings {
     pub log_level: Option<String>,
     /// Limits, header timeout, metrics, access log, privileges.
     pub ops: Operations,
+    /// http request limits (body size, request timeout).
+    pub http: HttpLimits,
 }
 
 /// A configuration problem, reported before anything is bound.
@@ -493,6 +508,8 @@ impl Options {
             user,
             group,
             insecure_key_permissions,
+            max_body,
+            request_timeout,
         );
         m.finish()
     }
@@ -600,6 +617,7 @@ impl Options {
         }
         self.check_operations(o)?;
         self.check_termination(o)?;
+        self.check_http(o)?;
         if self.cert.is_some() != self.key.is_some() {
             let missing = if self.cert.is_some() { "key" } else { "cert" };
             return Err(o.invalid(
@@ -614,6 +632,7 @@ impl Options {
     /// Turns merged options into settings; cross-field checks.
     fn finish(self) -> Result<Settings, ConfigError> {
         let ops = self.operations()?;
+        let http = self.http_limits();
         let listen = parse_listen(self.listen.as_deref().unwrap_or(DEFAULT_LISTEN))
             .map_err(|p| Origin::Flag.invalid("listen", p, "write IP:PORT"))?;
         let available = available_cpus();
@@ -727,6 +746,7 @@ impl Options {
             log_format: self.log_format.unwrap_or(LogFormat::Human),
             log_level: self.log_level,
             ops,
+            http,
         })
     }
 }

@@ -54,11 +54,14 @@ pub enum CloseReason {
     Error,
     /// The service panicked (contained to this connection).
     Panic,
+    /// http: a request (headers and body) not complete within the request
+    /// timeout.
+    RequestTimeout,
 }
 
 impl CloseReason {
     /// Every reason, in index order.
-    pub const ALL: [CloseReason; 8] = [
+    pub const ALL: [CloseReason; 9] = [
         CloseReason::Normal,
         CloseReason::HandshakeTimeout,
         CloseReason::HandshakeFailed,
@@ -67,6 +70,7 @@ impl CloseReason {
         CloseReason::WriteTimeout,
         CloseReason::Error,
         CloseReason::Panic,
+        CloseReason::RequestTimeout,
     ];
 
     /// Metric and access-log label.
@@ -80,6 +84,7 @@ impl CloseReason {
             CloseReason::WriteTimeout => "write_timeout",
             CloseReason::Error => "error",
             CloseReason::Panic => "panic",
+            CloseReason::RequestTimeout => "request_timeout",
         }
     }
 
@@ -95,6 +100,8 @@ impl CloseReason {
             CloseReason::WriteTimeout
         } else if msg.starts_with(HEADER_TIMEOUT_MSG) {
             CloseReason::HeaderTimeout
+        } else if msg.starts_with(REQUEST_TIMEOUT_MSG) {
+            CloseReason::RequestTimeout
         } else {
             CloseReason::IdleTimeout
         }
@@ -103,6 +110,8 @@ impl CloseReason {
 
 /// Message of the error the http service returns at its header timeout.
 pub const HEADER_TIMEOUT_MSG: &str = "header timeout";
+/// Message of the error the http service returns at its request timeout.
+pub const REQUEST_TIMEOUT_MSG: &str = "request timeout";
 
 /// Upper bounds (seconds) of the handshake-duration histogram buckets; the
 /// last bucket is `+Inf`.
@@ -266,6 +275,10 @@ mod tests {
         assert_eq!(
             CloseReason::of_service_error(&t(HEADER_TIMEOUT_MSG)),
             CloseReason::HeaderTimeout
+        );
+        assert_eq!(
+            CloseReason::of_service_error(&t(REQUEST_TIMEOUT_MSG)),
+            CloseReason::RequestTimeout
         );
         assert_eq!(
             CloseReason::of_service_error(&t("read timeout")),

@@ -3,9 +3,19 @@
 //! Every request gets the same fixed body. Keep-alive by default, pipelining
 //! (all complete requests in a read are answered with one write),
 //! `Connection: close`, HTTP/1.0, `HEAD`, request bodies by `Content-Length`
-//! (read and discarded). Errors: `400` on a malformed request, `431` when the
-//! header block exceeds the limit, `501` for chunked request bodies; each of
-//! these closes the connection.
+//! (read and discarded). Errors, each closing the connection:
+//! - `400` on a malformed request, and on any doubt about where a request
+//!   ends (RFC 9112 section 6.3): a `Content-Length` that is not plain
+//!   digits (`+5`, `5, 5`, `0x5`), more than one `Content-Length`, or
+//!   `Content-Length` together with `Transfer-Encoding` (the desync
+//!   primitives of request smuggling);
+//! - `413` when the `Content-Length` exceeds the body limit;
+//! - `431` when the header block (request line to the blank line) exceeds
+//!   the header limit, exactly, however it arrives;
+//! - `501` for `Transfer-Encoding` (chunked request bodies).
+//!
+//! A request must arrive whole (headers and body) within the request
+//! timeout of its first byte, its headers within the header timeout.
 //!
 //! The protocol logic is [`Http::process`], a pure function over byte
 //! buffers, tested (and fuzzed) without sockets.
@@ -19,6 +29,8 @@ use std::time::Duration;
 pub const DEFAULT_BODY: &[u8] = b"hello world\n";
 /// Default limit of the request header block (bytes).
 pub const DEFAULT_MAX_HEADER: usize = 8 * 1024;
+/// Default limit of a request body (bytes), as nginx's `client_max_body_size`.
+pub const DEFAULT_MAX_BODY: usize = 1 << 20;
 const MAX_HEADERS: usize = 64;
 /// Plaintext read size per call (bytes).
 const READ_CHUNK: usize = 4096;
@@ -40,6 +52,8 @@ pub struct Http {
     head_close: Vec<u8>,
     max_header: usize,
     header_timeout: Duration,
+    max_body: usize,
+    request_timeout: Duration,
 }
 
 /// What [`Http::process`] did with the input.
@@ -73,7 +87,23 @@ impl Http {
             body,
             max_header,
             header_timeout: crate::config::DEFAULT_HEADER_TIMEOUT,
+            max_body: DEFAULT_MAX_BODY,
+            request_timeout: crate::config::DEFAULT_REQUEST_TIMEOUT,
         }
+    }
+
+    /// Sets the body limit (bytes): a request with a larger
+    /// `Content-Length` gets `413` and the connection closes.
+    pub fn with_max_body(mut self, bytes: usize) -> Http {
+        self.max_body = bytes;
+        self
+    }
+
+    /// Sets the request timeout: a request (headers and body) must arrive
+    /// within this time of its first byte.
+    pub fn with_request_timeout(mut self, t: Duration) -> Http {
+        self.request_timeout = t;
+        self
     }
 
     /// Sets the header-read timeout: a request's headers must be complete
@@ -113,25 +143,19 @@ impl Http {
             let mut req = httparse::Request::new(&mut headers);
             match req.parse(rest) {
                 Ok(httparse::Status::Complete(len)) => {
+                    if len > self.max_header {
+                        return refuse(out, input.len(), "431 Request Header Fields Too Large");
+                    }
                     let meta = RequestMeta::of(&req);
-                    if meta.bad {
-                        error(out, "400 Bad Request");
-                        return Progress {
-                            consumed: input.len(),
-                            skip: 0,
-                            close: true,
-                            body: false,
-                        };
-                    }
-                    if meta.chunked {
-                        error(out, "501 Not Implemented");
-                        return Progress {
-                            consumed: input.len(),
-                            skip: 0,
-                            close: true,
-                            body: false,
-                        };
-                    }
+                    let content_length = match meta.framing {
+                        Framing::Ambiguous => return refuse(out, input.len(), "400 Bad Request"),
+                        Framing::Chunked => return refuse(out, input.len(), "501 Not Implemented"),
+                        Framing::Length(n) if n > self.max_body as u64 => {
+                            return refuse(out, input.len(), "413 Content Too Large")
+                        }
+                        // At most `max_body`, so it fits.
+                        Framing::Length(n) => n as usize,
+                    };
                     let close = meta.close;
                     out.extend_from_slice(if close {
                         &self.head_close
@@ -144,9 +168,9 @@ impl Http {
                     }
                     consumed += len;
                     let avail = input.len() - consumed;
-                    let skip = meta.content_length.min(avail);
+                    let skip = content_length.min(avail);
                     consumed += skip;
-                    let left = meta.content_length - skip;
+                    let left = content_length - skip;
                     // Pipelined requests stop at MAX_OUT so that a 16 KiB read
                     // of tiny requests cannot make `out` grow without bound;
                     // the caller processes the rest after writing (and after
@@ -161,14 +185,9 @@ impl Http {
                     }
                 }
                 Ok(httparse::Status::Partial) => {
+                    // Exact: the block is already longer than the limit.
                     if rest.len() > self.max_header {
-                        error(out, "431 Request Header Fields Too Large");
-                        return Progress {
-                            consumed: input.len(),
-                            skip: 0,
-                            close: true,
-                            body: false,
-                        };
+                        return refuse(out, input.len(), "431 Request Header Fields Too Large");
                     }
                     return Progress {
                         consumed,
@@ -178,68 +197,96 @@ impl Http {
                     };
                 }
                 Err(httparse::Error::TooManyHeaders) => {
-                    error(out, "431 Request Header Fields Too Large");
-                    return Progress {
-                        consumed: input.len(),
-                        skip: 0,
-                        close: true,
-                        body: false,
-                    };
+                    return refuse(out, input.len(), "431 Request Header Fields Too Large");
                 }
-                Err(_) => {
-                    error(out, "400 Bad Request");
-                    return Progress {
-                        consumed: input.len(),
-                        skip: 0,
-                        close: true,
-                        body: false,
-                    };
-                }
+                Err(_) => return refuse(out, input.len(), "400 Bad Request"),
             }
         }
     }
+}
+
+/// Answers `status` and closes: all of the `input_len` bytes are dropped
+/// (nothing after a refused request is read).
+fn refuse(out: &mut Vec<u8>, input_len: usize, status: &str) -> Progress {
+    error(out, status);
+    Progress {
+        consumed: input_len,
+        skip: 0,
+        close: true,
+        body: false,
+    }
+}
+
+/// Where a request's body ends (RFC 9112 section 6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// `Content-Length` bytes (0 without the header); saturates at `u64::MAX`.
+    Length(u64),
+    /// `Transfer-Encoding` alone: not implemented.
+    Chunked,
+    /// Malformed or conflicting: which bytes are the body is in doubt.
+    Ambiguous,
 }
 
 struct RequestMeta {
     head: bool,
     close: bool,
-    chunked: bool,
-    bad: bool,
-    content_length: usize,
+    framing: Framing,
 }
 
 impl RequestMeta {
     fn of(req: &httparse::Request<'_, '_>) -> RequestMeta {
         let http10 = req.version == Some(0);
-        let mut m = RequestMeta {
-            head: req.method == Some("HEAD"),
-            close: http10,
-            chunked: false,
-            bad: false,
-            content_length: 0,
-        };
+        let mut close = http10;
+        // How many Content-Length fields, and the last one's value (`None`:
+        // not plain digits).
+        let mut lengths = 0;
+        let mut length = None;
+        let mut transfer_encoding = false;
         for h in req.headers.iter() {
             if h.name.eq_ignore_ascii_case("connection") {
                 let v = h.value.to_ascii_lowercase();
                 if v.windows(5).any(|w| w == b"close") {
-                    m.close = true;
+                    close = true;
                 } else if v.windows(10).any(|w| w == b"keep-alive") {
-                    m.close = false;
+                    close = false;
                 }
             } else if h.name.eq_ignore_ascii_case("content-length") {
-                match std::str::from_utf8(h.value)
-                    .ok()
-                    .and_then(|s| s.trim().parse().ok())
-                {
-                    Some(n) => m.content_length = n,
-                    None => m.bad = true,
-                }
+                lengths += 1;
+                length = content_length(h.value);
             } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                m.chunked = true;
+                transfer_encoding = true;
             }
         }
-        m
+        // A second Content-Length, even an equal one, is refused as nginx
+        // does (RFC 9110 section 8.6 allows either).
+        let framing = match (transfer_encoding, lengths, length) {
+            (false, 0, _) => Framing::Length(0),
+            (false, 1, Some(n)) => Framing::Length(n),
+            (true, 0, _) => Framing::Chunked,
+            _ => Framing::Ambiguous,
+        };
+        RequestMeta {
+            head: req.method == Some("HEAD"),
+            close,
+            framing,
+        }
     }
+}
+
+/// A `Content-Length` value: `1*DIGIT` between optional spaces or tabs
+/// (saturating at `u64::MAX`), else `None`.
+fn content_length(value: &[u8]) -> Option<u64> {
+    let ows = |b: &u8| *b == b' ' || *b == b'\t';
+    let start = value.iter().position(|b| !ows(b)).unwrap_or(value.len());
+    let end = value.iter().rposition(|b| !ows(b)).map_or(start, |i| i + 1);
+    let v = &value[start..end];
+    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(v.iter().fold(0u64, |n, d| {
+        n.saturating_mul(10).saturating_add(u64::from(d - b'0'))
+    }))
 }
 
 fn error(out: &mut Vec<u8>, status: &str) {
@@ -265,12 +312,19 @@ impl Service for Http {
         let mut skip = 0usize;
         // Set while a request's headers are incomplete (slowloris bound).
         let mut header_deadline: Option<crate::io::time::Instant> = None;
+        // Set while a request (headers, then body) is being read: all of it
+        // must have arrived by then, however it trickles.
+        let mut request_deadline: Option<crate::io::time::Instant> = None;
         // Set once a request has been answered: from then on, waiting for
         // input is keep-alive idleness, which a drain may end.
         let mut answered = false;
         loop {
             let before = input.len();
             let n = if input.is_empty() && skip == 0 {
+                // No request in hand: the next one's clocks start at its
+                // first byte, not during this wait.
+                header_deadline = None;
+                request_deadline = None;
                 if input.capacity() > 0 {
                     input = Vec::new();
                 }
@@ -297,30 +351,27 @@ impl Service for Http {
                     None | Some(0) => return Ok(()),
                     Some(n) => n,
                 }
-            } else if skip == 0 {
-                let deadline = *header_deadline
-                    .get_or_insert_with(|| crate::io::time::now() + self.header_timeout);
+            } else {
+                let now = crate::io::time::now();
+                let request = *request_deadline.get_or_insert(now + self.request_timeout);
+                let (deadline, msg) = if skip > 0 {
+                    (request, crate::metrics::REQUEST_TIMEOUT_MSG)
+                } else {
+                    // Headers still incomplete: the earlier of the two.
+                    let header = *header_deadline.get_or_insert(now + self.header_timeout);
+                    earlier(header, request)
+                };
                 match crate::io::time::timeout_at(
                     deadline,
                     stream.read_append(&mut input, READ_CHUNK),
                 )
                 .await
                 {
-                    Err(_) => {
-                        return Err(io::Error::new(
-                            io::ErrorKind::TimedOut,
-                            crate::metrics::HEADER_TIMEOUT_MSG,
-                        ))
-                    }
+                    Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, msg)),
                     Ok(r) => match r? {
                         0 => return Ok(()),
                         n => n,
                     },
-                }
-            } else {
-                match stream.read_append(&mut input, READ_CHUNK).await? {
-                    0 => return Ok(()),
-                    n => n,
                 }
             };
             // Body bytes of a request being skipped are dropped here.
@@ -330,9 +381,15 @@ impl Service for Http {
             if skip > 0 {
                 continue;
             }
-            if header_deadline.is_none() {
-                // The headers' clock starts at the request's first byte.
-                header_deadline = Some(crate::io::time::now() + self.header_timeout);
+            if drop_now > 0 {
+                // That body is done; what follows is the next request.
+                request_deadline = None;
+            }
+            if !input.is_empty() {
+                // Both clocks start at the request's first byte.
+                let now = crate::io::time::now();
+                header_deadline.get_or_insert(now + self.header_timeout);
+                request_deadline.get_or_insert(now + self.request_timeout);
             }
             loop {
                 if out.capacity() == 0 {
@@ -343,6 +400,9 @@ impl Service for Http {
                 skip = p.skip;
                 if p.consumed > 0 {
                     header_deadline = None;
+                    if p.skip == 0 {
+                        request_deadline = None;
+                    }
                     answered = true;
                 }
                 if !out.is_empty() {
@@ -369,6 +429,19 @@ impl Service for Http {
                 }
             }
         }
+    }
+}
+
+/// The earlier of the header and request deadlines, with the message of
+/// the timeout it stands for.
+fn earlier(
+    header: crate::io::time::Instant,
+    request: crate::io::time::Instant,
+) -> (crate::io::time::Instant, &'static str) {
+    if header <= request {
+        (header, crate::metrics::HEADER_TIMEOUT_MSG)
+    } else {
+        (request, crate::metrics::REQUEST_TIMEOUT_MSG)
     }
 }
 
@@ -433,6 +506,125 @@ mod tests {
         }
         many.extend(b"\r\n");
         assert!(run(&many).0.starts_with("HTTP/1.1 431"));
+    }
+
+    /// A request whose header block (request line to the blank line) is
+    /// exactly `len` bytes.
+    fn request_of(len: usize) -> Vec<u8> {
+        let fixed = b"GET / HTTP/1.1\r\nX-Pad: \r\n\r\n".len();
+        let mut r = b"GET / HTTP/1.1\r\nX-Pad: ".to_vec();
+        r.extend(std::iter::repeat_n(b'a', len - fixed));
+        r.extend(b"\r\n\r\n");
+        assert_eq!(r.len(), len);
+        r
+    }
+
+    #[test]
+    fn the_header_limit_is_exact_whether_or_not_the_block_is_complete() {
+        for (limit, len, refused) in [
+            (DEFAULT_MAX_HEADER, DEFAULT_MAX_HEADER, false),
+            (DEFAULT_MAX_HEADER, DEFAULT_MAX_HEADER + 1, true),
+            (DEFAULT_MAX_HEADER, 9_000, true),
+            (DEFAULT_MAX_HEADER, 12_200, true),
+            (1024, 1024, false),
+            (1024, 1025, true),
+            (1024, 3_000, true),
+        ] {
+            let h = Http::new(DEFAULT_BODY.to_vec(), limit);
+            // Whole, and cut anywhere inside the block: the same answer.
+            let req = request_of(len);
+            for cut in [req.len(), len / 2, limit, limit + 1] {
+                let mut out = Vec::new();
+                let mut p = h.process(&req[..cut.min(req.len())], &mut out);
+                if !p.close && cut < req.len() {
+                    p = h.process(&req[p.consumed..], &mut out);
+                }
+                let text = String::from_utf8(out).expect("utf8");
+                let want = if refused {
+                    "HTTP/1.1 431"
+                } else {
+                    "HTTP/1.1 200"
+                };
+                assert!(
+                    text.starts_with(want),
+                    "limit {limit}, {len}-byte header cut at {cut}: {text:?}"
+                );
+                assert_eq!(p.close, refused);
+            }
+        }
+    }
+
+    #[test]
+    fn conflicting_or_malformed_content_length_gets_400_and_close() {
+        for req in [
+            // Two lengths: the classic desync (the last one used to win).
+            &b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 40\r\n\r\nabcdeGET / HTTP/1.1\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nabcde",
+            b"POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\nabcde",
+            b"POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\nabcde",
+            b"POST / HTTP/1.1\r\nContent-Length: -5\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 5a\r\n\r\nabcde",
+            b"POST / HTTP/1.1\r\nContent-Length: 0x5\r\n\r\nabcde",
+            b"POST / HTTP/1.1\r\nContent-Length: 5 5\r\n\r\nabcde",
+            b"POST / HTTP/1.1\r\nContent-Length:\r\n\r\n",
+            // Both framings (RFC 9112 section 6.1): refused whatever the order.
+            b"POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n",
+        ] {
+            let (out, p) = run(req);
+            assert!(
+                out.starts_with("HTTP/1.1 400 Bad Request\r\n") && out.contains("Connection: close"),
+                "{:?}: {out:?}",
+                String::from_utf8_lossy(req)
+            );
+            assert_eq!(out.matches("HTTP/1.1").count(), 1, "nothing answered after it");
+            assert!(p.close && p.skip == 0);
+        }
+        // Plain digits (with surrounding spaces) are fine.
+        let ok = b"POST / HTTP/1.1\r\nContent-Length:  007 \r\n\r\nabcdefg";
+        let (out, p) = run(ok);
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        assert_eq!((p.consumed, p.skip, p.close), (ok.len(), 0, false));
+    }
+
+    #[test]
+    fn a_body_over_the_limit_gets_413_and_close_before_any_of_it_is_read() {
+        let h = Http::default().with_max_body(100);
+        let mut out = Vec::new();
+        let at_limit = b"POST / HTTP/1.1\r\nContent-Length: 100\r\n\r\n";
+        let p = h.process(at_limit, &mut out);
+        assert!(out.starts_with(b"HTTP/1.1 200 OK"));
+        assert_eq!((p.consumed, p.skip, p.close), (at_limit.len(), 100, false));
+        for req in [
+            &b"POST / HTTP/1.1\r\nContent-Length: 101\r\n\r\nabc"[..],
+            b"POST / HTTP/1.1\r\nContent-Length: 18446744073709551615\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+        ] {
+            let mut out = Vec::new();
+            let p = h.process(req, &mut out);
+            let text = String::from_utf8(out).expect("utf8");
+            assert!(
+                text.starts_with("HTTP/1.1 413 Content Too Large\r\n")
+                    && text.contains("Connection: close"),
+                "{text:?}"
+            );
+            assert_eq!((p.consumed, p.skip, p.close), (req.len(), 0, true));
+        }
+        // The default is 1 MiB.
+        let (out, _) = run(b"POST / HTTP/1.1\r\nContent-Length: 1048576\r\n\r\n");
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        let (out, _) = run(b"POST / HTTP/1.1\r\nContent-Length: 1048577\r\n\r\n");
+        assert!(out.starts_with("HTTP/1.1 413"), "{out}");
+    }
+
+    #[test]
+    fn transfer_encoding_alone_is_not_implemented() {
+        for te in ["chunked", "gzip, chunked", "identity"] {
+            let req = format!("POST / HTTP/1.1\r\nTransfer-Encoding: {te}\r\n\r\n");
+            let (out, p) = run(req.as_bytes());
+            assert!(out.starts_with("HTTP/1.1 501"), "{te}: {out}");
+            assert!(p.close);
+        }
     }
 
     #[test]
