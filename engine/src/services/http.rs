@@ -11,6 +11,7 @@
 //! buffers, tested (and fuzzed) without sockets.
 
 use super::{ConnInfo, Service};
+use crate::metrics::CloseReason;
 use crate::tls::ServerStream;
 use std::io;
 use std::time::Duration;
@@ -314,19 +315,18 @@ impl Service for Http {
                 )
                 .await
                 {
-                    Err(_) => {
-                        return Err(io::Error::new(
-                            io::ErrorKind::TimedOut,
-                            crate::metrics::HEADER_TIMEOUT_MSG,
-                        ))
-                    }
-                    Ok(r) => match r? {
+                    Err(_) => return Err(CloseReason::HeaderTimeout.error(io::ErrorKind::TimedOut)),
+                    Ok(r) => match r.map_err(cut_off)? {
                         0 => return Ok(()),
                         n => n,
                     },
                 }
             } else {
-                match stream.read_append(&mut input, READ_CHUNK).await? {
+                match stream
+                    .read_append(&mut input, READ_CHUNK)
+                    .await
+                    .map_err(cut_off)?
+                {
                     0 => return Ok(()),
                     n => n,
                 }
@@ -377,6 +377,16 @@ impl Service for Http {
                 }
             }
         }
+    }
+}
+
+/// A close without `close_notify` in the middle of a request is an error
+/// (the request was cut off), not the normal end between requests.
+fn cut_off(e: io::Error) -> io::Error {
+    if e.kind() == io::ErrorKind::UnexpectedEof {
+        CloseReason::Error.error(io::ErrorKind::UnexpectedEof)
+    } else {
+        e
     }
 }
 

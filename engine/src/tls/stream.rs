@@ -9,6 +9,7 @@
 
 use super::session::{ServerConn, Session, TlsConn};
 use crate::io::{self as uio, time, Conn};
+use crate::metrics::CloseReason;
 use rustls::client::UnbufferedClientConnection;
 use std::io;
 use std::time::Duration;
@@ -235,10 +236,8 @@ impl<C: TlsConn> TlsStream<C> {
             let fut = self.conn.write_all_fin_next(out, last);
             let (res, out) = match self.write_timeout {
                 Some(t) => time::timeout(t, fut).await.map_err(|_| {
-                    io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "write timeout: peer is not reading",
-                    )
+                    // Classified by its variant (message: "write timeout: ...").
+                    CloseReason::WriteTimeout.error(io::ErrorKind::TimedOut)
                 })?,
                 None => fut.await,
             };
