@@ -69,20 +69,26 @@ impl ConnRecord {
         tracing::info!(
             target: "uringtls::access",
             %client,
-            sni = self.sni.as_deref(),
-            alpn = self.alpn.as_deref(),
-            version = self.version.as_deref(),
-            cipher = self.cipher.as_deref(),
+            sni = shown(&self.sni),
+            alpn = shown(&self.alpn),
+            version = shown(&self.version),
+            cipher = shown(&self.cipher),
             resumed = self.resumed,
             bytes_in = bytes.0,
             bytes_out = bytes.1,
             duration_ms = millis(took),
             close = %close.label(),
-            handshake_error = self.handshake_error.as_deref(),
-            alert = self.alert.as_deref(),
+            handshake_error = shown(&self.handshake_error),
+            alert = shown(&self.alert),
             "connection"
         );
     }
+}
+
+/// A field recorded as text (unquoted in human lines), or not at all
+/// (`null` in JSON) when there is no value.
+fn shown(v: &Option<String>) -> Option<tracing::field::DisplayValue<&str>> {
+    v.as_deref().map(tracing::field::display)
 }
 
 /// `took` in milliseconds, rounded to the microsecond (`0.924`, not
