@@ -4,6 +4,8 @@
 //! the event declares but has no value for (an `Option` that is `None`, as
 //! the access log's `sni` of a client that sent none) is written as
 //! `null`, not left out, so that every line of a kind has the same keys.
+//! Events from the `log` crate (rustls logs through it) get their own
+//! target back, and their `log.*` bookkeeping fields are dropped.
 
 use std::fmt;
 use tracing::field::{Field, Visit};
@@ -19,11 +21,19 @@ pub struct JsonLines;
 
 /// An event's fields in the order they were recorded.
 #[derive(Default)]
-struct Fields(Vec<(&'static str, serde_json::Value)>);
+struct Fields {
+    list: Vec<(&'static str, serde_json::Value)>,
+    /// The `log` crate's target of an event that came through `tracing-log`.
+    log_target: Option<String>,
+}
 
 impl Fields {
     fn put(&mut self, field: &Field, v: serde_json::Value) {
-        self.0.push((field.name(), v));
+        match field.name() {
+            "log.target" => self.log_target = v.as_str().map(str::to_owned),
+            name if name.starts_with("log.") => {}
+            name => self.list.push((name, v)),
+        }
     }
 }
 
@@ -76,8 +86,9 @@ where
         let mut fields = Fields::default();
         event.record(&mut fields);
         for f in meta.fields() {
-            if !fields.0.iter().any(|(name, _)| *name == f.name()) {
-                fields.0.push((f.name(), serde_json::Value::Null));
+            let name = f.name();
+            if !name.starts_with("log.") && !fields.list.iter().any(|(n, _)| *n == name) {
+                fields.list.push((name, serde_json::Value::Null));
             }
         }
         let mut ts = String::new();
@@ -87,7 +98,7 @@ where
         w.write_str(",\"level\":")?;
         json(&mut w, &meta.level().as_str())?;
         w.write_str(",\"fields\":{")?;
-        for (i, (k, v)) in fields.0.iter().enumerate() {
+        for (i, (k, v)) in fields.list.iter().enumerate() {
             if i > 0 {
                 w.write_char(',')?;
             }
@@ -96,7 +107,10 @@ where
             json(&mut w, v)?;
         }
         w.write_str("},\"target\":")?;
-        json(&mut w, &meta.target())?;
+        json(
+            &mut w,
+            &fields.log_target.as_deref().unwrap_or(meta.target()),
+        )?;
         w.write_str("}\n")
     }
 }
@@ -143,5 +157,30 @@ mod tests {
         assert_eq!(v["level"], "INFO");
         assert_eq!(v["target"], "t");
         assert!(text.contains("\"ms\":0.924,"), "{text}");
+    }
+
+    #[test]
+    fn log_crate_events_keep_their_target_and_drop_log_fields() {
+        let buf = Buf::default();
+        let out = buf.clone();
+        let sub = tracing_subscriber::fmt()
+            .event_format(JsonLines)
+            .with_writer(move || out.clone())
+            .finish();
+        tracing::subscriber::with_default(sub, || {
+            // What tracing-log makes of a `log::warn!` from rustls.
+            tracing::event!(
+                target: "log",
+                tracing::Level::WARN,
+                message = "ip sni",
+                log.target = "rustls::server::hs",
+                log.line = 7u64
+            );
+        });
+        let text = String::from_utf8(buf.0.lock().expect("lock").clone()).expect("utf8");
+        let v: serde_json::Value = serde_json::from_str(text.trim()).expect("one JSON object");
+        assert_eq!(v["target"], "rustls::server::hs", "{text}");
+        assert_eq!(v["fields"].as_object().map(|m| m.len()), Some(1), "{text}");
+        assert_eq!(v["level"], "WARN");
     }
 }
