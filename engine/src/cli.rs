@@ -139,7 +139,7 @@ fn init_logging(s: &Settings) -> tracing_appender::non_blocking::WorkerGuard {
         .with_ansi(ansi)
         .with_writer(writer);
     match s.log_format {
-        LogFormat::Json => b.json().init(),
+        LogFormat::Json => b.event_format(crate::metrics::json_log::JsonLines).init(),
         LogFormat::Human => b.init(),
     }
     if let Some(e) = bad {

@@ -139,3 +139,78 @@ fn human_logs_of_a_full_run_hold_no_key_material() {
         "{logs}"
     );
 }
+
+#[test]
+fn json_access_lines_round_durations_write_null_for_missing_values_and_name_the_handshake_alert() {
+    let s = Setup::new();
+    let mut e = start_engine(&s.args(&[
+        "--shards",
+        "1",
+        "--log-format",
+        "json",
+        "--access-log",
+        "true",
+    ]));
+    // Served, then closed with close_notify.
+    for _ in 0..3 {
+        let mut c = tls_from("127.0.0.1", e.addr(), &s.client).expect("served");
+        assert!(get(&mut c).expect("request").contains("200"));
+        close(c);
+    }
+    // A client that does not trust the certificate: it sends an alert.
+    let stranger = uringtls_tests::test_certs();
+    let distrust = uringtls_tests::client_config(&stranger.ca_der, &[&rustls::version::TLS13]);
+    assert!(tls_from("127.0.0.1", e.addr(), &distrust).is_err());
+    eventually("4 access-log lines", || {
+        (e.stderr().matches("uringtls::access").count() >= 4).then_some(())
+    });
+    e.stop();
+    let lines: Vec<serde_json::Value> = e
+        .stderr()
+        .lines()
+        .filter(|l| l.contains("\"target\":\"uringtls::access\""))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|err| panic!("{err}: {l}")))
+        .collect();
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    for l in &lines {
+        let f = &l["fields"];
+        let ms = f["duration_ms"].as_f64().expect("duration_ms is a number");
+        let micros = ms * 1000.0;
+        assert!(
+            (micros - micros.round()).abs() < 1e-6 && f["duration_ms"].to_string().len() <= 12,
+            "duration_ms {} is not rounded to the microsecond",
+            f["duration_ms"]
+        );
+        for key in [
+            "sni",
+            "alpn",
+            "version",
+            "cipher",
+            "handshake_error",
+            "alert",
+        ] {
+            assert!(
+                f.get(key).is_some_and(|v| v.is_null() || v.is_string()),
+                "{key} missing: {l}"
+            );
+            assert_ne!(f[key], "-", "{key}: missing values are null: {l}");
+        }
+    }
+    let failed = lines
+        .iter()
+        .find(|l| l["fields"]["close"] == "handshake_failed")
+        .expect("the failed handshake's line");
+    let f = &failed["fields"];
+    assert_eq!(f["alert"], "decrypt_error", "{failed}");
+    assert_eq!(f["handshake_error"], "alert_decrypt_error", "{failed}");
+    assert!(f["alpn"].is_null(), "{failed}");
+    let served = lines
+        .iter()
+        .find(|l| l["fields"]["close"] == "normal")
+        .expect("a served line");
+    assert!(served["fields"]["alert"].is_null(), "{served}");
+    assert!(
+        served["fields"]["alpn"].is_null(),
+        "no ALPN asked: {served}"
+    );
+}

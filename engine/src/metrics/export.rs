@@ -1,5 +1,6 @@
 //! Prometheus families built from shard snapshots (prometheus-client's
-//! custom-collector API, OpenMetrics text). Every family carries a
+//! custom-collector API, OpenMetrics text; rewritten as the Prometheus text
+//! format 0.0.4 for scrapers that ask for it). Every family carries a
 //! `shard` label; sum over it for the process. Names are listed, with their
 //! meaning, in `docs/operations.md`.
 
@@ -253,7 +254,54 @@ impl Collector for Scrape {
     }
 }
 
-/// Renders snapshots as an OpenMetrics/Prometheus text exposition.
+/// The exposition formats served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// OpenMetrics 1.0 text (`application/openmetrics-text`).
+    OpenMetrics,
+    /// Prometheus text format 0.0.4 (`text/plain; version=0.0.4`).
+    Prometheus,
+}
+
+impl Format {
+    /// The `Content-Type` of this format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Format::Prometheus => "text/plain; version=0.0.4; charset=utf-8",
+        }
+    }
+
+    /// The format a scraper's `Accept` header asks for: OpenMetrics when it
+    /// ranks `application/openmetrics-text` at least as high as any other
+    /// type it accepts (as Prometheus does when OpenMetrics is enabled),
+    /// else the Prometheus text format (also without `Accept`, or with
+    /// only `*/*`, as Prometheus's own Go client answers).
+    pub fn negotiate(accept: Option<&str>) -> Format {
+        let (mut om, mut other) = (0.0f64, 0.0f64);
+        for range in accept.unwrap_or("").split(',') {
+            let mut parts = range.split(';').map(str::trim);
+            let media = parts.next().unwrap_or("").to_ascii_lowercase();
+            let q = parts
+                .filter_map(|p| p.split_once('='))
+                .find(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
+                .and_then(|(_, v)| v.trim().parse::<f64>().ok())
+                .unwrap_or(1.0);
+            if media == "application/openmetrics-text" {
+                om = om.max(q);
+            } else if !media.is_empty() {
+                other = other.max(q);
+            }
+        }
+        if om > 0.0 && om >= other {
+            Format::OpenMetrics
+        } else {
+            Format::Prometheus
+        }
+    }
+}
+
+/// Renders snapshots as an OpenMetrics text exposition.
 pub fn render(snaps: Vec<ShardSnapshot>) -> String {
     let mut reg = Registry::with_prefix("uringtls");
     reg.register_collector(Box::new(Scrape(snaps)));
@@ -262,6 +310,49 @@ pub fn render(snaps: Vec<ShardSnapshot>) -> String {
     // in a label, and an empty page is the safe answer.
     if prometheus_client::encoding::text::encode(&mut out, &reg).is_err() {
         out.clear();
+    }
+    out
+}
+
+/// Renders snapshots in `format`.
+pub fn render_as(snaps: Vec<ShardSnapshot>, format: Format) -> String {
+    let om = render(snaps);
+    match format {
+        Format::OpenMetrics => om,
+        Format::Prometheus => to_prometheus_text(&om),
+    }
+}
+
+/// Rewrites our OpenMetrics page as Prometheus text 0.0.4. The samples
+/// are the same; what differs is that a counter family's `# HELP` and
+/// `# TYPE` lines name its samples (`x_total`), not the family (`x`), and
+/// that there is no `# EOF` (nor `# UNIT`, which we do not use).
+fn to_prometheus_text(om: &str) -> String {
+    let mut out = String::with_capacity(om.len() + 512);
+    // A family's HELP line, held until its TYPE line says what it is.
+    let mut help: Option<(&str, &str)> = None;
+    for line in om.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            help = rest.split_once(' ').or(Some((rest, "")));
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "untyped"));
+            let name = match kind {
+                "counter" => format!("{name}_total"),
+                _ => name.to_string(),
+            };
+            if let Some((_, text)) = help.take() {
+                out.push_str(&format!("# HELP {name} {text}\n"));
+            }
+            out.push_str(&format!("# TYPE {name} {kind}\n"));
+            continue;
+        }
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
     }
     out
 }
@@ -314,5 +405,80 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn prometheus_text_names_counter_families_by_their_samples_and_has_no_eof() {
+        let a = ShardSnapshot {
+            shard: 0,
+            accepted: 5,
+            ..Default::default()
+        };
+        let text = render_as(vec![a], Format::Prometheus);
+        assert!(
+            text.contains(
+                "# HELP uringtls_connections_accepted_total Connections accepted (admitted or refused).\n\
+                 # TYPE uringtls_connections_accepted_total counter\n\
+                 uringtls_connections_accepted_total{shard=\"0\"} 5\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE uringtls_connections_active gauge\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE uringtls_handshake_duration_seconds histogram\n"),
+            "{text}"
+        );
+        assert!(!text.contains("# EOF"), "{text}");
+        // Every family has its HELP line, right before its TYPE line.
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, l) in lines.iter().enumerate() {
+            if let Some(rest) = l.strip_prefix("# TYPE ") {
+                let name = rest.split(' ').next().expect("name");
+                assert!(
+                    i > 0 && lines[i - 1].starts_with(&format!("# HELP {name} ")),
+                    "no HELP for {name}:\n{text}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_accept_header_chooses_the_format() {
+        use Format::*;
+        assert_eq!(Format::negotiate(None), Prometheus);
+        assert_eq!(Format::negotiate(Some("*/*")), Prometheus);
+        assert_eq!(
+            Format::negotiate(Some("text/plain;version=0.0.4")),
+            Prometheus
+        );
+        assert_eq!(
+            Format::negotiate(Some("application/openmetrics-text;version=1.0.0")),
+            OpenMetrics
+        );
+        // What Prometheus 2.x and 3.x send with OpenMetrics enabled.
+        assert_eq!(
+            Format::negotiate(Some(
+                "application/openmetrics-text;version=1.0.0;q=0.5,application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
+            )),
+            OpenMetrics
+        );
+        assert_eq!(
+            Format::negotiate(Some(
+                "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,application/openmetrics-text;version=0.0.1;q=0.5,text/plain;version=1.0.0;escaping=allow-utf-8;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
+            )),
+            OpenMetrics
+        );
+        // ... and without it.
+        assert_eq!(
+            Format::negotiate(Some("text/plain;version=0.0.4;q=1,*/*;q=0.1")),
+            Prometheus
+        );
+        assert_eq!(
+            Format::negotiate(Some("application/openmetrics-text;q=0, text/plain")),
+            Prometheus
+        );
     }
 }

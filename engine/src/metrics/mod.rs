@@ -17,11 +17,13 @@
 //! - [`export`]: the Prometheus families (names listed in `docs/operations.md`).
 //! - [`server`]: the `/metrics` HTTP endpoint, a plain std thread.
 //! - [`access`]: the optional one-line-per-connection access log.
+//! - [`json_log`]: the JSON log line format (`null` for absent values).
 //! - [`tls_counts`]: session-cache and ticket counters (wrappers rustls calls).
 
 pub mod access;
 pub mod export;
 pub mod hub;
+pub mod json_log;
 pub mod server;
 pub mod snapshot;
 pub mod tls_counts;
@@ -36,9 +38,16 @@ use std::time::Duration;
 
 /// Why an admitted connection ended (the `reason` label of
 /// `uringtls_connections_closed_total`).
+///
+/// It is also an error type: a service or the stream that ends a
+/// connection for one of these reasons returns
+/// `io::Error::new(kind, reason)` (see [`CloseReason::error`]), and
+/// [`CloseReason::of_service_error`] reads the variant back. Nothing is
+/// classified by message text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {
-    /// The service finished and the connection closed cleanly.
+    /// The service finished and the connection closed cleanly
+    /// (`close_notify` from the client, or the service ended it).
     Normal,
     /// The handshake did not finish within the handshake timeout.
     HandshakeTimeout,
@@ -50,18 +59,23 @@ pub enum CloseReason {
     IdleTimeout,
     /// The peer did not read within the write timeout.
     WriteTimeout,
-    /// Reset, protocol error or other I/O error after the handshake.
+    /// Reset, protocol error or other I/O error after the handshake
+    /// (including a request cut off by the client's close).
     Error,
     /// The service panicked (contained to this connection).
     Panic,
     /// http: a request (headers and body) not complete within the request
     /// timeout.
     RequestTimeout,
+    /// The client closed its side (TCP FIN) without `close_notify` where
+    /// closing is normal: between requests (http), at any point (echo),
+    /// or once the proxied exchange has ended.
+    Eof,
 }
 
 impl CloseReason {
     /// Every reason, in index order.
-    pub const ALL: [CloseReason; 9] = [
+    pub const ALL: [CloseReason; 10] = [
         CloseReason::Normal,
         CloseReason::HandshakeTimeout,
         CloseReason::HandshakeFailed,
@@ -71,6 +85,7 @@ impl CloseReason {
         CloseReason::Error,
         CloseReason::Panic,
         CloseReason::RequestTimeout,
+        CloseReason::Eof,
     ];
 
     /// Metric and access-log label.
@@ -85,33 +100,51 @@ impl CloseReason {
             CloseReason::Error => "error",
             CloseReason::Panic => "panic",
             CloseReason::RequestTimeout => "request_timeout",
+            CloseReason::Eof => "eof",
         }
     }
 
-    /// Classifies the error a service returned. Timeouts are told apart by
-    /// their message: `write timeout...` (the TLS stream), `header timeout...`
-    /// ([`HEADER_TIMEOUT_MSG`]); any other `TimedOut` is the idle timeout.
+    /// An `io::Error` of `kind` that carries this reason (its message is
+    /// [`Display`](std::fmt::Display)'s).
+    pub fn error(self, kind: io::ErrorKind) -> io::Error {
+        io::Error::new(kind, self)
+    }
+
+    /// Classifies the error a service returned: the reason it carries (see
+    /// [`error`](Self::error)) if any; otherwise `TimedOut` is the idle
+    /// timeout, `UnexpectedEof` (the stream's "closed without
+    /// `close_notify`", which a service passes on where a close is normal)
+    /// is [`Eof`](Self::Eof), anything else [`Error`](Self::Error).
     pub fn of_service_error(e: &io::Error) -> CloseReason {
-        if e.kind() != io::ErrorKind::TimedOut {
-            return CloseReason::Error;
+        if let Some(r) = e.get_ref().and_then(|i| i.downcast_ref::<CloseReason>()) {
+            return *r;
         }
-        let msg = e.to_string();
-        if msg.starts_with("write timeout") {
-            CloseReason::WriteTimeout
-        } else if msg.starts_with(HEADER_TIMEOUT_MSG) {
-            CloseReason::HeaderTimeout
-        } else if msg.starts_with(REQUEST_TIMEOUT_MSG) {
-            CloseReason::RequestTimeout
-        } else {
-            CloseReason::IdleTimeout
+        match e.kind() {
+            io::ErrorKind::TimedOut => CloseReason::IdleTimeout,
+            io::ErrorKind::UnexpectedEof => CloseReason::Eof,
+            _ => CloseReason::Error,
         }
     }
 }
 
-/// Message of the error the http service returns at its header timeout.
-pub const HEADER_TIMEOUT_MSG: &str = "header timeout";
-/// Message of the error the http service returns at its request timeout.
-pub const REQUEST_TIMEOUT_MSG: &str = "request timeout";
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CloseReason::Normal => "closed",
+            CloseReason::HandshakeTimeout => "handshake timeout",
+            CloseReason::HandshakeFailed => "handshake failed",
+            CloseReason::HeaderTimeout => "header timeout: request headers not complete in time",
+            CloseReason::RequestTimeout => "request timeout: request not complete in time",
+            CloseReason::IdleTimeout => "read timeout",
+            CloseReason::WriteTimeout => "write timeout: peer is not reading",
+            CloseReason::Error => "connection error",
+            CloseReason::Panic => "service panicked",
+            CloseReason::Eof => "peer closed connection without sending TLS close_notify",
+        })
+    }
+}
+
+impl std::error::Error for CloseReason {}
 
 /// Upper bounds (seconds) of the handshake-duration histogram buckets; the
 /// last bucket is `+Inf`.
@@ -226,7 +259,7 @@ pub fn failure_label(e: &io::Error) -> String {
 }
 
 /// `PeerIncompatible` → `peer_incompatible`.
-fn snake(s: &str) -> String {
+pub(crate) fn snake(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 4);
     let mut prev_lower = false;
     for c in s.chars().filter(|c| c.is_ascii_alphanumeric()) {
@@ -266,23 +299,33 @@ mod tests {
     }
 
     #[test]
-    fn service_errors_map_to_close_reasons() {
-        let t = |m: &str| io::Error::new(io::ErrorKind::TimedOut, m.to_string());
+    fn service_errors_map_to_close_reasons_by_variant_not_message() {
+        let t = io::ErrorKind::TimedOut;
         assert_eq!(
-            CloseReason::of_service_error(&t("write timeout: peer is not reading")),
+            CloseReason::of_service_error(&CloseReason::WriteTimeout.error(t)),
             CloseReason::WriteTimeout
         );
         assert_eq!(
-            CloseReason::of_service_error(&t(HEADER_TIMEOUT_MSG)),
+            CloseReason::of_service_error(&CloseReason::HeaderTimeout.error(t)),
             CloseReason::HeaderTimeout
         );
+        // The message alone decides nothing.
         assert_eq!(
-            CloseReason::of_service_error(&t(REQUEST_TIMEOUT_MSG)),
-            CloseReason::RequestTimeout
+            CloseReason::of_service_error(&io::Error::new(t, "write timeout: peer is not reading")),
+            CloseReason::IdleTimeout
         );
         assert_eq!(
-            CloseReason::of_service_error(&t("read timeout")),
+            CloseReason::of_service_error(&io::Error::new(t, "read timeout")),
             CloseReason::IdleTimeout
+        );
+        assert_eq!(
+            CloseReason::of_service_error(&io::Error::from(io::ErrorKind::UnexpectedEof)),
+            CloseReason::Eof
+        );
+        // A request cut off by the close is an error, though also an EOF.
+        assert_eq!(
+            CloseReason::of_service_error(&CloseReason::Error.error(io::ErrorKind::UnexpectedEof)),
+            CloseReason::Error
         );
         assert_eq!(
             CloseReason::of_service_error(&io::Error::from(io::ErrorKind::ConnectionReset)),

@@ -21,6 +21,7 @@
 //! buffers, tested (and fuzzed) without sockets.
 
 use super::{ConnInfo, Service};
+use crate::metrics::CloseReason;
 use crate::tls::ServerStream;
 use std::io;
 use std::time::Duration;
@@ -354,8 +355,8 @@ impl Service for Http {
             } else {
                 let now = crate::io::time::now();
                 let request = *request_deadline.get_or_insert(now + self.request_timeout);
-                let (deadline, msg) = if skip > 0 {
-                    (request, crate::metrics::REQUEST_TIMEOUT_MSG)
+                let (deadline, reason) = if skip > 0 {
+                    (request, CloseReason::RequestTimeout)
                 } else {
                     // Headers still incomplete: the earlier of the two.
                     let header = *header_deadline.get_or_insert(now + self.header_timeout);
@@ -367,8 +368,8 @@ impl Service for Http {
                 )
                 .await
                 {
-                    Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, msg)),
-                    Ok(r) => match r? {
+                    Err(_) => return Err(reason.error(io::ErrorKind::TimedOut)),
+                    Ok(r) => match r.map_err(cut_off)? {
                         0 => return Ok(()),
                         n => n,
                     },
@@ -432,16 +433,26 @@ impl Service for Http {
     }
 }
 
-/// The earlier of the header and request deadlines, with the message of
-/// the timeout it stands for.
+/// The earlier of the header and request deadlines, with the timeout it
+/// stands for.
 fn earlier(
     header: crate::io::time::Instant,
     request: crate::io::time::Instant,
-) -> (crate::io::time::Instant, &'static str) {
+) -> (crate::io::time::Instant, CloseReason) {
     if header <= request {
-        (header, crate::metrics::HEADER_TIMEOUT_MSG)
+        (header, CloseReason::HeaderTimeout)
     } else {
-        (request, crate::metrics::REQUEST_TIMEOUT_MSG)
+        (request, CloseReason::RequestTimeout)
+    }
+}
+
+/// A close without `close_notify` in the middle of a request is an error
+/// (the request was cut off), not the normal end between requests.
+fn cut_off(e: io::Error) -> io::Error {
+    if e.kind() == io::ErrorKind::UnexpectedEof {
+        CloseReason::Error.error(io::ErrorKind::UnexpectedEof)
+    } else {
+        e
     }
 }
 

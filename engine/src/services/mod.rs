@@ -26,7 +26,13 @@ use std::rc::Rc;
 #[allow(async_fn_in_trait)] // futures run on a single-threaded shard; no Send bound wanted
 pub trait Service: Send + Sync + 'static {
     /// Serves one connection. Returning `Ok` ends it cleanly; an error is
-    /// logged at debug level and the connection is closed.
+    /// logged at debug level and the connection is closed. The close reason
+    /// counted (`uringtls_connections_closed_total`) comes from the error:
+    /// the [`CloseReason`](crate::metrics::CloseReason) it carries if any,
+    /// else `TimedOut` is the idle timeout, `UnexpectedEof` (what a read
+    /// returns when the client closed without `close_notify`; pass it on
+    /// where a close is normal, wrap it as `CloseReason::Error` where it
+    /// cuts something off) is `eof`, anything else `error`.
     async fn serve(&self, stream: &mut ServerStream, conn: &ConnInfo) -> io::Result<()>;
 }
 

@@ -229,6 +229,13 @@ impl Service for Proxy {
         match duplex::splice(stream, &upstream, idle).await {
             Ok(stats) => {
                 tracing::debug!(peer = %conn.peer, upstream = %up.name, up = stats.to_plain, down = stats.from_plain, "proxied");
+                if stats.peer_eof {
+                    // Both directions ended; the client's end was a FIN
+                    // without close_notify: counted as `eof`.
+                    return Err(
+                        crate::metrics::CloseReason::Eof.error(io::ErrorKind::UnexpectedEof)
+                    );
+                }
                 Ok(())
             }
             Err(e) => {

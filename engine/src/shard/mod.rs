@@ -555,21 +555,28 @@ impl<S: Service> ConnCtx<S> {
             }
         };
         let mut stream = ServerStream::new(conn, tls);
-        let why = self.drive(&mut stream, &cur.limits, peer, started).await;
+        let mut hs_error = None;
+        let why = self
+            .drive(&mut stream, &cur.limits, peer, started, &mut hs_error)
+            .await;
         let bytes = stream.byte_counts();
         self.state.metrics.closed(why, bytes);
         if cur.limits.access_log {
-            ConnRecord::of(stream.tls()).emit(peer, why, bytes, started.elapsed());
+            ConnRecord::of(stream.tls())
+                .with_handshake_error(hs_error.as_ref())
+                .emit(peer, why, bytes, started.elapsed());
         }
     }
 
-    /// Handshake, then the service; returns why the connection ends.
+    /// Handshake, then the service; returns why the connection ends (and
+    /// leaves a handshake's error in `hs_error`, for the access log).
     async fn drive(
         &self,
         stream: &mut ServerStream,
         limits: &ShardSettings,
         peer: SocketAddr,
         started: Instant,
+        hs_error: &mut Option<std::io::Error>,
     ) -> CloseReason {
         stream.set_write_timeout(Some(limits.write_timeout));
         stream.hold_last_flight(Some(LAST_FLIGHT_HOLD));
@@ -590,6 +597,7 @@ impl<S: Service> ConnCtx<S> {
                 Counters::bump(&c.failed_handshakes);
                 self.state.metrics.handshake_failed(&e);
                 tracing::debug!(%peer, error = %e, "handshake failed");
+                *hs_error = Some(e);
                 return CloseReason::HandshakeFailed;
             }
             Ok(Ok(())) => {}
@@ -628,8 +636,17 @@ impl<S: Service> ConnCtx<S> {
                 CloseReason::of_service_error(&e)
             }
             Err(e) => {
+                let why = CloseReason::of_service_error(&e);
+                // A FIN inside a record is a truncation, not a normal end.
+                if why == CloseReason::Eof && !stream.has_pending_input() {
+                    tracing::debug!(%peer, "client closed without close_notify");
+                    return CloseReason::Eof;
+                }
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
-                CloseReason::Error
+                match why {
+                    CloseReason::Eof => CloseReason::Error,
+                    other => other,
+                }
             }
         }
     }

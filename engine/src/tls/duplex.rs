@@ -45,6 +45,8 @@ pub struct SpliceStats {
     pub to_plain: u64,
     /// From the plain socket to the TLS peer.
     pub from_plain: u64,
+    /// The TLS peer ended its side with a FIN but no `close_notify`.
+    pub peer_eof: bool,
 }
 
 type Op<'a, T> = Option<Pin<Box<dyn Future<Output = (io::Result<T>, Vec<u8>)> + 'a>>>;
@@ -149,7 +151,8 @@ pub async fn splice<C: TlsConn>(
                     match other {
                         Ok(Some(_)) => ends.tls_read_done = true,
                         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                            ends.tls_read_done = true
+                            ends.tls_read_done = true;
+                            stats.peer_eof = true;
                         }
                         Err(e) => return Err(e),
                         Ok(None) => {}
@@ -207,10 +210,8 @@ pub async fn splice<C: TlsConn>(
             }
             // Nothing in flight and not finished: the TLS peer left inside a
             // record (nothing more can arrive), so end rather than wait.
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "TLS peer closed mid-record",
-            ));
+            // A truncated record: an error, not the normal end (`Eof`).
+            return Err(crate::metrics::CloseReason::Error.error(io::ErrorKind::UnexpectedEof));
         }
 
         let ev = tokio::select! {

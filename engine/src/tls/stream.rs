@@ -9,6 +9,7 @@
 
 use super::session::{ServerConn, Session, TlsConn};
 use crate::io::{self as uio, time, Conn};
+use crate::metrics::CloseReason;
 use rustls::client::UnbufferedClientConnection;
 use std::io;
 use std::time::Duration;
@@ -245,10 +246,8 @@ impl<C: TlsConn> TlsStream<C> {
                     .within(time::now() + t, fut)
                     .await
                     .map_err(|_| {
-                        io::Error::new(
-                            io::ErrorKind::TimedOut,
-                            "write timeout: peer is not reading",
-                        )
+                        // Classified by its variant (message: "write timeout: ...").
+                        CloseReason::WriteTimeout.error(io::ErrorKind::TimedOut)
                     })?,
                 None => fut.await,
             };
