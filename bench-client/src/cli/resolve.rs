@@ -326,7 +326,7 @@ fn execute(
             .errors
             .iter()
             .max_by_key(|(_, n)| **n)
-            .map(|(c, _)| probe::explain(&plan, c))
+            .map(|(c, _)| probe::explain(&plan, c, probe::Phase::Unknown))
             .unwrap_or_default();
         return Err(Error::Failed(format!(
             "no operation succeeded; most frequent error: {top}"
