@@ -268,8 +268,13 @@ fn execute(
         );
         sinks_owned.push(Box::new(
             // Interval timestamps count from the start of measuring.
-            HlogWriter::create(p, &comment, std::time::SystemTime::now() + plan.warmup)
-                .map_err(|e| file_err(p, e))?,
+            HlogWriter::create(
+                p,
+                &comment,
+                std::time::SystemTime::now() + plan.warmup,
+                plan.duration,
+            )
+            .map_err(|e| file_err(p, e))?,
         ));
     }
     let mut sinks: Vec<&mut dyn IntervalSink> = sinks_owned
