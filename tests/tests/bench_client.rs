@@ -430,15 +430,28 @@ fn fails_timed(args: &[&str]) -> (String, std::time::Duration) {
 fn echo_against_the_http_service_is_a_wrong_service_error_within_a_round_trip() {
     // Timeouts far above the bound below: the answer must come from the
     // server's reply, not from a timer running out.
-    let e = start_engine(&["--shards", "1", "--service", "http", "--header-timeout", "60s"]);
+    let e = start_engine(&[
+        "--shards",
+        "1",
+        "--service",
+        "http",
+        "--header-timeout",
+        "60s",
+    ]);
     let (err, took) = fails_timed(&["echo", &url(&e), "--quick", "-q", "--timeout", "60s"]);
     assert!(
         err.contains("answered HTTP after the TLS handshake instead of the echo protocol")
             && err.contains("wrong service?"),
         "{err}"
     );
-    assert!(!err.contains("TLS answer") && !err.contains("during the TLS handshake"), "{err}");
-    assert!(took < std::time::Duration::from_secs(30), "took {took:?}: {err}");
+    assert!(
+        !err.contains("TLS answer") && !err.contains("during the TLS handshake"),
+        "{err}"
+    );
+    assert!(
+        took < std::time::Duration::from_secs(30),
+        "took {took:?}: {err}"
+    );
 }
 
 #[test]
@@ -455,7 +468,10 @@ fn echo_through_a_proxy_whose_upstream_is_down_says_the_server_closed_after_the_
         "{err}"
     );
     assert!(!err.contains("during the TLS handshake"), "{err}");
-    assert!(took < std::time::Duration::from_secs(30), "took {took:?}: {err}");
+    assert!(
+        took < std::time::Duration::from_secs(30),
+        "took {took:?}: {err}"
+    );
 }
 
 #[test]
@@ -463,7 +479,15 @@ fn merge_warns_with_the_figures_when_an_input_ran_longer_than_asked() {
     let e = start_engine(&["--shards", "1", "--service", "http"]);
     let dir = tempfile::tempdir().expect("tempdir");
     let p = |n: &str| dir.path().join(n).to_str().expect("utf8").to_string();
-    let out = bench_client(&["http", &url(&e), "-k", "--quick", "-q", "--hlog", &p("a.hlog")]);
+    let out = bench_client(&[
+        "http",
+        &url(&e),
+        "-k",
+        "--quick",
+        "-q",
+        "--hlog",
+        &p("a.hlog"),
+    ]);
     assert!(
         out.status.success(),
         "{}",
@@ -475,10 +499,19 @@ fn merge_warns_with_the_figures_when_an_input_ran_longer_than_asked() {
     // client that could not stop on time (starved) would have written them.
     std::fs::write(
         p("starved.hlog"),
-        log.replace("#requested_duration_s: 1.000", "#requested_duration_s: 0.500"),
+        log.replace(
+            "#requested_duration_s: 1.000",
+            "#requested_duration_s: 0.500",
+        ),
     )
     .expect("write");
-    let out = bench_client(&["merge", &p("a.hlog"), &p("starved.hlog"), "--json", &p("m.json")]);
+    let out = bench_client(&[
+        "merge",
+        &p("a.hlog"),
+        &p("starved.hlog"),
+        "--json",
+        &p("m.json"),
+    ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let warning = stderr

@@ -179,7 +179,9 @@ pub fn parse(bytes: &[u8]) -> Result<HlogData, String> {
 /// The `#requested_duration_s:` header value, if any.
 fn requested(bytes: &[u8]) -> Option<f64> {
     bytes.split(|&b| b == b'\n').find_map(|line| {
-        let rest = line.strip_prefix(b"#")?.strip_prefix(REQUESTED.as_bytes())?;
+        let rest = line
+            .strip_prefix(b"#")?
+            .strip_prefix(REQUESTED.as_bytes())?;
         let text = std::str::from_utf8(rest).ok()?;
         let secs: f64 = text.split_whitespace().next()?.parse().ok()?;
         (secs.is_finite() && secs > 0.0).then_some(secs)

@@ -325,12 +325,28 @@ impl Experiment {
 /// bench-client flags the runner sets itself on every run, with what to
 /// do instead: (long flag, short flag, advice).
 const RUNNER_FLAGS: &[(&str, Option<char>, &str)] = &[
-    ("--duration", Some('d'), "set the top-level `duration` (or `uringtls-tune run --duration`)"),
-    ("--warmup", Some('w'), "set the top-level `warmup` (or `uringtls-tune run --warmup`)"),
+    (
+        "--duration",
+        Some('d'),
+        "set the top-level `duration` (or `uringtls-tune run --duration`)",
+    ),
+    (
+        "--warmup",
+        Some('w'),
+        "set the top-level `warmup` (or `uringtls-tune run --warmup`)",
+    ),
     ("--json", None, "the runner writes each run's JSON to raw/"),
     ("--hgrm", None, "the runner writes each run's .hgrm to raw/"),
-    ("--server-metrics", None, "the runner measures the server it started"),
-    ("--quick", None, "it replaces the duration and warmup; set `duration` and `warmup` instead"),
+    (
+        "--server-metrics",
+        None,
+        "the runner measures the server it started",
+    ),
+    (
+        "--quick",
+        None,
+        "it replaces the duration and warmup; set `duration` and `warmup` instead",
+    ),
 ];
 
 /// bench-client's short flags that take no value (may precede another in a
@@ -346,14 +362,14 @@ pub fn check_client_args(args: &[String]) -> Result<(), String> {
             let name = long.split('=').next().unwrap_or(long);
             if let Some((flag, _, advice)) = RUNNER_FLAGS.iter().find(|f| &f.0[2..] == name) {
                 return Err(format!(
-                    "has `{a}`: the runner adds {flag} to every run; remove it ({advice})"
+                    "has `{a}`: the runner adds {flag} to every run; remove it: {advice}"
                 ));
             }
         } else if let Some(shorts) = a.strip_prefix('-').filter(|s| !s.is_empty()) {
             for c in shorts.chars() {
                 if let Some((flag, _, advice)) = RUNNER_FLAGS.iter().find(|f| f.1 == Some(c)) {
                     return Err(format!(
-                        "has `{a}` (-{c} is {flag}): the runner adds {flag} to every run; remove it ({advice})"
+                        "has `{a}` (-{c} is {flag}): the runner adds {flag} to every run; remove it: {advice}"
                     ));
                 }
                 if !SHORT_SWITCHES.contains(&c) {
@@ -487,11 +503,17 @@ mod tests {
             (r#"["http", "--hgrm", "x"]"#, "--hgrm"),
             (r#"["http", "--server-metrics", "1"]"#, "--server-metrics"),
             (r#"["http", "--quick"]"#, "--quick"),
-            (r#"["http", "https://127.0.0.1:8443/"]"#, "looks like a target"),
+            (
+                r#"["http", "https://127.0.0.1:8443/"]"#,
+                "looks like a target",
+            ),
             (r#"["http", "127.0.0.1:8443"]"#, "looks like a target"),
         ] {
             let e = with_workload_args(args).unwrap_err();
-            assert!(e.starts_with("[[workload]] `ka`: `args` has"), "{args}: {e}");
+            assert!(
+                e.starts_with("[[workload]] `ka`: `args` has"),
+                "{args}: {e}"
+            );
             assert!(e.contains(says), "{args}: {e}");
         }
     }
@@ -520,7 +542,10 @@ mod tests {
             values = ["1s"]
         "#;
         let e = Experiment::parse(&format!("{MINIMAL}{knob}")).unwrap_err();
-        assert!(e.starts_with("[[knob]] `len`: `flag` has `--duration`"), "{e}");
+        assert!(
+            e.starts_with("[[knob]] `len`: `flag` has `--duration`"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -97,7 +97,8 @@ args = ["http", "--connections", "2", "--duration", "5s"]
 fn plan_and_run_refuse_a_sysctl_this_kernel_lacks_naming_file_and_key() {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = fake_root(dir.path());
-    let axis = format!("{KEEPALIVE}\n[[sysctl]]\nkey = \"net.core.somaxconnn\"\nvalues = [\"128\"]\n");
+    let axis =
+        format!("{KEEPALIVE}\n[[sysctl]]\nkey = \"net.core.somaxconnn\"\nvalues = [\"128\"]\n");
     let exp = experiment(dir.path(), "exit 0", &axis);
     for cmd in ["plan", "run"] {
         let out = dir.path().join("out");
@@ -138,7 +139,9 @@ fn run_fails_when_no_cell_produced_a_result_keeping_each_runs_first_error_line_a
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(
-        err.contains("uringtls-tune: error: no cell produced a result (2 runs failed, 0 cells skipped"),
+        err.contains(
+            "uringtls-tune: error: no cell produced a result (2 runs failed, 0 cells skipped"
+        ),
         "{err}"
     );
     let csv = std::fs::read_to_string(out.join("runs.csv")).expect("runs.csv");
@@ -157,6 +160,10 @@ fn run_fails_when_no_cell_produced_a_result_keeping_each_runs_first_error_line_a
     assert_eq!(outs.len(), 2, "{outs:?}");
     for p in outs {
         let text = std::fs::read_to_string(&p).expect("read .out");
-        assert!(text.contains("error: unexpected argument found"), "{}: {text:?}", p.display());
+        assert!(
+            text.contains("error: unexpected argument found"),
+            "{}: {text:?}",
+            p.display()
+        );
     }
 }

@@ -78,7 +78,12 @@ pub fn per_config(
         * 1.1;
     let upright = n <= 6;
     let (left, right) = if upright {
-        let width = |i: usize| text_width(&labels.get(i).cloned().unwrap_or_default(), X_LABEL_PX.into());
+        let width = |i: usize| {
+            text_width(
+                &labels.get(i).cloned().unwrap_or_default(),
+                X_LABEL_PX.into(),
+            )
+        };
         segment_margins(n, width(0), width(n - 1))
     } else {
         (MARGIN, MARGIN)
@@ -385,7 +390,10 @@ mod tests {
 
     fn assert_inside(svg: &str, needle: &str) {
         let texts = text_extents(svg);
-        assert!(texts.iter().any(|t| t.2 == needle), "no text {needle}: {texts:?}");
+        assert!(
+            texts.iter().any(|t| t.2 == needle),
+            "no text {needle}: {texts:?}"
+        );
         for (left, right, text) in texts {
             assert!(
                 left >= 0.0 && right <= f64::from(SIZE.0),
