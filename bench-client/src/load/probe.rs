@@ -94,6 +94,10 @@ pub fn explain(plan: &Plan, class: &ErrorClass, phase: Phase) -> String {
             "{addr} completed the TLS handshake but did not answer the {} request within {:?} (--timeout): {SERVICE_HINT}",
             plan.name, plan.timeout
         ),
+        (ErrorClass::Timeout, Phase::Unknown) => format!(
+            "operations to {addr} timed out after {:?} (--timeout): is the server overloaded? ({SERVICE_HINT})",
+            plan.timeout
+        ),
         _ => explain_class(plan, class),
     }
 }
@@ -127,5 +131,36 @@ fn explain_class(plan: &Plan, class: &ErrorClass) -> String {
         ErrorClass::WrongService { .. } => format!(
             "{addr}: {class} (echo and bulk upload need an echo server, such as `uringtls --service echo`)"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::errors::Unanswered;
+
+    #[test]
+    fn a_close_or_timeout_after_the_handshake_is_not_blamed_on_the_handshake() {
+        let plan = crate::cli::resolve::test_plan(&[]);
+        for class in [ErrorClass::Closed, ErrorClass::Reset, ErrorClass::Timeout] {
+            let during = explain(&plan, &class, Phase::Handshake);
+            let after = explain(&plan, &class, Phase::AfterHandshake);
+            assert!(during.contains("TLS"), "{during}");
+            assert!(after.contains("completed the TLS handshake"), "{after}");
+            assert!(after.contains("this workload's protocol"), "{after}");
+            assert!(!after.contains("during the TLS handshake"), "{after}");
+            let unknown = explain(&plan, &class, Phase::Unknown);
+            assert!(!unknown.contains("during the TLS handshake"), "{unknown}");
+            assert!(!unknown.contains("no TLS answer"), "{unknown}");
+        }
+        let wrong = ErrorClass::WrongService {
+            protocol: "echo",
+            reply: Unanswered::Closed,
+        };
+        let text = explain(&plan, &wrong, Phase::Handshake);
+        assert!(
+            text.contains("server closed after the TLS handshake without answering the echo protocol — wrong service?"),
+            "{text}"
+        );
     }
 }
