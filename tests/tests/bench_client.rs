@@ -418,3 +418,111 @@ fn pipelined_requests_are_each_answered_and_counted() {
     // Quotas count operations (batches of 4 requests): 400 batches, 1600 responses.
     assert_eq!(v["ops"], 1600);
 }
+
+/// Runs `args`, checks exit 1 (via [`fails`]) and returns stderr and how long it took.
+fn fails_timed(args: &[&str]) -> (String, std::time::Duration) {
+    let t0 = std::time::Instant::now();
+    let err = fails(args);
+    (err, t0.elapsed())
+}
+
+#[test]
+fn echo_against_the_http_service_is_a_wrong_service_error_within_a_round_trip() {
+    // Timeouts far above the bound below: the answer must come from the
+    // server's reply, not from a timer running out.
+    let e = start_engine(&[
+        "--shards",
+        "1",
+        "--service",
+        "http",
+        "--header-timeout",
+        "60s",
+    ]);
+    let (err, took) = fails_timed(&["echo", &url(&e), "--quick", "-q", "--timeout", "60s"]);
+    assert!(
+        err.contains("answered HTTP after the TLS handshake instead of the echo protocol")
+            && err.contains("wrong service?"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("TLS answer") && !err.contains("during the TLS handshake"),
+        "{err}"
+    );
+    assert!(
+        took < std::time::Duration::from_secs(30),
+        "took {took:?}: {err}"
+    );
+}
+
+#[test]
+fn echo_through_a_proxy_whose_upstream_is_down_says_the_server_closed_after_the_handshake() {
+    // The proxy completes the handshake, fails to reach its upstream and
+    // closes without a byte: not a handshake error.
+    let up = uringtls_tests::closed_port().to_string();
+    let e = start_engine(&["--shards", "1", "--service", "proxy", "--upstream", &up]);
+    let (err, took) = fails_timed(&["echo", &url(&e), "--quick", "-q", "--timeout", "60s"]);
+    assert!(
+        err.contains(
+            "server closed after the TLS handshake without answering the echo protocol — wrong service?"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("during the TLS handshake"), "{err}");
+    assert!(
+        took < std::time::Duration::from_secs(30),
+        "took {took:?}: {err}"
+    );
+}
+
+#[test]
+fn merge_warns_with_the_figures_when_an_input_ran_longer_than_asked() {
+    let e = start_engine(&["--shards", "1", "--service", "http"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = |n: &str| dir.path().join(n).to_str().expect("utf8").to_string();
+    let out = bench_client(&[
+        "http",
+        &url(&e),
+        "-k",
+        "--quick",
+        "-q",
+        "--hlog",
+        &p("a.hlog"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = read(&p("a.hlog"));
+    assert!(log.contains("#requested_duration_s: 1.000"), "{log}");
+    // The same intervals from a run that had asked for half the time: as a
+    // client that could not stop on time (starved) would have written them.
+    std::fs::write(
+        p("starved.hlog"),
+        log.replace(
+            "#requested_duration_s: 1.000",
+            "#requested_duration_s: 0.500",
+        ),
+    )
+    .expect("write");
+    let out = bench_client(&[
+        "merge",
+        &p("a.hlog"),
+        &p("starved.hlog"),
+        "--json",
+        &p("m.json"),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let warning = stderr
+        .lines()
+        .find(|l| l.contains("starved.hlog: the run lasted"))
+        .unwrap_or_else(|| panic!("no overrun warning: {stderr}"));
+    assert!(
+        warning.starts_with("bench-client: warning: ") && warning.contains("for 0.50s asked"),
+        "{warning}"
+    );
+    let m: Value = serde_json::from_str(&read(&p("m.json"))).expect("merged json");
+    assert_eq!(m["inputs"][1]["overran"], true, "{m:#}");
+    assert_eq!(m["inputs"][1]["requested_s"], 0.5, "{m:#}");
+}

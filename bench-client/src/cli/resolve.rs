@@ -268,8 +268,13 @@ fn execute(
         );
         sinks_owned.push(Box::new(
             // Interval timestamps count from the start of measuring.
-            HlogWriter::create(p, &comment, std::time::SystemTime::now() + plan.warmup)
-                .map_err(|e| file_err(p, e))?,
+            HlogWriter::create(
+                p,
+                &comment,
+                std::time::SystemTime::now() + plan.warmup,
+                plan.duration,
+            )
+            .map_err(|e| file_err(p, e))?,
         ));
     }
     let mut sinks: Vec<&mut dyn IntervalSink> = sinks_owned
@@ -326,7 +331,7 @@ fn execute(
             .errors
             .iter()
             .max_by_key(|(_, n)| **n)
-            .map(|(c, _)| probe::explain(&plan, c))
+            .map(|(c, _)| probe::explain(&plan, c, probe::Phase::Unknown))
             .unwrap_or_default();
         return Err(Error::Failed(format!(
             "no operation succeeded; most frequent error: {top}"

@@ -37,7 +37,7 @@ pub fn probe(plan: &Plan) -> Result<Negotiated, Error> {
                 let _ = s.close().await;
                 n
             }
-            Err(class) => return Err(Error::Target(explain(plan, &class))),
+            Err(class) => return Err(Error::Target(explain(plan, &class, Phase::Handshake))),
         };
         // One real operation: TLS 1.3 finishes the client's handshake before
         // the server has judged it (a missing client certificate is only
@@ -45,19 +45,64 @@ pub fn probe(plan: &Plan) -> Result<Negotiated, Error> {
         // protocol. An HTTP error status is left to the run's report.
         let mut slot = Slot::new(dialer.clone(), &plan.workload);
         let mut res = workloads::prepare(&plan.workload, &mut slot, &mut t).await;
+        // Keep-alive workloads handshake in `prepare`, one-shot ones in `op`
+        // (which records the handshake time once it succeeded).
+        let mut shook = res.is_ok() && !plan.workload.one_shot();
         if res.is_ok() {
             t.reset(Instant::now());
             res = workloads::op(&plan.workload, &mut slot, &mut t).await;
+            shook |= t.handshake.is_some();
         }
+        let phase = if shook {
+            Phase::AfterHandshake
+        } else {
+            Phase::Handshake
+        };
         match res {
             Ok(()) => Ok(negotiated),
-            Err(class) => Err(Error::Target(explain(plan, &class))),
+            Err(class) => Err(Error::Target(explain(plan, &class, phase))),
         }
     })
 }
 
+/// When an error happened, as far as the caller knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Connecting or handshaking.
+    Handshake,
+    /// The handshake had succeeded: the workload's protocol failed.
+    AfterHandshake,
+    /// Either (errors counted over a whole run).
+    Unknown,
+}
+
+/// The hint for a server that does not speak the workload's protocol.
+const SERVICE_HINT: &str = "does the server speak this workload's protocol? http/bulk download need an HTTP server, echo/bulk upload an echo server";
+
 /// One sentence: what failed, and what to do about it.
-pub fn explain(plan: &Plan, class: &ErrorClass) -> String {
+pub fn explain(plan: &Plan, class: &ErrorClass, phase: Phase) -> String {
+    let addr = plan.target.addr;
+    match (class, phase) {
+        (ErrorClass::Closed | ErrorClass::Reset, Phase::AfterHandshake) => format!(
+            "{addr} completed the TLS handshake, then closed the connection without answering the {} request ({SERVICE_HINT})",
+            plan.name
+        ),
+        (ErrorClass::Closed | ErrorClass::Reset, Phase::Unknown) => format!(
+            "{addr} closed connections before answering: {class} (is it overloaded or stopping? {SERVICE_HINT})"
+        ),
+        (ErrorClass::Timeout, Phase::AfterHandshake) => format!(
+            "{addr} completed the TLS handshake but did not answer the {} request within {:?} (--timeout): {SERVICE_HINT}",
+            plan.name, plan.timeout
+        ),
+        (ErrorClass::Timeout, Phase::Unknown) => format!(
+            "operations to {addr} timed out after {:?} (--timeout): is the server overloaded? ({SERVICE_HINT})",
+            plan.timeout
+        ),
+        _ => explain_class(plan, class),
+    }
+}
+
+fn explain_class(plan: &Plan, class: &ErrorClass) -> String {
     let addr = plan.target.addr;
     match class {
         ErrorClass::Connect(why) => {
@@ -80,8 +125,42 @@ pub fn explain(plan: &Plan, class: &ErrorClass) -> String {
             "no TLS answer from {addr} within {:?} (--timeout): is it a TLS server?",
             plan.timeout
         ),
-        ErrorClass::Protocol(_) | ErrorClass::BadStatus(_) => format!(
-            "requests to {addr} failed: {class} (does the server speak this workload's protocol? http/bulk download need an HTTP server, echo/bulk upload an echo server)"
+        ErrorClass::Protocol(_) | ErrorClass::BadStatus(_) => {
+            format!("requests to {addr} failed: {class} ({SERVICE_HINT})")
+        }
+        ErrorClass::WrongService { .. } => format!(
+            "{addr}: {class} (echo and bulk upload need an echo server, such as `uringtls --service echo`)"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::errors::Unanswered;
+
+    #[test]
+    fn a_close_or_timeout_after_the_handshake_is_not_blamed_on_the_handshake() {
+        let plan = crate::cli::resolve::test_plan(&[]);
+        for class in [ErrorClass::Closed, ErrorClass::Reset, ErrorClass::Timeout] {
+            let during = explain(&plan, &class, Phase::Handshake);
+            let after = explain(&plan, &class, Phase::AfterHandshake);
+            assert!(during.contains("TLS"), "{during}");
+            assert!(after.contains("completed the TLS handshake"), "{after}");
+            assert!(after.contains("this workload's protocol"), "{after}");
+            assert!(!after.contains("during the TLS handshake"), "{after}");
+            let unknown = explain(&plan, &class, Phase::Unknown);
+            assert!(!unknown.contains("during the TLS handshake"), "{unknown}");
+            assert!(!unknown.contains("no TLS answer"), "{unknown}");
+        }
+        let wrong = ErrorClass::WrongService {
+            protocol: "echo",
+            reply: Unanswered::Closed,
+        };
+        let text = explain(&plan, &wrong, Phase::Handshake);
+        assert!(
+            text.contains("server closed after the TLS handshake without answering the echo protocol — wrong service?"),
+            "{text}"
+        );
     }
 }

@@ -2,7 +2,8 @@
 //! crate's writer, readable by the Java `HistogramLogProcessor` and by
 //! `bench-client merge`). Each measured interval gets one line per metric,
 //! tagged with the metric name (`Tag=total`, `Tag=connect`, ...). Values are
-//! microseconds.
+//! microseconds. A header comment `#requested_duration_s: 2.000` keeps the
+//! measuring time asked for, so that `merge` can tell a run that overran it.
 
 use crate::load::run::{Interval, IntervalSink};
 use crate::stats::{new_hist, Metric};
@@ -18,6 +19,9 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
+/// The header comment holding the requested measuring time (seconds).
+const REQUESTED: &str = "requested_duration_s:";
+
 /// Writes the interval log.
 pub struct HlogWriter<W: Write> {
     out: W,
@@ -25,18 +29,39 @@ pub struct HlogWriter<W: Write> {
 }
 
 impl HlogWriter<BufWriter<File>> {
-    /// Creates `path` and writes the header (StartTime/BaseTime `start`).
-    pub fn create(path: &Path, comment: &str, start: SystemTime) -> std::io::Result<Self> {
-        HlogWriter::new(BufWriter::new(File::create(path)?), comment, start)
+    /// Creates `path` and writes the header (StartTime/BaseTime `start`,
+    /// `requested` measuring time).
+    pub fn create(
+        path: &Path,
+        comment: &str,
+        start: SystemTime,
+        requested: Duration,
+    ) -> std::io::Result<Self> {
+        HlogWriter::new(
+            BufWriter::new(File::create(path)?),
+            comment,
+            start,
+            requested,
+        )
     }
 }
 
 impl<W: Write> HlogWriter<W> {
-    /// Writes the header (comment, StartTime/BaseTime = `start`) to `out`.
-    pub fn new(mut out: W, comment: &str, start: SystemTime) -> std::io::Result<Self> {
+    /// Writes the header (comment, StartTime/BaseTime = `start`, the
+    /// `requested` measuring time) to `out`.
+    pub fn new(
+        mut out: W,
+        comment: &str,
+        start: SystemTime,
+        requested: Duration,
+    ) -> std::io::Result<Self> {
         let mut ser = V2DeflateSerializer::new();
         IntervalLogWriterBuilder::new()
             .add_comment(comment)
+            .add_comment(&format!(
+                "{REQUESTED} {:.3} (measuring time asked for, warmup excluded)",
+                requested.as_secs_f64()
+            ))
             .add_comment(
                 "values are microseconds; tags: connect, handshake, ttfb, total, total_uncorrected",
             )
@@ -92,6 +117,9 @@ pub struct HlogData {
     pub span: Option<(f64, f64)>,
     /// Interval lines read.
     pub intervals: usize,
+    /// The measuring time the run asked for (`None` in logs of other tools
+    /// and of older bench-client versions).
+    pub requested: Option<f64>,
 }
 
 impl HlogData {
@@ -113,6 +141,7 @@ pub fn parse(bytes: &[u8]) -> Result<HlogData, String> {
         per_tag: BTreeMap::new(),
         span: None,
         intervals: 0,
+        requested: requested(bytes),
     };
     let mut de = Deserializer::new();
     for entry in IntervalLogIterator::new(bytes) {
@@ -147,6 +176,18 @@ pub fn parse(bytes: &[u8]) -> Result<HlogData, String> {
     Ok(data)
 }
 
+/// The `#requested_duration_s:` header value, if any.
+fn requested(bytes: &[u8]) -> Option<f64> {
+    bytes.split(|&b| b == b'\n').find_map(|line| {
+        let rest = line
+            .strip_prefix(b"#")?
+            .strip_prefix(REQUESTED.as_bytes())?;
+        let text = std::str::from_utf8(rest).ok()?;
+        let secs: f64 = text.split_whitespace().next()?.parse().ok()?;
+        (secs.is_finite() && secs > 0.0).then_some(secs)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,7 +195,13 @@ mod tests {
 
     #[test]
     fn written_intervals_read_back_summed_per_tag() {
-        let mut w = HlogWriter::new(Vec::new(), "test", SystemTime::UNIX_EPOCH).expect("header");
+        let mut w = HlogWriter::new(
+            Vec::new(),
+            "test",
+            SystemTime::UNIX_EPOCH,
+            Duration::from_millis(2500),
+        )
+        .expect("header");
         for i in 0..3u64 {
             let mut rec = Recorder::new();
             for v in 1..=100u64 {
@@ -181,5 +228,26 @@ mod tests {
         assert_eq!(data.per_tag["connect"].len(), 3);
         assert_eq!(data.per_tag["total"].max(), 300);
         assert_eq!(data.seconds(), 3.0);
+        assert_eq!(data.requested, Some(2.5));
+    }
+
+    #[test]
+    fn a_log_without_the_requested_duration_header_reads_as_unknown() {
+        let mut w = HlogWriter::new(
+            Vec::new(),
+            "test",
+            SystemTime::UNIX_EPOCH,
+            Duration::from_secs(1),
+        )
+        .expect("header");
+        w.write(&new_hist(), Duration::ZERO, Duration::from_secs(1), "total")
+            .expect("write");
+        let text = String::from_utf8(w.into_inner()).expect("utf8");
+        let old: String = text
+            .lines()
+            .filter(|l| !l.contains(REQUESTED))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(parse(old.as_bytes()).expect("parse").requested, None);
     }
 }

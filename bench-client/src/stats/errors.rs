@@ -27,6 +27,48 @@ pub enum ErrorClass {
     BadStatus(u16),
     /// The reply made no sense (malformed HTTP, echo mismatch, ...).
     Protocol(String),
+    /// The TLS handshake succeeded, then the server closed the connection or
+    /// answered something else before answering `protocol` once on it
+    /// (e.g. `echo` against an HTTP server): probably the wrong service.
+    WrongService {
+        /// The workload's protocol (`echo`).
+        protocol: &'static str,
+        /// What the server did instead.
+        reply: Unanswered,
+    },
+}
+
+/// What a server did instead of answering the workload's protocol on a
+/// fresh connection (see [`ErrorClass::WrongService`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum Unanswered {
+    /// Closed (or reset) the connection before sending any byte.
+    Closed,
+    /// Sent an HTTP response (`HTTP/...`).
+    Http,
+    /// Sent other bytes.
+    Other,
+}
+
+impl Unanswered {
+    /// Classifies the first bytes a server sent in place of an echo.
+    pub fn of_reply(reply: &[u8]) -> Unanswered {
+        let n = reply.len().min(5);
+        if n > 0 && reply[..n] == b"HTTP/"[..n] {
+            Unanswered::Http
+        } else {
+            Unanswered::Other
+        }
+    }
+
+    fn key(self) -> &'static str {
+        match self {
+            Unanswered::Closed => "closed",
+            Unanswered::Http => "http_reply",
+            Unanswered::Other => "other_reply",
+        }
+    }
 }
 
 impl ErrorClass {
@@ -41,6 +83,9 @@ impl ErrorClass {
             ErrorClass::Closed => "closed".into(),
             ErrorClass::BadStatus(s) => format!("status:{s}"),
             ErrorClass::Protocol(why) => format!("protocol:{why}"),
+            ErrorClass::WrongService { protocol, reply } => {
+                format!("wrong_service:{protocol}:{}", reply.key())
+            }
         }
     }
 
@@ -75,6 +120,19 @@ impl ErrorClass {
         }
     }
 
+    /// `self`, from a connection on which the server has not answered
+    /// `protocol` once since the handshake: a close or reset then means
+    /// "wrong service" ([`ErrorClass::WrongService`]), not a failed operation.
+    pub fn before_first_answer(self, protocol: &'static str) -> ErrorClass {
+        match self {
+            ErrorClass::Closed | ErrorClass::Reset => ErrorClass::WrongService {
+                protocol,
+                reply: Unanswered::Closed,
+            },
+            other => other,
+        }
+    }
+
     /// Classifies a rustls error.
     pub fn tls(e: &rustls::Error) -> ErrorClass {
         match e {
@@ -104,6 +162,20 @@ impl fmt::Display for ErrorClass {
             ErrorClass::Closed => write!(f, "closed by server mid-operation"),
             ErrorClass::BadStatus(s) => write!(f, "HTTP status {s}"),
             ErrorClass::Protocol(why) => write!(f, "protocol: {why}"),
+            ErrorClass::WrongService { protocol, reply } => match reply {
+                Unanswered::Closed => write!(
+                    f,
+                    "server closed after the TLS handshake without answering the {protocol} protocol — wrong service?"
+                ),
+                Unanswered::Http => write!(
+                    f,
+                    "server answered HTTP after the TLS handshake instead of the {protocol} protocol — wrong service?"
+                ),
+                Unanswered::Other => write!(
+                    f,
+                    "server answered something other than the {protocol} protocol after the TLS handshake — wrong service?"
+                ),
+            },
         }
     }
 }
@@ -181,5 +253,47 @@ mod tests {
         );
         let refused = ErrorClass::connect(&io::Error::from(io::ErrorKind::ConnectionRefused));
         assert_eq!(refused.to_string(), "connect: connection refused");
+    }
+
+    #[test]
+    fn a_close_before_the_first_answer_is_a_wrong_service_not_a_handshake_error() {
+        for early in [ErrorClass::Closed, ErrorClass::Reset] {
+            let c = early.before_first_answer("echo");
+            assert_eq!(
+                c,
+                ErrorClass::WrongService {
+                    protocol: "echo",
+                    reply: Unanswered::Closed
+                }
+            );
+            assert_eq!(c.key(), "wrong_service:echo:closed");
+            assert_eq!(
+                c.to_string(),
+                "server closed after the TLS handshake without answering the echo protocol — wrong service?"
+            );
+        }
+        // A timeout or an alert keeps its own class.
+        assert_eq!(
+            ErrorClass::Timeout.before_first_answer("echo"),
+            ErrorClass::Timeout
+        );
+        let alert = ErrorClass::TlsAlert("certificate_required".into());
+        assert_eq!(alert.clone().before_first_answer("echo"), alert);
+    }
+
+    #[test]
+    fn a_foreign_first_reply_is_told_apart_from_http() {
+        assert_eq!(
+            Unanswered::of_reply(b"HTTP/1.1 400 Bad Request\r\n"),
+            Unanswered::Http
+        );
+        assert_eq!(Unanswered::of_reply(b"HT"), Unanswered::Http);
+        assert_eq!(Unanswered::of_reply(b"SSH-2.0"), Unanswered::Other);
+        let c = ErrorClass::WrongService {
+            protocol: "echo",
+            reply: Unanswered::Http,
+        };
+        assert_eq!(c.key(), "wrong_service:echo:http_reply");
+        assert!(c.to_string().contains("wrong service?"), "{c}");
     }
 }

@@ -4,21 +4,38 @@
 
 use super::http::ReadBuf;
 use super::OpTimes;
-use crate::stats::errors::ErrorClass;
+use crate::stats::errors::{ErrorClass, Unanswered};
 use std::time::Instant;
 use uringtls::tls::ClientStream;
 
 /// Message size of a one-shot echo (`handshake --request echo`).
 pub const ONE_SHOT_SIZE: usize = 16;
 
-/// A recognisable payload of `len` bytes.
+/// The protocol name in [`ErrorClass::WrongService`].
+const PROTOCOL: &str = "echo";
+
+/// A recognisable payload of `len` bytes: `@` then `abc...z` repeated.
+///
+/// `@` cannot start an HTTP request (it is not a method character), so an
+/// HTTP server answers `400` at once instead of waiting for the rest of a
+/// request head: `echo` against the wrong service fails in a round trip,
+/// not after the server's header timeout.
 pub fn pattern(len: usize) -> Vec<u8> {
-    (0..len).map(|i| b'a' + (i % 26) as u8).collect()
+    (0..len)
+        .map(|i| match i {
+            0 => b'@',
+            i => b'a' + ((i - 1) % 26) as u8,
+        })
+        .collect()
 }
 
 /// Sends `size` bytes, `chunk` at a time (each chunk is `msg`'s first bytes),
 /// reading each chunk's echo before sending the next, so neither side's
 /// socket buffers can fill up and deadlock.
+///
+/// `fresh`: nothing has been echoed on this connection yet. A close or a
+/// non-echo reply before the first echoed byte is then
+/// [`ErrorClass::WrongService`].
 pub async fn round_trip(
     s: &mut ClientStream,
     rb: &mut ReadBuf,
@@ -26,7 +43,9 @@ pub async fn round_trip(
     msg: &[u8],
     size: usize,
     chunk: usize,
+    fresh: bool,
 ) -> Result<bool, ErrorClass> {
+    let mut answered = !fresh;
     let mut left = size;
     while left > 0 {
         let n = chunk.min(left).min(msg.len());
@@ -41,15 +60,27 @@ pub async fn round_trip(
         let mut got = 0;
         while got < n {
             if rb.data().is_empty() {
-                rb.fill(s, t).await?;
+                if let Err(e) = rb.fill(s, t).await {
+                    return Err(if answered {
+                        e
+                    } else {
+                        e.before_first_answer(PROTOCOL)
+                    });
+                }
             }
             let d = rb.data();
             let take = d.len().min(n - got);
             if d[..take] != msg[got..got + take] {
-                return Err(ErrorClass::Protocol(
-                    "echo reply differs from what was sent".into(),
-                ));
+                return Err(if answered {
+                    ErrorClass::Protocol("echo reply differs from what was sent".into())
+                } else {
+                    ErrorClass::WrongService {
+                        protocol: PROTOCOL,
+                        reply: Unanswered::of_reply(d),
+                    }
+                });
             }
+            answered = true;
             rb.consume(take);
             got += take;
         }
@@ -65,7 +96,16 @@ mod tests {
     fn pattern_is_printable_and_sized() {
         let p = super::pattern(30);
         assert_eq!(p.len(), 30);
-        assert_eq!(&p[..3], b"abc");
-        assert_eq!(p[26], b'a');
+        assert_eq!(&p[..3], b"@ab");
+        assert_eq!(p[27], b'a');
+        assert!(p.iter().all(|b| b.is_ascii_graphic()));
+    }
+
+    #[test]
+    fn an_echo_message_is_a_malformed_http_request_from_its_first_byte() {
+        // What an HTTP server sees: an error at once, not a partial request.
+        let mut headers = [httparse::EMPTY_HEADER; 4];
+        let mut req = httparse::Request::new(&mut headers);
+        assert!(req.parse(&super::pattern(16)).is_err());
     }
 }

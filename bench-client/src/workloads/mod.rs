@@ -146,6 +146,9 @@ pub struct Slot {
     pub rbuf: http::ReadBuf,
     /// Echo payload.
     pub msg: Vec<u8>,
+    /// The kept-alive connection has answered an operation since its
+    /// handshake (a close before that is [`ErrorClass::WrongService`] for echo).
+    pub answered: bool,
 }
 
 impl Slot {
@@ -163,6 +166,7 @@ impl Slot {
             stream: None,
             rbuf: http::ReadBuf::new(),
             msg: echo::pattern(msg_len),
+            answered: false,
         }
     }
 }
@@ -190,14 +194,18 @@ pub async fn op(spec: &WorkloadSpec, slot: &mut Slot, t: &mut OpTimes) -> Result
         WorkloadSpec::Echo { size, chunk } => {
             connect_if_needed(slot, t).await?;
             let Slot {
-                stream, rbuf, msg, ..
+                stream,
+                rbuf,
+                msg,
+                answered,
+                ..
             } = slot;
             let Some(s) = stream.as_mut() else {
                 return Err(ErrorClass::Closed);
             };
             t.start = Instant::now();
             let before = s.byte_counts();
-            let res = echo::round_trip(s, rbuf, t, msg, *size, *chunk).await;
+            let res = echo::round_trip(s, rbuf, t, msg, *size, *chunk, !*answered).await;
             t.count_ciphertext(before, s.byte_counts());
             settle(slot, res)
         }
@@ -227,6 +235,7 @@ pub async fn prepare(
 async fn connect_if_needed(slot: &mut Slot, t: &mut OpTimes) -> Result<(), ErrorClass> {
     if slot.stream.is_none() {
         slot.rbuf.clear();
+        slot.answered = false;
         slot.stream = Some(slot.dialer.dial(t).await?);
     }
     Ok(())
@@ -235,6 +244,7 @@ async fn connect_if_needed(slot: &mut Slot, t: &mut OpTimes) -> Result<(), Error
 /// Drops the connection after an error, or when the server asked to close
 /// (`Ok(true)`); the next operation reconnects.
 fn settle(slot: &mut Slot, res: Result<bool, ErrorClass>) -> Result<(), ErrorClass> {
+    slot.answered |= res.is_ok();
     if !matches!(res, Ok(false)) {
         slot.stream = None;
     }
@@ -281,7 +291,7 @@ async fn one_shot_exchange(
             let base = t.start;
             t.start = req_start;
             let n = slot.msg.len();
-            let res = echo::round_trip(stream, &mut slot.rbuf, t, &slot.msg, n, n).await;
+            let res = echo::round_trip(stream, &mut slot.rbuf, t, &slot.msg, n, n, true).await;
             t.start = base;
             if res.is_ok() {
                 let _ = stream.close().await;

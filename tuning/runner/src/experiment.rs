@@ -275,10 +275,17 @@ impl Experiment {
                     w.name
                 ));
             }
+            check_client_args(&w.args[1..])
+                .map_err(|e| format!("[[workload]] `{}`: `args` {e}", w.name))?;
         }
+        check_client_args(&self.client.args).map_err(|e| format!("[client] `args` {e}"))?;
         for k in &self.knobs {
             if k.values.is_empty() {
                 return Err(format!("knob `{}`: `values` is empty", k.name));
+            }
+            if k.side == Side::Client {
+                check_client_args(std::slice::from_ref(&k.flag))
+                    .map_err(|e| format!("[[knob]] `{}`: `flag` {e}", k.name))?;
             }
         }
         for s in &self.sysctls {
@@ -312,6 +319,88 @@ impl Experiment {
     pub fn run_time(&self) -> Duration {
         parse_duration(&self.duration).unwrap_or_default()
             + parse_duration(&self.warmup).unwrap_or_default()
+    }
+}
+
+/// bench-client flags the runner sets itself on every run, with what to
+/// do instead: (long flag, short flag, advice).
+const RUNNER_FLAGS: &[(&str, Option<char>, &str)] = &[
+    (
+        "--duration",
+        Some('d'),
+        "set the top-level `duration` (or `uringtls-tune run --duration`)",
+    ),
+    (
+        "--warmup",
+        Some('w'),
+        "set the top-level `warmup` (or `uringtls-tune run --warmup`)",
+    ),
+    ("--json", None, "the runner writes each run's JSON to raw/"),
+    ("--hgrm", None, "the runner writes each run's .hgrm to raw/"),
+    (
+        "--server-metrics",
+        None,
+        "the runner measures the server it started",
+    ),
+    (
+        "--quick",
+        None,
+        "it replaces the duration and warmup; set `duration` and `warmup` instead",
+    ),
+];
+
+/// bench-client's short flags that take no value (may precede another in a
+/// cluster such as `-qd 5s`).
+const SHORT_SWITCHES: &[char] = &['q', 'k'];
+
+/// Rejects bench-client arguments the runner adds itself (the README's
+/// rule): `--duration`/`-d`, `--warmup`/`-w`, `--json`, `--hgrm`,
+/// `--server-metrics`, `--quick`, and a target URL or `HOST:PORT`.
+pub fn check_client_args(args: &[String]) -> Result<(), String> {
+    for (i, a) in args.iter().enumerate() {
+        if let Some(long) = a.strip_prefix("--") {
+            let name = long.split('=').next().unwrap_or(long);
+            if let Some((flag, _, advice)) = RUNNER_FLAGS.iter().find(|f| &f.0[2..] == name) {
+                return Err(format!(
+                    "has `{a}`: the runner adds {flag} to every run; remove it: {advice}"
+                ));
+            }
+        } else if let Some(shorts) = a.strip_prefix('-').filter(|s| !s.is_empty()) {
+            for c in shorts.chars() {
+                if let Some((flag, _, advice)) = RUNNER_FLAGS.iter().find(|f| f.1 == Some(c)) {
+                    return Err(format!(
+                        "has `{a}` (-{c} is {flag}): the runner adds {flag} to every run; remove it: {advice}"
+                    ));
+                }
+                if !SHORT_SWITCHES.contains(&c) {
+                    break;
+                }
+            }
+        } else {
+            let after_header = i > 0 && matches!(args[i - 1].as_str(), "-H" | "--header");
+            if !after_header && looks_like_target(a) {
+                return Err(format!(
+                    "has `{a}`, which looks like a target: the runner passes the server's address (set `server.target` for a fixed one)"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `https://...`, or `HOST:PORT` with a numeric port.
+fn looks_like_target(a: &str) -> bool {
+    if a.contains("://") {
+        return true;
+    }
+    match a.rsplit_once(':') {
+        Some((host, port)) => {
+            !host.is_empty()
+                && !host.contains(char::is_whitespace)
+                && !port.is_empty()
+                && port.chars().all(|c| c.is_ascii_digit())
+        }
+        None => false,
     }
 }
 
@@ -387,6 +476,76 @@ mod tests {
              [[sysctl]]\nkey = \"net.core.somaxconn\"\nvalues = [\"128\"]"
         );
         assert!(Experiment::parse(&dup).unwrap_err().contains("two axes"));
+    }
+
+    fn with_workload_args(args: &str) -> Result<Experiment, String> {
+        Experiment::parse(&format!(
+            r#"
+            name = "t"
+            [server]
+            command = ["{{engine}}"]
+            [[workload]]
+            name = "ka"
+            args = {args}
+            "#
+        ))
+    }
+
+    #[test]
+    fn workload_args_the_runner_adds_itself_are_rejected_naming_the_workload() {
+        for (args, says) in [
+            (r#"["http", "--duration", "5s"]"#, "--duration"),
+            (r#"["http", "--duration=5s"]"#, "--duration"),
+            (r#"["http", "-d", "5s"]"#, "-d is --duration"),
+            (r#"["http", "-qd5s"]"#, "-d is --duration"),
+            (r#"["http", "-w", "1s"]"#, "--warmup"),
+            (r#"["http", "--json", "x.json"]"#, "--json"),
+            (r#"["http", "--hgrm", "x"]"#, "--hgrm"),
+            (r#"["http", "--server-metrics", "1"]"#, "--server-metrics"),
+            (r#"["http", "--quick"]"#, "--quick"),
+            (
+                r#"["http", "https://127.0.0.1:8443/"]"#,
+                "looks like a target",
+            ),
+            (r#"["http", "127.0.0.1:8443"]"#, "looks like a target"),
+        ] {
+            let e = with_workload_args(args).unwrap_err();
+            assert!(
+                e.starts_with("[[workload]] `ka`: `args` has"),
+                "{args}: {e}"
+            );
+            assert!(e.contains(says), "{args}: {e}");
+        }
+    }
+
+    #[test]
+    fn ordinary_workload_args_are_accepted() {
+        for args in [
+            r#"["http", "--connections", "64", "-c", "8", "-qk"]"#,
+            r#"["http", "-H", "Host: a:80", "--rate", "1000"]"#,
+            r#"["handshake", "--request", "http", "-t", "2"]"#,
+        ] {
+            assert!(with_workload_args(args).is_ok(), "{args}");
+        }
+    }
+
+    #[test]
+    fn client_args_and_client_knobs_are_checked_too() {
+        let e = Experiment::parse(&format!("{MINIMAL}\n[client]\nargs = [\"--json\", \"-\"]"))
+            .unwrap_err();
+        assert!(e.starts_with("[client] `args` has `--json`"), "{e}");
+        let knob = r#"
+            [[knob]]
+            name = "len"
+            flag = "--duration"
+            side = "client"
+            values = ["1s"]
+        "#;
+        let e = Experiment::parse(&format!("{MINIMAL}{knob}")).unwrap_err();
+        assert!(
+            e.starts_with("[[knob]] `len`: `flag` has `--duration`"),
+            "{e}"
+        );
     }
 
     #[test]

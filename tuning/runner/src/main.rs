@@ -59,6 +59,9 @@ enum Cmd {
     Plan {
         /// The experiment (TOML).
         experiment: PathBuf,
+        /// Sysctl root the keys are checked against (a fake folder for tests).
+        #[arg(long, default_value = PROC_SYS)]
+        sysctl_root: PathBuf,
     },
     /// Rewrites summary and plots of a results folder from its runs.json.
     Report {
@@ -95,6 +98,7 @@ fn main() -> ExitCode {
             exp.duration = duration.unwrap_or(exp.duration);
             exp.warmup = warmup.unwrap_or(exp.warmup);
             exp.validate()?;
+            check_sysctls(&experiment, &exp, &sysctl_root)?;
             let out = out.unwrap_or_else(|| default_out(&exp.name));
             let opts = Options {
                 out,
@@ -105,7 +109,10 @@ fn main() -> ExitCode {
             };
             run_cmd(&experiment, &exp, opts, !no_snapshot)
         }),
-        Cmd::Plan { experiment } => plan(&experiment),
+        Cmd::Plan {
+            experiment,
+            sysctl_root,
+        } => plan(&experiment, &sysctl_root),
         Cmd::Report { dir } => report(&dir),
         Cmd::Restore { file, sysctl_root } => restore(&file, &sysctl_root),
     };
@@ -120,6 +127,11 @@ fn main() -> ExitCode {
 
 fn load(path: &Path) -> Result<Experiment, String> {
     Experiment::load(path)
+}
+
+/// The `[[sysctl]]` keys exist on this kernel; errors name the file.
+fn check_sysctls(path: &Path, exp: &Experiment, root: &Path) -> Result<(), String> {
+    sysctl::check_axes(exp, &Sysctls::new(root)).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Profile paths are relative to the experiment file.
@@ -233,19 +245,30 @@ fn run_cmd(
         ExitCode::from(130)
     } else if !outcome.not_restored.is_empty() {
         ExitCode::FAILURE
+    } else if let Some(why) = outcome.no_result() {
+        eprintln!("uringtls-tune: error: {why}");
+        ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
     })
 }
 
-fn plan(path: &Path) -> Result<ExitCode, String> {
+fn plan(path: &Path, root: &Path) -> Result<ExitCode, String> {
     let exp = load(path)?;
+    check_sysctls(path, &exp, root)?;
     let cells = cells_of(path, &exp)?;
     let runs = schedule(cells.len(), exp.repetitions).len();
+    let sysctls = Sysctls::new(root);
     for c in &cells {
         println!("cell {:>3}: {}", c.index, c.label());
         for (k, v) in &c.sysctls {
-            println!("           {k} = {v}");
+            // Only a profile can still name a missing key (axes are checked).
+            let note = if sysctls.exists(k) {
+                ""
+            } else {
+                "   (not on this kernel: this cell will be skipped)"
+            };
+            println!("           {k} = {v}{note}");
         }
     }
     let total = exp.run_time() * runs as u32;

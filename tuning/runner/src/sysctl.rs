@@ -3,7 +3,7 @@
 //! original values before anything changes and puts them back on drop,
 //! on error and on Ctrl-C (the runner drops it on every path out).
 
-use crate::experiment::check_key;
+use crate::experiment::{check_key, Experiment};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{self, Write};
@@ -32,6 +32,11 @@ impl Sysctls {
     /// `net.core.somaxconn` -> `ROOT/net/core/somaxconn`.
     pub fn path(&self, key: &str) -> PathBuf {
         self.root.join(key.replace('.', "/"))
+    }
+
+    /// Whether this kernel (root) has `key`.
+    pub fn exists(&self, key: &str) -> bool {
+        check_key(key).is_ok() && self.path(key).exists()
     }
 
     /// The current value, trimmed.
@@ -247,6 +252,58 @@ pub fn load_conf(path: &Path) -> Result<Vec<(String, String)>, String> {
     parse_conf(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// Every `[[sysctl]]` key of `exp` must exist under `sysctls`' root: a
+/// misspelt key is an error naming the field (with the nearest existing
+/// name), not a cell skipped at run time.
+pub fn check_axes(exp: &Experiment, sysctls: &Sysctls) -> Result<(), String> {
+    for axis in &exp.sysctls {
+        if sysctls.exists(&axis.key) {
+            continue;
+        }
+        let hint = match nearest_key(sysctls, &axis.key) {
+            Some(k) => format!("did you mean `{k}`?"),
+            None => format!(
+                "check the name with `sysctl -a | grep {}`",
+                axis.key.rsplit(['.', '/']).next().unwrap_or(&axis.key)
+            ),
+        };
+        return Err(format!(
+            "[[sysctl]] key `{}`: no such sysctl on this kernel ({} does not exist); {hint}",
+            axis.key,
+            sysctls.path(&axis.key).display()
+        ));
+    }
+    Ok(())
+}
+
+/// The existing key closest to `key` (same folder, at most 2 edits).
+fn nearest_key(sysctls: &Sysctls, key: &str) -> Option<String> {
+    let (dir, leaf) = key.rsplit_once('.')?;
+    let entries = std::fs::read_dir(sysctls.path(dir)).ok()?;
+    entries
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .map(|name| (edit_distance(&name, leaf), name))
+        .filter(|(d, _)| *d <= 2)
+        .min()
+        .map(|(_, name)| format!("{dir}.{name}"))
+}
+
+/// Levenshtein distance (short names only).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -373,5 +430,43 @@ mod tests {
         let back = parse_conf(&saved.to_conf()).unwrap();
         assert_eq!(back.len(), 2);
         assert_eq!(back[1].1, "4096\t131072\t6291456");
+    }
+
+    #[test]
+    fn a_sysctl_axis_this_kernel_lacks_is_an_error_naming_the_key_and_the_nearest_name() {
+        let (_dir, s) = fake_root();
+        let exp = |key: &str| {
+            Experiment::parse(&format!(
+                r#"
+                name = "t"
+                [server]
+                command = ["x"]
+                [[sysctl]]
+                key = "{key}"
+                values = ["1"]
+                [[workload]]
+                name = "w"
+                args = ["http"]
+                "#
+            ))
+            .unwrap()
+        };
+        assert_eq!(check_axes(&exp("net.core.somaxconn"), &s), Ok(()));
+        let e = check_axes(&exp("net.core.somaxconnn"), &s).unwrap_err();
+        assert!(
+            e.starts_with("[[sysctl]] key `net.core.somaxconnn`: no such sysctl on this kernel"),
+            "{e}"
+        );
+        assert!(e.contains("did you mean `net.core.somaxconn`?"), "{e}");
+        let e = check_axes(&exp("net.nothing.here"), &s).unwrap_err();
+        assert!(e.contains("sysctl -a | grep here"), "{e}");
+    }
+
+    #[test]
+    fn edit_distance_counts_single_character_edits() {
+        assert_eq!(edit_distance("somaxconn", "somaxconn"), 0);
+        assert_eq!(edit_distance("somaxconn", "somaxcon"), 1);
+        assert_eq!(edit_distance("tcp_rmem", "tcp_wmem"), 1);
+        assert_eq!(edit_distance("abc", "xyz"), 3);
     }
 }

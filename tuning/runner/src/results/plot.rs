@@ -10,6 +10,14 @@ use std::path::Path;
 
 const SIZE: (u32, u32) = (960, 540);
 const FONT: &str = "sans-serif";
+/// Chart margin on every side, pixels (more where a label needs it).
+const MARGIN: u32 = 16;
+/// Width of the y-axis label area, pixels.
+const Y_LABEL_AREA: u32 = 70;
+/// Font size of the x-axis labels, pixels.
+const X_LABEL_PX: u32 = 12;
+/// Space kept between a label and the SVG's edge, pixels.
+const EDGE_GAP: f64 = 4.0;
 
 /// One configuration's value in a per-configuration plot.
 #[derive(Debug, Clone, PartialEq)]
@@ -68,13 +76,27 @@ pub fn per_config(
         .fold(0.0f64, f64::max)
         .max(1.0)
         * 1.1;
+    let upright = n <= 6;
+    let (left, right) = if upright {
+        let width = |i: usize| {
+            text_width(
+                &labels.get(i).cloned().unwrap_or_default(),
+                X_LABEL_PX.into(),
+            )
+        };
+        segment_margins(n, width(0), width(n - 1))
+    } else {
+        (MARGIN, MARGIN)
+    };
     let root = SVGBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
     let mut chart = ChartBuilder::on(&root)
         .caption(title, (FONT, 22))
-        .margin(16)
-        .x_label_area_size(if n > 6 { 90 } else { 40 })
-        .y_label_area_size(70)
+        .margin(MARGIN)
+        .margin_left(left)
+        .margin_right(right)
+        .x_label_area_size(if upright { 40 } else { 90 })
+        .y_label_area_size(Y_LABEL_AREA)
         .build_cartesian_2d((0..n as i32 - 1).into_segmented(), 0.0..y_max)
         .map_err(err)?;
     let label_of = |v: &SegmentValue<i32>| match v {
@@ -91,7 +113,9 @@ pub fn per_config(
         .x_labels(n)
         .x_label_formatter(&label_of)
         .disable_x_mesh();
-    if n > 6 {
+    if upright {
+        mesh.x_label_style((FONT, X_LABEL_PX));
+    } else {
         mesh.x_label_style(
             (FONT, 12)
                 .into_font()
@@ -111,6 +135,30 @@ pub fn per_config(
         .draw()
         .map_err(err)?;
     root.present().map_err(err)
+}
+
+/// Left and right margins that keep the first and last upright labels of
+/// `n` equal segments inside the SVG: each is centred in its segment, so a
+/// label wider than its segment reaches past the plot's edge.
+fn segment_margins(n: usize, first: f64, last: f64) -> (u32, u32) {
+    let w = f64::from(SIZE.0);
+    let (mut left, mut right) = (f64::from(MARGIN), f64::from(MARGIN));
+    // Each step removes at least half the overflow; a few suffice.
+    for _ in 0..16 {
+        let x0 = left + f64::from(Y_LABEL_AREA);
+        let seg = (w - right - x0).max(1.0) / n as f64;
+        let over_left = EDGE_GAP - (x0 + seg / 2.0 - first / 2.0);
+        let over_right = (w - right - seg / 2.0 + last / 2.0) - (w - EDGE_GAP);
+        if over_left <= 0.0 && over_right <= 0.0 {
+            break;
+        }
+        left += over_left.max(0.0);
+        right += over_right.max(0.0);
+    }
+    // Never more than a third of the width each: an absurdly long label is
+    // clipped rather than squeezing the plot to nothing.
+    let cap = w / 3.0;
+    (left.min(cap).ceil() as u32, right.min(cap).ceil() as u32)
 }
 
 type SegChart<'a> =
@@ -153,6 +201,21 @@ pub fn y_label(v: f64, max: f64) -> String {
     }
 }
 
+/// Estimated width in pixels of `text` at `px` pixels (sans-serif; a
+/// little wide on purpose: narrow punctuation 0.3 em, `%`, `m`, `w` and
+/// capitals up to 0.9 em, everything else 0.6 em).
+pub fn text_width(text: &str, px: f64) -> f64 {
+    text.chars()
+        .map(|c| match c {
+            '.' | ',' | ':' | ';' | '\'' | '|' | '!' | 'i' | 'l' | 'j' | ' ' | '/' => 0.3,
+            '%' | 'm' | 'w' | 'M' | 'W' | '@' => 0.9,
+            c if c.is_ascii_uppercase() => 0.7,
+            _ => 0.6,
+        })
+        .sum::<f64>()
+        * px
+}
+
 /// `10` -> `90%`, `1000` -> `99.9%`.
 pub fn percentile_label(x: f64) -> String {
     let p = 100.0 * (1.0 - 1.0 / x);
@@ -177,17 +240,22 @@ pub fn percentile_curves(path: &Path, title: &str, curves: &[Curve]) -> Result<(
         .flat_map(|c| c.points.iter().filter(|p| usable(p.0)).map(|p| p.1))
         .fold(1.0f64, f64::max)
         * 1.1;
+    // The last label is centred on the plot's right edge: leave it room.
+    let last = text_width(&percentile_label(x_max), X_LABEL_PX.into());
+    let right = MARGIN.max((last / 2.0 + EDGE_GAP).ceil() as u32);
     let root = SVGBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
     let mut chart = ChartBuilder::on(&root)
         .caption(title, (FONT, 22))
-        .margin(16)
+        .margin(MARGIN)
+        .margin_right(right)
         .x_label_area_size(40)
-        .y_label_area_size(70)
+        .y_label_area_size(Y_LABEL_AREA)
         .build_cartesian_2d((1.0..x_max).log_scale(), 0.0..y_max)
         .map_err(err)?;
     chart
         .configure_mesh()
+        .x_label_style((FONT, X_LABEL_PX))
         .x_desc("percentile")
         .y_desc("latency (µs)")
         .x_label_formatter(&|x| percentile_label(*x))
@@ -289,6 +357,89 @@ mod tests {
         for needle in ["sqpoll=off", "sqpoll=10", "99.9%", "90%", "<polyline"] {
             assert!(svg.contains(needle), "missing {needle}");
         }
+    }
+
+    /// Every horizontal text of an SVG as (left, right, text), from its
+    /// `x`, `text-anchor`, `font-size` and the [`text_width`] estimate.
+    /// Rotated texts (a `transform`) are left out.
+    fn text_extents(svg: &str) -> Vec<(f64, f64, String)> {
+        let attr = |tag: &str, name: &str| -> Option<String> {
+            let at = tag.find(&format!(" {name}=\""))? + name.len() + 3;
+            Some(tag[at..].split('"').next()?.to_string())
+        };
+        svg.split("<text")
+            .skip(1)
+            .filter_map(|chunk| {
+                let (tag, rest) = chunk.split_once('>')?;
+                if tag.contains("transform") {
+                    return None;
+                }
+                let text = rest.split("</text>").next()?.trim().to_string();
+                let x: f64 = attr(tag, "x")?.parse().ok()?;
+                let size: f64 = attr(tag, "font-size")?.parse().ok()?;
+                let w = text_width(&text, size);
+                let left = match attr(tag, "text-anchor").as_deref() {
+                    Some("middle") => x - w / 2.0,
+                    Some("end") => x - w,
+                    _ => x,
+                };
+                Some((left, left + w, text))
+            })
+            .collect()
+    }
+
+    fn assert_inside(svg: &str, needle: &str) {
+        let texts = text_extents(svg);
+        assert!(
+            texts.iter().any(|t| t.2 == needle),
+            "no text {needle}: {texts:?}"
+        );
+        for (left, right, text) in texts {
+            assert!(
+                left >= 0.0 && right <= f64::from(SIZE.0),
+                "`{text}` spans {left:.1}..{right:.1}, outside 0..{}",
+                SIZE.0
+            );
+        }
+    }
+
+    #[test]
+    fn the_last_percentile_label_fits_inside_the_svg() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("lat.svg");
+        // Points up to 99.99%: the axis ends at 99.999%, the widest label,
+        // drawn centred on the plot's right edge.
+        let curve = Curve {
+            name: "cell".into(),
+            points: [0.5, 0.9, 0.99, 0.999, 0.9999]
+                .iter()
+                .map(|&q: &f64| (q, 10.0 / (1.0 - q)))
+                .collect(),
+        };
+        percentile_curves(&p, "latency", &[curve]).unwrap();
+        assert_inside(&std::fs::read_to_string(&p).unwrap(), "99.999%");
+    }
+
+    #[test]
+    fn the_last_configuration_label_fits_inside_the_svg() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.svg");
+        let long = "4096/keepalive/../sysctl/short-connections.conf";
+        // Six configurations (the most drawn upright): narrow segments.
+        let mut points: Vec<Point> = (0..5).map(|i| point(&format!("{i}/ka"), 9.0)).collect();
+        points.push(point(long, 7.0));
+        let series = vec![Series {
+            name: "ops/s".into(),
+            points,
+        }];
+        per_config(&p, "throughput", "ring/workload/profile", "ops/s", &series).unwrap();
+        assert_inside(&std::fs::read_to_string(&p).unwrap(), long);
+    }
+
+    #[test]
+    fn text_width_is_estimated_from_character_classes() {
+        assert!((text_width("99.9%", 10.0) - 10.0 * (3.0 * 0.6 + 0.3 + 0.9)).abs() < 1e-9);
+        assert!(text_width("WWW", 10.0) > text_width("iii", 10.0) * 2.0);
     }
 
     #[test]

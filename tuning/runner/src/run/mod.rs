@@ -53,6 +53,27 @@ pub struct Outcome {
     pub files: Vec<PathBuf>,
 }
 
+impl Outcome {
+    /// Why the experiment measured nothing, when no run succeeded: counts
+    /// of failed runs and skipped cells, and the first failure's message.
+    pub fn no_result(&self) -> Option<String> {
+        if self.rows.iter().any(|r| r.status == Status::Ok) {
+            return None;
+        }
+        let count = |s: Status| self.rows.iter().filter(|r| r.status == s).count();
+        let first = self
+            .rows
+            .first()
+            .map(|r| format!("; first: cell {} ({}): {}", r.cell, r.label, r.message))
+            .unwrap_or_default();
+        Some(format!(
+            "no cell produced a result ({} runs failed, {} cells skipped{first}); see runs.csv and raw/*.out",
+            count(Status::Failed),
+            count(Status::Skipped),
+        ))
+    }
+}
+
 /// Runs the experiment's cells in an interleaved schedule.
 pub fn run(
     exp: &Experiment,

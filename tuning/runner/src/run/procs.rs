@@ -195,13 +195,13 @@ pub fn proc_cpu_seconds(pid: u32) -> Option<f64> {
     (hz > 0).then(|| ticks / hz as f64)
 }
 
-/// Runs bench-client to completion; stdout goes to `stdout_file`.
-/// Returns Err with its stderr when it exits non-zero.
-pub fn run_client(argv: &[String], stdout_file: &Path, stop: &Stop) -> Result<(), String> {
+/// Runs bench-client to completion. Its stdout, then its stderr, go to
+/// `out_file` (so a failed run leaves its error there too). Returns Err
+/// with the exit status and the first error line of stderr when it exits
+/// non-zero.
+pub fn run_client(argv: &[String], out_file: &Path, stop: &Stop) -> Result<(), String> {
     let mut cmd = command(argv)?;
-    let out = std::fs::File::create(stdout_file)
-        .map_err(|e| format!("{}: {e}", stdout_file.display()))?;
-    cmd.stdout(out).stderr(Stdio::piped());
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let child = cmd
         .spawn()
         .map_err(|e| format!("cannot start `{}`: {e}", argv[0]))?;
@@ -210,19 +210,36 @@ pub fn run_client(argv: &[String], stdout_file: &Path, stop: &Stop) -> Result<()
     let output = child.wait_with_output();
     stop.untrack(pid);
     let output = output.map_err(|e| e.to_string())?;
+    let mut text = output.stdout.clone();
+    if !output.stderr.is_empty() {
+        if !text.is_empty() && !text.ends_with(b"\n") {
+            text.push(b'\n');
+        }
+        text.extend_from_slice(&output.stderr);
+    }
+    std::fs::write(out_file, &text).map_err(|e| format!("{}: {e}", out_file.display()))?;
     if output.status.success() {
         Ok(())
     } else {
         let err = String::from_utf8_lossy(&output.stderr);
-        let tail: String = err
-            .trim()
-            .lines()
-            .rev()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" | ");
-        Err(format!("bench-client {}: {tail}", output.status))
+        Err(format!(
+            "bench-client {}: {}",
+            output.status,
+            first_error_line(&err)
+        ))
     }
+}
+
+/// The line of `stderr` that says what went wrong: the first one with
+/// `error` in it (clap's `error: unexpected argument ...`, bench-client's
+/// `bench-client: error: ...`), else the first non-empty one.
+pub fn first_error_line(stderr: &str) -> String {
+    let lines = || stderr.lines().map(str::trim).filter(|l| !l.is_empty());
+    lines()
+        .find(|l| l.to_ascii_lowercase().contains("error"))
+        .or_else(|| lines().next())
+        .unwrap_or("(no output on stderr)")
+        .to_string()
 }
 
 /// What one bench-client JSON document says.
@@ -302,6 +319,45 @@ mod tests {
         assert!(m.client_saturated);
         assert_eq!(m.resumed_share, None);
         assert!(measured(&serde_json::json!({})).is_err());
+    }
+
+    #[test]
+    fn the_first_error_line_is_kept_not_clap_usage_lines() {
+        let clap = "error: the argument '--duration <DURATION>' cannot be used multiple times\n\n\
+                    Usage: bench-client http [OPTIONS] <TARGET>\n\n\
+                    For more information, try '--help'.\n";
+        assert_eq!(
+            first_error_line(clap),
+            "error: the argument '--duration <DURATION>' cannot be used multiple times"
+        );
+        let ours = "bench-client: note: certificate not verified\n\
+                    bench-client: error: cannot connect to 127.0.0.1:9: connection refused\n";
+        assert_eq!(
+            first_error_line(ours),
+            "bench-client: error: cannot connect to 127.0.0.1:9: connection refused"
+        );
+        assert_eq!(first_error_line("\n  killed\n"), "killed");
+        assert_eq!(first_error_line(""), "(no output on stderr)");
+    }
+
+    #[test]
+    fn a_failed_client_leaves_its_stderr_in_the_out_file_and_the_error_in_the_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("run.out");
+        let argv: Vec<String> = [
+            "sh",
+            "-c",
+            "echo partial summary; printf 'error: unexpected argument\\n\\nUsage: x\\n\\nFor more information, try --help.\\n' >&2; exit 2",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let err = run_client(&argv, &out, &Stop::new()).unwrap_err();
+        assert!(err.ends_with(": error: unexpected argument"), "{err}");
+        let text = std::fs::read_to_string(&out).unwrap();
+        assert!(text.starts_with("partial summary\n"), "{text}");
+        assert!(text.contains("error: unexpected argument"), "{text}");
+        assert!(text.contains("For more information"), "{text}");
     }
 
     #[test]
