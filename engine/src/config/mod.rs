@@ -271,6 +271,11 @@ pub struct Options {
     /// Log filter, e.g. `info` or `uringtls=debug` [default: info, or RUST_LOG].
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
+    /// Handshakes in progress per shard; at the limit the shard stops
+    /// accepting until one ends (new connections wait in the backlog).
+    /// Worst case ~74 KiB each [default: 1024].
+    #[arg(long, value_name = "N")]
+    pub max_handshakes: Option<usize>,
 }
 
 /// The resolved, validated settings the engine runs with.
@@ -493,6 +498,7 @@ impl Options {
             user,
             group,
             insecure_key_permissions,
+            max_handshakes,
         );
         m.finish()
     }

@@ -9,8 +9,10 @@
 
 pub mod listener;
 mod state;
+pub mod trim;
 
 pub use listener::ListenOptions;
+use state::HandshakeSlot;
 pub use state::{Counters, ShardState};
 
 use crate::io::{self, Conn, Listener, RingOptions, Runtime};
@@ -335,6 +337,7 @@ impl<S: Service> ShardTask<S> {
         if let Some(h) = &hub {
             io::spawn(h.register(id).serve(state.clone()));
         }
+        io::spawn(trim::run(state.clone()));
         let limits = Rc::new(ShardLimits::new(settings.global_conns.clone()));
         let ctx = Rc::new(ConnCtx {
             limits,
@@ -350,7 +353,27 @@ impl<S: Service> ShardTask<S> {
         // attempt fails (each 10 ms, below); failures less than
         // FD_EPISODE_QUIET apart are one episode (one log line, one count).
         let mut fd_exhausted: Option<Instant> = None;
+        // Last time accept paused for the handshake budget (episodes as for fds).
+        let mut budget_full: Option<Instant> = None;
         loop {
+            let max = ctx.live.load().limits.admission.max_handshakes;
+            if state.handshakes() >= max {
+                Counters::bump(&state.counters.handshake_budget_pauses);
+                if budget_full.is_none_or(|t| t.elapsed() >= FD_EPISODE_QUIET) {
+                    tracing::warn!(
+                        shard = id,
+                        handshakes = state.handshakes(),
+                        "handshake budget full (max_handshakes): accept paused until one ends"
+                    );
+                }
+                tokio::select! {
+                    _ = state.handshake_room(max) => {
+                        budget_full = Some(Instant::now());
+                        continue;
+                    }
+                    _ = stop.wait_for(|s| *s) => break,
+                }
+            }
             tokio::select! {
                 res = listener.accept() => match res {
                     Ok((conn, peer)) => {
@@ -536,13 +559,16 @@ impl<S: Service> ConnCtx<S> {
             admitted: Some(admitted),
             epoch: self.epoch,
         };
+        // Counted from here, so that the accept loop sees it before its
+        // next accept.
+        let handshake = st.handshake_started();
         io::spawn(async move {
             let _guard = guard;
-            self.serve_conn(conn, peer).await;
+            self.serve_conn(conn, peer, handshake).await;
         });
     }
 
-    async fn serve_conn(&self, conn: Conn, peer: SocketAddr) {
+    async fn serve_conn(&self, conn: Conn, peer: SocketAddr, handshake: HandshakeSlot) {
         let started = Instant::now();
         let cur = self.live.load_full();
         let tls = match crate::tls::ServerConn::new(cur.tls.clone()) {
@@ -555,7 +581,9 @@ impl<S: Service> ConnCtx<S> {
             }
         };
         let mut stream = ServerStream::new(conn, tls);
-        let why = self.drive(&mut stream, &cur.limits, peer, started).await;
+        let why = self
+            .drive(&mut stream, &cur.limits, peer, started, handshake)
+            .await;
         let bytes = stream.byte_counts();
         self.state.metrics.closed(why, bytes);
         if cur.limits.access_log {
@@ -570,6 +598,7 @@ impl<S: Service> ConnCtx<S> {
         limits: &ShardSettings,
         peer: SocketAddr,
         started: Instant,
+        handshake: HandshakeSlot,
     ) -> CloseReason {
         stream.set_write_timeout(Some(limits.write_timeout));
         stream.hold_last_flight(Some(LAST_FLIGHT_HOLD));
@@ -580,7 +609,9 @@ impl<S: Service> ConnCtx<S> {
             limits.handshake_timeout,
             stream.handshake_lazy(),
         ));
-        match hf.await {
+        let done = hf.await;
+        drop(handshake);
+        match done {
             Err(_) => {
                 Counters::bump(&c.handshake_timeouts);
                 tracing::debug!(%peer, "handshake timeout");

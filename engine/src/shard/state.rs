@@ -2,6 +2,7 @@
 //! `Rc` on its shard's thread; no atomics, no locks.
 
 use std::cell::Cell;
+use std::rc::Rc;
 use tokio::sync::Notify;
 
 /// Counters of one shard (plain cells: only the shard's thread touches them).
@@ -25,6 +26,10 @@ pub struct Counters {
     pub proxied: Cell<u64>,
     /// proxy: connections closed because no upstream could be reached.
     pub upstream_failures: Cell<u64>,
+    /// Times freed memory was returned to the OS (`malloc_trim`).
+    pub memory_trims: Cell<u64>,
+    /// Times accept paused because `max_handshakes` handshakes were in progress.
+    pub handshake_budget_pauses: Cell<u64>,
 }
 
 impl Counters {
@@ -47,6 +52,16 @@ pub struct ShardState {
     draining: Cell<bool>,
     drain: Notify,
     idle: Notify,
+    /// Highest `active` since the last memory trim (see [`super::trim`]).
+    trim_peak: Cell<usize>,
+    /// A trim was asked for and has not run yet.
+    trim_asked: Cell<bool>,
+    trim: Notify,
+    /// Handshakes in progress (admitted, handshake not ended yet).
+    handshakes: Cell<usize>,
+    /// The accept loop waits for a handshake to end.
+    handshake_waiter: Cell<bool>,
+    handshake_ended: Notify,
 }
 
 impl ShardState {
@@ -60,6 +75,12 @@ impl ShardState {
             draining: Cell::new(false),
             drain: Notify::new(),
             idle: Notify::new(),
+            trim_peak: Cell::new(0),
+            trim_asked: Cell::new(false),
+            trim: Notify::new(),
+            handshakes: Cell::new(0),
+            handshake_waiter: Cell::new(false),
+            handshake_ended: Notify::new(),
         }
     }
 
@@ -69,7 +90,11 @@ impl ShardState {
     }
 
     pub(crate) fn conn_opened(&self) {
-        self.active.set(self.active.get() + 1);
+        let n = self.active.get() + 1;
+        self.active.set(n);
+        if n > self.trim_peak.get() {
+            self.trim_peak.set(n);
+        }
     }
 
     pub(crate) fn conn_closed(&self) {
@@ -77,6 +102,58 @@ impl ShardState {
         self.active.set(n);
         if n == 0 {
             self.idle.notify_waiters();
+        }
+        if !self.trim_asked.get() && super::trim::trim_due(self.trim_peak.get(), n) {
+            self.trim_asked.set(true);
+            self.trim.notify_one();
+        }
+    }
+
+    /// Completes once a memory trim is asked for.
+    pub(crate) async fn trim_requested(&self) {
+        self.trim.notified().await
+    }
+
+    /// Whether the fall that asked for a trim is still there.
+    pub(crate) fn trim_still_due(&self) -> bool {
+        let due = super::trim::trim_due(self.trim_peak.get(), self.active.get());
+        if !due {
+            self.trim_asked.set(false);
+        }
+        due
+    }
+
+    /// A trim ran (`trimmed`), or could not (no allocator support): the
+    /// next one is measured from the count now.
+    pub(crate) fn trim_done(&self, trimmed: bool) {
+        self.trim_peak.set(self.active.get());
+        self.trim_asked.set(false);
+        if trimmed {
+            Counters::bump(&self.counters.memory_trims);
+        }
+    }
+
+    /// Handshakes in progress on this shard.
+    pub fn handshakes(&self) -> usize {
+        self.handshakes.get()
+    }
+
+    /// Counts a handshake in progress until the slot is dropped.
+    pub(crate) fn handshake_started(self: &Rc<Self>) -> HandshakeSlot {
+        self.handshakes.set(self.handshakes.get() + 1);
+        HandshakeSlot(self.clone())
+    }
+
+    /// Completes once fewer than `max` handshakes are in progress.
+    pub(crate) async fn handshake_room(&self, max: usize) {
+        loop {
+            let wait = self.handshake_ended.notified();
+            if self.handshakes.get() < max {
+                self.handshake_waiter.set(false);
+                return;
+            }
+            self.handshake_waiter.set(true);
+            wait.await;
         }
     }
 
@@ -109,5 +186,64 @@ impl ShardState {
             }
             wait.await;
         }
+    }
+}
+
+/// One handshake in progress (see [`ShardState::handshake_started`]); the
+/// count drops, and a paused accept loop wakes, when it is dropped.
+#[derive(Debug)]
+pub(crate) struct HandshakeSlot(Rc<ShardState>);
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        let st = &self.0;
+        st.handshakes.set(st.handshakes.get().saturating_sub(1));
+        if st.handshake_waiter.get() {
+            st.handshake_ended.notify_waiters();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_large_fall_in_connections_asks_for_one_trim() {
+        let st = ShardState::new(0);
+        (0..300).for_each(|_| st.conn_opened());
+        (0..149).for_each(|_| st.conn_closed());
+        assert!(!st.trim_asked.get(), "151 open: not yet half of 300");
+        st.conn_closed();
+        assert!(st.trim_asked.get(), "150 open: half of the peak, 150 fewer");
+        assert!(st.trim_still_due());
+        st.trim_done(true);
+        assert_eq!(st.counters.memory_trims.get(), 1);
+        (0..100).for_each(|_| st.conn_closed());
+        assert!(!st.trim_asked.get(), "100 fewer than at the trim: too few");
+        (0..50).for_each(|_| st.conn_closed());
+        assert!(st.trim_asked.get(), "all 150 closed since the trim");
+    }
+
+    #[test]
+    fn a_trim_asked_for_is_dropped_when_connections_come_back() {
+        let st = ShardState::new(0);
+        (0..300).for_each(|_| st.conn_opened());
+        (0..300).for_each(|_| st.conn_closed());
+        (0..200).for_each(|_| st.conn_opened());
+        assert!(!st.trim_still_due());
+        assert!(!st.trim_asked.get(), "the next fall asks again");
+    }
+
+    #[test]
+    fn handshakes_are_counted_until_their_slot_is_dropped() {
+        let st = Rc::new(ShardState::new(0));
+        let a = st.handshake_started();
+        let b = st.handshake_started();
+        assert_eq!(st.handshakes(), 2);
+        drop(a);
+        assert_eq!(st.handshakes(), 1);
+        drop(b);
+        assert_eq!(st.handshakes(), 0);
     }
 }
