@@ -141,6 +141,9 @@ fn budget_holds_and_frees(backend: &str) {
         &budget,
         "--io-backend",
         backend,
+        // Stalled handshakes are cut off to make room only after 6 s.
+        "--handshake-timeout",
+        "60s",
     ]));
     let m = metrics_addr(&e);
     let within: Vec<TcpStream> = (0..BUDGET).map(|_| stalled_hello(e.addr())).collect();
@@ -186,4 +189,47 @@ fn budget_holds_and_frees(backend: &str) {
     eventually("no handshake left in progress", || {
         (value(&scrape(m), "uringtls_handshakes_in_progress", &[]) == 0.0).then_some(())
     });
+}
+
+#[test]
+fn a_budget_full_of_stalled_handshakes_makes_room_by_cutting_off_the_oldest_once_stale() {
+    const BUDGET: usize = 4;
+    let setup = Setup::new();
+    let budget = BUDGET.to_string();
+    // Stale after a tenth of the handshake timeout: 300 ms.
+    let e = start_engine(&setup.args(&[
+        "--shards",
+        "1",
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--max-handshakes",
+        &budget,
+        "--handshake-timeout",
+        "3s",
+    ]));
+    let m = metrics_addr(&e);
+    let mut stalled: Vec<TcpStream> = (0..BUDGET).map(|_| stalled_hello(e.addr())).collect();
+    eventually("the budget's handshakes in progress", || {
+        (value(&scrape(m), "uringtls_handshakes_in_progress", &[]) == BUDGET as f64).then_some(())
+    });
+    let mut c = operations_common::tls_from("127.0.0.1", e.addr(), &setup.client)
+        .expect("a new client gets a slot once the oldest stalled one is stale");
+    assert_eq!(
+        operations_common::get(&mut c).expect("GET"),
+        "HTTP/1.1 200 OK"
+    );
+    let t = scrape(m);
+    assert_eq!(
+        value(&t, "uringtls_handshake_evictions_total", &[]),
+        1.0,
+        "one stalled handshake made room for the one new client"
+    );
+    let oldest = &mut stalled[0];
+    oldest.set_read_timeout(Some(WAIT)).expect("read timeout");
+    let mut buf = [0u8; 16];
+    assert!(
+        matches!(std::io::Read::read(oldest, &mut buf), Ok(0) | Err(_)),
+        "the oldest stalled connection was closed by the engine"
+    );
+    operations_common::close(c);
 }

@@ -272,8 +272,9 @@ pub struct Options {
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
     /// Handshakes in progress per shard; at the limit the shard stops
-    /// accepting until one ends (new connections wait in the backlog).
-    /// Worst case ~74 KiB each [default: 1024].
+    /// accepting (new connections wait in the backlog) until one ends or
+    /// the oldest has run a tenth of the handshake timeout, which is then
+    /// cut off. Worst case ~74 KiB each [default: 1024].
     #[arg(long, value_name = "N")]
     pub max_handshakes: Option<usize>,
 }

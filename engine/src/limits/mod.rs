@@ -28,8 +28,9 @@
 //!
 //! The **handshake budget** (`max_handshakes`) is not a refusal: a shard
 //! with that many handshakes in progress does not accept at all until one
-//! ends (the accept loop in `shard`), so waiting connections stay in the
-//! kernel's backlog and cost no memory here.
+//! ends or the oldest is stale (the accept loop in `shard`, see
+//! `shard::handshakes`), so waiting connections stay in the kernel's
+//! backlog and cost no memory here.
 //!
 //! Everything that depends on time takes `now` as a parameter, so the tests
 //! move the clock instead of sleeping.
@@ -68,8 +69,10 @@ pub struct LimitSettings {
     /// Connections over all shards. `None`: only the per-shard cap applies.
     pub max_conns_total: Option<usize>,
     /// Handshakes in progress per shard (accepted, handshake not finished).
-    /// At the limit the shard stops accepting until one ends: new
-    /// connections wait in the listen backlog, holding no memory of ours.
+    /// At the limit the shard stops accepting until one ends, or until the
+    /// oldest has run a tenth of the handshake timeout (then the next
+    /// connection takes its slot): new connections wait in the listen
+    /// backlog, holding no memory of ours.
     /// Bounds what unauthenticated peers can pin per shard to
     /// `max_handshakes` times what one stalled handshake holds (its input
     /// is capped by `tls::session::MAX_HELD`; ~74 KiB measured for a

@@ -284,6 +284,13 @@ impl Scrape {
             "Times accept paused because max_handshakes handshakes were in progress.",
             |s, id| one(s.handshake_budget_pauses, id),
             ids,
+        )?;
+        self.counters(
+            e,
+            "handshake_evictions",
+            "Handshakes in progress for over a tenth of the handshake timeout, cut off to make room within max_handshakes.",
+            |s, id| one(s.handshake_evictions, id),
+            ids,
         )
     }
 }

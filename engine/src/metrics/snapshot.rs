@@ -52,6 +52,8 @@ pub struct ShardSnapshot {
     pub handshakes_in_progress: u64,
     /// Times accept paused for the handshake budget (`max_handshakes`).
     pub handshake_budget_pauses: u64,
+    /// Stale handshakes cut off to make room within the budget.
+    pub handshake_evictions: u64,
 }
 
 impl ShardSnapshot {
@@ -106,6 +108,7 @@ impl ShardSnapshot {
             memory_trims: c.memory_trims.get(),
             handshakes_in_progress: state.handshakes() as u64,
             handshake_budget_pauses: c.handshake_budget_pauses.get(),
+            handshake_evictions: c.handshake_evictions.get(),
         }
     }
 

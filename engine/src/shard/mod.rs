@@ -7,6 +7,7 @@
 //! its ring, and only when all report ready are they told to serve. If one
 //! fails, none serves and the error names the shard and the cause.
 
+mod handshakes;
 pub mod listener;
 mod state;
 pub mod trim;
@@ -356,23 +357,8 @@ impl<S: Service> ShardTask<S> {
         // Last time accept paused for the handshake budget (episodes as for fds).
         let mut budget_full: Option<Instant> = None;
         loop {
-            let max = ctx.live.load().limits.admission.max_handshakes;
-            if state.handshakes() >= max {
-                Counters::bump(&state.counters.handshake_budget_pauses);
-                if budget_full.is_none_or(|t| t.elapsed() >= FD_EPISODE_QUIET) {
-                    tracing::warn!(
-                        shard = id,
-                        handshakes = state.handshakes(),
-                        "handshake budget full (max_handshakes): accept paused until one ends"
-                    );
-                }
-                tokio::select! {
-                    _ = state.handshake_room(max) => {
-                        budget_full = Some(Instant::now());
-                        continue;
-                    }
-                    _ = stop.wait_for(|s| *s) => break,
-                }
+            if !ctx.handshake_budget(&mut budget_full, &mut stop).await {
+                break;
             }
             tokio::select! {
                 res = listener.accept() => match res {
@@ -381,6 +367,7 @@ impl<S: Service> ShardTask<S> {
                             tracing::info!(shard = id, "file descriptors available again: accepting");
                             fd_exhausted = None;
                         }
+                        ctx.make_room();
                         ctx.clone().admit(conn, peer);
                     }
                     Err(e) if is_fd_exhaustion(&e) => {
@@ -529,6 +516,67 @@ impl Drop for ActiveGuard {
 }
 
 impl<S: Service> ConnCtx<S> {
+    /// Before an accept: while `max_handshakes` handshakes are in progress
+    /// and none is stale, waits for one to end or become stale. False once
+    /// the shard stops. `last_full` is when the budget was last full (one
+    /// warning per episode, as for fds).
+    async fn handshake_budget(
+        &self,
+        last_full: &mut Option<Instant>,
+        stop: &mut watch::Receiver<bool>,
+    ) -> bool {
+        let st = &self.state;
+        loop {
+            let live = self.live.load();
+            let max = live.limits.admission.max_handshakes;
+            if st.handshakes() < max {
+                return true;
+            }
+            let stale_at = st
+                .hs
+                .stale_at(handshakes::stale_after(live.limits.handshake_timeout));
+            drop(live);
+            if stale_at.is_some_and(|at| at <= Instant::now()) {
+                // The next accepted connection takes the stale one's slot.
+                return true;
+            }
+            if last_full.is_none_or(|t| t.elapsed() >= FD_EPISODE_QUIET) {
+                tracing::warn!(
+                    shard = st.id,
+                    handshakes = st.handshakes(),
+                    "handshake budget full (max_handshakes): accept paused until one ends"
+                );
+            }
+            *last_full = Some(Instant::now());
+            Counters::bump(&st.counters.handshake_budget_pauses);
+            let until_stale = async {
+                match stale_at {
+                    Some(at) => crate::io::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = st.hs.room(max) => {}
+                _ = until_stale => {}
+                _ = stop.wait_for(|s| *s) => return false,
+            }
+        }
+    }
+
+    /// A connection was accepted with the budget full: cuts off the oldest
+    /// handshake if it is stale (see [`handshakes`]).
+    fn make_room(&self) {
+        let st = &self.state;
+        let live = self.live.load();
+        if st.handshakes() < live.limits.admission.max_handshakes {
+            return;
+        }
+        let stale = handshakes::stale_after(live.limits.handshake_timeout);
+        if st.hs.evict_stale(Instant::now(), stale).is_ok() {
+            Counters::bump(&st.counters.handshake_evictions);
+        }
+    }
+
     /// Applies the shard's limits and spawns the connection's task.
     fn admit(self: Rc<Self>, conn: Conn, peer: SocketAddr) {
         let st = &self.state;
@@ -609,7 +657,16 @@ impl<S: Service> ConnCtx<S> {
             limits.handshake_timeout,
             stream.handshake_lazy(),
         ));
-        let done = hf.await;
+        let done = tokio::select! {
+            done = hf => done,
+            _ = handshake.evicted() => {
+                // A handshake timeout, shortened because the budget is full
+                // (also counted in `handshake_evictions`).
+                Counters::bump(&c.handshake_timeouts);
+                tracing::debug!(%peer, "handshake cut off to make room (max_handshakes)");
+                return CloseReason::HandshakeTimeout;
+            }
+        };
         drop(handshake);
         match done {
             Err(_) => {

@@ -30,6 +30,8 @@ pub struct Counters {
     pub memory_trims: Cell<u64>,
     /// Times accept paused because `max_handshakes` handshakes were in progress.
     pub handshake_budget_pauses: Cell<u64>,
+    /// Handshakes cut off, stale, to make room within `max_handshakes`.
+    pub handshake_evictions: Cell<u64>,
 }
 
 impl Counters {
@@ -58,10 +60,7 @@ pub struct ShardState {
     trim_asked: Cell<bool>,
     trim: Notify,
     /// Handshakes in progress (admitted, handshake not ended yet).
-    handshakes: Cell<usize>,
-    /// The accept loop waits for a handshake to end.
-    handshake_waiter: Cell<bool>,
-    handshake_ended: Notify,
+    pub(crate) hs: super::handshakes::Handshakes,
 }
 
 impl ShardState {
@@ -78,9 +77,7 @@ impl ShardState {
             trim_peak: Cell::new(0),
             trim_asked: Cell::new(false),
             trim: Notify::new(),
-            handshakes: Cell::new(0),
-            handshake_waiter: Cell::new(false),
-            handshake_ended: Notify::new(),
+            hs: super::handshakes::Handshakes::default(),
         }
     }
 
@@ -135,26 +132,13 @@ impl ShardState {
 
     /// Handshakes in progress on this shard.
     pub fn handshakes(&self) -> usize {
-        self.handshakes.get()
+        self.hs.count()
     }
 
     /// Counts a handshake in progress until the slot is dropped.
     pub(crate) fn handshake_started(self: &Rc<Self>) -> HandshakeSlot {
-        self.handshakes.set(self.handshakes.get() + 1);
-        HandshakeSlot(self.clone())
-    }
-
-    /// Completes once fewer than `max` handshakes are in progress.
-    pub(crate) async fn handshake_room(&self, max: usize) {
-        loop {
-            let wait = self.handshake_ended.notified();
-            if self.handshakes.get() < max {
-                self.handshake_waiter.set(false);
-                return;
-            }
-            self.handshake_waiter.set(true);
-            wait.await;
-        }
+        let entry = self.hs.start(std::time::Instant::now());
+        HandshakeSlot(self.clone(), entry)
     }
 
     /// Whether the shard is draining.
@@ -192,15 +176,18 @@ impl ShardState {
 /// One handshake in progress (see [`ShardState::handshake_started`]); the
 /// count drops, and a paused accept loop wakes, when it is dropped.
 #[derive(Debug)]
-pub(crate) struct HandshakeSlot(Rc<ShardState>);
+pub(crate) struct HandshakeSlot(Rc<ShardState>, Rc<super::handshakes::Entry>);
+
+impl HandshakeSlot {
+    /// Completes once the budget cuts this handshake off to make room.
+    pub(crate) async fn evicted(&self) {
+        self.1.evicted().await
+    }
+}
 
 impl Drop for HandshakeSlot {
     fn drop(&mut self) {
-        let st = &self.0;
-        st.handshakes.set(st.handshakes.get().saturating_sub(1));
-        if st.handshake_waiter.get() {
-            st.handshake_ended.notify_waiters();
-        }
+        self.0.hs.end(&self.1);
     }
 }
 
