@@ -196,7 +196,7 @@ fn a_budget_full_of_stalled_handshakes_makes_room_by_cutting_off_the_oldest_once
     const BUDGET: usize = 4;
     let setup = Setup::new();
     let budget = BUDGET.to_string();
-    // Stale after a tenth of the handshake timeout: 300 ms.
+    // Stale after a tenth of the handshake timeout: 1 s.
     let e = start_engine(&setup.args(&[
         "--shards",
         "1",
@@ -205,7 +205,7 @@ fn a_budget_full_of_stalled_handshakes_makes_room_by_cutting_off_the_oldest_once
         "--max-handshakes",
         &budget,
         "--handshake-timeout",
-        "3s",
+        "10s",
     ]));
     let m = metrics_addr(&e);
     let mut stalled: Vec<TcpStream> = (0..BUDGET).map(|_| stalled_hello(e.addr())).collect();
@@ -223,6 +223,11 @@ fn a_budget_full_of_stalled_handshakes_makes_room_by_cutting_off_the_oldest_once
         value(&t, "uringtls_handshake_evictions_total", &[]),
         1.0,
         "one stalled handshake made room for the one new client"
+    );
+    assert_eq!(
+        value(&t, "uringtls_handshakes_in_progress", &[]),
+        (BUDGET - 1) as f64,
+        "the other stalled handshakes run on (served long before their timeout)"
     );
     let oldest = &mut stalled[0];
     oldest.set_read_timeout(Some(WAIT)).expect("read timeout");
