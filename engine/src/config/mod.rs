@@ -284,6 +284,12 @@ pub struct Options {
     /// its first byte [default: 60s].
     #[arg(long, value_name = "DURATION")]
     pub request_timeout: Option<HumanDuration>,
+    /// Handshakes in progress per shard; at the limit the shard stops
+    /// accepting (new connections wait in the backlog) until one ends or
+    /// the oldest has run a tenth of the handshake timeout, which is then
+    /// cut off. Worst case ~74 KiB each [default: 1024].
+    #[arg(long, value_name = "N")]
+    pub max_handshakes: Option<usize>,
 }
 
 /// The resolved, validated settings the engine runs with.
@@ -510,6 +516,7 @@ impl Options {
             insecure_key_permissions,
             max_body,
             request_timeout,
+            max_handshakes,
         );
         m.finish()
     }

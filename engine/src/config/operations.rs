@@ -4,6 +4,7 @@
 //! Each default and the reason for it is in `docs/operations.md`.
 
 use super::{ConfigError, Options, Origin};
+use crate::limits::DEFAULT_MAX_HANDSHAKES;
 use crate::limits::{
     AccessList, Cidr, LimitSettings, DEFAULT_CONN_BURST_PER_IP, DEFAULT_IPV6_PREFIX,
 };
@@ -124,6 +125,13 @@ impl Options {
                 "give `user` too (the group alone is not dropped to)",
             ));
         }
+        if self.max_handshakes == Some(0) {
+            return Err(o.invalid(
+                "max_handshakes",
+                "0 handshakes in progress would accept nothing",
+                "use 1 or more (default 1024)",
+            ));
+        }
         Ok(())
     }
 
@@ -149,6 +157,7 @@ impl Options {
                 conn_burst_per_ip: self.conn_burst_per_ip.unwrap_or(DEFAULT_CONN_BURST_PER_IP),
                 ipv6_prefix: self.per_ip_ipv6_prefix.unwrap_or(DEFAULT_IPV6_PREFIX),
                 max_conns_total: self.max_conns_total,
+                max_handshakes: self.max_handshakes.unwrap_or(DEFAULT_MAX_HANDSHAKES),
             },
             header_timeout: self
                 .header_timeout
@@ -238,5 +247,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("field `conn_rate_per_ip`"), "{e}");
+    }
+
+    #[test]
+    fn the_handshake_budget_comes_from_flag_or_file_and_is_never_zero() {
+        let s = flags(&[]).resolve().expect("ok");
+        assert_eq!(s.ops.limits.max_handshakes, DEFAULT_MAX_HANDSHAKES);
+        let mut f = tempfile::NamedTempFile::new().expect("tmp");
+        f.write_all(b"max_handshakes = 64\n").expect("write");
+        let path = f.path().to_str().expect("utf8");
+        let s = flags(&["--config", path]).resolve().expect("ok");
+        assert_eq!(s.ops.limits.max_handshakes, 64);
+        let s = flags(&["--config", path, "--max-handshakes", "8"])
+            .resolve()
+            .expect("ok");
+        assert_eq!(s.ops.limits.max_handshakes, 8, "the flag wins");
+        let e = flags(&["--max-handshakes", "0"])
+            .resolve()
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("flag --max-handshakes:"), "{e}");
     }
 }

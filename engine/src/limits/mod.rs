@@ -26,6 +26,12 @@
 //! usually holds a whole /64, so keying on full addresses would let it
 //! sidestep the per-address limits.
 //!
+//! The **handshake budget** (`max_handshakes`) is not a refusal: a shard
+//! with that many handshakes in progress does not accept at all until one
+//! ends or the oldest is stale (the accept loop in `shard`, see
+//! `shard::handshakes`), so waiting connections stay in the kernel's
+//! backlog and cost no memory here.
+//!
 //! Everything that depends on time takes `now` as a parameter, so the tests
 //! move the clock instead of sleeping.
 
@@ -44,6 +50,8 @@ use std::time::Duration;
 pub const DEFAULT_IPV6_PREFIX: u8 = 64;
 /// Default burst of the per-address rate limit (connections).
 pub const DEFAULT_CONN_BURST_PER_IP: u32 = 20;
+/// Default handshakes in progress per shard (see [`LimitSettings::max_handshakes`]).
+pub const DEFAULT_MAX_HANDSHAKES: usize = 1024;
 
 /// Admission settings shared by every shard.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,6 +68,16 @@ pub struct LimitSettings {
     pub ipv6_prefix: u8,
     /// Connections over all shards. `None`: only the per-shard cap applies.
     pub max_conns_total: Option<usize>,
+    /// Handshakes in progress per shard (accepted, handshake not finished).
+    /// At the limit the shard stops accepting until one ends, or until the
+    /// oldest has run a tenth of the handshake timeout (then the next
+    /// connection takes its slot): new connections wait in the listen
+    /// backlog, holding no memory of ours.
+    /// Bounds what unauthenticated peers can pin per shard to
+    /// `max_handshakes` times what one stalled handshake holds (its input
+    /// is capped by `tls::session::MAX_HELD`; ~74 KiB measured for a
+    /// stalled 64 KiB ClientHello).
+    pub max_handshakes: usize,
 }
 
 impl Default for LimitSettings {
@@ -71,6 +89,7 @@ impl Default for LimitSettings {
             conn_burst_per_ip: DEFAULT_CONN_BURST_PER_IP,
             ipv6_prefix: DEFAULT_IPV6_PREFIX,
             max_conns_total: None,
+            max_handshakes: DEFAULT_MAX_HANDSHAKES,
         }
     }
 }

@@ -238,6 +238,7 @@ impl Collector for Scrape {
             |s, id| one(s.panics, id),
             &ids,
         )?;
+        self.memory_and_budget(e, &ids)?;
         let cpu = self.0.iter().zip(&ids).map(|(s, id)| {
             (
                 vec![("shard", id.as_str())],
@@ -301,7 +302,48 @@ impl Format {
     }
 }
 
-/// Renders snapshots as an OpenMetrics text exposition.
+impl Scrape {
+    /// Memory trims and the handshake budget (`shard::trim`, `max_handshakes`).
+    fn memory_and_budget(&self, e: &mut DescriptorEncoder, ids: &[String]) -> fmt::Result {
+        let one = |v: u64, id| vec![(vec![("shard", id)], v)];
+        self.counters(
+            e,
+            "memory_trims",
+            "Times freed heap memory was returned to the OS (malloc_trim) after connections closed.",
+            |s, id| one(s.memory_trims, id),
+            ids,
+        )?;
+        let hs = self.0.iter().zip(ids).map(|(s, id)| {
+            (
+                vec![("shard", id.as_str())],
+                ConstGauge::new(s.handshakes_in_progress as i64),
+            )
+        });
+        family(
+            e,
+            "handshakes_in_progress",
+            "TLS handshakes in progress now (bounded by max_handshakes).",
+            MetricType::Gauge,
+            hs,
+        )?;
+        self.counters(
+            e,
+            "handshake_budget_pauses",
+            "Times accept paused because max_handshakes handshakes were in progress.",
+            |s, id| one(s.handshake_budget_pauses, id),
+            ids,
+        )?;
+        self.counters(
+            e,
+            "handshake_evictions",
+            "Handshakes in progress for over a tenth of the handshake timeout, cut off to make room within max_handshakes.",
+            |s, id| one(s.handshake_evictions, id),
+            ids,
+        )
+    }
+}
+
+/// Renders snapshots as an OpenMetrics/Prometheus text exposition.
 pub fn render(snaps: Vec<ShardSnapshot>) -> String {
     let mut reg = Registry::with_prefix("uringtls");
     reg.register_collector(Box::new(Scrape(snaps)));

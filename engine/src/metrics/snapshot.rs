@@ -46,6 +46,14 @@ pub struct ShardSnapshot {
     pub panics: u64,
     /// Session-cache and ticket counts of this shard's thread.
     pub tls: super::tls_counts::TlsCounts,
+    /// Times freed memory was returned to the OS (`malloc_trim`).
+    pub memory_trims: u64,
+    /// Handshakes in progress now.
+    pub handshakes_in_progress: u64,
+    /// Times accept paused for the handshake budget (`max_handshakes`).
+    pub handshake_budget_pauses: u64,
+    /// Stale handshakes cut off to make room within the budget.
+    pub handshake_evictions: u64,
 }
 
 impl ShardSnapshot {
@@ -97,6 +105,10 @@ impl ShardSnapshot {
             fd_exhaustion_episodes: m.fd_exhaustion.get(),
             panics: c.panics.get(),
             tls: super::tls_counts::this_thread(),
+            memory_trims: c.memory_trims.get(),
+            handshakes_in_progress: state.handshakes() as u64,
+            handshake_budget_pauses: c.handshake_budget_pauses.get(),
+            handshake_evictions: c.handshake_evictions.get(),
         }
     }
 

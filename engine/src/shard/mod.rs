@@ -7,10 +7,13 @@
 //! its ring, and only when all report ready are they told to serve. If one
 //! fails, none serves and the error names the shard and the cause.
 
+mod handshakes;
 pub mod listener;
 mod state;
+pub mod trim;
 
 pub use listener::ListenOptions;
+use state::HandshakeSlot;
 pub use state::{Counters, ShardState};
 
 use crate::io::{self, Conn, Listener, RingOptions, Runtime};
@@ -335,6 +338,7 @@ impl<S: Service> ShardTask<S> {
         if let Some(h) = &hub {
             io::spawn(h.register(id).serve(state.clone()));
         }
+        io::spawn(trim::run(state.clone()));
         let limits = Rc::new(ShardLimits::new(settings.global_conns.clone()));
         let ctx = Rc::new(ConnCtx {
             limits,
@@ -350,7 +354,12 @@ impl<S: Service> ShardTask<S> {
         // attempt fails (each 10 ms, below); failures less than
         // FD_EPISODE_QUIET apart are one episode (one log line, one count).
         let mut fd_exhausted: Option<Instant> = None;
+        // Last time accept paused for the handshake budget (episodes as for fds).
+        let mut budget_full: Option<Instant> = None;
         loop {
+            if !ctx.handshake_budget(&mut budget_full, &mut stop).await {
+                break;
+            }
             tokio::select! {
                 res = listener.accept() => match res {
                     Ok((conn, peer)) => {
@@ -358,6 +367,7 @@ impl<S: Service> ShardTask<S> {
                             tracing::info!(shard = id, "file descriptors available again: accepting");
                             fd_exhausted = None;
                         }
+                        ctx.make_room();
                         ctx.clone().admit(conn, peer);
                     }
                     Err(e) if is_fd_exhaustion(&e) => {
@@ -506,6 +516,67 @@ impl Drop for ActiveGuard {
 }
 
 impl<S: Service> ConnCtx<S> {
+    /// Before an accept: while `max_handshakes` handshakes are in progress
+    /// and none is stale, waits for one to end or become stale. False once
+    /// the shard stops. `last_full` is when the budget was last full (one
+    /// warning per episode, as for fds).
+    async fn handshake_budget(
+        &self,
+        last_full: &mut Option<Instant>,
+        stop: &mut watch::Receiver<bool>,
+    ) -> bool {
+        let st = &self.state;
+        loop {
+            let live = self.live.load();
+            let max = live.limits.admission.max_handshakes;
+            if st.handshakes() < max {
+                return true;
+            }
+            let stale_at = st
+                .hs
+                .stale_at(handshakes::stale_after(live.limits.handshake_timeout));
+            drop(live);
+            if stale_at.is_some_and(|at| at <= Instant::now()) {
+                // The next accepted connection takes the stale one's slot.
+                return true;
+            }
+            if last_full.is_none_or(|t| t.elapsed() >= FD_EPISODE_QUIET) {
+                tracing::warn!(
+                    shard = st.id,
+                    handshakes = st.handshakes(),
+                    "handshake budget full (max_handshakes): accept paused until one ends"
+                );
+            }
+            *last_full = Some(Instant::now());
+            Counters::bump(&st.counters.handshake_budget_pauses);
+            let until_stale = async {
+                match stale_at {
+                    Some(at) => crate::io::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = st.hs.room(max) => {}
+                _ = until_stale => {}
+                _ = stop.wait_for(|s| *s) => return false,
+            }
+        }
+    }
+
+    /// A connection was accepted with the budget full: cuts off the oldest
+    /// handshake if it is stale (see [`handshakes`]).
+    fn make_room(&self) {
+        let st = &self.state;
+        let live = self.live.load();
+        if st.handshakes() < live.limits.admission.max_handshakes {
+            return;
+        }
+        let stale = handshakes::stale_after(live.limits.handshake_timeout);
+        if st.hs.evict_stale(Instant::now(), stale).is_ok() {
+            Counters::bump(&st.counters.handshake_evictions);
+        }
+    }
+
     /// Applies the shard's limits and spawns the connection's task.
     fn admit(self: Rc<Self>, conn: Conn, peer: SocketAddr) {
         let st = &self.state;
@@ -536,13 +607,16 @@ impl<S: Service> ConnCtx<S> {
             admitted: Some(admitted),
             epoch: self.epoch,
         };
+        // Counted from here, so that the accept loop sees it before its
+        // next accept.
+        let handshake = st.handshake_started();
         io::spawn(async move {
             let _guard = guard;
-            self.serve_conn(conn, peer).await;
+            self.serve_conn(conn, peer, handshake).await;
         });
     }
 
-    async fn serve_conn(&self, conn: Conn, peer: SocketAddr) {
+    async fn serve_conn(&self, conn: Conn, peer: SocketAddr, handshake: HandshakeSlot) {
         let started = Instant::now();
         let cur = self.live.load_full();
         let tls = match crate::tls::ServerConn::new(cur.tls.clone()) {
@@ -557,7 +631,14 @@ impl<S: Service> ConnCtx<S> {
         let mut stream = ServerStream::new(conn, tls);
         let mut hs_error = None;
         let why = self
-            .drive(&mut stream, &cur.limits, peer, started, &mut hs_error)
+            .drive(
+                &mut stream,
+                &cur.limits,
+                peer,
+                started,
+                &mut hs_error,
+                handshake,
+            )
             .await;
         let bytes = stream.byte_counts();
         self.state.metrics.closed(why, bytes);
@@ -577,6 +658,7 @@ impl<S: Service> ConnCtx<S> {
         peer: SocketAddr,
         started: Instant,
         hs_error: &mut Option<std::io::Error>,
+        handshake: HandshakeSlot,
     ) -> CloseReason {
         stream.set_write_timeout(Some(limits.write_timeout));
         stream.hold_last_flight(Some(LAST_FLIGHT_HOLD));
@@ -587,7 +669,18 @@ impl<S: Service> ConnCtx<S> {
             limits.handshake_timeout,
             stream.handshake_lazy(),
         ));
-        match hf.await {
+        let done = tokio::select! {
+            done = hf => done,
+            _ = handshake.evicted() => {
+                // A handshake timeout, shortened because the budget is full
+                // (also counted in `handshake_evictions`).
+                Counters::bump(&c.handshake_timeouts);
+                tracing::debug!(%peer, "handshake cut off to make room (max_handshakes)");
+                return CloseReason::HandshakeTimeout;
+            }
+        };
+        drop(handshake);
+        match done {
             Err(_) => {
                 Counters::bump(&c.handshake_timeouts);
                 tracing::debug!(%peer, "handshake timeout");

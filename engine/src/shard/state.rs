@@ -2,6 +2,7 @@
 //! `Rc` on its shard's thread; no atomics, no locks.
 
 use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 use tokio::sync::Notify;
 
@@ -26,6 +27,12 @@ pub struct Counters {
     pub proxied: Cell<u64>,
     /// proxy: connections closed because no upstream could be reached.
     pub upstream_failures: Cell<u64>,
+    /// Times freed memory was returned to the OS (`malloc_trim`).
+    pub memory_trims: Cell<u64>,
+    /// Times accept paused because `max_handshakes` handshakes were in progress.
+    pub handshake_budget_pauses: Cell<u64>,
+    /// Handshakes cut off, stale, to make room within `max_handshakes`.
+    pub handshake_evictions: Cell<u64>,
 }
 
 impl Counters {
@@ -53,6 +60,13 @@ pub struct ShardState {
     drain_wakers: RefCell<Vec<Option<Waker>>>,
     drain_free: RefCell<Vec<usize>>,
     idle: Notify,
+    /// Highest `active` since the last memory trim (see [`super::trim`]).
+    trim_peak: Cell<usize>,
+    /// A trim was asked for and has not run yet.
+    trim_asked: Cell<bool>,
+    trim: Notify,
+    /// Handshakes in progress (admitted, handshake not ended yet).
+    pub(crate) hs: super::handshakes::Handshakes,
 }
 
 impl ShardState {
@@ -68,6 +82,10 @@ impl ShardState {
             drain_wakers: RefCell::new(Vec::new()),
             drain_free: RefCell::new(Vec::new()),
             idle: Notify::new(),
+            trim_peak: Cell::new(0),
+            trim_asked: Cell::new(false),
+            trim: Notify::new(),
+            hs: super::handshakes::Handshakes::default(),
         }
     }
 
@@ -77,7 +95,11 @@ impl ShardState {
     }
 
     pub(crate) fn conn_opened(&self) {
-        self.active.set(self.active.get() + 1);
+        let n = self.active.get() + 1;
+        self.active.set(n);
+        if n > self.trim_peak.get() {
+            self.trim_peak.set(n);
+        }
     }
 
     pub(crate) fn conn_closed(&self) {
@@ -86,6 +108,45 @@ impl ShardState {
         if n == 0 {
             self.idle.notify_waiters();
         }
+        if !self.trim_asked.get() && super::trim::trim_due(self.trim_peak.get(), n) {
+            self.trim_asked.set(true);
+            self.trim.notify_one();
+        }
+    }
+
+    /// Completes once a memory trim is asked for.
+    pub(crate) async fn trim_requested(&self) {
+        self.trim.notified().await
+    }
+
+    /// Whether the fall that asked for a trim is still there.
+    pub(crate) fn trim_still_due(&self) -> bool {
+        let due = super::trim::trim_due(self.trim_peak.get(), self.active.get());
+        if !due {
+            self.trim_asked.set(false);
+        }
+        due
+    }
+
+    /// A trim ran (`trimmed`), or could not (no allocator support): the
+    /// next one is measured from the count now.
+    pub(crate) fn trim_done(&self, trimmed: bool) {
+        self.trim_peak.set(self.active.get());
+        self.trim_asked.set(false);
+        if trimmed {
+            Counters::bump(&self.counters.memory_trims);
+        }
+    }
+
+    /// Handshakes in progress on this shard.
+    pub fn handshakes(&self) -> usize {
+        self.hs.count()
+    }
+
+    /// Counts a handshake in progress until the slot is dropped.
+    pub(crate) fn handshake_started(self: &Rc<Self>) -> HandshakeSlot {
+        let entry = self.hs.start(std::time::Instant::now());
+        HandshakeSlot(self.clone(), entry)
     }
 
     /// Whether the shard is draining.
@@ -160,5 +221,67 @@ impl ShardState {
             }
             wait.await;
         }
+    }
+}
+
+/// One handshake in progress (see [`ShardState::handshake_started`]); the
+/// count drops, and a paused accept loop wakes, when it is dropped.
+#[derive(Debug)]
+pub(crate) struct HandshakeSlot(Rc<ShardState>, Rc<super::handshakes::Entry>);
+
+impl HandshakeSlot {
+    /// Completes once the budget cuts this handshake off to make room.
+    pub(crate) async fn evicted(&self) {
+        self.1.evicted().await
+    }
+}
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        self.0.hs.end(&self.1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_large_fall_in_connections_asks_for_one_trim() {
+        let st = ShardState::new(0);
+        (0..300).for_each(|_| st.conn_opened());
+        (0..149).for_each(|_| st.conn_closed());
+        assert!(!st.trim_asked.get(), "151 open: not yet half of 300");
+        st.conn_closed();
+        assert!(st.trim_asked.get(), "150 open: half of the peak, 150 fewer");
+        assert!(st.trim_still_due());
+        st.trim_done(true);
+        assert_eq!(st.counters.memory_trims.get(), 1);
+        (0..100).for_each(|_| st.conn_closed());
+        assert!(!st.trim_asked.get(), "100 fewer than at the trim: too few");
+        (0..50).for_each(|_| st.conn_closed());
+        assert!(st.trim_asked.get(), "all 150 closed since the trim");
+    }
+
+    #[test]
+    fn a_trim_asked_for_is_dropped_when_connections_come_back() {
+        let st = ShardState::new(0);
+        (0..300).for_each(|_| st.conn_opened());
+        (0..300).for_each(|_| st.conn_closed());
+        (0..200).for_each(|_| st.conn_opened());
+        assert!(!st.trim_still_due());
+        assert!(!st.trim_asked.get(), "the next fall asks again");
+    }
+
+    #[test]
+    fn handshakes_are_counted_until_their_slot_is_dropped() {
+        let st = Rc::new(ShardState::new(0));
+        let a = st.handshake_started();
+        let b = st.handshake_started();
+        assert_eq!(st.handshakes(), 2);
+        drop(a);
+        assert_eq!(st.handshakes(), 1);
+        drop(b);
+        assert_eq!(st.handshakes(), 0);
     }
 }
