@@ -37,7 +37,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll, RawWaker, RawWakerVTable, Wake, Waker};
 use std::time::{Duration, Instant};
 
 /// user_data of the eventfd read that wakes a parked loop.
@@ -208,6 +208,60 @@ impl Wake for TaskWaker {
     }
 }
 
+/// The vtable of our tasks' wakers: the data pointer is an
+/// `Arc<TaskWaker>` (from `Arc::into_raw`) carrying the waker's count.
+/// Having our own (rather than `Waker::from`) lets the driver recognise its
+/// tasks' wakers and remember a task by id instead of cloning its waker
+/// (see [`Waiter`]).
+static TASK_WAKER_VTABLE: RawWakerVTable = RawWakerVTable::new(
+    task_waker_clone,
+    task_waker_wake,
+    task_waker_wake_by_ref,
+    task_waker_drop,
+);
+
+unsafe fn task_waker_clone(p: *const ()) -> RawWaker {
+    // SAFETY: `p` came from `Arc::<TaskWaker>::into_raw` (see `task_waker`)
+    // and the waker being cloned holds one count, so the Arc is alive.
+    unsafe { Arc::increment_strong_count(p.cast::<TaskWaker>()) };
+    RawWaker::new(p, &TASK_WAKER_VTABLE)
+}
+
+unsafe fn task_waker_wake(p: *const ()) {
+    // SAFETY: as above; this takes over the count of the waker consumed.
+    let w = unsafe { Arc::from_raw(p.cast::<TaskWaker>()) };
+    Wake::wake_by_ref(&w);
+}
+
+unsafe fn task_waker_wake_by_ref(p: *const ()) {
+    // SAFETY: as above; the borrowed waker keeps its count: the Arc made
+    // here is not dropped.
+    let w = std::mem::ManuallyDrop::new(unsafe { Arc::from_raw(p.cast::<TaskWaker>()) });
+    Wake::wake_by_ref(&*w);
+}
+
+unsafe fn task_waker_drop(p: *const ()) {
+    // SAFETY: as above; gives back the count of the waker dropped.
+    drop(unsafe { Arc::from_raw(p.cast::<TaskWaker>()) });
+}
+
+/// A waker for `w`'s task, with [`TASK_WAKER_VTABLE`].
+fn task_waker(w: Arc<TaskWaker>) -> Waker {
+    let raw = RawWaker::new(Arc::into_raw(w).cast::<()>(), &TASK_WAKER_VTABLE);
+    // SAFETY: the vtable's functions uphold the `RawWaker` contract for a
+    // data pointer from `Arc::<TaskWaker>::into_raw` that carries one count,
+    // which is what `raw` holds.
+    unsafe { Waker::from_raw(raw) }
+}
+
+/// Who a waiting operation's completion wakes: one of this driver's tasks,
+/// by id (no waker cloned per operation), or any other waker.
+enum Waiter {
+    Nobody,
+    Task(usize),
+    Other(Waker),
+}
+
 struct Task {
     fut: Option<Pin<Box<dyn Future<Output = ()>>>>,
     /// The task's waker (made once, at spawn; taken out with `fut` while
@@ -218,8 +272,8 @@ struct Task {
 
 enum OpSlot {
     Vacant,
-    /// Submitted; the future waits with this waker.
-    Waiting(Option<Waker>),
+    /// Submitted; the future waits, to be woken as this says.
+    Waiting(Waiter),
     /// Completed: result and CQE flags, not yet collected.
     Done(i32, u32),
     /// The future was dropped while the kernel still owned its resources:
@@ -257,10 +311,10 @@ impl Ops {
     fn insert(&mut self) -> usize {
         self.in_flight += 1;
         if let Some(i) = self.free.pop() {
-            self.slots[i] = OpSlot::Waiting(None);
+            self.slots[i] = OpSlot::Waiting(Waiter::Nobody);
             i
         } else {
-            self.slots.push(OpSlot::Waiting(None));
+            self.slots.push(OpSlot::Waiting(Waiter::Nobody));
             self.slots.len() - 1
         }
     }
@@ -504,11 +558,11 @@ impl Driver {
                 _ => {}
             }
             match std::mem::replace(slot, OpSlot::Done(cqe.result(), flags)) {
-                OpSlot::Waiting(w) => {
-                    if let Some(w) = w {
-                        w.wake();
-                    }
-                }
+                OpSlot::Waiting(w) => match w {
+                    Waiter::Task(id) => self.wake_task(id),
+                    Waiter::Other(w) => w.wake(),
+                    Waiter::Nobody => {}
+                },
                 OpSlot::Orphan(keep, fd_result) => {
                     // The owner is gone: release what the kernel held.
                     drop(keep);
@@ -611,7 +665,7 @@ impl Driver {
         });
         tasks[id] = Some(Task {
             fut: Some(fut),
-            waker: Some(Waker::from(flag.clone())),
+            waker: Some(task_waker(flag.clone())),
             flag,
         });
         drop(tasks);
@@ -660,6 +714,27 @@ impl Driver {
                     task.waker = Some(waker);
                 }
             }
+        }
+    }
+
+    /// The id of the task `w` wakes, if it is one of this driver's tasks.
+    fn own_task(&self, w: &Waker) -> Option<usize> {
+        if !std::ptr::eq(w.vtable(), &TASK_WAKER_VTABLE) {
+            return None;
+        }
+        // SAFETY: a waker with our vtable has an `Arc<TaskWaker>` pointer
+        // as its data (see `task_waker`), kept alive by `w`'s count.
+        let tw = unsafe { &*w.data().cast::<TaskWaker>() };
+        Arc::ptr_eq(&tw.ready, &self.ready).then_some(tw.id)
+    }
+
+    /// Wakes task `id` (nothing if it has ended; a task that took over its
+    /// id gets a spurious wake, which futures tolerate).
+    fn wake_task(&self, id: usize) {
+        if id == ROOT {
+            Wake::wake_by_ref(&self.root);
+        } else if let Some(Some(t)) = self.tasks.borrow().get(id) {
+            Wake::wake_by_ref(&t.flag);
         }
     }
 
@@ -729,7 +804,7 @@ impl Driver {
             if root_ready {
                 root_ready = false;
                 self.root.queued.store(false, Ordering::Release);
-                let waker = Waker::from(self.root.clone());
+                let waker = task_waker(self.root.clone());
                 let mut cx = Context::from_waker(&waker);
                 if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
                     return v;
@@ -873,7 +948,7 @@ impl<T: 'static> Op<T> {
         let mut ops = self.driver.ops.borrow_mut();
         match &mut ops.slots[self.id] {
             OpSlot::Waiting(w) => {
-                wait_with(w, cx);
+                wait_on(w, cx, &self.driver);
                 false
             }
             _ => true,
@@ -883,6 +958,18 @@ impl<T: 'static> Op<T> {
     /// Whether the op has completed (its result not yet collected).
     pub(crate) fn is_done(&self) -> bool {
         matches!(self.driver.ops.borrow().slots[self.id], OpSlot::Done(..))
+    }
+}
+
+/// Makes `cx`'s task the one a waiting op's completion wakes: by id if it
+/// is one of `d`'s tasks, else by a clone of its waker.
+fn wait_on(w: &mut Waiter, cx: &Context<'_>, d: &Driver) {
+    match d.own_task(cx.waker()) {
+        Some(id) => *w = Waiter::Task(id),
+        None => match w {
+            Waiter::Other(o) if o.will_wake(cx.waker()) => {}
+            _ => *w = Waiter::Other(cx.waker().clone()),
+        },
     }
 }
 
@@ -923,7 +1010,7 @@ impl<T: 'static> Future for Op<T> {
                 }
             }
             OpSlot::Waiting(w) => {
-                wait_with(w, cx);
+                wait_on(w, cx, &this.driver);
                 Poll::Pending
             }
             _ => Poll::Pending,
