@@ -327,7 +327,7 @@ impl Service for Http {
                 header_deadline = None;
                 request_deadline = None;
                 if input.capacity() > 0 {
-                    input = Vec::new();
+                    crate::io::give_write_buf(std::mem::take(&mut input));
                 }
                 if out.capacity() > 0 {
                     crate::io::give_write_buf(std::mem::take(&mut out));

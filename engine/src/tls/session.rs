@@ -387,6 +387,10 @@ impl<C: TlsConn> Session<C> {
                     while let Some(rec) = r.next_record() {
                         let rec = rec.map_err(|e| (done + discard, e))?;
                         extra += rec.discard;
+                        if plain.capacity() == 0 && !rec.payload.is_empty() {
+                            // From the thread's pool, not the allocator.
+                            *plain = crate::io::take_write_buf();
+                        }
                         plain.extend_from_slice(rec.payload);
                     }
                 }
@@ -526,8 +530,9 @@ impl<C: TlsConn> Session<C> {
     fn consumed_plain(&mut self, n: usize) {
         self.plain_pos += n;
         if self.plain_pos == self.plain.len() {
-            // Nothing kept for an idle connection.
-            self.plain = Vec::new();
+            // Nothing kept for an idle connection: the buffer goes back to
+            // the thread's pool.
+            crate::io::give_write_buf(std::mem::take(&mut self.plain));
             self.plain_pos = 0;
         }
     }
@@ -565,6 +570,11 @@ impl<C: TlsConn> Session<C> {
         let n = avail.len().min(max.saturating_sub(out.len()));
         if n == 0 {
             return Ok(None);
+        }
+        if out.capacity() == 0 {
+            // From the thread's pool, not the allocator (the caller may
+            // give it back with `io::give_write_buf`).
+            *out = crate::io::take_write_buf();
         }
         out.extend_from_slice(&avail[..n]);
         self.consumed_plain(n);
