@@ -49,7 +49,7 @@ impl std::fmt::Display for ReloadError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "reload refused, still serving the previous configuration: {}",
+            "{} (still serving the previous configuration)",
             self.0
         )
     }

@@ -152,10 +152,15 @@ fn certified(
         },
         _ => TlsError::SelfSigned(detail),
     };
-    let key = provider
-        .key_provider
-        .load_private_key(key)
-        .map_err(|e| mismatch(e.to_string()))?;
+    let loaded = provider.key_provider.load_private_key(key.clone_key());
+    let key = loaded.map_err(|e| match key_path {
+        // Not a mismatch: this key cannot sign at all.
+        Some(k) if cert_path.is_some() => TlsError::UnsupportedKey {
+            path: k.to_owned(),
+            detail: super::unsupported_key_detail(&key, e.to_string()),
+        },
+        _ => mismatch(e.to_string()),
+    })?;
     let ck = CertifiedKey::new(chain, key);
     ck.keys_match().map_err(|e| mismatch(e.to_string()))?;
     Ok(Arc::new(ck))
