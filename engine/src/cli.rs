@@ -141,7 +141,10 @@ fn init_logging(s: &Settings) -> tracing_appender::non_blocking::WorkerGuard {
     });
     let (filter, bad) = match filter {
         Ok(f) => (f, None),
-        Err(e) => (tracing_subscriber::EnvFilter::new(log_filter(None)), Some(e)),
+        Err(e) => (
+            tracing_subscriber::EnvFilter::new(log_filter(None)),
+            Some(e),
+        ),
     };
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());

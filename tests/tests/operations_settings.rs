@@ -9,7 +9,7 @@ use operations_common::Setup;
 use std::io::Write;
 use std::path::Path;
 use std::process::Command;
-use uringtls_tests::{engine_fails, start_engine, write};
+use uringtls_tests::{start_engine, write, WAIT};
 
 fn status_field(name: &str) -> String {
     std::fs::read_to_string("/proc/self/status")
@@ -40,12 +40,46 @@ fn allowed_cpus() -> usize {
 
 /// Runs `openssl` with `args`; panics with its stderr if it fails.
 fn openssl(args: &[&str]) {
-    let out = Command::new("openssl").args(args).output().expect("openssl");
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl");
     assert!(
         out.status.success(),
         "openssl {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Runs the engine expecting it to refuse to start; returns (exit code,
+/// stderr). An engine still running after [`WAIT`] is killed and the test
+/// fails (a setting it should have refused was accepted).
+fn engine_fails(args: &[&str]) -> (Option<i32>, String) {
+    let mut child = Command::new(uringtls_tests::engine_bin())
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn engine");
+    let deadline = std::time::Instant::now() + WAIT;
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            break st;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("engine started with {args:?}; it should have refused");
+        }
+        // Polling the child's exit: there is no portable exit event to wait on.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err)
+        .expect("read stderr");
+    assert!(!status.success(), "engine exited 0 with {args:?}: {err}");
+    (status.code(), err)
 }
 
 fn s(p: &Path) -> &str {
@@ -106,8 +140,16 @@ fn an_encrypted_private_key_is_named_as_encrypted() {
     let st = Setup::new();
     let key = st.certs.dir.path().join("enc.key");
     openssl(&[
-        "pkcs8", "-topk8", "-in", s(&st.certs.key), "-out", s(&key), "-v2", "aes-128-cbc",
-        "-passout", "pass:secret",
+        "pkcs8",
+        "-topk8",
+        "-in",
+        s(&st.certs.key),
+        "-out",
+        s(&key),
+        "-v2",
+        "aes-128-cbc",
+        "-passout",
+        "pass:secret",
     ]);
     uringtls_tests::set_mode(&key, 0o600);
     let (code, err) = engine_fails(&[
@@ -136,10 +178,25 @@ fn an_rsassa_pss_key_is_named_as_an_unsupported_type_not_a_mismatch() {
     let key = dir.path().join("pss.key");
     let cert = dir.path().join("pss.pem");
     openssl(&[
-        "genpkey", "-algorithm", "RSA-PSS", "-pkeyopt", "rsa_keygen_bits:2048", "-out", s(&key),
+        "genpkey",
+        "-algorithm",
+        "RSA-PSS",
+        "-pkeyopt",
+        "rsa_keygen_bits:2048",
+        "-out",
+        s(&key),
     ]);
     openssl(&[
-        "req", "-new", "-x509", "-key", s(&key), "-subj", "/CN=localhost", "-days", "1", "-out",
+        "req",
+        "-new",
+        "-x509",
+        "-key",
+        s(&key),
+        "-subj",
+        "/CN=localhost",
+        "-days",
+        "1",
+        "-out",
         s(&cert),
     ]);
     uringtls_tests::set_mode(&key, 0o600);
@@ -190,8 +247,10 @@ fn an_unresolvable_upstream_from_the_file_names_the_file_and_field() {
     let (code, err) = engine_fails(&["--listen", "127.0.0.1:0", "--config", s(&toml)]);
     assert_eq!(code, Some(2), "{err}");
     assert!(
-        err.contains(&format!("{}: field `upstream`: cannot resolve", toml.display()))
-            && !err.contains("flag --upstream"),
+        err.contains(&format!(
+            "{}: field `upstream`: cannot resolve",
+            toml.display()
+        )) && !err.contains("flag --upstream"),
         "{err}"
     );
 }

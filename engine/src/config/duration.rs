@@ -32,7 +32,11 @@ impl FromStr for HumanDuration {
             "us" => n / 1e6,
             "m" | "min" => n * 60.0,
             "h" => n * 3600.0,
-            other => return Err(format!("`{s}`: unknown duration unit `{other}` ({ACCEPTED})")),
+            other => {
+                return Err(format!(
+                    "`{s}`: unknown duration unit `{other}` ({ACCEPTED})"
+                ))
+            }
         };
         if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
             return Err(format!("`{s}` is out of range ({ACCEPTED})"));

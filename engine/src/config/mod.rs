@@ -160,8 +160,9 @@ pub struct Options {
     /// Highest TLS version accepted: 1.2 or 1.3 [default: 1.3].
     #[arg(long, value_enum, value_name = "VERSION")]
     pub tls_max_version: Option<TlsVersion>,
-    /// Cipher suites, comma-separated, in preference order, e.g.
-    /// `TLS13_AES_128_GCM_SHA256` [default: AES-128-GCM, AES-256-GCM, ChaCha20].
+    /// Cipher suites, comma-separated, in preference order, by rustls, IANA
+    /// or OpenSSL name, e.g. `TLS13_AES_128_GCM_SHA256`, `TLS_AES_128_GCM_SHA256`,
+    /// `ECDHE-ECDSA-AES128-GCM-SHA256` [default: AES-128-GCM, AES-256-GCM, ChaCha20].
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     pub cipher_suites: Option<Vec<String>>,
     /// Key-exchange groups, comma-separated, in preference order, e.g.
@@ -742,9 +743,10 @@ impl Options {
             proxy,
             service: self.service.unwrap_or(ServiceKind::Http),
             body_size: self.body_size.map(ByteSize::as_usize),
-            max_header: self
-                .max_header
-                .map_or(crate::services::http::DEFAULT_MAX_HEADER, ByteSize::as_usize),
+            max_header: self.max_header.map_or(
+                crate::services::http::DEFAULT_MAX_HEADER,
+                ByteSize::as_usize,
+            ),
             handshake_timeout: d(self.handshake_timeout, DEFAULT_HANDSHAKE_TIMEOUT),
             idle_timeout: d(self.idle_timeout, DEFAULT_IDLE_TIMEOUT),
             write_timeout: d(self.write_timeout, DEFAULT_WRITE_TIMEOUT),
@@ -1138,9 +1140,7 @@ mod tests {
     fn an_unresolvable_upstream_from_the_file_names_the_file_not_a_flag() {
         // A 64-byte label is refused by the resolver itself: no DNS query leaves.
         let bad = format!("{}.invalid:80", "a".repeat(64));
-        let (path, e) = refused_file(&format!(
-            "service = \"proxy\"\nupstream = [\"{bad}\"]\n"
-        ));
+        let (path, e) = refused_file(&format!("service = \"proxy\"\nupstream = [\"{bad}\"]\n"));
         assert!(
             e.starts_with(&format!("{path}: field `upstream`: cannot resolve")),
             "{e}"
@@ -1174,9 +1174,11 @@ mod tests {
             e.starts_with(&format!("{path}: field `metrics_listen`")),
             "{e}"
         );
-        assert!(flags(&["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
-            .resolve()
-            .is_ok());
+        assert!(
+            flags(&["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+                .resolve()
+                .is_ok()
+        );
     }
 
     #[test]
@@ -1197,7 +1199,10 @@ mod tests {
         let e = Options::try_parse_from(["uringtls", "--body-size", "1.5MiB"])
             .expect_err("refused")
             .to_string();
-        assert!(e.contains("--body-size") && e.contains("KiB, MiB or GiB"), "{e}");
+        assert!(
+            e.contains("--body-size") && e.contains("KiB, MiB or GiB"),
+            "{e}"
+        );
     }
 
     #[test]

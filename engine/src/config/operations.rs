@@ -249,18 +249,38 @@ mod tests {
 
     #[test]
     fn log_filters_take_known_levels_only() {
-        for ok in ["info", "WARN", "off", "warn,uringtls::access=info", "uringtls=debug"] {
+        for ok in [
+            "info",
+            "WARN",
+            "off",
+            "warn,uringtls::access=info",
+            "uringtls=debug",
+        ] {
             assert_eq!(check_log_filter(ok), Ok(()), "{ok}");
         }
-        for bad in ["warning", "verbose", "uringtls=lots", "uringtls", "info,", ""] {
+        for bad in [
+            "warning",
+            "verbose",
+            "uringtls=lots",
+            "uringtls",
+            "info,",
+            "",
+        ] {
             if bad == "info," {
-                assert_eq!(check_log_filter(bad), Ok(()), "a trailing comma is harmless");
+                assert_eq!(
+                    check_log_filter(bad),
+                    Ok(()),
+                    "a trailing comma is harmless"
+                );
                 continue;
             }
             assert!(check_log_filter(bad).is_err(), "{bad}");
         }
         let e = check_log_filter("warning").unwrap_err();
-        assert!(e.contains("`warning` is not a log level") && e.contains("warn"), "{e}");
+        assert!(
+            e.contains("`warning` is not a log level") && e.contains("warn"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -366,7 +366,11 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 }
 
 /// [`TlsError::Unreadable`] when `e` is a permission error.
-fn unreadable(path: &Path, what: &'static str, e: &rustls_pki_types::pem::Error) -> Option<TlsError> {
+fn unreadable(
+    path: &Path,
+    what: &'static str,
+    e: &rustls_pki_types::pem::Error,
+) -> Option<TlsError> {
     match e {
         rustls_pki_types::pem::Error::Io(io)
             if io.kind() == std::io::ErrorKind::PermissionDenied =>
@@ -399,7 +403,10 @@ const RSASSA_PSS_OID: &[u8] = &[
 /// What to say about a key the provider refused: its type when we know it.
 pub(crate) fn unsupported_key_detail(key: &PrivateKeyDer<'_>, provider_said: String) -> String {
     let der = key.secret_der();
-    if der.windows(RSASSA_PSS_OID.len()).any(|w| w == RSASSA_PSS_OID) {
+    if der
+        .windows(RSASSA_PSS_OID.len())
+        .any(|w| w == RSASSA_PSS_OID)
+    {
         "an RSASSA-PSS key (OID 1.2.840.113549.1.1.10, as made by `openssl genpkey -algorithm \
          RSA-PSS`)"
             .into()
