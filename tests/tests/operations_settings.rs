@@ -106,6 +106,15 @@ fn a_mistyped_log_level_is_refused_at_start_naming_the_field() {
 }
 
 #[test]
+fn a_mistyped_rust_log_falls_back_to_the_default_level_with_a_warning() {
+    let e = uringtls_tests::start_engine_with(&[], |c| {
+        c.env("RUST_LOG", "warning");
+    });
+    let err = e.wait_for_stderr("RUST_LOG is not a log filter");
+    assert!(err.contains("`warning` is not a log level"), "{err}");
+}
+
+#[test]
 fn a_certificate_block_that_is_not_der_is_named_with_its_number() {
     let st = Setup::new();
     let good = std::fs::read_to_string(&st.certs.cert).expect("cert");
@@ -308,10 +317,12 @@ fn sizes_take_binary_units_and_errors_list_what_is_accepted() {
     assert!(status.contains("200"), "{status}");
     assert_eq!(body.len(), 1024);
 
-    let (code, err) = engine_fails(&["--listen", "127.0.0.1:0", "--body-size", "1MB"]);
+    let (code, err) = engine_fails(&["--listen", "127.0.0.1:0", "--body-size", "1TB"]);
     assert_eq!(code, Some(2), "{err}");
     assert!(
-        err.contains("--body-size") && err.contains("B, KiB, MiB or GiB"),
+        err.contains("--body-size")
+            && err.contains("KiB, MiB or GiB (powers of 1024")
+            && err.contains("k/KB, M/MB, G/GB (powers of 1000"),
         "{err}"
     );
     let (_, err) = engine_fails(&["--listen", "127.0.0.1:0", "--idle-timeout", "5days"]);

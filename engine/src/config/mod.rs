@@ -187,10 +187,10 @@ pub struct Options {
     /// Service on decrypted streams [default: http].
     #[arg(long, value_enum)]
     pub service: Option<ServiceKind>,
-    /// http: response body size, bytes or KiB/MiB/GiB (`1MiB`) [default: 12, `hello world\n`].
+    /// http: response body size, bytes or with a unit (`1MiB`, `64k`) [default: 12, `hello world\n`].
     #[arg(long, value_name = "SIZE")]
     pub body_size: Option<ByteSize>,
-    /// http: request header limit, bytes or KiB/MiB/GiB (431 beyond) [default: 8KiB].
+    /// http: request header limit, bytes or with a unit (`16KiB`) (431 beyond) [default: 8KiB].
     #[arg(long, value_name = "SIZE")]
     pub max_header: Option<ByteSize>,
     /// proxy: upstream HOST:PORT; repeat (or comma-separate) for round robin.
@@ -1191,12 +1191,12 @@ mod tests {
         let path = f.path().to_str().expect("utf8");
         let s = flags(&["--config", path]).resolve().expect("ok");
         assert_eq!((s.body_size, s.max_header), (Some(2048), 4096));
-        let (path, e) = refused_file("body_size = \"1MB\"\n");
+        let (path, e) = refused_file("body_size = \"1TB\"\n");
         assert!(
             e.contains(&path) && e.contains("body_size") && e.contains("KiB, MiB or GiB"),
             "{e}"
         );
-        let e = Options::try_parse_from(["uringtls", "--body-size", "1.5MiB"])
+        let e = Options::try_parse_from(["uringtls", "--body-size", "1MiBs"])
             .expect_err("refused")
             .to_string();
         assert!(

@@ -1,18 +1,17 @@
 //! Byte sizes for flags and TOML: a plain number of bytes (`1048576`), or a
-//! whole number with a binary unit (`512B`, `16KiB`, `1MiB`, `2GiB`).
-//!
-//! Decimal units (`KB`, `MB`) are refused rather than guessed: `1MB` could
-//! mean 1,000,000 or 1,048,576 bytes, and the error says which to write.
+//! number with a unit, binary (`16KiB`, `1MiB`, `2GiB`: powers of 1024) or
+//! decimal (`16k`/`16KB`, `1M`/`1MB`, `2G`/`2GB`: powers of 1000), in any
+//! case. The same grammar as bench-client's sizes.
 
 use serde::de::{self, Deserializer, Visitor};
 use std::fmt;
 use std::str::FromStr;
 
 /// What a size may be written as (repeated in every error).
-pub const ACCEPTED: &str =
-    "write a number of bytes (`1048576`) or a whole number with B, KiB, MiB or GiB (`1MiB`)";
+pub const ACCEPTED: &str = "write a number of bytes (`1048576`), or a number with KiB, MiB or \
+     GiB (powers of 1024, `1MiB`) or k/KB, M/MB, G/GB (powers of 1000, `1MB`)";
 
-/// A byte count written as `1048576`, `16KiB`, `1MiB` or `2GiB`.
+/// A byte count written as `1048576`, `16KiB`, `1MiB`, `2GiB` or `1MB`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct ByteSize(pub u64);
 
@@ -28,26 +27,34 @@ impl FromStr for ByteSize {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let t = s.trim();
-        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let split = t
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
-        let n: u64 = num
+        let n: f64 = num
             .parse()
             .map_err(|_| format!("`{s}` is not a size ({ACCEPTED})"))?;
-        let mult: u64 = match unit.trim() {
-            "" | "B" | "b" => 1,
-            "KiB" | "kib" | "KIB" => 1 << 10,
-            "MiB" | "mib" | "MIB" => 1 << 20,
-            "GiB" | "gib" | "GIB" => 1 << 30,
-            other => {
+        let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "k" | "kb" => 1_000,
+            "kib" => 1 << 10,
+            "m" | "mb" => 1_000_000,
+            "mib" => 1 << 20,
+            "g" | "gb" => 1_000_000_000,
+            "gib" => 1 << 30,
+            _ => {
                 return Err(format!(
-                    "`{s}`: unknown size unit `{other}` ({ACCEPTED}; decimal units such as KB \
-                     or MB are not accepted)"
+                    "`{s}`: unknown size unit `{}` ({ACCEPTED})",
+                    unit.trim()
                 ))
             }
         };
-        n.checked_mul(mult)
-            .map(ByteSize)
-            .ok_or_else(|| format!("`{s}` is out of range"))
+        let bytes = (n * mult as f64).round();
+        if !bytes.is_finite() || bytes >= u64::MAX as f64 {
+            return Err(format!("`{s}` is out of range ({ACCEPTED})"));
+        }
+        // In range and not negative (no sign is parsed): the cast is exact.
+        Ok(ByteSize(bytes as u64))
     }
 }
 
@@ -96,9 +103,16 @@ mod tests {
         assert_eq!(p("16KiB"), Ok(16 << 10));
         assert_eq!(p("1MiB"), Ok(1 << 20));
         assert_eq!(p(" 2 GiB "), Ok(2 << 30));
-        for bad in ["1MB", "1.5MiB", "-1", "MiB", "1 TiB", ""] {
+        assert_eq!(p("1.5MiB"), Ok(3 << 19));
+        assert_eq!(p("1MB"), Ok(1_000_000));
+        assert_eq!(p("4k"), Ok(4_000));
+        assert_eq!(p("2gb"), Ok(2_000_000_000));
+        for bad in ["-1", "MiB", "1 TiB", "", "1e3", "1..5k"] {
             let e = p(bad).expect_err(bad);
-            assert!(e.contains("KiB, MiB or GiB"), "{bad}: {e}");
+            assert!(
+                e.contains("KiB, MiB or GiB") && e.contains("k/KB, M/MB"),
+                "{bad}: {e}"
+            );
         }
         assert!(p("99999999999999GiB").is_err());
         assert_eq!(ByteSize(1 << 20).to_string(), "1MiB");
@@ -114,7 +128,7 @@ mod tests {
         }
         let t: T = toml::from_str("a = 4096\nb = \"1MiB\"\n").expect("ok");
         assert_eq!((t.a.0, t.b.0), (4096, 1 << 20));
-        let e = toml::from_str::<T>("a = -1\nb = \"1MB\"\n")
+        let e = toml::from_str::<T>("a = -1\nb = \"1TB\"\n")
             .err()
             .expect("refused")
             .to_string();
