@@ -23,6 +23,9 @@ pub fn main() -> ExitCode {
     };
     // Keeps the log writer thread alive (and flushes it) until main returns.
     let _log_guard = init_logging(&settings);
+    for w in &settings.warnings {
+        tracing::warn!("setting without effect: {w}");
+    }
     // Key-file modes, core dumps, fd limit, metrics port, target user:
     // all before keys are read (see `crate::process`).
     let prepared = match crate::process::prepare(&settings) {
@@ -34,6 +37,8 @@ pub fn main() -> ExitCode {
     };
     let target = prepared.target;
     let before_serve = move || crate::process::before_serve(target);
+    // Probed before our own listeners exist (they would answer it).
+    let shared_port = crate::process::listener_exists(settings.listen);
     // Installed before anything is announced: a SIGHUP right after the
     // readiness line must reload, not kill (its default action).
     let signals = match Signals::new([SIGINT, SIGTERM, SIGHUP]) {
@@ -84,6 +89,12 @@ pub fn main() -> ExitCode {
             }
         }
     }
+    if shared_port {
+        tracing::warn!(
+            "{}",
+            crate::process::shared_port_warning(engine.server.local_addr())
+        );
+    }
     announce(&settings, &engine);
     crate::process::notify::ready();
     let reloader = Reloader::new(
@@ -122,14 +133,19 @@ fn log_filter(asked: Option<&str>) -> String {
 /// drops lines (lossy) instead of stalling a shard.
 fn init_logging(s: &Settings) -> tracing_appender::non_blocking::WorkerGuard {
     let env = std::env::var("RUST_LOG").ok();
-    let filter = log_filter(s.log_level.as_deref().or(env.as_deref()));
+    let asked = s.log_level.as_deref().or(env.as_deref());
     // `--log-level` was checked with the configuration; a bad RUST_LOG
-    // falls back to the default, with a warning once logging is up.
-    let (filter, bad) = match tracing_subscriber::EnvFilter::try_new(&filter) {
+    // (a mistyped level included) falls back to the default, with a
+    // warning once logging is up.
+    let checked = asked.map_or(Ok(()), crate::config::check_log_filter);
+    let filter = checked.and_then(|()| {
+        tracing_subscriber::EnvFilter::try_new(log_filter(asked)).map_err(|e| e.to_string())
+    });
+    let (filter, bad) = match filter {
         Ok(f) => (f, None),
         Err(e) => (
             tracing_subscriber::EnvFilter::new(log_filter(None)),
-            Some(e.to_string()),
+            Some(e),
         ),
     };
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -204,10 +220,15 @@ fn wait_for_stop(
 /// so that operators and tests see it.
 fn reload(generation: u64, reloader: &mut Reloader, proxy: Option<&Proxy>) {
     crate::process::notify::reloading();
+    let warned = reloader.settings().warnings.clone();
     match reloader.reload() {
         Ok(s) => {
             if let Some(p) = proxy {
                 p.reload(s.proxy.clone());
+            }
+            // Each warning once: only what this reload brought in.
+            for w in s.warnings.iter().filter(|w| !warned.contains(w)) {
+                tracing::warn!(generation, "setting without effect: {w}");
             }
             tracing::info!(generation, "configuration reloaded");
             println!("uringtls: reload {generation} applied");

@@ -47,11 +47,7 @@ pub struct ReloadError(pub ConfigError);
 
 impl std::fmt::Display for ReloadError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "reload refused, still serving the previous configuration: {}",
-            self.0
-        )
+        write!(f, "{} (still serving the previous configuration)", self.0)
     }
 }
 

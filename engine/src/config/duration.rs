@@ -6,6 +6,10 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+/// What a duration may be written as (repeated in every error).
+pub const ACCEPTED: &str = "write a number with one of the units us, ms, s, m (or min), h, \
+     e.g. `10s` or `500ms`; a bare number is seconds";
+
 /// A duration written as `10s`, `500ms`, `2m`, `1h` or plain seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct HumanDuration(pub Duration);
@@ -21,17 +25,21 @@ impl FromStr for HumanDuration {
         let (num, unit) = s.split_at(split);
         let n: f64 = num
             .parse()
-            .map_err(|_| format!("`{s}` is not a duration (write e.g. `10s`, `500ms`, `2m`)"))?;
+            .map_err(|_| format!("`{s}` is not a duration ({ACCEPTED})"))?;
         let secs = match unit.trim() {
             "" | "s" => n,
             "ms" => n / 1e3,
             "us" => n / 1e6,
             "m" | "min" => n * 60.0,
             "h" => n * 3600.0,
-            other => return Err(format!("`{s}`: unknown unit `{other}` (use ms, s, m or h)")),
+            other => {
+                return Err(format!(
+                    "`{s}`: unknown duration unit `{other}` ({ACCEPTED})"
+                ))
+            }
         };
         if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
-            return Err(format!("`{s}` is out of range"));
+            return Err(format!("`{s}` is out of range ({ACCEPTED})"));
         }
         Ok(HumanDuration(Duration::from_secs_f64(secs)))
     }
@@ -49,7 +57,7 @@ impl<'de> de::Deserialize<'de> for HumanDuration {
         impl Visitor<'_> for V {
             type Value = HumanDuration;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a duration such as \"10s\", \"500ms\" or a number of seconds")
+                write!(f, "a duration: {ACCEPTED}")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<HumanDuration, E> {
                 v.parse().map_err(E::custom)
@@ -57,7 +65,7 @@ impl<'de> de::Deserialize<'de> for HumanDuration {
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<HumanDuration, E> {
                 u64::try_from(v)
                     .map(|s| HumanDuration(Duration::from_secs(s)))
-                    .map_err(|_| E::custom("a duration cannot be negative"))
+                    .map_err(|_| E::custom(format!("a duration cannot be negative ({ACCEPTED})")))
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<HumanDuration, E> {
                 format!("{v}").parse().map_err(E::custom)
@@ -79,7 +87,15 @@ mod tests {
         assert_eq!(p("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(p("3"), Ok(Duration::from_secs(3)));
         assert_eq!(p("1.5s"), Ok(Duration::from_millis(1500)));
-        assert!(p("ten").is_err());
-        assert!(p("5 days").is_err());
+        assert_eq!(p("250us"), Ok(Duration::from_micros(250)));
+        assert_eq!(p("2min"), Ok(Duration::from_secs(120)));
+        assert_eq!(p("1h"), Ok(Duration::from_secs(3600)));
+        for bad in ["ten", "5 days", "1d", "-1s", ""] {
+            let e = p(bad).expect_err(bad);
+            assert!(
+                e.contains("us, ms, s, m (or min), h") && e.contains("bare number is seconds"),
+                "{bad}: {e}"
+            );
+        }
     }
 }

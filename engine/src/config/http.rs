@@ -128,7 +128,7 @@ mod tests {
         let e = Options::try_parse_from(["uringtls", "--max-body", "1 parsec"])
             .unwrap_err()
             .to_string();
-        assert!(e.contains("unknown unit `parsec`"), "{e}");
+        assert!(e.contains("unknown size unit `parsec`"), "{e}");
         let e = flags(&["--request-timeout", "0s"])
             .resolve()
             .unwrap_err()

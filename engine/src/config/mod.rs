@@ -10,10 +10,11 @@ mod duration;
 mod http;
 mod operations;
 mod size;
+mod warnings;
 
 pub use duration::HumanDuration;
 pub use http::{HttpLimits, DEFAULT_REQUEST_TIMEOUT};
-pub use operations::{Operations, DEFAULT_HEADER_TIMEOUT};
+pub use operations::{check_log_filter, Operations, DEFAULT_HEADER_TIMEOUT};
 pub use size::ByteSize;
 
 use crate::io::RingOptions;
@@ -161,8 +162,9 @@ pub struct Options {
     /// Highest TLS version accepted: 1.2 or 1.3 [default: 1.3].
     #[arg(long, value_enum, value_name = "VERSION")]
     pub tls_max_version: Option<TlsVersion>,
-    /// Cipher suites, comma-separated, in preference order, e.g.
-    /// `TLS13_AES_128_GCM_SHA256` [default: AES-128-GCM, AES-256-GCM, ChaCha20].
+    /// Cipher suites, comma-separated, in preference order, by rustls, IANA
+    /// or OpenSSL name, e.g. `TLS13_AES_128_GCM_SHA256`, `TLS_AES_128_GCM_SHA256`,
+    /// `ECDHE-ECDSA-AES128-GCM-SHA256` [default: AES-128-GCM, AES-256-GCM, ChaCha20].
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     pub cipher_suites: Option<Vec<String>>,
     /// Key-exchange groups, comma-separated, in preference order, e.g.
@@ -187,12 +189,12 @@ pub struct Options {
     /// Service on decrypted streams [default: http].
     #[arg(long, value_enum)]
     pub service: Option<ServiceKind>,
-    /// http: response body size in bytes [default: 12, `hello world\n`].
-    #[arg(long, value_name = "BYTES")]
-    pub body_size: Option<usize>,
-    /// http: request header limit in bytes (431 beyond) [default: 8192].
-    #[arg(long, value_name = "BYTES")]
-    pub max_header: Option<usize>,
+    /// http: response body size, bytes or with a unit (`1MiB`, `64k`) [default: 12, `hello world\n`].
+    #[arg(long, value_name = "SIZE")]
+    pub body_size: Option<ByteSize>,
+    /// http: request header limit, bytes or with a unit (`16KiB`) (431 beyond) [default: 8KiB].
+    #[arg(long, value_name = "SIZE")]
+    pub max_header: Option<ByteSize>,
     /// proxy: upstream HOST:PORT; repeat (or comma-separate) for round robin.
     /// Names are resolved at start and at each reload (SIGHUP), not per connection.
     #[arg(long, value_name = "HOST:PORT", value_delimiter = ',')]
@@ -272,7 +274,8 @@ pub struct Options {
     /// Log format [default: human].
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
-    /// Log filter, e.g. `info` or `uringtls=debug` [default: info, or RUST_LOG].
+    /// Log filter: a level (error, warn, info, debug, trace, off) or
+    /// `target=level` directives, e.g. `warn,uringtls::access=info` [default: info, or RUST_LOG].
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
 
@@ -334,6 +337,9 @@ pub struct Settings {
     pub ops: Operations,
     /// http request limits (body size, request timeout).
     pub http: HttpLimits,
+    /// Settings that were given but have no effect, one sentence each (the
+    /// binary logs them at start).
+    pub warnings: Vec<String>,
 }
 
 /// A configuration problem, reported before anything is bound.
@@ -450,6 +456,10 @@ impl Options {
     /// Flags over file over defaults, validated.
     pub fn resolve(self) -> Result<Settings, ConfigError> {
         self.check(Origin::Flag)?;
+        let sources = Sources {
+            flags: self.clone(),
+            file: self.config.clone(),
+        };
         let file = match &self.config {
             Some(p) => {
                 let f = Options::load_file(p)?;
@@ -518,7 +528,7 @@ impl Options {
             request_timeout,
             max_handshakes,
         );
-        m.finish()
+        m.finish(&sources)
     }
 
     /// Checks every value present in this one source.
@@ -544,11 +554,12 @@ impl Options {
                 .map_err(|p| o.invalid("cpus", p, "write a list such as `1` or `0,2-3`"))?;
         }
         if let Some(f) = &self.log_level {
-            if let Err(e) = tracing_subscriber::EnvFilter::try_new(f) {
+            if let Err(e) = check_log_filter(f) {
                 return Err(o.invalid(
                     "log_level",
                     format!("{f:?} is not a log filter: {e}"),
-                    "use a level (`info`) or directives (`warn,uringtls::access=info`)",
+                    "use a level (error, warn, info, debug, trace, off) or `target=level` \
+                     directives (`warn,uringtls::access=info`)",
                 ));
             }
         }
@@ -592,20 +603,20 @@ impl Options {
             ));
         }
         if let Some(b) = self.body_size {
-            if b > 1 << 30 {
+            if b.0 > 1 << 30 {
                 return Err(o.invalid(
                     "body_size",
-                    format!("{b} bytes is over 1 GiB"),
+                    format!("{} bytes is over 1 GiB", b.0),
                     "use a smaller body",
                 ));
             }
         }
         if let Some(h) = self.max_header {
-            if h < 64 {
+            if h.0 < 64 {
                 return Err(o.invalid(
                     "max_header",
-                    format!("{h} bytes"),
-                    "use at least 64 (default 8192)",
+                    format!("{} bytes", h.0),
+                    "use at least 64 (default 8KiB)",
                 ));
             }
         }
@@ -637,11 +648,18 @@ impl Options {
     }
 
     /// Turns merged options into settings; cross-field checks.
-    fn finish(self) -> Result<Settings, ConfigError> {
+    fn finish(self, src: &Sources) -> Result<Settings, ConfigError> {
         let ops = self.operations()?;
         let http = self.http_limits();
         let listen = parse_listen(self.listen.as_deref().unwrap_or(DEFAULT_LISTEN))
             .map_err(|p| Origin::Flag.invalid("listen", p, "write IP:PORT"))?;
+        if let Some(m) = ops.metrics_listen.filter(|m| same_port(*m, listen)) {
+            return Err(src.of(|f| f.metrics_listen.is_some()).invalid(
+                "metrics_listen",
+                format!("{m} is the TLS listener's own port (listen = {listen})"),
+                "give /metrics a port of its own, e.g. 127.0.0.1:9100",
+            ));
+        }
         let available = available_cpus();
         let cpus = match (&self.cpus, self.shards) {
             (Some(list), shards) => {
@@ -669,6 +687,7 @@ impl Options {
                 "choose CPUs from the available list",
             ));
         }
+        let warnings = self.no_effect_warnings(cpus.len(), available.len());
         let alpn = self
             .alpn
             .unwrap_or_else(|| vec!["http/1.1".into()])
@@ -691,7 +710,13 @@ impl Options {
         }
         let proxy = crate::services::proxy::ProxySettings {
             upstreams: resolve_upstreams(self.upstream.as_deref().unwrap_or_default()).map_err(
-                |p| Origin::Flag.invalid("upstream", p, "write HOST:PORT of a reachable name"),
+                |p| {
+                    src.of(|f| f.upstream.is_some()).invalid(
+                        "upstream",
+                        p,
+                        "write HOST:PORT of a reachable name",
+                    )
+                },
             )?,
             connect_timeout: d(
                 self.upstream_connect_timeout,
@@ -741,10 +766,11 @@ impl Options {
             },
             proxy,
             service: self.service.unwrap_or(ServiceKind::Http),
-            body_size: self.body_size,
-            max_header: self
-                .max_header
-                .unwrap_or(crate::services::http::DEFAULT_MAX_HEADER),
+            body_size: self.body_size.map(ByteSize::as_usize),
+            max_header: self.max_header.map_or(
+                crate::services::http::DEFAULT_MAX_HEADER,
+                ByteSize::as_usize,
+            ),
             handshake_timeout: d(self.handshake_timeout, DEFAULT_HANDSHAKE_TIMEOUT),
             idle_timeout: d(self.idle_timeout, DEFAULT_IDLE_TIMEOUT),
             write_timeout: d(self.write_timeout, DEFAULT_WRITE_TIMEOUT),
@@ -754,6 +780,7 @@ impl Options {
             log_level: self.log_level,
             ops,
             http,
+            warnings,
         })
     }
 }
@@ -803,6 +830,30 @@ impl Options {
         }
         Ok(())
     }
+}
+
+/// Where each merged value came from: the flag if one was given, else the
+/// file (for errors found after merging).
+struct Sources {
+    flags: Options,
+    file: Option<PathBuf>,
+}
+
+impl Sources {
+    fn of(&self, by_flag: impl Fn(&Options) -> bool) -> Origin<'_> {
+        match &self.file {
+            Some(p) if !by_flag(&self.flags) => Origin::File(p),
+            _ => Origin::Flag,
+        }
+    }
+}
+
+/// Whether two listen addresses would take the same port (an unspecified
+/// address overlaps every address of its family; port 0 is never shared).
+fn same_port(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port()
+        && a.port() != 0
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
 /// Which versions are on, from `tls12` and the min/max bounds.
@@ -1108,5 +1159,111 @@ mod tests {
             "{e}"
         );
         assert!(Options::try_parse_from(["uringtls", "--extra-cert", "onlyone.pem"]).is_err());
+    }
+
+    #[test]
+    fn an_unresolvable_upstream_from_the_file_names_the_file_not_a_flag() {
+        // A 64-byte label is refused by the resolver itself: no DNS query leaves.
+        let bad = format!("{}.invalid:80", "a".repeat(64));
+        let (path, e) = refused_file(&format!("service = \"proxy\"\nupstream = [\"{bad}\"]\n"));
+        assert!(
+            e.starts_with(&format!("{path}: field `upstream`: cannot resolve")),
+            "{e}"
+        );
+        let f = file(&format!("upstream = [\"{bad}\"]\n"));
+        let p = f.path().to_str().expect("utf8");
+        let e = flags(&["--config", p, "--upstream", &bad])
+            .resolve()
+            .expect_err("refused")
+            .to_string();
+        assert!(e.starts_with("flag --upstream: cannot resolve"), "{e}");
+    }
+
+    #[test]
+    fn metrics_on_the_tls_port_is_refused_as_our_own_listener() {
+        let e = flags(&[
+            "--listen",
+            "127.0.0.1:8443",
+            "--metrics-listen",
+            "0.0.0.0:8443",
+        ])
+        .resolve()
+        .expect_err("refused")
+        .to_string();
+        assert!(
+            e.starts_with("flag --metrics-listen: 0.0.0.0:8443 is the TLS listener's own port"),
+            "{e}"
+        );
+        let (path, e) = refused_file("metrics_listen = \"127.0.0.1:8443\"\n");
+        assert!(
+            e.starts_with(&format!("{path}: field `metrics_listen`")),
+            "{e}"
+        );
+        assert!(
+            flags(&["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+                .resolve()
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn sizes_take_binary_units_in_flags_and_the_file() {
+        let s = flags(&["--body-size", "1MiB", "--max-header", "16KiB"])
+            .resolve()
+            .expect("ok");
+        assert_eq!((s.body_size, s.max_header), (Some(1 << 20), 16 << 10));
+        let f = file("body_size = \"2KiB\"\nmax_header = 4096\n");
+        let path = f.path().to_str().expect("utf8");
+        let s = flags(&["--config", path]).resolve().expect("ok");
+        assert_eq!((s.body_size, s.max_header), (Some(2048), 4096));
+        let (path, e) = refused_file("body_size = \"1TB\"\n");
+        assert!(
+            e.contains(&path) && e.contains("body_size") && e.contains("KiB, MiB or GiB"),
+            "{e}"
+        );
+        let e = Options::try_parse_from(["uringtls", "--body-size", "1MiBs"])
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            e.contains("--body-size") && e.contains("KiB, MiB or GiB"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn durations_list_what_is_accepted_in_flags_and_the_file() {
+        let (path, e) = refused_file("idle_timeout = \"5 days\"\n");
+        assert!(
+            e.contains(&path)
+                && e.contains("idle_timeout")
+                && e.contains("us, ms, s, m (or min), h"),
+            "{e}"
+        );
+        let f = file("idle_timeout = 5\n");
+        let path = f.path().to_str().expect("utf8");
+        let s = flags(&["--config", path, "--grace", "5"])
+            .resolve()
+            .expect("ok");
+        assert_eq!(
+            (s.idle_timeout, s.grace),
+            (Duration::from_secs(5), Duration::from_secs(5)),
+            "a bare number is seconds in both"
+        );
+    }
+
+    #[test]
+    fn a_mistyped_log_level_is_refused_from_flags_and_the_file() {
+        for bad in ["warning", "verbose", "uringtls=loud"] {
+            let e = flags(&["--log-level", bad])
+                .resolve()
+                .expect_err(bad)
+                .to_string();
+            assert!(e.starts_with("flag --log-level:") && e.contains(bad), "{e}");
+        }
+        let (path, e) = refused_file("log_level = \"warning\"\n");
+        assert!(
+            e.starts_with(&format!("{path}: field `log_level`")) && e.contains("`warning`"),
+            "{e}"
+        );
     }
 }

@@ -48,6 +48,43 @@ impl Default for Operations {
     }
 }
 
+/// Levels a log filter may name (case-insensitive).
+const LOG_LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
+
+/// Checks a log filter (`--log-level`, `RUST_LOG`): comma-separated
+/// directives, each a known level or `target=level` with a known level.
+/// `tracing`'s own parser would take a mistyped level such as `warning`
+/// for a target name and silence every log line.
+pub fn check_log_filter(filter: &str) -> Result<(), String> {
+    let known = |l: &str| LOG_LEVELS.iter().any(|k| k.eq_ignore_ascii_case(l.trim()));
+    let mut any = false;
+    for d in filter.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        any = true;
+        match d.rsplit_once('=') {
+            None if !known(d) => {
+                return Err(format!(
+                    "`{d}` is not a log level (known: {})",
+                    LOG_LEVELS.join(", ")
+                ))
+            }
+            Some((_, level)) if !known(level) => {
+                return Err(format!(
+                    "directive `{d}` does not end in a known level (`target=level`, level one \
+                     of {})",
+                    LOG_LEVELS.join(", ")
+                ))
+            }
+            _ => {}
+        }
+    }
+    if !any {
+        return Err("an empty filter".into());
+    }
+    tracing_subscriber::EnvFilter::try_new(filter)
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
 fn cidrs(list: &[String]) -> Result<Vec<Cidr>, String> {
     list.iter()
         .filter(|s| !s.trim().is_empty())
@@ -216,6 +253,42 @@ mod tests {
         assert_eq!(
             s.ops.metrics_listen,
             Some("127.0.0.1:9100".parse().expect("addr"))
+        );
+    }
+
+    #[test]
+    fn log_filters_take_known_levels_only() {
+        for ok in [
+            "info",
+            "WARN",
+            "off",
+            "warn,uringtls::access=info",
+            "uringtls=debug",
+        ] {
+            assert_eq!(check_log_filter(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "warning",
+            "verbose",
+            "uringtls=lots",
+            "uringtls",
+            "info,",
+            "",
+        ] {
+            if bad == "info," {
+                assert_eq!(
+                    check_log_filter(bad),
+                    Ok(()),
+                    "a trailing comma is harmless"
+                );
+                continue;
+            }
+            assert!(check_log_filter(bad).is_err(), "{bad}");
+        }
+        let e = check_log_filter("warning").unwrap_err();
+        assert!(
+            e.contains("`warning` is not a log level") && e.contains("warn"),
+            "{e}"
         );
     }
 

@@ -93,6 +93,40 @@ pub fn raise_nofile() -> std::io::Result<u64> {
     Ok(l.rlim_cur)
 }
 
+/// Whether a socket already listens on `addr` (so our `SO_REUSEPORT`
+/// listeners will join its group and share its connections). Probed by
+/// binding, without listening, a socket with `SO_REUSEADDR` and without
+/// `SO_REUSEPORT`: on Linux that bind fails only while a socket listens on
+/// the address (not for connections in TIME_WAIT). Port 0 never is.
+pub fn listener_exists(addr: std::net::SocketAddr) -> bool {
+    if addr.port() == 0 {
+        return false;
+    }
+    let probe = || -> std::io::Result<()> {
+        let s = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            None,
+        )?;
+        s.set_reuse_address(true)?;
+        if addr.is_ipv6() {
+            s.set_only_v6(true)?; // as the shard listeners
+        }
+        s.bind(&addr.into())
+    };
+    matches!(probe(), Err(e) if e.kind() == std::io::ErrorKind::AddrInUse)
+}
+
+/// The warning for [`listener_exists`], naming the command that shows who.
+pub fn shared_port_warning(addr: std::net::SocketAddr) -> String {
+    format!(
+        "another socket already listens on {addr}: this instance joined its SO_REUSEPORT group \
+         and the kernel now spreads new connections over both (expected during an upgrade; \
+         otherwise stop the other one). See who: ss -ltnp 'sport = :{}'",
+        addr.port()
+    )
+}
+
 /// What start-up prepared before the engine binds its TLS port.
 #[derive(Debug)]
 pub struct Prepared {

@@ -175,6 +175,36 @@ pub enum TlsError {
     ClientCa(String),
     /// The ticket-key file was refused.
     TicketKeys(tickets::TicketKeyError),
+    /// A CERTIFICATE block holds something that is not an X.509 certificate.
+    BadCertificate {
+        /// Which file.
+        path: PathBuf,
+        /// Which CERTIFICATE block of the file (1 for the first).
+        block: usize,
+        /// The parser's reason.
+        detail: String,
+    },
+    /// The private key is encrypted (passphrase-protected).
+    EncryptedKey {
+        /// Which file.
+        path: PathBuf,
+    },
+    /// The private key is of a type rustls cannot sign with.
+    UnsupportedKey {
+        /// Which file.
+        path: PathBuf,
+        /// The key type, or the provider's reason.
+        detail: String,
+    },
+    /// The process (after dropping privileges, typically) may not read a file.
+    Unreadable {
+        /// Which file.
+        path: PathBuf,
+        /// What it should contain.
+        what: &'static str,
+        /// The user the process runs as.
+        uid: u32,
+    },
 }
 
 impl fmt::Display for TlsError {
@@ -201,6 +231,39 @@ impl fmt::Display for TlsError {
             }
             TlsError::ClientCa(e) => write!(f, "client authentication: {e}"),
             TlsError::TicketKeys(e) => e.fmt(f),
+            TlsError::BadCertificate { path, block, detail } => write!(
+                f,
+                "{}: CERTIFICATE block {block} is not a valid X.509 certificate (DER): {detail} \
+                 (replace that block with the certificate as issued, e.g. from \
+                 `openssl x509 -in ISSUED -outform PEM`)",
+                path.display()
+            ),
+            TlsError::EncryptedKey { path } => write!(
+                f,
+                "{}: the private key is encrypted (passphrase-protected); uringtls needs an \
+                 unencrypted key: write one with `openssl pkey -in {} -out KEY.pem` \
+                 (it asks for the passphrase), `chmod 600 KEY.pem`, and give that file",
+                path.display(),
+                path.display()
+            ),
+            TlsError::UnsupportedKey { path, detail } => write!(
+                f,
+                "{}: private key type not supported: {detail} (use an ECDSA P-256/P-384, \
+                 Ed25519 or RSA (rsaEncryption) key; RSA keys sign with RSA-PSS too)",
+                path.display()
+            ),
+            TlsError::Unreadable { path, what, uid } => {
+                let user = crate::process::privileges::user_name(*uid);
+                write!(
+                    f,
+                    "{}: cannot load {what}: permission denied to user `{user}` (uid {uid}), \
+                     which uringtls runs as (after --user, files are re-read as that user on \
+                     reload); make the file and its directories readable by `{user}` (a private \
+                     key: `chown {user}` keeping mode 0600; a certificate: owner or group \
+                     `{user}`, mode 0640), or restart to read it as the starting user",
+                    path.display()
+                )
+            }
         }
     }
 }
@@ -261,23 +324,95 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
         what: "a certificate chain",
         detail,
     };
+    let read_err = |e: rustls_pki_types::pem::Error| {
+        unreadable(path, "a certificate chain", &e).unwrap_or_else(|| pem_err(e.to_string()))
+    };
     let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| pem_err(e.to_string()))?
+        .map_err(read_err)?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| pem_err(e.to_string()))?;
+        .map_err(read_err)?;
     if certs.is_empty() {
         return Err(pem_err("no CERTIFICATE block found".into()));
+    }
+    for (i, c) in certs.iter().enumerate() {
+        if let Err(e) = x509_parser::parse_x509_certificate(c.as_ref()) {
+            return Err(TlsError::BadCertificate {
+                path: path.to_owned(),
+                block: i + 1,
+                detail: e.to_string(),
+            });
+        }
     }
     Ok(certs)
 }
 
 /// Reads a PEM private key.
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::Pem {
-        path: path.to_owned(),
-        what: "a private key",
-        detail: e.to_string(),
+    PrivateKeyDer::from_pem_file(path).map_err(|e| {
+        if let Some(u) = unreadable(path, "a private key", &e) {
+            return u;
+        }
+        if is_encrypted_key(path) {
+            return TlsError::EncryptedKey {
+                path: path.to_owned(),
+            };
+        }
+        TlsError::Pem {
+            path: path.to_owned(),
+            what: "a private key",
+            detail: e.to_string(),
+        }
     })
+}
+
+/// [`TlsError::Unreadable`] when `e` is a permission error.
+fn unreadable(
+    path: &Path,
+    what: &'static str,
+    e: &rustls_pki_types::pem::Error,
+) -> Option<TlsError> {
+    match e {
+        rustls_pki_types::pem::Error::Io(io)
+            if io.kind() == std::io::ErrorKind::PermissionDenied =>
+        {
+            Some(TlsError::Unreadable {
+                path: path.to_owned(),
+                what,
+                // SAFETY: geteuid has no preconditions and cannot fail.
+                uid: unsafe { libc::geteuid() },
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Whether the file holds a passphrase-protected key: PKCS#8
+/// `ENCRYPTED PRIVATE KEY`, or OpenSSL's legacy `Proc-Type: 4,ENCRYPTED`.
+fn is_encrypted_key(path: &Path) -> bool {
+    std::fs::read(path).is_ok_and(|b| {
+        let t = String::from_utf8_lossy(&b);
+        t.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") || t.contains("Proc-Type: 4,ENCRYPTED")
+    })
+}
+
+/// The DER encoding of the RSASSA-PSS algorithm OID (1.2.840.113549.1.1.10).
+const RSASSA_PSS_OID: &[u8] = &[
+    0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0a,
+];
+
+/// What to say about a key the provider refused: its type when we know it.
+pub(crate) fn unsupported_key_detail(key: &PrivateKeyDer<'_>, provider_said: String) -> String {
+    let der = key.secret_der();
+    if der
+        .windows(RSASSA_PSS_OID.len())
+        .any(|w| w == RSASSA_PSS_OID)
+    {
+        "an RSASSA-PSS key (OID 1.2.840.113549.1.1.10, as made by `openssl genpkey -algorithm \
+         RSA-PSS`)"
+            .into()
+    } else {
+        provider_said
+    }
 }
 
 fn self_signed() -> Result<Identity, TlsError> {

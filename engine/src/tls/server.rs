@@ -152,10 +152,15 @@ fn certified(
         },
         _ => TlsError::SelfSigned(detail),
     };
-    let key = provider
-        .key_provider
-        .load_private_key(key)
-        .map_err(|e| mismatch(e.to_string()))?;
+    let loaded = provider.key_provider.load_private_key(key.clone_key());
+    let key = loaded.map_err(|e| match key_path {
+        // Not a mismatch: this key cannot sign at all.
+        Some(k) if cert_path.is_some() => TlsError::UnsupportedKey {
+            path: k.to_owned(),
+            detail: super::unsupported_key_detail(&key, e.to_string()),
+        },
+        _ => mismatch(e.to_string()),
+    })?;
     let ck = CertifiedKey::new(chain, key);
     ck.keys_match().map_err(|e| mismatch(e.to_string()))?;
     Ok(Arc::new(ck))
@@ -224,33 +229,59 @@ fn select_provider(s: &TlsSettings) -> Result<CryptoProvider, TlsError> {
     let mut p = provider();
     if let Some(names) = &s.cipher_suites {
         let all = rustls::crypto::aws_lc_rs::ALL_CIPHER_SUITES;
-        p.cipher_suites = pick("cipher suite", names, all, |c| format!("{:?}", c.suite()))?;
+        p.cipher_suites = pick("cipher suite", names, all, |c| suite_names(c.suite()))?;
     }
     if let Some(names) = &s.kx_groups {
         let all = rustls::crypto::aws_lc_rs::ALL_KX_GROUPS;
         p.kx_groups = pick("key-exchange group", names, all, |g| {
-            format!("{:?}", g.name())
+            vec![format!("{:?}", g.name())]
         })?;
     }
     Ok(p)
+}
+
+/// The names a cipher suite answers to: rustls's (`TLS13_AES_128_GCM_SHA256`),
+/// IANA's (`TLS_AES_128_GCM_SHA256`; the same as rustls's for TLS 1.2) and,
+/// for TLS 1.2, OpenSSL's (`ECDHE-ECDSA-AES128-GCM-SHA256`; OpenSSL uses
+/// the IANA names for TLS 1.3).
+fn suite_names(s: rustls::CipherSuite) -> Vec<String> {
+    let rustls_name = format!("{s:?}");
+    let mut v = vec![rustls_name.clone()];
+    if let Some(rest) = rustls_name.strip_prefix("TLS13_") {
+        v.push(format!("TLS_{rest}"));
+    }
+    let openssl = rustls_name
+        .strip_prefix("TLS_ECDHE_")
+        .and_then(|r| r.split_once("_WITH_"))
+        .map(|(auth, cipher)| {
+            let cipher = match cipher {
+                "AES_128_GCM_SHA256" => "AES128-GCM-SHA256",
+                "AES_256_GCM_SHA384" => "AES256-GCM-SHA384",
+                "CHACHA20_POLY1305_SHA256" => "CHACHA20-POLY1305",
+                _ => return None,
+            };
+            Some(format!("ECDHE-{auth}-{cipher}"))
+        });
+    v.extend(openssl.flatten());
+    v
 }
 
 fn pick<T: Copy>(
     what: &'static str,
     names: &[String],
     all: &[T],
-    name_of: impl Fn(&T) -> String,
+    names_of: impl Fn(&T) -> Vec<String>,
 ) -> Result<Vec<T>, TlsError> {
     names
         .iter()
         .map(|n| {
             all.iter()
-                .find(|x| name_of(x).eq_ignore_ascii_case(n))
+                .find(|x| names_of(x).iter().any(|a| a.eq_ignore_ascii_case(n.trim())))
                 .copied()
                 .ok_or_else(|| TlsError::UnknownName {
                     what,
                     name: n.clone(),
-                    known: all.iter().map(&name_of).collect(),
+                    known: all.iter().map(|x| names_of(x).join(" / ")).collect(),
                 })
         })
         .collect()
@@ -304,6 +335,51 @@ mod tests {
         assert!(
             e.contains("unknown cipher suite `TLS13_AES_999`")
                 && e.contains("TLS13_AES_128_GCM_SHA256"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn cipher_suites_answer_to_iana_and_openssl_names() {
+        let s = TlsSettings {
+            cipher_suites: Some(vec![
+                "TLS_AES_128_GCM_SHA256".into(),
+                "TLS_CHACHA20_POLY1305_SHA256".into(),
+                "ECDHE-ECDSA-AES128-GCM-SHA256".into(),
+                "ECDHE-RSA-CHACHA20-POLY1305".into(),
+                "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384".into(),
+            ]),
+            ..TlsSettings::default()
+        };
+        let p = TlsState::new().prepare(&s).expect("config");
+        let got: Vec<_> = p
+            .config
+            .crypto_provider()
+            .cipher_suites
+            .iter()
+            .map(|c| format!("{:?}", c.suite()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "TLS13_AES_128_GCM_SHA256",
+                "TLS13_CHACHA20_POLY1305_SHA256",
+                "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+                "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+                "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+            ]
+        );
+        let e = TlsState::new()
+            .prepare(&TlsSettings {
+                cipher_suites: Some(vec!["AES128-SHA".into()]),
+                ..TlsSettings::default()
+            })
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            e.contains("TLS13_AES_128_GCM_SHA256 / TLS_AES_128_GCM_SHA256")
+                && e.contains("ECDHE-ECDSA-AES128-GCM-SHA256"),
             "{e}"
         );
     }

@@ -1,0 +1,117 @@
+//! Settings that were given but do nothing: each gets one sentence that
+//! names the setting and what to change. They do not stop the start (the
+//! configuration is valid), but an operator must not believe they apply.
+
+use super::{Options, ServiceKind, TlsVersion};
+
+impl Options {
+    /// Warnings for merged options; `shards` is the shard count resolved,
+    /// `cpus` the CPUs available to the process.
+    pub(super) fn no_effect_warnings(&self, shards: usize, cpus: usize) -> Vec<String> {
+        let mut w = Vec::new();
+        let service = self.service.unwrap_or(ServiceKind::Http);
+        if service != ServiceKind::Proxy {
+            let name = if service == ServiceKind::Http {
+                "http"
+            } else {
+                "echo"
+            };
+            let given = [
+                ("upstream", self.upstream.is_some()),
+                ("proxy_protocol", self.proxy_protocol.is_some()),
+                ("upstream_http", self.upstream_http.is_some()),
+                (
+                    "upstream_connect_timeout",
+                    self.upstream_connect_timeout.is_some(),
+                ),
+                (
+                    "upstream_fail_timeout",
+                    self.upstream_fail_timeout.is_some(),
+                ),
+            ];
+            for (field, _) in given.iter().filter(|(_, set)| *set) {
+                w.push(format!(
+                    "`{field}` has no effect with the {name} service (only `service = \"proxy\"` \
+                     connects upstream): remove it, or set service to proxy"
+                ));
+            }
+        }
+        let h2 = self
+            .alpn
+            .iter()
+            .flatten()
+            .any(|p| p.trim().eq_ignore_ascii_case("h2"));
+        if service == ServiceKind::Http && h2 {
+            w.push(
+                "`alpn` offers h2 but the http service speaks only HTTP/1.1: a client that picks \
+                 h2 (curl --http2) fails; remove h2 from alpn"
+                    .into(),
+            );
+        }
+        if self.tls12 == Some(false) && self.tls_min_version == Some(TlsVersion::V1_2) {
+            w.push(
+                "`tls_min_version = 1.2` has no effect with `tls12 = false` (TLS 1.2 stays off): \
+                 set tls_min_version to 1.3, or drop tls12 = false to allow TLS 1.2"
+                    .into(),
+            );
+        }
+        if self.insecure_key_permissions == Some(true) {
+            if self.key.is_none() && self.extra_cert.as_ref().is_none_or(|v| v.is_empty()) {
+                w.push(
+                    "`insecure_key_permissions` has no effect: no private key file is given \
+                     (self-signed certificate)"
+                        .into(),
+                );
+            } else {
+                w.push(
+                    "`insecure_key_permissions` is on: a private key readable by group or others \
+                     is accepted; make the key files mode 0600 and drop this setting"
+                        .into(),
+                );
+            }
+        }
+        if self.cpus.is_none() && shards > cpus {
+            w.push(format!(
+                "`shards` = {shards} is more than the {cpus} CPUs available: shards share CPUs \
+                 (one shard per CPU is the design); lower shards to {cpus} or less"
+            ));
+        }
+        w
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Options;
+    use clap::Parser;
+
+    fn warnings(args: &[&str]) -> Vec<String> {
+        let mut v = vec!["uringtls"];
+        v.extend_from_slice(args);
+        Options::try_parse_from(v)
+            .expect("parse")
+            .resolve()
+            .expect("valid")
+            .warnings
+    }
+
+    #[test]
+    fn settings_without_effect_are_named() {
+        assert!(warnings(&[]).is_empty());
+        let w = warnings(&["--upstream", "127.0.0.1:9", "--proxy-protocol", "v1"]);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].starts_with("`upstream` has no effect with the http service"));
+        assert!(w[1].starts_with("`proxy_protocol` has no effect"));
+        assert!(warnings(&["--service", "proxy", "--upstream", "127.0.0.1:9"]).is_empty());
+        let w = warnings(&["--alpn", "h2,http/1.1"]);
+        assert!(w[0].contains("h2") && w[0].contains("HTTP/1.1"), "{w:?}");
+        assert!(warnings(&["--service", "echo", "--alpn", "h2"]).is_empty());
+        let w = warnings(&["--tls12", "false", "--tls-min-version", "1.2"]);
+        assert!(w[0].contains("tls_min_version = 1.2"), "{w:?}");
+        let w = warnings(&["--insecure-key-permissions", "true"]);
+        assert!(w[0].contains("insecure_key_permissions"), "{w:?}");
+        let many = (super::super::available_cpus().len() + 1).to_string();
+        let w = warnings(&["--shards", &many]);
+        assert!(w[0].contains("shards share CPUs"), "{w:?}");
+    }
+}
