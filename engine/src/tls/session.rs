@@ -17,7 +17,8 @@ use rustls::unbuffered::{
     WriteTraffic,
 };
 use rustls::CommonState;
-use std::cell::RefCell;
+use rustls::AlertDescription;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::sync::Arc;
 
@@ -72,6 +73,33 @@ pub fn note_hello_sni(name: Option<&str>) {
 
 fn take_hello_sni() -> Option<Box<str>> {
     HELLO_SNI.with(|s| s.borrow_mut().take())
+}
+
+thread_local! {
+    /// Where the last record rustls tried to decrypt on this thread ended
+    /// (an address), if that try failed: see [`note_decrypt`].
+    static FAILED_DECRYPT_END: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// Notes the outcome of a record decryption (called by the decrypters of
+/// [`super::trial`]): `Some(end address of the record)` if it failed,
+/// `None` if it succeeded.
+///
+/// A server that declined a client's 0-RTT data skips the records it cannot
+/// decrypt (trial decryption, RFC 8446 §4.2.10), up to 16 KiB in all. rustls
+/// 0.23 does not count skipped records that end its input as processed: it
+/// leaves them to be given again, and tries them again, spending the 16 KiB
+/// once per try (rejected early data over 16,384 / 3 = 5,461 bytes failed
+/// the handshake). [`Session`] drops those records itself: when the last
+/// record rustls tried failed and rustls kept it, it was skipped (a failure
+/// after a partial handshake message is fatal in rustls, so nothing rustls
+/// holds can follow it).
+pub fn note_decrypt(failed_end: Option<usize>) {
+    FAILED_DECRYPT_END.with(|c| c.set(failed_end));
+}
+
+fn take_failed_decrypt() -> Option<usize> {
+    FAILED_DECRYPT_END.with(|c| c.take())
 }
 
 /// The server side of a connection: rustls's unbuffered server connection
@@ -154,6 +182,9 @@ pub struct Session<C: TlsConn> {
     eof: bool,
     /// `close_notify` queued.
     close_sent: bool,
+    /// A ChangeCipherSpec record was queued (TLS 1.2: what follows is
+    /// encrypted).
+    ccs_sent: bool,
 }
 
 fn tls_io_error(e: rustls::Error) -> io::Error {
@@ -256,6 +287,51 @@ fn encrypt_too_small(e: &EncryptError) -> Option<usize> {
     }
 }
 
+/// Whether `records` (whole records, as rustls encodes them) hold a
+/// ChangeCipherSpec.
+fn has_ccs_record(mut records: &[u8]) -> bool {
+    while let [typ, _, _, hi, lo, rest @ ..] = records {
+        if *typ == 0x14 {
+            return true;
+        }
+        let n = usize::from(u16::from_be_bytes([*hi, *lo])).min(rest.len());
+        records = &rest[n..];
+    }
+    false
+}
+
+/// The alert a fatal error implies, for the errors after which rustls
+/// queues none. `None`: the peer ended the connection with an alert of its
+/// own (nothing to answer).
+fn implied_alert(e: &rustls::Error) -> Option<AlertDescription> {
+    use rustls::{Error as E, PeerMisbehaved as P};
+    Some(match e {
+        E::AlertReceived(_) => return None,
+        E::InvalidMessage(m) => AlertDescription::from(m.clone()),
+        E::DecryptError => AlertDescription::BadRecordMac,
+        E::PeerSentOversizedRecord => AlertDescription::RecordOverflow,
+        E::InappropriateMessage { .. } | E::InappropriateHandshakeMessage { .. } => {
+            AlertDescription::UnexpectedMessage
+        }
+        E::NoCertificatesPresented => AlertDescription::HandshakeFailure,
+        E::InvalidCertificate(_) => AlertDescription::BadCertificate,
+        E::PeerIncompatible(_) | E::NoApplicationProtocol => AlertDescription::HandshakeFailure,
+        E::PeerMisbehaved(
+            P::IllegalTlsInnerPlaintext
+            | P::MessageInterleavedWithHandshakeMessage
+            | P::TooManyEmptyFragments
+            | P::TooManyWarningAlertsReceived
+            | P::TooManyKeyUpdateRequests
+            | P::TooManyRenegotiationRequests
+            | P::KeyEpochWithPendingFragment
+            | P::IllegalMiddleboxChangeCipherSpec
+            | P::RejectedEarlyDataInterleavedWithHandshakeMessage,
+        ) => AlertDescription::UnexpectedMessage,
+        E::PeerMisbehaved(_) => AlertDescription::IllegalParameter,
+        _ => AlertDescription::InternalError,
+    })
+}
+
 /// Upper bound of the records for `len` bytes of plaintext (header, content
 /// type, tag and padding of each 16 KiB record).
 fn sealed_len(len: usize) -> usize {
@@ -287,6 +363,7 @@ impl<C: TlsConn> Session<C> {
             peer_closed: false,
             eof: false,
             close_sent: false,
+            ccs_sent: false,
         }
     }
 
@@ -371,12 +448,29 @@ impl<C: TlsConn> Session<C> {
             plain_pos,
             out,
             peer_closed,
+            ccs_sent,
             ..
         } = self;
         let mut done = 0;
         loop {
+            let base = incoming.as_ptr() as usize;
+            let len = incoming.len();
+            if C::SERVER {
+                take_failed_decrypt();
+            }
             let UnbufferedStatus { discard, state } = tls.process(&mut incoming[done..]);
+            // Records rustls skipped (rejected 0-RTT data) and left in the
+            // input: done with (see `note_decrypt`).
+            let skipped = if C::SERVER {
+                take_failed_decrypt()
+                    .and_then(|end| end.checked_sub(base))
+                    .filter(|&end| end > done + discard && end <= len)
+                    .map_or(0, |end| end - (done + discard))
+            } else {
+                0
+            };
             let state = state.map_err(|e| (done + discard, e))?;
+            let discard = discard + skipped;
             let mut extra = 0;
             match state {
                 ConnectionState::ReadTraffic(mut r) => {
@@ -391,9 +485,13 @@ impl<C: TlsConn> Session<C> {
                     }
                 }
                 ConnectionState::EncodeTlsData(mut e) => {
+                    let from = out.len();
                     let res = out.write_tail(4096, |dst| e.encode(dst), encode_too_small);
                     if let Err(err) = res {
                         return Err((done + discard, rustls::Error::General(err.to_string())));
+                    }
+                    if !*ccs_sent {
+                        *ccs_sent = has_ccs_record(&out.as_slice()[from..]);
                     }
                 }
                 // The encoded records stay queued in `out`, in order; the
@@ -428,19 +526,59 @@ impl<C: TlsConn> Session<C> {
     /// `rest` is what was left of the input (rustls may refer to it). Only
     /// queued records are taken: rustls pops those before it would look at
     /// the input again (which would fail a second time).
-    fn queue_alert(&mut self, rest: &mut [u8]) {
-        let out = &mut self.out;
+    ///
+    /// rustls queues no alert for some errors (a TLS 1.3 record with no
+    /// content type, a handshake message interleaved with other records, too
+    /// many warning alerts, a handshake message over 64 KiB...): then the
+    /// alert the error implies is sent here, when our records are still
+    /// plaintext (before a TLS 1.3 ServerHello or a TLS 1.2
+    /// ChangeCipherSpec: the keys after that are rustls's alone).
+    fn queue_alert(&mut self, rest: &mut [u8], err: &rustls::Error) {
+        let before = self.out.len();
         while self.tls.common().wants_write() {
             let UnbufferedStatus { state, .. } = self.tls.process(rest);
             let Ok(ConnectionState::EncodeTlsData(mut e)) = state else {
                 break;
             };
-            if out
+            if self
+                .out
                 .write_tail(256, |dst| e.encode(dst), encode_too_small)
                 .is_err()
             {
                 break;
             }
+        }
+        let plaintext = !self.ccs_sent
+            && self.tls.common().protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3);
+        if !plaintext {
+            return;
+        }
+        if self.out.len() > before {
+            // rustls answers a TLS 1.2 client that sent no certificate
+            // with `certificate_required`, which only TLS 1.3 defines:
+            // TLS 1.2 says `handshake_failure` (RFC 5246 §7.4.6).
+            if matches!(err, rustls::Error::NoCertificatesPresented)
+                && self.tls.common().protocol_version() == Some(rustls::ProtocolVersion::TLSv1_2)
+            {
+                let records = &mut self.out.buf[before..self.out.len];
+                if let [0x15, _, _, 0, 2, 2, d] = records {
+                    if *d == u8::from(AlertDescription::CertificateRequired) {
+                        *d = u8::from(AlertDescription::HandshakeFailure);
+                    }
+                }
+            }
+            return;
+        }
+        if let Some(alert) = implied_alert(err) {
+            let record = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, u8::from(alert)];
+            let _ = self.out.write_tail(
+                record.len(),
+                |dst| {
+                    dst.copy_from_slice(&record);
+                    Ok::<_, ()>(record.len())
+                },
+                |_| None,
+            );
         }
     }
 
@@ -462,7 +600,7 @@ impl<C: TlsConn> Session<C> {
                 }
                 Err((used, e)) => {
                     let used = used.min(data.len());
-                    self.queue_alert(&mut data[used..]);
+                    self.queue_alert(&mut data[used..], &e);
                     Err(e)
                 }
             }
@@ -479,16 +617,18 @@ impl<C: TlsConn> Session<C> {
                 }
                 Err((used, e)) => {
                     let used = used.min(held.len());
-                    self.queue_alert(&mut held[used..]);
+                    self.queue_alert(&mut held[used..], &e);
                     Err(e)
                 }
             }
         };
         if res.is_ok() && self.held.len() > MAX_HELD {
-            // Our limit, not rustls's: no alert to send, the caller closes.
-            return Err(rustls::Error::General(
-                "peer's message exceeds the buffer limit".into(),
-            ));
+            // Our limit, not rustls's (a message rustls would take in
+            // pieces): refused as rustls refuses an oversized handshake
+            // message, with `decode_error`.
+            let e = rustls::Error::InvalidMessage(rustls::InvalidMessage::HandshakePayloadTooLarge);
+            self.queue_alert(&mut [], &e);
+            return Err(e);
         }
         res
     }
@@ -869,6 +1009,126 @@ mod tests {
         assert_eq!(s.append_plaintext(&mut out, 100).expect("rest"), Some(21));
         assert_eq!(out, b"d, twice: hello world");
         assert_eq!(s.append_plaintext(&mut out, 100).expect("end"), Some(0));
+    }
+
+    /// A TLS 1.3 client resuming with `early` bytes of 0-RTT data (in
+    /// records of at most `record` bytes) against a server that declines
+    /// it; the client's bytes reach the server `chunk` bytes at a time.
+    /// Returns whether the handshake completed and 1-RTT data got through.
+    fn rejected_early_data(early: usize, record: usize, chunk: usize) -> Result<(), String> {
+        use std::io::{Read, Write};
+        let (server_cfg, cert) = crate::tls::tests::server_config_and_cert();
+        // A twin config that allows 0-RTT in the tickets it issues (rustls
+        // does only with stateful tickets); the server under test does not
+        // (whether it resumes or not, it declines the 0-RTT data).
+        #[derive(Debug)]
+        struct NoTickets;
+        impl rustls::server::ProducesTickets for NoTickets {
+            fn enabled(&self) -> bool {
+                false
+            }
+            fn lifetime(&self) -> u32 {
+                0
+            }
+            fn encrypt(&self, _: &[u8]) -> Option<Vec<u8>> {
+                None
+            }
+            fn decrypt(&self, _: &[u8]) -> Option<Vec<u8>> {
+                None
+            }
+        }
+        let mut issuing = (*server_cfg).clone();
+        issuing.max_early_data_size = 16_384;
+        issuing.ticketer = Arc::new(NoTickets);
+        let issuing = Arc::new(issuing);
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert).expect("root");
+        let mut ccfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        ccfg.enable_early_data = true;
+        ccfg.max_fragment_size = Some(record + 5);
+        let ccfg = Arc::new(ccfg);
+        let name: rustls::pki_types::ServerName<'static> = "localhost".try_into().expect("name");
+        // 1. A full handshake with the issuing twin, for a ticket.
+        let mut c = rustls::ClientConnection::new(ccfg.clone(), name.clone()).expect("client");
+        let mut srv = rustls::ServerConnection::new(issuing).expect("server");
+        for _ in 0..10 {
+            let mut wire = Vec::new();
+            c.write_tls(&mut wire).expect("write");
+            srv.read_tls(&mut &wire[..]).expect("read");
+            srv.process_new_packets().expect("issuing server");
+            wire.clear();
+            srv.write_tls(&mut wire).expect("write");
+            c.read_tls(&mut &wire[..]).expect("read");
+            c.process_new_packets().expect("client");
+            if !c.is_handshaking() && !srv.is_handshaking() && !srv.wants_write() {
+                break;
+            }
+        }
+        // 2. Resume against the server under test with 0-RTT data.
+        let mut c = rustls::ClientConnection::new(ccfg, name).expect("client");
+        let payload: Vec<u8> = (0..early).map(|i| (i % 251) as u8).collect();
+        let mut ed = c.early_data().ok_or("no early data offered")?;
+        let n = ed.write(&payload).map_err(|e| e.to_string())?;
+        if n != early {
+            return Err(format!("client took {n} of {early} early bytes"));
+        }
+        let mut s = Server::new(ServerConn::new(server_cfg).expect("server"));
+        let mut got = Vec::new();
+        for _ in 0..20 {
+            let mut wire = Vec::new();
+            while c.wants_write() {
+                c.write_tls(&mut wire).map_err(|e| e.to_string())?;
+            }
+            for piece in wire.chunks_mut(chunk) {
+                s.ingest(piece).map_err(|e| format!("server: {e:?}"))?;
+            }
+            let mut plain = [0u8; 256];
+            while let Some(k) = s.read_plaintext(&mut plain).map_err(|e| e.to_string())? {
+                got.extend_from_slice(&plain[..k]);
+                if k == 0 {
+                    break;
+                }
+            }
+            if got == b"after" {
+                assert!(!c.is_early_data_accepted());
+                return Ok(());
+            }
+            let mut back = Vec::new();
+            s.take_output(&mut back);
+            c.read_tls(&mut &back[..]).map_err(|e| e.to_string())?;
+            c.process_new_packets().map_err(|e| format!("client: {e:?}"))?;
+            if !c.is_handshaking() && got.is_empty() {
+                c.writer().write_all(b"after").map_err(|e| e.to_string())?;
+            }
+            let _ = c.reader().read(&mut [0u8; 64]);
+        }
+        Err("handshake did not finish".into())
+    }
+
+    #[test]
+    fn rejected_early_data_is_skipped_once_however_it_arrives() {
+        // 16,000 bytes: near the 16 KiB rustls skips. Whole records, records
+        // split over reads, one byte at a time, several record sizes.
+        for (early, record, chunk) in [
+            (5_000, 16_384, 1 << 20),
+            (6_000, 16_384, 1 << 20),
+            (16_000, 16_384, 1 << 20),
+            (6_000, 1_000, 1 << 20),
+            (16_000, 4_000, 1 << 20),
+            (16_000, 16_384, 1_000),
+            (16_000, 2_000, 777),
+            (6_000, 1_000, 1),
+        ] {
+            if let Err(e) = rejected_early_data(early, record, chunk) {
+                panic!("early {early}, records of {record}, reads of {chunk}: {e}");
+            }
+        }
     }
 
     #[test]
