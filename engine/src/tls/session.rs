@@ -185,6 +185,8 @@ pub struct Session<C: TlsConn> {
     /// A ChangeCipherSpec record was queued (TLS 1.2: what follows is
     /// encrypted).
     ccs_sent: bool,
+    /// The peer spoke plain HTTP; a `400` answer is queued.
+    plain_http: bool,
 }
 
 fn tls_io_error(e: rustls::Error) -> io::Error {
@@ -287,6 +289,25 @@ fn encrypt_too_small(e: &EncryptError) -> Option<usize> {
     }
 }
 
+/// The answer to plain HTTP on the TLS port.
+const PLAIN_HTTP_RESPONSE: &[u8] = b"HTTP/1.1 400 Bad Request\r\n\
+Content-Type: text/plain\r\n\
+Content-Length: 58\r\n\
+Connection: close\r\n\
+\r\n\
+This is a TLS port: send HTTPS (https://) requests to it.\n";
+
+/// Whether `input` starts like an HTTP/1 request line (`GET /`, `POST /`,
+/// `OPTIONS *`, `CONNECT host`...): a method in capitals, then a space.
+fn looks_like_http(input: &[u8]) -> bool {
+    let method_len = input
+        .iter()
+        .take(8)
+        .take_while(|b| b.is_ascii_uppercase())
+        .count();
+    (3..=7).contains(&method_len) && input.get(method_len) == Some(&b' ')
+}
+
 /// Whether `records` (whole records, as rustls encodes them) hold a
 /// ChangeCipherSpec.
 fn has_ccs_record(mut records: &[u8]) -> bool {
@@ -364,6 +385,7 @@ impl<C: TlsConn> Session<C> {
             eof: false,
             close_sent: false,
             ccs_sent: false,
+            plain_http: false,
         }
     }
 
@@ -414,6 +436,13 @@ impl<C: TlsConn> Session<C> {
     /// Whether received ciphertext waits for the rest of its record.
     pub fn holds_input(&self) -> bool {
         !self.held.is_empty()
+    }
+
+    /// Whether the peer sent plain HTTP instead of TLS (its connection
+    /// failed; an HTTP `400` saying this is a TLS port is queued instead of
+    /// an alert).
+    pub fn peer_spoke_plain_http(&self) -> bool {
+        self.plain_http
     }
 
     /// Whether the peer has ended its side (`close_notify` or FIN).
@@ -553,6 +582,25 @@ impl<C: TlsConn> Session<C> {
         if !plaintext {
             return;
         }
+        if C::SERVER
+            && self.tls.common().protocol_version().is_none()
+            && matches!(err, rustls::Error::InvalidMessage(_))
+            && looks_like_http(rest)
+        {
+            // Plain HTTP sent to the TLS port: say so in HTTP, as nginx does,
+            // instead of an alert the client would show as garbage.
+            self.out.len = before;
+            let _ = self.out.write_tail(
+                PLAIN_HTTP_RESPONSE.len(),
+                |dst| {
+                    dst.copy_from_slice(PLAIN_HTTP_RESPONSE);
+                    Ok::<_, ()>(PLAIN_HTTP_RESPONSE.len())
+                },
+                |_| None,
+            );
+            self.plain_http = true;
+            return;
+        }
         if self.out.len() > before {
             // rustls answers a TLS 1.2 client that sent no certificate
             // with `certificate_required`, which only TLS 1.3 defines:
@@ -589,6 +637,18 @@ impl<C: TlsConn> Session<C> {
         data: &mut [u8],
         write: Option<WriteFn<'_, C::Data>>,
     ) -> Result<Stop, rustls::Error> {
+        if C::SERVER
+            && write.is_none()
+            && self.held.len() + data.len() < 8
+            && self.tls.common().protocol_version().is_none()
+            && self.held.iter().chain(data.iter()).all(u8::is_ascii_uppercase)
+            && !data.is_empty()
+        {
+            // Perhaps an HTTP method (no TLS record starts with a letter):
+            // wait for the space that would end it (see `looks_like_http`).
+            self.held.extend_from_slice(data);
+            return Ok(Stop::NeedInput);
+        }
         let res = if self.held.is_empty() {
             // The common case: whole records, decrypted where they arrived.
             match self.drive(data, write) {
@@ -945,12 +1005,121 @@ mod tests {
     fn garbage_input_is_an_error_and_queues_an_alert() {
         let (_c, mut s) = pair();
         let err = s
-            .ingest(&mut b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec())
+            .ingest(&mut b"\x99\x03\x03\x00\x10 not a TLS record".to_vec())
             .unwrap_err();
         assert!(matches!(err, rustls::Error::InvalidMessage(_)), "{err:?}");
         let mut out = Vec::new();
         s.take_output(&mut out);
         assert_eq!(out.first(), Some(&0x15), "alert record expected");
+        assert!(!s.peer_spoke_plain_http());
+    }
+
+    #[test]
+    fn plain_http_gets_a_400_saying_this_is_a_tls_port() {
+        for req in [
+            &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+            b"POST /api HTTP/1.1\r\n",
+            b"OPTIONS * HTTP/1.1\r\n",
+        ] {
+            let (_c, mut s) = pair();
+            // In pieces, the first shorter than a record header.
+            let mut req = req.to_vec();
+            let (a, b) = req.split_at_mut(3);
+            s.ingest(a).expect("too short to judge");
+            let err = s.ingest(b).unwrap_err();
+            assert!(matches!(err, rustls::Error::InvalidMessage(_)), "{err:?}");
+            assert!(s.peer_spoke_plain_http());
+            let mut out = Vec::new();
+            s.take_output(&mut out);
+            let text = String::from_utf8(out).expect("text");
+            assert!(text.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{text}");
+            let (head, body) = text.split_once("\r\n\r\n").expect("head");
+            assert!(head.contains(&format!("Content-Length: {}", body.len())), "{head}");
+            assert!(head.contains("Connection: close"), "{head}");
+            assert!(body.contains("TLS port"), "{body}");
+        }
+    }
+
+    #[test]
+    fn looks_like_http_needs_a_method_and_a_space() {
+        assert!(looks_like_http(b"GET / HTTP/1.0"));
+        assert!(looks_like_http(b"CONNECT a:443 HTTP/1.1"));
+        assert!(!looks_like_http(b"\x16\x03\x01\x02\x00"));
+        assert!(!looks_like_http(b"GE"));
+        assert!(!looks_like_http(b"get / HTTP/1.1"));
+        assert!(!looks_like_http(b"GETTINGLONG / HTTP/1.1"));
+    }
+
+    /// Reads the plaintext alerts in `out`: (level, description) pairs.
+    fn alerts(out: &[u8]) -> Vec<(u8, u8)> {
+        let mut v = Vec::new();
+        let mut rest = out;
+        while let [typ, _, _, hi, lo, tail @ ..] = rest {
+            let n = usize::from(u16::from_be_bytes([*hi, *lo])).min(tail.len());
+            if *typ == 0x15 && n == 2 {
+                v.push((tail[0], tail[1]));
+            }
+            rest = &tail[n..];
+        }
+        v
+    }
+
+    #[test]
+    fn errors_rustls_sends_no_alert_for_get_the_alert_they_imply() {
+        // More than four warning alerts (user_canceled) before the hello.
+        let (_c, mut s) = pair();
+        let mut warnings: Vec<u8> = [0x15, 0x03, 0x03, 0x00, 0x02, 0x01, 90].repeat(6);
+        assert!(s.ingest(&mut warnings).is_err());
+        let mut out = Vec::new();
+        s.take_output(&mut out);
+        assert_eq!(alerts(&out), vec![(2, 10)], "unexpected_message");
+
+        // A record of another type inside a fragmented ClientHello.
+        let (mut c, mut s) = pair();
+        c.ingest(&mut []).expect("hello");
+        let mut hello = Vec::new();
+        c.take_output(&mut hello);
+        let body = hello[5..].to_vec();
+        let mut wire = Vec::new();
+        let (one, two) = body.split_at(20);
+        wire.extend_from_slice(&[0x16, 0x03, 0x01, 0x00, one.len() as u8]);
+        wire.extend_from_slice(one);
+        wire.extend_from_slice(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x01, 90]);
+        wire.extend_from_slice(&[0x16, 0x03, 0x01]);
+        wire.extend_from_slice(&(two.len() as u16).to_be_bytes());
+        wire.extend_from_slice(two);
+        assert!(s.ingest(&mut wire).is_err());
+        let mut out = Vec::new();
+        s.take_output(&mut out);
+        assert_eq!(alerts(&out), vec![(2, 10)], "unexpected_message");
+
+        // A handshake message announced over 64 KiB.
+        let (_c, mut s) = pair();
+        let mut big = vec![0x16, 0x03, 0x01, 0x40, 0x00, 0x01, 0x01, 0x11, 0x70];
+        big.resize(5 + 0x4000, 0);
+        assert!(s.ingest(&mut big).is_err());
+        let mut out = Vec::new();
+        s.take_output(&mut out);
+        assert_eq!(alerts(&out), vec![(2, 50)], "decode_error");
+    }
+
+    #[test]
+    fn implied_alerts_follow_the_error_kind() {
+        use rustls::{AlertDescription as A, Error as E, PeerMisbehaved as P};
+        let cases = [
+            (E::PeerMisbehaved(P::IllegalTlsInnerPlaintext), A::UnexpectedMessage),
+            (E::PeerMisbehaved(P::TooManyEmptyFragments), A::UnexpectedMessage),
+            (
+                E::InvalidMessage(rustls::InvalidMessage::HandshakePayloadTooLarge),
+                A::DecodeError,
+            ),
+            (E::NoCertificatesPresented, A::HandshakeFailure),
+            (E::DecryptError, A::BadRecordMac),
+        ];
+        for (e, a) in cases {
+            assert_eq!(implied_alert(&e), Some(a), "{e:?}");
+        }
+        assert_eq!(implied_alert(&E::AlertReceived(A::HandshakeFailure)), None);
     }
 
     #[test]
