@@ -1307,3 +1307,77 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::NotConnected);
     }
 }
+
+/// rustls's own behaviour, the reason for [`note_decrypt`]: a canary that
+/// fails once rustls counts skipped 0-RTT records as processed.
+#[cfg(test)]
+mod upstream_repro {
+    use std::sync::Arc;
+
+    /// Pure rustls (buffered API, 4 KiB reads): a server that declines
+    /// 0-RTT data fails the handshake with 9,000 bytes of it (under the
+    /// 16 KiB it should skip), because each `process_new_packets` tries the
+    /// skipped records again.
+    #[test]
+    fn rustls_alone_fails_on_9000_bytes_of_declined_early_data() {
+        use std::io::Write;
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let key = rustls_pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap();
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mk = |early: u32| {
+            let mut c = rustls::ServerConfig::builder_with_provider(provider.clone())
+                .with_protocol_versions(&[&rustls::version::TLS13])
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(vec![cert.der().clone()], key.clone_key())
+                .unwrap();
+            c.max_early_data_size = early;
+            Arc::new(c)
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert.der().clone()).unwrap();
+        let mut ccfg = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        ccfg.enable_early_data = true;
+        let ccfg = Arc::new(ccfg);
+        let pump = |c: &mut rustls::ClientConnection, s: &mut rustls::ServerConnection| {
+            for _ in 0..6 {
+                let mut w = Vec::new();
+                while c.wants_write() {
+                    c.write_tls(&mut w).unwrap();
+                }
+                let mut r = &w[..];
+                while !r.is_empty() {
+                    s.read_tls(&mut r).unwrap();
+                    s.process_new_packets()?;
+                }
+                w.clear();
+                s.write_tls(&mut w).unwrap();
+                c.read_tls(&mut &w[..]).unwrap();
+                c.process_new_packets().unwrap();
+            }
+            Ok::<_, rustls::Error>(())
+        };
+        // A ticket allowing 0-RTT, from a server that allows it.
+        let mut c = rustls::ClientConnection::new(ccfg.clone(), "localhost".try_into().unwrap()).unwrap();
+        let mut s = rustls::ServerConnection::new(mk(16_384)).unwrap();
+        pump(&mut c, &mut s).unwrap();
+        // The same client, 9,000 bytes of 0-RTT data, a server that declines.
+        let mut c = rustls::ClientConnection::new(ccfg, "localhost".try_into().unwrap()).unwrap();
+        c.early_data().unwrap().write_all(&[7u8; 9000]).unwrap();
+        let mut s = rustls::ServerConnection::new(mk(0)).unwrap();
+        let res = pump(&mut c, &mut s);
+        assert!(
+            matches!(res, Err(rustls::Error::DecryptError)),
+            "rustls now skips declined 0-RTT records once ({res:?}): the workaround \
+             (`note_decrypt`, tls/trial.rs) can go"
+        );
+    }
+}
