@@ -4,10 +4,10 @@
 //! a missing client certificate, certificate selection that never shows
 //! another hosted name, and plain HTTP on the TLS port.
 
+use rustls::client::ClientSessionStore;
 use rustls::crypto::cipher::{
     InboundOpaqueMessage, MessageDecrypter, MessageEncrypter, OutboundChunks, OutboundPlainMessage,
 };
-use rustls::client::ClientSessionStore;
 use rustls::{ConnectionTrafficSecrets, ContentType, ProtocolVersion, SupportedCipherSuite};
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -393,7 +393,9 @@ fn early_data_client(record: usize) -> Arc<rustls::ClientConfig> {
         c.process_new_packets().expect("client");
     }
     let name = "localhost".try_into().expect("name");
-    let ticket = store.take_tls13_ticket(&name).expect("a ticket from the issuing server");
+    let ticket = store
+        .take_tls13_ticket(&name)
+        .expect("a ticket from the issuing server");
     assert!(ticket.max_early_data_size() > 0);
     store.insert_tls13_ticket(name, ticket);
     cfg
@@ -404,8 +406,8 @@ fn early_data_client(record: usize) -> Arc<rustls::ClientConfig> {
 /// checks that the handshake completes and an echo comes back.
 fn early_data_round(e: &EngineProc, early: usize, record_size: usize, ccs_between: bool) {
     let cfg = early_data_client(record_size);
-    let mut conn = rustls::ClientConnection::new(cfg, "localhost".try_into().expect("name"))
-        .expect("client");
+    let mut conn =
+        rustls::ClientConnection::new(cfg, "localhost".try_into().expect("name")).expect("client");
     let data = vec![b'e'; early];
     let mut ed = conn.early_data().expect("the client offers early data");
     assert_eq!(ed.write(&data).expect("early write"), early);
@@ -546,12 +548,17 @@ fn an_rsa_only_client_is_never_sent_another_names_certificate() {
         let mut s = connect(&e);
         let _ = s.write_all(&record(22, &rsa_hello(sni)));
         let got = read_to_close(&mut s);
-        assert!(!contains(&got, api.der.as_ref()), "{sni:?}: api.test's certificate was sent");
+        assert!(
+            !contains(&got, api.der.as_ref()),
+            "{sni:?}: api.test's certificate was sent"
+        );
         assert_eq!(alerts(&got), vec![(2, HANDSHAKE_FAILURE)], "{sni:?}");
     }
     // Asked by name, api.test's certificate is served.
     let (_, msgs) = tls12_until_server_done(&e, &rsa_hello(Some("api.test")));
-    assert!(msgs.iter().any(|m| m[0] == 11 && contains(m, api.der.as_ref())));
+    assert!(msgs
+        .iter()
+        .any(|m| m[0] == 11 && contains(m, api.der.as_ref())));
     // And an ECDSA client gets the default for an unknown name.
     let c = connect_to(e.addr(), &any_cert_client_config(), "b.test").expect("handshake");
     assert_eq!(uringtls_tests::served_leaf(&c), a.der);

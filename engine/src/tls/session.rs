@@ -16,8 +16,8 @@ use rustls::unbuffered::{
     ConnectionState, EncodeError, EncryptError, InsufficientSizeError, UnbufferedStatus,
     WriteTraffic,
 };
-use rustls::CommonState;
 use rustls::AlertDescription;
+use rustls::CommonState;
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::sync::Arc;
@@ -328,7 +328,7 @@ fn implied_alert(e: &rustls::Error) -> Option<AlertDescription> {
     use rustls::{Error as E, PeerMisbehaved as P};
     Some(match e {
         E::AlertReceived(_) => return None,
-        E::InvalidMessage(m) => AlertDescription::from(m.clone()),
+        E::InvalidMessage(m) => AlertDescription::from(*m),
         E::DecryptError => AlertDescription::BadRecordMac,
         E::PeerSentOversizedRecord => AlertDescription::RecordOverflow,
         E::InappropriateMessage { .. } | E::InappropriateHandshakeMessage { .. } => {
@@ -641,7 +641,11 @@ impl<C: TlsConn> Session<C> {
             && write.is_none()
             && self.held.len() + data.len() < 8
             && self.tls.common().protocol_version().is_none()
-            && self.held.iter().chain(data.iter()).all(u8::is_ascii_uppercase)
+            && self
+                .held
+                .iter()
+                .chain(data.iter())
+                .all(u8::is_ascii_uppercase)
             && !data.is_empty()
         {
             // Perhaps an HTTP method (no TLS record starts with a letter):
@@ -1034,7 +1038,10 @@ mod tests {
             let text = String::from_utf8(out).expect("text");
             assert!(text.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{text}");
             let (head, body) = text.split_once("\r\n\r\n").expect("head");
-            assert!(head.contains(&format!("Content-Length: {}", body.len())), "{head}");
+            assert!(
+                head.contains(&format!("Content-Length: {}", body.len())),
+                "{head}"
+            );
             assert!(head.contains("Connection: close"), "{head}");
             assert!(body.contains("TLS port"), "{body}");
         }
@@ -1107,8 +1114,14 @@ mod tests {
     fn implied_alerts_follow_the_error_kind() {
         use rustls::{AlertDescription as A, Error as E, PeerMisbehaved as P};
         let cases = [
-            (E::PeerMisbehaved(P::IllegalTlsInnerPlaintext), A::UnexpectedMessage),
-            (E::PeerMisbehaved(P::TooManyEmptyFragments), A::UnexpectedMessage),
+            (
+                E::PeerMisbehaved(P::IllegalTlsInnerPlaintext),
+                A::UnexpectedMessage,
+            ),
+            (
+                E::PeerMisbehaved(P::TooManyEmptyFragments),
+                A::UnexpectedMessage,
+            ),
             (
                 E::InvalidMessage(rustls::InvalidMessage::HandshakePayloadTooLarge),
                 A::DecodeError,
@@ -1271,7 +1284,8 @@ mod tests {
             let mut back = Vec::new();
             s.take_output(&mut back);
             c.read_tls(&mut &back[..]).map_err(|e| e.to_string())?;
-            c.process_new_packets().map_err(|e| format!("client: {e:?}"))?;
+            c.process_new_packets()
+                .map_err(|e| format!("client: {e:?}"))?;
             if !c.is_handshaking() && got.is_empty() {
                 c.writer().write_all(b"after").map_err(|e| e.to_string())?;
             }
@@ -1366,7 +1380,8 @@ mod upstream_repro {
             Ok::<_, rustls::Error>(())
         };
         // A ticket allowing 0-RTT, from a server that allows it.
-        let mut c = rustls::ClientConnection::new(ccfg.clone(), "localhost".try_into().unwrap()).unwrap();
+        let mut c =
+            rustls::ClientConnection::new(ccfg.clone(), "localhost".try_into().unwrap()).unwrap();
         let mut s = rustls::ServerConnection::new(mk(16_384)).unwrap();
         pump(&mut c, &mut s).unwrap();
         // The same client, 9,000 bytes of 0-RTT data, a server that declines.
