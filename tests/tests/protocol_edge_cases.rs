@@ -299,54 +299,106 @@ fn aead() -> &'static dyn rustls::crypto::cipher::Tls13AeadAlgorithm {
     }
 }
 
+/// After a TLS 1.3 handshake, sends `records` (content type, plaintext)
+/// encrypted with the client's keys; returns the alerts the server sent
+/// back (decrypted) before it closed.
+fn encrypted_alerts_for(e: &EngineProc, records_to_send: &[(u8, &[u8])]) -> Vec<Vec<u8>> {
+    let c = connect_to(e.addr(), &extractable_client(), "localhost").expect("handshake");
+    let rustls::StreamOwned { conn, mut sock } = c;
+    let secrets = conn.dangerous_extract_secrets().expect("secrets");
+    let (mut tx_seq, ConnectionTrafficSecrets::Aes128Gcm { key, iv }) = secrets.tx else {
+        panic!("AES-128-GCM expected");
+    };
+    let mut enc: Box<dyn MessageEncrypter> = aead().encrypter(key, iv);
+    let mut wire = Vec::new();
+    for (typ, plain) in records_to_send {
+        let msg = OutboundPlainMessage {
+            typ: ContentType::from(*typ),
+            version: ProtocolVersion::TLSv1_2,
+            payload: OutboundChunks::Single(plain),
+        };
+        wire.extend(enc.encrypt(msg, tx_seq).expect("encrypt").encode());
+        tx_seq += 1;
+    }
+    // The server may close (after its alert) before it has read all.
+    let _ = sock.write_all(&wire);
+    let got = read_to_close(&mut sock);
+    // The server's records after the handshake (tickets, then the alert),
+    // decrypted in order.
+    let (mut rx_seq, ConnectionTrafficSecrets::Aes128Gcm { key, iv }) = secrets.rx else {
+        panic!("AES-128-GCM expected");
+    };
+    let mut dec: Box<dyn MessageDecrypter> = aead().decrypter(key, iv);
+    let mut seen = Vec::new();
+    for (typ, mut payload) in records(&got) {
+        assert_eq!(typ, 23, "only encrypted records after the handshake");
+        let m = dec
+            .decrypt(
+                InboundOpaqueMessage::new(
+                    ContentType::ApplicationData,
+                    ProtocolVersion::TLSv1_2,
+                    &mut payload,
+                ),
+                rx_seq,
+            )
+            .expect("decrypt");
+        rx_seq += 1;
+        if m.typ == ContentType::Alert {
+            seen.push(m.payload.to_vec());
+        }
+    }
+    seen
+}
+
 #[test]
 fn a_tls13_record_with_no_content_type_gets_an_alert() {
     let certs = test_certs();
     let e = echo_engine(&certs);
+    // Content type 0: the inner plaintext is all zeros (the payload then a
+    // zero type byte), which has no content type.
     for inner in [&[][..], &[0u8; 16][..]] {
-        let c = connect_to(e.addr(), &extractable_client(), "localhost").expect("handshake");
-        let rustls::StreamOwned { conn, mut sock } = c;
-        let secrets = conn.dangerous_extract_secrets().expect("secrets");
-        let (tx_seq, ConnectionTrafficSecrets::Aes128Gcm { key, iv }) = secrets.tx else {
-            panic!("AES-128-GCM expected");
-        };
-        let mut enc: Box<dyn MessageEncrypter> = aead().encrypter(key, iv);
-        // Content type 0: the inner plaintext is all zeros (`inner` then a
-        // zero type byte), which has no content type.
-        let msg = OutboundPlainMessage {
-            typ: ContentType::from(0u8),
-            version: ProtocolVersion::TLSv1_2,
-            payload: OutboundChunks::Single(inner),
-        };
-        let wire = enc.encrypt(msg, tx_seq).expect("encrypt").encode();
-        sock.write_all(&wire).expect("send");
-        let got = read_to_close(&mut sock);
-        // The server's records after the handshake (tickets, then the
-        // alert), decrypted in order.
-        let (mut rx_seq, ConnectionTrafficSecrets::Aes128Gcm { key, iv }) = secrets.rx else {
-            panic!("AES-128-GCM expected");
-        };
-        let mut dec: Box<dyn MessageDecrypter> = aead().decrypter(key, iv);
-        let mut seen = Vec::new();
-        for (typ, mut payload) in records(&got) {
-            assert_eq!(typ, 23, "only encrypted records after the handshake");
-            let m = dec
-                .decrypt(
-                    InboundOpaqueMessage::new(
-                        ContentType::ApplicationData,
-                        ProtocolVersion::TLSv1_2,
-                        &mut payload,
-                    ),
-                    rx_seq,
-                )
-                .expect("decrypt");
-            rx_seq += 1;
-            if m.typ == ContentType::Alert {
-                seen.push(m.payload.to_vec());
-            }
-        }
-        assert_eq!(seen, vec![vec![2, DECODE_ERROR]], "inner {inner:?}");
+        assert_eq!(
+            encrypted_alerts_for(&e, &[(0, inner)]),
+            vec![vec![2, DECODE_ERROR]],
+            "inner {inner:?}"
+        );
     }
+}
+
+#[test]
+fn encrypted_protocol_errors_get_an_alert() {
+    let certs = test_certs();
+    let e = echo_engine(&certs);
+    let key_update = [24u8, 0, 0, 1, 0];
+    // What rustls closed on without an alert gets `decode_error` (see
+    // docs/security.md); what it already answered keeps its alert.
+    let cases: [(&str, Vec<(u8, &[u8])>, u8); 4] = [
+        (
+            "a KeyUpdate in two records, application data between",
+            vec![(22, &key_update[..2]), (23, b"x"), (22, &key_update[2..])],
+            DECODE_ERROR,
+        ),
+        (
+            "a KeyUpdate in two records, a zero-length record between",
+            vec![(22, &key_update[..3]), (23, b""), (22, &key_update[3..])],
+            DECODE_ERROR,
+        ),
+        ("five warning alerts", vec![(21, &[1, 90]); 5], DECODE_ERROR),
+        (
+            "data after a KeyUpdate in its record",
+            vec![(22, &[24, 0, 0, 1, 0, 23, 0, 0, 1, 0])],
+            UNEXPECTED_MESSAGE,
+        ),
+    ];
+    let wrong: Vec<_> = cases
+        .iter()
+        .map(|(what, recs, alert)| (what, alert, encrypted_alerts_for(&e, recs)))
+        .filter(|(_, alert, got)| *got != vec![vec![2, **alert]])
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "(case, expected alert, alerts received): {wrong:?}"
+    );
 }
 
 // ---- item 1: rejected 0-RTT data is skipped, the handshake completes ----
