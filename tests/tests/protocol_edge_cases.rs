@@ -372,7 +372,8 @@ fn encrypted_protocol_errors_get_an_alert() {
     let key_update = [24u8, 0, 0, 1, 0];
     // What rustls closed on without an alert gets `decode_error` (see
     // docs/security.md); what it already answered keeps its alert.
-    let cases: [(&str, Vec<(u8, &[u8])>, u8); 4] = [
+    type Records<'a> = Vec<(u8, &'a [u8])>;
+    let cases: [(&str, Records, u8); 4] = [
         (
             "a KeyUpdate in two records, application data between",
             vec![(22, &key_update[..2]), (23, b"x"), (22, &key_update[2..])],
