@@ -10,6 +10,8 @@
 //!   state that survives a reload (session cache, ticket keys).
 //! - [`sni`]: certificate selection by server name and signature scheme.
 //! - [`tickets`]: session-ticket keys from a shared file or rotating in memory.
+//! - [`trial`]: TLS 1.3 suites that report record decryptions to the session
+//!   driver (rejected 0-RTT data skipped once).
 //!
 //! Every shard holds a clone of the same `Arc<ServerConfig>` (through an
 //! `ArcSwap`, replaced on reload), so the session cache and the ticket keys
@@ -21,6 +23,7 @@ pub mod session;
 pub mod sni;
 pub mod stream;
 pub mod tickets;
+pub mod trial;
 
 use rustls::crypto::CryptoProvider;
 use rustls::ServerConfig;

@@ -66,7 +66,7 @@ impl TlsState {
     /// (e.g. to keep a self-signed one across reloads).
     pub fn prepare_with(&self, s: &TlsSettings, identity: &Identity) -> Result<Prepared, TlsError> {
         let identity = identity.clone();
-        let provider = Arc::new(select_provider(s)?);
+        let provider = Arc::new(super::trial::observe(select_provider(s)?));
         let mut store = CertStore::default();
         store.add(certified(
             &provider,

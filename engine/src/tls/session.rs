@@ -16,8 +16,9 @@ use rustls::unbuffered::{
     ConnectionState, EncodeError, EncryptError, InsufficientSizeError, UnbufferedStatus,
     WriteTraffic,
 };
+use rustls::AlertDescription;
 use rustls::CommonState;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::sync::Arc;
 
@@ -72,6 +73,33 @@ pub fn note_hello_sni(name: Option<&str>) {
 
 fn take_hello_sni() -> Option<Box<str>> {
     HELLO_SNI.with(|s| s.borrow_mut().take())
+}
+
+thread_local! {
+    /// Where the last record rustls tried to decrypt on this thread ended
+    /// (an address), if that try failed: see [`note_decrypt`].
+    static FAILED_DECRYPT_END: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// Notes the outcome of a record decryption (called by the decrypters of
+/// [`super::trial`]): `Some(end address of the record)` if it failed,
+/// `None` if it succeeded.
+///
+/// A server that declined a client's 0-RTT data skips the records it cannot
+/// decrypt (trial decryption, RFC 8446 §4.2.10), up to 16 KiB in all. rustls
+/// 0.23 does not count skipped records that end its input as processed: it
+/// leaves them to be given again, and tries them again, spending the 16 KiB
+/// once per try (rejected early data over 16,384 / 3 = 5,461 bytes failed
+/// the handshake). [`Session`] drops those records itself: when the last
+/// record rustls tried failed and rustls kept it, it was skipped (a failure
+/// after a partial handshake message is fatal in rustls, so nothing rustls
+/// holds can follow it).
+pub fn note_decrypt(failed_end: Option<usize>) {
+    FAILED_DECRYPT_END.with(|c| c.set(failed_end));
+}
+
+fn take_failed_decrypt() -> Option<usize> {
+    FAILED_DECRYPT_END.with(|c| c.take())
 }
 
 /// The server side of a connection: rustls's unbuffered server connection
@@ -154,6 +182,11 @@ pub struct Session<C: TlsConn> {
     eof: bool,
     /// `close_notify` queued.
     close_sent: bool,
+    /// A ChangeCipherSpec record was queued (TLS 1.2: what follows is
+    /// encrypted).
+    ccs_sent: bool,
+    /// The peer spoke plain HTTP; a `400` answer is queued.
+    plain_http: bool,
 }
 
 fn tls_io_error(e: rustls::Error) -> io::Error {
@@ -256,6 +289,70 @@ fn encrypt_too_small(e: &EncryptError) -> Option<usize> {
     }
 }
 
+/// The answer to plain HTTP on the TLS port.
+const PLAIN_HTTP_RESPONSE: &[u8] = b"HTTP/1.1 400 Bad Request\r\n\
+Content-Type: text/plain\r\n\
+Content-Length: 58\r\n\
+Connection: close\r\n\
+\r\n\
+This is a TLS port: send HTTPS (https://) requests to it.\n";
+
+/// Whether `input` starts like an HTTP/1 request line (`GET /`, `POST /`,
+/// `OPTIONS *`, `CONNECT host`...): a method in capitals, then a space.
+fn looks_like_http(input: &[u8]) -> bool {
+    let method_len = input
+        .iter()
+        .take(8)
+        .take_while(|b| b.is_ascii_uppercase())
+        .count();
+    (3..=7).contains(&method_len) && input.get(method_len) == Some(&b' ')
+}
+
+/// Whether `records` (whole records, as rustls encodes them) hold a
+/// ChangeCipherSpec.
+fn has_ccs_record(mut records: &[u8]) -> bool {
+    while let [typ, _, _, hi, lo, rest @ ..] = records {
+        if *typ == 0x14 {
+            return true;
+        }
+        let n = usize::from(u16::from_be_bytes([*hi, *lo])).min(rest.len());
+        records = &rest[n..];
+    }
+    false
+}
+
+/// The alert a fatal error implies, for the errors after which rustls
+/// queues none. `None`: the peer ended the connection with an alert of its
+/// own (nothing to answer).
+fn implied_alert(e: &rustls::Error) -> Option<AlertDescription> {
+    use rustls::{Error as E, PeerMisbehaved as P};
+    Some(match e {
+        E::AlertReceived(_) => return None,
+        E::InvalidMessage(m) => AlertDescription::from(*m),
+        E::DecryptError => AlertDescription::BadRecordMac,
+        E::PeerSentOversizedRecord => AlertDescription::RecordOverflow,
+        E::InappropriateMessage { .. } | E::InappropriateHandshakeMessage { .. } => {
+            AlertDescription::UnexpectedMessage
+        }
+        E::NoCertificatesPresented => AlertDescription::HandshakeFailure,
+        E::InvalidCertificate(_) => AlertDescription::BadCertificate,
+        E::PeerIncompatible(_) | E::NoApplicationProtocol => AlertDescription::HandshakeFailure,
+        E::PeerMisbehaved(
+            P::IllegalTlsInnerPlaintext
+            | P::MessageInterleavedWithHandshakeMessage
+            | P::TooManyEmptyFragments
+            | P::TooManyWarningAlertsReceived
+            | P::TooManyKeyUpdateRequests
+            | P::TooManyRenegotiationRequests
+            | P::KeyEpochWithPendingFragment
+            | P::IllegalMiddleboxChangeCipherSpec
+            | P::RejectedEarlyDataInterleavedWithHandshakeMessage,
+        ) => AlertDescription::UnexpectedMessage,
+        E::PeerMisbehaved(_) => AlertDescription::IllegalParameter,
+        _ => AlertDescription::InternalError,
+    })
+}
+
 /// Upper bound of the records for `len` bytes of plaintext (header, content
 /// type, tag and padding of each 16 KiB record).
 fn sealed_len(len: usize) -> usize {
@@ -287,6 +384,8 @@ impl<C: TlsConn> Session<C> {
             peer_closed: false,
             eof: false,
             close_sent: false,
+            ccs_sent: false,
+            plain_http: false,
         }
     }
 
@@ -339,6 +438,13 @@ impl<C: TlsConn> Session<C> {
         !self.held.is_empty()
     }
 
+    /// Whether the peer sent plain HTTP instead of TLS (its connection
+    /// failed; an HTTP `400` saying this is a TLS port is queued instead of
+    /// an alert).
+    pub fn peer_spoke_plain_http(&self) -> bool {
+        self.plain_http
+    }
+
     /// Whether the peer has ended its side (`close_notify` or FIN).
     pub fn peer_has_closed(&self) -> bool {
         self.peer_closed || self.eof
@@ -371,12 +477,29 @@ impl<C: TlsConn> Session<C> {
             plain_pos,
             out,
             peer_closed,
+            ccs_sent,
             ..
         } = self;
         let mut done = 0;
         loop {
+            let base = incoming.as_ptr() as usize;
+            let len = incoming.len();
+            if C::SERVER {
+                take_failed_decrypt();
+            }
             let UnbufferedStatus { discard, state } = tls.process(&mut incoming[done..]);
+            // Records rustls skipped (rejected 0-RTT data) and left in the
+            // input: done with (see `note_decrypt`).
+            let skipped = if C::SERVER {
+                take_failed_decrypt()
+                    .and_then(|end| end.checked_sub(base))
+                    .filter(|&end| end > done + discard && end <= len)
+                    .map_or(0, |end| end - (done + discard))
+            } else {
+                0
+            };
             let state = state.map_err(|e| (done + discard, e))?;
+            let discard = discard + skipped;
             let mut extra = 0;
             match state {
                 ConnectionState::ReadTraffic(mut r) => {
@@ -395,9 +518,13 @@ impl<C: TlsConn> Session<C> {
                     }
                 }
                 ConnectionState::EncodeTlsData(mut e) => {
+                    let from = out.len();
                     let res = out.write_tail(4096, |dst| e.encode(dst), encode_too_small);
                     if let Err(err) = res {
                         return Err((done + discard, rustls::Error::General(err.to_string())));
+                    }
+                    if !*ccs_sent {
+                        *ccs_sent = has_ccs_record(&out.as_slice()[from..]);
                     }
                 }
                 // The encoded records stay queued in `out`, in order; the
@@ -432,19 +559,78 @@ impl<C: TlsConn> Session<C> {
     /// `rest` is what was left of the input (rustls may refer to it). Only
     /// queued records are taken: rustls pops those before it would look at
     /// the input again (which would fail a second time).
-    fn queue_alert(&mut self, rest: &mut [u8]) {
-        let out = &mut self.out;
+    ///
+    /// rustls queues no alert for some errors (a TLS 1.3 record with no
+    /// content type, a handshake message interleaved with other records, too
+    /// many warning alerts, a handshake message over 64 KiB...): then the
+    /// alert the error implies is sent here, when our records are still
+    /// plaintext (before a TLS 1.3 ServerHello or a TLS 1.2
+    /// ChangeCipherSpec: the keys after that are rustls's alone).
+    fn queue_alert(&mut self, rest: &mut [u8], err: &rustls::Error) {
+        let before = self.out.len();
         while self.tls.common().wants_write() {
             let UnbufferedStatus { state, .. } = self.tls.process(rest);
             let Ok(ConnectionState::EncodeTlsData(mut e)) = state else {
                 break;
             };
-            if out
+            if self
+                .out
                 .write_tail(256, |dst| e.encode(dst), encode_too_small)
                 .is_err()
             {
                 break;
             }
+        }
+        let plaintext = !self.ccs_sent
+            && self.tls.common().protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3);
+        if !plaintext {
+            return;
+        }
+        if C::SERVER
+            && self.tls.common().protocol_version().is_none()
+            && matches!(err, rustls::Error::InvalidMessage(_))
+            && looks_like_http(rest)
+        {
+            // Plain HTTP sent to the TLS port: say so in HTTP, as nginx does,
+            // instead of an alert the client would show as garbage.
+            self.out.len = before;
+            let _ = self.out.write_tail(
+                PLAIN_HTTP_RESPONSE.len(),
+                |dst| {
+                    dst.copy_from_slice(PLAIN_HTTP_RESPONSE);
+                    Ok::<_, ()>(PLAIN_HTTP_RESPONSE.len())
+                },
+                |_| None,
+            );
+            self.plain_http = true;
+            return;
+        }
+        if self.out.len() > before {
+            // rustls answers a TLS 1.2 client that sent no certificate
+            // with `certificate_required`, which only TLS 1.3 defines:
+            // TLS 1.2 says `handshake_failure` (RFC 5246 §7.4.6).
+            if matches!(err, rustls::Error::NoCertificatesPresented)
+                && self.tls.common().protocol_version() == Some(rustls::ProtocolVersion::TLSv1_2)
+            {
+                let records = &mut self.out.buf[before..self.out.len];
+                if let [0x15, _, _, 0, 2, 2, d] = records {
+                    if *d == u8::from(AlertDescription::CertificateRequired) {
+                        *d = u8::from(AlertDescription::HandshakeFailure);
+                    }
+                }
+            }
+            return;
+        }
+        if let Some(alert) = implied_alert(err) {
+            let record = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, u8::from(alert)];
+            let _ = self.out.write_tail(
+                record.len(),
+                |dst| {
+                    dst.copy_from_slice(&record);
+                    Ok::<_, ()>(record.len())
+                },
+                |_| None,
+            );
         }
     }
 
@@ -455,6 +641,22 @@ impl<C: TlsConn> Session<C> {
         data: &mut [u8],
         write: Option<WriteFn<'_, C::Data>>,
     ) -> Result<Stop, rustls::Error> {
+        if C::SERVER
+            && write.is_none()
+            && self.held.len() + data.len() < 8
+            && self.tls.common().protocol_version().is_none()
+            && self
+                .held
+                .iter()
+                .chain(data.iter())
+                .all(u8::is_ascii_uppercase)
+            && !data.is_empty()
+        {
+            // Perhaps an HTTP method (no TLS record starts with a letter):
+            // wait for the space that would end it (see `looks_like_http`).
+            self.held.extend_from_slice(data);
+            return Ok(Stop::NeedInput);
+        }
         let res = if self.held.is_empty() {
             // The common case: whole records, decrypted where they arrived.
             match self.drive(data, write) {
@@ -466,7 +668,7 @@ impl<C: TlsConn> Session<C> {
                 }
                 Err((used, e)) => {
                     let used = used.min(data.len());
-                    self.queue_alert(&mut data[used..]);
+                    self.queue_alert(&mut data[used..], &e);
                     Err(e)
                 }
             }
@@ -483,16 +685,18 @@ impl<C: TlsConn> Session<C> {
                 }
                 Err((used, e)) => {
                     let used = used.min(held.len());
-                    self.queue_alert(&mut held[used..]);
+                    self.queue_alert(&mut held[used..], &e);
                     Err(e)
                 }
             }
         };
         if res.is_ok() && self.held.len() > MAX_HELD {
-            // Our limit, not rustls's: no alert to send, the caller closes.
-            return Err(rustls::Error::General(
-                "peer's message exceeds the buffer limit".into(),
-            ));
+            // Our limit, not rustls's (a message rustls would take in
+            // pieces): refused as rustls refuses an oversized handshake
+            // message, with `decode_error`.
+            let e = rustls::Error::InvalidMessage(rustls::InvalidMessage::HandshakePayloadTooLarge);
+            self.queue_alert(&mut [], &e);
+            return Err(e);
         }
         res
     }
@@ -815,12 +1019,130 @@ mod tests {
     fn garbage_input_is_an_error_and_queues_an_alert() {
         let (_c, mut s) = pair();
         let err = s
-            .ingest(&mut b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec())
+            .ingest(&mut b"\x99\x03\x03\x00\x10 not a TLS record".to_vec())
             .unwrap_err();
         assert!(matches!(err, rustls::Error::InvalidMessage(_)), "{err:?}");
         let mut out = Vec::new();
         s.take_output(&mut out);
         assert_eq!(out.first(), Some(&0x15), "alert record expected");
+        assert!(!s.peer_spoke_plain_http());
+    }
+
+    #[test]
+    fn plain_http_gets_a_400_saying_this_is_a_tls_port() {
+        for req in [
+            &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+            b"POST /api HTTP/1.1\r\n",
+            b"OPTIONS * HTTP/1.1\r\n",
+        ] {
+            let (_c, mut s) = pair();
+            // In pieces, the first shorter than a record header.
+            let mut req = req.to_vec();
+            let (a, b) = req.split_at_mut(3);
+            s.ingest(a).expect("too short to judge");
+            let err = s.ingest(b).unwrap_err();
+            assert!(matches!(err, rustls::Error::InvalidMessage(_)), "{err:?}");
+            assert!(s.peer_spoke_plain_http());
+            let mut out = Vec::new();
+            s.take_output(&mut out);
+            let text = String::from_utf8(out).expect("text");
+            assert!(text.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{text}");
+            let (head, body) = text.split_once("\r\n\r\n").expect("head");
+            assert!(
+                head.contains(&format!("Content-Length: {}", body.len())),
+                "{head}"
+            );
+            assert!(head.contains("Connection: close"), "{head}");
+            assert!(body.contains("TLS port"), "{body}");
+        }
+    }
+
+    #[test]
+    fn looks_like_http_needs_a_method_and_a_space() {
+        assert!(looks_like_http(b"GET / HTTP/1.0"));
+        assert!(looks_like_http(b"CONNECT a:443 HTTP/1.1"));
+        assert!(!looks_like_http(b"\x16\x03\x01\x02\x00"));
+        assert!(!looks_like_http(b"GE"));
+        assert!(!looks_like_http(b"get / HTTP/1.1"));
+        assert!(!looks_like_http(b"GETTINGLONG / HTTP/1.1"));
+    }
+
+    /// Reads the plaintext alerts in `out`: (level, description) pairs.
+    fn alerts(out: &[u8]) -> Vec<(u8, u8)> {
+        let mut v = Vec::new();
+        let mut rest = out;
+        while let [typ, _, _, hi, lo, tail @ ..] = rest {
+            let n = usize::from(u16::from_be_bytes([*hi, *lo])).min(tail.len());
+            if *typ == 0x15 && n == 2 {
+                v.push((tail[0], tail[1]));
+            }
+            rest = &tail[n..];
+        }
+        v
+    }
+
+    #[test]
+    fn errors_rustls_sends_no_alert_for_get_the_alert_they_imply() {
+        // More than four warning alerts (user_canceled) before the hello.
+        let (_c, mut s) = pair();
+        let mut warnings: Vec<u8> = [0x15, 0x03, 0x03, 0x00, 0x02, 0x01, 90].repeat(6);
+        assert!(s.ingest(&mut warnings).is_err());
+        let mut out = Vec::new();
+        s.take_output(&mut out);
+        assert_eq!(alerts(&out), vec![(2, 10)], "unexpected_message");
+
+        // A record of another type inside a fragmented ClientHello.
+        let (mut c, mut s) = pair();
+        c.ingest(&mut []).expect("hello");
+        let mut hello = Vec::new();
+        c.take_output(&mut hello);
+        let body = hello[5..].to_vec();
+        let mut wire = Vec::new();
+        let (one, two) = body.split_at(20);
+        wire.extend_from_slice(&[0x16, 0x03, 0x01, 0x00, one.len() as u8]);
+        wire.extend_from_slice(one);
+        wire.extend_from_slice(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x01, 90]);
+        wire.extend_from_slice(&[0x16, 0x03, 0x01]);
+        wire.extend_from_slice(&(two.len() as u16).to_be_bytes());
+        wire.extend_from_slice(two);
+        assert!(s.ingest(&mut wire).is_err());
+        let mut out = Vec::new();
+        s.take_output(&mut out);
+        assert_eq!(alerts(&out), vec![(2, 10)], "unexpected_message");
+
+        // A handshake message announced over 64 KiB.
+        let (_c, mut s) = pair();
+        let mut big = vec![0x16, 0x03, 0x01, 0x40, 0x00, 0x01, 0x01, 0x11, 0x70];
+        big.resize(5 + 0x4000, 0);
+        assert!(s.ingest(&mut big).is_err());
+        let mut out = Vec::new();
+        s.take_output(&mut out);
+        assert_eq!(alerts(&out), vec![(2, 50)], "decode_error");
+    }
+
+    #[test]
+    fn implied_alerts_follow_the_error_kind() {
+        use rustls::{AlertDescription as A, Error as E, PeerMisbehaved as P};
+        let cases = [
+            (
+                E::PeerMisbehaved(P::IllegalTlsInnerPlaintext),
+                A::UnexpectedMessage,
+            ),
+            (
+                E::PeerMisbehaved(P::TooManyEmptyFragments),
+                A::UnexpectedMessage,
+            ),
+            (
+                E::InvalidMessage(rustls::InvalidMessage::HandshakePayloadTooLarge),
+                A::DecodeError,
+            ),
+            (E::NoCertificatesPresented, A::HandshakeFailure),
+            (E::DecryptError, A::BadRecordMac),
+        ];
+        for (e, a) in cases {
+            assert_eq!(implied_alert(&e), Some(a), "{e:?}");
+        }
+        assert_eq!(implied_alert(&E::AlertReceived(A::HandshakeFailure)), None);
     }
 
     #[test]
@@ -881,10 +1203,206 @@ mod tests {
         assert_eq!(s.append_plaintext(&mut out, 100).expect("end"), Some(0));
     }
 
+    /// A TLS 1.3 client resuming with `early` bytes of 0-RTT data (in
+    /// records of at most `record` bytes) against a server that declines
+    /// it; the client's bytes reach the server `chunk` bytes at a time.
+    /// Returns whether the handshake completed and 1-RTT data got through.
+    fn rejected_early_data(early: usize, record: usize, chunk: usize) -> Result<(), String> {
+        use std::io::{Read, Write};
+        let (server_cfg, cert) = crate::tls::tests::server_config_and_cert();
+        // A twin config that allows 0-RTT in the tickets it issues (rustls
+        // does only with stateful tickets); the server under test does not
+        // (whether it resumes or not, it declines the 0-RTT data).
+        #[derive(Debug)]
+        struct NoTickets;
+        impl rustls::server::ProducesTickets for NoTickets {
+            fn enabled(&self) -> bool {
+                false
+            }
+            fn lifetime(&self) -> u32 {
+                0
+            }
+            fn encrypt(&self, _: &[u8]) -> Option<Vec<u8>> {
+                None
+            }
+            fn decrypt(&self, _: &[u8]) -> Option<Vec<u8>> {
+                None
+            }
+        }
+        let mut issuing = (*server_cfg).clone();
+        issuing.max_early_data_size = 16_384;
+        issuing.ticketer = Arc::new(NoTickets);
+        let issuing = Arc::new(issuing);
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert).expect("root");
+        let mut ccfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        ccfg.enable_early_data = true;
+        ccfg.max_fragment_size = Some(record + 5);
+        let ccfg = Arc::new(ccfg);
+        let name: rustls::pki_types::ServerName<'static> = "localhost".try_into().expect("name");
+        // 1. A full handshake with the issuing twin, for a ticket.
+        let mut c = rustls::ClientConnection::new(ccfg.clone(), name.clone()).expect("client");
+        let mut srv = rustls::ServerConnection::new(issuing).expect("server");
+        for _ in 0..10 {
+            let mut wire = Vec::new();
+            c.write_tls(&mut wire).expect("write");
+            srv.read_tls(&mut &wire[..]).expect("read");
+            srv.process_new_packets().expect("issuing server");
+            wire.clear();
+            srv.write_tls(&mut wire).expect("write");
+            c.read_tls(&mut &wire[..]).expect("read");
+            c.process_new_packets().expect("client");
+            if !c.is_handshaking() && !srv.is_handshaking() && !srv.wants_write() {
+                break;
+            }
+        }
+        // 2. Resume against the server under test with 0-RTT data.
+        let mut c = rustls::ClientConnection::new(ccfg, name).expect("client");
+        let payload: Vec<u8> = (0..early).map(|i| (i % 251) as u8).collect();
+        let mut ed = c.early_data().ok_or("no early data offered")?;
+        let n = ed.write(&payload).map_err(|e| e.to_string())?;
+        if n != early {
+            return Err(format!("client took {n} of {early} early bytes"));
+        }
+        let mut s = Server::new(ServerConn::new(server_cfg).expect("server"));
+        let mut got = Vec::new();
+        for _ in 0..20 {
+            let mut wire = Vec::new();
+            while c.wants_write() {
+                c.write_tls(&mut wire).map_err(|e| e.to_string())?;
+            }
+            for piece in wire.chunks_mut(chunk) {
+                s.ingest(piece).map_err(|e| format!("server: {e:?}"))?;
+            }
+            let mut plain = [0u8; 256];
+            while let Some(k) = s.read_plaintext(&mut plain).map_err(|e| e.to_string())? {
+                got.extend_from_slice(&plain[..k]);
+                if k == 0 {
+                    break;
+                }
+            }
+            if got == b"after" {
+                assert!(!c.is_early_data_accepted());
+                return Ok(());
+            }
+            let mut back = Vec::new();
+            s.take_output(&mut back);
+            c.read_tls(&mut &back[..]).map_err(|e| e.to_string())?;
+            c.process_new_packets()
+                .map_err(|e| format!("client: {e:?}"))?;
+            if !c.is_handshaking() && got.is_empty() {
+                c.writer().write_all(b"after").map_err(|e| e.to_string())?;
+            }
+            let _ = c.reader().read(&mut [0u8; 64]);
+        }
+        Err("handshake did not finish".into())
+    }
+
+    #[test]
+    fn rejected_early_data_is_skipped_once_however_it_arrives() {
+        // 16,000 bytes: near the 16 KiB rustls skips. Whole records, records
+        // split over reads, one byte at a time, several record sizes.
+        for (early, record, chunk) in [
+            (5_000, 16_384, 1 << 20),
+            (6_000, 16_384, 1 << 20),
+            (16_000, 16_384, 1 << 20),
+            (6_000, 1_000, 1 << 20),
+            (16_000, 4_000, 1 << 20),
+            (16_000, 16_384, 1_000),
+            (16_000, 2_000, 777),
+            (6_000, 1_000, 1),
+        ] {
+            if let Err(e) = rejected_early_data(early, record, chunk) {
+                panic!("early {early}, records of {record}, reads of {chunk}: {e}");
+            }
+        }
+    }
+
     #[test]
     fn writing_before_the_handshake_is_refused_not_lost() {
         let (_c, mut s) = pair();
         let err = s.write_plaintext(b"early").unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::NotConnected);
+    }
+}
+
+/// rustls's own behaviour, the reason for [`note_decrypt`]: a canary that
+/// fails once rustls counts skipped 0-RTT records as processed.
+#[cfg(test)]
+mod upstream_repro {
+    use std::sync::Arc;
+
+    /// Pure rustls (buffered API, 4 KiB reads): a server that declines
+    /// 0-RTT data fails the handshake with 9,000 bytes of it (under the
+    /// 16 KiB it should skip), because each `process_new_packets` tries the
+    /// skipped records again.
+    #[test]
+    fn rustls_alone_fails_on_9000_bytes_of_declined_early_data() {
+        use std::io::Write;
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let key = rustls_pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap();
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mk = |early: u32| {
+            let mut c = rustls::ServerConfig::builder_with_provider(provider.clone())
+                .with_protocol_versions(&[&rustls::version::TLS13])
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(vec![cert.der().clone()], key.clone_key())
+                .unwrap();
+            c.max_early_data_size = early;
+            Arc::new(c)
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert.der().clone()).unwrap();
+        let mut ccfg = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        ccfg.enable_early_data = true;
+        let ccfg = Arc::new(ccfg);
+        let pump = |c: &mut rustls::ClientConnection, s: &mut rustls::ServerConnection| {
+            for _ in 0..6 {
+                let mut w = Vec::new();
+                while c.wants_write() {
+                    c.write_tls(&mut w).unwrap();
+                }
+                let mut r = &w[..];
+                while !r.is_empty() {
+                    s.read_tls(&mut r).unwrap();
+                    s.process_new_packets()?;
+                }
+                w.clear();
+                s.write_tls(&mut w).unwrap();
+                c.read_tls(&mut &w[..]).unwrap();
+                c.process_new_packets().unwrap();
+            }
+            Ok::<_, rustls::Error>(())
+        };
+        // A ticket allowing 0-RTT, from a server that allows it.
+        let mut c =
+            rustls::ClientConnection::new(ccfg.clone(), "localhost".try_into().unwrap()).unwrap();
+        let mut s = rustls::ServerConnection::new(mk(16_384)).unwrap();
+        pump(&mut c, &mut s).unwrap();
+        // The same client, 9,000 bytes of 0-RTT data, a server that declines.
+        let mut c = rustls::ClientConnection::new(ccfg, "localhost".try_into().unwrap()).unwrap();
+        c.early_data().unwrap().write_all(&[7u8; 9000]).unwrap();
+        let mut s = rustls::ServerConnection::new(mk(0)).unwrap();
+        let res = pump(&mut c, &mut s);
+        assert!(
+            matches!(res, Err(rustls::Error::DecryptError)),
+            "rustls now skips declined 0-RTT records once ({res:?}): the workaround \
+             (`note_decrypt`, tls/trial.rs) can go"
+        );
     }
 }

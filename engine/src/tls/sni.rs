@@ -6,8 +6,14 @@
 //! candidate, in configuration order, and the first whose key can sign with
 //! a scheme the client offered wins: an ECDSA and an RSA chain for the same
 //! names sit side by side and each client gets the one it can verify.
-//! No SNI, or a name no certificate covers: the default certificate (the
-//! first configured), or failing its scheme, any compatible one.
+//! No SNI, or a name no certificate covers (or none of whose certificates
+//! the client can verify): the default certificate, the first configured.
+//! Never another name's certificate: that would tell anyone who asks which
+//! other names this server hosts. A default of another key type is a
+//! certificate for exactly the default's names (an RSA chain beside an
+//! ECDSA default): it is served to the clients that cannot verify the
+//! default. A client that can verify neither fails its handshake with
+//! `handshake_failure`.
 
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -26,6 +32,11 @@ pub struct CertStore {
     wildcard: HashMap<String, Vec<Arc<CertifiedKey>>>,
     /// Every certificate, the default first.
     all: Vec<Arc<CertifiedKey>>,
+    /// The default and its twins: certificates for exactly the default's
+    /// names (say, an RSA chain beside an ECDSA default), the default first.
+    defaults: Vec<Arc<CertifiedKey>>,
+    /// The default's names, sorted.
+    default_names: Vec<String>,
 }
 
 impl fmt::Debug for CertStore {
@@ -43,7 +54,16 @@ impl fmt::Debug for CertStore {
 impl CertStore {
     /// Adds a certificate; the first added is the default.
     pub fn add(&mut self, ck: Arc<CertifiedKey>) {
-        for name in dns_names(ck.cert.first()) {
+        let mut names = dns_names(ck.cert.first());
+        names.sort();
+        names.dedup();
+        if self.all.is_empty() {
+            self.default_names = names.clone();
+            self.defaults.push(ck.clone());
+        } else if names == self.default_names {
+            self.defaults.push(ck.clone());
+        }
+        for name in names {
             match name.strip_prefix("*.") {
                 Some(parent) => self
                     .wildcard
@@ -89,11 +109,11 @@ impl CertStore {
                 return Some(ck);
             }
         }
-        // No certificate can sign with a scheme the client offered: hand
-        // rustls the default anyway, so it refuses with `handshake_failure`
-        // (as with one certificate) rather than `access_denied`, which
-        // scanners and clients read as a policy refusal.
-        pick(&self.all).or_else(|| self.all.first().cloned())
+        // The default (or its twin of another key type), even when it
+        // cannot sign with a scheme the client offered: rustls then refuses
+        // with `handshake_failure` (rather than `access_denied` for no
+        // certificate, which scanners and clients read as a policy refusal).
+        pick(&self.defaults).or_else(|| self.all.first().cloned())
     }
 }
 
@@ -193,9 +213,38 @@ mod tests {
         let (s, [_, a, _, a_rsa]) = store();
         assert!(same(&s.select(Some("a.test"), RSA), &a_rsa));
         assert!(same(&s.select(Some("a.test"), ECDSA), &a));
-        assert!(
-            same(&s.select(Some("nope.test"), RSA), &a_rsa),
-            "falls back to any compatible cert"
-        );
+    }
+
+    #[test]
+    fn another_names_certificate_is_never_served() {
+        // An ECDSA default for a.test and an RSA certificate for api.test:
+        // an RSA-only client asking for b.test, a.test or nothing gets the
+        // default (and fails its handshake), never api.test's.
+        let def = cert(&["a.test"], &rcgen::PKCS_ECDSA_P256_SHA256);
+        let api = cert(&["api.test"], &rcgen::PKCS_RSA_SHA256);
+        let mut s = CertStore::default();
+        s.add(def.clone());
+        s.add(api.clone());
+        for name in [Some("b.test"), Some("a.test"), None] {
+            assert!(same(&s.select(name, RSA), &def), "{name:?}");
+        }
+        assert!(same(&s.select(Some("api.test"), RSA), &api));
+        let (s, [def, ..]) = store();
+        assert!(same(&s.select(Some("nope.test"), RSA), &def));
+    }
+
+    #[test]
+    fn a_twin_of_the_default_serves_the_other_key_type() {
+        let def = cert(&["a.test", "www.a.test"], &rcgen::PKCS_ECDSA_P256_SHA256);
+        let api = cert(&["api.test"], &rcgen::PKCS_RSA_SHA256);
+        let twin = cert(&["www.a.test", "a.test"], &rcgen::PKCS_RSA_SHA256);
+        let mut s = CertStore::default();
+        for c in [&def, &api, &twin] {
+            s.add(c.clone());
+        }
+        for name in [Some("b.test"), Some("a.test"), None] {
+            assert!(same(&s.select(name, RSA), &twin), "{name:?}");
+            assert!(same(&s.select(name, ECDSA), &def), "{name:?}");
+        }
     }
 }

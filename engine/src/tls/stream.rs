@@ -113,6 +113,14 @@ impl<C: TlsConn> TlsStream<C> {
         &self.conn
     }
 
+    /// Whether the peer sent plain HTTP instead of a ClientHello (the
+    /// handshake failed; an HTTP `400` saying this is a TLS port was sent in
+    /// place of an alert). For the caller's accounting: such a connection
+    /// is a refusal, not a TLS error.
+    pub fn peer_spoke_plain_http(&self) -> bool {
+        self.tls.peer_spoke_plain_http()
+    }
+
     /// Ciphertext bytes (in, out) moved over the socket so far.
     pub fn byte_counts(&self) -> (u64, u64) {
         (self.bytes_in, self.bytes_out)
