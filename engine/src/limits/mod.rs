@@ -109,17 +109,21 @@ pub enum Refusal {
     PerIpConns,
     /// The per-address new-connection rate.
     PerIpRate,
+    /// Plain HTTP sent to the TLS port (answered `400`, then closed); counted
+    /// after accept, when the first bytes arrive.
+    PlainHttp,
 }
 
 impl Refusal {
     /// Every reason, in label order.
-    pub const ALL: [Refusal; 6] = [
+    pub const ALL: [Refusal; 7] = [
         Refusal::Denied,
         Refusal::NotAllowed,
         Refusal::ShardCap,
         Refusal::GlobalCap,
         Refusal::PerIpConns,
         Refusal::PerIpRate,
+        Refusal::PlainHttp,
     ];
 
     /// Metric label.
@@ -131,6 +135,7 @@ impl Refusal {
             Refusal::GlobalCap => "global_cap",
             Refusal::PerIpConns => "per_ip_conns",
             Refusal::PerIpRate => "per_ip_rate",
+            Refusal::PlainHttp => "plain_http",
         }
     }
 

@@ -640,6 +640,16 @@ impl<S: Service> ConnCtx<S> {
                 handshake,
             )
             .await;
+        if why == CloseReason::HandshakeFailed && stream.peer_spoke_plain_http() {
+            // Not a TLS client at all: refused (it got its 400), like the
+            // refusals at accept, and not counted among the closes.
+            Counters::bump(&self.state.counters.refused);
+            self.state
+                .metrics
+                .refused(crate::limits::Refusal::PlainHttp);
+            tracing::debug!(%peer, "plain HTTP on the TLS port: answered 400 and closed");
+            return;
+        }
         let bytes = stream.byte_counts();
         self.state.metrics.closed(why, bytes);
         if cur.limits.access_log {
@@ -685,6 +695,11 @@ impl<S: Service> ConnCtx<S> {
                 Counters::bump(&c.handshake_timeouts);
                 tracing::debug!(%peer, "handshake timeout");
                 return CloseReason::HandshakeTimeout;
+            }
+            Ok(Err(e)) if stream.peer_spoke_plain_http() => {
+                // Counted as refused by the caller.
+                *hs_error = Some(e);
+                return CloseReason::HandshakeFailed;
             }
             Ok(Err(e)) => {
                 Counters::bump(&c.failed_handshakes);
