@@ -97,14 +97,14 @@ def aws_lc_symbols():
     return names
 
 
-def classify(server, dso, sym, awslc):
+def classify(server, dso, sym, awslc, binary=None):
     if dso.startswith("[kernel"):
         return "kernel"
     if dso.startswith("libc.") or dso.startswith("ld-linux"):
         return "libc"
     if server == "nginx":
         return {"libcrypto": "crypto", "libssl": "tls", "nginx": "server"}.get(dso.split(".")[0], "other")
-    if dso != server:  # the server's binary: uringtls, peer-tokio, ...
+    if dso != (binary or server):  # the server's binary: uringtls, peer-tokio, ...
         return "other"
     if sym in awslc or sym.startswith("aws_lc") or "aws_lc_rs::" in sym or S2N_LABEL.match(sym):
         return "crypto"
@@ -115,7 +115,7 @@ def classify(server, dso, sym, awslc):
     return "server"
 
 
-def shares(data, comm, server, awslc):
+def shares(data, comm, server, awslc, binary=None):
     """Samples of `comm` in the perf file by class, and their total."""
     p = subprocess.run(["perf", "report", "-i", data, "--no-children", "--sort", "comm,dso,sym", "--stdio",
                         "-g", "none", "--percent-limit", "0", "-F", "sample,comm,dso,sym"],
@@ -126,7 +126,7 @@ def shares(data, comm, server, awslc):
     for line in p.stdout.splitlines():
         m = re.match(r"\s*(\d+)\s+(\S+)\s+(\S+)\s+\[[.k]\]\s+(.*)$", line)
         if m and m.group(2) == comm:
-            by[classify(server, m.group(3), m.group(4).strip(), awslc)] += int(m.group(1))
+            by[classify(server, m.group(3), m.group(4).strip(), awslc, binary)] += int(m.group(1))
     if not sum(by.values()):
         raise RuntimeError(f"{data}: no samples of {comm} (is the server on the profiled CPU?)")
     return by, sum(by.values())
@@ -223,6 +223,10 @@ def main():
     # runtime's; comm is the binary's name, cut at 15 bytes), nginx's worker.
     comm = {n: n[:15] for n in names}
     comm["uringtls"] = "shard-0"
+    # perf names a binary's samples after its file (`--uringtls PATH` need
+    # not be called `uringtls`).
+    binary = {n: os.path.basename(p) for n, p in a.peer_paths.items()}
+    binary["uringtls"] = os.path.basename(a.uringtls)
     try:
         for rnd in range(a.rounds):
             order = K.round_order(names, rnd)
@@ -232,7 +236,7 @@ def main():
                     plain = K.measure(s, fn)
                     data = f"{tmp}/{wl}-{name}-{rnd}.data"
                     prof = profiled(a, fn, data)
-                    by, total = shares(data, comm[name], name, awslc)
+                    by, total = shares(data, comm[name], name, awslc, binary.get(name))
                     os.unlink(data)
                     r = {"ops": plain["ops"], "rate": plain["rate"], "cpu_us_per_op": plain["cpu_us_per_op"],
                          "sys_us_per_op": plain["sys_us_per_op"], "samples": total, "profiled_ops": prof["ops"],
