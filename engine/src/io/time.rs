@@ -149,13 +149,23 @@ impl<F: Future> Future for Within<'_, F> {
         let this = unsafe { self.get_unchecked_mut() };
         // SAFETY: see above.
         let fut = unsafe { Pin::new_unchecked(&mut this.fut) };
-        if let Poll::Ready(v) = fut.poll(cx) {
-            return Poll::Ready(Ok(v));
-        }
-        match this.timer.poll_at(this.at, cx) {
-            Poll::Ready(()) => Poll::Ready(Err(Elapsed)),
-            Poll::Pending => Poll::Pending,
-        }
+        poll_until(fut, this.at, this.timer, cx)
+    }
+}
+
+/// `fut` first; if it is pending, the timer at `at`.
+fn poll_until<F: Future>(
+    fut: Pin<&mut F>,
+    at: Instant,
+    timer: &mut Deadline,
+    cx: &mut Context<'_>,
+) -> Poll<Result<F::Output, Elapsed>> {
+    if let Poll::Ready(v) = fut.poll(cx) {
+        return Poll::Ready(Ok(v));
+    }
+    match timer.poll_at(at, cx) {
+        Poll::Ready(()) => Poll::Ready(Err(Elapsed)),
+        Poll::Pending => Poll::Pending,
     }
 }
 
@@ -182,7 +192,7 @@ pub fn timeout_at<F: Future>(at: Instant, fut: F) -> Timeout<F> {
     Timeout {
         fut,
         at,
-        timer: None,
+        timer: Deadline::new(),
     }
 }
 
@@ -192,7 +202,8 @@ pub fn timeout_at<F: Future>(at: Instant, fut: F) -> Timeout<F> {
 pub struct Timeout<F> {
     fut: F,
     at: Instant,
-    timer: Option<Sleep>,
+    /// Nothing is allocated or registered until a poll finds `fut` pending.
+    timer: Deadline,
 }
 
 impl<F: Future> Future for Timeout<F> {
@@ -206,14 +217,6 @@ impl<F: Future> Future for Timeout<F> {
         // SAFETY: see above; `this.fut` stays where it is for as long as
         // the `Timeout` lives.
         let fut = unsafe { Pin::new_unchecked(&mut this.fut) };
-        if let Poll::Ready(v) = fut.poll(cx) {
-            return Poll::Ready(Ok(v));
-        }
-        let at = this.at;
-        let t = this.timer.get_or_insert_with(|| sleep_until(at));
-        match Pin::new(t).poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(Elapsed)),
-            Poll::Pending => Poll::Pending,
-        }
+        poll_until(fut, this.at, &mut this.timer, cx)
     }
 }
