@@ -16,7 +16,7 @@
 //!   session cache, so resumption works whichever shard a client lands on),
 //!   the sans-I/O session logic and the stream that drives it; SNI
 //!   certificates, mTLS, ticket keys shared by a fleet.
-//! - [`services`]: the [`Service`](services::Service) trait, `echo`, `http`,
+//! - [`services`]: the [`services::Service`] trait, `echo`, `http`,
 //!   `proxy` (TLS termination in front of TCP upstreams).
 //! - [`reload`]: SIGHUP hot reload through an `ArcSwap` read per connection.
 //! - [`config`]: flags and TOML, validated before anything is bound.

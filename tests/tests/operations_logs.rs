@@ -38,7 +38,11 @@ fn full_run(s: &Setup, format: &str) -> (EngineProc, String) {
     }
     assert!(tls_from("127.0.0.2", e.addr(), &cfg).is_err(), "denied");
     let mut plain = std::net::TcpStream::connect(e.addr()).expect("connect");
-    plain.write_all(b"GET / HTTP/1.1\r\n\r\n").expect("garbage");
+    // Not TLS and not HTTP either (plain HTTP is refused before any access
+    // line, see operations.md): a failed handshake.
+    plain
+        .write_all(b"garbage, neither TLS nor HTTP\r\n\r\n")
+        .expect("garbage");
     let _ = plain.read_to_end(&mut Vec::new());
     let mut idle = tls_from("127.0.0.1", e.addr(), &cfg).expect("idle one");
     let _ = idle.read(&mut [0u8; 16]); // returns when the idle timeout closes it

@@ -9,7 +9,7 @@
 //! - `uring` (default): our own executor on the `io-uring` crate, one ring
 //!   per shard with `SINGLE_ISSUER | DEFER_TASKRUN`, parking inside
 //!   `io_uring_enter`, receives from a provided-buffer ring (see
-//!   [`uring`]);
+//!   `uring`);
 //! - `tokio-uring`: tokio's current-thread runtime with tokio-uring's
 //!   driver (parks in epoll; every pending read holds its own buffer).
 //!
@@ -210,7 +210,7 @@ pub(crate) fn take_write_buf_as_left() -> Vec<u8> {
 }
 
 /// Returns a write buffer to this thread's pool (its contents are kept as
-/// they are, see [`take_write_buf_as_left`]).
+/// they are, see `take_write_buf_as_left`).
 pub fn give_write_buf(buf: Vec<u8>) {
     if buf.capacity() == 0 || buf.capacity() > WRITE_BUF_KEPT_MAX {
         return;

@@ -12,7 +12,7 @@
 //! (`close_notify`, FIN) and the shard's `upstream_failures` counter moves.
 //! With `upstream_http` (the upstreams speak HTTP/1.1) and a client that
 //! negotiated `http/1.1` or no ALPN, the client first gets a
-//! `502 Bad Gateway` answer to its request ([`bad_gateway`]).
+//! `502 Bad Gateway` answer to its request (`bad_gateway`).
 //!
 //! Upstream names are resolved at start and at each reload only (a DNS
 //! lookup would block the shard): after a DNS change, reload.

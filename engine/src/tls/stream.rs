@@ -1,7 +1,7 @@
 //! [`TlsStream`]: a rustls connection driven over an io_uring [`Conn`].
 //!
 //! A connection holds buffers only while it uses them: received ciphertext
-//! sits in a [`Chunk`] (on the uring backend a buffer of the shard's pool,
+//! sits in a `Chunk` (on the uring backend a buffer of the shard's pool,
 //! picked by the kernel when data arrives) until rustls has taken it, and
 //! records go out through a write buffer borrowed from the thread's pool for
 //! the duration of one write. All protocol work is in [`super::session`];
