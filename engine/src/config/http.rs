@@ -77,11 +77,7 @@ mod tests {
     use clap::Parser;
     use std::io::Write;
 
-    fn flags(args: &[&str]) -> Options {
-        let mut v = vec!["uringtls"];
-        v.extend_from_slice(args);
-        Options::try_parse_from(v).expect("parse")
-    }
+    use crate::config::tests::flags;
 
     #[test]
     fn request_limits_default_to_one_mebibyte_and_sixty_seconds() {

@@ -961,11 +961,12 @@ pub fn available_cpus() -> Vec<usize> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::io::Write;
 
-    fn flags(args: &[&str]) -> Options {
+    /// Options parsed from these flags (after the program name).
+    pub(crate) fn flags(args: &[&str]) -> Options {
         let mut v = vec!["uringtls"];
         v.extend_from_slice(args);
         Options::try_parse_from(v).expect("parse")

@@ -212,14 +212,9 @@ impl Options {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
     use std::io::Write;
 
-    fn flags(args: &[&str]) -> Options {
-        let mut v = vec!["uringtls"];
-        v.extend_from_slice(args);
-        Options::try_parse_from(v).expect("parse")
-    }
+    use crate::config::tests::flags;
 
     #[test]
     fn operating_defaults_are_off_or_documented() {
