@@ -86,6 +86,21 @@ fn s(p: &Path) -> &str {
     p.to_str().expect("utf8")
 }
 
+/// Starts the engine with this certificate and key, which it must refuse
+/// (exit 2); its stderr.
+fn cert_and_key_refused(cert: &Path, key: &Path) -> String {
+    let (code, err) = engine_fails(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--cert",
+        s(cert),
+        "--key",
+        s(key),
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    err
+}
+
 #[test]
 fn a_mistyped_log_level_is_refused_at_start_naming_the_field() {
     for bad in ["warning", "verbose", "uringtls=loud"] {
@@ -122,15 +137,7 @@ fn a_certificate_block_that_is_not_der_is_named_with_its_number() {
     let junk = "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGUgYXQgYWxs\n-----END CERTIFICATE-----\n";
     for (text, block) in [(junk.to_string(), 1), (format!("{good}{junk}"), 2)] {
         let cert = write(st.certs.dir.path(), "bad.pem", &text);
-        let (code, err) = engine_fails(&[
-            "--listen",
-            "127.0.0.1:0",
-            "--cert",
-            s(&cert),
-            "--key",
-            s(&st.certs.key),
-        ]);
-        assert_eq!(code, Some(2), "{err}");
+        let err = cert_and_key_refused(&cert, &st.certs.key);
         assert!(
             err.contains(&format!(
                 "{}: CERTIFICATE block {block} is not a valid X.509 certificate",
@@ -161,15 +168,7 @@ fn an_encrypted_private_key_is_named_as_encrypted() {
         "pass:secret",
     ]);
     uringtls_tests::set_mode(&key, 0o600);
-    let (code, err) = engine_fails(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--cert",
-        s(&st.certs.cert),
-        "--key",
-        s(&key),
-    ]);
-    assert_eq!(code, Some(2), "{err}");
+    let err = cert_and_key_refused(&st.certs.cert, &key);
     assert!(
         err.contains(&format!("{}: the private key is encrypted", key.display()))
             && err.contains("openssl pkey")
@@ -209,15 +208,7 @@ fn an_rsassa_pss_key_is_named_as_an_unsupported_type_not_a_mismatch() {
         s(&cert),
     ]);
     uringtls_tests::set_mode(&key, 0o600);
-    let (code, err) = engine_fails(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--cert",
-        s(&cert),
-        "--key",
-        s(&key),
-    ]);
-    assert_eq!(code, Some(2), "{err}");
+    let err = cert_and_key_refused(&cert, &key);
     assert!(
         err.contains(&format!(
             "{}: private key type not supported: an RSASSA-PSS key",
