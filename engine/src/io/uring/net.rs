@@ -119,7 +119,9 @@ impl Conn {
         } else {
             let mut pending = self.pending.borrow_mut();
             if matches!(*pending, Pending::None) {
-                *pending = Pending::Single(d.submit(self.pool_recv_entry(false), ()));
+                // SAFETY: a pool receive points at no memory of ours (the
+                // kernel picks a buffer of the pool, which outlives it).
+                *pending = Pending::Single(unsafe { d.submit(self.pool_recv_entry(false), ()) });
             }
         }
         true
@@ -191,7 +193,9 @@ impl Conn {
         };
         let e = recv.build();
         let e = with_optlen(with_ioprio(e, ioprio), super::MULTI_RECV_BYTES);
-        *pending = Pending::Multi(d.submit_multi(e));
+        // SAFETY: a multishot receive with buffer selection points only
+        // into the provided-buffer pool.
+        *pending = Pending::Multi(unsafe { d.submit_multi(e) });
     }
 
     /// The multishot receive's next completion; `None` if it has ended
@@ -260,7 +264,9 @@ impl Conn {
         let sa = Box::new(socket2::SockAddr::from(addr));
         let e =
             opcode::Connect::new(types::Fd(sock.as_raw_fd()), sa.as_ptr().cast(), sa.len()).build();
-        let (res, _, _) = driver().submit(e, sa).await;
+        // SAFETY: the address is in `sa`'s heap allocation, which the op
+        // keeps until the completion.
+        let (res, _, _) = unsafe { driver().submit(e, sa) }.await;
         if res < 0 {
             return Err(os_err(res));
         }
@@ -291,7 +297,9 @@ impl Conn {
         // move) and is kept until the completion.
         let ptr = unsafe { buf.as_mut_ptr().add(len) };
         let e = opcode::Recv::new(types::Fd(self.raw_fd()), ptr, spare as u32).build();
-        let (res, _, mut buf) = driver().submit(e, buf).await;
+        // SAFETY: `ptr` points into `buf`'s heap allocation (above), which
+        // the op keeps until the completion.
+        let (res, _, mut buf) = unsafe { driver().submit(e, buf) }.await;
         if res < 0 {
             return (Err(os_err(res)), buf);
         }
@@ -328,7 +336,8 @@ impl Conn {
             };
             let op = match started {
                 Some(op) => op,
-                None => d.submit(self.pool_recv_entry(poll_first), ()),
+                // SAFETY: a pool receive points only into the pool.
+                None => unsafe { d.submit(self.pool_recv_entry(poll_first), ()) },
             };
             let (res, flags, ()) = op.await;
             let bid = cqueue::buffer_select(flags);
@@ -380,7 +389,9 @@ impl Conn {
             let e = opcode::Send::new(types::Fd(self.raw_fd()), ptr, (buf.len() - off) as u32)
                 .flags(libc::MSG_NOSIGNAL | flags)
                 .build();
-            let (res, _, b) = d.submit(e, buf).await;
+            // SAFETY: `ptr` points into `buf`'s heap allocation (above),
+            // which the op keeps until the completion.
+            let (res, _, b) = unsafe { d.submit(e, buf) }.await;
             buf = b;
             if res < 0 {
                 return (Err(os_err(res)), buf);
@@ -584,9 +595,10 @@ impl Listener {
         } else {
             e
         };
-        // The box's heap memory stays put inside the op until the
-        // completion (the kernel writes the address there).
-        driver().submit(e, a).with_fd_result()
+        // SAFETY: the address and its length are in the box's heap
+        // memory, which stays put inside the op until the completion (the
+        // kernel writes the peer's address there).
+        unsafe { driver().submit(e, a) }.with_fd_result()
     }
 
     /// Turns an accept's completion into a socket and its peer's address.
