@@ -145,7 +145,7 @@ impl Wake for TaskWaker {
 /// `Arc<TaskWaker>` (from `Arc::into_raw`) carrying the waker's count.
 /// Having our own (rather than `Waker::from`) lets the driver recognise its
 /// tasks' wakers and remember a task by id instead of cloning its waker
-/// (see [`Waiter`]).
+/// (see [`Waiter`](super::op::Waiter)).
 static TASK_WAKER_VTABLE: RawWakerVTable = RawWakerVTable::new(
     task_waker_clone,
     task_waker_wake,
