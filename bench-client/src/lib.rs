@@ -6,7 +6,7 @@
 //!
 //! ```text
 //!  main thread: parse flags -> probe the target once (clear errors) -> start workers
-//!    └─ worker thread i (pinned to a CPU, own io_uring runtime via uringtls::io)
+//!    └─ worker thread i (pinned to a CPU, own io_uring runtime via uringtls_runtime::io)
 //!         ├─ slot tasks: one per connection, each a workload loop
 //!         │    └─ pacer (open loop) -> op (connect, TLS, request) -> thread-local recorder
 //!         └─ ticker: every interval, hands its recorder to the main thread (mpsc)

@@ -51,7 +51,7 @@
 
 pub mod cli;
 pub mod config;
-pub mod io;
+pub use uringtls_runtime::io;
 pub mod limits;
 pub mod metrics;
 pub mod process;

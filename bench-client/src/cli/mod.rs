@@ -147,8 +147,8 @@ pub struct Common {
     /// I/O runtime of each worker thread: `tokio-uring` (parks in epoll) or
     /// `uring` (parks in io_uring_enter for one completion, so the server
     /// has to wake it ~5x as often; see docs/benchmarks.md).
-    #[arg(long, value_enum, default_value_t = uringtls::io::Backend::TokioUring)]
-    pub io_backend: uringtls::io::Backend,
+    #[arg(long, value_enum, default_value_t = uringtls_runtime::io::Backend::TokioUring)]
+    pub io_backend: uringtls_runtime::io::Backend,
     /// Deadline for connect, and for each read/write.
     #[arg(long, default_value = "10s", value_parser = units::parse_duration)]
     pub timeout: std::time::Duration,

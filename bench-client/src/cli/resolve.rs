@@ -362,7 +362,7 @@ pub(crate) fn test_plan(extra: &[&str]) -> Plan {
 #[cfg(test)]
 mod tests {
     use super::test_plan;
-    use uringtls::io::Backend;
+    use uringtls_runtime::io::Backend;
 
     #[test]
     fn workers_park_in_epoll_unless_the_uring_backend_is_asked_for() {

@@ -50,7 +50,7 @@ pub struct Plan {
     /// Progress / CSV / hlog interval.
     pub interval: Duration,
     /// I/O runtime of each worker thread.
-    pub io_backend: uringtls::io::Backend,
+    pub io_backend: uringtls_runtime::io::Backend,
 }
 
 impl Plan {

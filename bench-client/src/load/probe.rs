@@ -9,7 +9,7 @@ use crate::tls::{with_resumption, Negotiated};
 use crate::workloads::dial::Dialer;
 use crate::workloads::{self, OpTimes, Slot};
 use std::time::Instant;
-use uringtls::io::{RingOptions, Runtime};
+use uringtls_runtime::io::{RingOptions, Runtime};
 
 /// Connects once and handshakes, then runs one operation; returns what was
 /// negotiated.

@@ -1,5 +1,5 @@
 //! A worker thread: pinned to its CPU, with its own io_uring runtime
-//! (`uringtls::io`), running its share of the connection slots as tasks.
+//! (`uringtls_runtime::io`), running its share of the connection slots as tasks.
 //! Slots record into the thread's [`Recorder`] (a `RefCell`: tasks of one
 //! thread never run at once, so no lock). A ticker hands the recorder to the
 //! main thread once per interval.
@@ -18,7 +18,7 @@ use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use uringtls::io::{RingOptions, Runtime};
+use uringtls_runtime::io::{RingOptions, Runtime};
 
 /// Longest the ticker sleeps before looking at the stop flag again.
 const STOP_POLL: Duration = Duration::from_millis(50);
@@ -167,7 +167,7 @@ async fn thread_main(
             .rate
             .map(|r| Pacer::new(clock.start, r, s, plan.connections));
         shared.live_slots.set(shared.live_slots.get() + 1);
-        uringtls::io::spawn(run_slot(
+        uringtls_runtime::io::spawn(run_slot(
             shared.clone(),
             spec.clone(),
             slot,
@@ -191,7 +191,7 @@ async fn ticker(idx: usize, plan: &Plan, clock: Clock, sh: &Shared, tx: &Sender<
     let mut cpu0 = (thread_cpu(), Instant::now());
     loop {
         let wake = next.min(clock.deadline).min(Instant::now() + STOP_POLL);
-        uringtls::io::time::sleep_until(wake).await;
+        uringtls_runtime::io::time::sleep_until(wake).await;
         let now = Instant::now();
         let done = sh.finished() || sh.live_slots.get() == 0;
         if done || now >= next {
@@ -250,7 +250,7 @@ async fn run_slot(
             Some(p) => {
                 let at = p.next_intended();
                 if at > Instant::now() {
-                    uringtls::io::time::sleep_until(at).await;
+                    uringtls_runtime::io::time::sleep_until(at).await;
                     if sh.finished() {
                         break;
                     }

@@ -9,8 +9,8 @@ use rustls_pki_types::ServerName;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use uringtls::io::Conn;
-use uringtls::tls::ClientStream;
+use uringtls_runtime::io::Conn;
+use uringtls_runtime::tls::ClientStream;
 
 /// Everything needed to open a connection to the target.
 #[derive(Clone)]
@@ -37,7 +37,9 @@ impl Dialer {
     /// Connects and handshakes, filling `t.connect`, `t.handshake`, `t.resumed`.
     pub async fn dial(&self, t: &mut OpTimes) -> Result<ClientStream, ErrorClass> {
         let t0 = Instant::now();
-        let conn = match uringtls::io::time::timeout(self.timeout, Conn::connect(self.addr)).await {
+        let conn = match uringtls_runtime::io::time::timeout(self.timeout, Conn::connect(self.addr))
+            .await
+        {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => return Err(ErrorClass::connect(&e)),
             Err(_) => return Err(ErrorClass::Connect("timeout".into())),

@@ -6,7 +6,7 @@ use super::http::ReadBuf;
 use super::OpTimes;
 use crate::stats::errors::{ErrorClass, Unanswered};
 use std::time::Instant;
-use uringtls::tls::ClientStream;
+use uringtls_runtime::tls::ClientStream;
 
 /// Message size of a one-shot echo (`handshake --request echo`).
 pub const ONE_SHOT_SIZE: usize = 16;

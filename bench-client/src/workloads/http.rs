@@ -6,7 +6,7 @@
 use super::OpTimes;
 use crate::stats::errors::ErrorClass;
 use std::time::Instant;
-use uringtls::tls::ClientStream;
+use uringtls_runtime::tls::ClientStream;
 
 /// Plaintext read buffer size per connection.
 pub const READ_BUF: usize = 64 * 1024;

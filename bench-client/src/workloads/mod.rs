@@ -13,7 +13,7 @@ pub mod http;
 use crate::stats::errors::ErrorClass;
 use dial::Dialer;
 use std::time::{Duration, Instant};
-use uringtls::tls::ClientStream;
+use uringtls_runtime::tls::ClientStream;
 
 /// What to do after the handshake on a one-shot connection.
 #[derive(Debug, Clone)]

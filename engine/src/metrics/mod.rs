@@ -119,6 +119,14 @@ impl CloseReason {
         if let Some(r) = e.get_ref().and_then(|i| i.downcast_ref::<CloseReason>()) {
             return *r;
         }
+        if let Some(i) = e.get_ref() {
+            if i.is::<crate::tls::stream::WriteTimedOut>() {
+                return CloseReason::WriteTimeout;
+            }
+            if i.is::<crate::tls::duplex::TruncatedRecord>() {
+                return CloseReason::Error;
+            }
+        }
         match e.kind() {
             io::ErrorKind::TimedOut => CloseReason::IdleTimeout,
             io::ErrorKind::UnexpectedEof => CloseReason::Eof,

@@ -12,6 +12,9 @@ pub mod echo;
 pub mod http;
 pub mod proxy;
 
+#[cfg(test)]
+mod keep_alive_costs;
+
 use crate::shard::ShardState;
 use crate::tls::ServerStream;
 use std::cell::Cell;

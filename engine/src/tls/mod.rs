@@ -1,29 +1,25 @@
 //! TLS: the one shared rustls `ServerConfig`, certificate loading, and the
 //! session driver.
 //!
-//! - [`session`]: sans-I/O logic between byte buffers and a rustls connection.
-//! - [`stream`]: that logic driven over an io_uring socket.
-//! - [`duplex`]: a TLS stream and a plain socket pumped both ways at once
-//!   (the proxy's data path).
+//! - [`session`], [`stream`], [`duplex`], [`trial`]: the sans-I/O rustls
+//!   session, the TLS streams over the runtime's sockets, the proxy's
+//!   two-way pump, and the suites that report decryptions to the session
+//!   (from the `uringtls-runtime` crate).
 //! - [`server`]: building the shared `ServerConfig` from [`TlsSettings`]
 //!   (SNI certificates, versions, suites, groups, client auth), and the
 //!   state that survives a reload (session cache, ticket keys).
 //! - [`sni`]: certificate selection by server name and signature scheme.
 //! - [`tickets`]: session-ticket keys from a shared file or rotating in memory.
-//! - [`trial`]: TLS 1.3 suites that report record decryptions to the session
-//!   driver (rejected 0-RTT data skipped once).
 //!
 //! Every shard holds a clone of the same `Arc<ServerConfig>` (through an
 //! `ArcSwap`, replaced on reload), so the session cache and the ticket keys
 //! are shared: a client that reconnects to any shard resumes.
 
-pub mod duplex;
 pub mod server;
-pub mod session;
 pub mod sni;
-pub mod stream;
 pub mod tickets;
-pub mod trial;
+
+pub use uringtls_runtime::tls::{duplex, session, stream, trial};
 
 use rustls::crypto::CryptoProvider;
 use rustls::ServerConfig;

@@ -142,7 +142,7 @@ pub(crate) struct Driver {
     #[cfg(test)]
     pub(crate) sqes: Cell<u64>,
     /// Tests: timers registered so far.
-    #[cfg(test)]
+    #[cfg(any(test, feature = "test-hooks"))]
     pub(crate) timer_registrations: Cell<u64>,
 }
 
@@ -212,7 +212,7 @@ impl Driver {
             stats: stats::wanted().then(|| RefCell::new(stats::LoopStats::default())),
             #[cfg(test)]
             sqes: Cell::new(0),
-            #[cfg(test)]
+            #[cfg(any(test, feature = "test-hooks"))]
             timer_registrations: Cell::new(0),
         })
     }

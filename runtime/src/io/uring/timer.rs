@@ -28,7 +28,7 @@ impl Driver {
     }
 
     fn register_timer(&self, at: Instant, waker: &Waker) -> u64 {
-        #[cfg(test)]
+        #[cfg(any(test, feature = "test-hooks"))]
         self.timer_registrations
             .set(self.timer_registrations.get() + 1);
         let seq = self.timer_seq.get().wrapping_add(1);

@@ -847,7 +847,7 @@ mod tests {
     }
 
     fn pair_with(versions: &[&'static rustls::SupportedProtocolVersion]) -> (Client, Server) {
-        let (server_cfg, cert) = crate::tls::tests::server_config_and_cert();
+        let (server_cfg, cert) = crate::tls::testing::server_config_and_cert();
         let mut roots = rustls::RootCertStore::empty();
         roots.add(cert).expect("root");
         let client_cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -1209,7 +1209,7 @@ mod tests {
     /// Returns whether the handshake completed and 1-RTT data got through.
     fn rejected_early_data(early: usize, record: usize, chunk: usize) -> Result<(), String> {
         use std::io::{Read, Write};
-        let (server_cfg, cert) = crate::tls::tests::server_config_and_cert();
+        let (server_cfg, cert) = crate::tls::testing::server_config_and_cert();
         // A twin config that allows 0-RTT in the tickets it issues (rustls
         // does only with stateful tickets); the server under test does not
         // (whether it resumes or not, it declines the 0-RTT data).

@@ -45,12 +45,25 @@ use std::os::fd::{AsRawFd, RawFd};
 pub mod time;
 pub(crate) mod uring;
 
+/// Counters for tests of crates built on this one (feature `test-hooks`).
+#[cfg(feature = "test-hooks")]
+pub mod test_hooks {
+    /// Timers registered so far on this thread's uring runtime (`None`
+    /// outside one): a connection whose deadlines are re-armed lazily
+    /// registers a few, not one per request.
+    pub fn timer_registrations() -> Option<u64> {
+        super::uring::is_current().then(|| super::uring::driver().timer_registrations.get())
+    }
+}
+
 /// Default submission-queue size per shard ring.
 pub const DEFAULT_RING_ENTRIES: u32 = 1024;
 
 /// Which io_uring runtime drives a thread.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
 pub enum Backend {
     /// Our executor on the `io-uring` crate (SINGLE_ISSUER, DEFER_TASKRUN,
     /// provided-buffer receives).

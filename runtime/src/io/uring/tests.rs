@@ -6,7 +6,6 @@ use std::cell::Cell;
 use std::future::Future;
 use std::io::Write;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::Duration;
 
 fn rt() -> Runtime {
@@ -553,95 +552,3 @@ fn a_deadline_moved_earlier_fires_at_the_earlier_instant() {
         );
     });
 }
-
-/// Serves `requests` keep-alive requests from a rustls client thread with
-/// the http service on this thread's uring runtime; returns the timers
-/// registered and the heap allocations made on this thread while serving.
-fn serve_keep_alive(requests: usize) -> (u64, u64) {
-    use crate::services::Service;
-    let (cfg, cert) = crate::tls::tests::server_config_and_cert();
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = l.local_addr().expect("addr");
-    let client = std::thread::spawn(move || {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(cert).expect("root");
-        let cc = rustls::ClientConfig::builder_with_provider(Arc::new(crate::tls::provider()))
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
-        let conn = rustls::ClientConnection::new(Arc::new(cc), name).expect("client");
-        let tcp = std::net::TcpStream::connect(addr).expect("connect");
-        let mut s = rustls::StreamOwned::new(conn, tcp);
-        let mut answered = 0;
-        let mut buf = [0u8; 4096];
-        for _ in 0..requests {
-            s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-                .expect("request");
-            let mut got = Vec::new();
-            while !got.ends_with(b"hello world\n") {
-                let n = std::io::Read::read(&mut s, &mut buf).expect("response");
-                assert!(n > 0, "server closed early");
-                got.extend_from_slice(&buf[..n]);
-            }
-            answered += 1;
-        }
-        answered
-    });
-    let counts = rt().block_on(async move {
-        let (std_conn, peer) = l.accept().expect("accept");
-        let conn = Conn::from_std(std_conn);
-        let tls = crate::tls::ServerConn::new(cfg).expect("session");
-        let mut stream = crate::tls::ServerStream::new(conn, tls);
-        stream.set_write_timeout(Some(Duration::from_secs(10)));
-        stream.handshake_lazy().await.expect("handshake");
-        stream.set_read_timeout(Some(Duration::from_secs(60)));
-        let info = crate::services::ConnInfo {
-            peer,
-            local: addr,
-            peer_identity: None,
-            shard: Rc::new(crate::shard::ShardState::new(0)),
-            drain_slot: Cell::new(None),
-        };
-        let (timers, allocs) = (timer_registrations(), crate::test_alloc::this_thread());
-        // Serves until the client closes after its last request (without
-        // close_notify: an error or a clean end, either way).
-        let _ = crate::services::http::Http::default()
-            .serve(&mut stream, &info)
-            .await;
-        (
-            timer_registrations() - timers,
-            crate::test_alloc::this_thread() - allocs,
-        )
-    });
-    assert_eq!(client.join().expect("client"), requests);
-    counts
-}
-
-#[test]
-fn a_keep_alive_connection_arms_no_timer_per_request() {
-    let (timers, _) = serve_keep_alive(200);
-    assert!(
-        timers <= 4,
-        "{timers} timers registered for 200 keep-alive requests (want a few per connection)"
-    );
-}
-
-#[test]
-fn a_keep_alive_request_allocates_only_what_rustls_does() {
-    // The difference between two connections cancels the per-connection
-    // allocations (handshake, buffers' first growth).
-    let (_, few) = serve_keep_alive(50);
-    let (_, many) = serve_keep_alive(250);
-    let per_request = many.saturating_sub(few) as f64 / 200.0;
-    eprintln!("heap allocations per keep-alive request on the server thread: {per_request:.2}");
-    assert!(
-        per_request <= RUSTLS_ALLOCS_PER_REQUEST + 0.05,
-        "{per_request:.2} allocations per keep-alive request; rustls makes {RUSTLS_ALLOCS_PER_REQUEST}, the engine should add none"
-    );
-}
-
-/// What rustls 0.23's unbuffered API allocates per request/response pair
-/// (see docs/architecture.md).
-const RUSTLS_ALLOCS_PER_REQUEST: f64 = 2.0;

@@ -9,10 +9,24 @@
 
 use super::session::{ServerConn, Session, TlsConn};
 use crate::io::{self as uio, time, Conn};
-use crate::metrics::CloseReason;
 use rustls::client::UnbufferedClientConnection;
 use std::io;
 use std::time::Duration;
+
+/// The payload of the `io::Error` a write returns when the peer did not
+/// read within the write timeout (see [`TlsStream::set_write_timeout`]):
+/// callers classify the ending by this type (`get_ref()` and
+/// `downcast_ref`), not by the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteTimedOut;
+
+impl std::fmt::Display for WriteTimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("write timeout: peer is not reading")
+    }
+}
+
+impl std::error::Error for WriteTimedOut {}
 
 /// Read buffer capacity: one maximal TLS record (16 KiB + header + tag).
 pub const READ_BUF: usize = 16 * 1024 + 512;
@@ -254,8 +268,8 @@ impl<C: TlsConn> TlsStream<C> {
                     .within(time::now() + t, fut)
                     .await
                     .map_err(|_| {
-                        // Classified by its variant (message: "write timeout: ...").
-                        CloseReason::WriteTimeout.error(io::ErrorKind::TimedOut)
+                        // Classified by its payload, not its message.
+                        io::Error::new(io::ErrorKind::TimedOut, WriteTimedOut)
                     })?,
                 None => fut.await,
             };

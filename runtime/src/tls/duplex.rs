@@ -33,6 +33,21 @@ use std::io;
 use std::pin::Pin;
 use std::time::Duration;
 
+/// The payload of the error [`splice`] returns when the TLS peer left
+/// inside a record: unlike a plain end of file (`UnexpectedEof` alone,
+/// a close without `close_notify`), an error of the connection. Callers
+/// classify it by this type, not by the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TruncatedRecord;
+
+impl std::fmt::Display for TruncatedRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("peer closed inside a TLS record")
+    }
+}
+
+impl std::error::Error for TruncatedRecord {}
+
 /// Plaintext moved per operation, each way (at most).
 pub const PLAIN_BUF: usize = 16 * 1024;
 /// Initial size of the upstream read buffer.
@@ -211,7 +226,10 @@ pub async fn splice<C: TlsConn>(
             // Nothing in flight and not finished: the TLS peer left inside a
             // record (nothing more can arrive), so end rather than wait.
             // A truncated record: an error, not the normal end (`Eof`).
-            return Err(crate::metrics::CloseReason::Error.error(io::ErrorKind::UnexpectedEof));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                TruncatedRecord,
+            ));
         }
 
         let ev = tokio::select! {
