@@ -58,6 +58,7 @@ pub mod process;
 pub mod reload;
 pub mod services;
 pub mod shard;
+pub mod state;
 pub mod tls;
 
 use config::{ConfigError, Settings};

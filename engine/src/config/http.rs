@@ -6,9 +6,7 @@
 use super::{ConfigError, Options, Origin};
 use std::time::Duration;
 
-/// Default time to read one request, from its first byte to the end of its
-/// body (headers included).
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+pub use crate::services::http::DEFAULT_REQUEST_TIMEOUT;
 
 /// Resolved request limits of the `http` service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,9 +11,7 @@ use crate::limits::{
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// Default http header-read timeout: a request's headers must arrive
-/// within this time of its first byte.
-pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+pub use crate::services::http::DEFAULT_HEADER_TIMEOUT;
 
 /// Resolved operating settings.
 #[derive(Debug, Clone, PartialEq)]

@@ -7,8 +7,6 @@
 //! counters never go backwards.
 
 use super::ShardSnapshot;
-use crate::shard::ShardState;
-use std::rc::Rc;
 use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc as tmpsc;
@@ -96,9 +94,10 @@ impl MetricsHub {
 
 impl ScrapeRequests {
     /// Answers scrape requests until the hub is gone (run as a shard task).
-    pub async fn serve(mut self, state: Rc<ShardState>) {
+    /// `snapshot` reads the shard's counts (see [`ShardSnapshot::take`]).
+    pub async fn serve(mut self, snapshot: impl Fn() -> ShardSnapshot) {
         while let Some(reply) = self.0.recv().await {
-            let _ = reply.send(ShardSnapshot::take(&state));
+            let _ = reply.send(snapshot());
         }
     }
 }
@@ -111,9 +110,7 @@ mod tests {
     fn stopped_shards_report_their_final_counters() {
         let hub = MetricsHub::default();
         let _req = hub.register(0);
-        let st = ShardState::new(0);
-        st.counters.accepted.set(7);
-        hub.publish(ShardSnapshot::take(&st));
+        hub.publish(crate::metrics::test_snapshot(0, 7));
         let got = hub.scrape(Duration::from_millis(10));
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].accepted, 7);

@@ -11,7 +11,8 @@
 //! channel; the shard answers from its own thread between two connection
 //! events, which is also where its CPU time (`RUSAGE_THREAD`) can be read.
 //!
-//! - [`ShardMetrics`]: the counters each shard keeps besides `shard::Counters`.
+//! - [`Counters`], [`ShardMetrics`]: what each shard counts; [`ShardCounts`]:
+//!   a shard's counts as the snapshot reads them.
 //! - [`snapshot`]: the `Send` copy a shard hands to a scrape.
 //! - [`hub`]: scrape requests to the shards, last answers kept.
 //! - [`export`]: the Prometheus families (names listed in `docs/operations.md`).
@@ -161,7 +162,74 @@ pub const HANDSHAKE_BUCKETS: [f64; 16] = [
     5.0, 10.0,
 ];
 
-/// Counters one shard keeps besides [`crate::shard::Counters`]. Only its
+/// Counters of one shard (plain cells: only the shard's thread touches them).
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Connections accepted.
+    pub accepted: Cell<u64>,
+    /// Connections refused by the per-shard cap.
+    pub refused: Cell<u64>,
+    /// Full handshakes completed.
+    pub full_handshakes: Cell<u64>,
+    /// Resumed handshakes completed.
+    pub resumed_handshakes: Cell<u64>,
+    /// Handshakes that failed (bad peer, alert, reset).
+    pub failed_handshakes: Cell<u64>,
+    /// Handshakes cut off by the handshake timeout.
+    pub handshake_timeouts: Cell<u64>,
+    /// Service panics contained to their connection.
+    pub panics: Cell<u64>,
+    /// proxy: connections handed to an upstream.
+    pub proxied: Cell<u64>,
+    /// proxy: connections closed because no upstream could be reached.
+    pub upstream_failures: Cell<u64>,
+    /// Times freed memory was returned to the OS (`malloc_trim`).
+    pub memory_trims: Cell<u64>,
+    /// Times accept paused because `max_handshakes` handshakes were in progress.
+    pub handshake_budget_pauses: Cell<u64>,
+    /// Handshakes cut off, stale, to make room within `max_handshakes`.
+    pub handshake_evictions: Cell<u64>,
+}
+
+impl Counters {
+    /// Adds one to `c`.
+    pub fn bump(c: &Cell<u64>) {
+        c.set(c.get() + 1);
+    }
+}
+
+/// A snapshot of fresh counts for shard `id` with `accepted` connections
+/// (tests of this module).
+#[cfg(test)]
+pub(crate) fn test_snapshot(id: usize, accepted: u64) -> ShardSnapshot {
+    let (c, m) = (Counters::default(), ShardMetrics::default());
+    c.accepted.set(accepted);
+    ShardSnapshot::take(ShardCounts {
+        id,
+        active: 0,
+        handshakes: 0,
+        counters: &c,
+        metrics: &m,
+    })
+}
+
+/// One shard's counts, as [`ShardSnapshot::take`] reads them (built by
+/// the shard's state, so that metrics need not know it).
+#[derive(Debug, Clone, Copy)]
+pub struct ShardCounts<'a> {
+    /// Shard index.
+    pub id: usize,
+    /// Live connections.
+    pub active: usize,
+    /// Handshakes in progress.
+    pub handshakes: usize,
+    /// The shard's counters.
+    pub counters: &'a Counters,
+    /// The shard's metrics beyond the counters.
+    pub metrics: &'a ShardMetrics,
+}
+
+/// Counters one shard keeps besides [`Counters`]. Only its
 /// thread touches them.
 #[derive(Debug, Default)]
 pub struct ShardMetrics {

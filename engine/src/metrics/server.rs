@@ -172,9 +172,7 @@ mod tests {
     fn serves_metrics_and_404_elsewhere() {
         let hub = Arc::new(MetricsHub::default());
         let _r = hub.register(0);
-        let st = crate::shard::ShardState::new(0);
-        st.counters.accepted.set(4);
-        hub.publish(super::super::ShardSnapshot::take(&st));
+        hub.publish(crate::metrics::test_snapshot(0, 4));
         let l = bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
         let addr = l.local_addr().expect("addr");
         let _t = spawn(l, hub).expect("spawn");

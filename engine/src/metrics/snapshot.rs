@@ -1,8 +1,7 @@
 //! The copy of a shard's counters handed to a scrape (`Send`, owned).
 
-use super::{CloseReason, ShardMetrics, HANDSHAKE_BUCKETS};
+use super::{CloseReason, ShardCounts, ShardMetrics, HANDSHAKE_BUCKETS};
 use crate::limits::Refusal;
-use crate::shard::ShardState;
 use std::time::Duration;
 
 /// One shard's counters at one instant.
@@ -57,11 +56,11 @@ pub struct ShardSnapshot {
 }
 
 impl ShardSnapshot {
-    /// Reads `state` on its own shard's thread (the CPU time is the calling
-    /// thread's).
-    pub fn take(state: &ShardState) -> ShardSnapshot {
-        let c = &state.counters;
-        let m: &ShardMetrics = &state.metrics;
+    /// Reads a shard's counts on its own shard's thread (the CPU time is
+    /// the calling thread's).
+    pub fn take(state: ShardCounts<'_>) -> ShardSnapshot {
+        let c = state.counters;
+        let m: &ShardMetrics = state.metrics;
         let mut failed: Vec<(String, u64)> = m.failed_by.borrow().clone();
         let timeouts = c.handshake_timeouts.get();
         if timeouts > 0 {
@@ -72,7 +71,7 @@ impl ShardSnapshot {
             shard: state.id,
             cpu_seconds: thread_cpu_time().as_secs_f64(),
             accepted: c.accepted.get(),
-            active: state.active() as u64,
+            active: state.active as u64,
             closed: CloseReason::ALL
                 .iter()
                 .map(|r| (r.label(), m.closed[*r as usize].get()))
@@ -106,7 +105,7 @@ impl ShardSnapshot {
             panics: c.panics.get(),
             tls: super::tls_counts::this_thread(),
             memory_trims: c.memory_trims.get(),
-            handshakes_in_progress: state.handshakes() as u64,
+            handshakes_in_progress: state.handshakes as u64,
             handshake_budget_pauses: c.handshake_budget_pauses.get(),
             handshake_evictions: c.handshake_evictions.get(),
         }
@@ -150,8 +149,7 @@ mod tests {
 
     #[test]
     fn a_fresh_shard_snapshot_has_every_label_at_zero() {
-        let st = ShardState::new(3);
-        let s = ShardSnapshot::take(&st);
+        let s = crate::metrics::test_snapshot(3, 0);
         assert_eq!(s.shard, 3);
         assert_eq!(s.closed.len(), CloseReason::ALL.len());
         assert!(s.refused.iter().all(|(_, n)| *n == 0));

@@ -26,6 +26,14 @@ use crate::tls::ServerStream;
 use std::io;
 use std::time::Duration;
 
+/// Default http header-read timeout: a request's headers must arrive
+/// within this time of its first byte.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default time to read one request, from its first byte to the end of its
+/// body (headers included).
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Default response body.
 pub const DEFAULT_BODY: &[u8] = b"hello world\n";
 /// Default limit of the request header block (bytes).
@@ -87,9 +95,9 @@ impl Http {
             head_close: head("close"),
             body,
             max_header,
-            header_timeout: crate::config::DEFAULT_HEADER_TIMEOUT,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
             max_body: DEFAULT_MAX_BODY,
-            request_timeout: crate::config::DEFAULT_REQUEST_TIMEOUT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
         }
     }
 

@@ -64,7 +64,7 @@ fn serve_keep_alive(requests: usize) -> (u64, u64) {
             peer,
             local: addr,
             peer_identity: None,
-            shard: Rc::new(crate::shard::ShardState::new(0)),
+            shard: Rc::new(crate::state::ShardState::new(0)),
             drain_slot: Cell::new(None),
         };
         let (timers, allocs) = (timer_registrations(), crate::test_alloc::this_thread());

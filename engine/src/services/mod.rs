@@ -15,7 +15,7 @@ pub mod proxy;
 #[cfg(test)]
 mod keep_alive_costs;
 
-use crate::shard::ShardState;
+use crate::state::ShardState;
 use crate::tls::ServerStream;
 use std::cell::Cell;
 use std::future::Future;

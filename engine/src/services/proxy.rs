@@ -22,7 +22,7 @@
 
 use super::{ConnInfo, Service};
 use crate::io::Conn;
-use crate::shard::Counters;
+use crate::metrics::Counters;
 use crate::tls::{duplex, PeerIdentity, ServerStream};
 use arc_swap::ArcSwap;
 use std::io;

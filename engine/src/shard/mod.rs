@@ -7,14 +7,12 @@
 //! its ring, and only when all report ready are they told to serve. If one
 //! fails, none serves and the error names the shard and the cause.
 
-mod handshakes;
 pub mod listener;
-mod state;
 pub mod trim;
 
+use crate::state::{handshakes, HandshakeSlot};
+pub use crate::state::{Counters, ShardState};
 pub use listener::ListenOptions;
-use state::HandshakeSlot;
-pub use state::{Counters, ShardState};
 
 use crate::io::{self, Conn, Listener, RingOptions, Runtime};
 use crate::limits::{Admitted, ShardLimits};
@@ -336,7 +334,11 @@ impl<S: Service> ShardTask<S> {
         let state = Rc::new(ShardState::new(id));
         let hub = settings.metrics.clone();
         if let Some(h) = &hub {
-            io::spawn(h.register(id).serve(state.clone()));
+            let st = state.clone();
+            io::spawn(
+                h.register(id)
+                    .serve(move || crate::metrics::ShardSnapshot::take(st.counts())),
+            );
         }
         io::spawn(trim::run(state.clone()));
         let limits = Rc::new(ShardLimits::new(settings.global_conns.clone()));
@@ -422,7 +424,7 @@ impl<S: Service> ShardTask<S> {
             "shard stopped"
         );
         if let Some(h) = hub {
-            h.publish(crate::metrics::ShardSnapshot::take(&state));
+            h.publish(crate::metrics::ShardSnapshot::take(state.counts()));
         }
     }
 }

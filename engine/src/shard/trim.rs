@@ -21,25 +21,14 @@
 //! jemalloc is a separate, measured decision). Without glibc (musl), no
 //! trim happens and the counter stays at 0.
 
-use super::ShardState;
+use crate::state::ShardState;
+pub use crate::state::{trim_due, TRIM_MIN_DROP};
 use std::rc::Rc;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-/// Fewest connections a shard's count must have fallen by, since its last
-/// trim, before it asks for one: smaller drops free too little to matter
-/// (an idle TLS connection holds ~8 KiB) and would make connection churn
-/// pay for trims.
-pub const TRIM_MIN_DROP: usize = 128;
-
 /// Shortest time between two trims in the process.
 pub const TRIM_INTERVAL: Duration = Duration::from_secs(1);
-
-/// Whether a shard whose connection count peaked at `peak` since its last
-/// trim, and is `active` now, should ask for a trim.
-pub fn trim_due(peak: usize, active: usize) -> bool {
-    active <= peak / 2 && peak - active >= TRIM_MIN_DROP
-}
 
 /// When the last trim of the process ran (all shards share the allocator).
 static LAST_TRIM: Mutex<Option<Instant>> = Mutex::new(None);

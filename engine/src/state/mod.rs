@@ -1,46 +1,20 @@
-//! Per-shard state: connection count, drain flag and counters. Lives in an
-//! `Rc` on its shard's thread; no atomics, no locks.
+//! What a shard shares with its connections: connection count, drain flag,
+//! handshakes in progress, the memory-trim trigger, and the shard's
+//! counters and metrics. Lives in an `Rc` on its shard's thread; no
+//! atomics, no locks.
+//!
+//! A layer of its own, below `services` (whose `ConnInfo` holds one) and
+//! beside `metrics` (which it holds; `metrics` reads it only through
+//! [`ShardCounts`](crate::metrics::ShardCounts)); `shard` drives it.
+
+pub(crate) mod handshakes;
+
+pub use crate::metrics::Counters;
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 use tokio::sync::Notify;
-
-/// Counters of one shard (plain cells: only the shard's thread touches them).
-#[derive(Debug, Default)]
-pub struct Counters {
-    /// Connections accepted.
-    pub accepted: Cell<u64>,
-    /// Connections refused by the per-shard cap.
-    pub refused: Cell<u64>,
-    /// Full handshakes completed.
-    pub full_handshakes: Cell<u64>,
-    /// Resumed handshakes completed.
-    pub resumed_handshakes: Cell<u64>,
-    /// Handshakes that failed (bad peer, alert, reset).
-    pub failed_handshakes: Cell<u64>,
-    /// Handshakes cut off by the handshake timeout.
-    pub handshake_timeouts: Cell<u64>,
-    /// Service panics contained to their connection.
-    pub panics: Cell<u64>,
-    /// proxy: connections handed to an upstream.
-    pub proxied: Cell<u64>,
-    /// proxy: connections closed because no upstream could be reached.
-    pub upstream_failures: Cell<u64>,
-    /// Times freed memory was returned to the OS (`malloc_trim`).
-    pub memory_trims: Cell<u64>,
-    /// Times accept paused because `max_handshakes` handshakes were in progress.
-    pub handshake_budget_pauses: Cell<u64>,
-    /// Handshakes cut off, stale, to make room within `max_handshakes`.
-    pub handshake_evictions: Cell<u64>,
-}
-
-impl Counters {
-    /// Adds one to `c`.
-    pub fn bump(c: &Cell<u64>) {
-        c.set(c.get() + 1);
-    }
-}
 
 /// The state one shard shares with its connections.
 #[derive(Debug)]
@@ -60,16 +34,40 @@ pub struct ShardState {
     drain_wakers: RefCell<Vec<Option<Waker>>>,
     drain_free: RefCell<Vec<usize>>,
     idle: Notify,
-    /// Highest `active` since the last memory trim (see [`super::trim`]).
+    /// Highest `active` since the last memory trim (see [`trim_due`]).
     trim_peak: Cell<usize>,
     /// A trim was asked for and has not run yet.
     trim_asked: Cell<bool>,
     trim: Notify,
     /// Handshakes in progress (admitted, handshake not ended yet).
-    pub(crate) hs: super::handshakes::Handshakes,
+    pub(crate) hs: handshakes::Handshakes,
+}
+
+/// Fewest connections a shard's count must have fallen by, since its last
+/// trim, before it asks for one: smaller drops free too little to matter
+/// (an idle TLS connection holds ~8 KiB) and would make connection churn
+/// pay for trims (see `shard/trim.rs`).
+pub const TRIM_MIN_DROP: usize = 128;
+
+/// Whether a shard whose connection count peaked at `peak` since its last
+/// trim, and is `active` now, should ask for a trim.
+pub fn trim_due(peak: usize, active: usize) -> bool {
+    active <= peak / 2 && peak - active >= TRIM_MIN_DROP
 }
 
 impl ShardState {
+    /// What the metrics read of this shard (see
+    /// [`ShardSnapshot::take`](crate::metrics::ShardSnapshot::take)).
+    pub fn counts(&self) -> crate::metrics::ShardCounts<'_> {
+        crate::metrics::ShardCounts {
+            id: self.id,
+            active: self.active(),
+            handshakes: self.handshakes(),
+            counters: &self.counters,
+            metrics: &self.metrics,
+        }
+    }
+
     /// Fresh state for shard `id`.
     pub fn new(id: usize) -> ShardState {
         ShardState {
@@ -85,7 +83,7 @@ impl ShardState {
             trim_peak: Cell::new(0),
             trim_asked: Cell::new(false),
             trim: Notify::new(),
-            hs: super::handshakes::Handshakes::default(),
+            hs: handshakes::Handshakes::default(),
         }
     }
 
@@ -108,7 +106,7 @@ impl ShardState {
         if n == 0 {
             self.idle.notify_waiters();
         }
-        if !self.trim_asked.get() && super::trim::trim_due(self.trim_peak.get(), n) {
+        if !self.trim_asked.get() && trim_due(self.trim_peak.get(), n) {
             self.trim_asked.set(true);
             self.trim.notify_one();
         }
@@ -121,7 +119,7 @@ impl ShardState {
 
     /// Whether the fall that asked for a trim is still there.
     pub(crate) fn trim_still_due(&self) -> bool {
-        let due = super::trim::trim_due(self.trim_peak.get(), self.active.get());
+        let due = trim_due(self.trim_peak.get(), self.active.get());
         if !due {
             self.trim_asked.set(false);
         }
@@ -227,7 +225,7 @@ impl ShardState {
 /// One handshake in progress (see [`ShardState::handshake_started`]); the
 /// count drops, and a paused accept loop wakes, when it is dropped.
 #[derive(Debug)]
-pub(crate) struct HandshakeSlot(Rc<ShardState>, Rc<super::handshakes::Entry>);
+pub(crate) struct HandshakeSlot(Rc<ShardState>, Rc<handshakes::Entry>);
 
 impl HandshakeSlot {
     /// Completes once the budget cuts this handshake off to make room.
