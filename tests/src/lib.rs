@@ -11,7 +11,7 @@
 #![forbid(unsafe_code)]
 
 use rustls::pki_types::{CertificateDer, ServerName};
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
@@ -60,7 +60,34 @@ pub fn start_engine(args: &[&str]) -> EngineProc {
 
 /// Like [`start_engine`], with a hook to adjust the command (env, pre-exec).
 pub fn start_engine_with(args: &[&str], adjust: impl FnOnce(&mut Command)) -> EngineProc {
-    let mut cmd = Command::new(engine_bin());
+    launch(Command::new(engine_bin()), args, adjust)
+}
+
+/// Like [`start_engine`], run by `wrapper` (`wrapper ENGINE ARGS...`), e.g.
+/// `no-io-uring`, which execs the engine under a seccomp policy.
+pub fn start_engine_under(wrapper: &Path, args: &[&str]) -> EngineProc {
+    let mut cmd = Command::new(wrapper);
+    cmd.arg(engine_bin());
+    launch(cmd, args, |_| {})
+}
+
+/// The I/O backend the harness asks for when a test names none
+/// (`URINGTLS_TEST_IO_BACKEND`, e.g. `epoll`: the suite on another backend).
+fn test_io_backend() -> Option<String> {
+    std::env::var("URINGTLS_TEST_IO_BACKEND")
+        .ok()
+        .filter(|b| !b.is_empty())
+}
+
+fn launch(mut cmd: Command, args: &[&str], adjust: impl FnOnce(&mut Command)) -> EngineProc {
+    if let Some(b) = test_io_backend() {
+        if !args
+            .iter()
+            .any(|a| *a == "--io-backend" || a.starts_with("--io-backend="))
+        {
+            cmd.args(["--io-backend", &b]);
+        }
+    }
     if !args
         .iter()
         .any(|a| *a == "--listen" || a.starts_with("--listen="))
@@ -201,7 +228,18 @@ impl Drop for EngineProc {
 
 /// Runs the engine expecting it to fail at start; returns (exit code, stderr).
 pub fn engine_fails(args: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(engine_bin())
+    fails(Command::new(engine_bin()), args)
+}
+
+/// [`engine_fails`], run by `wrapper` (see [`start_engine_under`]).
+pub fn engine_fails_under(wrapper: &Path, args: &[&str]) -> (Option<i32>, String) {
+    let mut cmd = Command::new(wrapper);
+    cmd.arg(engine_bin());
+    fails(cmd, args)
+}
+
+fn fails(mut cmd: Command, args: &[&str]) -> (Option<i32>, String) {
+    let out = cmd
         .args(args)
         .stdin(Stdio::null())
         .output()
@@ -648,4 +686,63 @@ pub fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
         );
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// Connects once (a full handshake) and reconnects 20 times to a 2-shard
+/// engine `e` serving `certs`: every reconnect must resume (TLS 1.3 or 1.2
+/// tickets, or TLS 1.2 session IDs without `tickets`), and both shards must
+/// have resumed sessions (the chance that 21 connections all land on one
+/// shard by the kernel's hash is about 1 in a million). Stops `e`.
+pub fn assert_resumes_across_two_shards(
+    e: EngineProc,
+    certs: &TestCerts,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    tickets: bool,
+) {
+    let mut cfg = (*client_config(&certs.ca_der, versions)).clone();
+    cfg.resumption = if tickets {
+        rustls::client::Resumption::in_memory_sessions(64)
+    } else {
+        rustls::client::Resumption::in_memory_sessions(64)
+            .tls12_resumption(rustls::client::Tls12Resumption::SessionIdOnly)
+    };
+    cfg.enable_sni = true;
+    let cfg = Arc::new(cfg);
+    // First connection: full handshake, saves the session.
+    let mut e = e;
+    let mut first = connect(e.addr(), &cfg).expect("first");
+    exchange(&mut first);
+    assert_eq!(
+        first.conn.handshake_kind(),
+        Some(rustls::HandshakeKind::Full)
+    );
+    let mut resumed = 0;
+    for _ in 0..20 {
+        let mut c = connect(e.addr(), &cfg).expect("reconnect");
+        // TLS 1.3 tickets arrive after the handshake; read a response so the
+        // next ticket is stored before reconnecting.
+        exchange(&mut c);
+        if c.conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+            resumed += 1;
+        }
+    }
+    assert_eq!(resumed, 20, "resumed {resumed}/20");
+    assert!(e.stop().success());
+    let log = e.stderr();
+    for shard in 0..2 {
+        let line = log
+            .lines()
+            .find(|l| l.contains("shard stopped") && l.contains(&format!("shard={shard} ")))
+            .unwrap_or_else(|| panic!("no stop line for shard {shard}:\n{log}"));
+        assert!(
+            !line.contains(" resumed=0 "),
+            "shard {shard} resumed nothing: {line}"
+        );
+    }
+}
+
+fn exchange(c: &mut Client) {
+    c.write_all(b"GET / HTTP/1.1\r\n\r\n").expect("write");
+    c.flush().expect("flush");
+    assert_eq!(read_response(c).expect("response").0, "HTTP/1.1 200 OK");
 }

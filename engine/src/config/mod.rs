@@ -129,7 +129,9 @@ pub struct Options {
     /// stays armed across reads [default: true].
     #[arg(long, value_name = "BOOL")]
     pub recv_multishot: Option<bool>,
-    /// I/O backend of the shard runtimes [default: uring].
+    /// I/O backend of the shard runtimes: `auto` (io_uring where available,
+    /// else epoll with a warning), `uring`, `tokio-uring` or `epoll`
+    /// [default: auto].
     #[arg(long, value_name = "NAME")]
     pub io_backend: Option<crate::io::Backend>,
 
@@ -1031,13 +1033,17 @@ pub(crate) mod tests {
     fn the_io_backend_comes_from_the_file_and_a_bad_one_is_named() {
         assert_eq!(
             flags(&[]).resolve().expect("ok").ring.backend,
-            crate::io::Backend::Uring
+            crate::io::Backend::Auto
         );
         let f = file("io_backend = \"tokio-uring\"\n");
         let path = f.path().to_str().expect("utf8");
         let s = flags(&["--config", path]).resolve().expect("ok");
         assert_eq!(s.ring.backend, crate::io::Backend::TokioUring);
-        let (path, e) = refused_file("io_backend = \"epoll\"\n");
+        let f = file("io_backend = \"epoll\"\n");
+        let path = f.path().to_str().expect("utf8");
+        let s = flags(&["--config", path]).resolve().expect("ok");
+        assert_eq!(s.ring.backend, crate::io::Backend::Epoll);
+        let (path, e) = refused_file("io_backend = \"kqueue\"\n");
         assert!(e.contains(&path) && e.contains("io_backend"), "{e}");
     }
 

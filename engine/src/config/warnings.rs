@@ -70,6 +70,20 @@ impl Options {
                 );
             }
         }
+        if self.io_backend == Some(crate::io::Backend::Epoll) {
+            let given = [
+                ("ring_entries", self.ring_entries.is_some()),
+                ("coop_taskrun", self.coop_taskrun.is_some()),
+                ("sqpoll_idle_ms", self.sqpoll_idle_ms.is_some()),
+                ("recv_multishot", self.recv_multishot.is_some()),
+            ];
+            for (field, _) in given.iter().filter(|(_, set)| *set) {
+                w.push(format!(
+                    "`{field}` has no effect with `io_backend = \"epoll\"` (no io_uring ring): \
+                     remove it, or choose auto, uring or tokio-uring"
+                ));
+            }
+        }
         if self.cpus.is_none() && shards > cpus {
             w.push(format!(
                 "`shards` = {shards} is more than the {cpus} CPUs available: shards share CPUs \

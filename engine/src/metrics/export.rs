@@ -326,6 +326,19 @@ impl Scrape {
             MetricType::Gauge,
             hs,
         )?;
+        let backend = self.0.iter().zip(ids).map(|(s, id)| {
+            (
+                vec![("shard", id.as_str()), ("backend", s.io_backend)],
+                ConstGauge::new(1),
+            )
+        });
+        family(
+            e,
+            "io_backend",
+            "The I/O backend the shard runs on (uring, tokio-uring or epoll): 1.",
+            MetricType::Gauge,
+            backend,
+        )?;
         self.counters(
             e,
             "handshake_budget_pauses",

@@ -208,6 +208,7 @@ pub(crate) fn test_snapshot(id: usize, accepted: u64) -> ShardSnapshot {
         id,
         active: 0,
         handshakes: 0,
+        io_backend: "uring",
         counters: &c,
         metrics: &m,
     })
@@ -223,6 +224,8 @@ pub struct ShardCounts<'a> {
     pub active: usize,
     /// Handshakes in progress.
     pub handshakes: usize,
+    /// The I/O backend the shard runs on.
+    pub io_backend: &'static str,
     /// The shard's counters.
     pub counters: &'a Counters,
     /// The shard's metrics beyond the counters.

@@ -49,6 +49,8 @@ pub struct ShardSnapshot {
     pub memory_trims: u64,
     /// Handshakes in progress now.
     pub handshakes_in_progress: u64,
+    /// The I/O backend the shard runs on (`uring`, `tokio-uring`, `epoll`).
+    pub io_backend: &'static str,
     /// Times accept paused for the handshake budget (`max_handshakes`).
     pub handshake_budget_pauses: u64,
     /// Stale handshakes cut off to make room within the budget.
@@ -106,6 +108,7 @@ impl ShardSnapshot {
             tls: super::tls_counts::this_thread(),
             memory_trims: c.memory_trims.get(),
             handshakes_in_progress: state.handshakes as u64,
+            io_backend: state.io_backend,
             handshake_budget_pauses: c.handshake_budget_pauses.get(),
             handshake_evictions: c.handshake_evictions.get(),
         }

@@ -54,7 +54,7 @@ fn serve_keep_alive(requests: usize) -> (u64, u64) {
     });
     let counts = rt.block_on(async move {
         let (std_conn, peer) = l.accept().expect("accept");
-        let conn = crate::io::Conn::from_std(std_conn);
+        let conn = crate::io::Conn::from_std(std_conn).expect("conn");
         let tls = crate::tls::ServerConn::new(cfg).expect("session");
         let mut stream = crate::tls::ServerStream::new(conn, tls);
         stream.set_write_timeout(Some(Duration::from_secs(10)));

@@ -142,6 +142,8 @@ impl Server {
         service: Arc<S>,
         before_serve: impl FnOnce() -> Result<(), String>,
     ) -> Result<Server, StartError> {
+        let mut settings = settings;
+        settings.ring.backend = choose_backend(settings.ring.backend);
         let listeners = listener::bind_all(addr, cpus.len(), listen)
             .map_err(|source| StartError::Bind { addr, source })?;
         let addr = listeners[0]
@@ -297,7 +299,7 @@ impl<S: Service> ShardTask<S> {
         let rt = match Runtime::new(&self.settings.ring) {
             Ok(rt) => rt,
             Err(e) => {
-                let _ = ready.send((id, Err(ring_error(&e, &self.settings.ring))));
+                let _ = ready.send((id, Err(e.to_string())));
                 return;
             }
         };
@@ -305,11 +307,12 @@ impl<S: Service> ShardTask<S> {
         if go.recv() != Ok(true) {
             return;
         }
-        rt.block_on(self.serve());
+        let backend = rt.backend().name();
+        rt.block_on(self.serve(backend));
         let _ = done.send(id);
     }
 
-    async fn serve(self) {
+    async fn serve(self, backend: &'static str) {
         let ShardTask {
             id,
             listener,
@@ -332,6 +335,7 @@ impl<S: Service> ShardTask<S> {
             Err(_) => return,
         };
         let state = Rc::new(ShardState::new(id));
+        state.io_backend.set(backend);
         let hub = settings.metrics.clone();
         if let Some(h) = &hub {
             let st = state.clone();
@@ -448,21 +452,28 @@ async fn quiesce(id: usize, listen_fd: std::os::fd::RawFd) -> bool {
     true
 }
 
-fn ring_error(e: &std::io::Error, ring: &RingOptions) -> String {
-    let hint = match e.raw_os_error() {
-        Some(libc::ENOSYS) => "io_uring is not supported by this kernel",
-        Some(libc::EPERM) => {
-            "io_uring is disabled (sysctl kernel.io_uring_disabled) or blocked by a seccomp policy"
+/// Resolves `auto` once for every shard (so that all run on the same
+/// backend): `uring` where a ring can be built, `epoll` where io_uring is
+/// unavailable to this process, with one warning naming the cause and the
+/// way back. Any other failure (a ring too large to lock) stays `uring`,
+/// for the shards to report.
+fn choose_backend(asked: io::Backend) -> io::Backend {
+    if asked != io::Backend::Auto {
+        return asked;
+    }
+    match io::probe_uring() {
+        Err(e) if e.io_uring_unavailable() => {
+            tracing::warn!(
+                cause = %e.io_error(),
+                "io_uring is unavailable: serving on the epoll backend. To use io_uring, allow \
+                 io_uring_setup, io_uring_enter and io_uring_register (a container's seccomp \
+                 profile: docs/deploy/) or set sysctl kernel.io_uring_disabled=0; \
+                 --io-backend uring refuses to start without it"
+            );
+            io::Backend::Epoll
         }
-        Some(libc::ENOMEM) => {
-            "cannot lock ring memory: raise RLIMIT_MEMLOCK or lower --ring-entries"
-        }
-        Some(libc::EINVAL) => {
-            "the kernel rejected the ring setup flags (the uring backend needs Linux 6.1+ for DEFER_TASKRUN: try --io-backend tokio-uring; on tokio-uring try --coop-taskrun false)"
-        }
-        _ => "io_uring setup failed",
-    };
-    format!("{hint} ({e}; ring entries {})", ring.entries)
+        _ => io::Backend::Uring,
+    }
 }
 
 /// Accept failures for lack of fds closer together than this are one episode.

@@ -39,6 +39,8 @@ pub struct ShardState {
     /// A trim was asked for and has not run yet.
     trim_asked: Cell<bool>,
     trim: Notify,
+    /// The I/O backend the shard runs on (`uring`, `tokio-uring`, `epoll`).
+    pub io_backend: Cell<&'static str>,
     /// Handshakes in progress (admitted, handshake not ended yet).
     pub(crate) hs: handshakes::Handshakes,
 }
@@ -63,6 +65,7 @@ impl ShardState {
             id: self.id,
             active: self.active(),
             handshakes: self.handshakes(),
+            io_backend: self.io_backend.get(),
             counters: &self.counters,
             metrics: &self.metrics,
         }
@@ -83,6 +86,7 @@ impl ShardState {
             trim_peak: Cell::new(0),
             trim_asked: Cell::new(false),
             trim: Notify::new(),
+            io_backend: Cell::new("uring"),
             hs: handshakes::Handshakes::default(),
         }
     }

@@ -42,6 +42,7 @@ use std::io;
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
 
+mod epoll;
 pub mod time;
 pub(crate) mod uring;
 
@@ -59,26 +60,36 @@ pub mod test_hooks {
 /// Default submission-queue size per shard ring.
 pub const DEFAULT_RING_ENTRIES: u32 = 1024;
 
-/// Which io_uring runtime drives a thread.
+/// Which runtime drives a thread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[cfg_attr(feature = "serde", derive(serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
 pub enum Backend {
-    /// Our executor on the `io-uring` crate (SINGLE_ISSUER, DEFER_TASKRUN,
-    /// provided-buffer receives).
+    /// `uring` where io_uring is available; `epoll` where it is not (the
+    /// kernel lacks it, `kernel.io_uring_disabled` is set, or a seccomp
+    /// policy such as Docker's and containerd's default blocks it). See
+    /// [`Runtime::new`].
     #[default]
+    Auto,
+    /// Our executor on the `io-uring` crate (SINGLE_ISSUER, DEFER_TASKRUN,
+    /// provided-buffer receives). Fails where io_uring is unavailable.
     Uring,
     /// tokio-uring (tokio current-thread runtime, epoll-parked).
     TokioUring,
+    /// No io_uring at all: tokio's current-thread runtime on its epoll
+    /// reactor, readiness then `read`/`write` system calls.
+    Epoll,
 }
 
 impl Backend {
     /// The name of this backend.
     pub fn name(self) -> &'static str {
         match self {
+            Backend::Auto => "auto",
             Backend::Uring => "uring",
             Backend::TokioUring => "tokio-uring",
+            Backend::Epoll => "epoll",
         }
     }
 }
@@ -122,27 +133,53 @@ impl Default for RingOptions {
     }
 }
 
-/// A per-thread io_uring runtime.
+/// A per-thread runtime: io_uring (two backends) or epoll.
 pub struct Runtime {
     inner: RuntimeInner,
+    /// Why `Auto` chose epoll, if it did.
+    fell_back: Option<SetupError>,
 }
 
 enum RuntimeInner {
     Uring(uring::Runtime),
     Tokio(tokio_uring::Runtime),
+    Epoll(epoll::Runtime),
 }
 
 impl Runtime {
-    /// Builds the ring on the calling thread. Fails when io_uring is not
-    /// available (kernel too old, disabled by `kernel.io_uring_disabled`, or
-    /// refused by a seccomp policy) or the ring cannot be locked in memory.
-    pub fn new(opts: &RingOptions) -> io::Result<Runtime> {
-        let inner = match opts.backend {
-            Backend::Uring => RuntimeInner::Uring(uring::Runtime::new(&uring::Setup {
-                entries: opts.entries,
-                sqpoll_idle_ms: opts.sqpoll_idle_ms,
-                recv_multishot: opts.recv_multishot,
-            })?),
+    /// Builds the runtime on the calling thread. An io_uring backend fails
+    /// when io_uring is not available (kernel too old, disabled by
+    /// `kernel.io_uring_disabled`, or refused by a seccomp policy) or the
+    /// ring cannot be locked in memory; [`Backend::Auto`] then builds an
+    /// epoll runtime instead (see [`fell_back`](Self::fell_back)), and
+    /// fails only for other causes.
+    pub fn new(opts: &RingOptions) -> Result<Runtime, SetupError> {
+        match opts.backend {
+            Backend::Auto => match Runtime::build(opts, Backend::Uring) {
+                Ok(rt) => Ok(rt),
+                Err(e) if e.io_uring_unavailable() => {
+                    let mut rt = Runtime::build(opts, Backend::Epoll)?;
+                    rt.fell_back = Some(e);
+                    Ok(rt)
+                }
+                Err(e) => Err(e),
+            },
+            b => Runtime::build(opts, b),
+        }
+    }
+
+    fn build(opts: &RingOptions, backend: Backend) -> Result<Runtime, SetupError> {
+        let fail = |e: io::Error| SetupError::new(backend, opts.entries, e);
+        let inner = match backend {
+            Backend::Uring | Backend::Auto => RuntimeInner::Uring(
+                uring::Runtime::new(&uring::Setup {
+                    entries: opts.entries,
+                    sqpoll_idle_ms: opts.sqpoll_idle_ms,
+                    recv_multishot: opts.recv_multishot,
+                })
+                .map_err(fail)?,
+            ),
+            Backend::Epoll => RuntimeInner::Epoll(epoll::Runtime::new().map_err(fail)?),
             Backend::TokioUring => {
                 let mut urb = tokio_uring::uring_builder();
                 if opts.coop_taskrun {
@@ -153,10 +190,27 @@ impl Runtime {
                 }
                 let mut builder = tokio_uring::builder();
                 builder.entries(opts.entries).uring_builder(&urb);
-                RuntimeInner::Tokio(tokio_uring::Runtime::new(&builder)?)
+                RuntimeInner::Tokio(tokio_uring::Runtime::new(&builder).map_err(fail)?)
             }
         };
-        Ok(Runtime { inner })
+        Ok(Runtime {
+            inner,
+            fell_back: None,
+        })
+    }
+
+    /// The backend running (never [`Backend::Auto`]).
+    pub fn backend(&self) -> Backend {
+        match self.inner {
+            RuntimeInner::Uring(_) => Backend::Uring,
+            RuntimeInner::Tokio(_) => Backend::TokioUring,
+            RuntimeInner::Epoll(_) => Backend::Epoll,
+        }
+    }
+
+    /// Why [`Backend::Auto`] runs on epoll: the io_uring set-up error.
+    pub fn fell_back(&self) -> Option<&SetupError> {
+        self.fell_back.as_ref()
     }
 
     /// Runs `fut` to completion on this thread, driving spawned tasks too.
@@ -164,7 +218,118 @@ impl Runtime {
         match &self.inner {
             RuntimeInner::Uring(rt) => rt.block_on(fut),
             RuntimeInner::Tokio(rt) => rt.block_on(fut),
+            RuntimeInner::Epoll(rt) => rt.block_on(fut),
         }
+    }
+}
+
+/// Whether io_uring can be used by this process now: builds (and drops) a
+/// small ring. `Err` says why not, as [`Runtime::new`] would.
+pub fn probe_uring() -> Result<(), SetupError> {
+    let opts = RingOptions {
+        entries: 8,
+        ..RingOptions::default()
+    };
+    Runtime::build(&opts, Backend::Uring).map(drop)
+}
+
+/// Why a runtime could not be built.
+#[derive(Debug)]
+pub struct SetupError {
+    backend: Backend,
+    entries: u32,
+    cause: SetupCause,
+    source: io::Error,
+}
+
+/// The cause of a [`SetupError`], from the kernel's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SetupCause {
+    /// `ENOSYS`: the kernel has no io_uring.
+    NotSupported,
+    /// `EPERM`: `kernel.io_uring_disabled` forbids it, or a seccomp policy
+    /// (Docker's and containerd's default profiles) blocks the syscalls.
+    Forbidden,
+    /// `ENOMEM`: the ring's memory cannot be locked.
+    MemoryLock,
+    /// `EINVAL`: the kernel refused the set-up flags.
+    Flags,
+    /// Anything else.
+    Other,
+}
+
+impl SetupError {
+    fn new(backend: Backend, entries: u32, source: io::Error) -> SetupError {
+        let cause = match source.raw_os_error() {
+            Some(libc::ENOSYS) => SetupCause::NotSupported,
+            Some(libc::EPERM) | Some(libc::EACCES) => SetupCause::Forbidden,
+            Some(libc::ENOMEM) => SetupCause::MemoryLock,
+            Some(libc::EINVAL) => SetupCause::Flags,
+            _ => SetupCause::Other,
+        };
+        SetupError {
+            backend,
+            entries,
+            cause,
+            source,
+        }
+    }
+
+    /// The cause.
+    pub fn cause(&self) -> SetupCause {
+        self.cause
+    }
+
+    /// The backend that failed.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// io_uring cannot be used by this process at all (as opposed to a
+    /// ring too large to lock, or flags this kernel refuses): the case
+    /// [`Backend::Auto`] falls back to epoll for.
+    pub fn io_uring_unavailable(&self) -> bool {
+        matches!(self.cause, SetupCause::NotSupported | SetupCause::Forbidden)
+            && self.backend != Backend::Epoll
+    }
+
+    /// The system's error.
+    pub fn io_error(&self) -> &io::Error {
+        &self.source
+    }
+}
+
+impl std::fmt::Display for SetupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hint = match (self.backend, self.cause) {
+            (Backend::Epoll, _) => "cannot build the epoll runtime",
+            (_, SetupCause::NotSupported) => "io_uring is not supported by this kernel",
+            (_, SetupCause::Forbidden) => {
+                "io_uring is disabled (sysctl kernel.io_uring_disabled) or blocked by a seccomp policy \
+                 (use --io-backend auto or epoll to run without it, or allow io_uring_setup, \
+                 io_uring_enter and io_uring_register: docs/deploy/)"
+            }
+            (_, SetupCause::MemoryLock) => {
+                "cannot lock ring memory: raise RLIMIT_MEMLOCK or lower --ring-entries"
+            }
+            (_, SetupCause::Flags) => {
+                "the kernel rejected the ring setup flags (the uring backend needs Linux 6.1+ for \
+                 DEFER_TASKRUN: try --io-backend tokio-uring; on tokio-uring try --coop-taskrun false)"
+            }
+            (_, SetupCause::Other) => "io_uring setup failed",
+        };
+        if self.backend == Backend::Epoll {
+            write!(f, "{hint} ({})", self.source)
+        } else {
+            write!(f, "{hint} ({}; ring entries {})", self.source, self.entries)
+        }
+    }
+}
+
+impl std::error::Error for SetupError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
     }
 }
 
@@ -177,7 +342,9 @@ where
     if uring::is_current() {
         uring::spawn(fut);
     } else {
-        tokio_uring::spawn(fut);
+        // tokio-uring's and the epoll backend's runtimes both run tasks on
+        // a `LocalSet`.
+        tokio::task::spawn_local(fut);
     }
 }
 
@@ -188,6 +355,8 @@ where
 pub async fn settle() {
     if uring::is_current() {
         uring::settle().await;
+    } else if epoll::is_current() {
+        // Readiness-based: nothing is ever in flight in the kernel.
     } else {
         let _ = tokio_uring::no_op().await;
     }
@@ -274,14 +443,14 @@ impl Listener {
         match &self.inner {
             ListenerInner::Uring(l) => {
                 let (s, peer) = l.accept().await?;
-                Ok((Conn::from_std(s), peer))
+                Ok((Conn::from_std(s)?, peer))
             }
             ListenerInner::Tokio(l) => loop {
                 let mut ready = l.readable().await?;
                 match ready.try_io(|l| l.get_ref().accept()) {
                     Ok(res) => {
                         let (stream, peer) = res?;
-                        return Ok((Conn::from_std(stream), peer));
+                        return Ok((Conn::from_std(stream)?, peer));
                     }
                     Err(_would_block) => continue,
                 }
@@ -306,12 +475,14 @@ impl Listener {
                 .close()
                 .await
                 .into_iter()
-                .map(|(s, p)| (Conn::from_std(s), p))
+                .filter_map(|(s, p)| Conn::from_std(s).ok().map(|c| (c, p)))
                 .collect(),
             ListenerInner::Tokio(l) => {
                 let mut queued = Vec::new();
                 while let Ok((stream, peer)) = l.get_ref().accept() {
-                    queued.push((Conn::from_std(stream), peer));
+                    if let Ok(c) = Conn::from_std(stream) {
+                        queued.push((c, peer));
+                    }
                 }
                 drop(l);
                 queued
@@ -388,6 +559,7 @@ pub struct Conn {
 enum ConnInner {
     Uring(uring::net::Conn),
     Tokio(tokio_uring::net::TcpStream),
+    Epoll(tokio::net::TcpStream),
 }
 
 impl Conn {
@@ -395,6 +567,8 @@ impl Conn {
     pub async fn connect(addr: SocketAddr) -> io::Result<Conn> {
         let inner = if uring::is_current() {
             ConnInner::Uring(uring::net::Conn::connect(addr).await?)
+        } else if epoll::is_current() {
+            ConnInner::Epoll(tokio::net::TcpStream::connect(addr).await?)
         } else {
             ConnInner::Tokio(tokio_uring::net::TcpStream::connect(addr).await?)
         };
@@ -402,13 +576,17 @@ impl Conn {
     }
 
     /// Wraps a connected std socket. Must be called inside a [`Runtime`].
-    pub fn from_std(stream: std::net::TcpStream) -> Conn {
+    /// Fails only on the epoll backend, if the socket cannot be registered
+    /// with epoll (the socket is closed then).
+    pub fn from_std(stream: std::net::TcpStream) -> io::Result<Conn> {
         let inner = if uring::is_current() {
             ConnInner::Uring(uring::net::Conn::from_std(stream))
+        } else if epoll::is_current() {
+            ConnInner::Epoll(epoll::register(stream)?)
         } else {
             ConnInner::Tokio(tokio_uring::net::TcpStream::from_std(stream))
         };
-        Conn { inner }
+        Ok(Conn { inner })
     }
 
     /// Reads into the spare capacity of `buf` (after its current length) and
@@ -422,6 +600,7 @@ impl Conn {
         match &self.inner {
             ConnInner::Uring(c) => c.read(buf).await,
             ConnInner::Tokio(c) => c.read(buf).await,
+            ConnInner::Epoll(c) => epoll::read(c, buf).await,
         }
     }
 
@@ -459,10 +638,14 @@ impl Conn {
                     inner: ChunkInner::Uring(r),
                 })
             }
-            ConnInner::Tokio(c) => {
+            ConnInner::Tokio(_) | ConnInner::Epoll(_) => {
                 let mut buf = spare.unwrap_or_else(|| Vec::with_capacity(initial));
                 buf.clear();
-                let (res, mut buf) = c.read(buf).await;
+                let (res, mut buf) = match &self.inner {
+                    ConnInner::Epoll(c) => epoll::read(c, buf).await,
+                    ConnInner::Tokio(c) => c.read(buf).await,
+                    ConnInner::Uring(_) => unreachable!("matched above"),
+                };
                 let n = res?;
                 if n == buf.capacity() && n < max {
                     buf.reserve_exact(max - n);
@@ -479,6 +662,7 @@ impl Conn {
         match &self.inner {
             ConnInner::Uring(c) => c.write_all(buf).await,
             ConnInner::Tokio(c) => c.write_all(buf).await,
+            ConnInner::Epoll(c) => epoll::write_all(c, buf).await,
         }
     }
 
@@ -497,6 +681,7 @@ impl Conn {
             ConnInner::Uring(c) if fin_next => c.write_all_more(buf).await,
             ConnInner::Uring(c) => c.write_all(buf).await,
             ConnInner::Tokio(c) => c.write_all(buf).await,
+            ConnInner::Epoll(c) => epoll::write_all(c, buf).await,
         }
     }
 
@@ -515,7 +700,7 @@ impl Conn {
     pub fn abort(&self) {
         match &self.inner {
             ConnInner::Uring(c) => c.abort(),
-            ConnInner::Tokio(_) => shutdown_fd(self.raw_fd(), Shutdown::Both),
+            ConnInner::Tokio(_) | ConnInner::Epoll(_) => shutdown_fd(self.raw_fd(), Shutdown::Both),
         }
     }
 
@@ -542,7 +727,7 @@ impl Conn {
     pub fn start_recv(&self) -> bool {
         match &self.inner {
             ConnInner::Uring(c) => c.start_recv(),
-            ConnInner::Tokio(_) => false,
+            ConnInner::Tokio(_) | ConnInner::Epoll(_) => false,
         }
     }
 
@@ -563,7 +748,7 @@ impl Conn {
     pub fn started_recv_done(&self) -> bool {
         match &self.inner {
             ConnInner::Uring(c) => c.started_recv_done(),
-            ConnInner::Tokio(_) => false,
+            ConnInner::Tokio(_) | ConnInner::Epoll(_) => false,
         }
     }
 
@@ -573,7 +758,7 @@ impl Conn {
     pub(crate) fn multishot_state(&self) -> Option<(usize, bool)> {
         match &self.inner {
             ConnInner::Uring(c) => c.multishot_state(),
-            ConnInner::Tokio(_) => None,
+            ConnInner::Tokio(_) | ConnInner::Epoll(_) => None,
         }
     }
 
@@ -582,7 +767,16 @@ impl Conn {
         match &self.inner {
             ConnInner::Uring(c) => c.raw_fd(),
             ConnInner::Tokio(c) => c.as_raw_fd(),
+            ConnInner::Epoll(c) => c.as_raw_fd(),
         }
+    }
+}
+
+impl std::os::fd::AsFd for Conn {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        // SAFETY: the fd is owned by this `Conn` (by its backend's socket)
+        // and stays open for as long as `self` is borrowed.
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(self.raw_fd()) }
     }
 }
 

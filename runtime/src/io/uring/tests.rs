@@ -122,7 +122,7 @@ fn receives_use_the_pool_and_fall_back_to_the_heap_when_it_is_empty() {
 async fn receives_use_the_pool_and_fall_back_to_the_heap() {
     {
         let (mut client, server) = pair();
-        let conn = Conn::from_std(server);
+        let conn = Conn::from_std(server).expect("conn");
         // Hold more chunks than the pool has buffers: the first
         // POOL_BUFFERS come from the pool, the rest from the heap.
         let total = usize::from(super::POOL_BUFFERS) + 20;
@@ -152,7 +152,7 @@ async fn receives_use_the_pool_and_fall_back_to_the_heap() {
 fn a_receive_that_waits_for_data_first_gets_data_sent_before_and_after_and_eof() {
     rt().block_on(async {
         let (mut client, server) = pair();
-        let conn = Rc::new(Conn::from_std(server));
+        let conn = Rc::new(Conn::from_std(server).expect("conn"));
         // Data already queued: the kernel's readiness check finds it.
         client.write_all(b"before").expect("write");
         let c = conn.recv_hinted(None, 64, 64, true).await.expect("recv");
@@ -193,7 +193,7 @@ fn a_receive_that_waits_for_data_first_gets_data_sent_before_and_after_and_eof()
 fn a_started_receive_survives_giving_up_the_wait_and_the_next_recv_takes_it() {
     rt().block_on(async {
         let (mut client, server) = pair();
-        let conn = Conn::from_std(server);
+        let conn = Conn::from_std(server).expect("conn");
         assert!(conn.start_recv(), "the uring backend can start a receive");
         assert!(!conn.started_recv_done());
         // Wait once and give up (nothing was sent): nothing is lost.
@@ -288,7 +288,7 @@ fn a_closed_listener_hands_back_what_its_accepts_took_and_what_is_queued() {
 fn abort_completes_a_read_in_flight() {
     rt().block_on(async {
         let (_client, server) = pair();
-        let conn = Rc::new(Conn::from_std(server));
+        let conn = Rc::new(Conn::from_std(server).expect("conn"));
         let (tx, rx) = tokio::sync::oneshot::channel();
         let c = conn.clone();
         io::spawn(async move {
@@ -312,7 +312,7 @@ fn bytes_written_before_a_fin_arrive_whole_then_eof() {
         // receive buffer, so the write completes before the client reads.)
         for len in [5usize, 100_000] {
             let (mut client, server) = pair();
-            let conn = Conn::from_std(server);
+            let conn = Conn::from_std(server).expect("conn");
             let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
             let (res, _) = conn.write_all_fin_next(data.clone(), true).await;
             res.expect("write");
@@ -328,7 +328,7 @@ fn bytes_written_before_a_fin_arrive_whole_then_eof() {
 fn a_multishot_receive_stays_armed_across_reads_and_delivers_in_order() {
     rt().block_on(async {
         let (mut client, server) = pair();
-        let conn = Conn::from_std(server);
+        let conn = Conn::from_std(server).expect("conn");
         client.write_all(b"first").expect("write");
         let c = conn.recv(None, 64, 64).await.expect("recv");
         assert_eq!(&c[..], b"first");
@@ -362,7 +362,7 @@ fn a_multishot_receive_stays_armed_across_reads_and_delivers_in_order() {
 fn a_connection_that_is_not_read_holds_few_pool_buffers_and_loses_nothing() {
     rt().block_on(async {
         let (mut client, server) = pair();
-        let conn = Conn::from_std(server);
+        let conn = Conn::from_std(server).expect("conn");
         client.write_all(b"x").expect("write");
         assert_eq!(&conn.recv(None, 64, 64).await.expect("recv")[..], b"x");
         // 4 MiB arrive while the server does not read: more than the whole
@@ -413,7 +413,7 @@ fn dropping_a_connection_gives_back_what_its_receive_queued() {
         let rounds = usize::from(super::POOL_BUFFERS);
         for _ in 0..rounds {
             let (mut client, server) = pair();
-            let conn = Conn::from_std(server);
+            let conn = Conn::from_std(server).expect("conn");
             client.write_all(b"one").expect("write");
             assert_eq!(&conn.recv(None, 64, 64).await.expect("recv")[..], b"one");
             client.write_all(b"two").expect("write");
@@ -427,7 +427,7 @@ fn dropping_a_connection_gives_back_what_its_receive_queued() {
         // Let the cancels complete.
         io::settle().await;
         let (mut client, server) = pair();
-        let conn = Conn::from_std(server);
+        let conn = Conn::from_std(server).expect("conn");
         client.write_all(b"pooled").expect("write");
         let c = conn.recv(None, 64, 64).await.expect("recv");
         assert!(
@@ -442,7 +442,7 @@ fn dropping_a_connection_gives_back_what_its_receive_queued() {
 fn abort_ends_an_armed_multishot_receive_without_a_cancel() {
     rt().block_on(async {
         let (mut client, server) = pair();
-        let conn = Conn::from_std(server);
+        let conn = Conn::from_std(server).expect("conn");
         client.write_all(b"hi").expect("write");
         assert_eq!(&conn.recv(None, 64, 64).await.expect("recv")[..], b"hi");
         assert_eq!(conn.multishot_state(), Some((0, true)));
@@ -471,7 +471,7 @@ fn a_kernel_that_refuses_multishot_receives_gets_single_shot_ones() {
         let d = super::driver();
         d.refuse_multishot.set(true);
         let (mut client, server) = pair();
-        let conn = Conn::from_std(server);
+        let conn = Conn::from_std(server).expect("conn");
         client.write_all(b"still read").expect("write");
         let c = conn
             .recv(None, 64, 64)
