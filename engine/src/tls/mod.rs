@@ -72,8 +72,12 @@ pub struct TlsSettings {
     pub client_ca: Option<PathBuf>,
     /// Shared ticket-key file (see [`tickets`]); `None`: in-memory keys.
     pub ticket_key_file: Option<PathBuf>,
-    /// Rotation period of in-memory ticket keys and lifetime hint of tickets.
+    /// Rotation period of in-memory or derived ticket keys and lifetime
+    /// hint of tickets.
     pub ticket_rotation: Duration,
+    /// Shared secret the ticket keys are derived from, per period (see
+    /// [`tickets`]); exclusive with `ticket_key_file`.
+    pub ticket_secret_file: Option<PathBuf>,
 }
 
 impl Default for TlsSettings {
@@ -93,6 +97,7 @@ impl Default for TlsSettings {
             client_ca: None,
             ticket_key_file: None,
             ticket_rotation: tickets::DEFAULT_ROTATION,
+            ticket_secret_file: None,
         }
     }
 }
