@@ -301,6 +301,16 @@ pub struct Options {
     /// Exclusive with ticket_key_file [default: off].
     #[arg(long, value_name = "FILE")]
     pub ticket_secret_file: Option<PathBuf>,
+    /// Reload when a certificate, key, CA, ticket-key or ticket-secret file
+    /// (or cert_dir) changes, as on SIGHUP (inotify on their directories;
+    /// Kubernetes Secret updates included) [default: true].
+    #[arg(long, value_name = "BOOL")]
+    pub watch_files: Option<bool>,
+    /// Directory of `NAME.pem` + `NAME.key` pairs, each chosen by SNI
+    /// against its subjectAltNames (like extra_cert); pairs added or
+    /// removed are picked up on reload (and by watch_files) [default: none].
+    #[arg(long, value_name = "DIR")]
+    pub cert_dir: Option<PathBuf>,
 }
 
 /// The resolved, validated settings the engine runs with.
@@ -348,6 +358,8 @@ pub struct Settings {
     /// Settings that were given but have no effect, one sentence each (the
     /// binary logs them at start).
     pub warnings: Vec<String>,
+    /// Reload when the files loaded change (see `crate::watch`).
+    pub watch_files: bool,
 }
 
 /// A configuration problem, reported before anything is bound.
@@ -536,6 +548,8 @@ impl Options {
             request_timeout,
             max_handshakes,
             ticket_secret_file,
+            watch_files,
+            cert_dir,
         );
         m.finish(&sources)
     }
@@ -787,6 +801,7 @@ impl Options {
                 ),
                 ticket_key_file: self.ticket_key_file,
                 ticket_secret_file: self.ticket_secret_file,
+                cert_dir: self.cert_dir,
             },
             proxy,
             service: self.service.unwrap_or(ServiceKind::Http),
@@ -805,6 +820,7 @@ impl Options {
             ops,
             http,
             warnings,
+            watch_files: self.watch_files.unwrap_or(true),
         })
     }
 }
@@ -1325,5 +1341,16 @@ pub(crate) mod tests {
             e.starts_with(&format!("{path}: field `ticket_secret_file`")),
             "{e}"
         );
+    }
+
+    #[test]
+    fn files_are_watched_by_default_and_a_cert_dir_is_a_tls_setting() {
+        let s = flags(&[]).resolve().expect("ok");
+        assert!(s.watch_files && s.tls.cert_dir.is_none());
+        let s = flags(&["--watch-files", "false", "--cert-dir", "/certs"])
+            .resolve()
+            .expect("ok");
+        assert!(!s.watch_files);
+        assert_eq!(s.tls.cert_dir.as_deref(), Some(Path::new("/certs")));
     }
 }

@@ -77,7 +77,11 @@ impl TlsState {
             s.cert.as_deref(),
             s.key.as_deref(),
         )?);
-        for pair in &s.extra_certs {
+        let dir_pairs = match &s.cert_dir {
+            Some(d) => super::cert_dir::pairs(d)?,
+            None => Vec::new(),
+        };
+        for pair in s.extra_certs.iter().chain(&dir_pairs) {
             let chain = load_certs(&pair.cert)?;
             let key = load_key(&pair.key)?;
             store.add(certified(
