@@ -311,6 +311,11 @@ pub struct Options {
     /// removed are picked up on reload (and by watch_files) [default: none].
     #[arg(long, value_name = "DIR")]
     pub cert_dir: Option<PathBuf>,
+    /// Send the certificate chain compressed (RFC 8879: brotli or zlib,
+    /// TLS 1.3) to clients that offer it: fewer bytes, often one round
+    /// trip less for long chains [default: true].
+    #[arg(long, value_name = "BOOL")]
+    pub cert_compression: Option<bool>,
 }
 
 /// The resolved, validated settings the engine runs with.
@@ -550,6 +555,7 @@ impl Options {
             ticket_secret_file,
             watch_files,
             cert_dir,
+            cert_compression,
         );
         m.finish(&sources)
     }
@@ -802,6 +808,7 @@ impl Options {
                 ticket_key_file: self.ticket_key_file,
                 ticket_secret_file: self.ticket_secret_file,
                 cert_dir: self.cert_dir,
+                cert_compression: self.cert_compression.unwrap_or(true),
             },
             proxy,
             service: self.service.unwrap_or(ServiceKind::Http),

@@ -84,6 +84,9 @@ pub struct TlsSettings {
     /// Directory of `NAME.pem` + `NAME.key` pairs, added after
     /// `extra_certs` (see [`cert_dir`]).
     pub cert_dir: Option<PathBuf>,
+    /// Compress the certificate chain (RFC 8879, brotli or zlib, TLS 1.3)
+    /// for clients that offer it.
+    pub cert_compression: bool,
 }
 
 impl Default for TlsSettings {
@@ -105,6 +108,7 @@ impl Default for TlsSettings {
             ticket_rotation: tickets::DEFAULT_ROTATION,
             ticket_secret_file: None,
             cert_dir: None,
+            cert_compression: true,
         }
     }
 }

@@ -110,6 +110,7 @@ impl TlsState {
         if s.tls12 {
             versions.push(&rustls::version::TLS12);
         }
+        let certs = store.len();
         let verifier = client_verifier(s, &provider)?;
         let mut cfg = ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&versions)
@@ -122,6 +123,14 @@ impl TlsState {
         cfg.ticketer = tickets.clone();
         cfg.send_tls13_tickets = s.tls13_tickets;
         cfg.alpn_protocols = s.alpn.clone();
+        if s.cert_compression {
+            // rustls compresses each chain once per algorithm and keeps the
+            // result: room for every chain in both (brotli, zlib).
+            cfg.cert_compression_cache =
+                Arc::new(rustls::compress::CompressionCache::new((2 * certs).max(4)));
+        } else {
+            cfg.cert_compressors = Vec::new();
+        }
         Ok(Prepared {
             config: Arc::new(cfg),
             identity,
@@ -487,5 +496,26 @@ mod tests {
         let (b, _) = st.commit(st.prepare(&s).expect("b"));
         assert_eq!(b.ticketer.lifetime(), 60);
         assert_ne!(a.ticketer.lifetime(), 60);
+    }
+
+    #[test]
+    fn certificates_are_compressed_with_brotli_and_zlib_unless_turned_off() {
+        let on = TlsState::new()
+            .prepare(&TlsSettings::default())
+            .expect("config");
+        let algs: Vec<_> = on
+            .config
+            .cert_compressors
+            .iter()
+            .map(|c| format!("{:?}", c.algorithm()))
+            .collect();
+        assert_eq!(algs, ["Brotli", "Zlib"]);
+        let off = TlsState::new()
+            .prepare(&TlsSettings {
+                cert_compression: false,
+                ..TlsSettings::default()
+            })
+            .expect("config");
+        assert!(off.config.cert_compressors.is_empty());
     }
 }
