@@ -152,12 +152,12 @@ fn two_processes_sharing_a_ticket_secret_resume_each_others_sessions() {
 
 #[test]
 fn a_ticket_resumes_across_the_next_boundary_and_is_refused_after_the_window() {
-    const PERIOD: u64 = 2;
+    const PERIOD: u64 = 3;
     let certs = test_certs();
     let secret = secret_file(certs.dir.path(), "tickets.secret");
     let (a, b) = (
-        instance(&certs, &secret, "2s"),
-        instance(&certs, &secret, "2s"),
+        instance(&certs, &secret, "3s"),
+        instance(&certs, &secret, "3s"),
     );
     // Two clients get tickets from A, both within one period n.
     let (early, late) = (frozen_client(&certs), frozen_client(&certs));
@@ -168,7 +168,7 @@ fn a_ticket_resumes_across_the_next_boundary_and_is_refused_after_the_window() {
             visit(&a, &late);
             (unix_now() / PERIOD == n).then_some(n)
         })
-        .expect("two visits within one 2s period");
+        .expect("two visits within one 3s period");
 
     // Period n+1: B (no reload, no restart) has moved on to the next key
     // and still accepts period n's ticket.

@@ -13,7 +13,7 @@
 //!   period; the previous key still decrypts for one more period.
 //! - **A shared secret** (`ticket_secret_file`): every instance of a fleet
 //!   derives the key of period *n* = ⌊unix time / period⌋ with HKDF-SHA256
-//!   from the secret and *n* ([`derive`]); it encrypts under *n* and
+//!   from the secret and *n* ([`derive()`]); it encrypts under *n* and
 //!   decrypts under *n − 1*, *n* and *n + 1* (clock skew between machines).
 //!   Keys change at the period boundary, read from the wall clock on each
 //!   ticket (one comparison). Nothing to distribute but the one secret.
@@ -362,7 +362,7 @@ impl aws_lc_rs::hkdf::KeyType for KeyLen {
 }
 
 /// The key of period `n` (of `period_secs` seconds) from `secret`:
-/// HKDF-SHA256, salt [`HKDF_SALT`], info `uringtls ticket key` ‖ period
+/// HKDF-SHA256, salt `uringtls session-ticket keys v1`, info `uringtls ticket key` ‖ period
 /// length ‖ *n* (both big-endian u64). The first 16 bytes name the key (they
 /// travel in every ticket), the other 32 are the AES-256-GCM key; HKDF
 /// output bytes are independent, so the name reveals nothing of the key.
@@ -374,7 +374,7 @@ pub fn derive(secret: &Secret, period_secs: u64, n: u64) -> Result<TicketKey, Ti
     key
 }
 
-/// The bytes of [`derive`]'s key (name, then AES key): for audits and the
+/// The bytes of [`derive()`]'s key (name, then AES key): for audits and the
 /// log-hygiene test, which looks for them in the logs.
 pub fn derive_bytes(
     secret: &Secret,
@@ -498,7 +498,7 @@ impl TicketKeys {
     }
 
     /// Keys derived from a shared `secret`, a new one every `period` of
-    /// the wall clock (see [`derive`]); `period` is also the lifetime hint
+    /// the wall clock (see [`derive()`]); `period` is also the lifetime hint
     /// (a ticket resumes for one to two periods).
     pub fn from_secret(
         secret: Secret,
