@@ -239,7 +239,7 @@ fn rewatch(
     }
     for new in want.difference(dirs) {
         if let Err(e) = inotify.watch(new, RecursiveMode::NonRecursive) {
-            tracing::debug!(dir = %new.display(), error = %e, "cannot watch directory");
+            tracing::warn!(dir = %new.display(), error = %e, "cannot watch directory: changes there need a SIGHUP");
         }
     }
     *dirs = want;
