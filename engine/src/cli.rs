@@ -97,13 +97,19 @@ pub fn main() -> ExitCode {
     }
     announce(&settings, &engine);
     crate::process::notify::ready();
-    let reloader = Reloader::new(
+    let mut reloader = Reloader::new(
         options,
         settings.clone(),
         engine.tls_state.clone(),
         engine.identity.clone(),
         engine.live.clone(),
     );
+    if settings.watch_files {
+        match crate::watch::FileWatcher::start(&settings, |_| raise_sighup()) {
+            Ok(w) => reloader.set_watcher(w),
+            Err(e) => tracing::warn!(error = %e, "cannot watch files; reload with SIGHUP"),
+        }
+    }
     wait_for_stop(&engine, signals, reloader, proxy);
     ExitCode::SUCCESS
 }
@@ -216,12 +222,22 @@ fn wait_for_stop(
     tracing::info!("all shards drained; exiting");
 }
 
+/// A watched file changed: reload through the signal loop, exactly as
+/// SIGHUP does (one reload at a time, numbered, logged and printed).
+fn raise_sighup() {
+    if let Err(e) = signal_hook::low_level::raise(SIGHUP) {
+        tracing::error!(error = %e, "cannot signal a reload to this process");
+    }
+}
+
 /// One reload; the outcome is logged and printed (`uringtls: reload N ...`)
 /// so that operators and tests see it.
 fn reload(generation: u64, reloader: &mut Reloader, proxy: Option<&Proxy>) {
     crate::process::notify::reloading();
     let warned = reloader.settings().warnings.clone();
-    match reloader.reload() {
+    let result = reloader.reload();
+    crate::metrics::reloads::note(result.is_ok());
+    match result {
         Ok(s) => {
             if let Some(p) = proxy {
                 p.reload(s.proxy.clone());

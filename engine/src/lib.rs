@@ -19,6 +19,7 @@
 //! - [`services`]: the [`services::Service`] trait, `echo`, `http`,
 //!   `proxy` (TLS termination in front of TCP upstreams).
 //! - [`reload`]: SIGHUP hot reload through an `ArcSwap` read per connection.
+//! - [`watch`]: reload when the certificate, key and ticket files change.
 //! - [`config`]: flags and TOML, validated before anything is bound.
 //! - [`limits`]: admission at accept, before any TLS work.
 //! - [`metrics`]: per-shard counters merged on scrape, `/metrics`, access log.
@@ -60,6 +61,7 @@ pub mod services;
 pub mod shard;
 pub mod state;
 pub mod tls;
+pub mod watch;
 
 use config::{ConfigError, Settings};
 use services::Service;

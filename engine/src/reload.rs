@@ -61,6 +61,8 @@ pub struct Reloader {
     state: Arc<TlsState>,
     identity: Identity,
     live: Arc<Live>,
+    /// Told what to watch after each applied reload (`watch_files`).
+    watcher: Option<crate::watch::FileWatcher>,
 }
 
 impl Reloader {
@@ -79,7 +81,13 @@ impl Reloader {
             state,
             identity,
             live,
+            watcher: None,
         }
+    }
+
+    /// Keeps `w` watching what each applied reload loads.
+    pub fn set_watcher(&mut self, w: crate::watch::FileWatcher) {
+        self.watcher = Some(w);
     }
 
     /// The settings in force.
@@ -113,6 +121,9 @@ impl Reloader {
         self.live.store(Arc::new(Current { tls, limits }));
         self.identity = identity;
         self.settings = new;
+        if let Some(w) = &self.watcher {
+            w.update(&self.settings);
+        }
         Ok(&self.settings)
     }
 }
@@ -126,6 +137,7 @@ fn warn_fixed(old: &Settings, new: &Settings) {
         ("ring settings", old.ring != new.ring),
         ("service", old.service != new.service),
         ("grace", old.grace != new.grace),
+        ("watch_files", old.watch_files != new.watch_files),
         (
             "header_timeout",
             old.ops.header_timeout != new.ops.header_timeout,

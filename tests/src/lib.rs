@@ -53,6 +53,11 @@ pub struct EngineProc {
 /// Starts the engine with `args` (plus `--listen 127.0.0.1:0` unless a
 /// `--listen` is given) and waits until it prints its readiness line.
 ///
+/// File watching is off (`--watch-files false`) unless the test passes
+/// `--watch-files`: tests that rewrite files and send SIGHUP count on
+/// reload N being their Nth signal, which a watcher-triggered reload in
+/// between would shift.
+///
 /// Panics with the engine's output if it exits or does not get ready.
 pub fn start_engine(args: &[&str]) -> EngineProc {
     start_engine_with(args, |_| {})
@@ -93,6 +98,9 @@ fn launch(mut cmd: Command, args: &[&str], adjust: impl FnOnce(&mut Command)) ->
         .any(|a| *a == "--listen" || a.starts_with("--listen="))
     {
         cmd.args(["--listen", "127.0.0.1:0"]);
+    }
+    if !args.iter().any(|a| a.starts_with("--watch-files")) {
+        cmd.args(["--watch-files", "false"]);
     }
     cmd.args(args)
         .stdin(Stdio::null())

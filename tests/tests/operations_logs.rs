@@ -1,6 +1,8 @@
 //! Logs: the access log has one line per connection with the documented
 //! fields, and a full run's output (debug level, JSON and human) never
-//! contains key material or PEM headers.
+//! contains key material or PEM headers: neither the private key nor the
+//! ticket secret (before and after a reload that changes it) nor the
+//! ticket keys derived from it.
 
 mod operations_common;
 
@@ -12,7 +14,10 @@ use uringtls_tests::{start_engine, EngineProc};
 /// refused connection, a failed handshake, plaintext garbage, an idle
 /// timeout, then a drain.
 fn full_run(s: &Setup, format: &str) -> (EngineProc, String) {
+    let secret = write_secret(s, 1);
     let mut e = start_engine(&s.args(&[
+        "--ticket-secret-file",
+        secret.to_str().expect("utf8"),
         "--shards",
         "2",
         "--log-format",
@@ -50,12 +55,73 @@ fn full_run(s: &Setup, format: &str) -> (EngineProc, String) {
     eventually("5 access-log lines", || {
         (e.stderr().matches("uringtls::access").count() >= 5).then_some(())
     });
+    // A reload with a new secret, then one with a secret too short.
+    write_secret(s, 2);
+    assert!(e.reload(1), "{}", e.stdout());
+    std::fs::write(&secret, &secret_text(2)[..20]).expect("short");
+    assert!(!e.reload(2), "{}", e.stdout());
     e.stop();
     let all = format!("{}{}", e.stdout(), e.stderr());
     (e, all)
 }
 
+/// The ticket secret of generation `g` (hex text, deterministic per test).
+fn secret_text(g: u8) -> String {
+    (0..48u8)
+        .map(|i| {
+            format!(
+                "{:02x}",
+                i.wrapping_mul(37).wrapping_add(g.wrapping_mul(101))
+            )
+        })
+        .collect::<String>()
+        + "\n"
+}
+
+fn write_secret(s: &Setup, g: u8) -> std::path::PathBuf {
+    let p = uringtls_tests::write(s.certs.dir.path(), "tickets.secret", &secret_text(g));
+    uringtls_tests::set_mode(&p, 0o600);
+    p
+}
+
+/// Neither secret, in part, nor the keys derived from them around now.
+fn assert_no_ticket_secrets(logs: &str) {
+    use uringtls::tls::tickets::{derive_bytes, unix_now, Secret, DEFAULT_SECRET_ROTATION};
+    let lower = logs.to_lowercase();
+    let period = DEFAULT_SECRET_ROTATION.as_secs();
+    for g in [1, 2] {
+        let text = secret_text(g);
+        for i in (0..text.len().saturating_sub(17)).step_by(8) {
+            assert!(
+                !lower.contains(&text[i..i + 16]),
+                "ticket secret in the logs"
+            );
+        }
+        let secret = Secret::new(std::path::Path::new("s"), text.into_bytes()).expect("secret");
+        let n = unix_now() / period;
+        for n in [n - 1, n, n + 1] {
+            let key = derive_bytes(&secret, period, n).expect("derive");
+            let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+            for i in (0..hex.len() - 24).step_by(8) {
+                assert!(
+                    !lower.contains(&hex[i..i + 24]),
+                    "derived ticket key in the logs"
+                );
+            }
+            let list = format!("{:?}", &key[KEY_TAIL..]);
+            assert!(
+                !logs.contains(list.trim_matches(['[', ']'])),
+                "derived key (byte list)"
+            );
+        }
+    }
+}
+
+/// Where the last 8 bytes of a derived key start (its AES key's tail).
+const KEY_TAIL: usize = uringtls::tls::tickets::KEY_BYTES - 8;
+
 fn assert_no_secrets(s: &Setup, logs: &str) {
+    assert_no_ticket_secrets(logs);
     let pem = std::fs::read_to_string(&s.certs.key).expect("key");
     assert!(!logs.contains("-----BEGIN"), "PEM header in the logs");
     assert!(!logs.contains("PRIVATE KEY"), "key marker in the logs");

@@ -201,6 +201,10 @@ pub struct TlsArgs {
     /// Client private key (PEM).
     #[arg(long, value_name = "FILE", requires = "cert")]
     pub key: Option<PathBuf>,
+    /// Offer certificate compression (RFC 8879: brotli, zlib; TLS 1.3), as
+    /// browsers do; `false` to measure what a server sends without it.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub cert_compression: bool,
 }
 
 /// HTTP request flags.

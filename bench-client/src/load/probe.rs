@@ -33,7 +33,8 @@ pub fn probe(plan: &Plan) -> Result<Negotiated, Error> {
         let mut t = OpTimes::new(Instant::now());
         let negotiated = match dialer.dial(&mut t).await {
             Ok(mut s) => {
-                let n = Negotiated::of(s.tls());
+                let mut n = Negotiated::of(s.tls());
+                n.handshake_bytes_in = s.byte_counts().0;
                 let _ = s.close().await;
                 n
             }

@@ -25,14 +25,15 @@ pub fn render(r: &Report<'_>) -> String {
     let n = r.negotiated;
     let _ = writeln!(
         s,
-        "  TLS:          {} {} {}{}",
+        "  TLS:          {} {} {}{}; handshake: {} bytes received (probe)",
         n.version,
         n.cipher_suite,
         n.group,
         n.alpn
             .as_deref()
             .map(|a| format!(", ALPN {a}"))
-            .unwrap_or_default()
+            .unwrap_or_default(),
+        n.handshake_bytes_in
     );
     let _ = writeln!(
         s,

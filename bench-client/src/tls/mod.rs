@@ -53,6 +53,9 @@ pub fn client_config(a: &TlsArgs) -> Result<ClientConfig, String> {
     cfg.alpn_protocols = a.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
     cfg.enable_sni = !a.no_sni;
     cfg.resumption = Resumption::disabled();
+    if !a.cert_compression {
+        cfg.cert_decompressors = Vec::new();
+    }
     Ok(cfg)
 }
 
@@ -186,6 +189,10 @@ pub struct Negotiated {
     pub group: String,
     /// ALPN protocol, if any.
     pub alpn: Option<String>,
+    /// Bytes read from the socket during the probe's full handshake (all
+    /// of the server's flights: certificate chain included, compressed or
+    /// not).
+    pub handshake_bytes_in: u64,
 }
 
 impl Negotiated {
@@ -207,6 +214,7 @@ impl Negotiated {
             alpn: c
                 .alpn_protocol()
                 .map(|p| String::from_utf8_lossy(p).into_owned()),
+            handshake_bytes_in: 0,
         }
     }
 }

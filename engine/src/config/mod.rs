@@ -183,9 +183,11 @@ pub struct Options {
     /// decrypt; mode 0600/0640) [default: in-memory keys].
     #[arg(long, value_name = "FILE")]
     pub ticket_key_file: Option<PathBuf>,
-    /// Rotation period of in-memory ticket keys, and lifetime hint of every
-    /// ticket [default: 6h].
-    #[arg(long, value_name = "DURATION")]
+    /// Rotation period of in-memory ticket keys (or of keys derived from
+    /// `ticket_secret_file`), and lifetime hint of every ticket; also
+    /// `--ticket-rotate` [default: 6h; 12h with ticket_secret_file].
+    #[arg(long, value_name = "DURATION", visible_alias = "ticket-rotate")]
+    #[serde(alias = "ticket_rotate")]
     pub ticket_rotation: Option<HumanDuration>,
 
     /// Service on decrypted streams [default: http].
@@ -295,6 +297,27 @@ pub struct Options {
     /// cut off. Worst case ~74 KiB each [default: 1024].
     #[arg(long, value_name = "N")]
     pub max_handshakes: Option<usize>,
+    /// Secret shared by a fleet (at least 32 bytes, mode 0600): each
+    /// instance derives the ticket key of every rotation period from it
+    /// (HKDF), so tickets resume across instances with no key distribution.
+    /// Exclusive with ticket_key_file [default: off].
+    #[arg(long, value_name = "FILE")]
+    pub ticket_secret_file: Option<PathBuf>,
+    /// Reload when a certificate, key, CA, ticket-key or ticket-secret file
+    /// (or cert_dir) changes, as on SIGHUP (inotify on their directories;
+    /// Kubernetes Secret updates included) [default: true].
+    #[arg(long, value_name = "BOOL")]
+    pub watch_files: Option<bool>,
+    /// Directory of `NAME.pem` + `NAME.key` pairs, each chosen by SNI
+    /// against its subjectAltNames (like extra_cert); pairs added or
+    /// removed are picked up on reload (and by watch_files) [default: none].
+    #[arg(long, value_name = "DIR")]
+    pub cert_dir: Option<PathBuf>,
+    /// Send the certificate chain compressed (RFC 8879: brotli or zlib,
+    /// TLS 1.3) to clients that offer it: fewer bytes, often one round
+    /// trip less for long chains [default: true].
+    #[arg(long, value_name = "BOOL")]
+    pub cert_compression: Option<bool>,
 }
 
 /// The resolved, validated settings the engine runs with.
@@ -342,6 +365,8 @@ pub struct Settings {
     /// Settings that were given but have no effect, one sentence each (the
     /// binary logs them at start).
     pub warnings: Vec<String>,
+    /// Reload when the files loaded change (see `crate::watch`).
+    pub watch_files: bool,
 }
 
 /// A configuration problem, reported before anything is bound.
@@ -529,6 +554,10 @@ impl Options {
             max_body,
             request_timeout,
             max_handshakes,
+            ticket_secret_file,
+            watch_files,
+            cert_dir,
+            cert_compression,
         );
         m.finish(&sources)
     }
@@ -731,6 +760,14 @@ impl Options {
             proxy_protocol: self.proxy_protocol,
             upstream_http: self.upstream_http.unwrap_or(false),
         };
+        if self.ticket_key_file.is_some() && self.ticket_secret_file.is_some() {
+            return Err(src.of(|f| f.ticket_secret_file.is_some()).invalid(
+                "ticket_secret_file",
+                "is given together with ticket_key_file; ticket keys come from one or the other",
+                "keep ticket_secret_file (keys derived per period, nothing to rotate by hand) \
+                 or ticket_key_file (keys listed by you), not both",
+            ));
+        }
         if self.service == Some(ServiceKind::Proxy) && proxy.upstreams.is_empty() {
             return Err(Origin::Flag.invalid(
                 "upstream",
@@ -763,8 +800,17 @@ impl Options {
                 kx_groups: self.kx_groups,
                 client_auth: self.client_auth.unwrap_or_default(),
                 client_ca: self.client_ca,
+                ticket_rotation: d(
+                    self.ticket_rotation,
+                    match self.ticket_secret_file {
+                        Some(_) => crate::tls::tickets::DEFAULT_SECRET_ROTATION,
+                        None => crate::tls::tickets::DEFAULT_ROTATION,
+                    },
+                ),
                 ticket_key_file: self.ticket_key_file,
-                ticket_rotation: d(self.ticket_rotation, crate::tls::tickets::DEFAULT_ROTATION),
+                ticket_secret_file: self.ticket_secret_file,
+                cert_dir: self.cert_dir,
+                cert_compression: self.cert_compression.unwrap_or(true),
             },
             proxy,
             service: self.service.unwrap_or(ServiceKind::Http),
@@ -783,6 +829,7 @@ impl Options {
             ops,
             http,
             warnings,
+            watch_files: self.watch_files.unwrap_or(true),
         })
     }
 }
@@ -1272,5 +1319,51 @@ pub(crate) mod tests {
             e.starts_with(&format!("{path}: field `log_level`")) && e.contains("`warning`"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_ticket_secret_defaults_to_12h_periods_and_excludes_a_key_file() {
+        let s = flags(&["--ticket-secret-file", "/s"])
+            .resolve()
+            .expect("ok");
+        assert_eq!(s.tls.ticket_rotation, Duration::from_secs(12 * 3600));
+        assert_eq!(s.tls.ticket_secret_file.as_deref(), Some(Path::new("/s")));
+        let s = flags(&["--ticket-secret-file", "/s", "--ticket-rotate", "2s"])
+            .resolve()
+            .expect("ok");
+        assert_eq!(s.tls.ticket_rotation, Duration::from_secs(2));
+        let s = flags(&[]).resolve().expect("ok");
+        assert_eq!(s.tls.ticket_rotation, Duration::from_secs(6 * 3600));
+        let e = flags(&["--ticket-secret-file", "/s", "--ticket-key-file", "/k"])
+            .resolve()
+            .expect_err("both")
+            .to_string();
+        assert!(
+            e.starts_with("flag --ticket-secret-file:") && e.contains("ticket_key_file"),
+            "{e}"
+        );
+        let f = file("ticket_secret_file = \"/s\"\nticket_rotate = \"1h\"\n");
+        let path = f.path().to_str().expect("utf8");
+        let s = flags(&["--config", path]).resolve().expect("ok");
+        assert_eq!(s.tls.ticket_rotation, Duration::from_secs(3600));
+        let e = flags(&["--config", path, "--ticket-key-file", "/k"])
+            .resolve()
+            .expect_err("both")
+            .to_string();
+        assert!(
+            e.starts_with(&format!("{path}: field `ticket_secret_file`")),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn files_are_watched_by_default_and_a_cert_dir_is_a_tls_setting() {
+        let s = flags(&[]).resolve().expect("ok");
+        assert!(s.watch_files && s.tls.cert_dir.is_none());
+        let s = flags(&["--watch-files", "false", "--cert-dir", "/certs"])
+            .resolve()
+            .expect("ok");
+        assert!(!s.watch_files);
+        assert_eq!(s.tls.cert_dir.as_deref(), Some(Path::new("/certs")));
     }
 }

@@ -239,6 +239,16 @@ impl Collector for Scrape {
             &ids,
         )?;
         self.memory_and_budget(e, &ids)?;
+        let (applied, refused) = super::reloads::counts();
+        family(
+            e,
+            "reloads",
+            "Reloads (SIGHUP or a watched file's change), by result; a refused one keeps the previous configuration.",
+            MetricType::Counter,
+            [("applied", applied), ("refused", refused)]
+                .map(|(r, n)| (vec![("result", r)], ConstCounter::new(n)))
+                .into_iter(),
+        )?;
         let cpu = self.0.iter().zip(&ids).map(|(s, id)| {
             (
                 vec![("shard", id.as_str())],

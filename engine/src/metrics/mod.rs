@@ -20,11 +20,13 @@
 //! - [`access`]: the optional one-line-per-connection access log.
 //! - [`json_log`]: the JSON log line format (`null` for absent values).
 //! - [`tls_counts`]: session-cache and ticket counters (wrappers rustls calls).
+//! - [`reloads`]: reloads applied and refused (process-wide).
 
 pub mod access;
 pub mod export;
 pub mod hub;
 pub mod json_log;
+pub mod reloads;
 pub mod server;
 pub mod snapshot;
 pub mod tls_counts;

@@ -9,12 +9,15 @@
 //!   (SNI certificates, versions, suites, groups, client auth), and the
 //!   state that survives a reload (session cache, ticket keys).
 //! - [`sni`]: certificate selection by server name and signature scheme.
-//! - [`tickets`]: session-ticket keys from a shared file or rotating in memory.
+//! - [`tickets`]: session-ticket keys from a shared file, derived from a
+//!   shared secret, or rotating in memory.
+//! - [`cert_dir`]: the certificate pairs of a directory (`cert_dir`).
 //!
 //! Every shard holds a clone of the same `Arc<ServerConfig>` (through an
 //! `ArcSwap`, replaced on reload), so the session cache and the ticket keys
 //! are shared: a client that reconnects to any shard resumes.
 
+pub mod cert_dir;
 pub mod server;
 pub mod sni;
 pub mod tickets;
@@ -68,8 +71,18 @@ pub struct TlsSettings {
     pub client_ca: Option<PathBuf>,
     /// Shared ticket-key file (see [`tickets`]); `None`: in-memory keys.
     pub ticket_key_file: Option<PathBuf>,
-    /// Rotation period of in-memory ticket keys and lifetime hint of tickets.
+    /// Rotation period of in-memory or derived ticket keys and lifetime
+    /// hint of tickets.
     pub ticket_rotation: Duration,
+    /// Shared secret the ticket keys are derived from, per period (see
+    /// [`tickets`]); exclusive with `ticket_key_file`.
+    pub ticket_secret_file: Option<PathBuf>,
+    /// Directory of `NAME.pem` + `NAME.key` pairs, added after
+    /// `extra_certs` (see [`cert_dir`]).
+    pub cert_dir: Option<PathBuf>,
+    /// Compress the certificate chain (RFC 8879, brotli or zlib, TLS 1.3)
+    /// for clients that offer it.
+    pub cert_compression: bool,
 }
 
 impl Default for TlsSettings {
@@ -89,6 +102,9 @@ impl Default for TlsSettings {
             client_ca: None,
             ticket_key_file: None,
             ticket_rotation: tickets::DEFAULT_ROTATION,
+            ticket_secret_file: None,
+            cert_dir: None,
+            cert_compression: true,
         }
     }
 }
@@ -195,6 +211,14 @@ pub enum TlsError {
         /// The key type, or the provider's reason.
         detail: String,
     },
+    /// The `cert_dir` directory could not be listed, or a key in it may be
+    /// read by group or others.
+    CertDir {
+        /// The directory, or the file in it.
+        path: PathBuf,
+        /// What is wrong and what to change.
+        detail: String,
+    },
     /// The process (after dropping privileges, typically) may not read a file.
     Unreadable {
         /// Which file.
@@ -251,6 +275,7 @@ impl fmt::Display for TlsError {
                  Ed25519 or RSA (rsaEncryption) key; RSA keys sign with RSA-PSS too)",
                 path.display()
             ),
+            TlsError::CertDir { path, detail } => write!(f, "{}: {detail}", path.display()),
             TlsError::Unreadable { path, what, uid } => {
                 let user = crate::process::privileges::user_name(*uid);
                 write!(

@@ -9,7 +9,7 @@
 //! at commit.
 
 use super::sni::CertStore;
-use super::tickets::{self, TicketKey, TicketKeys};
+use super::tickets::{self, KeySource, Secret, TicketKey, TicketKeys};
 use super::{
     load_certs, load_identity, load_key, provider, ClientAuth, Identity, TlsError, TlsSettings,
 };
@@ -44,6 +44,8 @@ pub struct Prepared {
     tickets: Arc<TicketKeys>,
     /// Keys from a reloaded file, for the ticketer already in use.
     new_keys: Option<Vec<TicketKey>>,
+    /// A changed shared secret, for the ticketer already in use.
+    new_secret: Option<Secret>,
 }
 
 impl TlsState {
@@ -75,7 +77,11 @@ impl TlsState {
             s.cert.as_deref(),
             s.key.as_deref(),
         )?);
-        for pair in &s.extra_certs {
+        let dir_pairs = match &s.cert_dir {
+            Some(d) => super::cert_dir::pairs(d)?,
+            None => Vec::new(),
+        };
+        for pair in s.extra_certs.iter().chain(&dir_pairs) {
             let chain = load_certs(&pair.cert)?;
             let key = load_key(&pair.key)?;
             store.add(certified(
@@ -94,7 +100,7 @@ impl TlsState {
                 ServerSessionMemoryCache::new(s.session_cache.max(1)),
             ),
         };
-        let (tickets, new_keys) = prepare_tickets(kept.tickets.as_ref(), s)?;
+        let (tickets, new_keys, new_secret) = prepare_tickets(kept.tickets.as_ref(), s)?;
         drop(kept);
 
         let mut versions: Vec<&'static rustls::SupportedProtocolVersion> = Vec::new();
@@ -104,6 +110,7 @@ impl TlsState {
         if s.tls12 {
             versions.push(&rustls::version::TLS12);
         }
+        let certs = store.len();
         let verifier = client_verifier(s, &provider)?;
         let mut cfg = ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&versions)
@@ -116,12 +123,21 @@ impl TlsState {
         cfg.ticketer = tickets.clone();
         cfg.send_tls13_tickets = s.tls13_tickets;
         cfg.alpn_protocols = s.alpn.clone();
+        if s.cert_compression {
+            // rustls compresses each chain once per algorithm and keeps the
+            // result: room for every chain in both (brotli, zlib).
+            cfg.cert_compression_cache =
+                Arc::new(rustls::compress::CompressionCache::new((2 * certs).max(4)));
+        } else {
+            cfg.cert_compressors = Vec::new();
+        }
         Ok(Prepared {
             config: Arc::new(cfg),
             identity,
             cache,
             tickets,
             new_keys,
+            new_secret,
         })
     }
 
@@ -129,6 +145,12 @@ impl TlsState {
     pub fn commit(&self, p: Prepared) -> (Arc<ServerConfig>, Identity) {
         if let Some(keys) = p.new_keys {
             p.tickets.replace(keys);
+        }
+        if let Some(secret) = p.new_secret {
+            if let Err(e) = p.tickets.replace_secret(secret, tickets::unix_now()) {
+                // Only a failing HKDF (never seen): the previous keys stay.
+                tracing::error!(error = %e, "ticket secret not installed");
+            }
         }
         let mut kept = self.kept();
         kept.cache = Some(p.cache);
@@ -166,33 +188,53 @@ fn certified(
     Ok(Arc::new(ck))
 }
 
+/// What [`prepare_tickets`] hands to [`Prepared`]: the ticketer, and new
+/// keys or a new secret for it when it is the one already in use.
+type TicketPlan = (Arc<TicketKeys>, Option<Vec<TicketKey>>, Option<Secret>);
+
 /// Reuses the ticketer in use when the source kind is unchanged (so keys,
 /// and the tickets under them, survive a reload).
 fn prepare_tickets(
     current: Option<&Arc<TicketKeys>>,
     s: &TlsSettings,
-) -> Result<(Arc<TicketKeys>, Option<Vec<TicketKey>>), TlsError> {
+) -> Result<TicketPlan, TlsError> {
     // A changed rotation period (= lifetime hint) needs a new ticketer; a
     // file's keys are reloaded into it, so its tickets keep resuming.
     let current =
         current.filter(|c| c.lifetime_secs() == tickets::lifetime_secs(s.ticket_rotation));
+    let kind = current.map(|c| c.source());
+    if let Some(path) = &s.ticket_secret_file {
+        let secret = tickets::load_secret(path).map_err(TlsError::TicketKeys)?;
+        return match current {
+            Some(cur) if kind == Some(KeySource::Secret) => {
+                let changed = !cur.uses_secret(&secret);
+                Ok((cur.clone(), None, changed.then_some(secret)))
+            }
+            _ => {
+                let k = TicketKeys::from_secret(secret, s.ticket_rotation, tickets::unix_now())
+                    .map_err(TlsError::TicketKeys)?;
+                Ok((Arc::new(k), None, None))
+            }
+        };
+    }
     match (&s.ticket_key_file, current) {
-        (Some(path), Some(cur)) if cur.is_from_file() => {
+        (Some(path), Some(cur)) if kind == Some(KeySource::File) => {
             let keys = tickets::load_file(path).map_err(TlsError::TicketKeys)?;
-            Ok((cur.clone(), Some(keys)))
+            Ok((cur.clone(), Some(keys), None))
         }
         (Some(path), _) => {
             let keys = tickets::load_file(path).map_err(TlsError::TicketKeys)?;
             Ok((
                 Arc::new(TicketKeys::from_keys(keys, s.ticket_rotation)),
                 None,
+                None,
             ))
         }
-        (None, Some(cur)) if !cur.is_from_file() => Ok((cur.clone(), None)),
+        (None, Some(cur)) if kind == Some(KeySource::Memory) => Ok((cur.clone(), None, None)),
         (None, _) => {
             let k = TicketKeys::rotating(s.ticket_rotation, tickets::unix_now())
                 .map_err(TlsError::TicketKeys)?;
-            Ok((Arc::new(k), None))
+            Ok((Arc::new(k), None, None))
         }
     }
 }
@@ -454,5 +496,26 @@ mod tests {
         let (b, _) = st.commit(st.prepare(&s).expect("b"));
         assert_eq!(b.ticketer.lifetime(), 60);
         assert_ne!(a.ticketer.lifetime(), 60);
+    }
+
+    #[test]
+    fn certificates_are_compressed_with_brotli_and_zlib_unless_turned_off() {
+        let on = TlsState::new()
+            .prepare(&TlsSettings::default())
+            .expect("config");
+        let algs: Vec<_> = on
+            .config
+            .cert_compressors
+            .iter()
+            .map(|c| format!("{:?}", c.algorithm()))
+            .collect();
+        assert_eq!(algs, ["Brotli", "Zlib"]);
+        let off = TlsState::new()
+            .prepare(&TlsSettings {
+                cert_compression: false,
+                ..TlsSettings::default()
+            })
+            .expect("config");
+        assert!(off.config.cert_compressors.is_empty());
     }
 }

@@ -11,6 +11,12 @@
 //!   later. The file must not be accessible to "other" users.
 //! - **In-memory keys** (no file): a random key, replaced every rotation
 //!   period; the previous key still decrypts for one more period.
+//! - **A shared secret** (`ticket_secret_file`): every instance of a fleet
+//!   derives the key of period *n* = ⌊unix time / period⌋ with HKDF-SHA256
+//!   from the secret and *n* ([`derive()`]); it encrypts under *n* and
+//!   decrypts under *n − 1*, *n* and *n + 1* (clock skew between machines).
+//!   Keys change at the period boundary, read from the wall clock on each
+//!   ticket (one comparison). Nothing to distribute but the one secret.
 //!
 //! A ticket is `name (16) || nonce (12) || AES-256-GCM(plain) || tag (16)`,
 //! with the name as associated data. Key material is never logged: errors
@@ -31,6 +37,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// Default rotation period of in-memory keys, and the lifetime hint sent
 /// with every ticket: 6 hours (rustls's own default lifetime).
 pub const DEFAULT_ROTATION: Duration = Duration::from_secs(6 * 3600);
+/// Default period of keys derived from a shared secret: 12 hours. A ticket
+/// resumes for one to two periods (its own and the next).
+pub const DEFAULT_SECRET_ROTATION: Duration = Duration::from_secs(12 * 3600);
+/// Shortest shared secret accepted, in bytes.
+pub const MIN_SECRET_BYTES: usize = 32;
+/// HKDF salt: names the purpose, so the same secret used elsewhere yields
+/// unrelated keys.
+const HKDF_SALT: &[u8] = b"uringtls session-ticket keys v1";
 /// Bytes of one key in the file: 16 (name) + 32 (AES-256-GCM key).
 pub const KEY_BYTES: usize = NAME_LEN + 32;
 const NAME_LEN: usize = 16;
@@ -70,6 +84,20 @@ pub enum TicketKeyError {
     },
     /// The AEAD key could not be built or the RNG failed.
     Crypto(String),
+    /// The shared-secret file may be read or written by group or others.
+    SecretPermissions {
+        /// File.
+        path: PathBuf,
+        /// Its mode bits.
+        mode: u32,
+    },
+    /// The shared secret is shorter than [`MIN_SECRET_BYTES`].
+    SecretTooShort {
+        /// File.
+        path: PathBuf,
+        /// Its length in bytes (after trailing line ends).
+        len: usize,
+    },
 }
 
 impl fmt::Display for TicketKeyError {
@@ -97,6 +125,20 @@ impl fmt::Display for TicketKeyError {
                 path.display()
             ),
             TicketKeyError::Crypto(e) => write!(f, "ticket keys: {e}"),
+            TicketKeyError::SecretPermissions { path, mode } => write!(
+                f,
+                "{}: ticket secret file is accessible to group or others (mode {:04o}); run `chmod 600 {}`",
+                path.display(),
+                mode & 0o7777,
+                path.display()
+            ),
+            TicketKeyError::SecretTooShort { path, len } => write!(
+                f,
+                "{}: ticket secret is {len} bytes, fewer than {MIN_SECRET_BYTES}; write a longer one, \
+                 e.g. `openssl rand -base64 48 > {}` (the same file on every instance)",
+                path.display(),
+                path.display()
+            ),
         }
     }
 }
@@ -237,6 +279,132 @@ fn decode_hex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// A shared secret (the bytes of a `ticket_secret_file`). `Debug` shows
+/// nothing of it; the bytes are overwritten when it is dropped.
+pub struct Secret(Vec<u8>);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Secret) -> bool {
+        // Not secret-dependent timing that matters here (both are ours), but
+        // cheap to do right.
+        self.0.len() == other.0.len()
+            && self
+                .0
+                .iter()
+                .zip(&other.0)
+                .fold(0u8, |a, (x, y)| a | (x ^ y))
+                == 0
+    }
+}
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        self.0.iter_mut().for_each(|b| *b = 0);
+        std::hint::black_box(&self.0);
+    }
+}
+
+impl Secret {
+    /// A secret from bytes, refused below [`MIN_SECRET_BYTES`] (`path`
+    /// names the file in the error).
+    pub fn new(path: &Path, mut bytes: Vec<u8>) -> Result<Secret, TicketKeyError> {
+        // A text file's line end is not part of the secret (an editor adds
+        // one, `openssl rand -base64` writes one).
+        while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+            bytes.pop();
+        }
+        if bytes.len() < MIN_SECRET_BYTES {
+            let len = bytes.len();
+            drop(Secret(bytes));
+            return Err(TicketKeyError::SecretTooShort {
+                path: path.to_owned(),
+                len,
+            });
+        }
+        Ok(Secret(bytes))
+    }
+}
+
+/// Reads and checks a shared-secret file: mode 0600 or stricter (like a
+/// private key), then at least [`MIN_SECRET_BYTES`] bytes.
+pub fn load_secret(path: &Path) -> Result<Secret, TicketKeyError> {
+    use std::os::unix::fs::PermissionsExt;
+    let read_err = |source| TicketKeyError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let mode = std::fs::metadata(path)
+        .map_err(read_err)?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(TicketKeyError::SecretPermissions {
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    Secret::new(path, std::fs::read(path).map_err(read_err)?)
+}
+
+/// HKDF output length for one key (name and AEAD key).
+struct KeyLen;
+
+impl aws_lc_rs::hkdf::KeyType for KeyLen {
+    fn len(&self) -> usize {
+        KEY_BYTES
+    }
+}
+
+/// The key of period `n` (of `period_secs` seconds) from `secret`:
+/// HKDF-SHA256, salt `uringtls session-ticket keys v1`, info `uringtls ticket key` ‖ period
+/// length ‖ *n* (both big-endian u64). The first 16 bytes name the key (they
+/// travel in every ticket), the other 32 are the AES-256-GCM key; HKDF
+/// output bytes are independent, so the name reveals nothing of the key.
+pub fn derive(secret: &Secret, period_secs: u64, n: u64) -> Result<TicketKey, TicketKeyError> {
+    let mut okm = derive_bytes(secret, period_secs, n)?;
+    let key = TicketKey::from_bytes(&okm);
+    okm.iter_mut().for_each(|b| *b = 0);
+    std::hint::black_box(&okm);
+    key
+}
+
+/// The bytes of [`derive()`]'s key (name, then AES key): for audits and the
+/// log-hygiene test, which looks for them in the logs.
+pub fn derive_bytes(
+    secret: &Secret,
+    period_secs: u64,
+    n: u64,
+) -> Result<[u8; KEY_BYTES], TicketKeyError> {
+    use aws_lc_rs::hkdf::{Salt, HKDF_SHA256};
+    let fail = |_| TicketKeyError::Crypto("HKDF failed".into());
+    let prk = Salt::new(HKDF_SHA256, HKDF_SALT).extract(&secret.0);
+    let (p, n) = (period_secs.to_be_bytes(), n.to_be_bytes());
+    let info: [&[u8]; 3] = [b"uringtls ticket key", &p, &n];
+    let mut okm = [0u8; KEY_BYTES];
+    prk.expand(&info, KeyLen)
+        .map_err(fail)?
+        .fill(&mut okm)
+        .map_err(fail)?;
+    Ok(okm)
+}
+
+/// Where the keys come from (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeySource {
+    /// A ticket-key file.
+    File,
+    /// Random keys rotating in memory.
+    Memory,
+    /// Keys derived from a shared secret per period.
+    Secret,
+}
+
 /// The keys in use at one moment; replaced whole (never mutated).
 struct KeySet {
     /// First encrypts, all decrypt. Shared, so a rotation keeps the
@@ -244,6 +412,33 @@ struct KeySet {
     keys: Vec<Arc<TicketKey>>,
     /// Unix seconds at which in-memory keys rotate (`u64::MAX`: never).
     rotate_at: u64,
+    /// Derived keys: the secret, and the start of the period the first
+    /// key belongs to (keys are derived again outside
+    /// `valid_from..rotate_at`, e.g. after the clock was set back).
+    derived: Option<(Arc<Secret>, u64)>,
+}
+
+impl KeySet {
+    /// The keys of the period holding `now`: that period's first (it
+    /// encrypts), then the previous and the next.
+    fn derived(secret: Arc<Secret>, period: u64, now: u64) -> Result<KeySet, TicketKeyError> {
+        let period = period.max(1);
+        let n = now / period;
+        let mut keys = vec![Arc::new(derive(&secret, period, n)?)];
+        if let Some(prev) = n.checked_sub(1) {
+            keys.push(Arc::new(derive(&secret, period, prev)?));
+        }
+        keys.push(Arc::new(derive(&secret, period, n.saturating_add(1))?));
+        Ok(KeySet {
+            keys,
+            rotate_at: n.saturating_add(1).saturating_mul(period),
+            derived: Some((secret, n.saturating_mul(period))),
+        })
+    }
+
+    fn is_current(&self, now: u64) -> bool {
+        now < self.rotate_at && self.derived.as_ref().is_none_or(|(_, from)| now >= *from)
+    }
 }
 
 /// The ticketer every shard shares (through the one `ServerConfig`).
@@ -253,8 +448,10 @@ struct KeySet {
 /// a busy shard never waits for another one that is rotating.
 pub struct TicketKeys {
     set: ArcSwap<KeySet>,
-    /// `Some`: in-memory keys rotating at this period. `None`: from a file.
+    /// `Some`: in-memory or derived keys rotating at this period. `None`:
+    /// from a file.
     rotation: Option<Duration>,
+    source: KeySource,
     lifetime: u32,
     rotating: Mutex<()>,
 }
@@ -264,6 +461,7 @@ impl fmt::Debug for TicketKeys {
         f.debug_struct("TicketKeys")
             .field("keys", &self.set.load().keys.len())
             .field("rotation", &self.rotation)
+            .field("source", &self.source)
             .field("lifetime", &self.lifetime)
             .finish()
     }
@@ -288,13 +486,57 @@ impl TicketKeys {
         let set = KeySet {
             keys: vec![Arc::new(TicketKey::random()?)],
             rotate_at: now.saturating_add(period.as_secs().max(1)),
+            derived: None,
         };
         Ok(TicketKeys {
             set: ArcSwap::from_pointee(set),
             rotation: Some(period),
+            source: KeySource::Memory,
             lifetime: lifetime_secs(period),
             rotating: Mutex::new(()),
         })
+    }
+
+    /// Keys derived from a shared `secret`, a new one every `period` of
+    /// the wall clock (see [`derive()`]); `period` is also the lifetime hint
+    /// (a ticket resumes for one to two periods).
+    pub fn from_secret(
+        secret: Secret,
+        period: Duration,
+        now: u64,
+    ) -> Result<TicketKeys, TicketKeyError> {
+        let set = KeySet::derived(Arc::new(secret), period.as_secs(), now)?;
+        Ok(TicketKeys {
+            set: ArcSwap::from_pointee(set),
+            rotation: Some(period),
+            source: KeySource::Secret,
+            lifetime: lifetime_secs(period),
+            rotating: Mutex::new(()),
+        })
+    }
+
+    /// Installs a new shared secret (from a reloaded file); the keys of the
+    /// current window are derived from it at once.
+    pub fn replace_secret(&self, secret: Secret, now: u64) -> Result<(), TicketKeyError> {
+        let period = self.rotation.map_or(1, |p| p.as_secs());
+        let set = KeySet::derived(Arc::new(secret), period, now)?;
+        self.set.store(Arc::new(set));
+        Ok(())
+    }
+
+    /// Whether `secret` is the one in use (a reload with an unchanged file
+    /// keeps the keys as they are).
+    pub fn uses_secret(&self, secret: &Secret) -> bool {
+        self.set
+            .load()
+            .derived
+            .as_ref()
+            .is_some_and(|(s, _)| **s == *secret)
+    }
+
+    /// Where the keys come from.
+    pub fn source(&self) -> KeySource {
+        self.source
     }
 
     /// Keys from a file (already loaded with [`load_file`]); `lifetime` is
@@ -304,8 +546,10 @@ impl TicketKeys {
             set: ArcSwap::from_pointee(KeySet {
                 keys: keys.into_iter().map(Arc::new).collect(),
                 rotate_at: u64::MAX,
+                derived: None,
             }),
             rotation: None,
+            source: KeySource::File,
             lifetime: lifetime_secs(lifetime),
             rotating: Mutex::new(()),
         }
@@ -318,7 +562,7 @@ impl TicketKeys {
 
     /// Whether the keys come from a file.
     pub fn is_from_file(&self) -> bool {
-        self.rotation.is_none()
+        self.source == KeySource::File
     }
 
     /// Installs new keys from a reloaded file. Tickets under a key that is
@@ -328,6 +572,7 @@ impl TicketKeys {
         self.set.store(Arc::new(KeySet {
             keys,
             rotate_at: u64::MAX,
+            derived: None,
         }));
     }
 
@@ -338,15 +583,23 @@ impl TicketKeys {
 
     fn current(&self, now: u64) -> arc_swap::Guard<Arc<KeySet>> {
         let set = self.set.load();
-        if now < set.rotate_at {
+        if set.is_current(now) {
             return set;
         }
         let (Some(period), Ok(_lock)) = (self.rotation, self.rotating.try_lock()) else {
             return set;
         };
         let set = self.set.load();
-        if now < set.rotate_at {
+        if set.is_current(now) {
             return set;
+        }
+        if let Some((secret, _)) = &set.derived {
+            // Period boundary: the next window's keys, from the same secret.
+            let Ok(next) = KeySet::derived(secret.clone(), period.as_secs(), now) else {
+                return set;
+            };
+            self.set.store(Arc::new(next));
+            return self.set.load();
         }
         let Ok(fresh) = TicketKey::random() else {
             return set;
@@ -360,6 +613,7 @@ impl TicketKeys {
         self.set.store(Arc::new(KeySet {
             keys,
             rotate_at: now.saturating_add(period.as_secs().max(1)),
+            derived: None,
         }));
         self.set.load()
     }
@@ -512,6 +766,100 @@ mod tests {
         assert!(e.contains("chmod o-rwx"), "{e}");
         std::fs::set_permissions(f.path(), std::fs::Permissions::from_mode(0o640)).expect("chmod");
         assert_eq!(load_file(f.path()).expect("load").len(), 1);
+    }
+
+    fn secret(seed: u8) -> Secret {
+        Secret::new(Path::new("t.secret"), vec![seed; 40]).expect("secret")
+    }
+
+    fn fleet(seed: u8, period: u64, now: u64) -> TicketKeys {
+        TicketKeys::from_secret(secret(seed), Duration::from_secs(period), now).expect("keys")
+    }
+
+    #[test]
+    fn instances_with_the_same_secret_decrypt_each_others_tickets() {
+        let (a, b) = (fleet(1, HOUR, 5 * HOUR), fleet(1, HOUR, 5 * HOUR));
+        let t = a.encrypt_at(5 * HOUR + 1, b"s").expect("seal");
+        assert_eq!(b.decrypt_at(5 * HOUR + 2, &t).as_deref(), Some(&b"s"[..]));
+        let other = fleet(2, HOUR, 5 * HOUR);
+        assert!(
+            other.decrypt_at(5 * HOUR + 2, &t).is_none(),
+            "another secret"
+        );
+        let other_period = fleet(1, 2 * HOUR, 5 * HOUR);
+        assert!(other_period.decrypt_at(5 * HOUR + 2, &t).is_none());
+    }
+
+    #[test]
+    fn derived_keys_accept_the_previous_and_next_period_and_nothing_older() {
+        let k = fleet(1, HOUR, 0);
+        let t = k.encrypt_at(10 * HOUR + 5, b"s").expect("seal");
+        // Period 10's ticket: accepted in periods 9 (a peer whose clock is
+        // behind), 10 and 11; refused from period 12 on.
+        for (now, ok) in [
+            (9 * HOUR, true),
+            (10 * HOUR, true),
+            (11 * HOUR + HOUR - 1, true),
+            (12 * HOUR, false),
+            (8 * HOUR + HOUR - 1, false),
+        ] {
+            assert_eq!(k.decrypt_at(now, &t).is_some(), ok, "at {now}");
+        }
+    }
+
+    #[test]
+    fn derived_keys_change_at_the_period_boundary_without_a_reload() {
+        let k = fleet(1, 2, 100);
+        let a = k.encrypt_at(101, b"a").expect("seal");
+        let b = k.encrypt_at(102, b"b").expect("seal");
+        assert_ne!(a[..NAME_LEN], b[..NAME_LEN], "a new key name in period 51");
+        assert_eq!(
+            &a[..NAME_LEN],
+            &derive_name(1, 2, 50),
+            "period n = floor(t / 2)"
+        );
+    }
+
+    fn derive_name(seed: u8, period: u64, n: u64) -> [u8; NAME_LEN] {
+        derive(&secret(seed), period, n).expect("derive").name
+    }
+
+    #[test]
+    fn a_replaced_secret_takes_over_at_once() {
+        let k = fleet(1, HOUR, 0);
+        let old = k.encrypt_at(1, b"s").expect("seal");
+        assert!(k.uses_secret(&secret(1)) && !k.uses_secret(&secret(2)));
+        k.replace_secret(secret(2), 2).expect("replace");
+        assert!(k.decrypt_at(3, &old).is_none());
+        let new = k.encrypt_at(3, b"s").expect("seal");
+        assert!(fleet(2, HOUR, 0).decrypt_at(3, &new).is_some());
+    }
+
+    #[test]
+    fn short_or_shared_secret_files_are_refused_with_the_fix() {
+        use std::os::unix::fs::PermissionsExt;
+        let mut f = tempfile::NamedTempFile::new().expect("tmp");
+        f.write_all(&[b'x'; 31]).expect("write");
+        f.write_all(b"\n").expect("write");
+        std::fs::set_permissions(f.path(), std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let e = load_secret(f.path()).unwrap_err().to_string();
+        assert!(
+            e.contains("31 bytes, fewer than 32") && e.contains("openssl rand"),
+            "{e}"
+        );
+        assert!(!e.contains("xxxx"), "the secret is not echoed: {e}");
+        f.write_all(b"x").expect("write");
+        assert!(load_secret(f.path()).is_ok());
+        std::fs::set_permissions(f.path(), std::fs::Permissions::from_mode(0o640)).expect("chmod");
+        let e = load_secret(f.path()).unwrap_err().to_string();
+        assert!(e.contains("mode 0640") && e.contains("chmod 600"), "{e}");
+    }
+
+    #[test]
+    fn debug_output_of_a_derived_ticketer_shows_no_secret() {
+        let k = fleet(0x41, HOUR, 0);
+        let d = format!("{k:?} {:?}", secret(0x41));
+        assert!(!d.contains("AAAA") && !d.contains("65, 65"), "{d}");
     }
 
     #[test]

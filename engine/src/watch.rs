@@ -1,0 +1,295 @@
+//! Reload on file change: the certificate, key, CA, ticket-key and
+//! ticket-secret files (and `cert_dir`) are watched with inotify, and a
+//! change triggers the same reload as SIGHUP (same validation: a bad or
+//! half-written file is refused, logged and counted, the running material
+//! keeps serving, and the next change is tried again).
+//!
+//! ```text
+//!  inotify (parent dirs) ─▶ watch thread: events, 100 ms quiet (at most 1 s)
+//!     ─▶ fingerprint of the watched files (mode + content) changed?
+//!     ─▶ yes: raise SIGHUP ─▶ the signal loop reloads (see `crate::reload`)
+//! ```
+//!
+//! The **parent directories** are watched, not the files: editors write a
+//! new file and rename it over the old one, and Kubernetes Secret volumes
+//! hold `NAME -> ..data/NAME` symlinks whose `..data ->
+//! ..2026_12_07_…` symlink is replaced atomically with rename(2); neither
+//! changes the original inode. The directory of each file's resolved path
+//! is watched too (a symlink into another directory whose file is edited
+//! in place). The fingerprint makes the watcher indifferent to noise in
+//! those directories (other files, the reload's own reads): only a change
+//! of what would be loaded triggers a reload. Paths are logged, contents
+//! never.
+
+use crate::config::Settings;
+use notify::{EventKind, RecursiveMode, Watcher as _};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Quiet time after the last event before the files are looked at (a
+/// Kubernetes swap or an editor's save is several events).
+const QUIET: Duration = Duration::from_millis(100);
+/// Longest wait for quiet, under a stream of events.
+const MAX_SETTLE: Duration = Duration::from_secs(1);
+
+/// The files a configuration loads (what a reload re-reads), and
+/// directories whose listing counts too.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Watched {
+    /// Files.
+    pub files: Vec<PathBuf>,
+    /// Directories of `NAME.pem` + `NAME.key` pairs (`cert_dir`).
+    pub dirs: Vec<PathBuf>,
+}
+
+impl Watched {
+    /// What `s` loads.
+    pub fn of(s: &Settings) -> Watched {
+        let t = &s.tls;
+        let mut files: Vec<PathBuf> = [&t.cert, &t.key, &t.client_ca, &t.ticket_key_file]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+        files.extend(t.ticket_secret_file.iter().cloned());
+        for p in &t.extra_certs {
+            files.push(p.cert.clone());
+            files.push(p.key.clone());
+        }
+        Watched {
+            files,
+            dirs: t.cert_dir.iter().cloned().collect(),
+        }
+    }
+
+    /// The directories to watch: each file's parent, and the parent of
+    /// its resolved path; each `cert_dir` and its resolved path.
+    fn directories(&self) -> BTreeSet<PathBuf> {
+        let mut out = BTreeSet::new();
+        for f in &self.files {
+            out.extend(f.parent().map(dir_or_dot));
+            if let Ok(real) = std::fs::canonicalize(f) {
+                out.extend(real.parent().map(Path::to_owned));
+            }
+        }
+        for d in &self.dirs {
+            out.insert(d.clone());
+            out.extend(std::fs::canonicalize(d).ok());
+        }
+        out
+    }
+
+    /// SHA-256 over the mode and content of every file (following
+    /// symlinks) and the listing and files of every directory; a missing
+    /// or unreadable file counts as such.
+    pub fn fingerprint(&self) -> Vec<u8> {
+        use std::os::unix::fs::PermissionsExt;
+        let mut h = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        let mut file = |p: &Path| {
+            h.update(p.as_os_str().as_encoded_bytes());
+            match (std::fs::metadata(p), std::fs::read(p)) {
+                (Ok(m), Ok(b)) => {
+                    h.update(&m.permissions().mode().to_be_bytes());
+                    h.update(&(b.len() as u64).to_be_bytes());
+                    h.update(&b);
+                }
+                _ => h.update(b"\0missing"),
+            }
+        };
+        for f in &self.files {
+            file(f);
+        }
+        for d in &self.dirs {
+            let mut names: Vec<PathBuf> = std::fs::read_dir(d)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .collect();
+            names.sort();
+            for n in names {
+                file(&n);
+            }
+        }
+        h.finish().as_ref().to_vec()
+    }
+}
+
+fn dir_or_dot(p: &Path) -> PathBuf {
+    if p.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        p.to_owned()
+    }
+}
+
+enum Msg {
+    Fs(notify::Result<notify::Event>),
+    Update(Watched),
+}
+
+/// The running watcher; dropping it does not stop the thread (it lives as
+/// long as the process).
+pub struct FileWatcher {
+    tx: mpsc::Sender<Msg>,
+}
+
+impl FileWatcher {
+    /// Watches what `s` loads; `on_change` runs on the watch thread when
+    /// it changed (the binary raises SIGHUP).
+    pub fn start(
+        s: &Settings,
+        on_change: impl Fn(&[PathBuf]) + Send + 'static,
+    ) -> notify::Result<FileWatcher> {
+        let (tx, rx) = mpsc::channel();
+        let fs_tx = tx.clone();
+        let inotify = notify::recommended_watcher(move |e| {
+            let _ = fs_tx.send(Msg::Fs(e));
+        })?;
+        let watched = Watched::of(s);
+        std::thread::Builder::new()
+            .name("file-watch".into())
+            .spawn(move || run(inotify, watched, rx, on_change))
+            .map_err(|e| notify::Error::generic(&e.to_string()))?;
+        Ok(FileWatcher { tx })
+    }
+
+    /// Watches what `s` loads from now on (after a reload applied it).
+    pub fn update(&self, s: &Settings) {
+        let _ = self.tx.send(Msg::Update(Watched::of(s)));
+    }
+}
+
+/// Whether an event can mean a changed file (opening and reading one, as
+/// the fingerprint and the reload do, cannot).
+fn relevant(kind: &EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode};
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
+    }
+}
+
+fn run(
+    mut inotify: notify::RecommendedWatcher,
+    mut watched: Watched,
+    rx: mpsc::Receiver<Msg>,
+    on_change: impl Fn(&[PathBuf]),
+) {
+    let mut dirs = BTreeSet::new();
+    rewatch(&mut inotify, &mut dirs, &watched);
+    tracing::info!(
+        directories = ?dirs,
+        "watching certificate, key and ticket files for changes (--watch-files)"
+    );
+    let mut last = watched.fingerprint();
+    while let Ok(msg) = rx.recv() {
+        match msg {
+            Msg::Update(w) => apply(w, &mut watched, &mut last),
+            Msg::Fs(Err(e)) => tracing::warn!(error = %e, "file watch error"),
+            Msg::Fs(Ok(ev)) if !relevant(&ev.kind) => {}
+            Msg::Fs(Ok(_)) => {
+                settle(&rx, &mut watched, &mut last);
+                let now = watched.fingerprint();
+                if now != last {
+                    last = now;
+                    tracing::info!(files = ?watched.files, dirs = ?watched.dirs, "watched files changed; reloading");
+                    on_change(&watched.files);
+                }
+            }
+        }
+        // A Kubernetes swap moves the resolved paths to a new directory.
+        rewatch(&mut inotify, &mut dirs, &watched);
+    }
+}
+
+/// After a reload applied `w`: a new set of files is fingerprinted anew;
+/// the same set keeps the last fingerprint (a change that lands between
+/// the reload's reads and now is then still seen as one).
+fn apply(w: Watched, watched: &mut Watched, last: &mut Vec<u8>) {
+    if w != *watched {
+        *watched = w;
+        *last = watched.fingerprint();
+    }
+}
+
+/// Waits for [`QUIET`] without an event (at most [`MAX_SETTLE`]).
+fn settle(rx: &mpsc::Receiver<Msg>, watched: &mut Watched, last: &mut Vec<u8>) {
+    let end = Instant::now() + MAX_SETTLE;
+    while let Some(left) = end.checked_duration_since(Instant::now()) {
+        match rx.recv_timeout(QUIET.min(left)) {
+            Ok(Msg::Update(w)) => apply(w, watched, last),
+            Ok(Msg::Fs(_)) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+fn rewatch(
+    inotify: &mut notify::RecommendedWatcher,
+    dirs: &mut BTreeSet<PathBuf>,
+    watched: &Watched,
+) {
+    let want = watched.directories();
+    for gone in dirs.difference(&want) {
+        let _ = inotify.unwatch(gone);
+    }
+    for new in want.difference(dirs) {
+        if let Err(e) = inotify.watch(new, RecursiveMode::NonRecursive) {
+            tracing::warn!(dir = %new.display(), error = %e, "cannot watch directory: changes there need a SIGHUP");
+        }
+    }
+    *dirs = want;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fingerprint_follows_content_mode_and_directory_listing() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().expect("tmp");
+        let f = d.path().join("c.pem");
+        std::fs::write(&f, "a").expect("write");
+        let cert_dir = d.path().join("certs");
+        std::fs::create_dir(&cert_dir).expect("mkdir");
+        let w = Watched {
+            files: vec![f.clone()],
+            dirs: vec![cert_dir.clone()],
+        };
+        let a = w.fingerprint();
+        assert_eq!(a, w.fingerprint(), "stable");
+        std::fs::write(&f, "b").expect("write");
+        let b = w.fingerprint();
+        assert_ne!(a, b, "content");
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let c = w.fingerprint();
+        assert_ne!(b, c, "mode");
+        std::fs::write(cert_dir.join("x.pem"), "x").expect("write");
+        assert_ne!(c, w.fingerprint(), "a file added to the directory");
+        std::fs::remove_file(&f).expect("rm");
+        assert_ne!(c, w.fingerprint(), "missing");
+    }
+
+    #[test]
+    fn parents_and_resolved_parents_are_watched() {
+        let d = tempfile::tempdir().expect("tmp");
+        let real = d.path().join("real");
+        std::fs::create_dir(&real).expect("mkdir");
+        std::fs::write(real.join("k"), "k").expect("write");
+        let link = d.path().join("k");
+        std::os::unix::fs::symlink(real.join("k"), &link).expect("symlink");
+        let w = Watched {
+            files: vec![link, PathBuf::from("relative.pem")],
+            dirs: vec![],
+        };
+        let dirs = w.directories();
+        let real = std::fs::canonicalize(real).expect("canon");
+        assert!(dirs.contains(d.path()) && dirs.contains(&real), "{dirs:?}");
+        assert!(dirs.contains(Path::new(".")), "{dirs:?}");
+    }
+}
