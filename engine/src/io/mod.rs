@@ -129,6 +129,7 @@ impl Runtime {
                 entries: opts.entries,
                 sqpoll_idle_ms: opts.sqpoll_idle_ms,
                 recv_multishot: opts.recv_multishot,
+                restrict: uring::restrict::wanted(),
             })?),
             Backend::TokioUring => {
                 let mut urb = tokio_uring::uring_builder();
