@@ -61,7 +61,12 @@ pub struct Reloader {
     state: Arc<TlsState>,
     identity: Identity,
     live: Arc<Live>,
+    check: Option<Box<PathCheck>>,
 }
+
+/// A check of the new settings run before anything is read (the sandbox
+/// refuses files it would not let the engine open).
+pub type PathCheck = dyn Fn(&Settings) -> Result<(), ConfigError> + Send;
 
 impl Reloader {
     /// `options` are the command-line options the process started with
@@ -79,7 +84,15 @@ impl Reloader {
             state,
             identity,
             live,
+            check: None,
         }
+    }
+
+    /// Runs `check` on each reload's new settings first; its error refuses
+    /// the reload.
+    pub fn with_check(mut self, check: Box<PathCheck>) -> Reloader {
+        self.check = Some(check);
+        self
     }
 
     /// The settings in force.
@@ -92,6 +105,9 @@ impl Reloader {
     /// service-level state such as upstreams). On error nothing changed.
     pub fn reload(&mut self) -> Result<&Settings, ReloadError> {
         let new = self.options.clone().resolve().map_err(ReloadError)?;
+        if let Some(check) = &self.check {
+            check(&new).map_err(ReloadError)?;
+        }
         warn_fixed(&self.settings, &new);
         // Keep a generated self-signed certificate across reloads.
         let prepared = match new.tls.cert {
@@ -126,6 +142,7 @@ fn warn_fixed(old: &Settings, new: &Settings) {
         ("ring settings", old.ring != new.ring),
         ("service", old.service != new.service),
         ("grace", old.grace != new.grace),
+        ("sandbox", old.sandbox != new.sandbox),
         (
             "header_timeout",
             old.ops.header_timeout != new.ops.header_timeout,

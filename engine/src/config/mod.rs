@@ -293,6 +293,11 @@ pub struct Options {
     /// cut off. Worst case ~74 KiB each [default: 1024].
     #[arg(long, value_name = "N")]
     pub max_handshakes: Option<usize>,
+    /// After start-up, fence the process in: io_uring restrictions,
+    /// seccomp allow-list, Landlock read-only file access (see
+    /// docs/security.md); restart to change [default: true].
+    #[arg(long, value_name = "BOOL")]
+    pub sandbox: Option<bool>,
 }
 
 /// The resolved, validated settings the engine runs with.
@@ -340,6 +345,8 @@ pub struct Settings {
     /// Settings that were given but have no effect, one sentence each (the
     /// binary logs them at start).
     pub warnings: Vec<String>,
+    /// Sandbox the process after start-up (binary only).
+    pub sandbox: bool,
 }
 
 /// A configuration problem, reported before anything is bound.
@@ -527,6 +534,7 @@ impl Options {
             max_body,
             request_timeout,
             max_handshakes,
+            sandbox,
         );
         m.finish(&sources)
     }
@@ -781,6 +789,7 @@ impl Options {
             ops,
             http,
             warnings,
+            sandbox: self.sandbox.unwrap_or(true),
         })
     }
 }
