@@ -163,7 +163,10 @@ mod tests {
                 );
             }
         }
-        assert!(seen >= 6, "found only {seen} opcode uses: did the sources move?");
+        assert!(
+            seen >= 6,
+            "found only {seen} opcode uses: did the sources move?"
+        );
     }
 
     #[test]
