@@ -44,6 +44,10 @@ pub const RESOLVER_FILES: &[&str] = &[
     "/etc/gai.conf",
 ];
 
+/// Files the user-name lookup reads: with `--user`, a reload that cannot
+/// read a file names the user it runs as (world-readable files anyway).
+pub const USER_FILES: &[&str] = &["/etc/passwd", "/etc/group", "/etc/nsswitch.conf"];
+
 /// What Landlock did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -54,8 +58,9 @@ pub enum Outcome {
         /// Every handled right is enforced (else some, on an older ABI).
         fully: bool,
     },
-    /// The kernel has no Landlock (or it is disabled): nothing enforced.
-    Unavailable,
+    /// Nothing enforced: the kernel has no Landlock (or it is disabled),
+    /// or a seccomp profile around the engine refuses its calls. Why.
+    Unavailable(String),
 }
 
 /// Why Landlock could not be applied (the engine refuses to serve).
@@ -133,11 +138,20 @@ pub fn apply(dirs: &BTreeSet<PathBuf>, files: &[&str]) -> Result<Outcome, Landlo
     let err = |e: &dyn fmt::Display| LandlockError(e.to_string());
     let read_dir = AccessFs::from_read(HANDLED) & !AccessFs::Execute;
     let read_file = AccessFs::ReadFile;
-    let mut rs = Ruleset::default()
+    let created = Ruleset::default()
         .handle_access(AccessFs::from_all(HANDLED))
         .map_err(|e| err(&e))?
-        .create()
-        .map_err(|e| err(&e))?;
+        .create();
+    let mut rs = match created {
+        Ok(rs) => rs,
+        // E.g. EPERM from a container runtime's seccomp profile that
+        // predates Landlock: best effort, reported.
+        Err(e) => {
+            return Ok(Outcome::Unavailable(format!(
+                "cannot create a ruleset: {e}"
+            )))
+        }
+    };
     let dir_list = dirs
         .iter()
         .map(PathBuf::as_path)
@@ -164,7 +178,7 @@ pub fn apply(dirs: &BTreeSet<PathBuf>, files: &[&str]) -> Result<Outcome, Landlo
     let rs = rs.all_threads(true).map_err(|e| err(&e))?;
     let status = rs.restrict_self().map_err(|e| err(&e))?;
     Ok(match status.ruleset {
-        RulesetStatus::NotEnforced => Outcome::Unavailable,
+        RulesetStatus::NotEnforced => Outcome::Unavailable("not supported by this kernel".into()),
         RulesetStatus::PartiallyEnforced => Outcome::Enforced { abi, fully: false },
         RulesetStatus::FullyEnforced => Outcome::Enforced { abi, fully: true },
     })

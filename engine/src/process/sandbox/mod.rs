@@ -43,7 +43,7 @@ pub struct Layers {
     /// Landlock ABI enforced (`None`: off or unavailable).
     pub landlock_abi: Option<i32>,
     /// Why Landlock is off although the sandbox is on.
-    pub landlock_note: Option<&'static str>,
+    pub landlock_note: Option<String>,
 }
 
 static LAYERS: Mutex<Option<Layers>> = Mutex::new(None);
@@ -88,14 +88,20 @@ pub fn before_start(on: bool, dirs: &BTreeSet<PathBuf>, s: &Settings) -> Result<
     if !on {
         return Ok(());
     }
-    let files: &[&str] = match s.service {
-        ServiceKind::Proxy => landlock::RESOLVER_FILES,
-        _ => &[],
-    };
-    match landlock::apply(dirs, files).map_err(|e| e.to_string())? {
+    let mut files: Vec<&str> = Vec::new();
+    if s.service == ServiceKind::Proxy {
+        files.extend(landlock::RESOLVER_FILES);
+    }
+    if s.ops.user.is_some() {
+        files.extend(landlock::USER_FILES);
+    }
+    match landlock::apply(dirs, &files).map_err(|e| e.to_string())? {
         landlock::Outcome::Enforced { abi, .. } => record(|l| l.landlock_abi = Some(abi)),
-        landlock::Outcome::Unavailable => {
-            record(|l| l.landlock_note = Some("not supported by this kernel"))
+        landlock::Outcome::Unavailable(why) => {
+            tracing::warn!(
+                "sandbox: Landlock not applied ({why}); files stay readable as the user allows"
+            );
+            record(|l| l.landlock_note = Some(why))
         }
     }
     Ok(())
@@ -144,7 +150,7 @@ pub fn reload_check(dirs: BTreeSet<PathBuf>) -> Box<crate::reload::PathCheck> {
 pub fn announce(dirs: &BTreeSet<PathBuf>) {
     let Some(l) = layers() else { return };
     let onoff = |b: bool| if b { "on" } else { "off" };
-    let landlock = match (l.landlock_abi, l.landlock_note) {
+    let landlock = match (l.landlock_abi, &l.landlock_note) {
         (Some(abi), _) => format!("on (ABI {abi})"),
         (None, Some(why)) => format!("off ({why})"),
         (None, None) => "off".into(),

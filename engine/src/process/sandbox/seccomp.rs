@@ -19,6 +19,9 @@
 //! allow-list can see: only `CLONE_THREAD` clones (threads) pass; a fork
 //! (and so any new process) is denied. `execve` is not on the list either.
 
+// `c_long`/`c_ulong` are 64-bit here but not on every target: the casts stay.
+#![allow(clippy::unnecessary_cast)]
+
 use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
     SeccompRule,
@@ -284,7 +287,7 @@ pub struct Denials(File);
 
 impl Denials {
     /// Waits for the next call number denied for the first time.
-    pub fn next(&mut self) -> io::Result<i32> {
+    pub fn next_denied(&mut self) -> io::Result<i32> {
         let mut b = [0u8; 4];
         self.0.read_exact(&mut b)?;
         Ok(i32::from_ne_bytes(b))
@@ -295,7 +298,7 @@ impl Denials {
         std::thread::Builder::new()
             .name("sandbox-log".into())
             .spawn(move || {
-                while let Ok(nr) = self.next() {
+                while let Ok(nr) = self.next_denied() {
                     tracing::warn!(
                         syscall = nr,
                         arch = std::env::consts::ARCH,
@@ -475,8 +478,14 @@ mod tests {
         // Threads still start (clone3 -> ENOSYS -> clone with CLONE_THREAD).
         let t = std::thread::spawn(|| 7).join().expect("thread");
         assert_eq!(t, 7);
-        assert_eq!(denials.next().expect("report"), libc::SYS_acct as i32);
-        assert_eq!(denials.next().expect("report"), libc::SYS_clone as i32);
+        assert_eq!(
+            denials.next_denied().expect("report"),
+            libc::SYS_acct as i32
+        );
+        assert_eq!(
+            denials.next_denied().expect("report"),
+            libc::SYS_clone as i32
+        );
         assert_eq!(denied_total(), 3);
         // Nothing else was reported: the pipe is empty now.
         // SAFETY: F_SETFL on the read end we own.
@@ -487,7 +496,7 @@ mod tests {
                 libc::O_NONBLOCK,
             )
         };
-        let e = denials.next().expect_err("no more reports");
+        let e = denials.next_denied().expect_err("no more reports");
         assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
         // Files can still be read (the engine reads certificates on reload).
         assert!(std::fs::read("/proc/self/statm").is_ok());
