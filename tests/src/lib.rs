@@ -10,6 +10,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod seccomp_profile;
+
 use rustls::pki_types::{CertificateDer, ServerName};
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpStream};

@@ -5,7 +5,9 @@
 
 use serde_json::Value;
 use std::collections::BTreeSet;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
+use uringtls_tests::seccomp_profile;
 
 fn deploy(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -81,7 +83,8 @@ fn the_seccomp_profile_is_a_default_deny_profile_plus_exactly_the_three_io_uring
     assert_eq!(got, IO_URING, "and only those three");
     assert_eq!(with_uring[0]["action"], "SCMP_ACT_ALLOW");
     let allowed = unconditional(&p);
-    // Docker's default keeps these behind capabilities or out entirely.
+    // Docker's default keeps these behind capabilities, a kernel version or
+    // argument checks, or out entirely.
     for gated in [
         "mount",
         "umount2",
@@ -256,4 +259,59 @@ fn check_restricted(name: &str, seccomp: &str) {
 fn the_kubernetes_manifests_parse_and_meet_the_restricted_pod_security_standard() {
     check_restricted("uringtls-deployment.yaml", "Localhost");
     check_restricted("uringtls-deployment-runtime-default.yaml", "RuntimeDefault");
+}
+
+/// Installs `programs` in the child between fork and exec, as a container
+/// runtime does.
+fn under(cmd: &mut std::process::Command, programs: Vec<seccompiler::BpfProgram>) {
+    // SAFETY: the closure only makes the prctl and seccomp calls
+    // (seccompiler::apply_filter) on programs compiled before the fork, and
+    // allocates nothing unless a call fails.
+    unsafe {
+        cmd.pre_exec(move || {
+            for p in &programs {
+                seccompiler::apply_filter(p)
+                    .map_err(|_| std::io::Error::from_raw_os_error(libc::EPERM))?;
+            }
+            Ok(())
+        });
+    }
+}
+
+#[test]
+fn the_engine_serves_under_the_container_profile_and_without_io_uring_names_the_cause() {
+    let text = std::fs::read_to_string(deploy("seccomp-io_uring.json")).expect("profile");
+    let certs = uringtls_tests::test_certs();
+    let (cert, key) = (
+        certs.cert.to_str().expect("utf8"),
+        certs.key.to_str().expect("utf8"),
+    );
+    let args = ["--cert", cert, "--key", key, "--shards", "2"];
+    let programs = seccomp_profile::compile(&text, &[]).expect("the profile loads");
+    let e = uringtls_tests::start_engine_with(&args, |cmd| under(cmd, programs));
+    let cfg = uringtls_tests::any_cert_client_config();
+    let mut c = uringtls_tests::connect_to(e.addr(), &cfg, "localhost").expect("connect");
+    std::io::Write::write_all(&mut c, b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").expect("write");
+    let (status, _, _) = uringtls_tests::read_response(&mut c).expect("response");
+    assert!(status.contains("200"), "{status}");
+    // The runtime's filters and the engine's own, stacked.
+    let st = std::fs::read_to_string(format!("/proc/{}/status", e.pid())).expect("status");
+    let filters = st
+        .lines()
+        .find_map(|l| l.strip_prefix("Seccomp_filters:\t"))
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .expect("Seccomp_filters");
+    assert!(filters >= 4, "{st}");
+    e.wait_for_stderr("sandbox: ring restrictions on, seccomp on, landlock on");
+    assert!(!e.stderr().contains("seccomp denied"), "{}", e.stderr());
+
+    // Docker's current default: the same without the three io_uring calls.
+    let programs = seccomp_profile::compile(&text, &IO_URING).expect("the profile loads");
+    let mut cmd = std::process::Command::new(uringtls_tests::engine_bin());
+    cmd.args(["--listen", "127.0.0.1:0"]).args(args);
+    under(&mut cmd, programs);
+    let out = cmd.output().expect("run the engine");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("blocked by a seccomp policy"), "{err}");
 }
