@@ -36,7 +36,20 @@ pub fn main() -> ExitCode {
         }
     };
     let target = prepared.target;
-    let before_serve = move || crate::process::before_serve(target);
+    let target_name = target.map(|t| crate::process::privileges::user_name(t.uid));
+    // Rings restricted and Landlock applied before any shard starts (they
+    // inherit it); seccomp once privileges are dropped (see
+    // `crate::process::sandbox`).
+    let sandbox = settings.sandbox;
+    let readable = crate::process::sandbox::allowed_dirs(options.config.as_ref(), &settings);
+    if let Err(e) = crate::process::sandbox::before_start(sandbox, &readable, &settings) {
+        eprintln!("uringtls: error: {e}");
+        return ExitCode::from(2);
+    }
+    let before_serve = move || {
+        crate::process::before_serve(target, target_name.as_deref())?;
+        crate::process::sandbox::after_privileges(sandbox)
+    };
     // Probed before our own listeners exist (they would answer it).
     let shared_port = crate::process::listener_exists(settings.listen);
     // Installed before anything is announced: a SIGHUP right after the
@@ -95,6 +108,7 @@ pub fn main() -> ExitCode {
             crate::process::shared_port_warning(engine.server.local_addr())
         );
     }
+    crate::process::sandbox::announce(&readable);
     announce(&settings, &engine);
     crate::process::notify::ready();
     let mut reloader = Reloader::new(
@@ -109,6 +123,9 @@ pub fn main() -> ExitCode {
             Ok(w) => reloader.set_watcher(w),
             Err(e) => tracing::warn!(error = %e, "cannot watch files; reload with SIGHUP"),
         }
+    }
+    if crate::process::sandbox::layers().is_some_and(|l| l.landlock_abi.is_some()) {
+        reloader = reloader.with_check(crate::process::sandbox::reload_check(readable));
     }
     wait_for_stop(&engine, signals, reloader, proxy);
     ExitCode::SUCCESS

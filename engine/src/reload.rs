@@ -63,7 +63,12 @@ pub struct Reloader {
     live: Arc<Live>,
     /// Told what to watch after each applied reload (`watch_files`).
     watcher: Option<crate::watch::FileWatcher>,
+    check: Option<Box<PathCheck>>,
 }
+
+/// A check of the new settings run before anything is read (the sandbox
+/// refuses files it would not let the engine open).
+pub type PathCheck = dyn Fn(&Settings) -> Result<(), ConfigError> + Send;
 
 impl Reloader {
     /// `options` are the command-line options the process started with
@@ -82,12 +87,20 @@ impl Reloader {
             identity,
             live,
             watcher: None,
+            check: None,
         }
     }
 
     /// Keeps `w` watching what each applied reload loads.
     pub fn set_watcher(&mut self, w: crate::watch::FileWatcher) {
         self.watcher = Some(w);
+    }
+
+    /// Runs `check` on each reload's new settings first; its error refuses
+    /// the reload.
+    pub fn with_check(mut self, check: Box<PathCheck>) -> Reloader {
+        self.check = Some(check);
+        self
     }
 
     /// The settings in force.
@@ -100,6 +113,9 @@ impl Reloader {
     /// service-level state such as upstreams). On error nothing changed.
     pub fn reload(&mut self) -> Result<&Settings, ReloadError> {
         let new = self.options.clone().resolve().map_err(ReloadError)?;
+        if let Some(check) = &self.check {
+            check(&new).map_err(ReloadError)?;
+        }
         warn_fixed(&self.settings, &new);
         // Keep a generated self-signed certificate across reloads.
         let prepared = match new.tls.cert {
@@ -138,6 +154,7 @@ fn warn_fixed(old: &Settings, new: &Settings) {
         ("service", old.service != new.service),
         ("grace", old.grace != new.grace),
         ("watch_files", old.watch_files != new.watch_files),
+        ("sandbox", old.sandbox != new.sandbox),
         (
             "header_timeout",
             old.ops.header_timeout != new.ops.header_timeout,

@@ -10,6 +10,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod seccomp_profile;
+
 use rustls::pki_types::{CertificateDer, ServerName};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -247,11 +249,28 @@ pub fn engine_fails_under(wrapper: &Path, args: &[&str]) -> (Option<i32>, String
 }
 
 fn fails(mut cmd: Command, args: &[&str]) -> (Option<i32>, String) {
-    let out = cmd
+    let child = cmd
         .args(args)
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run engine");
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    // Bounded: an engine that starts after all must not hang the test.
+    let out = match rx.recv_timeout(WAIT) {
+        Ok(out) => out.expect("wait for engine"),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("engine did not exit within {WAIT:?} (it should have refused to start)");
+        }
+    };
     assert!(
         !out.status.success(),
         "engine unexpectedly succeeded: {}",

@@ -1,4 +1,4 @@
-//! Both I/O backends serve the same protocol: keep-alive HTTP, a large echo
+//! Every I/O backend (uring, tokio-uring, epoll) serves the same protocol: keep-alive HTTP, a large echo
 //! (many receives, pool buffers and the heap path), and the SIGTERM drain.
 
 use std::io::{Read, Write};
@@ -86,9 +86,21 @@ fn tokio_uring_backend_echoes_a_mebibyte_intact() {
 }
 
 #[test]
+fn epoll_backend_serves_keep_alive_and_drains() {
+    serve_and_drain("epoll");
+}
+
+#[test]
+fn epoll_backend_echoes_a_mebibyte_intact() {
+    echo_large("epoll");
+}
+
+#[test]
 fn an_unknown_backend_is_refused_naming_the_choices() {
-    let (code, err) = engine_fails(&["--io-backend", "epoll"]);
+    let (code, err) = engine_fails(&["--io-backend", "kqueue"]);
     assert_eq!(code, Some(2));
     assert!(err.contains("--io-backend"), "{err}");
-    assert!(err.contains("tokio-uring"), "{err}");
+    for choice in ["auto", "uring", "tokio-uring", "epoll"] {
+        assert!(err.contains(choice), "{choice}: {err}");
+    }
 }

@@ -318,6 +318,11 @@ pub struct Options {
     /// trip less for long chains [default: true].
     #[arg(long, value_name = "BOOL")]
     pub cert_compression: Option<bool>,
+    /// After start-up, fence the process in: io_uring restrictions,
+    /// seccomp allow-list, Landlock read-only file access (see
+    /// docs/security.md); restart to change [default: true].
+    #[arg(long, value_name = "BOOL")]
+    pub sandbox: Option<bool>,
 }
 
 /// The resolved, validated settings the engine runs with.
@@ -367,6 +372,8 @@ pub struct Settings {
     pub warnings: Vec<String>,
     /// Reload when the files loaded change (see `crate::watch`).
     pub watch_files: bool,
+    /// Sandbox the process after start-up (binary only).
+    pub sandbox: bool,
 }
 
 /// A configuration problem, reported before anything is bound.
@@ -558,6 +565,7 @@ impl Options {
             watch_files,
             cert_dir,
             cert_compression,
+            sandbox,
         );
         m.finish(&sources)
     }
@@ -830,6 +838,7 @@ impl Options {
             http,
             warnings,
             watch_files: self.watch_files.unwrap_or(true),
+            sandbox: self.sandbox.unwrap_or(true),
         })
     }
 }

@@ -370,6 +370,7 @@ impl Scrape {
 pub fn render(snaps: Vec<ShardSnapshot>) -> String {
     let mut reg = Registry::with_prefix("uringtls");
     reg.register_collector(Box::new(Scrape(snaps)));
+    reg.register_collector(Box::new(crate::process::sandbox::Metrics));
     let mut out = String::new();
     // Writing into a String cannot fail; an encoder error would be a bug
     // in a label, and an empty page is the safe answer.

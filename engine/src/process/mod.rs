@@ -8,9 +8,11 @@
 //!
 //! - [`privileges`]: user/group lookup, the drop and its verification.
 //! - [`notify`]: `sd_notify` without libsystemd.
+//! - [`sandbox`]: io_uring restrictions, Landlock and seccomp after start-up.
 
 pub mod notify;
 pub mod privileges;
+pub mod sandbox;
 
 use std::fmt;
 use std::os::unix::fs::MetadataExt;
@@ -170,13 +172,16 @@ pub fn prepare(s: &crate::config::Settings) -> Result<Prepared, String> {
 }
 
 /// Run once every shard is ready, before any serves: drops to `target`
-/// (verified) and makes sure the process stays non-dumpable.
-pub fn before_serve(target: Option<privileges::Target>) -> Result<(), String> {
+/// (verified) and makes sure the process stays non-dumpable. `name` is
+/// the target's user name for the log line (looked up before the sandbox
+/// closes `/etc/passwd`).
+pub fn before_serve(target: Option<privileges::Target>, name: Option<&str>) -> Result<(), String> {
     if let Some(t) = target {
         privileges::drop_to(t).map_err(|e| e.to_string())?;
         // A credential change resets the dumpable flag; set it again.
         disable_core_dumps().map_err(|e| format!("cannot disable core dumps: {e}"))?;
-        tracing::info!(uid = t.uid, gid = t.gid, user = %privileges::user_name(t.uid), "dropped privileges");
+        let user = name.map_or_else(|| privileges::user_name(t.uid), str::to_owned);
+        tracing::info!(uid = t.uid, gid = t.gid, user = %user, "dropped privileges");
     }
     Ok(())
 }

@@ -46,6 +46,8 @@ mod epoll;
 pub mod time;
 pub(crate) mod uring;
 
+pub use uring::restrict;
+
 /// Counters for tests of crates built on this one (feature `test-hooks`).
 #[cfg(feature = "test-hooks")]
 pub mod test_hooks {
@@ -176,6 +178,7 @@ impl Runtime {
                     entries: opts.entries,
                     sqpoll_idle_ms: opts.sqpoll_idle_ms,
                     recv_multishot: opts.recv_multishot,
+                    restrict: uring::restrict::wanted(),
                 })
                 .map_err(fail)?,
             ),

@@ -37,6 +37,7 @@ pub(crate) mod bufring;
 mod executor;
 pub(crate) mod net;
 mod op;
+pub mod restrict;
 mod stats;
 mod sys;
 mod timer;
@@ -151,11 +152,14 @@ pub(crate) struct Setup {
     pub entries: u32,
     pub sqpoll_idle_ms: Option<u32>,
     pub recv_multishot: bool,
+    /// Restrict the ring to the engine's operations ([`restrict`]).
+    pub restrict: bool,
 }
 
 impl Driver {
     fn new(setup: &Setup) -> io::Result<Driver> {
         let mut b = IoUring::builder();
+        restrict::start_disabled(&mut b, setup.restrict);
         match setup.sqpoll_idle_ms {
             // SQPOLL submits from a kernel thread: DEFER_TASKRUN needs the
             // submitter to be this thread, and the kernel refuses
@@ -181,6 +185,7 @@ impl Driver {
         // A kernel without provided-buffer rings still works: every
         // receive then uses a heap buffer.
         let bufs = BufRing::new(&ring, POOL_BUFFERS, POOL_BUF_SIZE).ok();
+        restrict::restrict_and_enable(&ring, setup.restrict)?;
         let ready = Arc::new(ReadyQueue {
             ids: Mutex::new(Vec::with_capacity(256)),
             parked: AtomicBool::new(false),
