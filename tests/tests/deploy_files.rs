@@ -306,9 +306,22 @@ fn the_engine_serves_under_the_container_profile_and_without_io_uring_names_the_
     assert!(!e.stderr().contains("seccomp denied"), "{}", e.stderr());
 
     // Docker's current default: the same without the three io_uring calls.
+    // With `--io-backend auto` (the default) the engine serves on epoll...
+    let programs = seccomp_profile::compile(&text, &IO_URING).expect("the profile loads");
+    let e = uringtls_tests::start_engine_with(&args, |cmd| under(cmd, programs));
+    let mut c = uringtls_tests::connect_to(e.addr(), &cfg, "localhost").expect("connect");
+    std::io::Write::write_all(&mut c, b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").expect("write");
+    let (status, _, _) = uringtls_tests::read_response(&mut c).expect("response");
+    assert!(status.contains("200"), "{status}");
+    e.wait_for_stderr("io_uring is unavailable: serving on the epoll backend");
+    e.wait_for_stderr("sandbox: ring restrictions off, seccomp on, landlock on");
+    assert!(!e.stderr().contains("seccomp denied"), "{}", e.stderr());
+    drop(e);
+    // ...and with `--io-backend uring` it refuses to start, naming the cause.
     let programs = seccomp_profile::compile(&text, &IO_URING).expect("the profile loads");
     let mut cmd = std::process::Command::new(uringtls_tests::engine_bin());
-    cmd.args(["--listen", "127.0.0.1:0"]).args(args);
+    cmd.args(["--listen", "127.0.0.1:0", "--io-backend", "uring"])
+        .args(args);
     under(&mut cmd, programs);
     let out = cmd.output().expect("run the engine");
     let err = String::from_utf8_lossy(&out.stderr);

@@ -66,6 +66,15 @@ pub fn configured_files(options_config: Option<&PathBuf>, s: &Settings) -> Vec<P
     let mut v: Vec<PathBuf> = options_config.into_iter().cloned().collect();
     v.extend(t.cert.iter().chain(&t.key).chain(&t.client_ca).cloned());
     v.extend(t.ticket_key_file.iter().cloned());
+    v.extend(t.ticket_secret_file.iter().cloned());
+    if let Some(d) = &t.cert_dir {
+        // The directory itself (its pairs come and go): a name inside it,
+        // as given and as resolved (a Kubernetes `..data` link).
+        v.push(d.join(".cert_dir"));
+        if let Ok(real) = std::fs::canonicalize(d) {
+            v.push(real.join(".cert_dir"));
+        }
+    }
     for p in &t.extra_certs {
         v.push(p.cert.clone());
         v.push(p.key.clone());
@@ -82,7 +91,14 @@ pub fn allowed_dirs(options_config: Option<&PathBuf>, s: &Settings) -> BTreeSet<
 /// applies Landlock to this thread (and so to the shards it starts).
 /// With `on` false, records every layer off.
 pub fn before_start(on: bool, dirs: &BTreeSet<PathBuf>, s: &Settings) -> Result<(), String> {
-    let rings = on && s.ring.backend == crate::io::Backend::Uring;
+    // `auto` runs on the uring backend where a ring can be built (the
+    // shards' start makes the same probe and the same choice).
+    let uring = match s.ring.backend {
+        crate::io::Backend::Uring => true,
+        crate::io::Backend::Auto => crate::io::probe_uring().is_ok(),
+        crate::io::Backend::TokioUring | crate::io::Backend::Epoll => false,
+    };
+    let rings = on && uring;
     crate::io::restrict::set_wanted(rings);
     record(|l| l.ring_restrictions = rings);
     if !on {
