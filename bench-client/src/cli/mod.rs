@@ -1,6 +1,7 @@
 //! The command line: one subcommand per workload, shared load/TLS/output
 //! flags, resolved into a [`Plan`](crate::load::Plan) before anything runs.
 
+pub mod fleet;
 pub(crate) mod resolve;
 pub mod target;
 pub mod units;
@@ -162,6 +163,16 @@ pub struct Common {
     /// No progress line.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Run as worker I of N (1-based) of several bench-clients: --rate,
+    /// --connections and --requests are then the whole fleet's, this worker
+    /// takes its share, and --hlog/--json are tagged I/N for `merge`.
+    #[arg(long, value_name = "I/N", value_parser = fleet::WorkerTag::parse)]
+    pub worker: Option<fleet::WorkerTag>,
+    /// Start the load at this instant (Unix seconds, or RFC 3339 such as
+    /// 2026-01-01T12:00:00Z), so that every worker's intervals line up; a
+    /// time already passed is an error.
+    #[arg(long, value_name = "TIME", value_parser = fleet::parse_start_at)]
+    pub start_at: Option<std::time::SystemTime>,
     #[command(flatten)]
     pub tls: TlsArgs,
     #[command(flatten)]

@@ -5,6 +5,7 @@
 //! `merge` subcommand ([`merge`]).
 
 pub mod csv;
+pub mod fleet_checks;
 pub mod hlog;
 pub mod json;
 pub mod merge;
@@ -32,6 +33,8 @@ pub struct Report<'a> {
     pub server_source: Option<String>,
     /// Warnings gathered before the run (fd limit, ...).
     pub warnings: Vec<String>,
+    /// When the load started (wall clock).
+    pub started: std::time::SystemTime,
 }
 
 impl Report<'_> {
