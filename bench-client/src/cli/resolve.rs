@@ -33,6 +33,10 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
             output::merge::run(&a)?;
             return Ok(ExitCode::SUCCESS);
         }
+        Command::Plot(a) => {
+            output::plot::run(&a)?;
+            return Ok(ExitCode::SUCCESS);
+        }
         Command::Handshake {
             common,
             request,
