@@ -232,8 +232,8 @@ impl Merged {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "  {:<28} {:>10} {:>10} {:>9} {:>8}  {}",
-            "input", "ops", "ops/s", "p99", "errors", "busiest CPU"
+            "  {:<28} {:>10} {:>10} {:>9} {:>8}  busiest CPU",
+            "input", "ops", "ops/s", "p99", "errors"
         );
         for i in &self.inputs {
             let asked = i

@@ -183,7 +183,7 @@ pub fn html(title: Option<&str>, runs: &[Run], charts: &[String]) -> String {
     }
     s.push_str("</table>\n");
     for c in charts {
-        let _ = write!(s, "<figure>{c}</figure>\n");
+        let _ = writeln!(s, "<figure>{c}</figure>");
     }
     s.push_str("</body></html>\n");
     s
