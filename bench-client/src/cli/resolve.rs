@@ -191,7 +191,7 @@ fn plan(
         take_share(&mut c, f.tag)?;
     }
     if let Some(at) = c.start_at {
-        fleet::until(at, std::time::SystemTime::now(), "at start-up").map_err(usage)?;
+        fleet::until(at, SystemTime::now(), "at start-up").map_err(usage)?;
     }
     let cpus = if c.no_pin {
         Vec::new()
