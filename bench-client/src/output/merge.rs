@@ -4,7 +4,7 @@
 //! averaged; histograms can be added). Rates add up too: each file's count
 //! over its own time span, summed, since the clients ran side by side.
 //! Errors by class, bytes and each client's own CPU come from the logs'
-//! closing `#result:` lines (see [`hlog`](super::hlog)).
+//! closing `#result:` lines (see [`hlog`]).
 //!
 //! Merging always goes on; what makes the sum doubtful is a warning:
 //! - a log whose intervals span more than the measuring time its run asked
