@@ -13,13 +13,15 @@
 //!  main thread: merges interval snapshots -> progress line, CSV, hlog; totals -> summary
 //! ```
 //!
-//! - [`cli`]: flags, sizes, durations, target URL, resolved into a [`load::Plan`].
+//! - [`cli`]: flags, sizes, durations, target URL, resolved into a [`load::Plan`];
+//!   a fleet worker's share (`--worker I/N`) and common start (`--start-at`).
 //! - [`tls`]: the rustls `ClientConfig` (versions, suites, groups, ALPN, trust).
 //! - [`load`]: threads, pacing, the run loop, fd limits, the target probe.
 //! - [`workloads`]: handshake, resume, http, echo, bulk.
 //! - [`stats`]: per-thread recorders, error classes, CPU accounting.
 //! - [`output`]: progress, summary, `--latency`, `.hgrm`, `.hlog`, JSON, CSV,
-//!   and `merge`.
+//!   `merge` (several machines added up exactly) and `plot` (SVG charts drawn
+//!   by the workspace's `plotting` crate).
 //!
 //! Nothing on the hot path is shared between threads: each worker records
 //! into its own histograms, handed over once per interval.

@@ -1,6 +1,7 @@
 //! The command line: one subcommand per workload, shared load/TLS/output
 //! flags, resolved into a [`Plan`](crate::load::Plan) before anything runs.
 
+pub mod fleet;
 pub(crate) mod resolve;
 pub mod target;
 pub mod units;
@@ -79,6 +80,8 @@ pub enum Command {
     },
     /// Adds up the `.hlog` files of several runs (e.g. several client machines) into one report.
     Merge(MergeArgs),
+    /// Draws runs as an SVG: latency percentile curves, throughput and p99 over time, or the phases of one run.
+    Plot(PlotArgs),
 }
 
 /// What a handshake/resume connection sends after the handshake.
@@ -162,6 +165,16 @@ pub struct Common {
     /// No progress line.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Run as worker I of N (1-based) of several bench-clients: --rate,
+    /// --connections and --requests are then the whole fleet's, this worker
+    /// takes its share, and --hlog/--json are tagged I/N for `merge`.
+    #[arg(long, value_name = "I/N", value_parser = fleet::WorkerTag::parse)]
+    pub worker: Option<fleet::WorkerTag>,
+    /// Start the load at this instant (Unix seconds, or RFC 3339 such as
+    /// 2026-01-01T12:00:00Z), so that every worker's intervals line up; a
+    /// time already passed is an error.
+    #[arg(long, value_name = "TIME", value_parser = fleet::parse_start_at)]
+    pub start_at: Option<std::time::SystemTime>,
     #[command(flatten)]
     pub tls: TlsArgs,
     #[command(flatten)]
@@ -256,6 +269,43 @@ pub struct MergeArgs {
     /// Write the merged figures as JSON here (`-` for stdout).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+}
+
+/// `plot` flags.
+#[derive(Debug, Clone, Args)]
+pub struct PlotArgs {
+    /// Runs to draw: --json reports, --hlog interval logs, .hgrm
+    /// distributions (`merge`'s --json and --hgrm too).
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// The SVG file to write.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+    /// What to draw.
+    #[arg(long, value_enum, default_value_t = PlotKind::Percentiles)]
+    pub kind: PlotKind,
+    /// Legend name of each input, in order (repeatable) [default: the
+    /// worker tag (`worker 2/3`) or the file name without extension].
+    #[arg(long, value_name = "NAME")]
+    pub label: Vec<String>,
+    /// Chart title.
+    #[arg(long)]
+    pub title: Option<String>,
+    /// Also write one self-contained HTML page: a summary table and every
+    /// chart these inputs allow.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+}
+
+/// What `plot` draws.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PlotKind {
+    /// Latency by percentile, 50% to 99.999% on a log axis, one curve per input.
+    Percentiles,
+    /// Throughput and p99 per interval (needs --hlog interval logs).
+    OverTime,
+    /// Connect, handshake, first byte and total latency of one run.
+    Phases,
 }
 
 /// Runs the command line; exit 0 on success, 1 when the run failed (target

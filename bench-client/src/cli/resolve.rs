@@ -1,19 +1,20 @@
 //! From parsed flags to a run: validate, build the [`Plan`], probe the
 //! target, raise limits, open the outputs, run, report.
 
+use super::fleet::{self, Fleet, WorkerTag};
 use super::target::Target;
 use super::units::parse_cpus;
 use super::{Cli, Command, Common, Direction, HttpArgs, RequestKind};
 use crate::load::{self, limits, probe, run::IntervalSink, Error, Plan};
 use crate::output::{
-    self, csv::Csv, hlog::HlogWriter, percentiles, progress::Progress, summary, Report,
+    self, csv::Csv, hlog, hlog::HlogWriter, percentiles, progress::Progress, summary, Report,
 };
 use crate::stats::server::ServerMetrics;
 use crate::stats::Metric;
 use crate::workloads::{http::build_request, OneShot, WorkloadSpec};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// Largest piece of an `echo` message written before reading its echo.
 pub const ECHO_CHUNK: usize = 64 * 1024;
@@ -30,6 +31,10 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
     let (name, common, spec) = match cli.command {
         Command::Merge(a) => {
             output::merge::run(&a)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Plot(a) => {
+            output::plot::run(&a)?;
             return Ok(ExitCode::SUCCESS);
         }
         Command::Handshake {
@@ -176,6 +181,18 @@ fn plan(
     if c.interval < Duration::from_millis(10) {
         return Err(usage("--interval must be at least 10ms".into()));
     }
+    let fleet = c.worker.map(|tag| Fleet {
+        tag,
+        rate: c.rate,
+        connections: c.connections,
+        requests: c.requests,
+    });
+    if let Some(f) = &fleet {
+        take_share(&mut c, f.tag)?;
+    }
+    if let Some(at) = c.start_at {
+        fleet::until(at, SystemTime::now(), "at start-up").map_err(usage)?;
+    }
     let cpus = if c.no_pin {
         Vec::new()
     } else if let Some(list) = &c.cpus {
@@ -226,7 +243,40 @@ fn plan(
         timeout: c.timeout,
         interval: c.interval,
         io_backend: c.io_backend,
+        fleet,
+        start_at: c.start_at,
     })
+}
+
+/// Replaces the fleet's `--connections`, `--rate` and `--requests` in `c`
+/// by worker `tag`'s share; a share of nothing is an error.
+fn take_share(c: &mut Common, tag: WorkerTag) -> Result<(), Error> {
+    let n = tag.of;
+    let starved = |flag: &str, total: String| {
+        Error::Usage(format!(
+            "{flag} {total} is the fleet's total with --worker {tag}: it leaves worker {tag} nothing; give {flag} {n} or more"
+        ))
+    };
+    let conns = tag.share_count(c.connections as u64);
+    if conns == 0 {
+        return Err(starved("--connections", c.connections.to_string()));
+    }
+    c.connections = conns as usize;
+    if let Some(r) = c.rate {
+        let share = tag.share_rate(r);
+        if share <= 0.0 {
+            return Err(starved("--rate", r.to_string()));
+        }
+        c.rate = Some(share);
+    }
+    if let Some(total) = c.requests {
+        let share = tag.share_count(total);
+        if share == 0 {
+            return Err(starved("--requests", total.to_string()));
+        }
+        c.requests = Some(share);
+    }
+    Ok(())
 }
 
 fn execute(
@@ -261,26 +311,29 @@ fn execute(
     if let Some(p) = &out.csv {
         sinks_owned.push(Box::new(Csv::create(p).map_err(|e| file_err(p, e))?));
     }
-    if let Some(p) = &out.hlog {
-        let comment = format!(
-            "bench-client {}",
-            std::env::args().skip(1).collect::<Vec<_>>().join(" ")
-        );
-        sinks_owned.push(Box::new(
-            // Interval timestamps count from the start of measuring.
-            HlogWriter::create(
-                p,
-                &comment,
-                std::time::SystemTime::now() + plan.warmup,
-                plan.duration,
-            )
-            .map_err(|e| file_err(p, e))?,
-        ));
-    }
+    let mut hlog = match &out.hlog {
+        Some(p) => Some(open_hlog(p, &plan).map_err(|e| file_err(p, e))?),
+        None => None,
+    };
     let mut sinks: Vec<&mut dyn IntervalSink> = sinks_owned
         .iter_mut()
         .map(|b| b.as_mut() as &mut dyn IntervalSink)
         .collect();
+    if let Some(h) = hlog.as_mut() {
+        sinks.push(h);
+    }
+    if let Some(at) = plan.start_at {
+        let wait = fleet::until(at, SystemTime::now(), "after probing the target")
+            .map_err(Error::Usage)?;
+        if !quiet {
+            eprintln!(
+                "bench-client: waiting {:.1}s for --start-at",
+                wait.as_secs_f64()
+            );
+        }
+        std::thread::sleep(wait);
+    }
+    let started = SystemTime::now();
     let outcome = load::run::run(plan.clone(), server.as_ref(), &mut sinks)?;
     drop(sinks);
     drop(sinks_owned);
@@ -291,7 +344,12 @@ fn execute(
         negotiated: &negotiated,
         server_source: server.as_ref().map(ServerMetrics::describe),
         warnings,
+        started,
     };
+    if let (Some(h), Some(p)) = (hlog.as_mut(), &out.hlog) {
+        h.result(&output::json::result(&report))
+            .map_err(|e| file_err(p, e))?;
+    }
     // With `--json -` stdout carries only the JSON document.
     let json_to_stdout = out.json.as_deref().is_some_and(|p| p.as_os_str() == "-");
     if json_to_stdout {
@@ -340,6 +398,24 @@ fn execute(
     Ok(ExitCode::SUCCESS)
 }
 
+/// Creates the `--hlog` file: its header names the command, the worker
+/// tag and the start of measuring (`--start-at`, or now, plus the warmup).
+fn open_hlog(
+    path: &std::path::Path,
+    plan: &Plan,
+) -> std::io::Result<HlogWriter<std::io::BufWriter<std::fs::File>>> {
+    let mut comments = vec![format!(
+        "bench-client {}",
+        std::env::args().skip(1).collect::<Vec<_>>().join(" ")
+    )];
+    if let Some(f) = &plan.fleet {
+        comments.push(hlog::worker_comment(f.tag));
+    }
+    // Interval timestamps count from the start of measuring.
+    let start = plan.start_at.unwrap_or_else(SystemTime::now) + plan.warmup;
+    HlogWriter::create(path, &comments, start, plan.duration)
+}
+
 /// A plan for unit tests (`bench-client http 127.0.0.1:1 -k` plus `extra` flags).
 #[cfg(test)]
 pub(crate) fn test_plan(extra: &[&str]) -> Plan {
@@ -363,6 +439,59 @@ pub(crate) fn test_plan(extra: &[&str]) -> Plan {
 mod tests {
     use super::test_plan;
     use uringtls_runtime::io::Backend;
+
+    fn plan_error(extra: &[&str]) -> String {
+        use clap::Parser;
+        let mut args = vec!["bench-client", "http", "127.0.0.1:1", "-k"];
+        args.extend_from_slice(extra);
+        let cli = super::Cli::try_parse_from(args).expect("flags parse");
+        let super::Command::Http { common, http, .. } = cli.command else {
+            unreachable!("http subcommand")
+        };
+        let spec = super::http_spec(&http, &common, 1).expect("spec");
+        match super::plan("http", common, spec, None) {
+            Ok(_) => panic!("plan accepted {extra:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn workers_share_the_fleet_totals_exactly() {
+        let plans: Vec<_> = (1..=3)
+            .map(|i| {
+                let w = format!("{i}/3");
+                test_plan(&["--worker", &w, "-c", "7", "--rate", "600.5", "-n", "11"])
+            })
+            .collect();
+        let conns: Vec<usize> = plans.iter().map(|p| p.connections).collect();
+        assert_eq!(conns, [3, 2, 2]);
+        let rates: Vec<f64> = plans.iter().filter_map(|p| p.rate).collect();
+        assert_eq!(rates, [200.5, 200.0, 200.0]);
+        let reqs: Vec<u64> = plans.iter().filter_map(|p| p.requests).collect();
+        assert_eq!(reqs, [4, 4, 3]);
+        // Threads follow the worker's own connections.
+        assert!(plans.iter().all(|p| p.threads <= p.connections));
+    }
+
+    #[test]
+    fn a_share_of_nothing_or_a_start_time_passed_is_refused_naming_the_flag() {
+        let e = plan_error(&["--worker", "3/3", "-c", "2"]);
+        assert!(
+            e.starts_with("--connections 2 is the fleet's total with --worker 3/3"),
+            "{e}"
+        );
+        assert!(e.contains("give --connections 3 or more"), "{e}");
+        let e = plan_error(&["--worker", "3/3", "-c", "3", "-n", "2"]);
+        assert!(e.starts_with("--requests 2 is the fleet's total"), "{e}");
+        let e = plan_error(&["--worker", "3/3", "-c", "3", "--rate", "2"]);
+        assert!(e.starts_with("--rate 2 is the fleet's total"), "{e}");
+        let e = plan_error(&["--start-at", "2020-01-01T00:00:00Z"]);
+        assert!(
+            e.starts_with("--start-at 1577836800.000 (Unix seconds) passed"),
+            "{e}"
+        );
+        assert!(e.contains("at start-up"), "{e}");
+    }
 
     #[test]
     fn workers_park_in_epoll_unless_the_uring_backend_is_asked_for() {

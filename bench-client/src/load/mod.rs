@@ -51,6 +51,11 @@ pub struct Plan {
     pub interval: Duration,
     /// I/O runtime of each worker thread.
     pub io_backend: uringtls_runtime::io::Backend,
+    /// `--worker`: this process's place in a fleet and the fleet's totals
+    /// (`rate`, `connections` and `requests` above are this worker's share).
+    pub fleet: Option<crate::cli::fleet::Fleet>,
+    /// `--start-at`: when the load starts.
+    pub start_at: Option<std::time::SystemTime>,
 }
 
 impl Plan {

@@ -4,7 +4,15 @@
 //! tagged with the metric name (`Tag=total`, `Tag=connect`, ...). Values are
 //! microseconds. A header comment `#requested_duration_s: 2.000` keeps the
 //! measuring time asked for, so that `merge` can tell a run that overran it.
+//!
+//! A worker of a fleet (`--worker I/N`) says so in a header comment
+//! (`#worker: 2/3`), and every run ends its log with one comment line
+//! holding its counters as JSON (`#result: {"ops":...,"errors":...,
+//! "client_cpu":...}`): what the histograms cannot carry (errors by class,
+//! bytes, our own CPU) reaches `merge` in the same file. Comment lines are
+//! ignored by other HdrHistogram tools.
 
+use crate::cli::fleet::WorkerTag;
 use crate::load::run::{Interval, IntervalSink};
 use crate::stats::{new_hist, Metric};
 use base64::Engine;
@@ -21,6 +29,15 @@ use std::time::{Duration, SystemTime};
 
 /// The header comment holding the requested measuring time (seconds).
 const REQUESTED: &str = "requested_duration_s:";
+/// The header comment holding the worker tag (`I/N`).
+const WORKER: &str = "worker:";
+/// The closing comment holding the run's counters (JSON).
+const RESULT: &str = "result:";
+
+/// The header comment for worker `tag` (pass it to [`HlogWriter::new`]).
+pub fn worker_comment(tag: WorkerTag) -> String {
+    format!("{WORKER} {tag}")
+}
 
 /// Writes the interval log.
 pub struct HlogWriter<W: Write> {
@@ -33,13 +50,13 @@ impl HlogWriter<BufWriter<File>> {
     /// `requested` measuring time).
     pub fn create(
         path: &Path,
-        comment: &str,
+        comments: &[String],
         start: SystemTime,
         requested: Duration,
     ) -> std::io::Result<Self> {
         HlogWriter::new(
             BufWriter::new(File::create(path)?),
-            comment,
+            comments,
             start,
             requested,
         )
@@ -47,17 +64,20 @@ impl HlogWriter<BufWriter<File>> {
 }
 
 impl<W: Write> HlogWriter<W> {
-    /// Writes the header (comment, StartTime/BaseTime = `start`, the
-    /// `requested` measuring time) to `out`.
+    /// Writes the header (`comments`, one line each; StartTime/BaseTime =
+    /// `start`; the `requested` measuring time) to `out`.
     pub fn new(
         mut out: W,
-        comment: &str,
+        comments: &[String],
         start: SystemTime,
         requested: Duration,
     ) -> std::io::Result<Self> {
         let mut ser = V2DeflateSerializer::new();
-        IntervalLogWriterBuilder::new()
-            .add_comment(comment)
+        let mut header = IntervalLogWriterBuilder::new();
+        for c in comments {
+            header.add_comment(c);
+        }
+        header
             .add_comment(&format!(
                 "{REQUESTED} {:.3} (measuring time asked for, warmup excluded)",
                 requested.as_secs_f64()
@@ -85,6 +105,12 @@ impl<W: Write> HlogWriter<W> {
         let mut w = IntervalLogWriterBuilder::new().begin_log_with(&mut self.out, &mut self.ser)?;
         w.write_histogram(h, start, len, Tag::new(tag))
             .map_err(|e| std::io::Error::other(e.to_string()))
+    }
+
+    /// Appends the run's closing `#result: {...}` line.
+    pub fn result(&mut self, counters: &serde_json::Value) -> std::io::Result<()> {
+        writeln!(self.out, "#{RESULT} {counters}")?;
+        self.out.flush()
     }
 
     /// The underlying writer.
@@ -120,6 +146,28 @@ pub struct HlogData {
     /// The measuring time the run asked for (`None` in logs of other tools
     /// and of older bench-client versions).
     pub requested: Option<f64>,
+    /// `#[StartTime: ...]`: when measuring started (Unix seconds).
+    pub start_time: Option<f64>,
+    /// The worker tag (`--worker`), if the run had one.
+    pub worker: Option<WorkerTag>,
+    /// The run's closing `#result:` counters (`None` if the run did not
+    /// finish, or in logs of other tools).
+    pub result: Option<serde_json::Value>,
+    /// The `total` histogram of each interval, in order.
+    pub timeline: Vec<IntervalTotal>,
+}
+
+/// One interval of the `total` metric, for plots over time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IntervalTotal {
+    /// Start, seconds since measuring started.
+    pub start: f64,
+    /// Length, seconds.
+    pub len: f64,
+    /// Operations completed in it.
+    pub count: u64,
+    /// Its 99th percentile, µs.
+    pub p99_us: u64,
 }
 
 impl HlogData {
@@ -141,13 +189,25 @@ pub fn parse(bytes: &[u8]) -> Result<HlogData, String> {
         per_tag: BTreeMap::new(),
         span: None,
         intervals: 0,
-        requested: requested(bytes),
+        requested: comment(bytes, REQUESTED).and_then(|t| {
+            let secs: f64 = t.split_whitespace().next()?.parse().ok()?;
+            (secs.is_finite() && secs > 0.0).then_some(secs)
+        }),
+        start_time: None,
+        worker: comment(bytes, WORKER).and_then(|t| WorkerTag::parse(t).ok()),
+        result: comment(bytes, RESULT).and_then(|t| serde_json::from_str(t).ok()),
+        timeline: Vec::new(),
     };
     let mut de = Deserializer::new();
     for entry in IntervalLogIterator::new(bytes) {
         let entry = entry.map_err(|e| format!("not an interval log ({e:?})"))?;
-        let LogEntry::Interval(ilh) = entry else {
-            continue;
+        let ilh = match entry {
+            LogEntry::Interval(ilh) => ilh,
+            LogEntry::StartTime(t) => {
+                data.start_time.get_or_insert(t.as_secs_f64());
+                continue;
+            }
+            LogEntry::BaseTime(_) => continue,
         };
         let raw = base64::engine::general_purpose::STANDARD
             .decode(ilh.encoded_histogram())
@@ -159,11 +219,19 @@ pub fn parse(bytes: &[u8]) -> Result<HlogData, String> {
             .tag()
             .map(|t| t.as_str().to_string())
             .unwrap_or_else(|| "total".into());
+        let start = ilh.start_timestamp().as_secs_f64();
+        let end = start + ilh.duration().as_secs_f64();
+        if tag == Metric::Total.name() {
+            data.timeline.push(IntervalTotal {
+                start,
+                len: ilh.duration().as_secs_f64(),
+                count: h.len(),
+                p99_us: h.value_at_quantile(0.99),
+            });
+        }
         let sum = data.per_tag.entry(tag).or_insert_with(new_hist);
         sum.add(&h)
             .map_err(|e| format!("histogram out of range: {e:?}"))?;
-        let start = ilh.start_timestamp().as_secs_f64();
-        let end = start + ilh.duration().as_secs_f64();
         data.span = Some(match data.span {
             Some((a, b)) => (a.min(start), b.max(end)),
             None => (start, end),
@@ -176,15 +244,11 @@ pub fn parse(bytes: &[u8]) -> Result<HlogData, String> {
     Ok(data)
 }
 
-/// The `#requested_duration_s:` header value, if any.
-fn requested(bytes: &[u8]) -> Option<f64> {
-    bytes.split(|&b| b == b'\n').find_map(|line| {
-        let rest = line
-            .strip_prefix(b"#")?
-            .strip_prefix(REQUESTED.as_bytes())?;
-        let text = std::str::from_utf8(rest).ok()?;
-        let secs: f64 = text.split_whitespace().next()?.parse().ok()?;
-        (secs.is_finite() && secs > 0.0).then_some(secs)
+/// The text after the last `#key` comment line, trimmed.
+fn comment<'a>(bytes: &'a [u8], key: &str) -> Option<&'a str> {
+    bytes.split(|&b| b == b'\n').rev().find_map(|line| {
+        let rest = line.strip_prefix(b"#")?.strip_prefix(key.as_bytes())?;
+        Some(std::str::from_utf8(rest).ok()?.trim())
     })
 }
 
@@ -195,10 +259,11 @@ mod tests {
 
     #[test]
     fn written_intervals_read_back_summed_per_tag() {
+        let tag = WorkerTag { index: 2, of: 3 };
         let mut w = HlogWriter::new(
             Vec::new(),
-            "test",
-            SystemTime::UNIX_EPOCH,
+            &["test".into(), worker_comment(tag)],
+            SystemTime::UNIX_EPOCH + Duration::from_millis(1_767_225_600_250),
             Duration::from_millis(2500),
         )
         .expect("header");
@@ -218,9 +283,16 @@ mod tests {
             };
             w.interval(&iv).expect("write");
         }
+        w.result(&serde_json::json!({"ops": 300, "errors": {"total": 0}}))
+            .expect("result");
         let text = w.into_inner();
         let s = String::from_utf8(text.clone()).expect("utf8");
-        assert!(s.contains("#[StartTime: 0.000"), "{s}");
+        assert!(s.contains("#[StartTime: 1767225600.250"), "{s}");
+        assert!(s.contains("\n#worker: 2/3\n"), "{s}");
+        assert!(
+            s.ends_with("#result: {\"errors\":{\"total\":0},\"ops\":300}\n"),
+            "{s}"
+        );
         assert!(s.contains("Tag=total,0.000,1.000,"), "{s}");
         let data = parse(&text).expect("parse");
         assert_eq!(data.intervals, 6);
@@ -229,13 +301,22 @@ mod tests {
         assert_eq!(data.per_tag["total"].max(), 300);
         assert_eq!(data.seconds(), 3.0);
         assert_eq!(data.requested, Some(2.5));
+        assert_eq!(data.start_time, Some(1_767_225_600.25));
+        assert_eq!(data.worker, Some(tag));
+        assert_eq!(
+            data.result.as_ref().map(|r| r["ops"].clone()),
+            Some(300.into())
+        );
+        let counts: Vec<(f64, u64)> = data.timeline.iter().map(|i| (i.start, i.count)).collect();
+        assert_eq!(counts, [(0.0, 100), (1.0, 100), (2.0, 100)]);
+        assert_eq!(data.timeline[2].p99_us, 297);
     }
 
     #[test]
     fn a_log_without_the_requested_duration_header_reads_as_unknown() {
         let mut w = HlogWriter::new(
             Vec::new(),
-            "test",
+            &["test".into()],
             SystemTime::UNIX_EPOCH,
             Duration::from_secs(1),
         )
@@ -248,6 +329,8 @@ mod tests {
             .filter(|l| !l.contains(REQUESTED))
             .map(|l| format!("{l}\n"))
             .collect();
-        assert_eq!(parse(old.as_bytes()).expect("parse").requested, None);
+        let data = parse(old.as_bytes()).expect("parse");
+        assert_eq!(data.requested, None);
+        assert_eq!((data.worker, data.result), (None, None));
     }
 }

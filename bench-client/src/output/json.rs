@@ -1,10 +1,51 @@
 //! `--json FILE`: every figure of the summary, machine-readable. Latencies
 //! are microseconds, rates per second, bytes as counts.
 
+use super::percentiles::TICKS_PER_HALF;
 use super::summary::{op_unit, warnings};
 use super::{LatencyStats, Report};
+use crate::cli::fleet::unix_secs;
 use crate::stats::Metric;
+use hdrhistogram::Histogram;
 use serde_json::{json, Map, Value};
+
+/// The keys of [`document`] repeated in the `--hlog`'s closing `#result:`
+/// line, for `merge`.
+pub const RESULT_KEYS: [&str; 11] = [
+    "workload",
+    "worker",
+    "start_at_unix_s",
+    "started_unix_s",
+    "ops",
+    "ops_per_s",
+    "bytes_in",
+    "bytes_out",
+    "errors",
+    "client_cpu",
+    "load",
+];
+
+/// The run's counters for the `--hlog`'s closing line: [`RESULT_KEYS`] of
+/// the JSON document.
+pub fn result(r: &Report<'_>) -> Value {
+    let doc = document(r);
+    let picked: Map<String, Value> = RESULT_KEYS
+        .iter()
+        .filter_map(|k| Some((k.to_string(), doc.get(*k)?.clone())))
+        .collect();
+    Value::Object(picked)
+}
+
+/// `[percentile, µs]` pairs of `h` at HdrHistogram's usual steps (what an
+/// `.hgrm` lists), for percentile plots.
+pub fn distribution(h: &Histogram<u64>) -> Vec<[f64; 2]> {
+    if h.is_empty() {
+        return Vec::new();
+    }
+    h.iter_quantiles(TICKS_PER_HALF)
+        .map(|v| [v.quantile_iterated_to(), v.value_iterated_to() as f64])
+        .collect()
+}
 
 /// Builds the JSON document.
 pub fn document(r: &Report<'_>) -> Value {
@@ -20,8 +61,21 @@ pub fn document(r: &Report<'_>) -> Value {
     }
     let errors: Map<String, Value> = t.errors.iter().map(|(k, v)| (k.key(), json!(v))).collect();
     let (mb_in, mb_out) = r.mb_per_sec();
+    let worker = p.fleet.as_ref().map(|f| {
+        json!({
+            "tag": f.tag.to_string(),
+            "index": f.tag.index,
+            "of": f.tag.of,
+            "fleet_rate": f.rate,
+            "fleet_connections": f.connections,
+            "fleet_requests": f.requests,
+        })
+    });
     json!({
         "workload": p.name,
+        "worker": worker,
+        "start_at_unix_s": p.start_at.map(unix_secs),
+        "started_unix_s": unix_secs(r.started),
         "target": {
             "url": format!("https://{}{}", p.target.host_header(), p.target.path),
             "addr": p.target.addr.to_string(),
@@ -59,6 +113,7 @@ pub fn document(r: &Report<'_>) -> Value {
             "by_class": errors,
         },
         "latency_us": latency,
+        "latency_distribution_us": { "total": distribution(t.hist(Metric::Total)) },
         "latency_corrected": p.rate.is_some(),
         "client_cpu": {
             "user_s": o.process_cpu.user.as_secs_f64(),
@@ -131,6 +186,7 @@ mod tests {
             negotiated: &neg,
             server_source: Some("/proc/1/stat".into()),
             warnings: vec![],
+            started: std::time::UNIX_EPOCH + Duration::from_secs(1_767_225_600),
         };
         let v: Value = serde_json::from_str(&render(&r)).expect("valid JSON");
         assert_eq!(v["ops"], 2000);
@@ -147,5 +203,55 @@ mod tests {
         assert_eq!(v["server_cpu"]["us_per_op"], 10.0);
         assert_eq!(v["client_cpu"]["saturated"], true);
         assert_eq!(v["tls"]["version"], "TLSv1_3");
+        assert_eq!(v["started_unix_s"], 1_767_225_600.0);
+        assert_eq!(v["worker"], Value::Null);
+        let dist = v["latency_distribution_us"]["total"]
+            .as_array()
+            .expect("distribution");
+        assert!(dist.len() > 20, "{dist:?}");
+        assert_eq!(dist.last().expect("last")[0], 1.0);
+        let picked = result(&r);
+        assert_eq!(picked["ops"], 2000);
+        assert_eq!(picked["errors"]["by_class"]["status:503"], 1);
+        assert_eq!(picked["client_cpu"]["saturated"], true);
+        assert!(
+            picked.get("latency_us").is_none(),
+            "histograms stay in the log"
+        );
+    }
+
+    #[test]
+    fn a_worker_reports_its_tag_and_the_fleet_totals_beside_its_share() {
+        let plan = crate::cli::resolve::test_plan(&[
+            "--worker", "1/3", "--rate", "1000", "-c", "8", "-n", "100",
+        ]);
+        assert_eq!(plan.rate, Some(334.0));
+        assert_eq!(plan.connections, 3);
+        assert_eq!(plan.requests, Some(34));
+        let outcome = Outcome {
+            total: Recorder::new(),
+            measured: Duration::from_secs(1),
+            peak_connections: 3,
+            thread_busy: vec![0.5],
+            process_cpu: ProcessCpu::default(),
+            wall: Duration::from_secs(1),
+            server_cpu: None,
+            failed_threads: vec![],
+        };
+        let r = Report {
+            plan: &plan,
+            outcome: &outcome,
+            negotiated: &Negotiated::default(),
+            server_source: None,
+            warnings: vec![],
+            started: std::time::UNIX_EPOCH,
+        };
+        let w = &document(&r)["worker"];
+        assert_eq!(w["tag"], "1/3");
+        assert_eq!((w["index"].as_u64(), w["of"].as_u64()), (Some(1), Some(3)));
+        assert_eq!(w["fleet_rate"], 1000.0);
+        assert_eq!(w["fleet_connections"], 8);
+        assert_eq!(w["fleet_requests"], 100);
+        assert_eq!(result(&r)["worker"]["tag"], "1/3");
     }
 }

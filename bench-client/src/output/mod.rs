@@ -1,14 +1,18 @@
 //! Everything bench-client writes: the live progress line ([`progress`]),
 //! the summary ([`summary`]), percentile distributions in the wrk2 /
 //! HdrHistogram text format and `.hgrm` files ([`percentiles`]), interval
-//! logs ([`hlog`]), JSON ([`json`]), per-interval CSV ([`csv`]), and the
-//! `merge` subcommand ([`merge`]).
+//! logs ([`hlog`]), JSON ([`json`]), per-interval CSV ([`csv`]), the
+//! `merge` subcommand ([`merge`], checks in [`fleet_checks`]) and the `plot`
+//! subcommand ([`plot`], reading its inputs in [`plot_inputs`]).
 
 pub mod csv;
+pub mod fleet_checks;
 pub mod hlog;
 pub mod json;
 pub mod merge;
 pub mod percentiles;
+pub mod plot;
+pub mod plot_inputs;
 pub mod progress;
 pub mod summary;
 
@@ -32,6 +36,8 @@ pub struct Report<'a> {
     pub server_source: Option<String>,
     /// Warnings gathered before the run (fd limit, ...).
     pub warnings: Vec<String>,
+    /// When the load started (wall clock).
+    pub started: std::time::SystemTime,
 }
 
 impl Report<'_> {

@@ -22,6 +22,26 @@ pub fn render(r: &Report<'_>) -> String {
         p.threads,
         if p.threads == 1 { "" } else { "s" }
     );
+    if let Some(f) = &p.fleet {
+        let share = |mine: String, all: String, what: &str| format!("{mine} of {all} {what}");
+        let mut parts = vec![share(
+            p.connections.to_string(),
+            f.connections.to_string(),
+            "connections",
+        )];
+        if let (Some(mine), Some(all)) = (p.rate, f.rate) {
+            parts.push(share(mine.to_string(), all.to_string(), "ops/s"));
+        }
+        if let (Some(mine), Some(all)) = (p.requests, f.requests) {
+            parts.push(share(mine.to_string(), all.to_string(), "operations"));
+        }
+        let _ = writeln!(
+            s,
+            "  worker:       {} of the fleet: {}",
+            f.tag,
+            parts.join(", ")
+        );
+    }
     let n = r.negotiated;
     let _ = writeln!(
         s,

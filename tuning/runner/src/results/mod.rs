@@ -10,11 +10,11 @@
 //! raw/                   bench-client's JSON and .hgrm of every run
 //! ```
 
-pub mod plot;
 pub mod record;
 pub mod summary;
 
 use plot::{Curve, Point, Series};
+pub use plotting as plot;
 use record::{Row, Status};
 use std::path::{Path, PathBuf};
 use summary::{CellSummary, Spread};
