@@ -6,6 +6,7 @@
 //! own (so an error names the flag, or the file and field) and produces the
 //! concrete [`Settings`]. Nothing is bound before this succeeds.
 
+mod acme;
 mod duration;
 mod http;
 mod operations;
@@ -293,6 +294,27 @@ pub struct Options {
     /// cut off. Worst case ~74 KiB each [default: 1024].
     #[arg(long, value_name = "N")]
     pub max_handshakes: Option<usize>,
+
+    /// Obtain and renew a certificate for this name with ACME (TLS-ALPN-01
+    /// on the TLS listener, which must be reachable on port 443 under this
+    /// name); repeat for more names. Needs --acme-cache. TOML: a list.
+    #[arg(long, value_name = "NAME")]
+    pub acme_domain: Option<Vec<String>>,
+    /// ACME directory URL [default: Let's Encrypt production; staging:
+    /// https://acme-staging-v02.api.letsencrypt.org/directory].
+    #[arg(long, value_name = "URL")]
+    pub acme_directory: Option<String>,
+    /// Contact e-mail of the ACME account [default: none].
+    #[arg(long, value_name = "ADDRESS")]
+    pub acme_email: Option<String>,
+    /// Directory for the ACME account key, certificates and keys (created
+    /// 0700; files 0600); instances sharing it order one at a time.
+    #[arg(long, value_name = "DIR")]
+    pub acme_cache: Option<PathBuf>,
+    /// Extra CA roots (PEM) trusted for the ACME server's HTTPS, beside the
+    /// system's (a private ACME server) [default: none].
+    #[arg(long, value_name = "FILE")]
+    pub acme_ca: Option<PathBuf>,
 }
 
 /// The resolved, validated settings the engine runs with.
@@ -340,6 +362,8 @@ pub struct Settings {
     /// Settings that were given but have no effect, one sentence each (the
     /// binary logs them at start).
     pub warnings: Vec<String>,
+    /// ACME (`None`: no `acme_domain`).
+    pub acme: Option<crate::acme::AcmeSettings>,
 }
 
 /// A configuration problem, reported before anything is bound.
@@ -527,6 +551,11 @@ impl Options {
             max_body,
             request_timeout,
             max_handshakes,
+            acme_domain,
+            acme_directory,
+            acme_email,
+            acme_cache,
+            acme_ca,
         );
         m.finish(&sources)
     }
@@ -636,6 +665,7 @@ impl Options {
         self.check_operations(o)?;
         self.check_termination(o)?;
         self.check_http(o)?;
+        self.check_acme(o)?;
         if self.cert.is_some() != self.key.is_some() {
             let missing = if self.cert.is_some() { "key" } else { "cert" };
             return Err(o.invalid(
@@ -687,7 +717,8 @@ impl Options {
                 "choose CPUs from the available list",
             ));
         }
-        let warnings = self.no_effect_warnings(cpus.len(), available.len());
+        let mut warnings = self.no_effect_warnings(cpus.len(), available.len());
+        let acme = self.acme_settings(src, &mut warnings)?;
         let alpn = self
             .alpn
             .unwrap_or_else(|| vec!["http/1.1".into()])
@@ -781,6 +812,7 @@ impl Options {
             ops,
             http,
             warnings,
+            acme,
         })
     }
 }
