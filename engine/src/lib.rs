@@ -126,8 +126,8 @@ impl Engine {
         // first config is built; orders start once the listener is up.
         let acme = match &settings.acme {
             Some(a) => {
-                let acme = acme::Acme::prepare(a, settings.ops.insecure_key_permissions)
-                    .map_err(|e| {
+                let acme =
+                    acme::Acme::prepare(a, settings.ops.insecure_key_permissions).map_err(|e| {
                         Error::Config(ConfigError::Invalid {
                             origin: "acme_cache".into(),
                             problem: e,

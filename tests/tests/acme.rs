@@ -61,9 +61,8 @@ impl Pebble {
         }
         let certs = uringtls_tests::test_certs();
         let (dns, chall_mgmt) = (free_port(), free_port());
-        let log = |name: &str| {
-            std::fs::File::create(certs.dir.path().join(name)).expect("log file")
-        };
+        let log =
+            |name: &str| std::fs::File::create(certs.dir.path().join(name)).expect("log file");
         let chall = Proc(
             Command::new("pebble-challtestsrv")
                 .args(["-dns01", &format!("127.0.0.1:{dns}")])
@@ -287,7 +286,11 @@ fn a_refused_renewal_keeps_the_old_certificate_serving_and_logs_the_problem() {
     eventually("a refused order", || {
         (orders(&e, "refused") >= 1.0).then_some(())
     });
-    assert_eq!(leaf_for_name(&e), first, "the old certificate keeps serving");
+    assert_eq!(
+        leaf_for_name(&e),
+        first,
+        "the old certificate keeps serving"
+    );
     assert_eq!(orders(&e, "issued"), 1.0);
     let log = e.wait_for_stderr("order failed");
     let line = log
@@ -335,4 +338,32 @@ fn assert_no_key_material(e: &EngineProc, cache: &Path) {
             "account key (base64) in the logs"
         );
     }
+}
+
+#[test]
+fn two_instances_sharing_a_cache_and_a_port_order_once_and_both_serve_the_result() {
+    let port = free_port();
+    let Some(p) = Pebble::start(port, 3600) else {
+        return;
+    };
+    let (_tmp, cache) = cache_dir();
+    // Started together, on one SO_REUSEPORT address: pebble's validation
+    // may reach either, and either may win the cache's lock.
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| engine(&p, port, &cache));
+        let b = s.spawn(|| engine(&p, port, &cache));
+        (a.join().expect("a"), b.join().expect("b"))
+    });
+    for e in [&a, &b] {
+        eventually("a certificate in each instance", || {
+            let log = e.stderr();
+            assert!(!log.contains("order failed"), "{log}\npebble:\n{}", p.log());
+            (log.contains("certificate issued and installed")
+                || log.contains("installed from the cache"))
+            .then_some(())
+        });
+    }
+    let total = |o| orders(&a, o) + orders(&b, o);
+    assert_eq!(total("issued"), 1.0, "one order for the two instances");
+    assert_eq!(total("refused") + total("failed"), 0.0);
 }

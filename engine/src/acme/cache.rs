@@ -7,12 +7,16 @@
 //!    account-<hash>.json     0600  account key and URL, one per directory URL
 //!    NAME.pem                0600  chain, leaf first, then the private key
 //!    NAME.lock                     flock: held by the instance ordering NAME
+//!    NAME.challenge          0600  TLS-ALPN-01 certificate and key while NAME
+//!                                  is being validated (for the other instances)
 //! ```
 //!
 //! A certificate and its key are one file, written to a temporary name and
 //! renamed: a reader never sees a new chain with an old key. The lock makes
 //! the instances sharing a directory order a name one at a time; the
-//! others pick the result up from the file.
+//! others pick the result up from the file, and answer the validation
+//! from `NAME.challenge` when it reaches them instead of the orderer
+//! (instances behind one address: a load balancer, or `SO_REUSEPORT`).
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -73,7 +77,7 @@ impl Cache {
             let p = e.path();
             let secret = p
                 .extension()
-                .is_some_and(|x| x == "pem" || x == "json");
+                .is_some_and(|x| x == "pem" || x == "json" || x == "challenge");
             if secret && !insecure {
                 crate::process::check_key_permissions(&p).map_err(|e| e.to_string())?;
             }
@@ -81,6 +85,39 @@ impl Cache {
         Ok(Cache {
             dir: dir.to_owned(),
         })
+    }
+
+    /// With `--user`: the control thread writes the cache after the drop,
+    /// so the directory must belong to that user. A missing one is created
+    /// for it (mode 0700); one owned by someone else is refused.
+    pub fn prepare_for_user(dir: &Path, uid: u32, gid: u32) -> Result<(), String> {
+        let user = crate::process::privileges::user_name(uid);
+        if !dir.exists() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| {
+                    format!(
+                        "{}: cannot create the ACME cache directory: {e}",
+                        dir.display()
+                    )
+                })?;
+            return std::os::unix::fs::chown(dir, Some(uid), Some(gid))
+                .map_err(|e| format!("{}: cannot give it to user `{user}`: {e}", dir.display()));
+        }
+        let owner = fs::metadata(dir)
+            .map_err(|e| format!("{}: {e}", dir.display()))?
+            .uid();
+        if owner != uid {
+            return Err(format!(
+                "{}: the ACME cache belongs to uid {owner}, but uringtls drops to user `{user}` \
+                 (--user), which must write it: run `chown -R {user} {}` (flag --acme-cache)",
+                dir.display(),
+                dir.display()
+            ));
+        }
+        Ok(())
     }
 
     /// The directory.
@@ -101,21 +138,27 @@ impl Cache {
 
     /// The cached certificate for `name`; `Ok(None)` when there is none.
     pub fn load(&self, name: &str) -> Result<Option<Cached>, String> {
-        let path = self.cert_path(name);
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(format!("{}: {e}", path.display())),
-        };
-        let chain = CertificateDer::pem_slice_iter(&bytes)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        let key = PrivateKeyDer::from_pem_slice(&bytes)
-            .map_err(|e| format!("{}: no usable private key: {e}", path.display()))?;
-        if chain.is_empty() {
-            return Err(format!("{}: no CERTIFICATE block", path.display()));
+        read_pem(&self.cert_path(name))
+    }
+
+    /// Where the challenge certificate of `name` is published.
+    pub fn challenge_path(dir: &Path, name: &str) -> PathBuf {
+        dir.join(format!("{name}.challenge"))
+    }
+
+    /// Publishes (or, with `None`, withdraws) `name`'s challenge
+    /// certificate and key (PEM) for the other instances.
+    pub fn publish_challenge(&self, name: &str, pem: Option<&str>) -> Result<(), String> {
+        let path = Self::challenge_path(&self.dir, name);
+        match pem {
+            Some(text) => write_private(&path, text.as_bytes()),
+            None => match fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(format!("{}: {e}", path.display()))
+                }
+                _ => Ok(()),
+            },
         }
-        Ok(Some(Cached { chain, key }))
     }
 
     /// Writes `name`'s chain (PEM, leaf first) and key (PEM) as one file,
@@ -165,6 +208,24 @@ impl Cache {
             Err(format!("{}: flock: {e}", path.display()))
         }
     }
+}
+
+/// A chain (leaf first) and key from one PEM file; `Ok(None)` if missing.
+pub fn read_pem(path: &Path) -> Result<Option<Cached>, String> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let chain = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let key = PrivateKeyDer::from_pem_slice(&bytes)
+        .map_err(|e| format!("{}: no usable private key: {e}", path.display()))?;
+    if chain.is_empty() {
+        return Err(format!("{}: no CERTIFICATE block", path.display()));
+    }
+    Ok(Some(Cached { chain, key }))
 }
 
 /// Held while ordering a name; released on drop (the file is closed).
@@ -234,6 +295,22 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o777, 0o600);
         assert!(c.load("b.test").expect("none").is_none());
+    }
+
+    #[test]
+    fn with_user_the_cache_must_be_that_users_and_a_missing_one_is_given_to_it() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipping: chown needs root");
+            return;
+        }
+        let base = tempfile::tempdir().expect("tmp");
+        let dir = base.path().join("acme");
+        Cache::prepare_for_user(&dir, 65534, 65534).expect("created");
+        let m = fs::metadata(&dir).expect("meta");
+        assert_eq!((m.uid(), m.mode() & 0o777), (65534, 0o700));
+        let e = Cache::prepare_for_user(base.path(), 65534, 65534).unwrap_err();
+        assert!(e.contains("chown -R") && e.contains("--acme-cache"), "{e}");
     }
 
     #[test]

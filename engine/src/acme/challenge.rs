@@ -64,6 +64,34 @@ pub struct Shared {
     pub challenges: NameMap,
     /// Issued certificates (from the cache or a fresh order).
     pub issued: NameMap,
+    /// The cache directory, where another instance publishes the
+    /// challenge of an order it runs (`None`: not looked at).
+    pub cache_dir: Option<std::path::PathBuf>,
+    /// The names managed (only their challenges are looked for on disk).
+    pub managed: Vec<String>,
+}
+
+impl Shared {
+    /// The challenge certificate for `name`: ours, else the one another
+    /// instance sharing the cache published. The file is read on the
+    /// handshake's thread: only for a validation handshake (ALPN
+    /// acme-tls/1, a few per order) of a managed name, a small file.
+    fn challenge(&self, name: &str) -> Option<Arc<CertifiedKey>> {
+        if let Some(ck) = self.challenges.get(name) {
+            return Some(ck);
+        }
+        let dir = self.cache_dir.as_ref()?;
+        if !self.managed.iter().any(|m| m == name) {
+            return None;
+        }
+        let path = super::cache::Cache::challenge_path(dir, name);
+        let c = super::cache::read_pem(&path).ok()??;
+        let key = crate::tls::provider()
+            .key_provider
+            .load_private_key(c.key)
+            .ok()?;
+        Some(Arc::new(CertifiedKey::new(c.chain, key)))
+    }
 }
 
 /// The resolver of every config built while ACME is on.
@@ -81,7 +109,7 @@ impl ResolvesServerCert for AcmeResolver {
         let name = hello.server_name();
         if is_challenge {
             crate::tls::session::note_hello_sni(name);
-            return name.and_then(|n| self.shared.challenges.get(n));
+            return name.and_then(|n| self.shared.challenge(n));
         }
         if let Some(ck) = name.and_then(|n| self.shared.issued.get(n)) {
             if ck.key.choose_scheme(hello.signature_schemes()).is_some() {
@@ -106,12 +134,21 @@ impl crate::tls::server::CertLayer for Arc<Shared> {
     }
 }
 
+/// A challenge certificate, loaded and as PEM (certificate, then key).
+pub struct ChallengeCert {
+    /// For the resolver.
+    pub ck: Arc<CertifiedKey>,
+    /// For the other instances sharing the cache. Holds a throw-away key:
+    /// never logged all the same.
+    pub pem: String,
+}
+
 /// The TLS-ALPN-01 certificate for `name`: self-signed, with the critical
 /// acmeIdentifier extension (id-pe-acmeIdentifier, 1.3.6.1.5.5.7.1.31)
 /// holding the SHA-256 of the key authorization.
-pub fn challenge_cert(name: &str, key_auth_sha256: &[u8]) -> Result<Arc<CertifiedKey>, String> {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-        .map_err(|e| e.to_string())?;
+pub fn challenge_cert(name: &str, key_auth_sha256: &[u8]) -> Result<ChallengeCert, String> {
+    let key =
+        rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| e.to_string())?;
     let mut params =
         rcgen::CertificateParams::new(vec![name.to_owned()]).map_err(|e| e.to_string())?;
     params
@@ -124,7 +161,10 @@ pub fn challenge_cert(name: &str, key_auth_sha256: &[u8]) -> Result<Arc<Certifie
         .key_provider
         .load_private_key(der)
         .map_err(|e| e.to_string())?;
-    Ok(Arc::new(CertifiedKey::new(vec![cert.der().clone()], signer)))
+    Ok(ChallengeCert {
+        ck: Arc::new(CertifiedKey::new(vec![cert.der().clone()], signer)),
+        pem: format!("{}{}", cert.pem(), key.serialize_pem()),
+    })
 }
 
 #[cfg(test)]
@@ -134,7 +174,7 @@ mod tests {
     #[test]
     fn the_challenge_certificate_carries_the_critical_acme_identifier() {
         let digest = [7u8; 32];
-        let ck = challenge_cert("a.test", &digest).expect("cert");
+        let ck = challenge_cert("a.test", &digest).expect("cert").ck;
         let (_, parsed) = x509_parser::parse_x509_certificate(ck.cert[0].as_ref()).expect("x509");
         let ext = parsed
             .extensions()
@@ -153,10 +193,36 @@ mod tests {
     }
 
     #[test]
+    fn a_challenge_published_by_another_instance_is_found_for_managed_names_only() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let cache = super::super::cache::Cache::open(dir.path(), true).expect("cache");
+        let c = challenge_cert("a.test", &[3; 32]).expect("cert");
+        cache
+            .publish_challenge("a.test", Some(&c.pem))
+            .expect("publish");
+        let shared = Shared {
+            cache_dir: Some(dir.path().to_owned()),
+            managed: vec!["a.test".into()],
+            ..Shared::default()
+        };
+        let found = shared.challenge("a.test").expect("found on disk");
+        assert_eq!(found.cert, c.ck.cert);
+        // (`keys_match` parses with webpki, which refuses the critical
+        // acmeIdentifier extension: compare the public keys instead.)
+        assert_eq!(
+            found.key.public_key().expect("spki").as_ref(),
+            c.ck.key.public_key().expect("spki").as_ref()
+        );
+        assert!(shared.challenge("b.test").is_none());
+        cache.publish_challenge("a.test", None).expect("withdraw");
+        assert!(shared.challenge("a.test").is_none());
+    }
+
+    #[test]
     fn names_are_set_and_removed_without_touching_the_others() {
         let m = NameMap::default();
-        let a = challenge_cert("a.test", &[1; 32]).expect("a");
-        let b = challenge_cert("b.test", &[2; 32]).expect("b");
+        let a = challenge_cert("a.test", &[1; 32]).expect("a").ck;
+        let b = challenge_cert("b.test", &[2; 32]).expect("b").ck;
         m.set("a.test", Some(a.clone()));
         m.set("b.test", Some(b));
         m.set("b.test", None);

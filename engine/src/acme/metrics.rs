@@ -129,8 +129,17 @@ mod tests {
         reg.register_collector(Box::new(m));
         let mut page = String::new();
         prometheus_client::encoding::text::encode(&mut page, &reg).expect("encode");
-        assert!(page.contains("uringtls_acme_orders_total{outcome=\"refused\"} 2"), "{page}");
-        assert!(page.contains("uringtls_acme_orders_total{outcome=\"issued\"} 1"), "{page}");
-        assert!(page.contains("uringtls_acme_orders_total{outcome=\"failed\"} 0"), "{page}");
+        assert!(
+            page.contains("uringtls_acme_orders_total{outcome=\"refused\"} 2"),
+            "{page}"
+        );
+        assert!(
+            page.contains("uringtls_acme_orders_total{outcome=\"issued\"} 1"),
+            "{page}"
+        );
+        assert!(
+            page.contains("uringtls_acme_orders_total{outcome=\"failed\"} 0"),
+            "{page}"
+        );
     }
 }

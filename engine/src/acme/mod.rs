@@ -78,14 +78,15 @@ pub fn backoff(failures: u32) -> Duration {
     (BACKOFF_MIN * (1u32 << shift)).min(BACKOFF_MAX)
 }
 
-/// Validity of a leaf certificate (DER).
-fn validity(leaf: &[u8]) -> Option<(SystemTime, SystemTime)> {
+/// Validity of a leaf certificate (DER), and its end as text for logs.
+fn validity(leaf: &[u8]) -> Option<(SystemTime, SystemTime, String)> {
     let (_, c) = x509_parser::parse_x509_certificate(leaf).ok()?;
     let t = |s: i64| Some(SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(s).ok()?));
     let v = c.validity();
     Some((
         t(v.not_before.timestamp())?,
         t(v.not_after.timestamp())?,
+        v.not_after.to_string(),
     ))
 }
 
@@ -105,12 +106,16 @@ impl Acme {
         let cache = Cache::open(&settings.cache, insecure_permissions)?;
         let acme = Acme {
             settings: settings.clone(),
+            shared: Arc::new(Shared {
+                cache_dir: Some(cache.dir().to_owned()),
+                managed: settings.domains.clone(),
+                ..Shared::default()
+            }),
             cache,
-            shared: Arc::default(),
             metrics: Arc::default(),
         };
         for name in &settings.domains {
-            acme.reload_cached(name);
+            acme.reload_cached(name, false);
         }
         Ok(acme)
     }
@@ -164,8 +169,9 @@ impl Acme {
     }
 
     /// Installs `name`'s cached certificate if it loads, is unexpired and
-    /// differs from the one serving; returns its validity.
-    fn reload_cached(&self, name: &str) -> Option<(SystemTime, SystemTime)> {
+    /// differs from the one serving (`fresh`: just ordered by us); returns
+    /// its validity.
+    fn reload_cached(&self, name: &str, fresh: bool) -> Option<(SystemTime, SystemTime)> {
         let cached = match self.cache.load(name) {
             Ok(c) => c?,
             Err(e) => {
@@ -173,13 +179,13 @@ impl Acme {
                 return None;
             }
         };
-        let v = validity(cached.chain[0].as_ref())?;
-        if v.1 <= SystemTime::now() {
+        let (not_before, not_after, until) = validity(cached.chain[0].as_ref())?;
+        if not_after <= SystemTime::now() {
             return None;
         }
         let serving = self.shared.issued.get(name);
         if serving.is_some_and(|s| s.cert.first() == cached.chain.first()) {
-            return Some(v);
+            return Some((not_before, not_after));
         }
         let key = crate::tls::provider()
             .key_provider
@@ -187,13 +193,20 @@ impl Acme {
             .ok()?;
         let ck = CertifiedKey::new(cached.chain, key);
         if ck.keys_match().is_err() {
-            tracing::warn!(name, "acme: cached key does not match its certificate; ordering a new one");
+            tracing::warn!(
+                name,
+                "acme: cached key does not match its certificate; ordering a new one"
+            );
             return None;
         }
         self.shared.issued.set(name, Some(Arc::new(ck)));
-        self.metrics.expires(name, v.1);
-        tracing::info!(name, not_after = ?v.1, "acme: certificate installed from the cache");
-        Some(v)
+        self.metrics.expires(name, not_after);
+        if fresh {
+            tracing::info!(name, not_after = %until, "acme: certificate issued and installed");
+        } else {
+            tracing::info!(name, not_after = %until, "acme: certificate installed from the cache");
+        }
+        Some((not_before, not_after))
     }
 }
 
@@ -209,7 +222,9 @@ impl Control {
         let a = &self.acme;
         let mut failures = 0u32;
         loop {
-            let due = a.reload_cached(&name).map(|(nb, na)| renew_at(nb, na));
+            let due = a
+                .reload_cached(&name, false)
+                .map(|(nb, na)| renew_at(nb, na));
             let now = SystemTime::now();
             if let Some(wait) = due.and_then(|d| d.duration_since(now).ok()) {
                 tokio::time::sleep(wait.min(RECHECK)).await;
@@ -218,7 +233,10 @@ impl Control {
             let lock = match a.cache.try_lock(&name) {
                 Ok(Some(l)) => l,
                 Ok(None) => {
-                    tracing::debug!(name, "acme: another instance is ordering; waiting for its result");
+                    tracing::debug!(
+                        name,
+                        "acme: another instance is ordering; waiting for its result"
+                    );
                     tokio::time::sleep(LOCK_POLL).await;
                     continue;
                 }
@@ -230,7 +248,7 @@ impl Control {
                 }
             };
             // Another instance may have finished just before we locked.
-            if let Some((nb, na)) = a.reload_cached(&name) {
+            if let Some((nb, na)) = a.reload_cached(&name, false) {
                 if renew_at(nb, na) > SystemTime::now() {
                     continue;
                 }
@@ -260,13 +278,10 @@ impl Control {
                 return outcome_of(&e);
             }
         };
-        let issued = match order::issue(&account, name, &a.shared).await {
+        let issued = match order::issue(&account, name, &a.shared, &a.cache).await {
             Ok(i) => i,
             Err(e) => {
-                if let order::OrderError::Refused {
-                    kind: Some(k), ..
-                } = &e
-                {
+                if let order::OrderError::Refused { kind: Some(k), .. } = &e {
                     if k.ends_with(":accountDoesNotExist") {
                         // The server forgot us (a reset test CA): a new
                         // account next time.
@@ -282,11 +297,8 @@ impl Control {
             tracing::error!(name, error = %e, "acme: cannot write the certificate to the cache");
             return Outcome::Failed;
         }
-        match a.reload_cached(name) {
-            Some((_, not_after)) => {
-                tracing::info!(name, ?not_after, "acme: certificate issued and installed");
-                Outcome::Issued
-            }
+        match a.reload_cached(name, true) {
+            Some(_) => Outcome::Issued,
             None => {
                 tracing::error!(name, "acme: the issued certificate does not load");
                 Outcome::Failed
@@ -323,7 +335,9 @@ impl Control {
                     .await?;
                 let json = serde_json::to_vec(&creds)
                     .map_err(|e| order::OrderError::Local(e.to_string()))?;
-                a.cache.write(&path, &json).map_err(order::OrderError::Local)?;
+                a.cache
+                    .write(&path, &json)
+                    .map_err(order::OrderError::Local)?;
                 tracing::info!(id = account.id(), "acme: account created");
                 account
             }
@@ -361,10 +375,8 @@ fn http_client(ca: Option<&std::path::Path>) -> Result<Box<dyn instant_acme::Htt
         .https_only()
         .enable_http1()
         .build();
-    let client = hyper_util::client::legacy::Client::builder(
-        hyper_util::rt::TokioExecutor::new(),
-    )
-    .build::<_, instant_acme::BodyWrapper<bytes::Bytes>>(conn);
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build::<_, instant_acme::BodyWrapper<bytes::Bytes>>(conn);
     Ok(Box::new(client))
 }
 

@@ -2,6 +2,7 @@
 //! on our own listener: new order, challenge certificate installed, ready,
 //! poll, finalize with our CSR, download the chain.
 
+use super::cache::Cache;
 use super::challenge::{challenge_cert, Shared};
 use instant_acme::{
     Account, AuthorizationStatus, ChallengeType, Identifier, NewOrder, OrderStatus, RetryPolicy,
@@ -76,12 +77,16 @@ impl OrderError {
 /// Removes the challenge certificate however the order ends.
 struct ChallengeGuard<'a> {
     shared: &'a Shared,
+    cache: &'a Cache,
     name: &'a str,
 }
 
 impl Drop for ChallengeGuard<'_> {
     fn drop(&mut self) {
         self.shared.challenges.set(self.name, None);
+        if let Err(e) = self.cache.publish_challenge(self.name, None) {
+            tracing::warn!(name = self.name, error = %e, "acme: cannot remove the challenge file");
+        }
     }
 }
 
@@ -89,14 +94,24 @@ impl Drop for ChallengeGuard<'_> {
 fn retries() -> RetryPolicy {
     RetryPolicy::new()
         .initial_delay(Duration::from_millis(250))
+        .backoff(1.5)
         .timeout(Duration::from_secs(90))
 }
 
 /// Orders a certificate for `name`.
-pub async fn issue(account: &Account, name: &str, shared: &Shared) -> Result<Issued, OrderError> {
+pub async fn issue(
+    account: &Account,
+    name: &str,
+    shared: &Shared,
+    cache: &Cache,
+) -> Result<Issued, OrderError> {
     let ids = [Identifier::Dns(name.to_owned())];
     let mut order = account.new_order(&NewOrder::new(&ids)).await?;
-    let _guard = ChallengeGuard { shared, name };
+    let _guard = ChallengeGuard {
+        shared,
+        cache,
+        name,
+    };
     let mut authzs = order.authorizations();
     while let Some(a) = authzs.next().await {
         let mut a = a?;
@@ -118,7 +133,12 @@ pub async fn issue(account: &Account, name: &str, shared: &Shared) -> Result<Iss
             })?;
         let digest = ch.key_authorization().digest();
         let cert = challenge_cert(name, digest.as_ref()).map_err(OrderError::Local)?;
-        shared.challenges.set(name, Some(cert));
+        // Before the server is told to validate: its connection may reach
+        // another instance sharing the cache.
+        cache
+            .publish_challenge(name, Some(&cert.pem))
+            .map_err(OrderError::Local)?;
+        shared.challenges.set(name, Some(cert.ck));
         ch.set_ready().await?;
     }
     let status = order.poll_ready(&retries()).await?;

@@ -91,8 +91,11 @@ impl Options {
         }
         if let Some(ca) = &self.acme_ca {
             crate::tls::load_certs(ca).map_err(|e| {
-                src.of(|f| f.acme_ca.is_some())
-                    .invalid("acme_ca", e.to_string(), "give a PEM file of CA certificates")
+                src.of(|f| f.acme_ca.is_some()).invalid(
+                    "acme_ca",
+                    e.to_string(),
+                    "give a PEM file of CA certificates",
+                )
             })?;
         }
         Ok(Some(AcmeSettings {
@@ -172,7 +175,10 @@ mod tests {
             "--acme-ca",
             "/nonexistent/ca.pem",
         ]);
-        assert!(e.contains("--acme-ca") && e.contains("/nonexistent/ca.pem"), "{e}");
+        assert!(
+            e.contains("--acme-ca") && e.contains("/nonexistent/ca.pem"),
+            "{e}"
+        );
         let e = err(&[
             "--acme-domain",
             "a.example.com",
