@@ -367,3 +367,63 @@ fn two_instances_sharing_a_cache_and_a_port_order_once_and_both_serve_the_result
     assert_eq!(total("issued"), 1.0, "one order for the two instances");
     assert_eq!(total("refused") + total("failed"), 0.0);
 }
+
+#[test]
+fn until_its_first_certificate_a_name_gets_the_default_one_and_a_validation_hello_without_a_challenge_fails(
+) {
+    // No pebble needed: the ACME server is a closed port, so the order
+    // fails and the name stays without a certificate of its own.
+    let (_tmp, cache) = cache_dir();
+    let directory = format!("https://{}/dir", uringtls_tests::closed_port());
+    let e = start_engine(&[
+        "--acme-domain",
+        NAME,
+        "--acme-cache",
+        cache.to_str().expect("utf8"),
+        "--acme-directory",
+        &directory,
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ]);
+    eventually("a failed order", || {
+        (orders(&e, "failed") >= 1.0).then_some(())
+    });
+    let log = e.wait_for_stderr("no account");
+    assert!(log.contains("ACME server unreachable"), "{log}");
+    // The default (self-signed) certificate, not one for the name.
+    let leaf = leaf_for_name(&e);
+    let default =
+        served_leaf(&connect_to(e.addr(), &any_cert_client_config(), "localhost").expect("tls"));
+    assert_eq!(leaf, default);
+    // A client offering only acme-tls/1 gets no certificate at all when
+    // no validation is pending for the name.
+    let mut cfg = (*any_cert_client_config()).clone();
+    cfg.alpn_protocols = vec![b"acme-tls/1".to_vec()];
+    let cfg = std::sync::Arc::new(cfg);
+    assert!(connect_to(e.addr(), &cfg, NAME).is_err());
+    // Ordinary clients still negotiate their protocol, never acme-tls/1.
+    let mut h1 = (*any_cert_client_config()).clone();
+    h1.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let c = connect_to(e.addr(), &std::sync::Arc::new(h1), NAME).expect("tls");
+    assert_eq!(c.conn.alpn_protocol(), Some(&b"http/1.1"[..]));
+}
+
+#[test]
+fn acme_mistakes_stop_the_start_naming_the_setting() {
+    let (code, err) = uringtls_tests::engine_fails(&["--acme-domain", NAME]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--acme-cache"), "{err}");
+    let (_tmp, cache) = cache_dir();
+    std::fs::create_dir(&cache).expect("mkdir");
+    uringtls_tests::set_mode(&cache, 0o755);
+    let (code, err) = uringtls_tests::engine_fails(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--acme-domain",
+        NAME,
+        "--acme-cache",
+        cache.to_str().expect("utf8"),
+    ]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("chmod 700") && err.contains("acme"), "{err}");
+}

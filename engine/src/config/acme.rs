@@ -156,6 +156,28 @@ mod tests {
     }
 
     #[test]
+    fn acme_settings_come_from_the_file_too_and_a_file_mistake_names_the_file() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("u.toml");
+        std::fs::write(
+            &path,
+            "acme_domain = [\"a.example.com\", \"b.example.com\"]\nacme_cache = \"/c\"\n\
+             acme_email = \"ops@example.com\"\n\
+             acme_directory = \"https://acme-staging-v02.api.letsencrypt.org/directory\"\n",
+        )
+        .expect("write");
+        let p = path.to_str().expect("utf8");
+        let a = flags(&["--config", p]).resolve().expect("valid").acme;
+        let a = a.expect("acme on");
+        assert_eq!(a.domains, ["a.example.com", "b.example.com"]);
+        assert_eq!(a.directory, crate::acme::LETS_ENCRYPT_STAGING);
+        assert_eq!(a.email.as_deref(), Some("ops@example.com"));
+        std::fs::write(&path, "acme_domain = [\"*.example.com\"]\n").expect("write");
+        let e = err(&["--config", p]);
+        assert!(e.contains("u.toml") && e.contains("acme_domain"), "{e}");
+    }
+
+    #[test]
     fn acme_mistakes_are_named_before_anything_binds() {
         let e = err(&["--acme-domain", "a.example.com"]);
         assert!(e.contains("--acme-cache"), "{e}");
