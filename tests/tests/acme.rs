@@ -221,6 +221,7 @@ fn a_name_gets_a_certificate_from_the_acme_ca_served_by_sni_and_kept_across_a_re
     let verified = client_config(&root, &[&rustls::version::TLS13, &rustls::version::TLS12]);
     let c = connect_to(e.addr(), &verified, NAME).expect("chain verifies for the name");
     let leaf = served_leaf(&c);
+    drop(c);
     assert_eq!(orders(&e, "issued"), 1.0);
     assert!(
         scrape(metrics_addr(&e)).contains("uringtls_acme_certificate_expiry_seconds"),
@@ -236,6 +237,9 @@ fn a_name_gets_a_certificate_from_the_acme_ca_served_by_sni_and_kept_across_a_re
     let mode = |p: &Path| std::fs::metadata(p).expect("meta").mode() & 0o777;
     assert_eq!(mode(&cache), 0o700);
     assert_eq!(mode(&cache.join(format!("{NAME}.pem"))), 0o600);
+    // A SIGHUP rebuilds the TLS config: the ACME certificate stays.
+    assert!(e.reload(1), "reload applied");
+    assert_eq!(leaf_for_name(&e), leaf);
     e.stop();
     assert_no_key_material(&e, &cache);
 
