@@ -301,7 +301,7 @@ pub struct Options {
     #[arg(long, value_name = "NAME")]
     pub acme_domain: Option<Vec<String>>,
     /// ACME directory URL [default: Let's Encrypt production; staging:
-    /// https://acme-staging-v02.api.letsencrypt.org/directory].
+    /// `https://acme-staging-v02.api.letsencrypt.org/directory`].
     #[arg(long, value_name = "URL")]
     pub acme_directory: Option<String>,
     /// Contact e-mail of the ACME account [default: none].
