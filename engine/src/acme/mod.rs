@@ -93,6 +93,8 @@ fn validity(leaf: &[u8]) -> Option<(SystemTime, SystemTime, String)> {
 /// ACME for one engine: the shared maps, the cache, the metrics.
 pub struct Acme {
     settings: AcmeSettings,
+    /// `--acme-ca`'s certificates, read at start (before a privilege drop).
+    extra_roots: Vec<rustls_pki_types::CertificateDer<'static>>,
     cache: Cache,
     shared: Arc<Shared>,
     metrics: Arc<AcmeMetrics>,
@@ -104,8 +106,13 @@ impl Acme {
     /// handshake. Nothing is ordered yet ([`start`](Self::start)).
     pub fn prepare(settings: &AcmeSettings, insecure_permissions: bool) -> Result<Acme, String> {
         let cache = Cache::open(&settings.cache, insecure_permissions)?;
+        let extra_roots = match &settings.ca {
+            Some(p) => crate::tls::load_certs(p).map_err(|e| e.to_string())?,
+            None => Vec::new(),
+        };
         let acme = Acme {
             settings: settings.clone(),
+            extra_roots,
             shared: Arc::new(Shared {
                 cache_dir: Some(cache.dir().to_owned()),
                 managed: settings.domains.clone(),
@@ -315,7 +322,7 @@ impl Control {
         let a = &self.acme;
         let path = a.cache.account_path(&a.settings.directory);
         let builder = || {
-            http_client(a.settings.ca.as_deref())
+            http_client(a.extra_roots.clone())
                 .map(instant_acme::Account::builder_with_http)
                 .map_err(order::OrderError::Local)
         };
@@ -354,13 +361,11 @@ fn outcome_of(e: &order::OrderError) -> Outcome {
     }
 }
 
-/// The HTTPS client to the ACME server: the system's roots, plus `ca`'s.
-fn http_client(ca: Option<&std::path::Path>) -> Result<Box<dyn instant_acme::HttpClient>, String> {
+/// The HTTPS client to the ACME server: the system's roots, plus `extra`.
+fn http_client(
+    extra: Vec<rustls_pki_types::CertificateDer<'static>>,
+) -> Result<Box<dyn instant_acme::HttpClient>, String> {
     let provider = Arc::new(crate::tls::provider());
-    let extra = match ca {
-        Some(p) => crate::tls::load_certs(p).map_err(|e| e.to_string())?,
-        None => Vec::new(),
-    };
     let verifier =
         rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider.clone())
             .map_err(|e| format!("trust roots for the ACME server: {e}"))?;
