@@ -431,3 +431,40 @@ fn acme_mistakes_stop_the_start_naming_the_setting() {
     assert_eq!(code, Some(2));
     assert!(err.contains("chmod 700") && err.contains("acme"), "{err}");
 }
+
+#[test]
+fn with_user_the_cache_is_created_for_that_user_who_writes_the_certificate() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipping: dropping privileges needs root");
+        return;
+    }
+    let port = free_port();
+    let Some(p) = Pebble::start(port, 3600) else {
+        return;
+    };
+    let (tmp, cache) = cache_dir();
+    // The user must be able to reach the cache: open the parent (0711).
+    uringtls_tests::set_mode(tmp.path(), 0o711);
+    let listen = format!("127.0.0.1:{port}");
+    let e = start_engine(&[
+        "--listen",
+        &listen,
+        "--user",
+        "nobody",
+        "--acme-domain",
+        NAME,
+        "--acme-cache",
+        cache.to_str().expect("utf8"),
+        "--acme-directory",
+        &p.directory,
+        "--acme-ca",
+        p.certs.ca.to_str().expect("utf8"),
+    ]);
+    issued(&e, &p);
+    use std::os::unix::fs::MetadataExt;
+    for f in [cache.clone(), cache.join(format!("{NAME}.pem"))] {
+        let m = std::fs::metadata(&f).expect("meta");
+        assert_eq!(m.uid(), 65534, "{} belongs to nobody", f.display());
+    }
+}
