@@ -194,10 +194,16 @@ impl Acme {
         if serving.is_some_and(|s| s.cert.first() == cached.chain.first()) {
             return Some((not_before, not_after));
         }
-        let key = crate::tls::provider()
+        let key = match crate::tls::provider()
             .key_provider
             .load_private_key(cached.key)
-            .ok()?;
+        {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::warn!(name, error = %e, "acme: cached key unusable; ordering a new one");
+                return None;
+            }
+        };
         let ck = CertifiedKey::new(cached.chain, key);
         if ck.keys_match().is_err() {
             tracing::warn!(
@@ -266,6 +272,16 @@ impl Control {
             a.metrics.order(outcome);
             if outcome == Outcome::Issued {
                 failures = 0;
+                let due = a.shared.issued.get(&name).and_then(|ck| {
+                    let (nb, na, _) = validity(ck.cert.first()?.as_ref())?;
+                    Some(renew_at(nb, na))
+                });
+                if due.is_none_or(|d| d <= SystemTime::now()) {
+                    // Never order back to back (a lifetime shorter than the
+                    // order took, or a clock far off the CA's).
+                    tracing::warn!(name, retry_in = ?BACKOFF_MIN, "acme: the new certificate is already due for renewal (clock skew?)");
+                    tokio::time::sleep(BACKOFF_MIN).await;
+                }
                 continue;
             }
             failures += 1;
