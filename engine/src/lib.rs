@@ -24,6 +24,7 @@
 //! - [`limits`]: admission at accept, before any TLS work.
 //! - [`metrics`]: per-shard counters merged on scrape, `/metrics`, access log.
 //! - [`process`]: privilege drop, key-file mode, core dumps, `sd_notify`.
+//! - [`acme`]: automatic certificates (ACME, TLS-ALPN-01 on the listener).
 //!
 //! State is per shard (connections, counters, buffers: `Rc`/`Cell`, no locks)
 //! except the TLS config, whose session cache and ticket keys are shared by
@@ -50,6 +51,7 @@
 //! engine.server.stop_and_join();
 //! ```
 
+pub mod acme;
 pub mod cli;
 pub mod config;
 pub use uringtls_runtime::io;
@@ -102,6 +104,8 @@ pub struct Engine {
     pub tls_state: Arc<tls::TlsState>,
     /// Where `/metrics` scrapes get the shards' counters.
     pub metrics: Arc<metrics::MetricsHub>,
+    /// ACME's metrics, when `acme_domain` is set (its control thread runs).
+    pub acme: Option<Arc<acme::metrics::AcmeMetrics>>,
 }
 
 impl Engine {
@@ -121,6 +125,24 @@ impl Engine {
     ) -> Result<Engine, Error> {
         let metrics = Arc::new(metrics::MetricsHub::default());
         let tls_state = Arc::new(tls::TlsState::new());
+        // ACME's cache is opened and its certificates installed before the
+        // first config is built; orders start once the listener is up.
+        let acme = match &settings.acme {
+            Some(a) => {
+                let acme =
+                    acme::Acme::prepare(a, settings.ops.insecure_key_permissions).map_err(|e| {
+                        Error::Config(ConfigError::Invalid {
+                            origin: "acme_cache".into(),
+                            problem: e,
+                            fix: "fix the directory or give another --acme-cache".into(),
+                        })
+                    })?;
+                tls_state.set_layer(acme.layer());
+                metrics.add_collector(acme.metrics());
+                Some(acme)
+            }
+            None => None,
+        };
         let prepared = tls_state
             .prepare(&settings.tls)
             .map_err(|e| Error::Config(e.into()))?;
@@ -151,12 +173,19 @@ impl Engine {
             before_serve,
         )
         .map_err(Error::Start)?;
+        let acme_metrics = acme.as_ref().map(|a| a.metrics());
+        if let Some(a) = acme {
+            if let Err(e) = a.start() {
+                tracing::error!(error = %e, "acme: cannot start the control thread; no certificate will be ordered");
+            }
+        }
         Ok(Engine {
             server,
             identity,
             live,
             tls_state,
             metrics,
+            acme: acme_metrics,
         })
     }
 }

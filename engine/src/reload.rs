@@ -15,7 +15,8 @@
 //! so there is no accept gap.
 //!
 //! Not reloadable (they shape threads, sockets and rings): `listen`,
-//! `shards`, `cpus`, `backlog`, ring settings, `service`, `grace`. A change
+//! `shards`, `cpus`, `backlog`, ring settings, `service`, `grace`, `acme_*`
+//! (ACME's certificates are kept across reloads and renewed on their own). A change
 //! to one of them is logged and ignored until a restart.
 
 use crate::config::{ConfigError, Options, Settings};
@@ -171,6 +172,7 @@ fn warn_fixed(old: &Settings, new: &Settings) {
             "user/group",
             (&old.ops.user, &old.ops.group) != (&new.ops.user, &new.ops.group),
         ),
+        ("acme_*", old.acme != new.acme),
     ];
     for (name, changed) in fixed {
         if changed {

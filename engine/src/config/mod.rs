@@ -6,6 +6,7 @@
 //! own (so an error names the flag, or the file and field) and produces the
 //! concrete [`Settings`]. Nothing is bound before this succeeds.
 
+mod acme;
 mod duration;
 mod http;
 mod operations;
@@ -323,6 +324,27 @@ pub struct Options {
     /// docs/security.md); restart to change [default: true].
     #[arg(long, value_name = "BOOL")]
     pub sandbox: Option<bool>,
+
+    /// Obtain and renew a certificate for this name with ACME (TLS-ALPN-01
+    /// on the TLS listener, which must be reachable on port 443 under this
+    /// name); repeat for more names. Needs --acme-cache. TOML: a list.
+    #[arg(long, value_name = "NAME")]
+    pub acme_domain: Option<Vec<String>>,
+    /// ACME directory URL [default: Let's Encrypt production; staging:
+    /// `https://acme-staging-v02.api.letsencrypt.org/directory`].
+    #[arg(long, value_name = "URL")]
+    pub acme_directory: Option<String>,
+    /// Contact e-mail of the ACME account [default: none].
+    #[arg(long, value_name = "ADDRESS")]
+    pub acme_email: Option<String>,
+    /// Directory for the ACME account key, certificates and keys (created
+    /// 0700; files 0600); instances sharing it order one at a time.
+    #[arg(long, value_name = "DIR")]
+    pub acme_cache: Option<PathBuf>,
+    /// Extra CA roots (PEM) trusted for the ACME server's HTTPS, beside the
+    /// system's (a private ACME server) [default: none].
+    #[arg(long, value_name = "FILE")]
+    pub acme_ca: Option<PathBuf>,
 }
 
 /// The resolved, validated settings the engine runs with.
@@ -374,6 +396,8 @@ pub struct Settings {
     pub watch_files: bool,
     /// Sandbox the process after start-up (binary only).
     pub sandbox: bool,
+    /// ACME (`None`: no `acme_domain`).
+    pub acme: Option<crate::acme::AcmeSettings>,
 }
 
 /// A configuration problem, reported before anything is bound.
@@ -566,6 +590,11 @@ impl Options {
             cert_dir,
             cert_compression,
             sandbox,
+            acme_domain,
+            acme_directory,
+            acme_email,
+            acme_cache,
+            acme_ca,
         );
         m.finish(&sources)
     }
@@ -675,6 +704,7 @@ impl Options {
         self.check_operations(o)?;
         self.check_termination(o)?;
         self.check_http(o)?;
+        self.check_acme(o)?;
         if self.cert.is_some() != self.key.is_some() {
             let missing = if self.cert.is_some() { "key" } else { "cert" };
             return Err(o.invalid(
@@ -726,7 +756,8 @@ impl Options {
                 "choose CPUs from the available list",
             ));
         }
-        let warnings = self.no_effect_warnings(cpus.len(), available.len());
+        let mut warnings = self.no_effect_warnings(cpus.len(), available.len());
+        let acme = self.acme_settings(src, &mut warnings)?;
         let alpn = self
             .alpn
             .unwrap_or_else(|| vec!["http/1.1".into()])
@@ -839,6 +870,7 @@ impl Options {
             warnings,
             watch_files: self.watch_files.unwrap_or(true),
             sandbox: self.sandbox.unwrap_or(true),
+            acme,
         })
     }
 }

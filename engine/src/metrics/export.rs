@@ -368,9 +368,18 @@ impl Scrape {
 
 /// Renders snapshots as an OpenMetrics/Prometheus text exposition.
 pub fn render(snaps: Vec<ShardSnapshot>) -> String {
+    render_with(snaps, Vec::new())
+}
+
+/// Renders snapshots and process-wide families (see
+/// [`MetricsHub::add_collector`](super::MetricsHub::add_collector)).
+pub fn render_with(snaps: Vec<ShardSnapshot>, extra: Vec<Box<dyn Collector>>) -> String {
     let mut reg = Registry::with_prefix("uringtls");
     reg.register_collector(Box::new(Scrape(snaps)));
     reg.register_collector(Box::new(crate::process::sandbox::Metrics));
+    for c in extra {
+        reg.register_collector(c);
+    }
     let mut out = String::new();
     // Writing into a String cannot fail; an encoder error would be a bug
     // in a label, and an empty page is the safe answer.
@@ -382,7 +391,16 @@ pub fn render(snaps: Vec<ShardSnapshot>) -> String {
 
 /// Renders snapshots in `format`.
 pub fn render_as(snaps: Vec<ShardSnapshot>, format: Format) -> String {
-    let om = render(snaps);
+    render_as_with(snaps, Vec::new(), format)
+}
+
+/// Renders snapshots and process-wide families in `format`.
+pub fn render_as_with(
+    snaps: Vec<ShardSnapshot>,
+    extra: Vec<Box<dyn Collector>>,
+    format: Format,
+) -> String {
+    let om = render_with(snaps, extra);
     match format {
         Format::OpenMetrics => om,
         Format::Prometheus => to_prometheus_text(&om),

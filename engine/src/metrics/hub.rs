@@ -7,7 +7,8 @@
 //! counters never go backwards.
 
 use super::ShardSnapshot;
-use std::sync::{mpsc, Mutex};
+use prometheus_client::collector::Collector;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc as tmpsc;
 
@@ -20,6 +21,17 @@ pub const SCRAPE_WAIT: Duration = Duration::from_secs(2);
 #[derive(Debug, Default)]
 pub struct MetricsHub {
     slots: Mutex<Vec<Slot>>,
+    /// Process-wide families rendered after the shards' (ACME's).
+    extra: Mutex<Vec<Extra>>,
+}
+
+/// Makes a process-wide collector for one scrape.
+struct Extra(Box<dyn Fn() -> Box<dyn Collector> + Send + Sync>);
+
+impl std::fmt::Debug for Extra {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Extra")
+    }
 }
 
 #[derive(Debug, Default)]
@@ -42,6 +54,20 @@ impl MetricsHub {
         }
         slots[id].tx = Some(tx);
         ScrapeRequests(rx)
+    }
+
+    /// Adds process-wide families, rendered on every scrape.
+    pub fn add_collector<C: Collector>(&self, c: Arc<C>) {
+        self.extra
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Extra(Box::new(move || Box::new(c.clone()))));
+    }
+
+    /// The process-wide families, for one scrape.
+    pub fn extra(&self) -> Vec<Box<dyn Collector>> {
+        let list = self.extra.lock().unwrap_or_else(|p| p.into_inner());
+        list.iter().map(|f| (f.0)()).collect()
     }
 
     /// Records a shard's final counters (called when it stops).

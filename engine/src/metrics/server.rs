@@ -11,7 +11,7 @@
 //! OpenMetrics when the scraper prefers it, the Prometheus text format
 //! 0.0.4 otherwise.
 
-use super::export::{render_as, Format};
+use super::export::{render_as_with, Format};
 use super::hub::{MetricsHub, SCRAPE_WAIT};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -139,7 +139,7 @@ fn answer(mut c: TcpStream, hub: &MetricsHub) -> io::Result<()> {
     let (status, (ctype, body)) = match (method, path) {
         ("GET" | "HEAD", "/metrics") => {
             let format = Format::negotiate(header(&head, "accept"));
-            let page = render_as(hub.scrape(SCRAPE_WAIT), format);
+            let page = render_as_with(hub.scrape(SCRAPE_WAIT), hub.extra(), format);
             ("200 OK", (format.content_type(), page))
         }
         ("GET" | "HEAD", _) => ("404 Not Found", text("try /metrics\n")),

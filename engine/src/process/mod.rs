@@ -161,6 +161,9 @@ pub fn prepare(s: &crate::config::Settings) -> Result<Prepared, String> {
         Some(u) => Some(privileges::resolve(u, s.ops.group.as_deref()).map_err(|e| e.to_string())?),
         None => None,
     };
+    if let (Some(a), Some(t)) = (&s.acme, &target) {
+        crate::acme::cache::Cache::prepare_for_user(&a.cache, t.uid, t.gid)?;
+    }
     let metrics = match s.ops.metrics_listen {
         Some(a) => Some(
             crate::metrics::server::bind(a)

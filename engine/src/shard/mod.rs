@@ -724,6 +724,11 @@ impl<S: Service> ConnCtx<S> {
             Ok(Ok(())) => {}
         }
         let tls = stream.tls();
+        if tls.alpn_protocol() == Some(crate::acme::ACME_TLS_ALPN) {
+            // A TLS-ALPN-01 validation (RFC 8737): the handshake was all.
+            let _ = Box::pin(stream.close()).await;
+            return CloseReason::Normal;
+        }
         match tls.handshake_kind() {
             Some(rustls::HandshakeKind::Resumed) => Counters::bump(&c.resumed_handshakes),
             _ => Counters::bump(&c.full_handshakes),

@@ -26,6 +26,18 @@ use std::sync::{Arc, Mutex, MutexGuard};
 #[derive(Default)]
 pub struct TlsState {
     inner: Mutex<Kept>,
+    /// Wraps the SNI store of every config built (ACME), when set.
+    layer: std::sync::OnceLock<Arc<dyn CertLayer>>,
+}
+
+/// A resolver put in front of the configured certificates of every config
+/// this state builds, start and reload alike (ACME's challenge and issued
+/// certificates: see `crate::acme`).
+pub trait CertLayer: Send + Sync {
+    /// The resolver the config uses, given the configured certificates.
+    fn wrap(&self, store: CertStore) -> Arc<dyn rustls::server::ResolvesServerCert>;
+    /// ALPN protocols to offer after the configured ones.
+    fn alpn(&self) -> Vec<Vec<u8>>;
 }
 
 #[derive(Default)]
@@ -52,6 +64,12 @@ impl TlsState {
     /// Fresh state (empty cache, no keys yet).
     pub fn new() -> TlsState {
         TlsState::default()
+    }
+
+    /// Puts `layer` in front of the certificates of every config built
+    /// from now on (set once, before the first [`prepare`](Self::prepare)).
+    pub fn set_layer(&self, layer: Arc<dyn CertLayer>) {
+        let _ = self.layer.set(layer);
     }
 
     fn kept(&self) -> MutexGuard<'_, Kept> {
@@ -116,7 +134,10 @@ impl TlsState {
             .with_protocol_versions(&versions)
             .map_err(TlsError::Rustls)?
             .with_client_cert_verifier(verifier)
-            .with_cert_resolver(Arc::new(store));
+            .with_cert_resolver(match self.layer.get() {
+                Some(l) => l.wrap(store),
+                None => Arc::new(store),
+            });
         cfg.ignore_client_order = true;
         // Counted per shard thread (uringtls_session_cache_lookups_total).
         cfg.session_storage = crate::metrics::tls_counts::CountingStore::wrap(cache.1.clone());
@@ -130,6 +151,9 @@ impl TlsState {
                 Arc::new(rustls::compress::CompressionCache::new((2 * certs).max(4)));
         } else {
             cfg.cert_compressors = Vec::new();
+        }
+        if let Some(l) = self.layer.get() {
+            cfg.alpn_protocols.extend(l.alpn());
         }
         Ok(Prepared {
             config: Arc::new(cfg),

@@ -132,6 +132,26 @@ pub fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
 #[allow(unused_imports)] // each test file uses a different subset
 pub use uringtls_tests::eventually;
 
+/// Fails if `logs` hold a private key's DER (`der`) as hex or as a Rust
+/// byte list, or any PEM block or key marker.
+pub fn assert_no_key_bytes(logs: &str, der: &[u8]) {
+    assert!(!logs.contains("-----BEGIN"), "PEM header in the logs");
+    assert!(!logs.contains("PRIVATE KEY"), "key marker in the logs");
+    let hex: String = der.iter().map(|b| format!("{b:02x}")).collect();
+    let lower = logs.to_lowercase();
+    for i in (0..hex.len().saturating_sub(24)).step_by(8) {
+        assert!(
+            !lower.contains(&hex[i..i + 24]),
+            "key material (hex) in the logs"
+        );
+    }
+    let list = format!("{:?}", &der[der.len().saturating_sub(8)..]);
+    assert!(
+        !logs.contains(list.trim_matches(['[', ']'])),
+        "key material (byte list) in the logs"
+    );
+}
+
 /// Makes sure this test process may open `n` descriptors (raises the soft
 /// RLIMIT_NOFILE toward the hard limit; never lowers anything).
 pub fn ensure_nofile(n: u64) {

@@ -48,6 +48,15 @@ pub const RESOLVER_FILES: &[&str] = &[
 /// read a file names the user it runs as (world-readable files anyway).
 pub const USER_FILES: &[&str] = &["/etc/passwd", "/etc/group", "/etc/nsswitch.conf"];
 
+/// Where the system's CA roots live (the ACME client verifies its server
+/// with them, beside `--acme-ca`): read on each new HTTPS connection.
+pub const CA_ROOT_DIRS: &[&str] = &[
+    "/etc/ssl",
+    "/etc/pki",
+    "/usr/share/ca-certificates",
+    "/usr/lib/ssl",
+];
+
 /// What Landlock did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -133,7 +142,11 @@ pub fn kernel_abi() -> i32 {
 
 /// Restricts this thread (and those it starts) to reading `dirs` and
 /// `files` (and `/proc`).
-pub fn apply(dirs: &BTreeSet<PathBuf>, files: &[&str]) -> Result<Outcome, LandlockError> {
+pub fn apply(
+    dirs: &BTreeSet<PathBuf>,
+    files: &[&str],
+    writable: &[PathBuf],
+) -> Result<Outcome, LandlockError> {
     let abi = kernel_abi();
     let err = |e: &dyn fmt::Display| LandlockError(e.to_string());
     let read_dir = AccessFs::from_read(HANDLED) & !AccessFs::Execute;
@@ -165,6 +178,20 @@ pub fn apply(dirs: &BTreeSet<PathBuf>, files: &[&str]) -> Result<Outcome, Landlo
             }
             Err(e) => {
                 tracing::debug!(path = %d.display(), error = %e, "sandbox: not allowed (cannot open)")
+            }
+        }
+    }
+    // Read-write (the ACME cache: account, certificates, locks).
+    let write_dir = AccessFs::from_all(HANDLED) & !AccessFs::Execute;
+    for d in writable {
+        match PathFd::new(d) {
+            Ok(fd) => {
+                rs = rs
+                    .add_rule(PathBeneath::new(fd, write_dir))
+                    .map_err(|e| err(&e))?
+            }
+            Err(e) => {
+                tracing::warn!(path = %d.display(), error = %e, "sandbox: cannot allow writing (cannot open)")
             }
         }
     }

@@ -111,7 +111,23 @@ pub fn before_start(on: bool, dirs: &BTreeSet<PathBuf>, s: &Settings) -> Result<
     if s.ops.user.is_some() {
         files.extend(landlock::USER_FILES);
     }
-    match landlock::apply(dirs, &files).map_err(|e| e.to_string())? {
+    let mut writable = Vec::new();
+    let mut dirs = dirs.clone();
+    if let Some(a) = &s.acme {
+        // The ACME thread resolves and verifies its server (resolver files,
+        // system roots) and writes its cache.
+        files.extend(landlock::RESOLVER_FILES);
+        dirs.extend(
+            landlock::CA_ROOT_DIRS
+                .iter()
+                .map(PathBuf::from)
+                .filter(|d| d.exists()),
+        );
+        writable.push(a.cache.clone());
+    }
+    files.sort_unstable();
+    files.dedup();
+    match landlock::apply(&dirs, &files, &writable).map_err(|e| e.to_string())? {
         landlock::Outcome::Enforced { abi, .. } => record(|l| l.landlock_abi = Some(abi)),
         landlock::Outcome::Unavailable(why) => {
             tracing::warn!(
