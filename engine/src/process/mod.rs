@@ -161,8 +161,14 @@ pub fn prepare(s: &crate::config::Settings) -> Result<Prepared, String> {
         Some(u) => Some(privileges::resolve(u, s.ops.group.as_deref()).map_err(|e| e.to_string())?),
         None => None,
     };
-    if let (Some(a), Some(t)) = (&s.acme, &target) {
-        crate::acme::cache::Cache::prepare_for_user(&a.cache, t.uid, t.gid)?;
+    match (&s.acme, &target) {
+        (Some(a), Some(t)) => crate::acme::cache::Cache::prepare_for_user(&a.cache, t.uid, t.gid)?,
+        // Created (and checked) now, before the sandbox's Landlock rules,
+        // which can only name a directory that exists.
+        (Some(a), None) => {
+            crate::acme::cache::Cache::open(&a.cache, s.ops.insecure_key_permissions)?;
+        }
+        (None, _) => {}
     }
     let metrics = match s.ops.metrics_listen {
         Some(a) => Some(

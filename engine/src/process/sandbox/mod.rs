@@ -67,6 +67,9 @@ pub fn configured_files(options_config: Option<&PathBuf>, s: &Settings) -> Vec<P
     v.extend(t.cert.iter().chain(&t.key).chain(&t.client_ca).cloned());
     v.extend(t.ticket_key_file.iter().cloned());
     v.extend(t.ticket_secret_file.iter().cloned());
+    if let Some(a) = &s.acme {
+        v.extend(a.ca.iter().cloned());
+    }
     if let Some(d) = &t.cert_dir {
         // The directory itself (its pairs come and go): a name inside it,
         // as given and as resolved (a Kubernetes `..data` link).

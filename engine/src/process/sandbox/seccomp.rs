@@ -83,6 +83,17 @@ const ALLOWED: &[(libc::c_long, &str)] = calls![
     SYS_dup3,
     SYS_getdents64,
     SYS_getcwd,
+    // The ACME cache (Landlock confines writes to its directory): a lock
+    // per name, files written whole, synced and renamed into place.
+    SYS_flock,
+    SYS_fsync,
+    SYS_fdatasync,
+    SYS_ftruncate,
+    SYS_fchmod,
+    SYS_renameat,
+    SYS_renameat2,
+    SYS_unlinkat,
+    SYS_mkdirat,
     // Memory: malloc, thread stacks, malloc_trim, provided buffers.
     SYS_brk,
     SYS_mmap,
@@ -163,6 +174,8 @@ const ALLOWED: &[(libc::c_long, &str)] = calls![
 #[cfg(target_arch = "x86_64")]
 const ALLOWED_ARCH: &[(libc::c_long, &str)] = calls![
     SYS_open,
+    SYS_rename,
+    SYS_unlink,
     SYS_stat,
     SYS_lstat,
     SYS_readlink,
