@@ -18,7 +18,6 @@ mod keep_alive_costs;
 use crate::state::ShardState;
 use crate::tls::ServerStream;
 use std::cell::Cell;
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -120,27 +119,16 @@ impl ConnInfo {
             }
             return into.read(stream).await.map(Some);
         }
-        let read = into.read(stream);
-        tokio::pin!(read);
         // The read first; then the drain, through a registration this
-        // connection keeps between requests (no waiter per wait).
-        let first = std::future::poll_fn(|cx| {
-            if let std::task::Poll::Ready(r) = read.as_mut().poll(cx) {
-                return std::task::Poll::Ready(Some(r));
-            }
-            self.shard.poll_drain(&self.drain_slot, cx).map(|()| None)
+        // connection keeps between requests (no waiter per wait). A read
+        // that completed as the drain began is not lost (`io::unless`).
+        match crate::io::unless(into.read(stream), |cx| {
+            self.shard.poll_drain(&self.drain_slot, cx)
         })
-        .await;
-        if let Some(r) = first {
-            return r.map(Some);
-        }
-        // The read may have completed in the kernel without its completion
-        // being delivered yet; dropping it then would lose a request. Let
-        // posted completions arrive, then look once more.
-        crate::io::settle().await;
-        match poll_once(&mut read) {
-            Some(r) => r.map(Some),
-            None => Ok(None),
+        .await
+        {
+            Ok(r) => r.map(Some),
+            Err(()) => Ok(None),
         }
     }
 }
@@ -160,11 +148,4 @@ impl Into<'_> {
     }
 }
 
-/// Polls `fut` once; `None` if it is not ready.
-fn poll_once<F: std::future::Future + Unpin>(fut: &mut F) -> Option<F::Output> {
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    match std::pin::Pin::new(fut).poll(&mut cx) {
-        std::task::Poll::Ready(v) => Some(v),
-        std::task::Poll::Pending => None,
-    }
-}
+

@@ -365,6 +365,38 @@ pub async fn settle() {
     }
 }
 
+/// Runs `op` (a read, say) until it completes or `cancel` is ready,
+/// `op` first. If `cancel` wins, the operation may already have completed
+/// in the kernel without its completion being delivered (io_uring): this
+/// lets posted completions arrive ([`settle`]) and looks at `op` once more,
+/// so that a completed operation's result (a request that arrived) is never
+/// dropped. `Ok` with `op`'s output, or `Err(())` when it was given up.
+///
+/// The lost-completion hazard of giving up an io_uring operation stays
+/// here, in the runtime; callers above need not know about it.
+pub async fn unless<F: Future>(
+    op: F,
+    mut cancel: impl FnMut(&mut std::task::Context<'_>) -> std::task::Poll<()>,
+) -> Result<F::Output, ()> {
+    let mut op = std::pin::pin!(op);
+    let first = std::future::poll_fn(|cx| {
+        if let std::task::Poll::Ready(r) = op.as_mut().poll(cx) {
+            return std::task::Poll::Ready(Some(r));
+        }
+        cancel(cx).map(|()| None)
+    })
+    .await;
+    if let Some(r) = first {
+        return Ok(r);
+    }
+    settle().await;
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match op.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(r) => Ok(r),
+        std::task::Poll::Pending => Err(()),
+    }
+}
+
 thread_local! {
     static WRITE_BUFS: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
 }
