@@ -48,7 +48,15 @@ fn every_thread_runs_under_seccomp_with_no_new_privs_once_the_engine_is_ready() 
     let certs = test_certs();
     let e = start_engine_with_certs(
         &certs,
-        &["--shards", "2", "--metrics-listen", "127.0.0.1:0"],
+        // The uring backend: its rings are restricted (a layer checked here).
+        &[
+            "--shards",
+            "2",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--io-backend",
+            "uring",
+        ],
     );
     let (tasks, nnp) = (
         task_status(e.pid(), "Seccomp"),
