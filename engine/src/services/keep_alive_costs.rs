@@ -108,3 +108,42 @@ fn a_keep_alive_request_allocates_only_what_rustls_does() {
 /// What rustls 0.23's unbuffered API allocates per request/response pair
 /// (see docs/architecture.md).
 const RUSTLS_ALLOCS_PER_REQUEST: f64 = 2.0;
+
+/// The state an idle keep-alive connection keeps besides the TLS stream is
+/// the http service's future waiting for the next request (boxed, see
+/// `shard::Shard::drive`): it must not hold room for a second copy of the
+/// read (the `async fn` form of `io::unless` stored its argument and a
+/// pinned copy: 1,408 bytes; 816 since). The bound leaves room for
+/// compiler changes; a failure means the idle wait grew.
+#[test]
+fn the_http_service_waits_for_a_request_in_a_small_future() {
+    use crate::services::Service;
+    fn size_of_future<F: std::future::Future>(_: &F) -> usize {
+        std::mem::size_of::<F>()
+    }
+    let rt = crate::io::Runtime::new(&crate::io::RingOptions::default()).expect("runtime");
+    let (cfg, _) = crate::tls::tests::server_config_and_cert();
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let _client = std::net::TcpStream::connect(addr).expect("connect");
+    let (s, peer) = l.accept().expect("accept");
+    let size = rt.block_on(async move {
+        let conn = crate::io::Conn::from_std(s).expect("conn");
+        let tls = crate::tls::ServerConn::new(cfg).expect("session");
+        let mut stream = crate::tls::ServerStream::new(conn, tls);
+        let info = crate::services::ConnInfo {
+            peer,
+            local: addr,
+            peer_identity: None,
+            shard: Rc::new(crate::state::ShardState::new(0)),
+            drain_slot: Cell::new(None),
+        };
+        let http = crate::services::http::Http::default();
+        let fut = http.serve(&mut stream, &info);
+        size_of_future(&fut)
+    });
+    assert!(
+        size <= 1024,
+        "the http service's future is {size} bytes (816 when written): an idle connection keeps it"
+    );
+}

@@ -111,7 +111,12 @@ impl ConnInfo {
     ) -> io::Result<Option<usize>> {
         // Owed records (e.g. session tickets) go out now, so that below the
         // read future does nothing but wait for input.
-        stream.flush().await?;
+        // Boxed, and only when records are owed: this wait is where an idle
+        // keep-alive connection spends its life, and its state should not
+        // hold room for a write's.
+        if stream.has_pending_output() {
+            Box::pin(stream.flush()).await?;
+        }
         if self.draining() {
             // A request that already reached us is served, not dropped.
             if !stream.has_pending_input() {
@@ -147,5 +152,3 @@ impl Into<'_> {
         }
     }
 }
-
-

@@ -373,27 +373,70 @@ pub async fn settle() {
 /// dropped. `Ok` with `op`'s output, or `Err(())` when it was given up.
 ///
 /// The lost-completion hazard of giving up an io_uring operation stays
-/// here, in the runtime; callers above need not know about it.
-pub async fn unless<F: Future>(
-    op: F,
-    mut cancel: impl FnMut(&mut std::task::Context<'_>) -> std::task::Poll<()>,
-) -> Result<F::Output, ()> {
-    let mut op = std::pin::pin!(op);
-    let first = std::future::poll_fn(|cx| {
-        if let std::task::Poll::Ready(r) = op.as_mut().poll(cx) {
-            return std::task::Poll::Ready(Some(r));
-        }
-        cancel(cx).map(|()| None)
-    })
-    .await;
-    if let Some(r) = first {
-        return Ok(r);
+/// here, in the runtime; callers above need not know about it. A plain
+/// struct rather than an `async fn`: `op` is stored once (an `async fn`
+/// would keep the argument and its pinned copy), which matters to a
+/// connection that waits here, idle, for its whole life.
+pub fn unless<F, C>(op: F, cancel: C) -> Unless<F, C>
+where
+    F: Future,
+    C: FnMut(&mut std::task::Context<'_>) -> std::task::Poll<()>,
+{
+    Unless {
+        op,
+        cancel,
+        settling: None,
     }
-    settle().await;
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    match op.as_mut().poll(&mut cx) {
-        std::task::Poll::Ready(r) => Ok(r),
-        std::task::Poll::Pending => Err(()),
+}
+
+/// The future of [`unless`].
+pub struct Unless<F, C> {
+    op: F,
+    cancel: C,
+    /// Set once `cancel` won: the round trip through the ring (boxed: a
+    /// drain's path, not every wait's).
+    settling: Option<std::pin::Pin<Box<dyn Future<Output = ()>>>>,
+}
+
+impl<F, C> Future for Unless<F, C>
+where
+    F: Future,
+    C: FnMut(&mut std::task::Context<'_>) -> std::task::Poll<()>,
+{
+    type Output = Result<F::Output, ()>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        use std::task::Poll;
+        // SAFETY: `op` is structurally pinned (never moved out of `self`
+        // nor accessed unpinned); `cancel` and `settling` are only accessed
+        // by `&mut` and never pinned through `self`.
+        let this = unsafe { self.get_unchecked_mut() };
+        // SAFETY: see above.
+        let mut op = unsafe { std::pin::Pin::new_unchecked(&mut this.op) };
+        if this.settling.is_none() {
+            if let Poll::Ready(r) = op.as_mut().poll(cx) {
+                return Poll::Ready(Ok(r));
+            }
+            match (this.cancel)(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(()) => this.settling = Some(Box::pin(settle())),
+            }
+        }
+        if let Some(s) = &mut this.settling {
+            if s.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+        }
+        // Posted completions have arrived: one last look, without
+        // registering for a wake-up that nobody will wait for.
+        let mut quiet = std::task::Context::from_waker(std::task::Waker::noop());
+        Poll::Ready(match op.poll(&mut quiet) {
+            Poll::Ready(r) => Ok(r),
+            Poll::Pending => Err(()),
+        })
     }
 }
 

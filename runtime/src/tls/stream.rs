@@ -208,7 +208,7 @@ impl<C: TlsConn> TlsStream<C> {
             // the hold is once per connection, and should not grow the
             // state of every read).
             if !(self.holding && Box::pin(self.held_flight_waits()).await) {
-                self.flush().await?;
+                self.flush_owed().await?;
             }
             self.fill_until(deadline).await?;
         }
@@ -226,7 +226,7 @@ impl<C: TlsConn> TlsStream<C> {
             }
             // Owed records first, unless held (see `read`).
             if !(self.holding && Box::pin(self.held_flight_waits()).await) {
-                self.flush().await?;
+                self.flush_owed().await?;
             }
             self.fill_until(deadline).await?;
         }
@@ -236,7 +236,8 @@ impl<C: TlsConn> TlsStream<C> {
     /// Call [`flush`](Self::flush) to push the tail out.
     pub async fn write_all(&mut self, mut data: &[u8]) -> io::Result<()> {
         if self.tls.is_handshaking() {
-            self.handshake_lazy().await?;
+            // Boxed: once per connection at most, not in every write's state.
+            Box::pin(self.handshake_lazy()).await?;
         }
         while !data.is_empty() {
             let n = self.tls.write_plaintext(data)?;
@@ -246,6 +247,24 @@ impl<C: TlsConn> TlsStream<C> {
             }
         }
         Ok(())
+    }
+
+    /// Whether records wait to be written (see [`flush`](Self::flush)).
+    pub fn has_pending_output(&self) -> bool {
+        self.tls.wants_write()
+    }
+
+    /// [`flush`](Self::flush) where records are owed, boxed: the read path
+    /// owes records rarely (tickets, alerts, key updates), and a read's
+    /// state, which a connection waiting for its next request keeps, should
+    /// not hold room for a write's.
+    async fn flush_owed(&mut self) -> io::Result<()> {
+        if self.tls.wants_write() {
+            Box::pin(self.flush()).await
+        } else {
+            self.holding = false;
+            Ok(())
+        }
     }
 
     /// Writes every queued record to the socket.
@@ -325,16 +344,24 @@ impl<C: TlsConn> TlsStream<C> {
         }
         let spare = self.rspare.take();
         let answer = std::mem::take(&mut self.answer_due);
-        let fut = self
-            .conn
-            .recv_hinted(spare, READ_BUF_INITIAL, READ_BUF, answer);
+        // The receive is built inside each arm, not bound to a local first:
+        // a moved-from local keeps its room in the future's state, which an
+        // idle connection holds for as long as it waits here.
         let mut chunk = match deadline {
             Some(d) => self
                 .read_timer
-                .within(d, fut)
+                .within(
+                    d,
+                    self.conn
+                        .recv_hinted(spare, READ_BUF_INITIAL, READ_BUF, answer),
+                )
                 .await
                 .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "read timeout"))??,
-            None => fut.await?,
+            None => {
+                self.conn
+                    .recv_hinted(spare, READ_BUF_INITIAL, READ_BUF, answer)
+                    .await?
+            }
         };
         self.bytes_in += chunk.len() as u64;
         if chunk.is_empty() {
