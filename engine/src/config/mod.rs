@@ -14,8 +14,8 @@ mod size;
 mod warnings;
 
 pub use duration::HumanDuration;
-pub use http::{HttpLimits, DEFAULT_REQUEST_TIMEOUT};
-pub use operations::{check_log_filter, Operations, DEFAULT_HEADER_TIMEOUT};
+pub use http::HttpLimits;
+pub use operations::{check_log_filter, Operations};
 pub use size::ByteSize;
 
 use crate::io::RingOptions;

@@ -39,6 +39,7 @@ pub const DEFAULT_FAIL_TIMEOUT: Duration = Duration::from_secs(10);
 const FALLBACK_IDLE: Duration = Duration::from_secs(3600);
 /// PROXY v2 TLV carrying the client certificate's full subject DN (from
 /// the custom range 0xE0..=0xEF; documented in `docs/deployment.md`).
+#[doc(hidden)] // internal: reached by the fuzz targets through `__private`
 pub const PP2_TYPE_CLIENT_SUBJECT: u8 = 0xE0;
 const PP2_CLIENT_SSL: u8 = 0x01;
 const PP2_CLIENT_CERT_CONN: u8 = 0x02;
@@ -309,6 +310,7 @@ async fn bad_gateway(stream: &mut ServerStream) -> io::Result<()> {
 
 /// What goes into a PROXY header besides the addresses.
 #[derive(Debug, Default, Clone)]
+#[doc(hidden)] // internal: reached by the fuzz targets through `__private`
 pub struct TlsFacts<'a> {
     /// SNI.
     pub sni: Option<&'a str>,
@@ -340,6 +342,7 @@ fn proxy_header(
 }
 
 /// Encodes a PROXY header (pure; tested with the `ppp` parser).
+#[doc(hidden)] // internal: reached by the fuzz targets through `__private`
 pub fn encode_header(
     version: ProxyProtocol,
     peer: SocketAddr,
