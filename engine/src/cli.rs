@@ -1,5 +1,5 @@
 //! The `uringtls` command line: flags/TOML in, shards out, SIGINT/SIGTERM
-//! drain, SIGHUP reload (see [`crate::reload`]). `main.rs` only calls [`main`]; the test crate builds a copy of the
+//! drain, SIGHUP reload (`reload.rs`). `main.rs` only calls [`main`]; the test crate builds a copy of the
 //! binary from the same function.
 
 use crate::config::{LogFormat, Options, ServiceKind, Settings};

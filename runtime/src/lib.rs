@@ -15,6 +15,7 @@
 //! beside this crate's `Cargo.toml`.
 
 #![deny(unsafe_op_in_unsafe_fn)]
+#![deny(missing_docs)]
 
 pub mod io;
 pub mod tls;
