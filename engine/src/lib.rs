@@ -331,6 +331,9 @@ impl Drop for Engine {
     }
 }
 
+#[cfg(test)]
+mod engine_tests;
+
 /// Unit tests count the heap allocations each thread makes (a global
 /// allocator that counts, then defers to the system's).
 #[cfg(test)]

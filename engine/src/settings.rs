@@ -147,3 +147,46 @@ impl SettingsBuilder {
         self.options.resolve()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::SettingsBuilder;
+    use crate::ConfigError;
+    use std::time::Duration;
+
+    #[test]
+    fn setters_override_the_toml_and_the_rest_keeps_its_default() {
+        let s = SettingsBuilder::from_toml("backlog = 100\nmax_conns = 10\n")
+            .expect("toml")
+            .max_conns(20)
+            .idle_timeout(Duration::from_secs(7))
+            .listen("127.0.0.1:0")
+            .build()
+            .expect("valid");
+        assert_eq!(s.backlog, 100, "from the TOML");
+        assert_eq!(s.max_conns, 20, "the setter wins");
+        assert_eq!(s.idle_timeout, Duration::from_secs(7));
+        assert_eq!(s.listen.port(), 0);
+        assert_eq!(s.grace, crate::config::DEFAULT_GRACE, "untouched: default");
+    }
+
+    #[test]
+    fn an_unknown_toml_key_is_a_parse_error_naming_it() {
+        match SettingsBuilder::from_toml("max_conn = 1\n") {
+            Err(ConfigError::Parse { message, .. }) => {
+                assert!(message.contains("max_conn"), "{message}")
+            }
+            other => panic!("expected a parse error, got {:?}", other.map(|_| ())),
+        }
+    }
+
+    #[test]
+    fn a_bad_value_from_a_setter_is_refused_by_build_naming_the_setting() {
+        match SettingsBuilder::new().max_conns(0).build() {
+            Err(ConfigError::Invalid { origin, .. }) => {
+                assert!(origin.contains("max-conns"), "{origin}")
+            }
+            other => panic!("expected an invalid value, got {:?}", other.map(|_| ())),
+        }
+    }
+}
