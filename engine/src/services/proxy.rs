@@ -85,7 +85,7 @@ pub struct ProxySettings {
 
 /// The upstreams and their health; shared by all shards, replaced on reload.
 #[derive(Debug)]
-pub struct Pool {
+pub(crate) struct Pool {
     settings: ProxySettings,
     /// Milliseconds since `epoch` until which upstream `i` is skipped.
     down_until: Vec<AtomicU64>,
@@ -144,11 +144,6 @@ impl Pool {
             .is_some_and(|d| d.swap(until, Ordering::Relaxed) <= t)
     }
 
-    /// The settings this pool was built from.
-    pub fn settings(&self) -> &ProxySettings {
-        &self.settings
-    }
-
     /// Connects to the first upstream of [`order`](Self::order) that answers.
     async fn connect(&self) -> Option<(Conn, &UpstreamAddr)> {
         for i in self.order(Instant::now()) {
@@ -192,11 +187,6 @@ impl Proxy {
     /// Replaces the upstreams (new connections only; health starts fresh).
     pub fn reload(&self, settings: ProxySettings) {
         self.pool.store(Arc::new(Pool::new(settings)));
-    }
-
-    /// The pool in use now.
-    pub fn pool(&self) -> Arc<Pool> {
-        self.pool.load_full()
     }
 }
 
@@ -266,7 +256,7 @@ fn speaks_http1(tls: &crate::tls::ServerConn) -> bool {
 }
 
 /// The whole `502` answer: status, `Connection: close`, a short body.
-pub fn bad_gateway_response() -> String {
+pub(crate) fn bad_gateway_response() -> String {
     format!(
         "HTTP/1.1 502 Bad Gateway\r\nServer: uringtls\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{BAD_GATEWAY_BODY}",
         BAD_GATEWAY_BODY.len()
