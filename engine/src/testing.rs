@@ -191,6 +191,29 @@ mod tests {
         });
     }
 
+    /// `pair` itself runs on any backend; the uring one here (the unit
+    /// tests already need io_uring, see `services/keep_alive_costs.rs`).
+    #[test]
+    fn a_pair_also_connects_on_the_uring_backend() {
+        let rt = crate::io::Runtime::new(&crate::io::RingOptions {
+            backend: crate::io::Backend::Uring,
+            ..crate::io::RingOptions::default()
+        })
+        .expect("uring runtime");
+        rt.block_on(async {
+            let super::Pair {
+                mut server,
+                mut client,
+                info,
+            } = super::pair().await.expect("pair");
+            assert!(info.peer.ip().is_loopback() && info.local.port() != 0);
+            client.write_all(b"x").await.expect("write");
+            client.flush().await.expect("flush");
+            let mut buf = [0u8; 1];
+            assert_eq!(server.read(&mut buf).await.expect("read"), 1);
+        });
+    }
+
     #[test]
     fn a_drain_started_on_a_detached_conn_info_is_seen_by_the_service() {
         let rt = super::runtime().expect("epoll runtime");
