@@ -1,5 +1,5 @@
 //! The `uringtls` command line: flags/TOML in, shards out, SIGINT/SIGTERM
-//! drain, SIGHUP reload (see [`crate::reload`]). `main.rs` only calls [`main`]; the test crate builds a copy of the
+//! drain, SIGHUP reload (`reload.rs`). `main.rs` only calls [`main`]; the test crate builds a copy of the
 //! binary from the same function.
 
 use crate::config::{LogFormat, Options, ServiceKind, Settings};
@@ -94,7 +94,7 @@ pub fn main() -> ExitCode {
         }
     };
     if let Some(l) = prepared.metrics {
-        match crate::metrics::server::start(l, engine.metrics.clone()) {
+        match crate::metrics::server::start(l, engine.metrics_hub().clone()) {
             Ok(a) => println!("uringtls: metrics at http://{a}/metrics"),
             Err(e) => {
                 eprintln!("uringtls: error: cannot start the metrics server: {e}");
@@ -105,7 +105,7 @@ pub fn main() -> ExitCode {
     if shared_port {
         tracing::warn!(
             "{}",
-            crate::process::shared_port_warning(engine.server.local_addr())
+            crate::process::shared_port_warning(engine.local_addr())
         );
     }
     crate::process::sandbox::announce(&readable);
@@ -114,9 +114,9 @@ pub fn main() -> ExitCode {
     let mut reloader = Reloader::new(
         options,
         settings.clone(),
-        engine.tls_state.clone(),
-        engine.identity.clone(),
-        engine.live.clone(),
+        engine.tls_state().clone(),
+        engine.identity().clone(),
+        engine.live().clone(),
     );
     if settings.watch_files {
         match crate::watch::FileWatcher::start(&settings, |_| raise_sighup()) {
@@ -188,14 +188,14 @@ fn init_logging(s: &Settings) -> tracing_appender::non_blocking::WorkerGuard {
 }
 
 fn announce(s: &Settings, engine: &Engine) {
-    let addr = engine.server.local_addr();
-    for (i, cpu) in engine.server.cpus().iter().enumerate() {
+    let addr = engine.local_addr();
+    for (i, cpu) in engine.cpus().iter().enumerate() {
         println!("uringtls: shard {i} on CPU {cpu} listening on {addr}");
     }
-    if engine.identity.self_signed {
+    if engine.identity().self_signed {
         println!(
             "uringtls: self-signed certificate for localhost, 127.0.0.1, ::1; SHA-256 fingerprint {}",
-            engine.identity.fingerprint()
+            engine.identity().fingerprint()
         );
     }
     let service = match s.service {
@@ -205,7 +205,7 @@ fn announce(s: &Settings, engine: &Engine) {
     };
     println!(
         "uringtls: serving {service} at https://{addr}/ with {} shards",
-        engine.server.cpus().len()
+        engine.cpus().len()
     );
 }
 
@@ -227,7 +227,7 @@ fn wait_for_stop(
         generation += 1;
         reload(generation, &mut reloader, proxy.as_ref());
     }
-    engine.server.shutdown();
+    engine.shutdown();
     // A second SIGINT/SIGTERM stops at once; SIGHUP is ignored while draining.
     std::thread::spawn(move || {
         if signals.forever().any(|s| s != SIGHUP) {
@@ -235,7 +235,7 @@ fn wait_for_stop(
             std::process::exit(1);
         }
     });
-    engine.server.wait_drained();
+    engine.wait_drained();
     tracing::info!("all shards drained; exiting");
 }
 

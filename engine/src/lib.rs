@@ -1,39 +1,45 @@
 //! # uringtls
 //!
-//! An io_uring-based, shard-per-core TLS server engine.
+//! An io_uring-based, shard-per-core TLS server engine: one pinned thread
+//! per CPU, each with its own ring (or, where io_uring is fenced off, an
+//! epoll loop) and its own `SO_REUSEPORT` listener; rustls over owned
+//! buffers; one shared TLS configuration so that resumption works on
+//! whichever shard a reconnect lands.
 //!
 //! ```text
-//!  shard thread (pinned to its CPU, own tokio-uring ring)
+//!  shard thread (pinned to its CPU, own runtime from `uringtls-runtime`)
 //!    └─ listener (own SO_REUSEPORT socket on the shared address)
 //!         └─ accept ─ limits (lists, per-address cap/rate, shard/global caps)
-//!              └─ TLS session (rustls over owned io_uring buffers; handshake deadline)
+//!              └─ TLS session (rustls over owned buffers; handshake deadline)
 //!                   └─ service (echo | http | proxy | yours, via the `Service` trait)
 //! ```
 //!
-//! - [`shard`]: threads, pinning, listeners, accept loop, drain.
-//! - [`io`]: the only module that calls into the io_uring runtime.
-//! - [`tls`]: the one shared rustls `ServerConfig` (shared ticketer and
-//!   session cache, so resumption works whichever shard a client lands on),
-//!   the sans-I/O session logic and the stream that drives it; SNI
-//!   certificates, mTLS, ticket keys shared by a fleet.
-//! - [`services`]: the [`services::Service`] trait, `echo`, `http`,
-//!   `proxy` (TLS termination in front of TCP upstreams).
-//! - [`reload`]: SIGHUP hot reload through an `ArcSwap` read per connection.
-//! - [`watch`]: reload when the certificate, key and ticket files change.
-//! - [`config`]: flags and TOML, validated before anything is bound.
-//! - [`limits`]: admission at accept, before any TLS work.
-//! - [`metrics`]: per-shard counters merged on scrape, `/metrics`, access log.
-//! - [`process`]: privilege drop, key-file mode, core dumps, `sd_notify`.
-//! - [`acme`]: automatic certificates (ACME, TLS-ALPN-01 on the listener).
+//! ## The library API
 //!
-//! State is per shard (connections, counters, buffers: `Rc`/`Cell`, no locks)
-//! except the TLS config, whose session cache and ticket keys are shared by
-//! design. See `docs/architecture.md`.
+//! - [`Settings`], built in code with [`SettingsBuilder`] (or from a TOML
+//!   string with [`SettingsBuilder::from_toml`]); the binary's flags and config
+//!   file end in the same [`Settings`].
+//! - [`Engine`]: [`start`](Engine::start) the shards with a [`Service`],
+//!   [`reload`](Engine::reload) certificates and limits,
+//!   [`shutdown`](Engine::shutdown) (stop accepting, drain) and
+//!   [`join`](Engine::join).
+//! - [`Service`]: your protocol over a decrypted [`ServerStream`], with
+//!   [`ConnInfo`] about the connection. Its documentation states the
+//!   runtime contract (which timers, spawn and blocking calls are allowed).
+//! - The built-in services in [`services`]: [`services::echo::Echo`],
+//!   [`services::http::Http`], [`services::proxy::Proxy`].
+//! - [`io`]: the runtime's timers ([`io::time`]) and [`io::spawn`], for use
+//!   inside a service.
+//! - [`testing`]: drive a [`Service`] in a unit test, on loopback, without
+//!   io_uring.
+//! - [`cli::main`]: the `uringtls` binary itself.
+//!
+//! Everything else is internal. The design is in `docs/architecture.md`.
 //!
 //! Embedding with a custom service:
 //!
 //! ```no_run
-//! use uringtls::{services::{ConnInfo, Service}, tls::ServerStream};
+//! use uringtls::{ConnInfo, Service, ServerStream};
 //! struct Upper;
 //! impl Service for Upper {
 //!     async fn serve(&self, s: &mut ServerStream, _c: &ConnInfo) -> std::io::Result<()> {
@@ -46,30 +52,51 @@
 //!         }
 //!     }
 //! }
-//! let settings = uringtls::config::Options::default().resolve().unwrap();
+//! let settings = uringtls::SettingsBuilder::new()
+//!     .listen("127.0.0.1:8443")
+//!     .shards(2)
+//!     .build()
+//!     .unwrap();
 //! let engine = uringtls::Engine::start(&settings, Upper).unwrap();
-//! engine.server.stop_and_join();
+//! engine.shutdown();
+//! engine.join();
 //! ```
 
-pub mod acme;
-pub mod cli;
-pub mod config;
-pub use uringtls_runtime::io;
-pub mod limits;
-pub mod metrics;
-pub mod process;
-pub mod reload;
-pub mod services;
-pub mod shard;
-pub mod state;
-pub mod tls;
-pub mod watch;
+#![deny(missing_docs)]
 
-use config::{ConfigError, Settings};
-use services::Service;
-use shard::{Server, ShardSettings, StartError};
+pub(crate) mod acme;
+pub mod cli;
+pub(crate) mod config;
+pub use uringtls_runtime::io;
+pub(crate) mod limits;
+pub(crate) mod metrics;
+pub(crate) mod process;
+pub(crate) mod reload;
+pub mod services;
+mod settings;
+pub(crate) mod shard;
+pub(crate) mod state;
+pub mod testing;
+pub(crate) mod tls;
+pub(crate) mod watch;
+
+#[doc(hidden)]
+pub mod __private;
+
+pub use config::{ConfigError, Settings};
+pub use metrics::CloseReason;
+pub use reload::ReloadError;
+pub use services::{ConnInfo, Service};
+pub use settings::SettingsBuilder;
+pub use shard::StartError;
+pub use tls::{PeerIdentity, ServerStream};
+
+use reload::{Live, Reloader};
+use rustls::pki_types::CertificateDer;
+use shard::{Server, ShardSettings};
 use std::fmt;
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 
 /// Why the engine did not start.
 #[derive(Debug)]
@@ -92,25 +119,28 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-/// A started engine.
+/// A started engine: its shards serve until [`shutdown`](Engine::shutdown)
+/// or until the engine is dropped (which starts the drain without waiting
+/// for it; [`join`](Engine::join) waits).
 pub struct Engine {
-    /// The running shards.
-    pub server: Server,
+    /// The running shards (`None` once joined).
+    server: Option<Server>,
     /// The serving certificate (the default one, with SNI).
-    pub identity: tls::Identity,
+    identity: tls::Identity,
     /// The TLS config and limits shards read per connection (swapped on reload).
-    pub live: Arc<reload::Live>,
+    live: Arc<Live>,
     /// Session cache and ticket keys, kept across reloads.
-    pub tls_state: Arc<tls::TlsState>,
+    tls_state: Arc<tls::TlsState>,
     /// Where `/metrics` scrapes get the shards' counters.
-    pub metrics: Arc<metrics::MetricsHub>,
-    /// ACME's metrics, when `acme_domain` is set (its control thread runs).
-    pub acme: Option<Arc<acme::metrics::AcmeMetrics>>,
+    metrics: Arc<metrics::MetricsHub>,
+    /// What [`Engine::reload`] swaps (one reload at a time).
+    reloader: Mutex<Reloader>,
 }
 
 impl Engine {
     /// Loads certificates, builds the shared TLS config and starts all shards
-    /// with `service`.
+    /// with `service`. Returns once every shard serves; if one cannot
+    /// start, none serves.
     pub fn start<S: Service>(settings: &Settings, service: S) -> Result<Engine, Error> {
         Engine::start_with(settings, service, || Ok(()))
     }
@@ -173,22 +203,136 @@ impl Engine {
             before_serve,
         )
         .map_err(Error::Start)?;
-        let acme_metrics = acme.as_ref().map(|a| a.metrics());
         if let Some(a) = acme {
             if let Err(e) = a.start() {
                 tracing::error!(error = %e, "acme: cannot start the control thread; no certificate will be ordered");
             }
         }
+        let reloader = Reloader::new(
+            config::Options::default(),
+            settings.clone(),
+            tls_state.clone(),
+            identity.clone(),
+            live.clone(),
+        );
         Ok(Engine {
-            server,
+            server: Some(server),
             identity,
             live,
             tls_state,
             metrics,
-            acme: acme_metrics,
+            reloader: Mutex::new(reloader),
         })
     }
+
+    fn server(&self) -> &Server {
+        // Only `join` (which consumes the engine) and `drop` take it.
+        self.server.as_ref().expect("shards run until join or drop")
+    }
+
+    /// The address every shard listens on (with the real port when port 0
+    /// was asked).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server().local_addr()
+    }
+
+    /// The CPU of each shard (its length is the shard count).
+    pub fn cpus(&self) -> &[usize] {
+        self.server().cpus()
+    }
+
+    /// The default certificate chain served (leaf first): the configured
+    /// one, or the self-signed certificate for `localhost`, `127.0.0.1`
+    /// and `::1` generated when none is configured (a test client trusts
+    /// its first entry).
+    pub fn certificate_chain(&self) -> &[CertificateDer<'static>] {
+        &self.identity.chain
+    }
+
+    /// Whether the default certificate was generated (no `cert` given).
+    pub fn is_self_signed(&self) -> bool {
+        self.identity.self_signed
+    }
+
+    /// Serves the Prometheus endpoint (`GET /metrics`) on `listener` from a
+    /// thread of its own; returns the address it serves on.
+    pub fn serve_metrics(&self, listener: std::net::TcpListener) -> std::io::Result<SocketAddr> {
+        metrics::server::start(listener, self.metrics.clone())
+    }
+
+    /// Applies `settings` to the running engine: certificates, keys,
+    /// ticket keys, client CAs, TLS parameters and per-connection limits
+    /// (timeouts, caps, admission lists). Every file is read and checked
+    /// first; on error nothing changes and the engine keeps serving the
+    /// previous configuration. Established connections keep the config
+    /// they started with; the next accepted connection gets the new one.
+    ///
+    /// What shapes threads, sockets and rings (`listen`, shards, ring
+    /// settings, `grace`, ACME) only takes effect at a restart (a warning
+    /// is logged). Service-level settings (a proxy's upstreams) belong to
+    /// the service: e.g. [`services::proxy::Proxy::reload`].
+    pub fn reload(&self, settings: &Settings) -> Result<(), ReloadError> {
+        let mut r = self.reloader.lock().unwrap_or_else(|p| p.into_inner());
+        r.apply(settings.clone()).map(|_| ())
+    }
+
+    /// Stops accepting and tells every connection to finish (idle
+    /// keep-alive connections close; the rest get up to the `grace`
+    /// period). Returns at once; [`join`](Self::join) waits. The listening
+    /// sockets leave the `SO_REUSEPORT` group, so another process on the
+    /// same address gets the new connections.
+    pub fn shutdown(&self) {
+        self.server().shutdown();
+    }
+
+    /// Waits until every shard has drained (or reached its grace period)
+    /// and its thread has ended. Call [`shutdown`](Self::shutdown) first,
+    /// or this stops the engine itself.
+    pub fn join(mut self) {
+        if let Some(s) = self.server.take() {
+            s.stop_and_join();
+        }
+    }
+
+    /// Waits until every shard has drained (or reached its grace period),
+    /// without waiting for the threads to end (the binary exits then).
+    pub(crate) fn wait_drained(&self) {
+        self.server().wait_drained();
+    }
+
+    /// The serving identity (the binary's reloader starts from it).
+    pub(crate) fn identity(&self) -> &tls::Identity {
+        &self.identity
+    }
+
+    /// The live configuration shards read per connection.
+    pub(crate) fn live(&self) -> &Arc<Live> {
+        &self.live
+    }
+
+    /// Session cache and ticket keys.
+    pub(crate) fn tls_state(&self) -> &Arc<tls::TlsState> {
+        &self.tls_state
+    }
+
+    /// Where scrapes get the shards' counters.
+    pub(crate) fn metrics_hub(&self) -> &Arc<metrics::MetricsHub> {
+        &self.metrics
+    }
 }
+
+impl Drop for Engine {
+    /// Stops accepting and starts the drain, without waiting for it (see
+    /// [`Engine::join`]).
+    fn drop(&mut self) {
+        if let Some(s) = &self.server {
+            s.shutdown();
+        }
+    }
+}
+
+#[cfg(test)]
+mod engine_tests;
 
 /// Unit tests count the heap allocations each thread makes (a global
 /// allocator that counts, then defers to the system's).

@@ -114,6 +114,12 @@ impl Reloader {
     /// service-level state such as upstreams). On error nothing changed.
     pub fn reload(&mut self) -> Result<&Settings, ReloadError> {
         let new = self.options.clone().resolve().map_err(ReloadError)?;
+        self.apply(new)
+    }
+
+    /// Installs `new` (settings already resolved): checks and loads every
+    /// file first, then swaps. On error nothing changed.
+    pub fn apply(&mut self, new: Settings) -> Result<&Settings, ReloadError> {
         if let Some(check) = &self.check {
             check(&new).map_err(ReloadError)?;
         }

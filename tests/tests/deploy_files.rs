@@ -149,7 +149,7 @@ fn the_engines_own_allow_list_fits_inside_the_container_profile() {
                 && e.get("includes").is_none()
         })
     };
-    for name in uringtls::process::sandbox::seccomp::allowed_names() {
+    for name in uringtls::__private::seccomp_allowed_names() {
         let ok = allowed.contains(name)
             || (matches!(name, "socket" | "clone") && conditional(name))
             // ENOSYS from Docker's profile too: glibc then uses clone.

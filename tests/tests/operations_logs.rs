@@ -86,7 +86,7 @@ fn write_secret(s: &Setup, g: u8) -> std::path::PathBuf {
 
 /// Neither secret, in part, nor the keys derived from them around now.
 fn assert_no_ticket_secrets(logs: &str) {
-    use uringtls::tls::tickets::{derive_bytes, unix_now, Secret, DEFAULT_SECRET_ROTATION};
+    use uringtls::__private::tickets::{derive_bytes, unix_now, Secret, DEFAULT_SECRET_ROTATION};
     let lower = logs.to_lowercase();
     let period = DEFAULT_SECRET_ROTATION.as_secs();
     for g in [1, 2] {
@@ -118,7 +118,7 @@ fn assert_no_ticket_secrets(logs: &str) {
 }
 
 /// Where the last 8 bytes of a derived key start (its AES key's tail).
-const KEY_TAIL: usize = uringtls::tls::tickets::KEY_BYTES - 8;
+const KEY_TAIL: usize = uringtls::__private::tickets::KEY_BYTES - 8;
 
 fn assert_no_secrets(s: &Setup, logs: &str) {
     assert_no_ticket_secrets(logs);

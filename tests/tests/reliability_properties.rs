@@ -15,8 +15,8 @@
 use proptest::prelude::*;
 use rustls::client::UnbufferedClientConnection;
 use std::sync::{Arc, OnceLock};
+use uringtls::__private::session::{ServerConn, Session, TlsConn};
 use uringtls::services::http::Http;
-use uringtls::tls::session::{ServerConn, Session, TlsConn};
 use uringtls_tests::{client_config, test_certs, TestCerts};
 
 fn certs() -> &'static TestCerts {
@@ -30,15 +30,11 @@ fn server_config() -> Arc<rustls::ServerConfig> {
     static CFG: OnceLock<Arc<rustls::ServerConfig>> = OnceLock::new();
     CFG.get_or_init(|| {
         let c = certs();
-        let opts = uringtls::config::Options {
-            cert: Some(c.cert.clone()),
-            key: Some(c.key.clone()),
-            ..Default::default()
-        };
-        let settings = opts.resolve().expect("settings");
-        let state = uringtls::tls::TlsState::new();
-        let prepared = state.prepare(&settings.tls).expect("tls config");
-        state.commit(prepared).0
+        let settings = uringtls::SettingsBuilder::new()
+            .cert_files(&c.cert, &c.key)
+            .build()
+            .expect("settings");
+        uringtls::__private::server_config(&settings).expect("tls config")
     })
     .clone()
 }

@@ -11,7 +11,7 @@ use libfuzzer_sys::fuzz_target;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::OnceLock;
-use uringtls::config::Options;
+use uringtls::__private::Options;
 
 fn file() -> &'static PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();

@@ -15,8 +15,9 @@ use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 use rustls::pki_types::CertificateDer;
 use std::net::{IpAddr, SocketAddr};
-use uringtls::services::proxy::{encode_header, ProxyProtocol, TlsFacts, PP2_TYPE_CLIENT_SUBJECT};
-use uringtls::tls::PeerIdentity;
+use uringtls::__private::{encode_header, TlsFacts, PP2_TYPE_CLIENT_SUBJECT};
+use uringtls::services::proxy::ProxyProtocol;
+use uringtls::PeerIdentity;
 
 #[derive(Arbitrary, Debug)]
 struct Input {

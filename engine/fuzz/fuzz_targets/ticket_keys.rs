@@ -11,7 +11,7 @@
 use libfuzzer_sys::fuzz_target;
 use std::path::Path;
 use std::time::Duration;
-use uringtls::tls::tickets::{parse, TicketKeys};
+use uringtls::__private::tickets::{parse, TicketKeys};
 
 fuzz_target!(|data: &[u8]| {
     let (text, ticket) = match data.iter().position(|b| *b == 0) {

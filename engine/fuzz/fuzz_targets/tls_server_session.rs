@@ -11,17 +11,15 @@
 
 use libfuzzer_sys::fuzz_target;
 use std::sync::{Arc, OnceLock};
-use uringtls::tls::session::{ServerConn, Session};
+use uringtls::__private::session::{ServerConn, Session};
 
 fn config() -> Arc<rustls::ServerConfig> {
     static CFG: OnceLock<Arc<rustls::ServerConfig>> = OnceLock::new();
     CFG.get_or_init(|| {
-        let settings = uringtls::config::Options::default()
-            .resolve()
+        let settings = uringtls::SettingsBuilder::new()
+            .build()
             .expect("default settings");
-        let state = uringtls::tls::TlsState::new();
-        let prepared = state.prepare(&settings.tls).expect("default TLS config");
-        state.commit(prepared).0
+        uringtls::__private::server_config(&settings).expect("default TLS config")
     })
     .clone()
 }

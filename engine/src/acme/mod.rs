@@ -36,6 +36,7 @@ pub use challenge::ACME_TLS_ALPN;
 /// Let's Encrypt's production directory (the default).
 pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
 /// Let's Encrypt's staging directory (untrusted certificates, high limits).
+#[cfg(test)]
 pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
 
 /// First wait after a failed order; doubled after each failure.

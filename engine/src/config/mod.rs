@@ -14,8 +14,8 @@ mod size;
 mod warnings;
 
 pub use duration::HumanDuration;
-pub use http::{HttpLimits, DEFAULT_REQUEST_TIMEOUT};
-pub use operations::{check_log_filter, Operations, DEFAULT_HEADER_TIMEOUT};
+pub use http::HttpLimits;
+pub use operations::{check_log_filter, Operations};
 pub use size::ByteSize;
 
 use crate::io::RingOptions;
@@ -348,6 +348,12 @@ pub struct Options {
 }
 
 /// The resolved, validated settings the engine runs with.
+///
+/// Built by [`SettingsBuilder`](crate::SettingsBuilder) (in code or from
+/// TOML) or by the binary from its flags and file; either way validated
+/// once, before anything is bound. Its fields can be read; groups whose
+/// types are internal (TLS, operations, limits) are set through the
+/// builder's TOML.
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// Listen address.

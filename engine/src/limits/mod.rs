@@ -166,6 +166,7 @@ impl GlobalCount {
     }
 
     /// Current count.
+    #[cfg(test)]
     pub fn get(&self) -> usize {
         self.0.load(Ordering::Relaxed)
     }
@@ -304,7 +305,8 @@ impl ShardLimits {
         self.next_sweep.set((table.len() * 2).max(MIN_SWEEP));
     }
 
-    /// Addresses tracked on this shard (for tests and metrics).
+    /// Addresses tracked on this shard (for tests).
+    #[cfg(test)]
     pub fn tracked(&self) -> usize {
         self.table.borrow().len()
     }

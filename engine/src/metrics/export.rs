@@ -367,6 +367,7 @@ impl Scrape {
 }
 
 /// Renders snapshots as an OpenMetrics/Prometheus text exposition.
+#[cfg(test)]
 pub fn render(snaps: Vec<ShardSnapshot>) -> String {
     render_with(snaps, Vec::new())
 }
@@ -390,6 +391,7 @@ pub fn render_with(snaps: Vec<ShardSnapshot>, extra: Vec<Box<dyn Collector>>) ->
 }
 
 /// Renders snapshots in `format`.
+#[cfg(test)]
 pub fn render_as(snaps: Vec<ShardSnapshot>, format: Format) -> String {
     render_as_with(snaps, Vec::new(), format)
 }

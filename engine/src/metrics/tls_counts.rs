@@ -18,7 +18,9 @@
 //! or, inside an own `ProducesTickets` implementation, call
 //! [`note_ticket_issued`] / [`note_ticket_decrypt`].
 
-use rustls::server::{ProducesTickets, StoresServerSessions};
+#[cfg(test)]
+use rustls::server::ProducesTickets;
+use rustls::server::StoresServerSessions;
 use std::cell::Cell;
 use std::sync::Arc;
 
@@ -49,14 +51,6 @@ fn count(f: impl FnOnce(&mut TlsCounts)) {
         let mut v = c.get();
         f(&mut v);
         c.set(v);
-    });
-}
-
-/// Counts a session-cache lookup (for stores that are not wrapped).
-pub fn note_cache_lookup(hit: bool) {
-    count(|c| match hit {
-        true => c.cache_hits += 1,
-        false => c.cache_misses += 1,
     });
 }
 
@@ -115,10 +109,13 @@ impl StoresServerSessions for CountingStore {
     }
 }
 
-/// A ticketer that counts tickets issued, accepted and rejected.
+/// A ticketer that counts tickets issued, accepted and rejected (the
+/// engine's own ticketer counts itself; this wraps others, in tests).
+#[cfg(test)]
 #[derive(Debug)]
 pub struct CountingTicketer(pub Arc<dyn ProducesTickets>);
 
+#[cfg(test)]
 impl CountingTicketer {
     /// Wraps `inner`.
     pub fn wrap(inner: Arc<dyn ProducesTickets>) -> Arc<dyn ProducesTickets> {
@@ -126,6 +123,7 @@ impl CountingTicketer {
     }
 }
 
+#[cfg(test)]
 impl ProducesTickets for CountingTicketer {
     fn enabled(&self) -> bool {
         self.0.enabled()

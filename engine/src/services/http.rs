@@ -46,12 +46,12 @@ const READ_CHUNK: usize = 4096;
 /// Responses queued from one batch of pipelined requests before they are
 /// written (bytes); bounds a connection's output buffer to this plus one
 /// response.
-pub const MAX_OUT: usize = 64 * 1024;
+pub(crate) const MAX_OUT: usize = 64 * 1024;
 /// Bodies up to this size are copied into the output batch with their
 /// header (pipelined small responses go out in one write); larger ones are
 /// encrypted straight from the responder's copy (a 1 MiB body copied per
 /// response cost ~10% of the CPU per response, plus page faults).
-pub const INLINE_BODY: usize = 16 * 1024;
+pub(crate) const INLINE_BODY: usize = 16 * 1024;
 
 /// The HTTP/1.1 responder.
 #[derive(Debug, Clone)]

@@ -25,6 +25,33 @@ use std::rc::Rc;
 /// A protocol served over decrypted TLS streams. One instance is shared by
 /// all shards (hence `Send + Sync`); each connection's future runs on its
 /// shard's thread and need not be `Send`.
+///
+/// # The runtime contract
+///
+/// [`serve`](Service::serve) runs as a task on its shard's runtime (from
+/// `uringtls-runtime`: our io_uring executor by default, tokio-uring, or
+/// tokio's epoll reactor where io_uring is unavailable). It is not a
+/// general tokio runtime, so:
+///
+/// - **Timers**: use [`crate::io::time`] (`sleep`, `timeout`, `Deadline`),
+///   which work on every backend. `tokio::time` panics on the default
+///   executor (there is no tokio time driver).
+/// - **Tasks**: spawn with [`crate::io::spawn`] (a `!Send` future on the
+///   same shard). `tokio::spawn` and `tokio::task::spawn_local` panic on
+///   the default executor.
+/// - **Sync and select**: tokio's `sync` primitives (`mpsc`, `watch`,
+///   `Notify`, `Mutex`...) and `tokio::select!` / `tokio::join!` work on
+///   every backend; their wakers may come from other threads.
+/// - **No blocking**: a shard thread serves thousands of connections; a
+///   blocking call (file or DNS I/O, `std::thread::sleep`, a blocking
+///   lock, a long computation) stalls all of them. Hand such work to a
+///   thread of your own and await its answer over a tokio channel.
+/// - **Sockets**: open other connections (an upstream) with
+///   [`crate::io::Conn::connect`], not `tokio::net`.
+/// - A panic in `serve` ends that connection only (counted as `panic`).
+///
+/// A service can be tested without io_uring and without an engine: see
+/// [`crate::testing`].
 #[allow(async_fn_in_trait)] // futures run on a single-threaded shard; no Send bound wanted
 pub trait Service: Send + Sync + 'static {
     /// Serves one connection. Returning `Ok` ends it cleanly; an error is
@@ -59,6 +86,20 @@ impl Drop for ConnInfo {
 }
 
 impl ConnInfo {
+    /// Information about a connection from `peer` accepted on `local`, on
+    /// a detached shard of its own (shard 0, never draining unless
+    /// [`crate::testing::start_drain`] says so; counts go nowhere). For
+    /// tests of a service: the engine builds its own.
+    pub fn new(peer: SocketAddr, local: SocketAddr) -> ConnInfo {
+        ConnInfo {
+            peer,
+            local,
+            peer_identity: None,
+            shard: Rc::new(ShardState::new(0)),
+            drain_slot: Cell::new(None),
+        }
+    }
+
     /// Index of the shard this connection lives on.
     pub fn shard_id(&self) -> usize {
         self.shard.id

@@ -39,6 +39,7 @@ pub const DEFAULT_FAIL_TIMEOUT: Duration = Duration::from_secs(10);
 const FALLBACK_IDLE: Duration = Duration::from_secs(3600);
 /// PROXY v2 TLV carrying the client certificate's full subject DN (from
 /// the custom range 0xE0..=0xEF; documented in `docs/deployment.md`).
+#[doc(hidden)] // internal: reached by the fuzz targets through `__private`
 pub const PP2_TYPE_CLIENT_SUBJECT: u8 = 0xE0;
 const PP2_CLIENT_SSL: u8 = 0x01;
 const PP2_CLIENT_CERT_CONN: u8 = 0x02;
@@ -84,7 +85,7 @@ pub struct ProxySettings {
 
 /// The upstreams and their health; shared by all shards, replaced on reload.
 #[derive(Debug)]
-pub struct Pool {
+pub(crate) struct Pool {
     settings: ProxySettings,
     /// Milliseconds since `epoch` until which upstream `i` is skipped.
     down_until: Vec<AtomicU64>,
@@ -143,11 +144,6 @@ impl Pool {
             .is_some_and(|d| d.swap(until, Ordering::Relaxed) <= t)
     }
 
-    /// The settings this pool was built from.
-    pub fn settings(&self) -> &ProxySettings {
-        &self.settings
-    }
-
     /// Connects to the first upstream of [`order`](Self::order) that answers.
     async fn connect(&self) -> Option<(Conn, &UpstreamAddr)> {
         for i in self.order(Instant::now()) {
@@ -191,11 +187,6 @@ impl Proxy {
     /// Replaces the upstreams (new connections only; health starts fresh).
     pub fn reload(&self, settings: ProxySettings) {
         self.pool.store(Arc::new(Pool::new(settings)));
-    }
-
-    /// The pool in use now.
-    pub fn pool(&self) -> Arc<Pool> {
-        self.pool.load_full()
     }
 }
 
@@ -265,7 +256,7 @@ fn speaks_http1(tls: &crate::tls::ServerConn) -> bool {
 }
 
 /// The whole `502` answer: status, `Connection: close`, a short body.
-pub fn bad_gateway_response() -> String {
+pub(crate) fn bad_gateway_response() -> String {
     format!(
         "HTTP/1.1 502 Bad Gateway\r\nServer: uringtls\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{BAD_GATEWAY_BODY}",
         BAD_GATEWAY_BODY.len()
@@ -309,6 +300,7 @@ async fn bad_gateway(stream: &mut ServerStream) -> io::Result<()> {
 
 /// What goes into a PROXY header besides the addresses.
 #[derive(Debug, Default, Clone)]
+#[doc(hidden)] // internal: reached by the fuzz targets through `__private`
 pub struct TlsFacts<'a> {
     /// SNI.
     pub sni: Option<&'a str>,
@@ -340,6 +332,7 @@ fn proxy_header(
 }
 
 /// Encodes a PROXY header (pure; tested with the `ppp` parser).
+#[doc(hidden)] // internal: reached by the fuzz targets through `__private`
 pub fn encode_header(
     version: ProxyProtocol,
     peer: SocketAddr,

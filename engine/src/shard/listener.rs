@@ -21,6 +21,7 @@ pub struct ListenOptions {
 
 impl ListenOptions {
     /// A backlog, without deferred accept.
+    #[cfg(test)]
     pub fn backlog(backlog: u32) -> ListenOptions {
         ListenOptions {
             backlog,

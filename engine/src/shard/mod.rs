@@ -118,21 +118,10 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds, starts one shard per CPU in `cpus`, and returns once all serve.
-    pub fn start<S: Service>(
-        addr: SocketAddr,
-        listen: listener::ListenOptions,
-        cpus: &[usize],
-        settings: ShardSettings,
-        live: Arc<Live>,
-        service: Arc<S>,
-    ) -> Result<Server, StartError> {
-        Self::start_with(addr, listen, cpus, settings, live, service, || Ok(()))
-    }
-
-    /// Like [`start`](Self::start), running `before_serve` on the calling
-    /// thread once every shard is ready and before any accepts (the place
-    /// to drop privileges). If it fails, no shard serves.
+    /// Binds, starts one shard per CPU in `cpus`, and returns once all
+    /// serve, running `before_serve` on the calling thread once every
+    /// shard is ready and before any accepts (the place to drop
+    /// privileges). If it fails, no shard serves.
     pub fn start_with<S: Service>(
         addr: SocketAddr,
         listen: listener::ListenOptions,

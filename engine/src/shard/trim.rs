@@ -10,19 +10,20 @@
 //!
 //! When: a shard asks for a trim once its connection count has fallen to
 //! half of its highest value since its last trim, and by at least
-//! [`TRIM_MIN_DROP`] connections ([`trim_due`]). The request is one flag
+//! [`TRIM_MIN_DROP`](crate::state::TRIM_MIN_DROP) connections ([`trim_due`](crate::state::trim_due)). The request is one flag
 //! and a wake-up, on the close path; the trim runs in a task of its own,
 //! at most once per [`TRIM_INTERVAL`] in the whole process (another
 //! shard's trim also delays this one, since each trim covers every arena).
 //! A steady connection count never asks; a benchmark's connection churn
-//! below [`TRIM_MIN_DROP`] never asks.
+//! below [`TRIM_MIN_DROP`](crate::state::TRIM_MIN_DROP) never asks.
 //!
 //! The allocator itself stays glibc's (a decaying allocator such as
 //! jemalloc is a separate, measured decision). Without glibc (musl), no
 //! trim happens and the counter stays at 0.
 
 use crate::state::ShardState;
-pub use crate::state::{trim_due, TRIM_MIN_DROP};
+#[cfg(test)]
+use crate::state::{trim_due, TRIM_MIN_DROP};
 use std::rc::Rc;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};

@@ -33,9 +33,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use server::{peer_identity, PeerIdentity, Prepared, TlsState};
+pub use server::{peer_identity, PeerIdentity, TlsState};
 pub use session::ServerConn;
-pub use stream::{ClientStream, ServerStream, TlsStream};
+pub use stream::{ClientStream, ServerStream};
 
 /// TLS settings that shape the shared server config.
 #[derive(Debug, Clone)]

@@ -81,11 +81,6 @@ impl CertStore {
         self.all.len()
     }
 
-    /// Whether no certificate was added.
-    pub fn is_empty(&self) -> bool {
-        self.all.is_empty()
-    }
-
     /// The certificate for `name` (lower-case) given the client's schemes.
     pub fn select(
         &self,

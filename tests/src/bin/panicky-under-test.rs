@@ -8,8 +8,7 @@
 //! Usage: `panicky-under-test [SHARDS]` (default 1), on 127.0.0.1:0.
 
 use std::io;
-use uringtls::services::{ConnInfo, Service};
-use uringtls::tls::ServerStream;
+use uringtls::{ConnInfo, ServerStream, Service};
 
 struct Panicky;
 
@@ -34,21 +33,19 @@ impl Service for Panicky {
 
 fn main() -> Result<(), String> {
     let shards = std::env::args().nth(1).unwrap_or_else(|| "1".into());
-    let opts = uringtls::config::Options {
-        listen: Some("127.0.0.1:0".into()),
-        shards: Some(shards.parse().map_err(|e| format!("SHARDS: {e}"))?),
-        ..Default::default()
-    };
-    let settings = opts.resolve().map_err(|e| e.to_string())?;
+    let settings = uringtls::SettingsBuilder::new()
+        .listen("127.0.0.1:0")
+        .shards(shards.parse().map_err(|e| format!("SHARDS: {e}"))?)
+        .build()
+        .map_err(|e| e.to_string())?;
     let engine = uringtls::Engine::start(&settings, Panicky).map_err(|e| e.to_string())?;
     let metrics = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    let maddr = uringtls::metrics::server::start(metrics, engine.metrics.clone())
-        .map_err(|e| e.to_string())?;
+    let maddr = engine.serve_metrics(metrics).map_err(|e| e.to_string())?;
     println!("uringtls: metrics at http://{maddr}/metrics");
     println!(
         "uringtls: serving panicky at https://{}/ with {} shards",
-        engine.server.local_addr(),
-        engine.server.cpus().len()
+        engine.local_addr(),
+        engine.cpus().len()
     );
     // Serve until killed; the shards run on their own threads.
     loop {

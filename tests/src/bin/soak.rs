@@ -245,7 +245,7 @@ fn get(c: &mut Client) -> std::io::Result<()> {
 fn idle(a: &Args) -> Result<bool, String> {
     raise_nofile(a.conns as u64 * 2 + 1024);
     let certs = test_certs();
-    let cpu = uringtls::config::available_cpus()
+    let cpu = uringtls::__private::available_cpus()
         .last()
         .copied()
         .unwrap_or(0);

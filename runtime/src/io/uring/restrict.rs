@@ -1,10 +1,10 @@
 //! io_uring restrictions: a ring that can do only what the engine asks of
 //! it.
 //!
-//! With restrictions on, [`Driver`](super::Driver) rings are created
+//! With restrictions on, the driver's rings are created
 //! disabled (`IORING_SETUP_R_DISABLED`), get their provided-buffer ring
 //! registered, are restricted (`IORING_REGISTER_RESTRICTIONS`) to the
-//! opcodes in [`OPS`], the SQE flags in [`SQE_FLAGS`] and no register
+//! opcodes in `OPS`, the SQE flags in `SQE_FLAGS` and no register
 //! operation at all, and only then enabled (`IORING_REGISTER_ENABLE_RINGS`).
 //! From then on the kernel answers any other submission with `-EACCES`
 //! (an `IORING_OP_OPENAT` cannot open a file, an `IORING_OP_SOCKET` cannot
@@ -13,7 +13,7 @@
 //! registered only once, before the ring is enabled, so they cannot be
 //! lifted later.
 //!
-//! Every `opcode::` the backend submits must be listed in [`OPS`]; a test
+//! Every `opcode::` the backend submits must be listed in `OPS`; a test
 //! reads this folder's sources and fails on one that is not.
 //!
 //! Process-wide switch ([`set_wanted`]): the `uringtls` binary turns it on
