@@ -30,6 +30,7 @@ pub mod reloads;
 pub mod server;
 pub mod snapshot;
 pub mod tls_counts;
+pub(crate) mod names;
 
 pub use hub::MetricsHub;
 pub use snapshot::ShardSnapshot;
@@ -324,11 +325,8 @@ impl ShardMetrics {
 pub fn failure_label(e: &io::Error) -> String {
     if let Some(t) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
         return match t {
-            rustls::Error::AlertReceived(a) => format!("alert_{}", snake(&format!("{a:?}"))),
-            other => {
-                let dbg = format!("{other:?}");
-                snake(dbg.split(['(', ' ', '{']).next().unwrap_or("tls"))
-            }
+            rustls::Error::AlertReceived(a) => format!("alert_{}", names::alert(*a)),
+            other => names::tls_error(other).to_owned(),
         };
     }
     match e.kind() {
