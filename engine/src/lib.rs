@@ -112,17 +112,21 @@ impl Engine {
     /// Loads certificates, builds the shared TLS config and starts all shards
     /// with `service`.
     pub fn start<S: Service>(settings: &Settings, service: S) -> Result<Engine, Error> {
-        Engine::start_with(settings, service, || Ok(()))
+        Engine::start_with(settings, service, || Ok::<(), StartError>(()))
     }
 
     /// Like [`start`](Self::start), running `before_serve` after binding,
     /// loading keys and readying every shard, but before any accepts
-    /// (the binary drops privileges there). If it fails, nothing serves.
-    pub fn start_with<S: Service>(
+    /// (the binary drops privileges there). If it fails, nothing serves,
+    /// and its error comes back in [`StartError::Setup`].
+    pub fn start_with<S: Service, E>(
         settings: &Settings,
         service: S,
-        before_serve: impl FnOnce() -> Result<(), String>,
-    ) -> Result<Engine, Error> {
+        before_serve: impl FnOnce() -> Result<(), E>,
+    ) -> Result<Engine, Error>
+    where
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let metrics = Arc::new(metrics::MetricsHub::default());
         let tls_state = Arc::new(tls::TlsState::new());
         // ACME's cache is opened and its certificates installed before the
