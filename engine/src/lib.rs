@@ -137,7 +137,7 @@ impl Engine {
                     acme::Acme::prepare(a, settings.ops.insecure_key_permissions).map_err(|e| {
                         Error::Config(ConfigError::Invalid {
                             origin: "acme_cache".into(),
-                            problem: e,
+                            problem: e.to_string(),
                             fix: "fix the directory or give another --acme-cache".into(),
                         })
                     })?;

@@ -32,8 +32,9 @@ pub enum OrderError {
     },
     /// The server could not be reached, or answered something unusable.
     Transport(String),
-    /// A local failure (key or CSR generation).
-    Local(String),
+    /// A local failure (key or CSR generation, the cache, the HTTPS
+    /// client); the error keeps its type for a caller to downcast.
+    Local(Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl fmt::Display for OrderError {
@@ -59,6 +60,11 @@ impl From<instant_acme::Error> for OrderError {
 }
 
 impl OrderError {
+    /// A local failure with cause `e`.
+    pub(crate) fn local(e: impl std::error::Error + Send + Sync + 'static) -> OrderError {
+        OrderError::Local(Box::new(e))
+    }
+
     fn refused(p: &instant_acme::Problem) -> OrderError {
         let mut detail = p.detail.clone().unwrap_or_else(|| "(no detail)".into());
         for s in &p.subproblems {
@@ -132,12 +138,12 @@ pub async fn issue(
                 detail: "the server offers no tls-alpn-01 challenge".into(),
             })?;
         let digest = ch.key_authorization().digest();
-        let cert = challenge_cert(name, digest.as_ref()).map_err(OrderError::Local)?;
+        let cert = challenge_cert(name, digest.as_ref()).map_err(OrderError::local)?;
         // Before the server is told to validate: its connection may reach
         // another instance sharing the cache.
         cache
             .publish_challenge(name, Some(&cert.pem))
-            .map_err(OrderError::Local)?;
+            .map_err(OrderError::local)?;
         shared.challenges.set(name, Some(cert.ck));
         ch.set_ready().await?;
     }
@@ -146,10 +152,10 @@ pub async fn issue(
         return Err(invalid_order(&mut order, name).await);
     }
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-        .map_err(|e| OrderError::Local(e.to_string()))?;
+        .map_err(OrderError::local)?;
     let csr = rcgen::CertificateParams::new(vec![name.to_owned()])
         .and_then(|p| p.serialize_request(&key))
-        .map_err(|e| OrderError::Local(e.to_string()))?;
+        .map_err(OrderError::local)?;
     order.finalize_csr(csr.der()).await?;
     let chain_pem = order.poll_certificate(&retries()).await?;
     Ok(Issued {
