@@ -304,13 +304,11 @@ impl Control {
         let issued = match order::issue(&account, name, &a.shared, &a.cache).await {
             Ok(i) => i,
             Err(e) => {
-                if let order::OrderError::Refused { kind: Some(k), .. } = &e {
-                    if k.ends_with(":accountDoesNotExist") {
-                        // The server forgot us (a reset test CA): a new
-                        // account next time.
-                        *self.account.lock().await = None;
-                        let _ = std::fs::remove_file(a.cache.account_path(&a.settings.directory));
-                    }
+                if e.account_does_not_exist() {
+                    // The server forgot us (a reset test CA): a new
+                    // account next time.
+                    *self.account.lock().await = None;
+                    let _ = std::fs::remove_file(a.cache.account_path(&a.settings.directory));
                 }
                 tracing::error!(name, error = %e, "acme: order failed; the current certificate keeps serving");
                 return outcome_of(&e);

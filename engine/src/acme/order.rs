@@ -18,6 +18,9 @@ pub struct Issued {
     pub key_pem: String,
 }
 
+/// RFC 8555's problem type for an account the server does not know.
+const ACCOUNT_DOES_NOT_EXIST: &str = "urn:ietf:params:acme:error:accountDoesNotExist";
+
 /// Why an order did not end with a certificate.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -60,6 +63,15 @@ impl From<instant_acme::Error> for OrderError {
 }
 
 impl OrderError {
+    /// Whether the server no longer knows the account (its problem type is
+    /// RFC 8555's `accountDoesNotExist`): a new account is needed.
+    pub fn account_does_not_exist(&self) -> bool {
+        matches!(
+            self,
+            OrderError::Refused { kind: Some(k), .. } if k == ACCOUNT_DOES_NOT_EXIST
+        )
+    }
+
     /// A local failure with cause `e`.
     pub(crate) fn local(e: impl std::error::Error + Send + Sync + 'static) -> OrderError {
         OrderError::Local(Box::new(e))
@@ -175,5 +187,26 @@ async fn invalid_order(order: &mut instant_acme::Order, name: &str) -> OrderErro
     OrderError::Refused {
         kind: None,
         detail: format!("the order for {name} became invalid"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_forgotten_account_is_known_by_the_problem_type_not_the_detail() {
+        let gone = OrderError::Refused {
+            kind: Some(ACCOUNT_DOES_NOT_EXIST.into()),
+            detail: "no such account".into(),
+        };
+        assert!(gone.account_does_not_exist());
+        let other = OrderError::Refused {
+            kind: Some("urn:ietf:params:acme:error:malformed".into()),
+            detail: "accountDoesNotExist".into(),
+        };
+        assert!(!other.account_does_not_exist());
+        let local = OrderError::local(std::io::Error::other("accountDoesNotExist"));
+        assert!(!local.account_does_not_exist());
     }
 }
