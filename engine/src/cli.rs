@@ -160,7 +160,9 @@ fn init_logging(s: &Settings) -> tracing_appender::non_blocking::WorkerGuard {
     // `--log-level` was checked with the configuration; a bad RUST_LOG
     // (a mistyped level included) falls back to the default, with a
     // warning once logging is up.
-    let checked = asked.map_or(Ok(()), crate::config::check_log_filter);
+    let checked = asked
+        .map_or(Ok(()), crate::config::check_log_filter)
+        .map_err(|e| e.to_string());
     let filter = checked.and_then(|()| {
         tracing_subscriber::EnvFilter::try_new(log_filter(asked)).map_err(|e| e.to_string())
     });
