@@ -232,7 +232,7 @@ fn tls_io_error(e: rustls::Error) -> io::Error {
 }
 
 fn encrypt_error(e: EncryptError) -> io::Error {
-    io::Error::other(e.to_string())
+    io::Error::other(e)
 }
 
 /// Records to send: `buf[..len]`. The bytes of `buf` past `len` are stale
