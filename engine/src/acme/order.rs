@@ -34,7 +34,7 @@ pub enum OrderError {
         detail: String,
     },
     /// The server could not be reached, or answered something unusable.
-    Transport(String),
+    Transport(instant_acme::Error),
     /// A local failure (key or CSR generation, the cache, the HTTPS
     /// client); the error keeps its type for a caller to downcast.
     Local(Box<dyn std::error::Error + Send + Sync>),
@@ -57,7 +57,7 @@ impl From<instant_acme::Error> for OrderError {
     fn from(e: instant_acme::Error) -> Self {
         match e {
             instant_acme::Error::Api(p) => OrderError::refused(&p),
-            other => OrderError::Transport(other.to_string()),
+            other => OrderError::Transport(other),
         }
     }
 }
