@@ -48,7 +48,8 @@ pub fn main() -> ExitCode {
     }
     let before_serve = move || {
         crate::process::before_serve(target, target_name.as_deref())?;
-        crate::process::sandbox::after_privileges(sandbox).map_err(crate::process::StartupError::from)
+        crate::process::sandbox::after_privileges(sandbox)
+            .map_err(crate::process::StartupError::from)
     };
     // Probed before our own listeners exist (they would answer it).
     let shared_port = crate::process::listener_exists(settings.listen);

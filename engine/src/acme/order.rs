@@ -163,8 +163,8 @@ pub async fn issue(
     if status != OrderStatus::Ready {
         return Err(invalid_order(&mut order, name).await);
     }
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-        .map_err(OrderError::local)?;
+    let key =
+        rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(OrderError::local)?;
     let csr = rcgen::CertificateParams::new(vec![name.to_owned()])
         .and_then(|p| p.serialize_request(&key))
         .map_err(OrderError::local)?;

@@ -280,13 +280,19 @@ mod tests {
             "",
         ] {
             if bad == "info," {
-                assert!(check_log_filter(bad).is_ok(), "a trailing comma is harmless");
+                assert!(
+                    check_log_filter(bad).is_ok(),
+                    "a trailing comma is harmless"
+                );
                 continue;
             }
             assert!(check_log_filter(bad).is_err(), "{bad}");
         }
         let e = check_log_filter("warning").unwrap_err();
-        assert!(matches!(&e, LogFilterError::NotALevel(d) if d == "warning"), "{e:?}");
+        assert!(
+            matches!(&e, LogFilterError::NotALevel(d) if d == "warning"),
+            "{e:?}"
+        );
         assert!(matches!(
             check_log_filter("uringtls=lots"),
             Err(LogFilterError::DirectiveLevel(_))

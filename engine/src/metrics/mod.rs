@@ -26,11 +26,11 @@ pub mod access;
 pub mod export;
 pub mod hub;
 pub mod json_log;
+pub(crate) mod names;
 pub mod reloads;
 pub mod server;
 pub mod snapshot;
 pub mod tls_counts;
-pub(crate) mod names;
 
 pub use hub::MetricsHub;
 pub use snapshot::ShardSnapshot;

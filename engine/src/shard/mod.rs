@@ -830,7 +830,8 @@ mod start_error_tests {
 
     #[test]
     fn a_failed_setup_step_comes_back_as_the_callers_own_type() {
-        let e = StartError::Setup(std::io::Error::from(std::io::ErrorKind::PermissionDenied).into());
+        let e =
+            StartError::Setup(std::io::Error::from(std::io::ErrorKind::PermissionDenied).into());
         assert!(e.to_string().ends_with("; no shard is serving"), "{e}");
         let source = std::error::Error::source(&e).expect("a cause");
         assert_eq!(

@@ -108,11 +108,7 @@ pub fn allowed_dirs(options_config: Option<&PathBuf>, s: &Settings) -> BTreeSet<
 /// Before the engine starts: restricts the rings about to be built and
 /// applies Landlock to this thread (and so to the shards it starts).
 /// With `on` false, records every layer off.
-pub fn before_start(
-    on: bool,
-    dirs: &BTreeSet<PathBuf>,
-    s: &Settings,
-) -> Result<(), SandboxError> {
+pub fn before_start(on: bool, dirs: &BTreeSet<PathBuf>, s: &Settings) -> Result<(), SandboxError> {
     // `auto` runs on the uring backend where a ring can be built (the
     // shards' start makes the same probe and the same choice).
     let uring = match s.ring.backend {

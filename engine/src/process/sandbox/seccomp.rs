@@ -268,7 +268,9 @@ fn denied_action() -> SeccompAction {
 
 /// The two filters: `clone3` answered `ENOSYS`, then the allow-list.
 fn programs() -> Result<[BpfProgram; 2], SeccompError> {
-    let arch = std::env::consts::ARCH.try_into().map_err(SeccompError::Compile)?;
+    let arch = std::env::consts::ARCH
+        .try_into()
+        .map_err(SeccompError::Compile)?;
     let no_clone3 = SeccompFilter::new(
         [(libc::SYS_clone3 as i64, vec![])].into_iter().collect(),
         SeccompAction::Allow,
