@@ -49,6 +49,7 @@ pub fn main() -> ExitCode {
     let before_serve = move || {
         crate::process::before_serve(target, target_name.as_deref())?;
         crate::process::sandbox::after_privileges(sandbox)
+            .map_err(crate::process::StartupError::from)
     };
     // Probed before our own listeners exist (they would answer it).
     let shared_port = crate::process::listener_exists(settings.listen);
@@ -160,7 +161,9 @@ fn init_logging(s: &Settings) -> tracing_appender::non_blocking::WorkerGuard {
     // `--log-level` was checked with the configuration; a bad RUST_LOG
     // (a mistyped level included) falls back to the default, with a
     // warning once logging is up.
-    let checked = asked.map_or(Ok(()), crate::config::check_log_filter);
+    let checked = asked
+        .map_or(Ok(()), crate::config::check_log_filter)
+        .map_err(|e| e.to_string());
     let filter = checked.and_then(|()| {
         tracing_subscriber::EnvFilter::try_new(log_filter(asked)).map_err(|e| e.to_string())
     });

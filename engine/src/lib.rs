@@ -142,17 +142,21 @@ impl Engine {
     /// with `service`. Returns once every shard serves; if one cannot
     /// start, none serves.
     pub fn start<S: Service>(settings: &Settings, service: S) -> Result<Engine, Error> {
-        Engine::start_with(settings, service, || Ok(()))
+        Engine::start_with(settings, service, || Ok::<(), StartError>(()))
     }
 
     /// Like [`start`](Self::start), running `before_serve` after binding,
     /// loading keys and readying every shard, but before any accepts
-    /// (the binary drops privileges there). If it fails, nothing serves.
-    pub fn start_with<S: Service>(
+    /// (the binary drops privileges there). If it fails, nothing serves,
+    /// and its error comes back in [`StartError::Setup`].
+    pub fn start_with<S: Service, E>(
         settings: &Settings,
         service: S,
-        before_serve: impl FnOnce() -> Result<(), String>,
-    ) -> Result<Engine, Error> {
+        before_serve: impl FnOnce() -> Result<(), E>,
+    ) -> Result<Engine, Error>
+    where
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let metrics = Arc::new(metrics::MetricsHub::default());
         let tls_state = Arc::new(tls::TlsState::new());
         // ACME's cache is opened and its certificates installed before the
@@ -163,7 +167,7 @@ impl Engine {
                     acme::Acme::prepare(a, settings.ops.insecure_key_permissions).map_err(|e| {
                         Error::Config(ConfigError::Invalid {
                             origin: "acme_cache".into(),
-                            problem: e,
+                            problem: e.to_string(),
                             fix: "fix the directory or give another --acme-cache".into(),
                         })
                     })?;

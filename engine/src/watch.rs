@@ -28,6 +28,18 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+/// Why files cannot be watched (reload then needs SIGHUP).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WatchError {
+    /// inotify could not be set up.
+    #[error(transparent)]
+    Notify(#[from] notify::Error),
+    /// The watch thread could not be started.
+    #[error("cannot start the file-watch thread: {0}")]
+    Spawn(std::io::Error),
+}
+
 /// Quiet time after the last event before the files are looked at (a
 /// Kubernetes swap or an editor's save is several events).
 const QUIET: Duration = Duration::from_millis(100);
@@ -142,7 +154,7 @@ impl FileWatcher {
     pub fn start(
         s: &Settings,
         on_change: impl Fn(&[PathBuf]) + Send + 'static,
-    ) -> notify::Result<FileWatcher> {
+    ) -> Result<FileWatcher, WatchError> {
         let (tx, rx) = mpsc::channel();
         let fs_tx = tx.clone();
         let inotify = notify::recommended_watcher(move |e| {
@@ -152,7 +164,7 @@ impl FileWatcher {
         std::thread::Builder::new()
             .name("file-watch".into())
             .spawn(move || run(inotify, watched, rx, on_change))
-            .map_err(|e| notify::Error::generic(&e.to_string()))?;
+            .map_err(WatchError::Spawn)?;
         Ok(FileWatcher { tx })
     }
 

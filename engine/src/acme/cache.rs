@@ -26,6 +26,109 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+/// What went wrong with the cache directory or one of its files; each
+/// message names the path and, where there is one, the fix.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CacheError {
+    /// The directory could not be created (`flag`: name `--acme-cache`).
+    #[error("{}: cannot create the ACME cache directory: {source}{}", dir.display(), if *flag { " (flag --acme-cache)" } else { "" })]
+    Create {
+        /// The directory.
+        dir: PathBuf,
+        /// Whether the message names the flag.
+        flag: bool,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The path is not a directory.
+    #[error("{}: --acme-cache must be a directory (it holds the account key and certificate keys)", .0.display())]
+    NotADirectory(PathBuf),
+    /// The directory is open to group or others.
+    #[error("{}: the ACME cache directory is open to group or others (mode {:04o}); it holds \
+             private keys: run `chmod 700 {}` (or pass --insecure-key-permissions true)", dir.display(), mode & 0o7777, dir.display())]
+    OpenDirectory {
+        /// The directory.
+        dir: PathBuf,
+        /// Its mode.
+        mode: u32,
+    },
+    /// A cached key file is open to group or others.
+    #[error(transparent)]
+    OpenFile(#[from] crate::process::KeyPermissionError),
+    /// The directory could not be given to the `--user`.
+    #[error("{}: cannot give it to user `{user}`: {source}", dir.display())]
+    Chown {
+        /// The directory.
+        dir: PathBuf,
+        /// The user.
+        user: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The directory belongs to another user than `--user`.
+    #[error("{}: the ACME cache belongs to uid {owner}, but uringtls drops to user `{user}` \
+             (--user), which must write it: run `chown -R {user} {}` (flag --acme-cache)", dir.display(), dir.display())]
+    Owner {
+        /// The directory.
+        dir: PathBuf,
+        /// Its owner's uid.
+        owner: u32,
+        /// The user uringtls drops to.
+        user: String,
+    },
+    /// Reading, listing or removing a path failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Writing a private file failed.
+    #[error("{}: cannot write: {source}", path.display())]
+    Write {
+        /// The path.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Locking a name's order failed (other than "held elsewhere").
+    #[error("{}: flock: {source}", path.display())]
+    Lock {
+        /// The lock file.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// A cached PEM file cannot be parsed.
+    #[error("{}: {source}", path.display())]
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        source: rustls_pki_types::pem::Error,
+    },
+    /// A cached PEM file has no usable private key.
+    #[error("{}: no usable private key: {source}", path.display())]
+    NoKey {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        source: rustls_pki_types::pem::Error,
+    },
+    /// A cached PEM file has no certificate.
+    #[error("{}: no CERTIFICATE block", .0.display())]
+    NoCertificate(PathBuf),
+}
+
+fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> CacheError + '_ {
+    move |source| CacheError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
 /// A cache directory checked at start.
 #[derive(Debug, Clone)]
 pub struct Cache {
@@ -43,43 +146,36 @@ pub struct Cached {
 impl Cache {
     /// Creates `dir` (mode 0700) if missing; refuses a directory or cached
     /// file that group or others may use (unless `insecure`), as key files.
-    pub fn open(dir: &Path, insecure: bool) -> Result<Cache, String> {
+    pub fn open(dir: &Path, insecure: bool) -> Result<Cache, CacheError> {
         if !dir.exists() {
             fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
                 .create(dir)
-                .map_err(|e| {
-                    format!(
-                        "{}: cannot create the ACME cache directory: {e} (flag --acme-cache)",
-                        dir.display()
-                    )
+                .map_err(|source| CacheError::Create {
+                    dir: dir.to_owned(),
+                    flag: true,
+                    source,
                 })?;
         }
-        let m = fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let m = fs::metadata(dir).map_err(io_at(dir))?;
         if !m.is_dir() {
-            return Err(format!(
-                "{}: --acme-cache must be a directory (it holds the account key and certificate keys)",
-                dir.display()
-            ));
+            return Err(CacheError::NotADirectory(dir.to_owned()));
         }
         if !insecure && m.mode() & 0o077 != 0 {
-            return Err(format!(
-                "{}: the ACME cache directory is open to group or others (mode {:04o}); it holds \
-                 private keys: run `chmod 700 {}` (or pass --insecure-key-permissions true)",
-                dir.display(),
-                m.mode() & 0o7777,
-                dir.display()
-            ));
+            return Err(CacheError::OpenDirectory {
+                dir: dir.to_owned(),
+                mode: m.mode(),
+            });
         }
-        let entries = fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let entries = fs::read_dir(dir).map_err(io_at(dir))?;
         for e in entries.flatten() {
             let p = e.path();
             let secret = p
                 .extension()
                 .is_some_and(|x| x == "pem" || x == "json" || x == "challenge");
             if secret && !insecure {
-                crate::process::check_key_permissions(&p).map_err(|e| e.to_string())?;
+                crate::process::check_key_permissions(&p)?;
             }
         }
         Ok(Cache {
@@ -90,32 +186,33 @@ impl Cache {
     /// With `--user`: the control thread writes the cache after the drop,
     /// so the directory must belong to that user. A missing one is created
     /// for it (mode 0700); one owned by someone else is refused.
-    pub fn prepare_for_user(dir: &Path, uid: u32, gid: u32) -> Result<(), String> {
+    pub fn prepare_for_user(dir: &Path, uid: u32, gid: u32) -> Result<(), CacheError> {
         let user = crate::process::privileges::user_name(uid);
         if !dir.exists() {
             fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
                 .create(dir)
-                .map_err(|e| {
-                    format!(
-                        "{}: cannot create the ACME cache directory: {e}",
-                        dir.display()
-                    )
+                .map_err(|source| CacheError::Create {
+                    dir: dir.to_owned(),
+                    flag: false,
+                    source,
                 })?;
-            return std::os::unix::fs::chown(dir, Some(uid), Some(gid))
-                .map_err(|e| format!("{}: cannot give it to user `{user}`: {e}", dir.display()));
+            return std::os::unix::fs::chown(dir, Some(uid), Some(gid)).map_err(|source| {
+                CacheError::Chown {
+                    dir: dir.to_owned(),
+                    user,
+                    source,
+                }
+            });
         }
-        let owner = fs::metadata(dir)
-            .map_err(|e| format!("{}: {e}", dir.display()))?
-            .uid();
+        let owner = fs::metadata(dir).map_err(io_at(dir))?.uid();
         if owner != uid {
-            return Err(format!(
-                "{}: the ACME cache belongs to uid {owner}, but uringtls drops to user `{user}` \
-                 (--user), which must write it: run `chown -R {user} {}` (flag --acme-cache)",
-                dir.display(),
-                dir.display()
-            ));
+            return Err(CacheError::Owner {
+                dir: dir.to_owned(),
+                owner,
+                user,
+            });
         }
         Ok(())
     }
@@ -137,7 +234,7 @@ impl Cache {
     }
 
     /// The cached certificate for `name`; `Ok(None)` when there is none.
-    pub fn load(&self, name: &str) -> Result<Option<Cached>, String> {
+    pub fn load(&self, name: &str) -> Result<Option<Cached>, CacheError> {
         read_pem(&self.cert_path(name))
     }
 
@@ -148,14 +245,12 @@ impl Cache {
 
     /// Publishes (or, with `None`, withdraws) `name`'s challenge
     /// certificate and key (PEM) for the other instances.
-    pub fn publish_challenge(&self, name: &str, pem: Option<&str>) -> Result<(), String> {
+    pub fn publish_challenge(&self, name: &str, pem: Option<&str>) -> Result<(), CacheError> {
         let path = Self::challenge_path(&self.dir, name);
         match pem {
             Some(text) => write_private(&path, text.as_bytes()),
             None => match fs::remove_file(&path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    Err(format!("{}: {e}", path.display()))
-                }
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_at(&path)(e)),
                 _ => Ok(()),
             },
         }
@@ -163,7 +258,7 @@ impl Cache {
 
     /// Writes `name`'s chain (PEM, leaf first) and key (PEM) as one file,
     /// mode 0600, replacing the old one atomically.
-    pub fn store(&self, name: &str, chain_pem: &str, key_pem: &str) -> Result<(), String> {
+    pub fn store(&self, name: &str, chain_pem: &str, key_pem: &str) -> Result<(), CacheError> {
         let mut text = String::with_capacity(chain_pem.len() + key_pem.len() + 1);
         text.push_str(chain_pem.trim_end());
         text.push('\n');
@@ -172,21 +267,21 @@ impl Cache {
     }
 
     /// Reads a small private file (the account).
-    pub fn read(&self, path: &Path) -> Result<Option<Vec<u8>>, String> {
+    pub fn read(&self, path: &Path) -> Result<Option<Vec<u8>>, CacheError> {
         match fs::read(path) {
             Ok(b) => Ok(Some(b)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(format!("{}: {e}", path.display())),
+            Err(e) => Err(io_at(path)(e)),
         }
     }
 
     /// Writes a private file (mode 0600) atomically.
-    pub fn write(&self, path: &Path, bytes: &[u8]) -> Result<(), String> {
+    pub fn write(&self, path: &Path, bytes: &[u8]) -> Result<(), CacheError> {
         write_private(path, bytes)
     }
 
     /// Takes `name`'s order lock if no other process holds it.
-    pub fn try_lock(&self, name: &str) -> Result<Option<OrderLock>, String> {
+    pub fn try_lock(&self, name: &str) -> Result<Option<OrderLock>, CacheError> {
         let path = self.dir.join(format!("{name}.lock"));
         let f = OpenOptions::new()
             .create(true)
@@ -194,7 +289,7 @@ impl Cache {
             .write(true)
             .mode(0o600)
             .open(&path)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+            .map_err(io_at(&path))?;
         // SAFETY: flock on a descriptor this `File` owns and keeps open; no
         // memory is passed.
         let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
@@ -205,25 +300,30 @@ impl Cache {
         if e.kind() == std::io::ErrorKind::WouldBlock {
             Ok(None)
         } else {
-            Err(format!("{}: flock: {e}", path.display()))
+            Err(CacheError::Lock { path, source: e })
         }
     }
 }
 
 /// A chain (leaf first) and key from one PEM file; `Ok(None)` if missing.
-pub fn read_pem(path: &Path) -> Result<Option<Cached>, String> {
+pub fn read_pem(path: &Path) -> Result<Option<Cached>, CacheError> {
     let bytes = match fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("{}: {e}", path.display())),
+        Err(e) => return Err(io_at(path)(e)),
     };
     let chain = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    let key = PrivateKeyDer::from_pem_slice(&bytes)
-        .map_err(|e| format!("{}: no usable private key: {e}", path.display()))?;
+        .map_err(|source| CacheError::Pem {
+            path: path.to_owned(),
+            source,
+        })?;
+    let key = PrivateKeyDer::from_pem_slice(&bytes).map_err(|source| CacheError::NoKey {
+        path: path.to_owned(),
+        source,
+    })?;
     if chain.is_empty() {
-        return Err(format!("{}: no CERTIFICATE block", path.display()));
+        return Err(CacheError::NoCertificate(path.to_owned()));
     }
     Ok(Some(Cached { chain, key }))
 }
@@ -232,7 +332,7 @@ pub fn read_pem(path: &Path) -> Result<Option<Cached>, String> {
 #[derive(Debug)]
 pub struct OrderLock(#[allow(dead_code)] File);
 
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CacheError> {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     let res = (|| {
         let mut f = OpenOptions::new()
@@ -245,9 +345,12 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
         f.sync_all()?;
         fs::rename(&tmp, path)
     })();
-    res.map_err(|e| {
+    res.map_err(|source| {
         let _ = fs::remove_file(&tmp);
-        format!("{}: cannot write: {e}", path.display())
+        CacheError::Write {
+            path: path.to_owned(),
+            source,
+        }
     })
 }
 
@@ -265,6 +368,11 @@ mod tests {
         assert_eq!(mode, 0o700);
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).expect("chmod");
         let e = Cache::open(&dir, false).unwrap_err();
+        assert!(
+            matches!(e, CacheError::OpenDirectory { mode, .. } if mode & 0o777 == 0o755),
+            "{e:?}"
+        );
+        let e = e.to_string();
         assert!(e.contains("chmod 700") && e.contains("mode 0755"), "{e}");
         assert!(Cache::open(&dir, true).is_ok());
     }
@@ -277,6 +385,8 @@ mod tests {
         fs::write(&p, "x").expect("write");
         fs::set_permissions(&p, fs::Permissions::from_mode(0o640)).expect("chmod");
         let e = Cache::open(dir.path(), false).unwrap_err();
+        assert!(matches!(e, CacheError::OpenFile(_)), "{e:?}");
+        let e = e.to_string();
         assert!(e.contains("a.test.pem") && e.contains("chmod 600"), "{e}");
     }
 
@@ -310,6 +420,8 @@ mod tests {
         let m = fs::metadata(&dir).expect("meta");
         assert_eq!((m.uid(), m.mode() & 0o777), (65534, 0o700));
         let e = Cache::prepare_for_user(base.path(), 65534, 65534).unwrap_err();
+        assert!(matches!(e, CacheError::Owner { owner: 0, .. }), "{e:?}");
+        let e = e.to_string();
         assert!(e.contains("chown -R") && e.contains("--acme-cache"), "{e}");
     }
 

@@ -143,24 +143,34 @@ pub struct ChallengeCert {
     pub pem: String,
 }
 
+/// Why the TLS-ALPN-01 certificate could not be made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChallengeError {
+    /// Key or certificate generation failed.
+    #[error(transparent)]
+    Generate(#[from] rcgen::Error),
+    /// The generated key is not a private key rustls knows.
+    #[error("{0}")]
+    KeyFormat(&'static str),
+    /// The crypto provider refused the generated key.
+    #[error(transparent)]
+    Key(#[from] rustls::Error),
+}
+
 /// The TLS-ALPN-01 certificate for `name`: self-signed, with the critical
 /// acmeIdentifier extension (id-pe-acmeIdentifier, 1.3.6.1.5.5.7.1.31)
 /// holding the SHA-256 of the key authorization.
-pub fn challenge_cert(name: &str, key_auth_sha256: &[u8]) -> Result<ChallengeCert, String> {
-    let key =
-        rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| e.to_string())?;
-    let mut params =
-        rcgen::CertificateParams::new(vec![name.to_owned()]).map_err(|e| e.to_string())?;
+pub fn challenge_cert(name: &str, key_auth_sha256: &[u8]) -> Result<ChallengeCert, ChallengeError> {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let mut params = rcgen::CertificateParams::new(vec![name.to_owned()])?;
     params
         .custom_extensions
         .push(rcgen::CustomExtension::new_acme_identifier(key_auth_sha256));
-    let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
+    let cert = params.self_signed(&key)?;
     let der = rustls_pki_types::PrivateKeyDer::try_from(key.serialize_der())
-        .map_err(|e| e.to_string())?;
-    let signer = crate::tls::provider()
-        .key_provider
-        .load_private_key(der)
-        .map_err(|e| e.to_string())?;
+        .map_err(ChallengeError::KeyFormat)?;
+    let signer = crate::tls::provider().key_provider.load_private_key(der)?;
     Ok(ChallengeCert {
         ck: Arc::new(CertifiedKey::new(vec![cert.der().clone()], signer)),
         pem: format!("{}{}", cert.pem(), key.serialize_pem()),

@@ -105,10 +105,10 @@ impl Acme {
     /// Opens the cache (refusing one open to others) and installs every
     /// valid cached certificate, so that they serve from the first
     /// handshake. Nothing is ordered yet ([`start`](Self::start)).
-    pub fn prepare(settings: &AcmeSettings, insecure_permissions: bool) -> Result<Acme, String> {
+    pub fn prepare(settings: &AcmeSettings, insecure_permissions: bool) -> Result<Acme, AcmeError> {
         let cache = Cache::open(&settings.cache, insecure_permissions)?;
         let extra_roots = match &settings.ca {
-            Some(p) => crate::tls::load_certs(p).map_err(|e| e.to_string())?,
+            Some(p) => crate::tls::load_certs(p)?,
             None => Vec::new(),
         };
         let acme = Acme {
@@ -305,13 +305,11 @@ impl Control {
         let issued = match order::issue(&account, name, &a.shared, &a.cache).await {
             Ok(i) => i,
             Err(e) => {
-                if let order::OrderError::Refused { kind: Some(k), .. } = &e {
-                    if k.ends_with(":accountDoesNotExist") {
-                        // The server forgot us (a reset test CA): a new
-                        // account next time.
-                        *self.account.lock().await = None;
-                        let _ = std::fs::remove_file(a.cache.account_path(&a.settings.directory));
-                    }
+                if e.account_does_not_exist() {
+                    // The server forgot us (a reset test CA): a new
+                    // account next time.
+                    *self.account.lock().await = None;
+                    let _ = std::fs::remove_file(a.cache.account_path(&a.settings.directory));
                 }
                 tracing::error!(name, error = %e, "acme: order failed; the current certificate keeps serving");
                 return outcome_of(&e);
@@ -341,9 +339,9 @@ impl Control {
         let builder = || {
             http_client(a.extra_roots.clone())
                 .map(instant_acme::Account::builder_with_http)
-                .map_err(order::OrderError::Local)
+                .map_err(order::OrderError::local)
         };
-        let cached = a.cache.read(&path).map_err(order::OrderError::Local)?;
+        let cached = a.cache.read(&path).map_err(order::OrderError::local)?;
         let account = match cached.and_then(|b| serde_json::from_slice(&b).ok()) {
             Some(creds) => builder()?.from_credentials(creds).await?,
             None => {
@@ -357,11 +355,10 @@ impl Control {
                 let (account, creds) = builder()?
                     .create(&new, a.settings.directory.clone(), None)
                     .await?;
-                let json = serde_json::to_vec(&creds)
-                    .map_err(|e| order::OrderError::Local(e.to_string()))?;
+                let json = serde_json::to_vec(&creds).map_err(order::OrderError::local)?;
                 a.cache
                     .write(&path, &json)
-                    .map_err(order::OrderError::Local)?;
+                    .map_err(order::OrderError::local)?;
                 tracing::info!(id = account.id(), "acme: account created");
                 account
             }
@@ -378,17 +375,41 @@ fn outcome_of(e: &order::OrderError) -> Outcome {
     }
 }
 
+/// Why ACME could not be prepared at start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AcmeError {
+    /// The cache directory is unusable.
+    #[error(transparent)]
+    Cache(#[from] cache::CacheError),
+    /// The `--acme-ca` file does not load.
+    #[error(transparent)]
+    Ca(#[from] crate::tls::TlsError),
+}
+
+/// Why the HTTPS client to the ACME server could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HttpClientError {
+    /// The trust roots (the system's, plus `--acme-ca`) do not load.
+    #[error("trust roots for the ACME server: {0}")]
+    Roots(rustls::Error),
+    /// The TLS client config cannot be built.
+    #[error(transparent)]
+    Config(rustls::Error),
+}
+
 /// The HTTPS client to the ACME server: the system's roots, plus `extra`.
 fn http_client(
     extra: Vec<rustls_pki_types::CertificateDer<'static>>,
-) -> Result<Box<dyn instant_acme::HttpClient>, String> {
+) -> Result<Box<dyn instant_acme::HttpClient>, HttpClientError> {
     let provider = Arc::new(crate::tls::provider());
     let verifier =
         rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider.clone())
-            .map_err(|e| format!("trust roots for the ACME server: {e}"))?;
+            .map_err(HttpClientError::Roots)?;
     let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .map_err(HttpClientError::Config)?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier))
         .with_no_client_auth();

@@ -18,6 +18,9 @@ pub struct Issued {
     pub key_pem: String,
 }
 
+/// RFC 8555's problem type for an account the server does not know.
+const ACCOUNT_DOES_NOT_EXIST: &str = "urn:ietf:params:acme:error:accountDoesNotExist";
+
 /// Why an order did not end with a certificate.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -31,9 +34,10 @@ pub enum OrderError {
         detail: String,
     },
     /// The server could not be reached, or answered something unusable.
-    Transport(String),
-    /// A local failure (key or CSR generation).
-    Local(String),
+    Transport(instant_acme::Error),
+    /// A local failure (key or CSR generation, the cache, the HTTPS
+    /// client); the error keeps its type for a caller to downcast.
+    Local(Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl fmt::Display for OrderError {
@@ -53,12 +57,26 @@ impl From<instant_acme::Error> for OrderError {
     fn from(e: instant_acme::Error) -> Self {
         match e {
             instant_acme::Error::Api(p) => OrderError::refused(&p),
-            other => OrderError::Transport(other.to_string()),
+            other => OrderError::Transport(other),
         }
     }
 }
 
 impl OrderError {
+    /// Whether the server no longer knows the account (its problem type is
+    /// RFC 8555's `accountDoesNotExist`): a new account is needed.
+    pub fn account_does_not_exist(&self) -> bool {
+        matches!(
+            self,
+            OrderError::Refused { kind: Some(k), .. } if k == ACCOUNT_DOES_NOT_EXIST
+        )
+    }
+
+    /// A local failure with cause `e`.
+    pub(crate) fn local(e: impl std::error::Error + Send + Sync + 'static) -> OrderError {
+        OrderError::Local(Box::new(e))
+    }
+
     fn refused(p: &instant_acme::Problem) -> OrderError {
         let mut detail = p.detail.clone().unwrap_or_else(|| "(no detail)".into());
         for s in &p.subproblems {
@@ -132,12 +150,12 @@ pub async fn issue(
                 detail: "the server offers no tls-alpn-01 challenge".into(),
             })?;
         let digest = ch.key_authorization().digest();
-        let cert = challenge_cert(name, digest.as_ref()).map_err(OrderError::Local)?;
+        let cert = challenge_cert(name, digest.as_ref()).map_err(OrderError::local)?;
         // Before the server is told to validate: its connection may reach
         // another instance sharing the cache.
         cache
             .publish_challenge(name, Some(&cert.pem))
-            .map_err(OrderError::Local)?;
+            .map_err(OrderError::local)?;
         shared.challenges.set(name, Some(cert.ck));
         ch.set_ready().await?;
     }
@@ -145,11 +163,11 @@ pub async fn issue(
     if status != OrderStatus::Ready {
         return Err(invalid_order(&mut order, name).await);
     }
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-        .map_err(|e| OrderError::Local(e.to_string()))?;
+    let key =
+        rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(OrderError::local)?;
     let csr = rcgen::CertificateParams::new(vec![name.to_owned()])
         .and_then(|p| p.serialize_request(&key))
-        .map_err(|e| OrderError::Local(e.to_string()))?;
+        .map_err(OrderError::local)?;
     order.finalize_csr(csr.der()).await?;
     let chain_pem = order.poll_certificate(&retries()).await?;
     Ok(Issued {
@@ -169,5 +187,26 @@ async fn invalid_order(order: &mut instant_acme::Order, name: &str) -> OrderErro
     OrderError::Refused {
         kind: None,
         detail: format!("the order for {name} became invalid"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_forgotten_account_is_known_by_the_problem_type_not_the_detail() {
+        let gone = OrderError::Refused {
+            kind: Some(ACCOUNT_DOES_NOT_EXIST.into()),
+            detail: "no such account".into(),
+        };
+        assert!(gone.account_does_not_exist());
+        let other = OrderError::Refused {
+            kind: Some("urn:ietf:params:acme:error:malformed".into()),
+            detail: "accountDoesNotExist".into(),
+        };
+        assert!(!other.account_does_not_exist());
+        let local = OrderError::local(std::io::Error::other("accountDoesNotExist"));
+        assert!(!local.account_does_not_exist());
     }
 }

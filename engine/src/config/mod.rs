@@ -487,12 +487,12 @@ impl Origin<'_> {
     fn invalid(
         &self,
         field: &str,
-        problem: impl Into<String>,
+        problem: impl fmt::Display,
         fix: impl Into<String>,
     ) -> ConfigError {
         ConfigError::Invalid {
             origin: self.name(field),
-            problem: problem.into(),
+            problem: problem.to_string(),
             fix: fix.into(),
         }
     }
@@ -978,18 +978,43 @@ fn split_host_port(s: &str) -> Option<(&str, u16)> {
     Some((host, port.parse().ok()?)).filter(|(h, _)| !h.is_empty())
 }
 
+/// Why an `upstream` is unusable.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UpstreamError {
+    /// Not `HOST:PORT`.
+    #[error("`{0}` is not HOST:PORT")]
+    NotHostPort(String),
+    /// The name did not resolve.
+    #[error("cannot resolve `{upstream}`: {source}")]
+    Resolve {
+        /// The upstream as written.
+        upstream: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The name resolved to nothing.
+    #[error("`{0}` resolves to no address")]
+    NoAddress(String),
+}
+
 /// Resolves each `HOST:PORT` (first address of each name).
-fn resolve_upstreams(list: &[String]) -> Result<Vec<crate::services::proxy::UpstreamAddr>, String> {
+fn resolve_upstreams(
+    list: &[String],
+) -> Result<Vec<crate::services::proxy::UpstreamAddr>, UpstreamError> {
     use std::net::ToSocketAddrs;
     list.iter()
         .map(|u| {
             let (host, port) =
-                split_host_port(u).ok_or_else(|| format!("`{u}` is not HOST:PORT"))?;
+                split_host_port(u).ok_or_else(|| UpstreamError::NotHostPort(u.clone()))?;
             let addr = (host, port)
                 .to_socket_addrs()
-                .map_err(|e| format!("cannot resolve `{u}`: {e}"))?
+                .map_err(|source| UpstreamError::Resolve {
+                    upstream: u.clone(),
+                    source,
+                })?
                 .next()
-                .ok_or_else(|| format!("`{u}` resolves to no address"))?;
+                .ok_or_else(|| UpstreamError::NoAddress(u.clone()))?;
             Ok(crate::services::proxy::UpstreamAddr {
                 name: u.clone(),
                 addr,
@@ -998,9 +1023,34 @@ fn resolve_upstreams(list: &[String]) -> Result<Vec<crate::services::proxy::Upst
         .collect()
 }
 
-fn parse_listen(s: &str) -> Result<SocketAddr, String> {
-    s.parse()
-        .map_err(|_| format!("`{s}` is not an IP:PORT address"))
+/// A listen address that is not `IP:PORT`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not an IP:PORT address")]
+pub struct ListenAddrError(String);
+
+fn parse_listen(s: &str) -> Result<SocketAddr, ListenAddrError> {
+    s.parse().map_err(|_| ListenAddrError(s.to_owned()))
+}
+
+/// Why a CPU list does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CpuListError {
+    /// A part is neither a number nor a range.
+    #[error("`{0}` is not a CPU number or range")]
+    NotANumber(String),
+    /// A CPU number past [`MAX_CPU`].
+    #[error("CPU {0} is beyond the largest CPU number ({max})", max = MAX_CPU - 1)]
+    TooLarge(usize),
+    /// A range `b-a` with `a < b`.
+    #[error("range `{0}` runs backwards")]
+    Backwards(String),
+    /// Nothing listed.
+    #[error("empty CPU list")]
+    Empty,
+    /// A CPU appears twice.
+    #[error("`{0}` lists a CPU twice")]
+    Twice(String),
 }
 
 /// CPU numbers at or above this are refused (the kernel's `CPU_SETSIZE` is
@@ -1009,19 +1059,16 @@ fn parse_listen(s: &str) -> Result<SocketAddr, String> {
 const MAX_CPU: usize = 4096;
 
 /// Parses `0,2-3` into `[0, 2, 3]`.
-pub fn parse_cpus(s: &str) -> Result<Vec<usize>, String> {
+pub fn parse_cpus(s: &str) -> Result<Vec<usize>, CpuListError> {
     let mut out = Vec::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let num = |x: &str| {
             let n = x
                 .trim()
                 .parse::<usize>()
-                .map_err(|_| format!("`{part}` is not a CPU number or range"))?;
+                .map_err(|_| CpuListError::NotANumber(part.to_owned()))?;
             if n >= MAX_CPU {
-                return Err(format!(
-                    "CPU {n} is beyond the largest CPU number ({})",
-                    MAX_CPU - 1
-                ));
+                return Err(CpuListError::TooLarge(n));
             }
             Ok(n)
         };
@@ -1029,7 +1076,7 @@ pub fn parse_cpus(s: &str) -> Result<Vec<usize>, String> {
             Some((a, b)) => {
                 let (a, b) = (num(a)?, num(b)?);
                 if a > b {
-                    return Err(format!("range `{part}` runs backwards"));
+                    return Err(CpuListError::Backwards(part.to_owned()));
                 }
                 out.extend(a..=b);
             }
@@ -1037,13 +1084,13 @@ pub fn parse_cpus(s: &str) -> Result<Vec<usize>, String> {
         }
     }
     if out.is_empty() {
-        return Err("empty CPU list".into());
+        return Err(CpuListError::Empty);
     }
     let mut seen = out.clone();
     seen.sort_unstable();
     seen.dedup();
     if seen.len() != out.len() {
-        return Err(format!("`{s}` lists a CPU twice"));
+        return Err(CpuListError::Twice(s.to_owned()));
     }
     Ok(out)
 }

@@ -53,37 +53,46 @@ const LOG_LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"]
 /// directives, each a known level or `target=level` with a known level.
 /// `tracing`'s own parser would take a mistyped level such as `warning`
 /// for a target name and silence every log line.
-pub fn check_log_filter(filter: &str) -> Result<(), String> {
+pub fn check_log_filter(filter: &str) -> Result<(), LogFilterError> {
     let known = |l: &str| LOG_LEVELS.iter().any(|k| k.eq_ignore_ascii_case(l.trim()));
     let mut any = false;
     for d in filter.split(',').map(str::trim).filter(|d| !d.is_empty()) {
         any = true;
         match d.rsplit_once('=') {
-            None if !known(d) => {
-                return Err(format!(
-                    "`{d}` is not a log level (known: {})",
-                    LOG_LEVELS.join(", ")
-                ))
-            }
+            None if !known(d) => return Err(LogFilterError::NotALevel(d.to_owned())),
             Some((_, level)) if !known(level) => {
-                return Err(format!(
-                    "directive `{d}` does not end in a known level (`target=level`, level one \
-                     of {})",
-                    LOG_LEVELS.join(", ")
-                ))
+                return Err(LogFilterError::DirectiveLevel(d.to_owned()))
             }
             _ => {}
         }
     }
     if !any {
-        return Err("an empty filter".into());
+        return Err(LogFilterError::Empty);
     }
     tracing_subscriber::EnvFilter::try_new(filter)
         .map(drop)
-        .map_err(|e| e.to_string())
+        .map_err(LogFilterError::Parse)
 }
 
-fn cidrs(list: &[String]) -> Result<Vec<Cidr>, String> {
+/// Why a log filter is refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LogFilterError {
+    /// A bare directive that is not a level.
+    #[error("`{0}` is not a log level (known: {levels})", levels = LOG_LEVELS.join(", "))]
+    NotALevel(String),
+    /// `target=level` with an unknown level.
+    #[error("directive `{0}` does not end in a known level (`target=level`, level one of {levels})", levels = LOG_LEVELS.join(", "))]
+    DirectiveLevel(String),
+    /// Nothing in it.
+    #[error("an empty filter")]
+    Empty,
+    /// `tracing`'s own parser refused it.
+    #[error(transparent)]
+    Parse(tracing_subscriber::filter::ParseError),
+}
+
+fn cidrs(list: &[String]) -> Result<Vec<Cidr>, crate::limits::cidr::CidrError> {
     list.iter()
         .filter(|s| !s.trim().is_empty())
         .map(|s| s.parse())
@@ -172,7 +181,9 @@ impl Options {
 
     /// Builds the operating settings from merged options.
     pub(super) fn operations(&self) -> Result<Operations, ConfigError> {
-        let bad = |f: &str, p: String| super::Origin::Flag.invalid(f, p, "write CIDR blocks");
+        let bad = |f: &str, p: crate::limits::cidr::CidrError| {
+            super::Origin::Flag.invalid(f, p, "write CIDR blocks")
+        };
         let access = AccessList {
             allow: cidrs(self.allow.as_deref().unwrap_or_default()).map_err(|p| bad("allow", p))?,
             deny: cidrs(self.deny.as_deref().unwrap_or_default()).map_err(|p| bad("deny", p))?,
@@ -258,7 +269,7 @@ mod tests {
             "warn,uringtls::access=info",
             "uringtls=debug",
         ] {
-            assert_eq!(check_log_filter(ok), Ok(()), "{ok}");
+            assert!(check_log_filter(ok).is_ok(), "{ok}");
         }
         for bad in [
             "warning",
@@ -269,9 +280,8 @@ mod tests {
             "",
         ] {
             if bad == "info," {
-                assert_eq!(
-                    check_log_filter(bad),
-                    Ok(()),
+                assert!(
+                    check_log_filter(bad).is_ok(),
                     "a trailing comma is harmless"
                 );
                 continue;
@@ -279,6 +289,16 @@ mod tests {
             assert!(check_log_filter(bad).is_err(), "{bad}");
         }
         let e = check_log_filter("warning").unwrap_err();
+        assert!(
+            matches!(&e, LogFilterError::NotALevel(d) if d == "warning"),
+            "{e:?}"
+        );
+        assert!(matches!(
+            check_log_filter("uringtls=lots"),
+            Err(LogFilterError::DirectiveLevel(_))
+        ));
+        assert!(matches!(check_log_filter(""), Err(LogFilterError::Empty)));
+        let e = e.to_string();
         assert!(
             e.contains("`warning` is not a log level") && e.contains("warn"),
             "{e}"

@@ -43,33 +43,63 @@ impl Cidr {
     }
 }
 
-impl FromStr for Cidr {
-    type Err = String;
+/// Why a text is not a CIDR block; the message says what to write.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CidrError {
+    /// Not an address at all.
+    #[error("`{0}` is not an address or CIDR block (write e.g. 10.0.0.0/8 or 2001:db8::/32)")]
+    NotAnAddress(String),
+    /// The prefix length is not a number up to the address width.
+    #[error("`{text}`: prefix length must be 0..={width}")]
+    Prefix {
+        /// The text.
+        text: String,
+        /// 32 or 128.
+        width: u8,
+    },
+    /// Bits below the prefix are set.
+    #[error("`{text}` has host bits set (did you mean {meant}?)")]
+    HostBits {
+        /// The text.
+        text: String,
+        /// The block with those bits cleared.
+        meant: Cidr,
+    },
+}
 
-    fn from_str(s: &str) -> Result<Cidr, String> {
+impl FromStr for Cidr {
+    type Err = CidrError;
+
+    fn from_str(s: &str) -> Result<Cidr, CidrError> {
         let s = s.trim();
         let (addr, prefix) = match s.split_once('/') {
             Some((a, p)) => (a, Some(p)),
             None => (s, None),
         };
-        let ip: IpAddr = addr.parse().map_err(|_| {
-            format!(
-                "`{s}` is not an address or CIDR block (write e.g. 10.0.0.0/8 or 2001:db8::/32)"
-            )
-        })?;
+        let ip: IpAddr = addr
+            .parse()
+            .map_err(|_| CidrError::NotAnAddress(s.to_owned()))?;
         let (b, v4) = bits(ip);
         let width: u8 = if v4 { 32 } else { 128 };
         let prefix = match prefix {
             None => width,
             Some(p) => match p.parse::<u8>() {
                 Ok(n) if n <= width => n,
-                _ => return Err(format!("`{s}`: prefix length must be 0..={width}")),
+                _ => {
+                    return Err(CidrError::Prefix {
+                        text: s.to_owned(),
+                        width,
+                    })
+                }
             },
         };
         let net = b & mask(u32::from(width), prefix);
         if net != b {
-            let c = Cidr { net, prefix, v4 };
-            return Err(format!("`{s}` has host bits set (did you mean {c}?)"));
+            return Err(CidrError::HostBits {
+                text: s.to_owned(),
+                meant: Cidr { net, prefix, v4 },
+            });
         }
         Ok(Cidr { net, prefix, v4 })
     }
@@ -165,15 +195,17 @@ mod tests {
     #[test]
     fn malformed_blocks_say_what_to_write() {
         let e = "10.0.0.1/8".parse::<Cidr>().unwrap_err();
-        assert!(e.contains("did you mean 10.0.0.0/8"), "{e}");
-        assert!("10.0.0.0/33"
-            .parse::<Cidr>()
-            .unwrap_err()
-            .contains("0..=32"));
-        assert!("nonsense"
-            .parse::<Cidr>()
-            .unwrap_err()
-            .contains("e.g. 10.0.0.0/8"));
+        assert!(
+            matches!(&e, CidrError::HostBits { meant, .. } if *meant == c("10.0.0.0/8")),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("did you mean 10.0.0.0/8"), "{e}");
+        let e = "10.0.0.0/33".parse::<Cidr>().unwrap_err();
+        assert!(matches!(e, CidrError::Prefix { width: 32, .. }), "{e:?}");
+        assert!(e.to_string().contains("0..=32"));
+        let e = "nonsense".parse::<Cidr>().unwrap_err();
+        assert!(matches!(e, CidrError::NotAnAddress(_)), "{e:?}");
+        assert!(e.to_string().contains("e.g. 10.0.0.0/8"));
         assert_eq!(c("2001:db8::/32").to_string(), "2001:db8::/32");
     }
 

@@ -45,10 +45,10 @@ impl ConnRecord {
             alpn: tls
                 .alpn_protocol()
                 .map(|p| String::from_utf8_lossy(p).escape_debug().to_string()),
-            version: tls.protocol_version().map(|v| format!("{v:?}")),
+            version: tls.protocol_version().map(super::names::version),
             cipher: tls
                 .negotiated_cipher_suite()
-                .map(|s| format!("{:?}", s.suite())),
+                .map(|s| super::names::suite(s.suite())),
             resumed: matches!(tls.handshake_kind(), Some(rustls::HandshakeKind::Resumed)),
             handshake_error: None,
             alert: None,
@@ -59,7 +59,7 @@ impl ConnRecord {
     pub fn with_handshake_error(mut self, e: Option<&io::Error>) -> ConnRecord {
         if let Some(e) = e {
             self.handshake_error = Some(super::failure_label(e));
-            self.alert = alert_of(e).map(|a| super::snake(&format!("{a:?}")));
+            self.alert = alert_of(e).map(super::names::alert);
         }
         self
     }

@@ -26,6 +26,7 @@ pub mod access;
 pub mod export;
 pub mod hub;
 pub mod json_log;
+pub(crate) mod names;
 pub mod reloads;
 pub mod server;
 pub mod snapshot;
@@ -324,11 +325,8 @@ impl ShardMetrics {
 pub fn failure_label(e: &io::Error) -> String {
     if let Some(t) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
         return match t {
-            rustls::Error::AlertReceived(a) => format!("alert_{}", snake(&format!("{a:?}"))),
-            other => {
-                let dbg = format!("{other:?}");
-                snake(dbg.split(['(', ' ', '{']).next().unwrap_or("tls"))
-            }
+            rustls::Error::AlertReceived(a) => format!("alert_{}", names::alert(*a)),
+            other => names::tls_error(other).to_owned(),
         };
     }
     match e.kind() {

@@ -93,7 +93,7 @@ impl ShardSnapshot {
                 .sessions
                 .borrow()
                 .iter()
-                .map(|((v, s), n)| (format!("{v:?}"), format!("{s:?}"), *n))
+                .map(|((v, s), n)| (super::names::version(*v), super::names::suite(*s), *n))
                 .collect(),
             upstream_errors: {
                 // The proxy's own counter: no upstream reachable, or it

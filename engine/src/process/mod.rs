@@ -129,6 +129,36 @@ pub fn shared_port_warning(addr: std::net::SocketAddr) -> String {
     )
 }
 
+/// Why the process could not be readied for serving (see [`prepare`] and
+/// [`before_serve`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartupError {
+    /// A private key file is open to group or others.
+    #[error(transparent)]
+    KeyPermissions(#[from] KeyPermissionError),
+    /// Core dumps could not be disabled.
+    #[error("cannot disable core dumps: {0}")]
+    CoreDumps(std::io::Error),
+    /// The `--user`/`--group` lookup or the drop failed.
+    #[error(transparent)]
+    Privileges(#[from] privileges::PrivilegeError),
+    /// The ACME cache directory is unusable.
+    #[error(transparent)]
+    AcmeCache(#[from] crate::acme::cache::CacheError),
+    /// The metrics port could not be bound.
+    #[error("cannot listen for metrics on {addr}: {source}")]
+    MetricsListen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// A sandbox layer could not be applied.
+    #[error(transparent)]
+    Sandbox(#[from] sandbox::SandboxError),
+}
+
 /// What start-up prepared before the engine binds its TLS port.
 #[derive(Debug)]
 pub struct Prepared {
@@ -141,7 +171,7 @@ pub struct Prepared {
 /// Everything done before keys are read and ports bound: refuse a
 /// group/world-readable key, disable core dumps, raise the fd limit, look
 /// the target user up and bind the metrics port (while still privileged).
-pub fn prepare(s: &crate::config::Settings) -> Result<Prepared, String> {
+pub fn prepare(s: &crate::config::Settings) -> Result<Prepared, StartupError> {
     if !s.ops.insecure_key_permissions {
         let keys = s
             .tls
@@ -149,16 +179,16 @@ pub fn prepare(s: &crate::config::Settings) -> Result<Prepared, String> {
             .iter()
             .chain(s.tls.extra_certs.iter().map(|p| &p.key));
         for k in keys {
-            check_key_permissions(k).map_err(|e| e.to_string())?;
+            check_key_permissions(k)?;
         }
     }
-    disable_core_dumps().map_err(|e| format!("cannot disable core dumps: {e}"))?;
+    disable_core_dumps().map_err(StartupError::CoreDumps)?;
     match raise_nofile() {
         Ok(n) => tracing::debug!(nofile = n, "file descriptor limit"),
         Err(e) => tracing::warn!(error = %e, "cannot raise the file descriptor limit"),
     }
     let target = match &s.ops.user {
-        Some(u) => Some(privileges::resolve(u, s.ops.group.as_deref()).map_err(|e| e.to_string())?),
+        Some(u) => Some(privileges::resolve(u, s.ops.group.as_deref())?),
         None => None,
     };
     match (&s.acme, &target) {
@@ -173,7 +203,7 @@ pub fn prepare(s: &crate::config::Settings) -> Result<Prepared, String> {
     let metrics = match s.ops.metrics_listen {
         Some(a) => Some(
             crate::metrics::server::bind(a)
-                .map_err(|e| format!("cannot listen for metrics on {a}: {e}"))?,
+                .map_err(|source| StartupError::MetricsListen { addr: a, source })?,
         ),
         None => None,
     };
@@ -184,11 +214,14 @@ pub fn prepare(s: &crate::config::Settings) -> Result<Prepared, String> {
 /// (verified) and makes sure the process stays non-dumpable. `name` is
 /// the target's user name for the log line (looked up before the sandbox
 /// closes `/etc/passwd`).
-pub fn before_serve(target: Option<privileges::Target>, name: Option<&str>) -> Result<(), String> {
+pub fn before_serve(
+    target: Option<privileges::Target>,
+    name: Option<&str>,
+) -> Result<(), StartupError> {
     if let Some(t) = target {
-        privileges::drop_to(t).map_err(|e| e.to_string())?;
+        privileges::drop_to(t)?;
         // A credential change resets the dumpable flag; set it again.
-        disable_core_dumps().map_err(|e| format!("cannot disable core dumps: {e}"))?;
+        disable_core_dumps().map_err(StartupError::CoreDumps)?;
         let user = name.map_or_else(|| privileges::user_name(t.uid), str::to_owned);
         tracing::info!(uid = t.uid, gid = t.gid, user = %user, "dropped privileges");
     }

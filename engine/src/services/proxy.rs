@@ -322,10 +322,10 @@ fn proxy_header(
     let facts = TlsFacts {
         sni: tls.server_name(),
         alpn: tls.alpn_protocol(),
-        version: tls.protocol_version().map(|v| format!("{v:?}")),
+        version: tls.protocol_version().map(crate::metrics::names::version),
         cipher: tls
             .negotiated_cipher_suite()
-            .map(|c| format!("{:?}", c.suite())),
+            .map(|c| crate::metrics::names::suite(c.suite())),
         client: conn.peer_identity.as_ref(),
     };
     encode_header(version, conn.peer, conn.local, &facts)

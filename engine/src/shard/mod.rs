@@ -70,11 +70,30 @@ pub enum StartError {
         shard: usize,
         /// Its CPU.
         cpu: usize,
-        /// What went wrong and what to do.
-        reason: String,
+        /// What went wrong (its message says what to do).
+        reason: ShardFailure,
     },
-    /// The step run before serving (e.g. dropping privileges) failed.
-    Setup(String),
+    /// The step run before serving (e.g. dropping privileges) failed; the
+    /// caller's error, which it can downcast to its own type.
+    Setup(Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Why one shard could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ShardFailure {
+    /// The thread could not be created.
+    #[error("cannot spawn thread: {0}")]
+    Spawn(std::io::Error),
+    /// The thread could not be pinned to its CPU.
+    #[error("cannot pin the thread to CPU {0} (is it in this process's affinity mask?)")]
+    Pin(usize),
+    /// The I/O runtime (ring or epoll set) could not be built.
+    #[error(transparent)]
+    Runtime(#[from] io::SetupError),
+    /// A shard thread ended before it reported.
+    #[error("a shard thread died")]
+    Died,
 }
 
 impl fmt::Display for StartError {
@@ -106,7 +125,15 @@ impl fmt::Display for StartError {
     }
 }
 
-impl std::error::Error for StartError {}
+impl std::error::Error for StartError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StartError::Bind { source, .. } => Some(source),
+            StartError::Shard { reason, .. } => Some(reason),
+            StartError::Setup(e) => Some(e.as_ref()),
+        }
+    }
+}
 
 /// Running shards.
 pub struct Server {
@@ -121,16 +148,20 @@ impl Server {
     /// Binds, starts one shard per CPU in `cpus`, and returns once all
     /// serve, running `before_serve` on the calling thread once every
     /// shard is ready and before any accepts (the place to drop
-    /// privileges). If it fails, no shard serves.
-    pub fn start_with<S: Service>(
+    /// privileges). If it fails, no shard serves, and its error comes back
+    /// in [`StartError::Setup`].
+    pub fn start_with<S: Service, E>(
         addr: SocketAddr,
         listen: listener::ListenOptions,
         cpus: &[usize],
         settings: ShardSettings,
         live: Arc<Live>,
         service: Arc<S>,
-        before_serve: impl FnOnce() -> Result<(), String>,
-    ) -> Result<Server, StartError> {
+        before_serve: impl FnOnce() -> Result<(), E>,
+    ) -> Result<Server, StartError>
+    where
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let mut settings = settings;
         settings.ring.backend = choose_backend(settings.ring.backend);
         let listeners = listener::bind_all(addr, cpus.len(), listen)
@@ -139,7 +170,7 @@ impl Server {
             .local_addr()
             .map_err(|source| StartError::Bind { addr, source })?;
         let (stop, stop_rx) = watch::channel(false);
-        let (ready_tx, ready_rx) = mpsc::channel::<(usize, Result<(), String>)>();
+        let (ready_tx, ready_rx) = mpsc::channel::<(usize, Result<(), ShardFailure>)>();
         let (done_tx, done) = mpsc::channel();
         let mut threads = Vec::new();
         let mut go_senders = Vec::new();
@@ -166,7 +197,7 @@ impl Server {
                     return Err(StartError::Shard {
                         shard: i,
                         cpu,
-                        reason: format!("cannot spawn thread: {e}"),
+                        reason: ShardFailure::Spawn(e),
                     });
                 }
             }
@@ -187,7 +218,7 @@ impl Server {
                     failure.get_or_insert(StartError::Shard {
                         shard: 0,
                         cpu: cpus[0],
-                        reason: "a shard thread died".into(),
+                        reason: ShardFailure::Died,
                     });
                     break;
                 }
@@ -199,7 +230,7 @@ impl Server {
         }
         if let Err(reason) = before_serve() {
             abort_all(&go_senders, threads);
-            return Err(StartError::Setup(reason));
+            return Err(StartError::Setup(reason.into()));
         }
         for g in &go_senders {
             let _ = g.send(true);
@@ -270,25 +301,19 @@ impl<S: Service> ShardTask<S> {
     /// The shard thread: pin, build the ring, report, wait for go, serve.
     fn run(
         self,
-        ready: mpsc::Sender<(usize, Result<(), String>)>,
+        ready: mpsc::Sender<(usize, Result<(), ShardFailure>)>,
         go: mpsc::Receiver<bool>,
         done: mpsc::Sender<usize>,
     ) {
         let id = self.id;
         if !core_affinity::set_for_current(core_affinity::CoreId { id: self.cpu }) {
-            let _ = ready.send((
-                id,
-                Err(format!(
-                    "cannot pin the thread to CPU {} (is it in this process's affinity mask?)",
-                    self.cpu
-                )),
-            ));
+            let _ = ready.send((id, Err(ShardFailure::Pin(self.cpu))));
             return;
         }
         let rt = match Runtime::new(&self.settings.ring) {
             Ok(rt) => rt,
             Err(e) => {
-                let _ = ready.send((id, Err(e.to_string())));
+                let _ = ready.send((id, Err(ShardFailure::Runtime(e))));
                 return;
             }
         };
@@ -764,5 +789,41 @@ impl<S: Service> ConnCtx<S> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod start_error_tests {
+    use super::*;
+
+    #[test]
+    fn a_shard_failure_says_which_shard_and_why_in_the_same_words() {
+        let e = StartError::Shard {
+            shard: 1,
+            cpu: 7,
+            reason: ShardFailure::Pin(7),
+        };
+        assert_eq!(
+            e.to_string(),
+            "shard 1 (CPU 7) failed to start: cannot pin the thread to CPU 7 (is it in this \
+             process's affinity mask?); no shard is serving"
+        );
+        let source = std::error::Error::source(&e).expect("a cause");
+        assert!(matches!(
+            source.downcast_ref::<ShardFailure>(),
+            Some(ShardFailure::Pin(7))
+        ));
+    }
+
+    #[test]
+    fn a_failed_setup_step_comes_back_as_the_callers_own_type() {
+        let e =
+            StartError::Setup(std::io::Error::from(std::io::ErrorKind::PermissionDenied).into());
+        assert!(e.to_string().ends_with("; no shard is serving"), "{e}");
+        let source = std::error::Error::source(&e).expect("a cause");
+        assert_eq!(
+            source.downcast_ref::<std::io::Error>().map(|e| e.kind()),
+            Some(std::io::ErrorKind::PermissionDenied)
+        );
     }
 }

@@ -300,7 +300,10 @@ fn select_provider(s: &TlsSettings) -> Result<CryptoProvider, TlsError> {
     if let Some(names) = &s.kx_groups {
         let all = rustls::crypto::aws_lc_rs::ALL_KX_GROUPS;
         p.kx_groups = pick("key-exchange group", names, all, |g| {
-            vec![format!("{:?}", g.name())]
+            let n = g.name();
+            vec![n
+                .as_str()
+                .map_or_else(|| format!("0x{:04x}", u16::from(n)), str::to_owned)]
         })?;
     }
     Ok(p)
@@ -311,7 +314,9 @@ fn select_provider(s: &TlsSettings) -> Result<CryptoProvider, TlsError> {
 /// for TLS 1.2, OpenSSL's (`ECDHE-ECDSA-AES128-GCM-SHA256`; OpenSSL uses
 /// the IANA names for TLS 1.3).
 fn suite_names(s: rustls::CipherSuite) -> Vec<String> {
-    let rustls_name = format!("{s:?}");
+    let rustls_name = s
+        .as_str()
+        .map_or_else(|| format!("0x{:04x}", u16::from(s)), str::to_owned);
     let mut v = vec![rustls_name.clone()];
     if let Some(rest) = rustls_name.strip_prefix("TLS13_") {
         v.push(format!("TLS_{rest}"));

@@ -27,6 +27,44 @@ use std::sync::Arc;
 /// buffered API allows 64 KiB handshake messages plus one record.
 pub const MAX_HELD: usize = 0xffff + 16 * 1024 + 2048;
 
+/// A failure of the session layer itself (not of rustls's protocol checks),
+/// carried to callers inside [`rustls::Error::Other`] so that they classify
+/// it by variant ([`SessionError::of`]), never by its message.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// rustls could not encode a handshake record into the output buffer.
+    #[error("{0}")]
+    Encode(EncodeError),
+    /// The peer sent 0-RTT data; the server config never accepts it.
+    #[error("unexpected early data")]
+    UnexpectedEarlyData,
+}
+
+impl SessionError {
+    /// The session error `e` carries, if it is one.
+    pub fn of(e: &rustls::Error) -> Option<&SessionError> {
+        match e {
+            rustls::Error::Other(o) => o.0.downcast_ref(),
+            _ => None,
+        }
+    }
+
+    /// A short, stable label for metrics (`encode`, `unexpected_early_data`).
+    pub fn label(&self) -> &'static str {
+        match self {
+            SessionError::Encode(_) => "encode",
+            SessionError::UnexpectedEarlyData => "unexpected_early_data",
+        }
+    }
+}
+
+impl From<SessionError> for rustls::Error {
+    fn from(e: SessionError) -> Self {
+        rustls::Error::Other(rustls::OtherError(Arc::new(e)))
+    }
+}
+
 /// Any unbuffered rustls connection, client or server.
 pub trait TlsConn {
     /// The side-specific data (`ServerConnectionData` or `ClientConnectionData`).
@@ -194,7 +232,7 @@ fn tls_io_error(e: rustls::Error) -> io::Error {
 }
 
 fn encrypt_error(e: EncryptError) -> io::Error {
-    io::Error::other(e.to_string())
+    io::Error::other(e)
 }
 
 /// Records to send: `buf[..len]`. The bytes of `buf` past `len` are stale
@@ -521,7 +559,7 @@ impl<C: TlsConn> Session<C> {
                     let from = out.len();
                     let res = out.write_tail(4096, |dst| e.encode(dst), encode_too_small);
                     if let Err(err) = res {
-                        return Err((done + discard, rustls::Error::General(err.to_string())));
+                        return Err((done + discard, SessionError::Encode(err).into()));
                     }
                     if !*ccs_sent {
                         *ccs_sent = has_ccs_record(&out.as_slice()[from..]);
@@ -544,10 +582,7 @@ impl<C: TlsConn> Session<C> {
                 }
                 ConnectionState::ReadEarlyData(_) => {
                     // The server config never accepts 0-RTT data.
-                    return Err((
-                        done + discard,
-                        rustls::Error::General("unexpected early data".into()),
-                    ));
+                    return Err((done + discard, SessionError::UnexpectedEarlyData.into()));
                 }
                 _ => return Ok((done + discard, Stop::NeedInput)),
             }
@@ -1183,6 +1218,19 @@ mod tests {
         let mut buf = [0u8; 16];
         assert_eq!(s.read_plaintext(&mut buf).expect("read"), Some(0));
         assert!(s.peer_has_closed());
+    }
+
+    #[test]
+    fn session_errors_travel_in_rustls_errors_and_come_back_by_variant() {
+        let e: rustls::Error = SessionError::UnexpectedEarlyData.into();
+        assert!(matches!(
+            SessionError::of(&e),
+            Some(SessionError::UnexpectedEarlyData)
+        ));
+        assert_eq!(e.to_string(), "other error: unexpected early data");
+        // Words alone are not a session error.
+        let general = rustls::Error::General("unexpected early data".into());
+        assert!(SessionError::of(&general).is_none());
     }
 
     #[test]

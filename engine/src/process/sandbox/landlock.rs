@@ -74,7 +74,7 @@ pub enum Outcome {
 
 /// Why Landlock could not be applied (the engine refuses to serve).
 #[derive(Debug)]
-pub struct LandlockError(String);
+pub struct LandlockError(landlock::RulesetError);
 
 impl fmt::Display for LandlockError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -86,7 +86,11 @@ impl fmt::Display for LandlockError {
     }
 }
 
-impl std::error::Error for LandlockError {}
+impl std::error::Error for LandlockError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
 
 /// The directories and files to allow for `paths` (the configured files):
 /// each one's directory as given and the directory of the file it
@@ -148,12 +152,11 @@ pub fn apply(
     writable: &[PathBuf],
 ) -> Result<Outcome, LandlockError> {
     let abi = kernel_abi();
-    let err = |e: &dyn fmt::Display| LandlockError(e.to_string());
     let read_dir = AccessFs::from_read(HANDLED) & !AccessFs::Execute;
     let read_file = AccessFs::ReadFile;
     let created = Ruleset::default()
         .handle_access(AccessFs::from_all(HANDLED))
-        .map_err(|e| err(&e))?
+        .map_err(LandlockError)?
         .create();
     let mut rs = match created {
         Ok(rs) => rs,
@@ -174,7 +177,7 @@ pub fn apply(
             Ok(fd) => {
                 rs = rs
                     .add_rule(PathBeneath::new(fd, read_dir))
-                    .map_err(|e| err(&e))?
+                    .map_err(LandlockError)?
             }
             Err(e) => {
                 tracing::debug!(path = %d.display(), error = %e, "sandbox: not allowed (cannot open)")
@@ -188,7 +191,7 @@ pub fn apply(
             Ok(fd) => {
                 rs = rs
                     .add_rule(PathBeneath::new(fd, write_dir))
-                    .map_err(|e| err(&e))?
+                    .map_err(LandlockError)?
             }
             Err(e) => {
                 tracing::warn!(path = %d.display(), error = %e, "sandbox: cannot allow writing (cannot open)")
@@ -199,11 +202,11 @@ pub fn apply(
         if let Ok(fd) = PathFd::new(f) {
             rs = rs
                 .add_rule(PathBeneath::new(fd, read_file))
-                .map_err(|e| err(&e))?;
+                .map_err(LandlockError)?;
         }
     }
-    let rs = rs.all_threads(true).map_err(|e| err(&e))?;
-    let status = rs.restrict_self().map_err(|e| err(&e))?;
+    let rs = rs.all_threads(true).map_err(LandlockError)?;
+    let status = rs.restrict_self().map_err(LandlockError)?;
     Ok(match status.ruleset {
         RulesetStatus::NotEnforced => Outcome::Unavailable("not supported by this kernel".into()),
         RulesetStatus::PartiallyEnforced => Outcome::Enforced { abi, fully: false },

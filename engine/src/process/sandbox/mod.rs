@@ -85,6 +85,21 @@ pub fn configured_files(options_config: Option<&PathBuf>, s: &Settings) -> Vec<P
     v
 }
 
+/// Why a sandbox layer could not be applied (the engine refuses to serve).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SandboxError {
+    /// Landlock failed.
+    #[error(transparent)]
+    Landlock(#[from] landlock::LandlockError),
+    /// The seccomp filter failed.
+    #[error(transparent)]
+    Seccomp(#[from] seccomp::SeccompError),
+    /// The thread that logs refused calls could not start.
+    #[error("cannot start the sandbox log thread: {0}")]
+    LogThread(std::io::Error),
+}
+
 /// The directories Landlock allows (see [`landlock::allowed_dirs`]).
 pub fn allowed_dirs(options_config: Option<&PathBuf>, s: &Settings) -> BTreeSet<PathBuf> {
     landlock::allowed_dirs(&configured_files(options_config, s))
@@ -93,7 +108,7 @@ pub fn allowed_dirs(options_config: Option<&PathBuf>, s: &Settings) -> BTreeSet<
 /// Before the engine starts: restricts the rings about to be built and
 /// applies Landlock to this thread (and so to the shards it starts).
 /// With `on` false, records every layer off.
-pub fn before_start(on: bool, dirs: &BTreeSet<PathBuf>, s: &Settings) -> Result<(), String> {
+pub fn before_start(on: bool, dirs: &BTreeSet<PathBuf>, s: &Settings) -> Result<(), SandboxError> {
     // `auto` runs on the uring backend where a ring can be built (the
     // shards' start makes the same probe and the same choice).
     let uring = match s.ring.backend {
@@ -130,7 +145,7 @@ pub fn before_start(on: bool, dirs: &BTreeSet<PathBuf>, s: &Settings) -> Result<
     }
     files.sort_unstable();
     files.dedup();
-    match landlock::apply(&dirs, &files, &writable).map_err(|e| e.to_string())? {
+    match landlock::apply(&dirs, &files, &writable)? {
         landlock::Outcome::Enforced { abi, .. } => record(|l| l.landlock_abi = Some(abi)),
         landlock::Outcome::Unavailable(why) => {
             tracing::warn!(
@@ -144,15 +159,13 @@ pub fn before_start(on: bool, dirs: &BTreeSet<PathBuf>, s: &Settings) -> Result<
 
 /// Once privileges are dropped: installs the seccomp filter on every
 /// thread and starts the thread that logs denied calls.
-pub fn after_privileges(on: bool) -> Result<(), String> {
+pub fn after_privileges(on: bool) -> Result<(), SandboxError> {
     if !on {
         return Ok(());
     }
-    let denials = seccomp::install().map_err(|e| e.to_string())?;
+    let denials = seccomp::install()?;
     record(|l| l.seccomp = true);
-    denials
-        .log_from_a_thread()
-        .map_err(|e| format!("cannot start the sandbox log thread: {e}"))
+    denials.log_from_a_thread().map_err(SandboxError::LogThread)
 }
 
 /// The reload check while Landlock is on: every configured file must lie

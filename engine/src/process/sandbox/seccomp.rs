@@ -38,7 +38,7 @@ use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 #[non_exhaustive]
 pub enum SeccompError {
     /// The filter could not be compiled (a bug: the list is fixed).
-    Compile(String),
+    Compile(seccompiler::BackendError),
     /// A system call failed while installing (`seccomp`, `prctl`,
     /// `sigaction`, `pipe2`, or the logging thread's spawn).
     Install(&'static str, io::Error),
@@ -268,25 +268,26 @@ fn denied_action() -> SeccompAction {
 
 /// The two filters: `clone3` answered `ENOSYS`, then the allow-list.
 fn programs() -> Result<[BpfProgram; 2], SeccompError> {
-    let c = |e: &dyn fmt::Display| SeccompError::Compile(e.to_string());
-    let arch = std::env::consts::ARCH.try_into().map_err(|e| c(&e))?;
+    let arch = std::env::consts::ARCH
+        .try_into()
+        .map_err(SeccompError::Compile)?;
     let no_clone3 = SeccompFilter::new(
         [(libc::SYS_clone3 as i64, vec![])].into_iter().collect(),
         SeccompAction::Allow,
         SeccompAction::Errno(libc::ENOSYS as u32),
         arch,
     )
-    .map_err(|e| c(&e))?;
+    .map_err(SeccompError::Compile)?;
     let allow = SeccompFilter::new(
-        rules().map_err(|e| c(&e))?,
+        rules().map_err(SeccompError::Compile)?,
         denied_action(),
         SeccompAction::Allow,
         arch,
     )
-    .map_err(|e| c(&e))?;
+    .map_err(SeccompError::Compile)?;
     Ok([
-        no_clone3.try_into().map_err(|e| c(&e))?,
-        allow.try_into().map_err(|e| c(&e))?,
+        no_clone3.try_into().map_err(SeccompError::Compile)?,
+        allow.try_into().map_err(SeccompError::Compile)?,
     ])
 }
 
