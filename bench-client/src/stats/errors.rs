@@ -15,8 +15,14 @@ pub enum ErrorClass {
     Connect(String),
     /// The server sent a TLS alert (by name, e.g. `handshake_failure`).
     TlsAlert(String),
-    /// TLS failed on our side (certificate not trusted, bad record, ...).
-    Tls(String),
+    /// TLS failed on our side (certificate not trusted, bad record, ...):
+    /// what kind of failure, and rustls's name for it (`unknown_issuer`).
+    Tls {
+        /// The kind, which decides what the operator is told to do.
+        kind: TlsFailure,
+        /// rustls's name for the failure, snake case.
+        detail: String,
+    },
     /// No answer within `--timeout`.
     Timeout,
     /// The connection was reset (RST, broken pipe).
@@ -36,6 +42,33 @@ pub enum ErrorClass {
         /// What the server did instead.
         reply: Unanswered,
     },
+}
+
+/// The kinds of TLS failure on our side that call for different fixes
+/// (see [`ErrorClass::Tls`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum TlsFailure {
+    /// The server's certificate is not trusted or not valid.
+    InvalidCertificate,
+    /// The server sent something that is not TLS (a plaintext server?).
+    InvalidMessage,
+    /// The server does not support what we offered.
+    PeerIncompatible,
+    /// Anything else.
+    Other,
+}
+
+impl TlsFailure {
+    /// The key prefix (`invalid_certificate`), `None` for [`TlsFailure::Other`].
+    fn key(self) -> Option<&'static str> {
+        match self {
+            TlsFailure::InvalidCertificate => Some("invalid_certificate"),
+            TlsFailure::InvalidMessage => Some("invalid_message"),
+            TlsFailure::PeerIncompatible => Some("peer_incompatible"),
+            TlsFailure::Other => None,
+        }
+    }
 }
 
 /// What a server did instead of answering the workload's protocol on a
@@ -77,7 +110,7 @@ impl ErrorClass {
         match self {
             ErrorClass::Connect(why) => format!("connect:{}", why.replace(' ', "_")),
             ErrorClass::TlsAlert(a) => format!("tls_alert:{a}"),
-            ErrorClass::Tls(why) => format!("tls:{why}"),
+            ErrorClass::Tls { .. } => format!("tls:{}", self.tls_reason()),
             ErrorClass::Timeout => "timeout".into(),
             ErrorClass::Reset => "reset".into(),
             ErrorClass::Closed => "closed".into(),
@@ -86,6 +119,18 @@ impl ErrorClass {
             ErrorClass::WrongService { protocol, reply } => {
                 format!("wrong_service:{protocol}:{}", reply.key())
             }
+        }
+    }
+
+    /// `invalid_certificate:unknown_issuer`: a TLS failure's kind and
+    /// detail (empty for other classes).
+    pub fn tls_reason(&self) -> String {
+        match self {
+            ErrorClass::Tls { kind, detail } => match kind.key() {
+                Some(k) => format!("{k}:{detail}"),
+                None => detail.clone(),
+            },
+            _ => String::new(),
         }
     }
 
@@ -135,19 +180,28 @@ impl ErrorClass {
 
     /// Classifies a rustls error.
     pub fn tls(e: &rustls::Error) -> ErrorClass {
+        let tls = |kind, detail| ErrorClass::Tls { kind, detail };
         match e {
-            rustls::Error::AlertReceived(a) => ErrorClass::TlsAlert(snake(&format!("{a:?}"))),
+            rustls::Error::AlertReceived(a) => ErrorClass::TlsAlert(alert_name(*a)),
             rustls::Error::InvalidCertificate(c) => {
-                ErrorClass::Tls(format!("invalid_certificate:{}", snake(&format!("{c:?}"))))
+                tls(TlsFailure::InvalidCertificate, snake(&format!("{c:?}")))
             }
             rustls::Error::InvalidMessage(m) => {
-                ErrorClass::Tls(format!("invalid_message:{}", snake(&format!("{m:?}"))))
+                tls(TlsFailure::InvalidMessage, snake(&format!("{m:?}")))
             }
             rustls::Error::PeerIncompatible(p) => {
-                ErrorClass::Tls(format!("peer_incompatible:{}", snake(&format!("{p:?}"))))
+                tls(TlsFailure::PeerIncompatible, snake(&format!("{p:?}")))
             }
-            other => ErrorClass::Tls(snake(&format!("{other:?}"))),
+            other => tls(TlsFailure::Other, snake(&format!("{other:?}"))),
         }
+    }
+}
+
+/// `handshake_failure`; an alert rustls has no name for: `alert_description:0x7b`.
+fn alert_name(a: rustls::AlertDescription) -> String {
+    match a.as_str() {
+        Some(name) => snake(name),
+        None => format!("alert_description:0x{:x}", u8::from(a)),
     }
 }
 
@@ -156,7 +210,7 @@ impl fmt::Display for ErrorClass {
         match self {
             ErrorClass::Connect(why) => write!(f, "connect: {why}"),
             ErrorClass::TlsAlert(a) => write!(f, "TLS alert from server: {a}"),
-            ErrorClass::Tls(why) => write!(f, "TLS: {why}"),
+            ErrorClass::Tls { .. } => write!(f, "TLS: {}", self.tls_reason()),
             ErrorClass::Timeout => write!(f, "timeout"),
             ErrorClass::Reset => write!(f, "connection reset"),
             ErrorClass::Closed => write!(f, "closed by server mid-operation"),
@@ -217,6 +271,10 @@ mod tests {
         )));
         assert_eq!(c, ErrorClass::TlsAlert("handshake_failure".into()));
         assert_eq!(c.key(), "tls_alert:handshake_failure");
+        let unknown = ErrorClass::tls(&rustls::Error::AlertReceived(AlertDescription::Unknown(
+            0x7b,
+        )));
+        assert_eq!(unknown.key(), "tls_alert:alert_description:0x7b");
     }
 
     #[test]
@@ -226,15 +284,26 @@ mod tests {
         )));
         assert_eq!(
             c,
-            ErrorClass::Tls("invalid_certificate:unknown_issuer".into())
+            ErrorClass::Tls {
+                kind: TlsFailure::InvalidCertificate,
+                detail: "unknown_issuer".into()
+            }
         );
+        assert_eq!(c.key(), "tls:invalid_certificate:unknown_issuer");
+        assert_eq!(c.to_string(), "TLS: invalid_certificate:unknown_issuer");
         let c = ErrorClass::io(&wrap(rustls::Error::InvalidMessage(
             rustls::InvalidMessage::InvalidContentType,
         )));
         assert_eq!(
             c,
-            ErrorClass::Tls("invalid_message:invalid_content_type".into())
+            ErrorClass::Tls {
+                kind: TlsFailure::InvalidMessage,
+                detail: "invalid_content_type".into()
+            }
         );
+        assert_eq!(c.key(), "tls:invalid_message:invalid_content_type");
+        let c = ErrorClass::tls(&rustls::Error::HandshakeNotComplete);
+        assert_eq!(c.key(), "tls:handshake_not_complete");
     }
 
     #[test]
