@@ -153,7 +153,7 @@ mod tests {
 
     #[test]
     fn a_close_or_timeout_after_the_handshake_is_not_blamed_on_the_handshake() {
-        let plan = crate::cli::resolve::test_plan(&[]);
+        let plan = crate::plan::test_plan();
         for class in [ErrorClass::Closed, ErrorClass::Reset, ErrorClass::Timeout] {
             let during = explain(&plan, &class, Phase::Handshake);
             let after = explain(&plan, &class, Phase::AfterHandshake);
@@ -178,7 +178,7 @@ mod tests {
 
     #[test]
     fn tls_failures_get_their_hint_from_the_kind_not_from_the_detail_text() {
-        let plan = crate::cli::resolve::test_plan(&[]);
+        let plan = crate::plan::test_plan();
         let tls = |kind, detail: &str| ErrorClass::Tls {
             kind,
             detail: detail.into(),

@@ -279,14 +279,3 @@ async fn run_slot(
     }
     sh.live_slots.set(sh.live_slots.get() - 1);
 }
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn requests_are_split_evenly_over_slots() {
-        let plan = crate::cli::resolve::test_plan(&["-c", "3", "-n", "10"]);
-        let quotas: Vec<Option<u64>> = (0..3).map(|s| plan.quota(s)).collect();
-        assert_eq!(quotas, vec![Some(4), Some(3), Some(3)]);
-        assert_eq!(crate::cli::resolve::test_plan(&[]).quota(0), None);
-    }
-}

@@ -12,8 +12,8 @@
 //! bytes, our own CPU) reaches `merge` in the same file. Comment lines are
 //! ignored by other HdrHistogram tools.
 
-use crate::cli::fleet::WorkerTag;
 use crate::load::run::{Interval, IntervalSink};
+use crate::plan::fleet::WorkerTag;
 use crate::stats::{new_hist, Metric};
 use base64::Engine;
 use hdrhistogram::serialization::interval_log::{

@@ -11,20 +11,48 @@
 
 use super::plot_inputs::{self, Run, PHASE_QUANTILES};
 use super::{fmt_si, fmt_us};
-use crate::cli::{PlotArgs, PlotKind};
-use crate::load::Error;
+use crate::error::Error;
 use plotting::{Curve, Line, Panel};
 use std::fmt::Write;
+use std::path::PathBuf;
+
+/// What `plot` draws.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PlotKind {
+    /// Latency by percentile, 50% to 99.999% on a log axis, one curve per input.
+    Percentiles,
+    /// Throughput and p99 per interval (needs --hlog interval logs).
+    OverTime,
+    /// Connect, handshake, first byte and total latency of one run.
+    Phases,
+}
+
+/// What `plot` is asked to draw (the `plot` subcommand's flags).
+#[derive(Debug, Clone)]
+pub struct PlotOptions {
+    /// Runs to draw.
+    pub files: Vec<PathBuf>,
+    /// The SVG file to write.
+    pub output: PathBuf,
+    /// What to draw.
+    pub kind: PlotKind,
+    /// Legend name of each input, in order.
+    pub labels: Vec<String>,
+    /// Chart title.
+    pub title: Option<String>,
+    /// Also write an HTML page with every chart the inputs allow.
+    pub html: Option<PathBuf>,
+}
 
 /// Runs `plot`.
-pub fn run(a: &PlotArgs) -> Result<(), Error> {
+pub fn run(a: &PlotOptions) -> Result<(), Error> {
     let mut runs = a
         .files
         .iter()
         .map(|f| plot_inputs::read(f))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| Error::Usage(format!("plot: {e}")))?;
-    plot_inputs::name(&mut runs, &a.label).map_err(|e| Error::Usage(format!("plot: {e}")))?;
+    plot_inputs::name(&mut runs, &a.labels).map_err(|e| Error::Usage(format!("plot: {e}")))?;
     let svg = chart(a.kind, a.title.as_deref(), &runs).map_err(Error::Usage)?;
     write(&a.output, &svg)?;
     if let Some(html_path) = &a.html {

@@ -4,7 +4,7 @@
 
 mod insecure;
 
-use crate::cli::{TlsArgs, TlsVersion};
+use crate::plan::{TlsOptions, TlsVersion};
 use rustls::client::Resumption;
 use rustls::crypto::CryptoProvider;
 use rustls::{ClientConfig, CommonState, RootCertStore};
@@ -22,7 +22,7 @@ const SYSTEM_CA_FILES: &[&str] = &[
 
 /// Builds the client config described by `a` (resumption disabled; see
 /// [`with_resumption`]).
-pub fn client_config(a: &TlsArgs) -> Result<ClientConfig, String> {
+pub fn client_config(a: &TlsOptions) -> Result<ClientConfig, String> {
     let provider = Arc::new(provider(a)?);
     let versions: &[&rustls::SupportedProtocolVersion] = match a.version {
         TlsVersion::V12 => &[&rustls::version::TLS12],
@@ -72,13 +72,13 @@ pub fn with_resumption(base: &ClientConfig, sessions: usize) -> Arc<ClientConfig
 }
 
 /// The name verified (and sent as SNI): `--sni` or the target host.
-pub fn server_name(a: &TlsArgs, host: &str) -> Result<ServerName<'static>, String> {
+pub fn server_name(a: &TlsOptions, host: &str) -> Result<ServerName<'static>, String> {
     let name = a.sni.as_deref().unwrap_or(host);
     ServerName::try_from(name.to_string())
         .map_err(|e| format!("`{name}` is not a valid server name: {e} (give --sni NAME)"))
 }
 
-fn provider(a: &TlsArgs) -> Result<CryptoProvider, String> {
+fn provider(a: &TlsOptions) -> Result<CryptoProvider, String> {
     let mut p = rustls::crypto::aws_lc_rs::default_provider();
     // AES-128-GCM first (as browsers, curl and h2load offer): a server that
     // follows the client's order then does the same work for us as for them.
@@ -222,23 +222,19 @@ impl Negotiated {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
 
-    fn tls_args(extra: &[&str]) -> TlsArgs {
-        let mut args = vec!["bench-client", "http", "127.0.0.1:1"];
-        args.extend_from_slice(extra);
-        match crate::cli::Cli::try_parse_from(args)
-            .expect("parse")
-            .command
-        {
-            crate::cli::Command::Http { common, .. } => common.tls,
-            _ => unreachable!("http"),
+    fn offering(cipher: &[&str], group: &[&str]) -> TlsOptions {
+        let names = |l: &[&str]| l.iter().map(|s| s.to_string()).collect();
+        TlsOptions {
+            cipher: names(cipher),
+            group: names(group),
+            ..TlsOptions::default()
         }
     }
 
     #[test]
     fn aes_128_gcm_is_offered_first_by_default() {
-        let p = provider(&tls_args(&[])).expect("provider");
+        let p = provider(&TlsOptions::default()).expect("provider");
         let names: Vec<String> = p
             .cipher_suites
             .iter()
@@ -253,16 +249,14 @@ mod tests {
 
     #[test]
     fn named_suites_and_groups_are_selected_and_unknown_ones_listed() {
-        let p = provider(&tls_args(&[
-            "--cipher",
-            "tls13_chacha20_poly1305_sha256",
-            "--group",
-            "secp256r1",
-        ]))
+        let p = provider(&offering(
+            &["tls13_chacha20_poly1305_sha256"],
+            &["secp256r1"],
+        ))
         .expect("provider");
         assert_eq!(p.cipher_suites.len(), 1);
         assert_eq!(p.kx_groups.len(), 1);
-        let err = provider(&tls_args(&["--group", "curve9"])).unwrap_err();
+        let err = provider(&offering(&[], &["curve9"])).unwrap_err();
         assert!(err.contains("known: X25519"), "{err}");
     }
 }
