@@ -1,21 +1,62 @@
-//! Why a run did not happen or did not produce results.
+//! Why a run did not happen or did not produce results: one enum per
+//! concern, each variant with the sentence the operator reads (what failed
+//! and what to change). The exit code comes from the variant.
 
-use std::fmt;
+use crate::plan::fleet::{StartPassed, WorkerTag};
+use crate::plan::target::TargetError;
+use crate::stats::errors::ErrorClass;
+use std::io;
+use std::path::PathBuf;
 
-/// Why a run did not happen or did not produce results.
-#[derive(Debug)]
+/// Why `bench-client` stopped with an error.
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// Bad flags (exit 2).
-    Usage(String),
-    /// The target cannot be used: nothing listening, untrusted certificate, not TLS.
-    Target(String),
-    /// Worker threads could not start (io_uring unavailable, ...).
-    Start(String),
+    /// Bad flags or inputs (exit 2).
+    #[error(transparent)]
+    Usage(#[from] Usage),
+    /// The target cannot be used: nothing listening, untrusted certificate,
+    /// not TLS, not the workload's protocol (found by the probe).
+    #[error("{explanation}")]
+    Target {
+        /// What the probe's operation failed with.
+        class: ErrorClass,
+        /// One sentence: what failed and what to do about it.
+        explanation: String,
+    },
+    /// io_uring could not be set up for the probe.
+    #[error("cannot set up io_uring: {0} (is io_uring disabled by kernel.io_uring_disabled?)")]
+    Runtime(#[source] uringtls_runtime::io::SetupError),
+    /// A worker thread could not be spawned.
+    #[error("cannot start worker thread {index}: {source}")]
+    Spawn {
+        /// The worker.
+        index: usize,
+        /// The system's error.
+        source: io::Error,
+    },
+    /// No worker thread started.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    NoWorker(Vec<WorkerError>),
     /// An output file could not be written.
-    Output(String),
+    #[error("{}: {source}", path.display())]
+    Output {
+        /// The file.
+        path: PathBuf,
+        /// The system's error.
+        source: io::Error,
+    },
+    /// An interval output (progress, CSV, hlog) could not be written.
+    #[error("writing interval output: {0}")]
+    Interval(#[source] io::Error),
     /// The run happened but no operation succeeded.
-    Failed(String),
+    #[error("no operation succeeded; most frequent error: {explanation}")]
+    Failed {
+        /// The most frequent error class.
+        class: ErrorClass,
+        /// What it means, as the probe would say it.
+        explanation: String,
+    },
 }
 
 impl Error {
@@ -26,18 +67,104 @@ impl Error {
             _ => 1,
         }
     }
-}
 
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::Usage(m)
-            | Error::Target(m)
-            | Error::Start(m)
-            | Error::Output(m)
-            | Error::Failed(m) => f.write_str(m),
+    /// `path` could not be written.
+    pub fn output(path: impl Into<PathBuf>, source: io::Error) -> Error {
+        Error::Output {
+            path: path.into(),
+            source,
         }
     }
 }
 
-impl std::error::Error for Error {}
+/// Flags or inputs that cannot make a run (exit 2).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Usage {
+    /// `--connections 0`.
+    #[error("--connections 0: at least one connection is needed")]
+    NoConnection,
+    /// `--threads 0`.
+    #[error("--threads 0: at least one worker thread is needed")]
+    NoThread,
+    /// `--rate` zero, negative or not a number.
+    #[error("--rate must be a positive number of operations per second")]
+    Rate,
+    /// `--interval` below 10 ms.
+    #[error("--interval must be at least 10ms")]
+    Interval,
+    /// A fleet total that leaves this worker nothing.
+    #[error("{flag} {total} is the fleet's total with --worker {tag}: it leaves worker {tag} nothing; give {flag} {} or more", tag.of)]
+    Starved {
+        /// The flag (`--connections`).
+        flag: &'static str,
+        /// Its value.
+        total: String,
+        /// This worker.
+        tag: WorkerTag,
+    },
+    /// `--start-at` already passed.
+    #[error(transparent)]
+    StartAt(#[from] StartPassed),
+    /// The target cannot be parsed or resolved.
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    /// `--cpus` is not a CPU list.
+    #[error("{0}")]
+    Cpus(String),
+    /// The HTTP request flags do not make a request.
+    #[error("{0}")]
+    Request(String),
+    /// The TLS flags do not make a client config.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::ConfigError),
+    /// `--server-metrics` is neither a PID nor a URL.
+    #[error("{0}")]
+    ServerMetrics(String),
+    /// A `merge` input cannot be read.
+    #[error("merge: {0}")]
+    Merge(String),
+    /// `plot` inputs or labels cannot be used.
+    #[error("plot: {0}")]
+    Plot(String),
+    /// The inputs cannot make the chart asked for.
+    #[error("{0}")]
+    Chart(String),
+}
+
+/// Why a worker thread could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WorkerError {
+    /// Its io_uring runtime could not be set up.
+    #[error("worker {index}: cannot set up io_uring: {source} (is io_uring disabled by kernel.io_uring_disabled or a seccomp policy?)")]
+    Runtime {
+        /// The worker.
+        index: usize,
+        /// The runtime's error.
+        source: uringtls_runtime::io::SetupError,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_usage_exits_2_and_everything_else_1() {
+        assert_eq!(Error::from(Usage::NoConnection).exit_code(), 2);
+        let e = Error::output("out.json", io::Error::from(io::ErrorKind::PermissionDenied));
+        assert_eq!(e.exit_code(), 1);
+        assert!(e.to_string().starts_with("out.json: "), "{e}");
+        let tag = WorkerTag { index: 3, of: 3 };
+        let starved = Usage::Starved {
+            flag: "--connections",
+            total: "2".into(),
+            tag,
+        };
+        assert_eq!(
+            starved.to_string(),
+            "--connections 2 is the fleet's total with --worker 3/3: it leaves worker 3/3 nothing; give --connections 3 or more"
+        );
+    }
+}

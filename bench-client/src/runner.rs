@@ -2,7 +2,7 @@
 //! outputs, run the load ([`crate::load::run`]), report ([`crate::output`]).
 //! The command line ([`crate::cli`]) builds the plan and calls [`run`].
 
-use crate::error::Error;
+use crate::error::{Error, Usage};
 use crate::load::{self, limits, probe, run::IntervalSink};
 use crate::output::{
     self, csv::Csv, hlog, hlog::HlogWriter, percentiles, progress::Progress, summary, Report,
@@ -35,8 +35,7 @@ pub fn run(plan: Plan, out: &OutputOptions) -> Result<(), Error> {
             connections: plan.connections,
         }));
     }
-    let file_err =
-        |p: &std::path::Path, e: std::io::Error| Error::Output(format!("{}: {e}", p.display()));
+    let file_err = |p: &std::path::Path, e: std::io::Error| Error::output(p, e);
     if let Some(p) = &out.csv {
         sinks_owned.push(Box::new(Csv::create(p).map_err(|e| file_err(p, e))?));
     }
@@ -53,7 +52,7 @@ pub fn run(plan: Plan, out: &OutputOptions) -> Result<(), Error> {
     }
     if let Some(at) = plan.start_at {
         let wait = fleet::until(at, SystemTime::now(), "after probing the target")
-            .map_err(Error::Usage)?;
+            .map_err(Usage::StartAt)?;
         if !quiet {
             eprintln!(
                 "bench-client: waiting {:.1}s for --start-at",
@@ -113,16 +112,12 @@ pub fn run(plan: Plan, out: &OutputOptions) -> Result<(), Error> {
         output::json_out(p, &output::json::render(&report))?;
     }
     let t = &outcome.total;
-    if t.ops == 0 && t.error_count() > 0 {
-        let top = t
-            .errors
-            .iter()
-            .max_by_key(|(_, n)| **n)
-            .map(|(c, _)| probe::explain(&plan, c, probe::Phase::Unknown))
-            .unwrap_or_default();
-        return Err(Error::Failed(format!(
-            "no operation succeeded; most frequent error: {top}"
-        )));
+    let top = t.errors.iter().max_by_key(|(_, n)| **n).map(|(c, _)| c);
+    if let (0, Some(class)) = (t.ops, top) {
+        return Err(Error::Failed {
+            explanation: probe::explain(&plan, class, probe::Phase::Unknown),
+            class: class.clone(),
+        });
     }
     Ok(())
 }

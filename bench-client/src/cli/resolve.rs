@@ -3,7 +3,7 @@
 
 use super::units::parse_cpus;
 use super::{Cli, Command, Common, Direction, HttpArgs, RequestKind};
-use crate::error::Error;
+use crate::error::{Error, Usage};
 use crate::output;
 use crate::plan::fleet::{self, Fleet, WorkerTag};
 use crate::plan::target::Target;
@@ -108,7 +108,7 @@ fn bulk(
 }
 
 fn target(common: &Common) -> Result<Target, Error> {
-    Target::parse(&common.target).map_err(Error::Usage)
+    Ok(Target::parse(&common.target).map_err(Usage::Target)?)
 }
 
 fn http_spec(http: &HttpArgs, common: &Common, pipeline: usize) -> Result<WorkloadSpec, Error> {
@@ -120,7 +120,7 @@ fn http_spec(http: &HttpArgs, common: &Common, pipeline: usize) -> Result<Worklo
         &http.headers,
         false,
     )
-    .map_err(Error::Usage)?;
+    .map_err(Usage::Request)?;
     Ok(WorkloadSpec::Http {
         request: one.repeat(pipeline),
         pipeline,
@@ -136,7 +136,7 @@ fn one_shot(kind: RequestKind, http: &HttpArgs, common: &Common) -> Result<OneSh
             let t = target(common)?;
             OneShot::Http(
                 build_request(&http.method, &t.path, &t.host_header(), &http.headers, true)
-                    .map_err(Error::Usage)?,
+                    .map_err(Usage::Request)?,
             )
         }
     })
@@ -159,24 +159,17 @@ fn plan(
         c.connections = c.connections.min(QUICK_CONNECTIONS);
         c.interval = Duration::from_millis(200);
     }
-    let usage = |m: String| Error::Usage(m);
     if c.connections == 0 {
-        return Err(usage(
-            "--connections 0: at least one connection is needed".into(),
-        ));
+        return Err(Usage::NoConnection.into());
     }
     if c.threads == Some(0) {
-        return Err(usage(
-            "--threads 0: at least one worker thread is needed".into(),
-        ));
+        return Err(Usage::NoThread.into());
     }
     if c.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
-        return Err(usage(
-            "--rate must be a positive number of operations per second".into(),
-        ));
+        return Err(Usage::Rate.into());
     }
     if c.interval < Duration::from_millis(10) {
-        return Err(usage("--interval must be at least 10ms".into()));
+        return Err(Usage::Interval.into());
     }
     let fleet = c.worker.map(|tag| Fleet {
         tag,
@@ -188,12 +181,12 @@ fn plan(
         take_share(&mut c, f.tag)?;
     }
     if let Some(at) = c.start_at {
-        fleet::until(at, SystemTime::now(), "at start-up").map_err(usage)?;
+        fleet::until(at, SystemTime::now(), "at start-up").map_err(Usage::StartAt)?;
     }
     let cpus = if c.no_pin {
         Vec::new()
     } else if let Some(list) = &c.cpus {
-        parse_cpus(list).map_err(usage)?
+        parse_cpus(list).map_err(Usage::Cpus)?
     } else {
         core_affinity::get_core_ids()
             .unwrap_or_default()
@@ -222,9 +215,9 @@ fn plan(
         c.tls.insecure = true;
     }
     let tls_options = c.tls.options();
-    let mut tls = crate::tls::client_config(&tls_options).map_err(usage)?;
+    let mut tls = crate::tls::client_config(&tls_options).map_err(Usage::Tls)?;
     tls.max_fragment_size = record;
-    let server_name = crate::tls::server_name(&tls_options, &target.host).map_err(usage)?;
+    let server_name = crate::tls::server_name(&tls_options, &target.host).map_err(Usage::Tls)?;
     Ok(Plan {
         name,
         workload,
@@ -270,7 +263,7 @@ fn execute(
             .as_deref()
             .map(ServerMetrics::parse)
             .transpose()
-            .map_err(Error::Usage)?,
+            .map_err(Usage::ServerMetrics)?,
         ..outputs
     };
     crate::runner::run(plan, &outputs)?;
@@ -280,28 +273,23 @@ fn execute(
 /// Replaces the fleet's `--connections`, `--rate` and `--requests` in `c`
 /// by worker `tag`'s share; a share of nothing is an error.
 fn take_share(c: &mut Common, tag: WorkerTag) -> Result<(), Error> {
-    let n = tag.of;
-    let starved = |flag: &str, total: String| {
-        Error::Usage(format!(
-            "{flag} {total} is the fleet's total with --worker {tag}: it leaves worker {tag} nothing; give {flag} {n} or more"
-        ))
-    };
+    let starved = |flag: &'static str, total: String| Usage::Starved { flag, total, tag };
     let conns = tag.share_count(c.connections as u64);
     if conns == 0 {
-        return Err(starved("--connections", c.connections.to_string()));
+        return Err(starved("--connections", c.connections.to_string()).into());
     }
     c.connections = conns as usize;
     if let Some(r) = c.rate {
         let share = tag.share_rate(r);
         if share <= 0.0 {
-            return Err(starved("--rate", r.to_string()));
+            return Err(starved("--rate", r.to_string()).into());
         }
         c.rate = Some(share);
     }
     if let Some(total) = c.requests {
         let share = tag.share_count(total);
         if share == 0 {
-            return Err(starved("--requests", total.to_string()));
+            return Err(starved("--requests", total.to_string()).into());
         }
         c.requests = Some(share);
     }

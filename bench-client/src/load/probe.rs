@@ -18,11 +18,7 @@ pub fn probe(plan: &Plan) -> Result<Negotiated, Error> {
         entries: 8,
         ..RingOptions::default()
     })
-    .map_err(|e| {
-        Error::Start(format!(
-            "cannot set up io_uring: {e} (is io_uring disabled by kernel.io_uring_disabled?)"
-        ))
-    })?;
+    .map_err(Error::Runtime)?;
     let dialer = Dialer {
         addr: plan.target.addr,
         name: plan.server_name.clone(),
@@ -38,7 +34,7 @@ pub fn probe(plan: &Plan) -> Result<Negotiated, Error> {
                 let _ = s.close().await;
                 n
             }
-            Err(class) => return Err(Error::Target(explain(plan, &class, Phase::Handshake))),
+            Err(class) => return Err(target_error(plan, class, Phase::Handshake)),
         };
         // One real operation: TLS 1.3 finishes the client's handshake before
         // the server has judged it (a missing client certificate is only
@@ -61,9 +57,16 @@ pub fn probe(plan: &Plan) -> Result<Negotiated, Error> {
         };
         match res {
             Ok(()) => Ok(negotiated),
-            Err(class) => Err(Error::Target(explain(plan, &class, phase))),
+            Err(class) => Err(target_error(plan, class, phase)),
         }
     })
+}
+
+fn target_error(plan: &Plan, class: ErrorClass, phase: Phase) -> Error {
+    Error::Target {
+        explanation: explain(plan, &class, phase),
+        class,
+    }
 }
 
 /// When an error happened, as far as the caller knows.

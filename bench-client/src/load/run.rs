@@ -55,7 +55,7 @@ pub struct Outcome {
     /// Server CPU time over the measured phase, or why it is unknown.
     pub server_cpu: Option<Result<Duration, String>>,
     /// Workers that failed to start.
-    pub failed_threads: Vec<String>,
+    pub failed_threads: Vec<crate::error::WorkerError>,
 }
 
 #[derive(Default)]
@@ -92,7 +92,7 @@ pub fn run(
     let mut handles = Vec::with_capacity(plan.threads);
     for i in 0..plan.threads {
         let h = worker::spawn(i, plan.clone(), clock, stop.clone(), tx.clone())
-            .map_err(|e| Error::Start(format!("cannot start worker thread {i}: {e}")))?;
+            .map_err(|source| Error::Spawn { index: i, source })?;
         handles.push(h);
     }
     drop(tx);
@@ -187,10 +187,10 @@ pub fn run(
         let _ = h.join();
     }
     if let Some(e) = sink_error {
-        return Err(Error::Output(format!("writing interval output: {e}")));
+        return Err(Error::Interval(e));
     }
     if failed.len() == threads {
-        return Err(Error::Start(failed.join("; ")));
+        return Err(Error::NoWorker(failed));
     }
     let server_cpu = server.map(|s| {
         let after = s.sample()?;

@@ -46,7 +46,7 @@ pub enum Msg {
         /// Worker index.
         thread: usize,
         /// What went wrong.
-        error: String,
+        error: crate::error::WorkerError,
     },
 }
 
@@ -107,28 +107,31 @@ pub fn spawn(
     stop: Arc<AtomicBool>,
     tx: Sender<Msg>,
 ) -> std::io::Result<JoinHandle<()>> {
-    std::thread::Builder::new().name(format!("bench-{idx}")).spawn(move || {
-        if let Some(cpu) = plan.cpu_for(idx) {
-            if !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
-                eprintln!("bench-client: warning: could not pin worker {idx} to CPU {cpu}");
+    std::thread::Builder::new()
+        .name(format!("bench-{idx}"))
+        .spawn(move || {
+            if let Some(cpu) = plan.cpu_for(idx) {
+                if !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
+                    eprintln!("bench-client: warning: could not pin worker {idx} to CPU {cpu}");
+                }
             }
-        }
-        let ring = RingOptions {
-            backend: plan.io_backend,
-            ..RingOptions::default()
-        };
-        let rt = match Runtime::new(&ring) {
-            Ok(rt) => rt,
-            Err(e) => {
-                let error = format!(
-                    "worker {idx}: cannot set up io_uring: {e} (is io_uring disabled by kernel.io_uring_disabled or a seccomp policy?)"
-                );
-                let _ = tx.send(Msg::Failed { thread: idx, error });
-                return;
-            }
-        };
-        rt.block_on(thread_main(idx, plan, clock, stop, tx));
-    })
+            let ring = RingOptions {
+                backend: plan.io_backend,
+                ..RingOptions::default()
+            };
+            let rt = match Runtime::new(&ring) {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let error = crate::error::WorkerError::Runtime {
+                        index: idx,
+                        source: e,
+                    };
+                    let _ = tx.send(Msg::Failed { thread: idx, error });
+                    return;
+                }
+            };
+            rt.block_on(thread_main(idx, plan, clock, stop, tx));
+        })
 }
 
 async fn thread_main(

@@ -20,7 +20,7 @@ use super::hlog::{self, HlogData};
 use super::json::distribution;
 use super::percentiles::{hgrm, wrk2_text};
 use super::{fmt_si, fmt_us, LatencyStats};
-use crate::error::Error;
+use crate::error::{Error, Usage};
 use crate::plan::fleet::WorkerTag;
 use crate::stats::{new_hist, Metric};
 use hdrhistogram::Histogram;
@@ -366,7 +366,7 @@ pub struct MergeOptions {
 pub fn run(a: &MergeOptions) -> Result<(), Error> {
     let mut logs = Vec::new();
     for f in &a.files {
-        let data = hlog::read(f).map_err(|e| Error::Usage(format!("merge: {e}")))?;
+        let data = hlog::read(f).map_err(Usage::Merge)?;
         logs.push((f.display().to_string(), data));
     }
     let m = Merged::of(logs);
@@ -383,8 +383,7 @@ pub fn run(a: &MergeOptions) -> Result<(), Error> {
         println!("\n{}", wrk2_text("Merged Latency", &total));
     }
     if let Some(path) = &a.hgrm {
-        std::fs::write(path, hgrm(&total))
-            .map_err(|e| Error::Output(format!("{}: {e}", path.display())))?;
+        std::fs::write(path, hgrm(&total)).map_err(|e| Error::output(path, e))?;
     }
     if let Some(path) = &a.json {
         let text = serde_json::to_string_pretty(&m.json()).unwrap_or_default();

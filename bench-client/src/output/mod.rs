@@ -213,8 +213,7 @@ pub fn json_out(path: &std::path::Path, text: &str) -> Result<(), crate::error::
         println!("{text}");
         return Ok(());
     }
-    std::fs::write(path, format!("{text}\n"))
-        .map_err(|e| crate::error::Error::Output(format!("{}: {e}", path.display())))
+    std::fs::write(path, format!("{text}\n")).map_err(|e| crate::error::Error::output(path, e))
 }
 
 #[cfg(test)]

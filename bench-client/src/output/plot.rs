@@ -11,7 +11,7 @@
 
 use super::plot_inputs::{self, Run, PHASE_QUANTILES};
 use super::{fmt_si, fmt_us};
-use crate::error::Error;
+use crate::error::{Error, Usage};
 use plotting::{Curve, Line, Panel};
 use std::fmt::Write;
 use std::path::PathBuf;
@@ -51,9 +51,9 @@ pub fn run(a: &PlotOptions) -> Result<(), Error> {
         .iter()
         .map(|f| plot_inputs::read(f))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| Error::Usage(format!("plot: {e}")))?;
-    plot_inputs::name(&mut runs, &a.labels).map_err(|e| Error::Usage(format!("plot: {e}")))?;
-    let svg = chart(a.kind, a.title.as_deref(), &runs).map_err(Error::Usage)?;
+        .map_err(Usage::Plot)?;
+    plot_inputs::name(&mut runs, &a.labels).map_err(Usage::Plot)?;
+    let svg = chart(a.kind, a.title.as_deref(), &runs).map_err(Usage::Chart)?;
     write(&a.output, &svg)?;
     if let Some(html_path) = &a.html {
         let mut charts = vec![svg];
@@ -71,7 +71,7 @@ pub fn run(a: &PlotOptions) -> Result<(), Error> {
 }
 
 fn write(path: &std::path::Path, text: &str) -> Result<(), Error> {
-    std::fs::write(path, text).map_err(|e| Error::Output(format!("{}: {e}", path.display())))
+    std::fs::write(path, text).map_err(|e| Error::output(path, e))
 }
 
 /// The SVG of one kind of chart, or why these inputs cannot make it.

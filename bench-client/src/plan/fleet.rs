@@ -154,15 +154,29 @@ pub fn unix_secs(t: SystemTime) -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
+/// A `--start-at` time that had already passed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error(
+    "--start-at {:.3} (Unix seconds) passed {:.3}s ago {when}: every worker must wait for the same future instant; give a later time (e.g. `--start-at $(($(date +%s) + 30))`)",
+    unix_secs(*at),
+    late.as_secs_f64()
+)]
+pub struct StartPassed {
+    /// The start time asked for.
+    pub at: SystemTime,
+    /// How long ago it was.
+    pub late: Duration,
+    /// At which step it was found so (`at start-up`).
+    pub when: &'static str,
+}
+
 /// How long until `at`, or the error for a start time already passed
 /// (`when` says at which step it was found so).
-pub fn until(at: SystemTime, now: SystemTime, when: &str) -> Result<Duration, String> {
-    at.duration_since(now).map_err(|late| {
-        format!(
-            "--start-at {:.3} (Unix seconds) passed {:.3}s ago {when}: every worker must wait for the same future instant; give a later time (e.g. `--start-at $(($(date +%s) + 30))`)",
-            unix_secs(at),
-            late.duration().as_secs_f64()
-        )
+pub fn until(at: SystemTime, now: SystemTime, when: &'static str) -> Result<Duration, StartPassed> {
+    at.duration_since(now).map_err(|late| StartPassed {
+        at,
+        late: late.duration(),
+        when,
     })
 }
 
@@ -219,8 +233,9 @@ mod tests {
     #[test]
     fn a_start_time_already_passed_is_an_error_naming_the_flag() {
         let now = UNIX_EPOCH + Duration::from_secs(1000);
-        let e =
-            until(UNIX_EPOCH + Duration::from_secs(997), now, "at start-up").expect_err("passed");
+        let e = until(UNIX_EPOCH + Duration::from_secs(997), now, "at start-up")
+            .expect_err("passed")
+            .to_string();
         assert!(e.starts_with("--start-at 997.000"), "{e}");
         assert!(e.contains("passed 3.000s ago at start-up"), "{e}");
         assert_eq!(
