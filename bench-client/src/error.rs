@@ -113,17 +113,17 @@ pub enum Usage {
     #[error("{0}")]
     Cpus(String),
     /// The HTTP request flags do not make a request.
-    #[error("{0}")]
-    Request(String),
+    #[error(transparent)]
+    Request(#[from] crate::workloads::http::RequestError),
     /// The TLS flags do not make a client config.
     #[error(transparent)]
     Tls(#[from] crate::tls::ConfigError),
     /// `--server-metrics` is neither a PID nor a URL.
-    #[error("{0}")]
-    ServerMetrics(String),
+    #[error(transparent)]
+    ServerMetrics(#[from] crate::stats::server::ServerMetricsError),
     /// A `merge` input cannot be read.
     #[error("merge: {0}")]
-    Merge(String),
+    Merge(#[from] crate::output::hlog::HlogFileError),
     /// `plot` inputs or labels cannot be used.
     #[error("plot: {0}")]
     Plot(String),

@@ -6,7 +6,7 @@
 use super::worker::{self, Clock, Msg, Snapshot};
 use super::{Error, Plan};
 use crate::stats::cpu::ProcessCpu;
-use crate::stats::server::ServerMetrics;
+use crate::stats::server::{ServerMetrics, ServerMetricsError};
 use crate::stats::Recorder;
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
@@ -53,7 +53,7 @@ pub struct Outcome {
     /// Whole run wall time (warmup included).
     pub wall: Duration,
     /// Server CPU time over the measured phase, or why it is unknown.
-    pub server_cpu: Option<Result<Duration, String>>,
+    pub server_cpu: Option<Result<Duration, ServerMetricsError>>,
     /// Workers that failed to start.
     pub failed_threads: Vec<crate::error::WorkerError>,
 }
@@ -194,7 +194,7 @@ pub fn run(
     }
     let server_cpu = server.map(|s| {
         let after = s.sample()?;
-        let before = server_before.unwrap_or_else(|| Err("no sample at the start".into()))?;
+        let before = server_before.unwrap_or(Err(ServerMetricsError::NoStartSample))?;
         Ok(after.saturating_sub(before))
     });
     Ok(Outcome {

@@ -130,7 +130,7 @@ pub fn document(r: &Report<'_>) -> Value {
                 "cpu_s": cpu.as_secs_f64(),
                 "us_per_op": r.server_us_per_op(),
             }),
-            Some(Err(e)) => json!({ "source": r.server_source, "error": e }),
+            Some(Err(e)) => json!({ "source": r.server_source, "error": e.to_string() }),
         },
         "warnings": warnings(r),
     })

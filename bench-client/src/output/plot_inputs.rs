@@ -66,7 +66,7 @@ pub fn read(path: &Path) -> Result<Run, String> {
         let v: Value = serde_json::from_str(&text).map_err(|e| named(format!("not JSON ({e})")))?;
         from_json(&v).map_err(named)?
     } else if ext == "hlog" || text.contains("\nTag=") || start.starts_with("#[StartTime") {
-        from_hlog(&hlog::parse(&bytes).map_err(named)?)
+        from_hlog(&hlog::parse(&bytes).map_err(|e| named(e.to_string()))?)
     } else {
         let curve = plotting::parse_hgrm(&text);
         if curve.is_empty() {

@@ -12,6 +12,18 @@ use uringtls_runtime::tls::ClientStream;
 pub const READ_BUF: usize = 64 * 1024;
 const MAX_HEADERS: usize = 64;
 
+/// Why the `--header` flags do not make a request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// A header without `:` or without a name.
+    #[error("--header `{0}`: write `Name: value`")]
+    NotAHeader(String),
+    /// A header with a line break in it.
+    #[error("--header `{0}`: line breaks are not allowed")]
+    LineBreak(String),
+}
+
 /// Builds one request. `extra` are `Name: value` headers; a user `Host`
 /// header replaces the default one.
 pub fn build_request(
@@ -20,16 +32,16 @@ pub fn build_request(
     host: &str,
     extra: &[String],
     close: bool,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, RequestError> {
     let mut req = format!("{method} {path} HTTP/1.1\r\n");
     let mut has_host = false;
     for h in extra {
         let (name, value) = h
             .split_once(':')
             .filter(|(n, _)| !n.trim().is_empty())
-            .ok_or_else(|| format!("--header `{h}`: write `Name: value`"))?;
+            .ok_or_else(|| RequestError::NotAHeader(h.clone()))?;
         if h.contains(['\r', '\n']) {
-            return Err(format!("--header `{h}`: line breaks are not allowed"));
+            return Err(RequestError::LineBreak(h.clone()));
         }
         has_host |= name.trim().eq_ignore_ascii_case("host");
         req.push_str(&format!("{}: {}\r\n", name.trim(), value.trim()));
@@ -322,7 +334,15 @@ mod tests {
         );
         let r = build_request("GET", "/", "h", &["host: other".into()], false).expect("req");
         assert!(!String::from_utf8(r).expect("utf8").contains("Host: h"));
-        assert!(build_request("GET", "/", "h", &["nocolon".into()], false).is_err());
+        assert_eq!(
+            build_request("GET", "/", "h", &["nocolon".into()], false),
+            Err(RequestError::NotAHeader("nocolon".into()))
+        );
+        let split = "X-A: 1\r\nX-B: 2".to_string();
+        assert_eq!(
+            build_request("GET", "/", "h", std::slice::from_ref(&split), false),
+            Err(RequestError::LineBreak(split))
+        );
     }
 
     #[test]
