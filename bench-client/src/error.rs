@@ -110,8 +110,8 @@ pub enum Usage {
     #[error(transparent)]
     Target(#[from] TargetError),
     /// `--cpus` is not a CPU list.
-    #[error("{0}")]
-    Cpus(String),
+    #[error(transparent)]
+    Cpus(#[from] CpuListError),
     /// The HTTP request flags do not make a request.
     #[error(transparent)]
     Request(#[from] crate::workloads::http::RequestError),
@@ -126,10 +126,27 @@ pub enum Usage {
     Merge(#[from] crate::output::hlog::HlogFileError),
     /// `plot` inputs or labels cannot be used.
     #[error("plot: {0}")]
-    Plot(String),
+    Plot(#[from] crate::output::plot_inputs::InputError),
     /// The inputs cannot make the chart asked for.
     #[error("{0}")]
     Chart(String),
+}
+
+/// Why `--cpus` is not a CPU list.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CpuListError {
+    /// An item is neither a CPU number nor a rising range.
+    #[error("`{part}` in `{list}` is not a CPU or range (write e.g. `0` or `0,2-3`)")]
+    Item {
+        /// The item.
+        part: String,
+        /// The whole list.
+        list: String,
+    },
+    /// The list names no CPU.
+    #[error("`{0}` names no CPU")]
+    Empty(String),
 }
 
 /// Why a worker thread could not start.

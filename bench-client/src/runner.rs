@@ -1,6 +1,6 @@
 //! Running a resolved [`Plan`]: probe the target, raise limits, open the
 //! outputs, run the load ([`crate::load::run`]), report ([`crate::output`]).
-//! The command line ([`crate::cli`]) builds the plan and calls [`run`].
+//! The command line (`cli`, above this module) builds the plan and calls [`run`].
 
 use crate::error::{Error, Usage};
 use crate::load::{self, limits, probe, run::IntervalSink};

@@ -1,5 +1,6 @@
 //! SI/IEC sizes and human durations on the command line.
 
+use crate::error::CpuListError;
 use std::time::Duration;
 
 /// Splits `12.5KiB` into `(12.5, "KiB")`; `None` if the number is missing.
@@ -56,10 +57,13 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// Parses a CPU list such as `1` or `0,2-3`.
-pub fn parse_cpus(s: &str) -> Result<Vec<usize>, String> {
+pub fn parse_cpus(s: &str) -> Result<Vec<usize>, CpuListError> {
     let mut out = Vec::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let bad = || format!("`{part}` in `{s}` is not a CPU or range (write e.g. `0` or `0,2-3`)");
+        let bad = || CpuListError::Item {
+            part: part.to_string(),
+            list: s.to_string(),
+        };
         match part.split_once('-') {
             Some((a, b)) => {
                 let (a, b): (usize, usize) =
@@ -73,7 +77,7 @@ pub fn parse_cpus(s: &str) -> Result<Vec<usize>, String> {
         }
     }
     if out.is_empty() {
-        return Err(format!("`{s}` names no CPU"));
+        return Err(CpuListError::Empty(s.to_string()));
     }
     Ok(out)
 }
@@ -104,6 +108,13 @@ mod tests {
     #[test]
     fn cpu_lists_expand_ranges() {
         assert_eq!(parse_cpus("0,2-3"), Ok(vec![0, 2, 3]));
-        assert!(parse_cpus("3-1").is_err());
+        assert_eq!(
+            parse_cpus("3-1"),
+            Err(CpuListError::Item {
+                part: "3-1".into(),
+                list: "3-1".into()
+            })
+        );
+        assert_eq!(parse_cpus(","), Err(CpuListError::Empty(",".into())));
     }
 }
