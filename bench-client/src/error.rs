@@ -128,8 +128,8 @@ pub enum Usage {
     #[error("plot: {0}")]
     Plot(#[from] crate::output::plot_inputs::InputError),
     /// The inputs cannot make the chart asked for.
-    #[error("{0}")]
-    Chart(String),
+    #[error(transparent)]
+    Chart(#[from] crate::output::plot::ChartError),
 }
 
 /// Why `--cpus` is not a CPU list.
