@@ -12,7 +12,7 @@ use std::io;
 #[non_exhaustive]
 pub enum ErrorClass {
     /// TCP connect failed (refused, unreachable, timed out).
-    Connect(String),
+    Connect(ConnectFailure),
     /// The server sent a TLS alert (by name, e.g. `handshake_failure`).
     TlsAlert(String),
     /// TLS failed on our side (certificate not trusted, bad record, ...):
@@ -32,7 +32,7 @@ pub enum ErrorClass {
     /// HTTP status outside 2xx/3xx.
     BadStatus(u16),
     /// The reply made no sense (malformed HTTP, echo mismatch, ...).
-    Protocol(String),
+    Protocol(ProtocolError),
     /// The TLS handshake succeeded, then the server closed the connection or
     /// answered something else before answering `protocol` once on it
     /// (e.g. `echo` against an HTTP server): probably the wrong service.
@@ -42,6 +42,57 @@ pub enum ErrorClass {
         /// What the server did instead.
         reply: Unanswered,
     },
+}
+
+/// Why a TCP connect failed.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectFailure {
+    /// Nothing listening (RST).
+    #[error("connection refused")]
+    Refused,
+    /// No answer within `--timeout` (or the kernel's).
+    #[error("timeout")]
+    Timeout,
+    /// No route to the host.
+    #[error("host unreachable")]
+    HostUnreachable,
+    /// No route to the network.
+    #[error("network unreachable")]
+    NetworkUnreachable,
+    /// Out of local ports.
+    #[error("no local port available")]
+    NoLocalPort,
+    /// Anything else, as the system says it.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// How a reply made no sense.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProtocolError {
+    /// The HTTP response head does not parse (httparse's reason).
+    #[error("malformed HTTP response: {0}")]
+    MalformedHead(String),
+    /// A `Content-Length` that is not a number.
+    #[error("malformed Content-Length")]
+    MalformedContentLength,
+    /// A chunk size line that is not hex.
+    #[error("malformed chunk size")]
+    MalformedChunkSize,
+    /// A response head that does not fit the read buffer.
+    #[error("response head larger than the 64 KiB read buffer")]
+    HeadTooLarge,
+    /// An echo message of no bytes.
+    #[error("empty echo message")]
+    EmptyEcho,
+    /// The echo came back different.
+    #[error("echo reply differs from what was sent")]
+    EchoMismatch,
+    /// Another socket error, as the system says it.
+    #[error("{0}")]
+    Io(String),
 }
 
 /// The kinds of TLS failure on our side that call for different fixes
@@ -108,7 +159,7 @@ impl ErrorClass {
     /// A short stable key for JSON/CSV (`connect`, `tls_alert:handshake_failure`, `status:503`...).
     pub fn key(&self) -> String {
         match self {
-            ErrorClass::Connect(why) => format!("connect:{}", why.replace(' ', "_")),
+            ErrorClass::Connect(why) => format!("connect:{}", why.to_string().replace(' ', "_")),
             ErrorClass::TlsAlert(a) => format!("tls_alert:{a}"),
             ErrorClass::Tls { .. } => format!("tls:{}", self.tls_reason()),
             ErrorClass::Timeout => "timeout".into(),
@@ -137,12 +188,12 @@ impl ErrorClass {
     /// Classifies a failed TCP connect.
     pub fn connect(e: &io::Error) -> ErrorClass {
         let why = match e.kind() {
-            io::ErrorKind::ConnectionRefused => "connection refused".to_string(),
-            io::ErrorKind::TimedOut => "timeout".to_string(),
-            io::ErrorKind::HostUnreachable => "host unreachable".to_string(),
-            io::ErrorKind::NetworkUnreachable => "network unreachable".to_string(),
-            io::ErrorKind::AddrNotAvailable => "no local port available".to_string(),
-            _ => e.to_string(),
+            io::ErrorKind::ConnectionRefused => ConnectFailure::Refused,
+            io::ErrorKind::TimedOut => ConnectFailure::Timeout,
+            io::ErrorKind::HostUnreachable => ConnectFailure::HostUnreachable,
+            io::ErrorKind::NetworkUnreachable => ConnectFailure::NetworkUnreachable,
+            io::ErrorKind::AddrNotAvailable => ConnectFailure::NoLocalPort,
+            _ => ConnectFailure::Other(e.to_string()),
         };
         ErrorClass::Connect(why)
     }
@@ -161,7 +212,7 @@ impl ErrorClass {
             | io::ErrorKind::BrokenPipe
             | io::ErrorKind::ConnectionAborted => ErrorClass::Reset,
             io::ErrorKind::UnexpectedEof => ErrorClass::Closed,
-            _ => ErrorClass::Protocol(e.to_string()),
+            _ => ErrorClass::Protocol(ProtocolError::Io(e.to_string())),
         }
     }
 
@@ -321,7 +372,15 @@ mod tests {
             ErrorClass::Closed
         );
         let refused = ErrorClass::connect(&io::Error::from(io::ErrorKind::ConnectionRefused));
+        assert_eq!(refused, ErrorClass::Connect(ConnectFailure::Refused));
         assert_eq!(refused.to_string(), "connect: connection refused");
+        assert_eq!(refused.key(), "connect:connection_refused");
+        let odd = ErrorClass::io(&io::Error::other("odd failure"));
+        assert_eq!(
+            odd,
+            ErrorClass::Protocol(ProtocolError::Io("odd failure".into()))
+        );
+        assert_eq!(odd.key(), "protocol:odd failure");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! bodies are understood; pipelining sends N requests and reads N responses.
 
 use super::OpTimes;
-use crate::stats::errors::ErrorClass;
+use crate::stats::errors::{ErrorClass, ProtocolError};
 use std::time::Instant;
 use uringtls_runtime::tls::ClientStream;
 
@@ -83,13 +83,13 @@ pub struct Head {
 }
 
 /// Parses a response head from `data`: `Ok(None)` if incomplete.
-pub fn parse_head(data: &[u8], head_request: bool) -> Result<Option<Head>, String> {
+pub fn parse_head(data: &[u8], head_request: bool) -> Result<Option<Head>, ProtocolError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut headers);
     let len = match resp.parse(data) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
-        Err(e) => return Err(format!("malformed HTTP response: {e}")),
+        Err(e) => return Err(ProtocolError::MalformedHead(e.to_string())),
     };
     let status = resp.code.unwrap_or(0);
     let mut close = resp.version == Some(0);
@@ -99,7 +99,7 @@ pub fn parse_head(data: &[u8], head_request: bool) -> Result<Option<Head>, Strin
             let v = std::str::from_utf8(h.value)
                 .ok()
                 .and_then(|s| s.trim().parse::<u64>().ok());
-            length = Some(v.ok_or("malformed Content-Length")?);
+            length = Some(v.ok_or(ProtocolError::MalformedContentLength)?);
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             chunked = h
                 .value
@@ -179,9 +179,7 @@ impl ReadBuf {
     ) -> Result<usize, ErrorClass> {
         if self.end == self.buf.len() {
             if self.start == 0 {
-                return Err(ErrorClass::Protocol(
-                    "response head larger than the 64 KiB read buffer".into(),
-                ));
+                return Err(ErrorClass::Protocol(ProtocolError::HeadTooLarge));
             }
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
@@ -244,7 +242,7 @@ impl ReadBuf {
         loop {
             let (_, size) = self.line(s, t).await?;
             if size == u64::MAX {
-                return Err(ErrorClass::Protocol("malformed chunk size".into()));
+                return Err(ErrorClass::Protocol(ProtocolError::MalformedChunkSize));
             }
             if size == 0 {
                 // Trailers until an empty line.
