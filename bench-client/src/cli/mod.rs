@@ -1,6 +1,6 @@
 //! The command line: one subcommand per workload, shared load/TLS/output
 //! flags, resolved into a [`Plan`](crate::plan::Plan) before anything runs
-//! ([`resolve`]); [`crate::runner`] runs it. Nothing below this module
+//! (`resolve`); [`crate::runner`] runs it. Nothing below this module
 //! reads flags: it hands them down as [`crate::plan`] values.
 
 pub(crate) mod resolve;

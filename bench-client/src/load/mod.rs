@@ -10,6 +10,3 @@ pub mod probe;
 pub mod record;
 pub mod run;
 pub mod worker;
-
-pub use crate::error::Error;
-pub use crate::plan::Plan;

@@ -3,7 +3,8 @@
 //! and a non-zero exit, not a summary full of errors. Also tells the
 //! summary what the server negotiated.
 
-use super::{Error, Plan};
+use crate::error::Error;
+use crate::plan::Plan;
 use crate::stats::errors::{ErrorClass, TlsFailure};
 use crate::tls::{with_resumption, Negotiated};
 use crate::workloads::dial::Dialer;

@@ -4,7 +4,8 @@
 //! add the measured ones into the run total, and sample CPU before/after.
 
 use super::worker::{self, Clock, Msg, Snapshot};
-use super::{Error, Plan};
+use crate::error::Error;
+use crate::plan::Plan;
 use crate::stats::cpu::ProcessCpu;
 use crate::stats::server::{ServerMetrics, ServerMetricsError};
 use crate::stats::Recorder;

@@ -6,7 +6,7 @@
 
 use super::pacing::Pacer;
 use super::record::{client_lag_removed, record_op};
-use super::Plan;
+use crate::plan::Plan;
 use crate::stats::cpu::thread_cpu;
 use crate::stats::Recorder;
 use crate::tls::with_resumption;

@@ -1,6 +1,6 @@
 //! What a run is: the [`Plan`] the command line resolves to, and the
-//! types it is made of ([`Target`](target::Target), the fleet's
-//! [`WorkerTag`](fleet::WorkerTag) and [`Fleet`](fleet::Fleet), the TLS
+//! types it is made of ([`target::Target`], the fleet's
+//! [`fleet::WorkerTag`] and [`fleet::Fleet`], the TLS
 //! [`TlsOptions`]). The layers below the command line (`tls`, `load`,
 //! `output`) take these values; none of them reads flags.
 
