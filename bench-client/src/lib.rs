@@ -13,8 +13,12 @@
 //!  main thread: merges interval snapshots -> progress line, CSV, hlog; totals -> summary
 //! ```
 //!
-//! - [`cli`]: flags, sizes, durations, target URL, resolved into a [`load::Plan`];
-//!   a fleet worker's share (`--worker I/N`) and common start (`--start-at`).
+//! - [`cli`]: flags, sizes, durations, resolved into a [`plan::Plan`] and
+//!   [`plan::OutputOptions`]; a fleet worker's share (`--worker I/N`).
+//! - [`plan`]: what a run is (target, fleet tag and `--start-at`, TLS
+//!   options), the values every layer below the command line takes.
+//! - [`runner`]: a plan run end to end: probe, outputs, load, reports.
+//! - [`error`]: why a run did not happen or produced nothing (exit codes).
 //! - [`tls`]: the rustls `ClientConfig` (versions, suites, groups, ALPN, trust).
 //! - [`load`]: threads, pacing, the run loop, fd limits, the target probe.
 //! - [`workloads`]: handshake, resume, http, echo, bulk.
@@ -27,8 +31,11 @@
 //! into its own histograms, handed over once per interval.
 
 pub mod cli;
+pub mod error;
 pub mod load;
 pub mod output;
+pub mod plan;
+pub mod runner;
 pub mod stats;
 pub mod tls;
 pub mod workloads;

@@ -1,11 +1,15 @@
 //! The command line: one subcommand per workload, shared load/TLS/output
-//! flags, resolved into a [`Plan`](crate::load::Plan) before anything runs.
+//! flags, resolved into a [`Plan`](crate::plan::Plan) before anything runs
+//! (`resolve`); [`crate::runner`] runs it. Nothing below this module
+//! reads flags: it hands them down as [`crate::plan`] values.
 
-pub mod fleet;
 pub(crate) mod resolve;
-pub mod target;
 pub mod units;
 
+use crate::output::merge::MergeOptions;
+use crate::output::plot::{PlotKind, PlotOptions};
+use crate::plan::fleet;
+use crate::plan::{TlsOptions, TlsVersion};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -102,19 +106,6 @@ pub enum Direction {
     Download,
     /// Client to server and back (echo).
     Upload,
-}
-
-/// TLS protocol version selection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum TlsVersion {
-    /// TLS 1.2 only.
-    #[value(name = "1.2")]
-    V12,
-    /// TLS 1.3 only.
-    #[value(name = "1.3")]
-    V13,
-    /// Either (1.3 preferred).
-    Any,
 }
 
 /// Flags every workload takes.
@@ -297,15 +288,49 @@ pub struct PlotArgs {
     pub html: Option<PathBuf>,
 }
 
-/// What `plot` draws.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum PlotKind {
-    /// Latency by percentile, 50% to 99.999% on a log axis, one curve per input.
-    Percentiles,
-    /// Throughput and p99 per interval (needs --hlog interval logs).
-    OverTime,
-    /// Connect, handshake, first byte and total latency of one run.
-    Phases,
+impl TlsArgs {
+    /// The TLS layer's options these flags stand for.
+    pub fn options(&self) -> TlsOptions {
+        TlsOptions {
+            version: self.version,
+            cipher: self.cipher.clone(),
+            group: self.group.clone(),
+            alpn: self.alpn.clone(),
+            sni: self.sni.clone(),
+            no_sni: self.no_sni,
+            ca: self.ca.clone(),
+            insecure: self.insecure,
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            cert_compression: self.cert_compression,
+        }
+    }
+}
+
+impl MergeArgs {
+    /// What `merge` is asked to do.
+    pub fn options(&self) -> MergeOptions {
+        MergeOptions {
+            files: self.files.clone(),
+            latency: self.latency,
+            hgrm: self.hgrm.clone(),
+            json: self.json.clone(),
+        }
+    }
+}
+
+impl PlotArgs {
+    /// What `plot` is asked to draw.
+    pub fn options(&self) -> PlotOptions {
+        PlotOptions {
+            files: self.files.clone(),
+            output: self.output.clone(),
+            kind: self.kind,
+            labels: self.label.clone(),
+            title: self.title.clone(),
+            html: self.html.clone(),
+        }
+    }
 }
 
 /// Runs the command line; exit 0 on success, 1 when the run failed (target

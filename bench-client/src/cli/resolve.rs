@@ -1,19 +1,16 @@
-//! From parsed flags to a run: validate, build the [`Plan`], probe the
-//! target, raise limits, open the outputs, run, report.
+//! From parsed flags to a run: validate, build the [`Plan`] and the
+//! [`OutputOptions`], and hand them to [`crate::runner`].
 
-use super::fleet::{self, Fleet, WorkerTag};
-use super::target::Target;
 use super::units::parse_cpus;
 use super::{Cli, Command, Common, Direction, HttpArgs, RequestKind};
-use crate::load::{self, limits, probe, run::IntervalSink, Error, Plan};
-use crate::output::{
-    self, csv::Csv, hlog, hlog::HlogWriter, percentiles, progress::Progress, summary, Report,
-};
+use crate::error::{Error, Usage};
+use crate::output;
+use crate::plan::fleet::{self, Fleet, WorkerTag};
+use crate::plan::target::Target;
+use crate::plan::{OutputOptions, Plan};
 use crate::stats::server::ServerMetrics;
-use crate::stats::Metric;
 use crate::workloads::{http::build_request, OneShot, WorkloadSpec};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 /// Largest piece of an `echo` message written before reading its echo.
@@ -30,11 +27,11 @@ pub const QUICK_CONNECTIONS: usize = 4;
 pub fn run(cli: Cli) -> Result<ExitCode, Error> {
     let (name, common, spec) = match cli.command {
         Command::Merge(a) => {
-            output::merge::run(&a)?;
+            output::merge::run(&a.options())?;
             return Ok(ExitCode::SUCCESS);
         }
         Command::Plot(a) => {
-            output::plot::run(&a)?;
+            output::plot::run(&a.options())?;
             return Ok(ExitCode::SUCCESS);
         }
         Command::Handshake {
@@ -111,7 +108,7 @@ fn bulk(
 }
 
 fn target(common: &Common) -> Result<Target, Error> {
-    Target::parse(&common.target).map_err(Error::Usage)
+    Ok(Target::parse(&common.target).map_err(Usage::Target)?)
 }
 
 fn http_spec(http: &HttpArgs, common: &Common, pipeline: usize) -> Result<WorkloadSpec, Error> {
@@ -123,7 +120,7 @@ fn http_spec(http: &HttpArgs, common: &Common, pipeline: usize) -> Result<Worklo
         &http.headers,
         false,
     )
-    .map_err(Error::Usage)?;
+    .map_err(Usage::Request)?;
     Ok(WorkloadSpec::Http {
         request: one.repeat(pipeline),
         pipeline,
@@ -139,7 +136,7 @@ fn one_shot(kind: RequestKind, http: &HttpArgs, common: &Common) -> Result<OneSh
             let t = target(common)?;
             OneShot::Http(
                 build_request(&http.method, &t.path, &t.host_header(), &http.headers, true)
-                    .map_err(Error::Usage)?,
+                    .map_err(Usage::Request)?,
             )
         }
     })
@@ -162,24 +159,17 @@ fn plan(
         c.connections = c.connections.min(QUICK_CONNECTIONS);
         c.interval = Duration::from_millis(200);
     }
-    let usage = |m: String| Error::Usage(m);
     if c.connections == 0 {
-        return Err(usage(
-            "--connections 0: at least one connection is needed".into(),
-        ));
+        return Err(Usage::NoConnection.into());
     }
     if c.threads == Some(0) {
-        return Err(usage(
-            "--threads 0: at least one worker thread is needed".into(),
-        ));
+        return Err(Usage::NoThread.into());
     }
     if c.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
-        return Err(usage(
-            "--rate must be a positive number of operations per second".into(),
-        ));
+        return Err(Usage::Rate.into());
     }
     if c.interval < Duration::from_millis(10) {
-        return Err(usage("--interval must be at least 10ms".into()));
+        return Err(Usage::Interval.into());
     }
     let fleet = c.worker.map(|tag| Fleet {
         tag,
@@ -191,12 +181,12 @@ fn plan(
         take_share(&mut c, f.tag)?;
     }
     if let Some(at) = c.start_at {
-        fleet::until(at, SystemTime::now(), "at start-up").map_err(usage)?;
+        fleet::until(at, SystemTime::now(), "at start-up").map_err(Usage::StartAt)?;
     }
     let cpus = if c.no_pin {
         Vec::new()
     } else if let Some(list) = &c.cpus {
-        parse_cpus(list).map_err(usage)?
+        parse_cpus(list).map_err(Usage::Cpus)?
     } else {
         core_affinity::get_core_ids()
             .unwrap_or_default()
@@ -224,9 +214,10 @@ fn plan(
         );
         c.tls.insecure = true;
     }
-    let mut tls = crate::tls::client_config(&c.tls).map_err(usage)?;
+    let tls_options = c.tls.options();
+    let mut tls = crate::tls::client_config(&tls_options).map_err(Usage::Tls)?;
     tls.max_fragment_size = record;
-    let server_name = crate::tls::server_name(&c.tls, &target.host).map_err(usage)?;
+    let server_name = crate::tls::server_name(&tls_options, &target.host).map_err(Usage::Tls)?;
     Ok(Plan {
         name,
         workload,
@@ -248,172 +239,61 @@ fn plan(
     })
 }
 
-/// Replaces the fleet's `--connections`, `--rate` and `--requests` in `c`
-/// by worker `tag`'s share; a share of nothing is an error.
-fn take_share(c: &mut Common, tag: WorkerTag) -> Result<(), Error> {
-    let n = tag.of;
-    let starved = |flag: &str, total: String| {
-        Error::Usage(format!(
-            "{flag} {total} is the fleet's total with --worker {tag}: it leaves worker {tag} nothing; give {flag} {n} or more"
-        ))
-    };
-    let conns = tag.share_count(c.connections as u64);
-    if conns == 0 {
-        return Err(starved("--connections", c.connections.to_string()));
-    }
-    c.connections = conns as usize;
-    if let Some(r) = c.rate {
-        let share = tag.share_rate(r);
-        if share <= 0.0 {
-            return Err(starved("--rate", r.to_string()));
-        }
-        c.rate = Some(share);
-    }
-    if let Some(total) = c.requests {
-        let share = tag.share_count(total);
-        if share == 0 {
-            return Err(starved("--requests", total.to_string()));
-        }
-        c.requests = Some(share);
-    }
-    Ok(())
-}
-
+/// Resolves the flags, then runs the plan.
 fn execute(
     name: &'static str,
     common: Common,
     spec: WorkloadSpec,
     record: Option<usize>,
 ) -> Result<ExitCode, Error> {
-    let out = common.output.clone();
-    let quiet = common.quiet;
-    let plan = Arc::new(plan(name, common, spec, record)?);
-    let server = out
-        .server_metrics
-        .as_deref()
-        .map(ServerMetrics::parse)
-        .transpose()
-        .map_err(Error::Usage)?;
-    let mut warnings = Vec::new();
-    let (_, fd_warning) = limits::raise_nofile(plan.connections);
-    warnings.extend(fd_warning);
-    let negotiated = probe::probe(&plan)?;
-
-    let mut sinks_owned: Vec<Box<dyn IntervalSink>> = Vec::new();
-    if !quiet {
-        sinks_owned.push(Box::new(Progress {
-            unit: summary::op_unit(name),
-            connections: plan.connections,
-        }));
-    }
-    let file_err =
-        |p: &std::path::Path, e: std::io::Error| Error::Output(format!("{}: {e}", p.display()));
-    if let Some(p) = &out.csv {
-        sinks_owned.push(Box::new(Csv::create(p).map_err(|e| file_err(p, e))?));
-    }
-    let mut hlog = match &out.hlog {
-        Some(p) => Some(open_hlog(p, &plan).map_err(|e| file_err(p, e))?),
-        None => None,
+    let out = &common.output;
+    let outputs = OutputOptions {
+        latency: out.latency,
+        hgrm: out.hgrm.clone(),
+        hlog: out.hlog.clone(),
+        json: out.json.clone(),
+        csv: out.csv.clone(),
+        server_metrics: None,
+        quiet: common.quiet,
     };
-    let mut sinks: Vec<&mut dyn IntervalSink> = sinks_owned
-        .iter_mut()
-        .map(|b| b.as_mut() as &mut dyn IntervalSink)
-        .collect();
-    if let Some(h) = hlog.as_mut() {
-        sinks.push(h);
-    }
-    if let Some(at) = plan.start_at {
-        let wait = fleet::until(at, SystemTime::now(), "after probing the target")
-            .map_err(Error::Usage)?;
-        if !quiet {
-            eprintln!(
-                "bench-client: waiting {:.1}s for --start-at",
-                wait.as_secs_f64()
-            );
-        }
-        std::thread::sleep(wait);
-    }
-    let started = SystemTime::now();
-    let outcome = load::run::run(plan.clone(), server.as_ref(), &mut sinks)?;
-    drop(sinks);
-    drop(sinks_owned);
-
-    let report = Report {
-        plan: &plan,
-        outcome: &outcome,
-        negotiated: &negotiated,
-        server_source: server.as_ref().map(ServerMetrics::describe),
-        warnings,
-        started,
+    let server_metrics = out.server_metrics.clone();
+    let plan = plan(name, common, spec, record)?;
+    let outputs = OutputOptions {
+        server_metrics: server_metrics
+            .as_deref()
+            .map(ServerMetrics::parse)
+            .transpose()
+            .map_err(Usage::ServerMetrics)?,
+        ..outputs
     };
-    if let (Some(h), Some(p)) = (hlog.as_mut(), &out.hlog) {
-        h.result(&output::json::result(&report))
-            .map_err(|e| file_err(p, e))?;
-    }
-    // With `--json -` stdout carries only the JSON document.
-    let json_to_stdout = out.json.as_deref().is_some_and(|p| p.as_os_str() == "-");
-    if json_to_stdout {
-        eprint!("{}", summary::render(&report));
-    } else {
-        print!("{}", summary::render(&report));
-    }
-    if out.latency {
-        let t = &outcome.total;
-        let mut text = String::new();
-        if plan.rate.is_some() {
-            text += &percentiles::wrk2_text("Recorded Latency, corrected", t.hist(Metric::Total));
-            text += "\n";
-            text += &percentiles::wrk2_text(
-                "Uncorrected Latency (measured without taking delayed starts into account)",
-                t.hist(Metric::Uncorrected),
-            );
-        } else {
-            text += &percentiles::wrk2_text("Recorded Latency", t.hist(Metric::Total));
-        }
-        if json_to_stdout {
-            eprintln!("\n{text}");
-        } else {
-            println!("\n{text}");
-        }
-    }
-    if let Some(p) = &out.hgrm {
-        std::fs::write(p, percentiles::hgrm(outcome.total.hist(Metric::Total)))
-            .map_err(|e| file_err(p, e))?;
-    }
-    if let Some(p) = &out.json {
-        output::json_out(p, &output::json::render(&report))?;
-    }
-    let t = &outcome.total;
-    if t.ops == 0 && t.error_count() > 0 {
-        let top = t
-            .errors
-            .iter()
-            .max_by_key(|(_, n)| **n)
-            .map(|(c, _)| probe::explain(&plan, c, probe::Phase::Unknown))
-            .unwrap_or_default();
-        return Err(Error::Failed(format!(
-            "no operation succeeded; most frequent error: {top}"
-        )));
-    }
+    crate::runner::run(plan, &outputs)?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Creates the `--hlog` file: its header names the command, the worker
-/// tag and the start of measuring (`--start-at`, or now, plus the warmup).
-fn open_hlog(
-    path: &std::path::Path,
-    plan: &Plan,
-) -> std::io::Result<HlogWriter<std::io::BufWriter<std::fs::File>>> {
-    let mut comments = vec![format!(
-        "bench-client {}",
-        std::env::args().skip(1).collect::<Vec<_>>().join(" ")
-    )];
-    if let Some(f) = &plan.fleet {
-        comments.push(hlog::worker_comment(f.tag));
+/// Replaces the fleet's `--connections`, `--rate` and `--requests` in `c`
+/// by worker `tag`'s share; a share of nothing is an error.
+fn take_share(c: &mut Common, tag: WorkerTag) -> Result<(), Error> {
+    let starved = |flag: &'static str, total: String| Usage::Starved { flag, total, tag };
+    let conns = tag.share_count(c.connections as u64);
+    if conns == 0 {
+        return Err(starved("--connections", c.connections.to_string()).into());
     }
-    // Interval timestamps count from the start of measuring.
-    let start = plan.start_at.unwrap_or_else(SystemTime::now) + plan.warmup;
-    HlogWriter::create(path, &comments, start, plan.duration)
+    c.connections = conns as usize;
+    if let Some(r) = c.rate {
+        let share = tag.share_rate(r);
+        if share <= 0.0 {
+            return Err(starved("--rate", r.to_string()).into());
+        }
+        c.rate = Some(share);
+    }
+    if let Some(total) = c.requests {
+        let share = tag.share_count(total);
+        if share == 0 {
+            return Err(starved("--requests", total.to_string()).into());
+        }
+        c.requests = Some(share);
+    }
+    Ok(())
 }
 
 /// A plan for unit tests (`bench-client http 127.0.0.1:1 -k` plus `extra` flags).
@@ -491,6 +371,17 @@ mod tests {
             "{e}"
         );
         assert!(e.contains("at start-up"), "{e}");
+    }
+
+    #[test]
+    fn the_tls_flags_default_to_the_tls_options_default() {
+        use clap::Parser;
+        let cli =
+            super::Cli::try_parse_from(["bench-client", "http", "127.0.0.1:1"]).expect("parse");
+        let super::Command::Http { common, .. } = cli.command else {
+            unreachable!("http subcommand")
+        };
+        assert_eq!(common.tls.options(), crate::plan::TlsOptions::default());
     }
 
     #[test]

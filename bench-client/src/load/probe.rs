@@ -3,8 +3,9 @@
 //! and a non-zero exit, not a summary full of errors. Also tells the
 //! summary what the server negotiated.
 
-use super::{Error, Plan};
-use crate::stats::errors::ErrorClass;
+use crate::error::Error;
+use crate::plan::Plan;
+use crate::stats::errors::{ErrorClass, TlsFailure};
 use crate::tls::{with_resumption, Negotiated};
 use crate::workloads::dial::Dialer;
 use crate::workloads::{self, OpTimes, Slot};
@@ -18,11 +19,7 @@ pub fn probe(plan: &Plan) -> Result<Negotiated, Error> {
         entries: 8,
         ..RingOptions::default()
     })
-    .map_err(|e| {
-        Error::Start(format!(
-            "cannot set up io_uring: {e} (is io_uring disabled by kernel.io_uring_disabled?)"
-        ))
-    })?;
+    .map_err(Error::Runtime)?;
     let dialer = Dialer {
         addr: plan.target.addr,
         name: plan.server_name.clone(),
@@ -38,7 +35,7 @@ pub fn probe(plan: &Plan) -> Result<Negotiated, Error> {
                 let _ = s.close().await;
                 n
             }
-            Err(class) => return Err(Error::Target(explain(plan, &class, Phase::Handshake))),
+            Err(class) => return Err(target_error(plan, class, Phase::Handshake)),
         };
         // One real operation: TLS 1.3 finishes the client's handshake before
         // the server has judged it (a missing client certificate is only
@@ -61,9 +58,16 @@ pub fn probe(plan: &Plan) -> Result<Negotiated, Error> {
         };
         match res {
             Ok(()) => Ok(negotiated),
-            Err(class) => Err(Error::Target(explain(plan, &class, phase))),
+            Err(class) => Err(target_error(plan, class, phase)),
         }
     })
+}
+
+fn target_error(plan: &Plan, class: ErrorClass, phase: Phase) -> Error {
+    Error::Target {
+        explanation: explain(plan, &class, phase),
+        class,
+    }
 }
 
 /// When an error happened, as far as the caller knows.
@@ -109,13 +113,24 @@ fn explain_class(plan: &Plan, class: &ErrorClass) -> String {
         ErrorClass::Connect(why) => {
             format!("cannot connect to {addr}: {why} (is a TLS server listening there?)")
         }
-        ErrorClass::Tls(why) if why.starts_with("invalid_certificate") => format!(
-            "the certificate of {addr} is not trusted ({why}): pass --ca FILE with the CA that issued it, or --insecure to skip verification"
+        ErrorClass::Tls {
+            kind: TlsFailure::InvalidCertificate,
+            ..
+        } => format!(
+            "the certificate of {addr} is not trusted ({}): pass --ca FILE with the CA that issued it, or --insecure to skip verification",
+            class.tls_reason()
         ),
-        ErrorClass::Tls(why) if why.starts_with("invalid_message") => format!(
-            "{addr} did not answer with TLS ({why}): is it a plaintext server? bench-client needs a TLS port"
+        ErrorClass::Tls {
+            kind: TlsFailure::InvalidMessage,
+            ..
+        } => format!(
+            "{addr} did not answer with TLS ({}): is it a plaintext server? bench-client needs a TLS port",
+            class.tls_reason()
         ),
-        ErrorClass::Tls(why) => format!("TLS handshake with {addr} failed: {why}"),
+        ErrorClass::Tls { .. } => format!(
+            "TLS handshake with {addr} failed: {}",
+            class.tls_reason()
+        ),
         ErrorClass::TlsAlert(a) => format!(
             "{addr} refused the TLS handshake with alert `{a}`: check --tls, --cipher, --group, --alpn, --sni and the client certificate"
         ),
@@ -142,7 +157,7 @@ mod tests {
 
     #[test]
     fn a_close_or_timeout_after_the_handshake_is_not_blamed_on_the_handshake() {
-        let plan = crate::cli::resolve::test_plan(&[]);
+        let plan = crate::plan::test_plan();
         for class in [ErrorClass::Closed, ErrorClass::Reset, ErrorClass::Timeout] {
             let during = explain(&plan, &class, Phase::Handshake);
             let after = explain(&plan, &class, Phase::AfterHandshake);
@@ -163,5 +178,46 @@ mod tests {
             text.contains("server closed after the TLS handshake without answering the echo protocol — wrong service?"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn tls_failures_get_their_hint_from_the_kind_not_from_the_detail_text() {
+        let plan = crate::plan::test_plan();
+        let tls = |kind, detail: &str| ErrorClass::Tls {
+            kind,
+            detail: detail.into(),
+        };
+        let untrusted = explain(
+            &plan,
+            &tls(TlsFailure::InvalidCertificate, "unknown_issuer"),
+            Phase::Handshake,
+        );
+        assert!(
+            untrusted
+                .contains("is not trusted (invalid_certificate:unknown_issuer): pass --ca FILE"),
+            "{untrusted}"
+        );
+        let plaintext = explain(
+            &plan,
+            &tls(TlsFailure::InvalidMessage, "invalid_content_type"),
+            Phase::Handshake,
+        );
+        assert!(
+            plaintext.contains("is it a plaintext server?"),
+            "{plaintext}"
+        );
+        // A detail that merely reads like another kind keeps its own kind's text.
+        let other = explain(
+            &plan,
+            &tls(TlsFailure::Other, "invalid_certificate_revocation_list"),
+            Phase::Handshake,
+        );
+        assert!(
+            other.ends_with(
+                "TLS handshake with 127.0.0.1:1 failed: invalid_certificate_revocation_list"
+            ),
+            "{other}"
+        );
+        assert!(!other.contains("--ca"), "{other}");
     }
 }

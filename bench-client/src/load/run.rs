@@ -4,9 +4,10 @@
 //! add the measured ones into the run total, and sample CPU before/after.
 
 use super::worker::{self, Clock, Msg, Snapshot};
-use super::{Error, Plan};
+use crate::error::Error;
+use crate::plan::Plan;
 use crate::stats::cpu::ProcessCpu;
-use crate::stats::server::ServerMetrics;
+use crate::stats::server::{ServerMetrics, ServerMetricsError};
 use crate::stats::Recorder;
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
@@ -53,9 +54,9 @@ pub struct Outcome {
     /// Whole run wall time (warmup included).
     pub wall: Duration,
     /// Server CPU time over the measured phase, or why it is unknown.
-    pub server_cpu: Option<Result<Duration, String>>,
+    pub server_cpu: Option<Result<Duration, ServerMetricsError>>,
     /// Workers that failed to start.
-    pub failed_threads: Vec<String>,
+    pub failed_threads: Vec<crate::error::WorkerError>,
 }
 
 #[derive(Default)]
@@ -92,7 +93,7 @@ pub fn run(
     let mut handles = Vec::with_capacity(plan.threads);
     for i in 0..plan.threads {
         let h = worker::spawn(i, plan.clone(), clock, stop.clone(), tx.clone())
-            .map_err(|e| Error::Start(format!("cannot start worker thread {i}: {e}")))?;
+            .map_err(|source| Error::Spawn { index: i, source })?;
         handles.push(h);
     }
     drop(tx);
@@ -187,14 +188,14 @@ pub fn run(
         let _ = h.join();
     }
     if let Some(e) = sink_error {
-        return Err(Error::Output(format!("writing interval output: {e}")));
+        return Err(Error::Interval(e));
     }
     if failed.len() == threads {
-        return Err(Error::Start(failed.join("; ")));
+        return Err(Error::NoWorker(failed));
     }
     let server_cpu = server.map(|s| {
         let after = s.sample()?;
-        let before = server_before.unwrap_or_else(|| Err("no sample at the start".into()))?;
+        let before = server_before.unwrap_or(Err(ServerMetricsError::NoStartSample))?;
         Ok(after.saturating_sub(before))
     });
     Ok(Outcome {

@@ -6,7 +6,7 @@
 
 use super::pacing::Pacer;
 use super::record::{client_lag_removed, record_op};
-use super::Plan;
+use crate::plan::Plan;
 use crate::stats::cpu::thread_cpu;
 use crate::stats::Recorder;
 use crate::tls::with_resumption;
@@ -46,7 +46,7 @@ pub enum Msg {
         /// Worker index.
         thread: usize,
         /// What went wrong.
-        error: String,
+        error: crate::error::WorkerError,
     },
 }
 
@@ -107,28 +107,31 @@ pub fn spawn(
     stop: Arc<AtomicBool>,
     tx: Sender<Msg>,
 ) -> std::io::Result<JoinHandle<()>> {
-    std::thread::Builder::new().name(format!("bench-{idx}")).spawn(move || {
-        if let Some(cpu) = plan.cpu_for(idx) {
-            if !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
-                eprintln!("bench-client: warning: could not pin worker {idx} to CPU {cpu}");
+    std::thread::Builder::new()
+        .name(format!("bench-{idx}"))
+        .spawn(move || {
+            if let Some(cpu) = plan.cpu_for(idx) {
+                if !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
+                    eprintln!("bench-client: warning: could not pin worker {idx} to CPU {cpu}");
+                }
             }
-        }
-        let ring = RingOptions {
-            backend: plan.io_backend,
-            ..RingOptions::default()
-        };
-        let rt = match Runtime::new(&ring) {
-            Ok(rt) => rt,
-            Err(e) => {
-                let error = format!(
-                    "worker {idx}: cannot set up io_uring: {e} (is io_uring disabled by kernel.io_uring_disabled or a seccomp policy?)"
-                );
-                let _ = tx.send(Msg::Failed { thread: idx, error });
-                return;
-            }
-        };
-        rt.block_on(thread_main(idx, plan, clock, stop, tx));
-    })
+            let ring = RingOptions {
+                backend: plan.io_backend,
+                ..RingOptions::default()
+            };
+            let rt = match Runtime::new(&ring) {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let error = crate::error::WorkerError::Runtime {
+                        index: idx,
+                        source: e,
+                    };
+                    let _ = tx.send(Msg::Failed { thread: idx, error });
+                    return;
+                }
+            };
+            rt.block_on(thread_main(idx, plan, clock, stop, tx));
+        })
 }
 
 async fn thread_main(
@@ -278,15 +281,4 @@ async fn run_slot(
         sh.connections(-1);
     }
     sh.live_slots.set(sh.live_slots.get() - 1);
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn requests_are_split_evenly_over_slots() {
-        let plan = crate::cli::resolve::test_plan(&["-c", "3", "-n", "10"]);
-        let quotas: Vec<Option<u64>> = (0..3).map(|s| plan.quota(s)).collect();
-        assert_eq!(quotas, vec![Some(4), Some(3), Some(3)]);
-        assert_eq!(crate::cli::resolve::test_plan(&[]).quota(0), None);
-    }
 }

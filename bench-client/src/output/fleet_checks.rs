@@ -4,7 +4,7 @@
 //! sentence naming the input and the figures.
 
 use super::merge::Input;
-use crate::cli::fleet::WorkerTag;
+use crate::plan::fleet::WorkerTag;
 use std::collections::BTreeMap;
 
 /// Runs whose measuring started further apart than this (seconds) did not

@@ -12,8 +12,8 @@
 //! bytes, our own CPU) reaches `merge` in the same file. Comment lines are
 //! ignored by other HdrHistogram tools.
 
-use crate::cli::fleet::WorkerTag;
 use crate::load::run::{Interval, IntervalSink};
+use crate::plan::fleet::WorkerTag;
 use crate::stats::{new_hist, Metric};
 use base64::Engine;
 use hdrhistogram::serialization::interval_log::{
@@ -177,14 +177,52 @@ impl HlogData {
     }
 }
 
+/// Why an interval log cannot be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HlogError {
+    /// The file cannot be read.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The text is not an interval log.
+    #[error("not an interval log ({0:?})")]
+    NotALog(hdrhistogram::serialization::interval_log::LogIteratorError),
+    /// A histogram is not base64.
+    #[error("bad histogram encoding: {0}")]
+    Encoding(#[from] base64::DecodeError),
+    /// A histogram does not decode.
+    #[error("bad histogram: {0:?}")]
+    Histogram(hdrhistogram::serialization::DeserializeError),
+    /// A histogram does not fit the bounds every bench-client histogram has.
+    #[error("histogram out of range: {0:?}")]
+    OutOfRange(hdrhistogram::AdditionError),
+    /// No histogram at all.
+    #[error("no interval histograms found (was it written with --hlog?)")]
+    Empty,
+}
+
+/// An interval log that cannot be read, and its file.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {source}", path.display())]
+pub struct HlogFileError {
+    /// The file.
+    pub path: std::path::PathBuf,
+    /// Why it cannot be read.
+    pub source: HlogError,
+}
+
 /// Reads and sums an interval log.
-pub fn read(path: &Path) -> Result<HlogData, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    parse(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+pub fn read(path: &Path) -> Result<HlogData, HlogFileError> {
+    let in_file = |source| HlogFileError {
+        path: path.to_path_buf(),
+        source,
+    };
+    let bytes = std::fs::read(path).map_err(|e| in_file(e.into()))?;
+    parse(&bytes).map_err(in_file)
 }
 
 /// Parses and sums an interval log held in memory.
-pub fn parse(bytes: &[u8]) -> Result<HlogData, String> {
+pub fn parse(bytes: &[u8]) -> Result<HlogData, HlogError> {
     let mut data = HlogData {
         per_tag: BTreeMap::new(),
         span: None,
@@ -200,7 +238,7 @@ pub fn parse(bytes: &[u8]) -> Result<HlogData, String> {
     };
     let mut de = Deserializer::new();
     for entry in IntervalLogIterator::new(bytes) {
-        let entry = entry.map_err(|e| format!("not an interval log ({e:?})"))?;
+        let entry = entry.map_err(HlogError::NotALog)?;
         let ilh = match entry {
             LogEntry::Interval(ilh) => ilh,
             LogEntry::StartTime(t) => {
@@ -209,12 +247,10 @@ pub fn parse(bytes: &[u8]) -> Result<HlogData, String> {
             }
             LogEntry::BaseTime(_) => continue,
         };
-        let raw = base64::engine::general_purpose::STANDARD
-            .decode(ilh.encoded_histogram())
-            .map_err(|e| format!("bad histogram encoding: {e}"))?;
+        let raw = base64::engine::general_purpose::STANDARD.decode(ilh.encoded_histogram())?;
         let h: Histogram<u64> = de
             .deserialize(&mut raw.as_slice())
-            .map_err(|e| format!("bad histogram: {e:?}"))?;
+            .map_err(HlogError::Histogram)?;
         let tag = ilh
             .tag()
             .map(|t| t.as_str().to_string())
@@ -230,8 +266,7 @@ pub fn parse(bytes: &[u8]) -> Result<HlogData, String> {
             });
         }
         let sum = data.per_tag.entry(tag).or_insert_with(new_hist);
-        sum.add(&h)
-            .map_err(|e| format!("histogram out of range: {e:?}"))?;
+        sum.add(&h).map_err(HlogError::OutOfRange)?;
         data.span = Some(match data.span {
             Some((a, b)) => (a.min(start), b.max(end)),
             None => (start, end),
@@ -239,7 +274,7 @@ pub fn parse(bytes: &[u8]) -> Result<HlogData, String> {
         data.intervals += 1;
     }
     if data.intervals == 0 {
-        return Err("no interval histograms found (was it written with --hlog?)".into());
+        return Err(HlogError::Empty);
     }
     Ok(data)
 }
@@ -332,5 +367,14 @@ mod tests {
         let data = parse(old.as_bytes()).expect("parse");
         assert_eq!(data.requested, None);
         assert_eq!((data.worker, data.result), (None, None));
+    }
+
+    #[test]
+    fn a_log_without_histograms_or_a_missing_file_is_an_error_naming_it() {
+        let e = parse(b"#[StartTime: 1767225600.000 (seconds since epoch)]\n").expect_err("empty");
+        assert!(matches!(e, HlogError::Empty), "{e:?}");
+        let e = read(Path::new("/nonexistent/run.hlog")).expect_err("missing");
+        assert!(matches!(e.source, HlogError::Io(_)), "{e:?}");
+        assert!(e.to_string().starts_with("/nonexistent/run.hlog: "), "{e}");
     }
 }

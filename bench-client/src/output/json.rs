@@ -4,7 +4,7 @@
 use super::percentiles::TICKS_PER_HALF;
 use super::summary::{op_unit, warnings};
 use super::{LatencyStats, Report};
-use crate::cli::fleet::unix_secs;
+use crate::plan::fleet::unix_secs;
 use crate::stats::Metric;
 use hdrhistogram::Histogram;
 use serde_json::{json, Map, Value};
@@ -130,7 +130,7 @@ pub fn document(r: &Report<'_>) -> Value {
                 "cpu_s": cpu.as_secs_f64(),
                 "us_per_op": r.server_us_per_op(),
             }),
-            Some(Err(e)) => json!({ "source": r.server_source, "error": e }),
+            Some(Err(e)) => json!({ "source": r.server_source, "error": e.to_string() }),
         },
         "warnings": warnings(r),
     })
@@ -153,7 +153,13 @@ mod tests {
 
     #[test]
     fn json_parses_and_carries_every_summary_figure() {
-        let plan = crate::cli::resolve::test_plan(&["--rate", "1000", "-c", "8"]);
+        let plan = crate::plan::Plan {
+            rate: Some(1000.0),
+            connections: 8,
+            // One worker pinned to CPU 0, 95% busy below: saturated.
+            cpus: vec![0],
+            ..crate::plan::test_plan()
+        };
         let mut total = Recorder::new();
         total.ops = 2000;
         total.bytes_in = 4_000_000;
@@ -222,12 +228,20 @@ mod tests {
 
     #[test]
     fn a_worker_reports_its_tag_and_the_fleet_totals_beside_its_share() {
-        let plan = crate::cli::resolve::test_plan(&[
-            "--worker", "1/3", "--rate", "1000", "-c", "8", "-n", "100",
-        ]);
-        assert_eq!(plan.rate, Some(334.0));
-        assert_eq!(plan.connections, 3);
-        assert_eq!(plan.requests, Some(34));
+        // Worker 1/3's share of --rate 1000 -c 8 -n 100 (shares: cli::resolve's tests).
+        let tag = crate::plan::fleet::WorkerTag { index: 1, of: 3 };
+        let plan = crate::plan::Plan {
+            rate: Some(334.0),
+            connections: 3,
+            requests: Some(34),
+            fleet: Some(crate::plan::fleet::Fleet {
+                tag,
+                rate: Some(1000.0),
+                connections: 8,
+                requests: Some(100),
+            }),
+            ..crate::plan::test_plan()
+        };
         let outcome = Outcome {
             total: Recorder::new(),
             measured: Duration::from_secs(1),

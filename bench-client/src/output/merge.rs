@@ -20,14 +20,14 @@ use super::hlog::{self, HlogData};
 use super::json::distribution;
 use super::percentiles::{hgrm, wrk2_text};
 use super::{fmt_si, fmt_us, LatencyStats};
-use crate::cli::fleet::WorkerTag;
-use crate::cli::MergeArgs;
-use crate::load::Error;
+use crate::error::{Error, Usage};
+use crate::plan::fleet::WorkerTag;
 use crate::stats::{new_hist, Metric};
 use hdrhistogram::Histogram;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::path::PathBuf;
 
 pub use super::fleet_checks::{LENGTH_TOLERANCE, START_TOLERANCE_S};
 
@@ -349,11 +349,24 @@ impl Merged {
     }
 }
 
+/// What `merge` is asked to do (the `merge` subcommand's flags).
+#[derive(Debug, Clone)]
+pub struct MergeOptions {
+    /// Interval logs written with `--hlog`.
+    pub files: Vec<PathBuf>,
+    /// Print the full distribution of the merged total latency.
+    pub latency: bool,
+    /// Write the merged total-latency distribution (.hgrm) here.
+    pub hgrm: Option<PathBuf>,
+    /// Write the merged figures as JSON here (`-` for stdout).
+    pub json: Option<PathBuf>,
+}
+
 /// Runs `merge`.
-pub fn run(a: &MergeArgs) -> Result<(), Error> {
+pub fn run(a: &MergeOptions) -> Result<(), Error> {
     let mut logs = Vec::new();
     for f in &a.files {
-        let data = hlog::read(f).map_err(|e| Error::Usage(format!("merge: {e}")))?;
+        let data = hlog::read(f).map_err(Usage::Merge)?;
         logs.push((f.display().to_string(), data));
     }
     let m = Merged::of(logs);
@@ -370,8 +383,7 @@ pub fn run(a: &MergeArgs) -> Result<(), Error> {
         println!("\n{}", wrk2_text("Merged Latency", &total));
     }
     if let Some(path) = &a.hgrm {
-        std::fs::write(path, hgrm(&total))
-            .map_err(|e| Error::Output(format!("{}: {e}", path.display())))?;
+        std::fs::write(path, hgrm(&total)).map_err(|e| Error::output(path, e))?;
     }
     if let Some(path) = &a.json {
         let text = serde_json::to_string_pretty(&m.json()).unwrap_or_default();

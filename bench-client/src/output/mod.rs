@@ -17,7 +17,7 @@ pub mod progress;
 pub mod summary;
 
 use crate::load::run::Outcome;
-use crate::load::Plan;
+use crate::plan::Plan;
 use crate::stats::cpu::SATURATION;
 use crate::tls::Negotiated;
 use hdrhistogram::Histogram;
@@ -208,13 +208,12 @@ pub fn fmt_secs(d: Duration) -> String {
 }
 
 /// Writes `text` to `path`, or to stdout when `path` is `-`.
-pub fn json_out(path: &std::path::Path, text: &str) -> Result<(), crate::load::Error> {
+pub fn json_out(path: &std::path::Path, text: &str) -> Result<(), crate::error::Error> {
     if path.as_os_str() == "-" {
         println!("{text}");
         return Ok(());
     }
-    std::fs::write(path, format!("{text}\n"))
-        .map_err(|e| crate::load::Error::Output(format!("{}: {e}", path.display())))
+    std::fs::write(path, format!("{text}\n")).map_err(|e| crate::error::Error::output(path, e))
 }
 
 #[cfg(test)]

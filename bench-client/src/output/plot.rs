@@ -11,21 +11,49 @@
 
 use super::plot_inputs::{self, Run, PHASE_QUANTILES};
 use super::{fmt_si, fmt_us};
-use crate::cli::{PlotArgs, PlotKind};
-use crate::load::Error;
+use crate::error::{Error, Usage};
 use plotting::{Curve, Line, Panel};
 use std::fmt::Write;
+use std::path::PathBuf;
+
+/// What `plot` draws.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PlotKind {
+    /// Latency by percentile, 50% to 99.999% on a log axis, one curve per input.
+    Percentiles,
+    /// Throughput and p99 per interval (needs --hlog interval logs).
+    OverTime,
+    /// Connect, handshake, first byte and total latency of one run.
+    Phases,
+}
+
+/// What `plot` is asked to draw (the `plot` subcommand's flags).
+#[derive(Debug, Clone)]
+pub struct PlotOptions {
+    /// Runs to draw.
+    pub files: Vec<PathBuf>,
+    /// The SVG file to write.
+    pub output: PathBuf,
+    /// What to draw.
+    pub kind: PlotKind,
+    /// Legend name of each input, in order.
+    pub labels: Vec<String>,
+    /// Chart title.
+    pub title: Option<String>,
+    /// Also write an HTML page with every chart the inputs allow.
+    pub html: Option<PathBuf>,
+}
 
 /// Runs `plot`.
-pub fn run(a: &PlotArgs) -> Result<(), Error> {
+pub fn run(a: &PlotOptions) -> Result<(), Error> {
     let mut runs = a
         .files
         .iter()
         .map(|f| plot_inputs::read(f))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| Error::Usage(format!("plot: {e}")))?;
-    plot_inputs::name(&mut runs, &a.label).map_err(|e| Error::Usage(format!("plot: {e}")))?;
-    let svg = chart(a.kind, a.title.as_deref(), &runs).map_err(Error::Usage)?;
+        .map_err(Usage::Plot)?;
+    plot_inputs::name(&mut runs, &a.labels).map_err(Usage::Plot)?;
+    let svg = chart(a.kind, a.title.as_deref(), &runs).map_err(Usage::Chart)?;
     write(&a.output, &svg)?;
     if let Some(html_path) = &a.html {
         let mut charts = vec![svg];
@@ -43,11 +71,35 @@ pub fn run(a: &PlotArgs) -> Result<(), Error> {
 }
 
 fn write(path: &std::path::Path, text: &str) -> Result<(), Error> {
-    std::fs::write(path, text).map_err(|e| Error::Output(format!("{}: {e}", path.display())))
+    std::fs::write(path, text).map_err(|e| Error::output(path, e))
+}
+
+/// Why the inputs cannot make the chart asked for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChartError {
+    /// `--kind over-time` with an input that is not an interval log.
+    #[error("plot: {}: --kind over-time needs interval logs (written with --hlog)", path.display())]
+    NeedsIntervals {
+        /// The input.
+        path: PathBuf,
+    },
+    /// `--kind phases` with more (or fewer) than one input.
+    #[error("plot: --kind phases draws one run; {0} files given")]
+    PhasesOfOneRun(usize),
+    /// `--kind phases` with an input that has the total latency only.
+    #[error("plot: {}: no connect, handshake or first-byte latencies (a .hgrm holds only the total; use the run's --json or --hlog)", path.display())]
+    NoPhases {
+        /// The input.
+        path: PathBuf,
+    },
+    /// The `plotting` crate could not draw.
+    #[error("{0}")]
+    Draw(String),
 }
 
 /// The SVG of one kind of chart, or why these inputs cannot make it.
-pub fn chart(kind: PlotKind, title: Option<&str>, runs: &[Run]) -> Result<String, String> {
+pub fn chart(kind: PlotKind, title: Option<&str>, runs: &[Run]) -> Result<String, ChartError> {
     match kind {
         PlotKind::Percentiles => {
             let curves: Vec<Curve> = runs
@@ -58,22 +110,23 @@ pub fn chart(kind: PlotKind, title: Option<&str>, runs: &[Run]) -> Result<String
                 })
                 .collect();
             plotting::percentile_curves_svg(title.unwrap_or("latency by percentile"), &curves)
+                .map_err(ChartError::Draw)
         }
         PlotKind::OverTime => over_time(title, runs),
         PlotKind::Phases => phases(title, runs),
     }
 }
 
-fn over_time(title: Option<&str>, runs: &[Run]) -> Result<String, String> {
+fn over_time(title: Option<&str>, runs: &[Run]) -> Result<String, ChartError> {
     let mut rate = Vec::new();
     let mut p99 = Vec::new();
     for r in runs {
-        let tl = r.timeline.as_ref().ok_or_else(|| {
-            format!(
-                "plot: {}: --kind over-time needs interval logs (written with --hlog)",
-                r.path.display()
-            )
-        })?;
+        let tl = r
+            .timeline
+            .as_ref()
+            .ok_or_else(|| ChartError::NeedsIntervals {
+                path: r.path.clone(),
+            })?;
         rate.push(Line {
             name: r.label.clone(),
             points: tl
@@ -120,14 +173,12 @@ fn over_time(title: Option<&str>, runs: &[Run]) -> Result<String, String> {
         "time since measuring started (s)",
         &panels,
     )
+    .map_err(ChartError::Draw)
 }
 
-fn phases(title: Option<&str>, runs: &[Run]) -> Result<String, String> {
+fn phases(title: Option<&str>, runs: &[Run]) -> Result<String, ChartError> {
     let [r] = runs else {
-        return Err(format!(
-            "plot: --kind phases draws one run; {} files given",
-            runs.len()
-        ));
+        return Err(ChartError::PhasesOfOneRun(runs.len()));
     };
     let names: Vec<&str> = plot_inputs::PHASES
         .iter()
@@ -135,10 +186,9 @@ fn phases(title: Option<&str>, runs: &[Run]) -> Result<String, String> {
         .filter(|n| r.phases.contains_key(n))
         .collect();
     if names.iter().all(|n| *n == "total") {
-        return Err(format!(
-            "plot: {}: no connect, handshake or first-byte latencies (a .hgrm holds only the total; use the run's --json or --hlog)",
-            r.path.display()
-        ));
+        return Err(ChartError::NoPhases {
+            path: r.path.clone(),
+        });
     }
     let series: Vec<(String, Vec<f64>)> = PHASE_QUANTILES
         .iter()
@@ -150,7 +200,7 @@ fn phases(title: Option<&str>, runs: &[Run]) -> Result<String, String> {
         .collect();
     let cats: Vec<String> = names.iter().map(|n| n.to_string()).collect();
     let default = format!("{}: latency by phase", r.label);
-    plotting::grouped_bars_svg(title.unwrap_or(&default), &cats, &series)
+    plotting::grouped_bars_svg(title.unwrap_or(&default), &cats, &series).map_err(ChartError::Draw)
 }
 
 fn escape(s: &str) -> String {
@@ -187,4 +237,19 @@ pub fn html(title: Option<&str>, runs: &[Run], charts: &[String]) -> String {
     }
     s.push_str("</body></html>\n");
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phases_of_several_runs_is_refused_with_the_count() {
+        let e = chart(PlotKind::Phases, None, &[]).expect_err("no run");
+        assert_eq!(e, ChartError::PhasesOfOneRun(0));
+        assert_eq!(
+            e.to_string(),
+            "plot: --kind phases draws one run; 0 files given"
+        );
+    }
 }

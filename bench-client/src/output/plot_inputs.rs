@@ -55,25 +55,79 @@ impl Run {
     }
 }
 
+/// Why `plot` cannot use its inputs.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InputError {
+    /// A file cannot be read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The system's error.
+        source: std::io::Error,
+    },
+    /// A `.json` file (or one starting with `{`) is not JSON.
+    #[error("{}: not JSON ({source})", path.display())]
+    NotJson {
+        /// The file.
+        path: PathBuf,
+        /// The parser's error.
+        source: serde_json::Error,
+    },
+    /// JSON, but not a bench-client report.
+    #[error("{}: no latency_us.total: not a bench-client --json report or merge JSON", path.display())]
+    NotAReport {
+        /// The file.
+        path: PathBuf,
+    },
+    /// An interval log that cannot be read.
+    #[error(transparent)]
+    Hlog(#[from] hlog::HlogFileError),
+    /// Neither a report, an interval log nor a distribution.
+    #[error("{}: not a bench-client JSON report, interval log (--hlog) or .hgrm distribution", path.display())]
+    Unknown {
+        /// The file.
+        path: PathBuf,
+    },
+    /// More `--label`s than inputs.
+    #[error("--label given {labels} times for {inputs} input files: one per input, in order")]
+    Labels {
+        /// `--label`s given.
+        labels: usize,
+        /// Input files.
+        inputs: usize,
+    },
+}
+
 /// Reads `path`, recognised by its extension, else by its first bytes.
-pub fn read(path: &Path) -> Result<Run, String> {
-    let named = |e: String| format!("{}: {e}", path.display());
-    let bytes = std::fs::read(path).map_err(|e| named(e.to_string()))?;
+pub fn read(path: &Path) -> Result<Run, InputError> {
+    let bytes = std::fs::read(path).map_err(|source| InputError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
     let text = String::from_utf8_lossy(&bytes);
     let start = text.trim_start();
     let run = if ext == "json" || start.starts_with('{') {
-        let v: Value = serde_json::from_str(&text).map_err(|e| named(format!("not JSON ({e})")))?;
-        from_json(&v).map_err(named)?
+        let v: Value = serde_json::from_str(&text).map_err(|source| InputError::NotJson {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        from_json(&v).ok_or_else(|| InputError::NotAReport {
+            path: path.to_path_buf(),
+        })?
     } else if ext == "hlog" || text.contains("\nTag=") || start.starts_with("#[StartTime") {
-        from_hlog(&hlog::parse(&bytes).map_err(named)?)
+        from_hlog(&hlog::parse(&bytes).map_err(|source| hlog::HlogFileError {
+            path: path.to_path_buf(),
+            source,
+        })?)
     } else {
         let curve = plotting::parse_hgrm(&text);
         if curve.is_empty() {
-            return Err(named(
-                "not a bench-client JSON report, interval log (--hlog) or .hgrm distribution"
-                    .into(),
-            ));
+            return Err(InputError::Unknown {
+                path: path.to_path_buf(),
+            });
         }
         let ops = text.lines().find_map(|l| {
             let rest = l.split("Total count").nth(1)?;
@@ -100,10 +154,11 @@ pub fn read(path: &Path) -> Result<Run, String> {
     })
 }
 
-fn from_json(v: &Value) -> Result<Run, String> {
+/// The run of a `--json` report or `merge` JSON; `None` if `v` is neither.
+fn from_json(v: &Value) -> Option<Run> {
     let lat = &v["latency_us"];
     if !lat["total"].is_object() {
-        return Err("no latency_us.total: not a bench-client --json report or merge JSON".into());
+        return None;
     }
     let pairs = v["latency_distribution_us"]["total"].as_array();
     let curve: Vec<(f64, f64)> = match pairs {
@@ -134,7 +189,7 @@ fn from_json(v: &Value) -> Result<Run, String> {
             Some((*name, q))
         })
         .collect();
-    Ok(Run {
+    Some(Run {
         path: PathBuf::new(),
         label: String::new(),
         worker: v["worker"]["tag"].as_str().map(String::from),
@@ -177,13 +232,12 @@ fn from_hlog(d: &hlog::HlogData) -> Run {
 /// Names every run: `labels[i]` when given, else `worker I/N`, else the
 /// file name without extension; names that would repeat get the file name
 /// added, so every curve stays told apart.
-pub fn name(runs: &mut [Run], labels: &[String]) -> Result<(), String> {
+pub fn name(runs: &mut [Run], labels: &[String]) -> Result<(), InputError> {
     if labels.len() > runs.len() {
-        return Err(format!(
-            "--label given {} times for {} input files: one per input, in order",
-            labels.len(),
-            runs.len()
-        ));
+        return Err(InputError::Labels {
+            labels: labels.len(),
+            inputs: runs.len(),
+        });
     }
     let stem = |r: &Run| {
         r.path
@@ -245,7 +299,9 @@ mod tests {
         let mut twins = vec![run("a/run.hlog", None), run("b/run.hlog", None)];
         name(&mut twins, &[]).expect("names");
         assert_eq!(labels(&twins), ["run (a/run.hlog)", "run (b/run.hlog)"]);
-        let e = name(&mut twins, &["x".into(), "y".into(), "z".into()]).expect_err("too many");
+        let e = name(&mut twins, &["x".into(), "y".into(), "z".into()])
+            .expect_err("too many")
+            .to_string();
         assert!(
             e.starts_with("--label given 3 times for 2 input files"),
             "{e}"
@@ -269,6 +325,8 @@ mod tests {
         let junk = dir.path().join("notes.md");
         std::fs::write(&junk, "# nothing to plot\n").expect("write");
         let e = read(&junk).expect_err("junk");
+        assert!(matches!(e, InputError::Unknown { .. }), "{e:?}");
+        let e = e.to_string();
         assert!(
             e.contains("notes.md: not a bench-client JSON report"),
             "{e}"

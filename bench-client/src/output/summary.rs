@@ -185,7 +185,7 @@ pub fn warnings(r: &Report<'_>) -> Vec<String> {
         ));
     }
     for f in &r.outcome.failed_threads {
-        w.push(f.clone());
+        w.push(f.to_string());
     }
     w
 }

@@ -12,11 +12,17 @@ use std::io;
 #[non_exhaustive]
 pub enum ErrorClass {
     /// TCP connect failed (refused, unreachable, timed out).
-    Connect(String),
+    Connect(ConnectFailure),
     /// The server sent a TLS alert (by name, e.g. `handshake_failure`).
     TlsAlert(String),
-    /// TLS failed on our side (certificate not trusted, bad record, ...).
-    Tls(String),
+    /// TLS failed on our side (certificate not trusted, bad record, ...):
+    /// what kind of failure, and rustls's name for it (`unknown_issuer`).
+    Tls {
+        /// The kind, which decides what the operator is told to do.
+        kind: TlsFailure,
+        /// rustls's name for the failure, snake case.
+        detail: String,
+    },
     /// No answer within `--timeout`.
     Timeout,
     /// The connection was reset (RST, broken pipe).
@@ -26,7 +32,7 @@ pub enum ErrorClass {
     /// HTTP status outside 2xx/3xx.
     BadStatus(u16),
     /// The reply made no sense (malformed HTTP, echo mismatch, ...).
-    Protocol(String),
+    Protocol(ProtocolError),
     /// The TLS handshake succeeded, then the server closed the connection or
     /// answered something else before answering `protocol` once on it
     /// (e.g. `echo` against an HTTP server): probably the wrong service.
@@ -36,6 +42,84 @@ pub enum ErrorClass {
         /// What the server did instead.
         reply: Unanswered,
     },
+}
+
+/// Why a TCP connect failed.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectFailure {
+    /// Nothing listening (RST).
+    #[error("connection refused")]
+    Refused,
+    /// No answer within `--timeout` (or the kernel's).
+    #[error("timeout")]
+    Timeout,
+    /// No route to the host.
+    #[error("host unreachable")]
+    HostUnreachable,
+    /// No route to the network.
+    #[error("network unreachable")]
+    NetworkUnreachable,
+    /// Out of local ports.
+    #[error("no local port available")]
+    NoLocalPort,
+    /// Anything else, as the system says it.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// How a reply made no sense.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProtocolError {
+    /// The HTTP response head does not parse (httparse's reason).
+    #[error("malformed HTTP response: {0}")]
+    MalformedHead(String),
+    /// A `Content-Length` that is not a number.
+    #[error("malformed Content-Length")]
+    MalformedContentLength,
+    /// A chunk size line that is not hex.
+    #[error("malformed chunk size")]
+    MalformedChunkSize,
+    /// A response head that does not fit the read buffer.
+    #[error("response head larger than the 64 KiB read buffer")]
+    HeadTooLarge,
+    /// An echo message of no bytes.
+    #[error("empty echo message")]
+    EmptyEcho,
+    /// The echo came back different.
+    #[error("echo reply differs from what was sent")]
+    EchoMismatch,
+    /// Another socket error, as the system says it.
+    #[error("{0}")]
+    Io(String),
+}
+
+/// The kinds of TLS failure on our side that call for different fixes
+/// (see [`ErrorClass::Tls`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum TlsFailure {
+    /// The server's certificate is not trusted or not valid.
+    InvalidCertificate,
+    /// The server sent something that is not TLS (a plaintext server?).
+    InvalidMessage,
+    /// The server does not support what we offered.
+    PeerIncompatible,
+    /// Anything else.
+    Other,
+}
+
+impl TlsFailure {
+    /// The key prefix (`invalid_certificate`), `None` for [`TlsFailure::Other`].
+    fn key(self) -> Option<&'static str> {
+        match self {
+            TlsFailure::InvalidCertificate => Some("invalid_certificate"),
+            TlsFailure::InvalidMessage => Some("invalid_message"),
+            TlsFailure::PeerIncompatible => Some("peer_incompatible"),
+            TlsFailure::Other => None,
+        }
+    }
 }
 
 /// What a server did instead of answering the workload's protocol on a
@@ -75,9 +159,9 @@ impl ErrorClass {
     /// A short stable key for JSON/CSV (`connect`, `tls_alert:handshake_failure`, `status:503`...).
     pub fn key(&self) -> String {
         match self {
-            ErrorClass::Connect(why) => format!("connect:{}", why.replace(' ', "_")),
+            ErrorClass::Connect(why) => format!("connect:{}", why.to_string().replace(' ', "_")),
             ErrorClass::TlsAlert(a) => format!("tls_alert:{a}"),
-            ErrorClass::Tls(why) => format!("tls:{why}"),
+            ErrorClass::Tls { .. } => format!("tls:{}", self.tls_reason()),
             ErrorClass::Timeout => "timeout".into(),
             ErrorClass::Reset => "reset".into(),
             ErrorClass::Closed => "closed".into(),
@@ -89,15 +173,27 @@ impl ErrorClass {
         }
     }
 
+    /// `invalid_certificate:unknown_issuer`: a TLS failure's kind and
+    /// detail (empty for other classes).
+    pub fn tls_reason(&self) -> String {
+        match self {
+            ErrorClass::Tls { kind, detail } => match kind.key() {
+                Some(k) => format!("{k}:{detail}"),
+                None => detail.clone(),
+            },
+            _ => String::new(),
+        }
+    }
+
     /// Classifies a failed TCP connect.
     pub fn connect(e: &io::Error) -> ErrorClass {
         let why = match e.kind() {
-            io::ErrorKind::ConnectionRefused => "connection refused".to_string(),
-            io::ErrorKind::TimedOut => "timeout".to_string(),
-            io::ErrorKind::HostUnreachable => "host unreachable".to_string(),
-            io::ErrorKind::NetworkUnreachable => "network unreachable".to_string(),
-            io::ErrorKind::AddrNotAvailable => "no local port available".to_string(),
-            _ => e.to_string(),
+            io::ErrorKind::ConnectionRefused => ConnectFailure::Refused,
+            io::ErrorKind::TimedOut => ConnectFailure::Timeout,
+            io::ErrorKind::HostUnreachable => ConnectFailure::HostUnreachable,
+            io::ErrorKind::NetworkUnreachable => ConnectFailure::NetworkUnreachable,
+            io::ErrorKind::AddrNotAvailable => ConnectFailure::NoLocalPort,
+            _ => ConnectFailure::Other(e.to_string()),
         };
         ErrorClass::Connect(why)
     }
@@ -116,7 +212,7 @@ impl ErrorClass {
             | io::ErrorKind::BrokenPipe
             | io::ErrorKind::ConnectionAborted => ErrorClass::Reset,
             io::ErrorKind::UnexpectedEof => ErrorClass::Closed,
-            _ => ErrorClass::Protocol(e.to_string()),
+            _ => ErrorClass::Protocol(ProtocolError::Io(e.to_string())),
         }
     }
 
@@ -135,19 +231,28 @@ impl ErrorClass {
 
     /// Classifies a rustls error.
     pub fn tls(e: &rustls::Error) -> ErrorClass {
+        let tls = |kind, detail| ErrorClass::Tls { kind, detail };
         match e {
-            rustls::Error::AlertReceived(a) => ErrorClass::TlsAlert(snake(&format!("{a:?}"))),
+            rustls::Error::AlertReceived(a) => ErrorClass::TlsAlert(alert_name(*a)),
             rustls::Error::InvalidCertificate(c) => {
-                ErrorClass::Tls(format!("invalid_certificate:{}", snake(&format!("{c:?}"))))
+                tls(TlsFailure::InvalidCertificate, snake(&format!("{c:?}")))
             }
             rustls::Error::InvalidMessage(m) => {
-                ErrorClass::Tls(format!("invalid_message:{}", snake(&format!("{m:?}"))))
+                tls(TlsFailure::InvalidMessage, snake(&format!("{m:?}")))
             }
             rustls::Error::PeerIncompatible(p) => {
-                ErrorClass::Tls(format!("peer_incompatible:{}", snake(&format!("{p:?}"))))
+                tls(TlsFailure::PeerIncompatible, snake(&format!("{p:?}")))
             }
-            other => ErrorClass::Tls(snake(&format!("{other:?}"))),
+            other => tls(TlsFailure::Other, snake(&format!("{other:?}"))),
         }
+    }
+}
+
+/// `handshake_failure`; an alert rustls has no name for: `alert_description:0x7b`.
+fn alert_name(a: rustls::AlertDescription) -> String {
+    match a.as_str() {
+        Some(name) => snake(name),
+        None => format!("alert_description:0x{:x}", u8::from(a)),
     }
 }
 
@@ -156,7 +261,7 @@ impl fmt::Display for ErrorClass {
         match self {
             ErrorClass::Connect(why) => write!(f, "connect: {why}"),
             ErrorClass::TlsAlert(a) => write!(f, "TLS alert from server: {a}"),
-            ErrorClass::Tls(why) => write!(f, "TLS: {why}"),
+            ErrorClass::Tls { .. } => write!(f, "TLS: {}", self.tls_reason()),
             ErrorClass::Timeout => write!(f, "timeout"),
             ErrorClass::Reset => write!(f, "connection reset"),
             ErrorClass::Closed => write!(f, "closed by server mid-operation"),
@@ -217,6 +322,10 @@ mod tests {
         )));
         assert_eq!(c, ErrorClass::TlsAlert("handshake_failure".into()));
         assert_eq!(c.key(), "tls_alert:handshake_failure");
+        let unknown = ErrorClass::tls(&rustls::Error::AlertReceived(AlertDescription::Unknown(
+            0x7b,
+        )));
+        assert_eq!(unknown.key(), "tls_alert:alert_description:0x7b");
     }
 
     #[test]
@@ -226,15 +335,26 @@ mod tests {
         )));
         assert_eq!(
             c,
-            ErrorClass::Tls("invalid_certificate:unknown_issuer".into())
+            ErrorClass::Tls {
+                kind: TlsFailure::InvalidCertificate,
+                detail: "unknown_issuer".into()
+            }
         );
+        assert_eq!(c.key(), "tls:invalid_certificate:unknown_issuer");
+        assert_eq!(c.to_string(), "TLS: invalid_certificate:unknown_issuer");
         let c = ErrorClass::io(&wrap(rustls::Error::InvalidMessage(
             rustls::InvalidMessage::InvalidContentType,
         )));
         assert_eq!(
             c,
-            ErrorClass::Tls("invalid_message:invalid_content_type".into())
+            ErrorClass::Tls {
+                kind: TlsFailure::InvalidMessage,
+                detail: "invalid_content_type".into()
+            }
         );
+        assert_eq!(c.key(), "tls:invalid_message:invalid_content_type");
+        let c = ErrorClass::tls(&rustls::Error::HandshakeNotComplete);
+        assert_eq!(c.key(), "tls:handshake_not_complete");
     }
 
     #[test]
@@ -252,7 +372,15 @@ mod tests {
             ErrorClass::Closed
         );
         let refused = ErrorClass::connect(&io::Error::from(io::ErrorKind::ConnectionRefused));
+        assert_eq!(refused, ErrorClass::Connect(ConnectFailure::Refused));
         assert_eq!(refused.to_string(), "connect: connection refused");
+        assert_eq!(refused.key(), "connect:connection_refused");
+        let odd = ErrorClass::io(&io::Error::other("odd failure"));
+        assert_eq!(
+            odd,
+            ErrorClass::Protocol(ProtocolError::Io("odd failure".into()))
+        );
+        assert_eq!(odd.key(), "protocol:odd failure");
     }
 
     #[test]

@@ -10,6 +10,64 @@ use std::time::Duration;
 /// The engine's per-shard CPU counter.
 pub const CPU_COUNTER: &str = "uringtls_shard_cpu_seconds_total";
 
+/// Why the server's CPU time cannot be had.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerMetricsError {
+    /// `--server-metrics` is neither a PID nor an `http://` URL.
+    #[error(
+        "--server-metrics `{0}`: give a PID on this machine or an http://HOST:PORT/metrics URL"
+    )]
+    Spec(String),
+    /// `/proc/PID/stat` cannot be read.
+    #[error(
+        "--server-metrics {pid}: cannot read /proc/{pid}/stat: {source} (is the process running?)"
+    )]
+    ProcStat {
+        /// The process.
+        pid: u32,
+        /// The system's error.
+        source: std::io::Error,
+    },
+    /// `/proc/PID/stat` does not read as expected.
+    #[error("/proc/{0}/stat: unexpected format")]
+    ProcFormat(u32),
+    /// The metrics URL could not be fetched.
+    #[error("--server-metrics http://{authority}{path}: {source}")]
+    Fetch {
+        /// `host:port`.
+        authority: String,
+        /// Request path.
+        path: String,
+        /// The system's error.
+        source: std::io::Error,
+    },
+    /// The metrics host resolves to nothing.
+    #[error("--server-metrics: `{0}` resolves to no address")]
+    NoAddress(String),
+    /// The metrics URL answered something other than 200.
+    #[error("--server-metrics http://{authority}{path}: got `{status}`, expected 200")]
+    Status {
+        /// `host:port`.
+        authority: String,
+        /// Request path.
+        path: String,
+        /// The status line received.
+        status: String,
+    },
+    /// The metrics page has no CPU counter.
+    #[error("http://{authority}{path}: no `{CPU_COUNTER}` samples (is this a uringtls metrics endpoint?)")]
+    NoCounter {
+        /// `host:port`.
+        authority: String,
+        /// Request path.
+        path: String,
+    },
+    /// No sample was taken when measuring started.
+    #[error("no sample at the start")]
+    NoStartSample,
+}
+
 /// Where the server's CPU time comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServerMetrics {
@@ -26,13 +84,13 @@ pub enum ServerMetrics {
 
 impl ServerMetrics {
     /// Parses `--server-metrics`: a PID or `http://HOST:PORT/PATH`.
-    pub fn parse(s: &str) -> Result<ServerMetrics, String> {
+    pub fn parse(s: &str) -> Result<ServerMetrics, ServerMetricsError> {
         if let Ok(pid) = s.parse::<u32>() {
             return Ok(ServerMetrics::Pid(pid));
         }
-        let rest = s.strip_prefix("http://").ok_or_else(|| {
-            format!("--server-metrics `{s}`: give a PID on this machine or an http://HOST:PORT/metrics URL")
-        })?;
+        let rest = s
+            .strip_prefix("http://")
+            .ok_or_else(|| ServerMetricsError::Spec(s.to_string()))?;
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/metrics"),
@@ -54,19 +112,21 @@ impl ServerMetrics {
     }
 
     /// The server's total CPU time so far.
-    pub fn sample(&self) -> Result<Duration, String> {
+    pub fn sample(&self) -> Result<Duration, ServerMetricsError> {
         match self {
             ServerMetrics::Pid(pid) => {
                 let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                    .map_err(|e| format!("--server-metrics {pid}: cannot read /proc/{pid}/stat: {e} (is the process running?)"))?;
-                let ticks = parse_proc_stat(&stat)
-                    .ok_or_else(|| format!("/proc/{pid}/stat: unexpected format"))?;
+                    .map_err(|source| ServerMetricsError::ProcStat { pid: *pid, source })?;
+                let ticks = parse_proc_stat(&stat).ok_or(ServerMetricsError::ProcFormat(*pid))?;
                 Ok(Duration::from_secs_f64(ticks as f64 / clock_ticks()))
             }
             ServerMetrics::Url { authority, path } => {
                 let body = http_get(authority, path)?;
                 let secs = sum_counter(&body, CPU_COUNTER).ok_or_else(|| {
-                    format!("http://{authority}{path}: no `{CPU_COUNTER}` samples (is this a uringtls metrics endpoint?)")
+                    ServerMetricsError::NoCounter {
+                        authority: authority.clone(),
+                        path: path.clone(),
+                    }
                 })?;
                 Ok(Duration::from_secs_f64(secs.max(0.0)))
             }
@@ -128,13 +188,17 @@ pub fn sum_counter(text: &str, name: &str) -> Option<f64> {
     total
 }
 
-fn http_get(authority: &str, path: &str) -> Result<String, String> {
-    let err = |e: std::io::Error| format!("--server-metrics http://{authority}{path}: {e}");
+fn http_get(authority: &str, path: &str) -> Result<String, ServerMetricsError> {
+    let err = |source: std::io::Error| ServerMetricsError::Fetch {
+        authority: authority.to_string(),
+        path: path.to_string(),
+        source,
+    };
     let addr = authority
         .to_socket_addrs()
         .map_err(err)?
         .next()
-        .ok_or_else(|| format!("--server-metrics: `{authority}` resolves to no address"))?;
+        .ok_or_else(|| ServerMetricsError::NoAddress(authority.to_string()))?;
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(err)?;
     s.set_read_timeout(Some(Duration::from_secs(5)))
         .map_err(err)?;
@@ -149,9 +213,11 @@ fn http_get(authority: &str, path: &str) -> Result<String, String> {
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
         let status = head.lines().next().unwrap_or("");
-        return Err(format!(
-            "--server-metrics http://{authority}{path}: got `{status}`, expected 200"
-        ));
+        return Err(ServerMetricsError::Status {
+            authority: authority.to_string(),
+            path: path.to_string(),
+            status: status.to_string(),
+        });
     }
     Ok(body.to_string())
 }
@@ -181,14 +247,22 @@ mod tests {
 
     #[test]
     fn flag_accepts_pid_or_url() {
-        assert_eq!(ServerMetrics::parse("42"), Ok(ServerMetrics::Pid(42)));
         assert_eq!(
-            ServerMetrics::parse("http://127.0.0.1:9100/metrics"),
-            Ok(ServerMetrics::Url {
+            ServerMetrics::parse("42").expect("pid"),
+            ServerMetrics::Pid(42)
+        );
+        assert_eq!(
+            ServerMetrics::parse("http://127.0.0.1:9100/metrics").expect("url"),
+            ServerMetrics::Url {
                 authority: "127.0.0.1:9100".into(),
                 path: "/metrics".into()
-            })
+            }
         );
-        assert!(ServerMetrics::parse("ftp://x").is_err());
+        let e = ServerMetrics::parse("ftp://x").expect_err("ftp");
+        assert!(
+            matches!(&e, ServerMetricsError::Spec(s) if s == "ftp://x"),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("give a PID"), "{e}");
     }
 }

@@ -4,14 +4,93 @@
 
 mod insecure;
 
-use crate::cli::{TlsArgs, TlsVersion};
+use crate::plan::{TlsOptions, TlsVersion};
 use rustls::client::Resumption;
 use rustls::crypto::CryptoProvider;
 use rustls::{ClientConfig, CommonState, RootCertStore};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use std::path::Path;
+use rustls_pki_types::pem::{self, PemObject};
+use rustls_pki_types::{CertificateDer, InvalidDnsNameError, PrivateKeyDer, ServerName};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+/// Why the TLS flags do not make a client config.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The versions, suites and groups leave nothing to offer.
+    #[error("--tls/--cipher/--group: no usable combination: {0} (offer a suite of the chosen TLS version)")]
+    NoCombination(#[source] rustls::Error),
+    /// `--cipher` names a suite rustls does not have.
+    #[error("--cipher {name}: unknown suite (known: {known})")]
+    UnknownSuite {
+        /// The name given.
+        name: String,
+        /// The suites there are.
+        known: String,
+    },
+    /// `--group` names a group rustls does not have.
+    #[error("--group {name}: unknown group (known: {known})")]
+    UnknownGroup {
+        /// The name given.
+        name: String,
+        /// The groups there are.
+        known: String,
+    },
+    /// `--sni` (or the target host) is not a server name.
+    #[error("`{name}` is not a valid server name: {source} (give --sni NAME)")]
+    ServerName {
+        /// The name.
+        name: String,
+        /// Why not.
+        source: InvalidDnsNameError,
+    },
+    /// A PEM file of certificates could not be read.
+    #[error("{}: cannot load certificates: {source} (give a PEM file)", path.display())]
+    Certificates {
+        /// The file.
+        path: PathBuf,
+        /// Why not.
+        source: pem::Error,
+    },
+    /// A PEM file holds no certificate.
+    #[error("{}: no CERTIFICATE block found (give a PEM file)", path.display())]
+    NoCertificate {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A `--ca` certificate cannot be a trust anchor.
+    #[error("{}: not a usable CA certificate: {source}", path.display())]
+    Ca {
+        /// The file.
+        path: PathBuf,
+        /// Why not.
+        source: rustls::Error,
+    },
+    /// The system CA bundle could not be read.
+    #[error("{}: {source}", path.display())]
+    SystemCa {
+        /// The bundle.
+        path: PathBuf,
+        /// Why not.
+        source: pem::Error,
+    },
+    /// The `--key` file could not be read.
+    #[error("{}: cannot load a private key: {source} (give a PEM key)", path.display())]
+    Key {
+        /// The file.
+        path: PathBuf,
+        /// Why not.
+        source: pem::Error,
+    },
+    /// The `--key` does not belong to the `--cert`.
+    #[error("{}: client key does not fit the certificate: {source}", path.display())]
+    KeyMismatch {
+        /// The key file.
+        path: PathBuf,
+        /// rustls's verdict.
+        source: rustls::Error,
+    },
+}
 
 /// System CA bundles tried when `--ca` is not given.
 const SYSTEM_CA_FILES: &[&str] = &[
@@ -22,7 +101,7 @@ const SYSTEM_CA_FILES: &[&str] = &[
 
 /// Builds the client config described by `a` (resumption disabled; see
 /// [`with_resumption`]).
-pub fn client_config(a: &TlsArgs) -> Result<ClientConfig, String> {
+pub fn client_config(a: &TlsOptions) -> Result<ClientConfig, ConfigError> {
     let provider = Arc::new(provider(a)?);
     let versions: &[&rustls::SupportedProtocolVersion] = match a.version {
         TlsVersion::V12 => &[&rustls::version::TLS12],
@@ -31,7 +110,7 @@ pub fn client_config(a: &TlsArgs) -> Result<ClientConfig, String> {
     };
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(versions)
-        .map_err(|e| format!("--tls/--cipher/--group: no usable combination: {e} (offer a suite of the chosen TLS version)"))?;
+        .map_err(ConfigError::NoCombination)?;
     let builder = if a.insecure {
         builder
             .dangerous()
@@ -42,11 +121,9 @@ pub fn client_config(a: &TlsArgs) -> Result<ClientConfig, String> {
     let mut cfg = match (&a.cert, &a.key) {
         (Some(cert), Some(key)) => builder
             .with_client_auth_cert(load_certs(cert)?, load_key(key)?)
-            .map_err(|e| {
-                format!(
-                    "{}: client key does not fit the certificate: {e}",
-                    key.display()
-                )
+            .map_err(|source| ConfigError::KeyMismatch {
+                path: key.clone(),
+                source,
             })?,
         _ => builder.with_no_client_auth(),
     };
@@ -72,13 +149,15 @@ pub fn with_resumption(base: &ClientConfig, sessions: usize) -> Arc<ClientConfig
 }
 
 /// The name verified (and sent as SNI): `--sni` or the target host.
-pub fn server_name(a: &TlsArgs, host: &str) -> Result<ServerName<'static>, String> {
+pub fn server_name(a: &TlsOptions, host: &str) -> Result<ServerName<'static>, ConfigError> {
     let name = a.sni.as_deref().unwrap_or(host);
-    ServerName::try_from(name.to_string())
-        .map_err(|e| format!("`{name}` is not a valid server name: {e} (give --sni NAME)"))
+    ServerName::try_from(name.to_string()).map_err(|source| ConfigError::ServerName {
+        name: name.to_string(),
+        source,
+    })
 }
 
-fn provider(a: &TlsArgs) -> Result<CryptoProvider, String> {
+fn provider(a: &TlsOptions) -> Result<CryptoProvider, ConfigError> {
     let mut p = rustls::crypto::aws_lc_rs::default_provider();
     // AES-128-GCM first (as browsers, curl and h2load offer): a server that
     // follows the client's order then does the same work for us as for them.
@@ -95,11 +174,9 @@ fn provider(a: &TlsArgs) -> Result<CryptoProvider, String> {
                 all.iter()
                     .find(|s| format!("{:?}", s.suite()).eq_ignore_ascii_case(want))
                     .copied()
-                    .ok_or_else(|| {
-                        format!(
-                            "--cipher {want}: unknown suite (known: {})",
-                            names(all.iter().map(|s| s.suite()))
-                        )
+                    .ok_or_else(|| ConfigError::UnknownSuite {
+                        name: want.clone(),
+                        known: names(all.iter().map(|s| s.suite())),
                     })
             })
             .collect::<Result<_, _>>()?;
@@ -113,11 +190,9 @@ fn provider(a: &TlsArgs) -> Result<CryptoProvider, String> {
                 all.iter()
                     .find(|g| format!("{:?}", g.name()).eq_ignore_ascii_case(want))
                     .copied()
-                    .ok_or_else(|| {
-                        format!(
-                            "--group {want}: unknown group (known: {})",
-                            names(all.iter().map(|g| g.name()))
-                        )
+                    .ok_or_else(|| ConfigError::UnknownGroup {
+                        name: want.clone(),
+                        known: names(all.iter().map(|g| g.name())),
                     })
             })
             .collect::<Result<_, _>>()?;
@@ -129,20 +204,25 @@ fn names<T: std::fmt::Debug>(it: impl Iterator<Item = T>) -> String {
     it.map(|x| format!("{x:?}")).collect::<Vec<_>>().join(", ")
 }
 
-fn roots(ca: Option<&Path>) -> Result<RootCertStore, String> {
+fn roots(ca: Option<&Path>) -> Result<RootCertStore, ConfigError> {
     let mut store = RootCertStore::empty();
     match ca {
         Some(path) => {
             for c in load_certs(path)? {
-                store
-                    .add(c)
-                    .map_err(|e| format!("{}: not a usable CA certificate: {e}", path.display()))?;
+                store.add(c).map_err(|source| ConfigError::Ca {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
             }
         }
         None => {
             if let Some(path) = SYSTEM_CA_FILES.iter().map(Path::new).find(|p| p.exists()) {
-                let certs = CertificateDer::pem_file_iter(path)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                let certs = CertificateDer::pem_file_iter(path).map_err(|source| {
+                    ConfigError::SystemCa {
+                        path: path.to_path_buf(),
+                        source,
+                    }
+                })?;
                 // A bundle may hold a few certificates rustls cannot parse; skip them.
                 let (_added, _ignored) = store.add_parsable_certificates(certs.flatten());
             }
@@ -151,30 +231,25 @@ fn roots(ca: Option<&Path>) -> Result<RootCertStore, String> {
     Ok(store)
 }
 
-fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
     let certs = CertificateDer::pem_file_iter(path)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| {
-            format!(
-                "{}: cannot load certificates: {e} (give a PEM file)",
-                path.display()
-            )
+        .map_err(|source| ConfigError::Certificates {
+            path: path.to_path_buf(),
+            source,
         })?;
     if certs.is_empty() {
-        return Err(format!(
-            "{}: no CERTIFICATE block found (give a PEM file)",
-            path.display()
-        ));
+        return Err(ConfigError::NoCertificate {
+            path: path.to_path_buf(),
+        });
     }
     Ok(certs)
 }
 
-fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| {
-        format!(
-            "{}: cannot load a private key: {e} (give a PEM key)",
-            path.display()
-        )
+fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, ConfigError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|source| ConfigError::Key {
+        path: path.to_path_buf(),
+        source,
     })
 }
 
@@ -222,23 +297,19 @@ impl Negotiated {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
 
-    fn tls_args(extra: &[&str]) -> TlsArgs {
-        let mut args = vec!["bench-client", "http", "127.0.0.1:1"];
-        args.extend_from_slice(extra);
-        match crate::cli::Cli::try_parse_from(args)
-            .expect("parse")
-            .command
-        {
-            crate::cli::Command::Http { common, .. } => common.tls,
-            _ => unreachable!("http"),
+    fn offering(cipher: &[&str], group: &[&str]) -> TlsOptions {
+        let names = |l: &[&str]| l.iter().map(|s| s.to_string()).collect();
+        TlsOptions {
+            cipher: names(cipher),
+            group: names(group),
+            ..TlsOptions::default()
         }
     }
 
     #[test]
     fn aes_128_gcm_is_offered_first_by_default() {
-        let p = provider(&tls_args(&[])).expect("provider");
+        let p = provider(&TlsOptions::default()).expect("provider");
         let names: Vec<String> = p
             .cipher_suites
             .iter()
@@ -253,16 +324,18 @@ mod tests {
 
     #[test]
     fn named_suites_and_groups_are_selected_and_unknown_ones_listed() {
-        let p = provider(&tls_args(&[
-            "--cipher",
-            "tls13_chacha20_poly1305_sha256",
-            "--group",
-            "secp256r1",
-        ]))
+        let p = provider(&offering(
+            &["tls13_chacha20_poly1305_sha256"],
+            &["secp256r1"],
+        ))
         .expect("provider");
         assert_eq!(p.cipher_suites.len(), 1);
         assert_eq!(p.kx_groups.len(), 1);
-        let err = provider(&tls_args(&["--group", "curve9"])).unwrap_err();
-        assert!(err.contains("known: X25519"), "{err}");
+        let err = provider(&offering(&[], &["curve9"])).unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::UnknownGroup { name, .. } if name == "curve9"),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("known: X25519"), "{err}");
     }
 }

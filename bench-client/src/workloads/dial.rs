@@ -2,7 +2,7 @@
 //! the resumption outcome noted.
 
 use super::OpTimes;
-use crate::stats::errors::ErrorClass;
+use crate::stats::errors::{ConnectFailure, ErrorClass};
 use rustls::client::ClientConfig;
 use rustls::client::UnbufferedClientConnection;
 use rustls_pki_types::ServerName;
@@ -42,7 +42,7 @@ impl Dialer {
         {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => return Err(ErrorClass::connect(&e)),
-            Err(_) => return Err(ErrorClass::Connect("timeout".into())),
+            Err(_) => return Err(ErrorClass::Connect(ConnectFailure::Timeout)),
         };
         let t1 = Instant::now();
         t.connect = Some(t1 - t0);

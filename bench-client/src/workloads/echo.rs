@@ -4,7 +4,7 @@
 
 use super::http::ReadBuf;
 use super::OpTimes;
-use crate::stats::errors::{ErrorClass, Unanswered};
+use crate::stats::errors::{ErrorClass, ProtocolError, Unanswered};
 use std::time::Instant;
 use uringtls_runtime::tls::ClientStream;
 
@@ -50,7 +50,7 @@ pub async fn round_trip(
     while left > 0 {
         let n = chunk.min(left).min(msg.len());
         if n == 0 {
-            return Err(ErrorClass::Protocol("empty echo message".into()));
+            return Err(ErrorClass::Protocol(ProtocolError::EmptyEcho));
         }
         s.write_all(&msg[..n])
             .await
@@ -72,7 +72,7 @@ pub async fn round_trip(
             let take = d.len().min(n - got);
             if d[..take] != msg[got..got + take] {
                 return Err(if answered {
-                    ErrorClass::Protocol("echo reply differs from what was sent".into())
+                    ErrorClass::Protocol(ProtocolError::EchoMismatch)
                 } else {
                     ErrorClass::WrongService {
                         protocol: PROTOCOL,

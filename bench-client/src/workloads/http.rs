@@ -4,13 +4,25 @@
 //! bodies are understood; pipelining sends N requests and reads N responses.
 
 use super::OpTimes;
-use crate::stats::errors::ErrorClass;
+use crate::stats::errors::{ErrorClass, ProtocolError};
 use std::time::Instant;
 use uringtls_runtime::tls::ClientStream;
 
 /// Plaintext read buffer size per connection.
 pub const READ_BUF: usize = 64 * 1024;
 const MAX_HEADERS: usize = 64;
+
+/// Why the `--header` flags do not make a request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// A header without `:` or without a name.
+    #[error("--header `{0}`: write `Name: value`")]
+    NotAHeader(String),
+    /// A header with a line break in it.
+    #[error("--header `{0}`: line breaks are not allowed")]
+    LineBreak(String),
+}
 
 /// Builds one request. `extra` are `Name: value` headers; a user `Host`
 /// header replaces the default one.
@@ -20,16 +32,16 @@ pub fn build_request(
     host: &str,
     extra: &[String],
     close: bool,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, RequestError> {
     let mut req = format!("{method} {path} HTTP/1.1\r\n");
     let mut has_host = false;
     for h in extra {
         let (name, value) = h
             .split_once(':')
             .filter(|(n, _)| !n.trim().is_empty())
-            .ok_or_else(|| format!("--header `{h}`: write `Name: value`"))?;
+            .ok_or_else(|| RequestError::NotAHeader(h.clone()))?;
         if h.contains(['\r', '\n']) {
-            return Err(format!("--header `{h}`: line breaks are not allowed"));
+            return Err(RequestError::LineBreak(h.clone()));
         }
         has_host |= name.trim().eq_ignore_ascii_case("host");
         req.push_str(&format!("{}: {}\r\n", name.trim(), value.trim()));
@@ -71,13 +83,13 @@ pub struct Head {
 }
 
 /// Parses a response head from `data`: `Ok(None)` if incomplete.
-pub fn parse_head(data: &[u8], head_request: bool) -> Result<Option<Head>, String> {
+pub fn parse_head(data: &[u8], head_request: bool) -> Result<Option<Head>, ProtocolError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut headers);
     let len = match resp.parse(data) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
-        Err(e) => return Err(format!("malformed HTTP response: {e}")),
+        Err(e) => return Err(ProtocolError::MalformedHead(e.to_string())),
     };
     let status = resp.code.unwrap_or(0);
     let mut close = resp.version == Some(0);
@@ -87,7 +99,7 @@ pub fn parse_head(data: &[u8], head_request: bool) -> Result<Option<Head>, Strin
             let v = std::str::from_utf8(h.value)
                 .ok()
                 .and_then(|s| s.trim().parse::<u64>().ok());
-            length = Some(v.ok_or("malformed Content-Length")?);
+            length = Some(v.ok_or(ProtocolError::MalformedContentLength)?);
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             chunked = h
                 .value
@@ -167,9 +179,7 @@ impl ReadBuf {
     ) -> Result<usize, ErrorClass> {
         if self.end == self.buf.len() {
             if self.start == 0 {
-                return Err(ErrorClass::Protocol(
-                    "response head larger than the 64 KiB read buffer".into(),
-                ));
+                return Err(ErrorClass::Protocol(ProtocolError::HeadTooLarge));
             }
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
@@ -232,7 +242,7 @@ impl ReadBuf {
         loop {
             let (_, size) = self.line(s, t).await?;
             if size == u64::MAX {
-                return Err(ErrorClass::Protocol("malformed chunk size".into()));
+                return Err(ErrorClass::Protocol(ProtocolError::MalformedChunkSize));
             }
             if size == 0 {
                 // Trailers until an empty line.
@@ -322,7 +332,15 @@ mod tests {
         );
         let r = build_request("GET", "/", "h", &["host: other".into()], false).expect("req");
         assert!(!String::from_utf8(r).expect("utf8").contains("Host: h"));
-        assert!(build_request("GET", "/", "h", &["nocolon".into()], false).is_err());
+        assert_eq!(
+            build_request("GET", "/", "h", &["nocolon".into()], false),
+            Err(RequestError::NotAHeader("nocolon".into()))
+        );
+        let split = "X-A: 1\r\nX-B: 2".to_string();
+        assert_eq!(
+            build_request("GET", "/", "h", std::slice::from_ref(&split), false),
+            Err(RequestError::LineBreak(split))
+        );
     }
 
     #[test]

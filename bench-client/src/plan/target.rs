@@ -2,6 +2,46 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 
+/// Why a target cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TargetError {
+    /// A scheme other than `https://`.
+    #[error("target `{target}`: scheme `{scheme}` is not supported (bench-client speaks TLS: use https://)")]
+    Scheme {
+        /// The target as given.
+        target: String,
+        /// Its scheme.
+        scheme: String,
+    },
+    /// No `HOST:PORT` could be read.
+    #[error("target `{target}`: cannot read HOST:PORT from `{authority}` (write e.g. https://127.0.0.1:8443/)")]
+    HostPort {
+        /// The target as given.
+        target: String,
+        /// The part that should have been `HOST:PORT`.
+        authority: String,
+    },
+    /// The host name could not be resolved.
+    #[error("target `{target}`: cannot resolve `{host}`: {source}")]
+    Resolve {
+        /// The target as given.
+        target: String,
+        /// The host.
+        host: String,
+        /// The resolver's error.
+        source: std::io::Error,
+    },
+    /// The host name resolved to nothing.
+    #[error("target `{target}`: `{host}` resolves to no address")]
+    NoAddress {
+        /// The target as given.
+        target: String,
+        /// The host.
+        host: String,
+    },
+}
+
 /// Where the load goes.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -17,11 +57,15 @@ pub struct Target {
 
 impl Target {
     /// Parses and resolves `s`.
-    pub fn parse(s: &str) -> Result<Target, String> {
+    pub fn parse(s: &str) -> Result<Target, TargetError> {
+        let target = || s.to_string();
         let rest = match s.split_once("://") {
             Some(("https", r)) => r,
             Some((scheme, _)) => {
-                return Err(format!("target `{s}`: scheme `{scheme}` is not supported (bench-client speaks TLS: use https://)"))
+                return Err(TargetError::Scheme {
+                    target: target(),
+                    scheme: scheme.to_string(),
+                })
             }
             None => s,
         };
@@ -29,14 +73,22 @@ impl Target {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
         };
-        let (host, port) = split_host_port(authority).ok_or_else(|| {
-            format!("target `{s}`: cannot read HOST:PORT from `{authority}` (write e.g. https://127.0.0.1:8443/)")
+        let (host, port) = split_host_port(authority).ok_or_else(|| TargetError::HostPort {
+            target: target(),
+            authority: authority.to_string(),
         })?;
         let addr = (host.as_str(), port)
             .to_socket_addrs()
-            .map_err(|e| format!("target `{s}`: cannot resolve `{host}`: {e}"))?
+            .map_err(|source| TargetError::Resolve {
+                target: target(),
+                host: host.clone(),
+                source,
+            })?
             .next()
-            .ok_or_else(|| format!("target `{s}`: `{host}` resolves to no address"))?;
+            .ok_or_else(|| TargetError::NoAddress {
+                target: target(),
+                host: host.clone(),
+            })?;
         Ok(Target {
             addr,
             host,
@@ -92,6 +144,7 @@ mod tests {
     #[test]
     fn plaintext_scheme_is_refused_with_a_hint() {
         let e = Target::parse("http://127.0.0.1:80/").unwrap_err();
-        assert!(e.contains("use https://"), "{e}");
+        assert!(matches!(&e, TargetError::Scheme { scheme, .. } if scheme == "http"));
+        assert!(e.to_string().contains("use https://"), "{e}");
     }
 }

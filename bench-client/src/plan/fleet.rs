@@ -21,11 +21,27 @@ impl fmt::Display for WorkerTag {
     }
 }
 
+/// `--worker` that is not `I/N` with 1 <= I <= N.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not I/N with 1 <= I <= N (e.g. --worker 2/3; I counts from 1)")]
+pub struct WorkerTagError(pub String);
+
+/// `--start-at` that is not a time.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartAtError {
+    /// Digits and dots that are not a number.
+    #[error("`{0}` is not a number of Unix seconds")]
+    NotSeconds(String),
+    /// Neither seconds nor RFC 3339.
+    #[error("`{0}` is neither Unix seconds nor an RFC 3339 time (e.g. 2026-01-01T12:00:00Z, or `date -d '+1 min' +%s`)")]
+    NotATime(String),
+}
+
 impl WorkerTag {
     /// Parses `I/N` (1 <= I <= N).
-    pub fn parse(s: &str) -> Result<WorkerTag, String> {
-        let bad =
-            || format!("`{s}` is not I/N with 1 <= I <= N (e.g. --worker 2/3; I counts from 1)");
+    pub fn parse(s: &str) -> Result<WorkerTag, WorkerTagError> {
+        let bad = || WorkerTagError(s.to_string());
         let (i, n) = s.trim().split_once('/').ok_or_else(bad)?;
         let index: u32 = i.trim().parse().map_err(|_| bad())?;
         let of: u32 = n.trim().parse().map_err(|_| bad())?;
@@ -71,17 +87,15 @@ pub struct Fleet {
 
 /// Parses `--start-at`: Unix seconds (`1767225600`, `1767225600.5`) or an
 /// RFC 3339 time (`2026-01-01T00:00:00Z`, `2026-01-01T01:00:00.250+01:00`).
-pub fn parse_start_at(s: &str) -> Result<SystemTime, String> {
+pub fn parse_start_at(s: &str) -> Result<SystemTime, StartAtError> {
     let t = s.trim();
     if !t.is_empty() && t.chars().all(|c| c.is_ascii_digit() || c == '.') {
         let secs: f64 = t
             .parse()
-            .map_err(|_| format!("`{s}` is not a number of Unix seconds"))?;
+            .map_err(|_| StartAtError::NotSeconds(s.to_string()))?;
         return Ok(UNIX_EPOCH + Duration::from_secs_f64(secs));
     }
-    rfc3339(t).ok_or_else(|| {
-        format!("`{s}` is neither Unix seconds nor an RFC 3339 time (e.g. 2026-01-01T12:00:00Z, or `date -d '+1 min' +%s`)")
-    })
+    rfc3339(t).ok_or_else(|| StartAtError::NotATime(s.to_string()))
 }
 
 /// `YYYY-MM-DDTHH:MM:SS[.fraction](Z|+HH:MM|-HH:MM)`, `T` or a space between.
@@ -154,15 +168,29 @@ pub fn unix_secs(t: SystemTime) -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
+/// A `--start-at` time that had already passed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error(
+    "--start-at {:.3} (Unix seconds) passed {:.3}s ago {when}: every worker must wait for the same future instant; give a later time (e.g. `--start-at $(($(date +%s) + 30))`)",
+    unix_secs(*at),
+    late.as_secs_f64()
+)]
+pub struct StartPassed {
+    /// The start time asked for.
+    pub at: SystemTime,
+    /// How long ago it was.
+    pub late: Duration,
+    /// At which step it was found so (`at start-up`).
+    pub when: &'static str,
+}
+
 /// How long until `at`, or the error for a start time already passed
 /// (`when` says at which step it was found so).
-pub fn until(at: SystemTime, now: SystemTime, when: &str) -> Result<Duration, String> {
-    at.duration_since(now).map_err(|late| {
-        format!(
-            "--start-at {:.3} (Unix seconds) passed {:.3}s ago {when}: every worker must wait for the same future instant; give a later time (e.g. `--start-at $(($(date +%s) + 30))`)",
-            unix_secs(at),
-            late.duration().as_secs_f64()
-        )
+pub fn until(at: SystemTime, now: SystemTime, when: &'static str) -> Result<Duration, StartPassed> {
+    at.duration_since(now).map_err(|late| StartPassed {
+        at,
+        late: late.duration(),
+        when,
     })
 }
 
@@ -175,7 +203,8 @@ mod tests {
         assert_eq!(WorkerTag::parse("2/3"), Ok(WorkerTag { index: 2, of: 3 }));
         for bad in ["0/3", "4/3", "3", "a/3", "1/0", ""] {
             let e = WorkerTag::parse(bad).expect_err(bad);
-            assert!(e.contains("I/N"), "{e}");
+            assert_eq!(e, WorkerTagError(bad.into()));
+            assert!(e.to_string().contains("I/N"), "{e}");
         }
         assert_eq!(WorkerTag { index: 1, of: 3 }.to_string(), "1/3");
     }
@@ -219,8 +248,9 @@ mod tests {
     #[test]
     fn a_start_time_already_passed_is_an_error_naming_the_flag() {
         let now = UNIX_EPOCH + Duration::from_secs(1000);
-        let e =
-            until(UNIX_EPOCH + Duration::from_secs(997), now, "at start-up").expect_err("passed");
+        let e = until(UNIX_EPOCH + Duration::from_secs(997), now, "at start-up")
+            .expect_err("passed")
+            .to_string();
         assert!(e.starts_with("--start-at 997.000"), "{e}");
         assert!(e.contains("passed 3.000s ago at start-up"), "{e}");
         assert_eq!(
