@@ -7,7 +7,7 @@ mod operations_common;
 
 use operations_common::{metrics_addr, scrape, value};
 use std::path::Path;
-use uringtls_tests::{engine_fails, in_ci, start_engine};
+use uringtls_tests::{engine_fails, eventually, in_ci, start_engine};
 
 const SYSCTL: &str = "/proc/sys/kernel/io_uring_disabled";
 
@@ -48,7 +48,10 @@ fn with_io_uring_disabled_by_sysctl_auto_serves_on_epoll_and_uring_refuses() {
         .arg(format!("https://{}/", e.addr()))
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
-    let m = scrape(metrics_addr(&e));
+    let m = eventually("the shards in /metrics", || {
+        let m = scrape(metrics_addr(&e));
+        (value(&m, "uringtls_io_backend", &[]) >= 1.0).then_some(m)
+    });
     drop(restore);
     match status {
         Ok(code) => assert_eq!(code, "200", "curl over the epoll fallback"),

@@ -9,32 +9,34 @@ mod operations_common;
 
 use operations_common::{metrics_addr, scrape, value};
 use uringtls_tests::{
-    assert_resumes_across_two_shards, engine_fails_under, start_engine_under, test_bin, test_certs,
+    assert_resumes_across_two_shards, engine_fails_under, eventually, start_engine_under, test_bin,
+    test_certs, EngineProc, TestCerts,
 };
 
-#[test]
-fn under_a_seccomp_policy_that_blocks_io_uring_auto_serves_on_epoll_and_resumes_across_shards() {
-    let certs = test_certs();
+/// A two-shard engine serving `certs`, under the `no-io-uring` filter.
+fn two_shards_without_io_uring(certs: &TestCerts, extra: &[&str]) -> EngineProc {
     let (cert, key) = (
         certs.cert.to_str().expect("utf8"),
         certs.key.to_str().expect("utf8"),
     );
-    let e = start_engine_under(
-        &test_bin("no-io-uring"),
-        &[
-            "--cert",
-            cert,
-            "--key",
-            key,
-            "--shards",
-            "2",
-            "--io-backend",
-            "auto",
-            "--metrics-listen",
-            "127.0.0.1:0",
-        ],
+    let mut args = vec!["--cert", cert, "--key", key, "--shards", "2"];
+    args.extend_from_slice(extra);
+    start_engine_under(&test_bin("no-io-uring"), &args)
+}
+
+#[test]
+fn under_a_seccomp_policy_that_blocks_io_uring_auto_serves_on_epoll_and_resumes_across_shards() {
+    let certs = test_certs();
+    let e = two_shards_without_io_uring(
+        &certs,
+        &["--io-backend", "auto", "--metrics-listen", "127.0.0.1:0"],
     );
-    let m = scrape(metrics_addr(&e));
+    // Every shard answers scrapes once its loop runs (a shard that has not
+    // answered yet is left out of a page): wait for both.
+    let m = eventually("both shards in /metrics", || {
+        let m = scrape(metrics_addr(&e));
+        (value(&m, "uringtls_io_backend", &[]) >= 2.0).then_some(m)
+    });
     for shard in ["0", "1"] {
         assert_eq!(
             value(
@@ -87,24 +89,8 @@ fn under_that_policy_io_backend_uring_refuses_to_start_naming_the_cause() {
 #[test]
 fn an_explicit_epoll_backend_serves_without_touching_io_uring() {
     let certs = test_certs();
-    let (cert, key) = (
-        certs.cert.to_str().expect("utf8"),
-        certs.key.to_str().expect("utf8"),
-    );
     // Under the filter, so a single io_uring call would show as a failure.
-    let e = start_engine_under(
-        &test_bin("no-io-uring"),
-        &[
-            "--cert",
-            cert,
-            "--key",
-            key,
-            "--shards",
-            "2",
-            "--io-backend",
-            "epoll",
-        ],
-    );
+    let e = two_shards_without_io_uring(&certs, &["--io-backend", "epoll"]);
     assert!(
         !e.stderr().contains("io_uring is unavailable"),
         "no probe, no warning: {}",

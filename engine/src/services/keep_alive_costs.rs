@@ -2,11 +2,19 @@
 //! the uring runtime: timers registered and heap allocations (counted by
 //! the test build's allocator, [`crate::test_alloc`]).
 
-use std::cell::Cell;
 use std::io::Write;
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// A server TLS stream over an accepted socket (inside a runtime).
+fn server_stream(
+    s: std::net::TcpStream,
+    cfg: Arc<rustls::ServerConfig>,
+) -> crate::tls::ServerStream {
+    let conn = crate::io::Conn::from_std(s).expect("conn");
+    let tls = crate::tls::ServerConn::new(cfg).expect("session");
+    crate::tls::ServerStream::new(conn, tls)
+}
 
 fn timer_registrations() -> u64 {
     crate::io::test_hooks::timer_registrations().expect("a uring runtime runs")
@@ -54,19 +62,11 @@ fn serve_keep_alive(requests: usize) -> (u64, u64) {
     });
     let counts = rt.block_on(async move {
         let (std_conn, peer) = l.accept().expect("accept");
-        let conn = crate::io::Conn::from_std(std_conn).expect("conn");
-        let tls = crate::tls::ServerConn::new(cfg).expect("session");
-        let mut stream = crate::tls::ServerStream::new(conn, tls);
+        let mut stream = server_stream(std_conn, cfg);
         stream.set_write_timeout(Some(Duration::from_secs(10)));
         stream.handshake_lazy().await.expect("handshake");
         stream.set_read_timeout(Some(Duration::from_secs(60)));
-        let info = crate::services::ConnInfo {
-            peer,
-            local: addr,
-            peer_identity: None,
-            shard: Rc::new(crate::state::ShardState::new(0)),
-            drain_slot: Cell::new(None),
-        };
+        let info = crate::services::ConnInfo::new(peer, addr);
         let (timers, allocs) = (timer_registrations(), crate::test_alloc::this_thread());
         // Serves until the client closes after its last request (without
         // close_notify: an error or a clean end, either way).
@@ -128,16 +128,8 @@ fn the_http_service_waits_for_a_request_in_a_small_future() {
     let _client = std::net::TcpStream::connect(addr).expect("connect");
     let (s, peer) = l.accept().expect("accept");
     let size = rt.block_on(async move {
-        let conn = crate::io::Conn::from_std(s).expect("conn");
-        let tls = crate::tls::ServerConn::new(cfg).expect("session");
-        let mut stream = crate::tls::ServerStream::new(conn, tls);
-        let info = crate::services::ConnInfo {
-            peer,
-            local: addr,
-            peer_identity: None,
-            shard: Rc::new(crate::state::ShardState::new(0)),
-            drain_slot: Cell::new(None),
-        };
+        let mut stream = server_stream(s, cfg);
+        let info = crate::services::ConnInfo::new(peer, addr);
         let http = crate::services::http::Http::default();
         let fut = http.serve(&mut stream, &info);
         size_of_future(&fut)
