@@ -382,13 +382,50 @@ impl Conn {
         let d = driver();
         let mut off = 0;
         let mut buf = buf;
+        // Set once the socket's send buffer was found full: the ring's send
+        // then waits for room before it tries.
+        let mut poll_first = false;
         while off < buf.len() {
+            let left = buf.len() - off;
+            if left >= DIRECT_SEND_MIN && !poll_first {
+                // SAFETY: send(2) reads `left` bytes from `buf`'s live
+                // allocation at `off` (< len), during the call only.
+                let n = unsafe {
+                    libc::send(
+                        self.raw_fd(),
+                        buf.as_ptr().add(off).cast(),
+                        left,
+                        libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL | flags,
+                    )
+                };
+                if n > 0 {
+                    off += n as usize;
+                    // A short send means the buffer is full: wait for room.
+                    poll_first = (n as usize) < left;
+                    continue;
+                }
+                if n == 0 {
+                    let e = io::Error::new(io::ErrorKind::WriteZero, "socket sent 0 bytes");
+                    return (Err(e), buf);
+                }
+                let e = io::Error::last_os_error();
+                if e.raw_os_error() != Some(libc::EAGAIN) {
+                    return (Err(e), buf);
+                }
+                poll_first = true;
+            }
             // SAFETY: `off` < len; the Vec's heap memory stays put inside
             // the op until the completion.
             let ptr = unsafe { buf.as_ptr().add(off) };
             let e = opcode::Send::new(types::Fd(self.raw_fd()), ptr, (buf.len() - off) as u32)
                 .flags(libc::MSG_NOSIGNAL | flags)
                 .build();
+            let e = if poll_first {
+                with_ioprio(e, IORING_RECVSEND_POLL_FIRST)
+            } else {
+                e
+            };
+            poll_first = false;
             // SAFETY: `ptr` points into `buf`'s heap allocation (above),
             // which the op keeps until the completion.
             let (res, _, b) = unsafe { d.submit(e, buf) }.await;
@@ -410,6 +447,13 @@ impl Conn {
         (Ok(()), buf)
     }
 }
+
+/// Sends of at least this many bytes (bulk responses) try a plain
+/// non-blocking `send(2)` first, and go through the ring only once the
+/// socket's buffer is full, with `IORING_RECVSEND_POLL_FIRST` (measured:
+/// docs/benchmarks.md, session 12); smaller ones always go through the ring,
+/// submitted with the loop's next `io_uring_enter`.
+const DIRECT_SEND_MIN: usize = 64 * 1024;
 
 /// Accepts kept in flight per listener: connections that arrive together
 /// are accepted in one loop turn (the kernel wakes one waiting accept per

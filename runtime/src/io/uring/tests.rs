@@ -304,6 +304,41 @@ fn abort_completes_a_read_in_flight() {
 }
 
 #[test]
+fn a_bulk_write_larger_than_the_socket_buffer_arrives_whole_and_in_order() {
+    // 8 MiB to a reader that takes it slowly: the first direct send(2)
+    // fills the socket's buffer, the rest goes through the ring, waiting for
+    // room (POLL_FIRST) each time the buffer is full.
+    let (client, server) = pair();
+    let len = 8 << 20;
+    let data: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+    let reader = std::thread::spawn(move || {
+        let mut client = client;
+        let mut got = Vec::with_capacity(len);
+        let mut buf = [0u8; 7000];
+        loop {
+            let n = std::io::Read::read(&mut client, &mut buf).expect("read");
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        got
+    });
+    let sqes_used = rt().block_on(async {
+        let conn = Conn::from_std(server).expect("conn");
+        let before = sqes();
+        let (res, _) = conn.write_all(data.clone()).await;
+        res.expect("write");
+        conn.shutdown_write();
+        sqes() - before
+    });
+    let got = reader.join().expect("reader");
+    assert_eq!(got.len(), data.len());
+    assert!(got == data, "bytes out of order or changed");
+    assert!(sqes_used > 0, "the ring waited for room at least once");
+}
+
+#[test]
 fn bytes_written_before_a_fin_arrive_whole_then_eof() {
     rt().block_on(async {
         // Small and multi-segment payloads: `MSG_MORE` holds back only the
