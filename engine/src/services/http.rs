@@ -75,7 +75,7 @@ pub struct Progress {
     /// The connection must close after the output is sent.
     pub close: bool,
     /// The last response's body is not in the output: send
-    /// [`Http::body`] after it (bodies over [`INLINE_BODY`] are written
+    /// [`Http::body`] after it (bodies over `INLINE_BODY` are written
     /// from the responder's own copy instead of being copied per response).
     pub body: bool,
 }
