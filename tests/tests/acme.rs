@@ -207,6 +207,33 @@ fn cache_dir() -> (tempfile::TempDir, PathBuf) {
     (d, p)
 }
 
+/// An engine that has its first certificate for `NAME` from a pebble whose
+/// certificates live 15 s (renewed two thirds into that); `None` (skipped)
+/// without pebble.
+struct ShortLived {
+    p: Pebble,
+    e: EngineProc,
+    first: rustls::pki_types::CertificateDer<'static>,
+    _tmp: tempfile::TempDir,
+}
+
+impl ShortLived {
+    fn issued() -> Option<ShortLived> {
+        let port = free_port();
+        let p = Pebble::start(port, 15)?;
+        let (tmp, cache) = cache_dir();
+        let e = engine(&p, port, &cache);
+        issued(&e, &p);
+        let first = leaf_for_name(&e);
+        Some(ShortLived {
+            p,
+            e,
+            first,
+            _tmp: tmp,
+        })
+    }
+}
+
 #[test]
 fn a_name_gets_a_certificate_from_the_acme_ca_served_by_sni_and_kept_across_a_restart() {
     let port = free_port();
@@ -253,15 +280,13 @@ fn a_name_gets_a_certificate_from_the_acme_ca_served_by_sni_and_kept_across_a_re
 
 #[test]
 fn a_short_lived_certificate_is_renewed_before_it_expires() {
-    let port = free_port();
     // Renewed two thirds into its 15 s life.
-    let Some(p) = Pebble::start(port, 15) else {
+    let Some(ShortLived {
+        p, e, first, _tmp, ..
+    }) = ShortLived::issued()
+    else {
         return;
     };
-    let (_tmp, cache) = cache_dir();
-    let e = engine(&p, port, &cache);
-    issued(&e, &p);
-    let first = leaf_for_name(&e);
     let root = p.root();
     let verified = client_config(&root, &[&rustls::version::TLS13]);
     let renewed = eventually("a renewed certificate", || {
@@ -276,14 +301,12 @@ fn a_short_lived_certificate_is_renewed_before_it_expires() {
 
 #[test]
 fn a_refused_renewal_keeps_the_old_certificate_serving_and_logs_the_problem() {
-    let port = free_port();
-    let Some(p) = Pebble::start(port, 15) else {
+    let Some(ShortLived {
+        p, e, first, _tmp, ..
+    }) = ShortLived::issued()
+    else {
         return;
     };
-    let (_tmp, cache) = cache_dir();
-    let e = engine(&p, port, &cache);
-    issued(&e, &p);
-    let first = leaf_for_name(&e);
     // The name now resolves where nothing listens: pebble cannot validate
     // the renewal and marks the order invalid.
     p.set_address(NAME, "127.0.0.2");
