@@ -194,15 +194,12 @@ fn a_ticket_secret_with_a_ticket_key_file_or_too_short_or_readable_is_refused_at
     let dir = certs.dir.path();
     let secret = secret_file(dir, "tickets.secret");
     let keys = secret_file(dir, "tickets.keys");
-    let (code, err) = engine_fails(&[
-        "--listen",
-        "127.0.0.1:0",
+    let err = refused_at_start(&[
         "--ticket-secret-file",
         secret.to_str().unwrap(),
         "--ticket-key-file",
         keys.to_str().unwrap(),
     ]);
-    assert_eq!(code, Some(2));
     assert!(
         err.contains("flag --ticket-secret-file") && err.contains("not both"),
         "{err}"
@@ -210,25 +207,23 @@ fn a_ticket_secret_with_a_ticket_key_file_or_too_short_or_readable_is_refused_at
 
     let short = write(dir, "short.secret", "too short\n");
     set_mode(&short, 0o600);
-    let (code, err) = engine_fails(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--ticket-secret-file",
-        short.to_str().unwrap(),
-    ]);
-    assert_eq!(code, Some(2));
+    let err = refused_at_start(&["--ticket-secret-file", short.to_str().unwrap()]);
     assert!(
         err.contains("9 bytes, fewer than 32") && !err.contains("too short"),
         "{err}"
     );
 
     set_mode(&secret, 0o640);
-    let (code, err) = engine_fails(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--ticket-secret-file",
-        secret.to_str().unwrap(),
-    ]);
-    assert_eq!(code, Some(2));
+    let err = refused_at_start(&["--ticket-secret-file", secret.to_str().unwrap()]);
     assert!(err.contains("chmod 600"), "{err}");
+}
+
+/// Runs the engine with `args` (on 127.0.0.1:0), which it must refuse at
+/// start (status 2); returns what it printed.
+fn refused_at_start(args: &[&str]) -> String {
+    let mut all = vec!["--listen", "127.0.0.1:0"];
+    all.extend_from_slice(args);
+    let (code, err) = engine_fails(&all);
+    assert_eq!(code, Some(2), "{err}");
+    err
 }
