@@ -186,7 +186,8 @@ fn tls_after_header(
     cfg: &Arc<rustls::ClientConfig>,
 ) -> std::io::Result<Client> {
     let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
-    let mut conn = rustls::ClientConnection::new(cfg.clone(), name).map_err(std::io::Error::other)?;
+    let mut conn =
+        rustls::ClientConnection::new(cfg.clone(), name).map_err(std::io::Error::other)?;
     let mut first = header.to_vec();
     conn.write_tls(&mut first)?;
     sock.write_all(&first)?;
@@ -369,12 +370,18 @@ fn a_silent_balancer_connection_ends_at_the_handshake_timeout() {
     // socket's own read timeout (WAIT) bounds the wait.
     let r = sock.read(&mut buf);
     assert!(
-        matches!(r, Ok(0)) || r.as_ref().is_err_and(|e| e.kind() != std::io::ErrorKind::WouldBlock),
+        matches!(r, Ok(0))
+            || r.as_ref()
+                .is_err_and(|e| e.kind() != std::io::ErrorKind::WouldBlock),
         "closed by the engine: {r:?}"
     );
     let text = eventually("the timeout counted", || {
         let t = scrape(metrics_addr(&e));
-        (value(&t, "uringtls_handshakes_failed_total", &[("reason", "timeout")]) >= 1.0)
+        (value(
+            &t,
+            "uringtls_handshakes_failed_total",
+            &[("reason", "timeout")],
+        ) >= 1.0)
             .then_some(t)
     });
     assert_eq!(refused(&text, "proxy_header"), 0.0, "{text}");

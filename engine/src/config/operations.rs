@@ -343,7 +343,13 @@ mod tests {
 
     #[test]
     fn accept_proxy_comes_from_repeated_or_comma_separated_flags_and_the_file() {
-        assert!(flags(&[]).resolve().expect("ok").ops.limits.accept_proxy.is_empty());
+        assert!(flags(&[])
+            .resolve()
+            .expect("ok")
+            .ops
+            .limits
+            .accept_proxy
+            .is_empty());
         let s = flags(&[
             "--accept-proxy",
             "10.0.0.0/8,192.0.2.1",
@@ -354,10 +360,10 @@ mod tests {
         .expect("ok");
         let l = &s.ops.limits;
         assert_eq!(l.accept_proxy.len(), 3);
-        assert!(l.from_balancer("10.1.2.3".parse().expect("ip")));
-        assert!(l.from_balancer("192.0.2.1".parse().expect("ip")));
-        assert!(l.from_balancer("2001:db8::5".parse().expect("ip")));
-        assert!(!l.from_balancer("192.0.2.2".parse().expect("ip")));
+        assert!(l.is_balancer("10.1.2.3".parse().expect("ip")));
+        assert!(l.is_balancer("192.0.2.1".parse().expect("ip")));
+        assert!(l.is_balancer("2001:db8::5".parse().expect("ip")));
+        assert!(!l.is_balancer("192.0.2.2".parse().expect("ip")));
         let mut f = tempfile::NamedTempFile::new().expect("tmp");
         f.write_all(b"accept_proxy = [\"127.0.0.1/32\"]\n")
             .expect("write");

@@ -160,7 +160,7 @@ impl Refusal {
 impl LimitSettings {
     /// Whether a connection from `ip` comes from a load balancer that
     /// sends a PROXY header (`accept_proxy`).
-    pub fn from_balancer(&self, ip: IpAddr) -> bool {
+    pub fn is_balancer(&self, ip: IpAddr) -> bool {
         self.accept_proxy.iter().any(|c| c.contains(ip))
     }
 }

@@ -316,7 +316,7 @@ impl<S: Service> ConnCtx<S> {
         // Limits in force now (a reload may have changed them).
         let live = self.live.load();
         let lim = &live.limits;
-        let from_balancer = lim.admission.from_balancer(peer.ip());
+        let from_balancer = lim.admission.is_balancer(peer.ip());
         let admitted = if from_balancer {
             None
         } else {

@@ -59,7 +59,11 @@ impl<S: Service> ConnCtx<S> {
                 addrs = Addrs { peer, local };
             }
             // Everything the limits key on is the client's now.
-            match self.admit_client(&cur.limits, addrs.peer, self.state.active().saturating_sub(1)) {
+            match self.admit_client(
+                &cur.limits,
+                addrs.peer,
+                self.state.active().saturating_sub(1),
+            ) {
                 Ok(a) => guard.admitted = Some(a),
                 Err(why) => return self.refuse(&conn, addrs.peer, why),
             }
@@ -250,7 +254,9 @@ impl<S: Service> ConnCtx<S> {
                 Counters::bump(&c.handshake_timeouts);
                 tracing::debug!(peer = %balancer, "no PROXY header within the handshake timeout");
                 conn.abort();
-                self.state.metrics.closed(CloseReason::HandshakeTimeout, (0, 0));
+                self.state
+                    .metrics
+                    .closed(CloseReason::HandshakeTimeout, (0, 0));
                 return None;
             }
         };

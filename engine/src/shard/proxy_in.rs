@@ -224,10 +224,7 @@ mod tests {
     #[test]
     fn v1_unknown_is_the_balancers_own_connection() {
         let h = b"PROXY UNKNOWN\r\n";
-        assert_eq!(
-            parse(h).expect("valid"),
-            Some((Origin::Balancer, h.len()))
-        );
+        assert_eq!(parse(h).expect("valid"), Some((Origin::Balancer, h.len())));
     }
 
     #[test]
@@ -299,10 +296,7 @@ mod tests {
     fn oversized_headers_are_refused_before_they_are_read() {
         // v1 without its end past 107 bytes.
         let long = format!("PROXY TCP4 {}", "1".repeat(120));
-        assert!(matches!(
-            parse(long.as_bytes()),
-            Err(HeaderError::TooLong)
-        ));
+        assert!(matches!(parse(long.as_bytes()), Err(HeaderError::TooLong)));
         // v2 announcing 60000 bytes: refused on its first 16.
         let mut h = ppp::v2::PROTOCOL_PREFIX.to_vec();
         h.extend_from_slice(&[0x21, 0x11]);
@@ -316,6 +310,9 @@ mod tests {
         h.extend_from_slice(&[127, 0, 0, 2, 127, 0, 0, 1, 0, 1, 1, 187]);
         h.resize(MAX_HEADER, 0x04); // NOOP TLVs' type byte, as filler
         assert!(matches!(parse(&h[..MAX_HEADER - 1]), Ok(None)));
-        assert!(matches!(parse(&h), Ok(Some((Origin::Client { .. }, MAX_HEADER)))));
+        assert!(matches!(
+            parse(&h),
+            Ok(Some((Origin::Client { .. }, MAX_HEADER)))
+        ));
     }
 }

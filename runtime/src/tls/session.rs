@@ -1120,7 +1120,10 @@ mod tests {
             let (a, b) = h.split_at_mut(3);
             let _ = s.ingest(a).and_then(|_| s.ingest(b)).unwrap_err();
             assert!(s.peer_sent_proxy_header(), "{header:?}");
-            assert!(!s.peer_spoke_plain_http(), "not taken for HTTP (`PROXY ` looks like a method)");
+            assert!(
+                !s.peer_spoke_plain_http(),
+                "not taken for HTTP (`PROXY ` looks like a method)"
+            );
             let mut out = Vec::new();
             s.take_output(&mut out);
             assert!(out.is_empty(), "nothing answered: {out:?}");
