@@ -228,6 +228,8 @@ fn through_haproxy(send: &str) {
         "1",
         "--metrics-listen",
         "127.0.0.1:0",
+        "--access-log",
+        "true",
     ]));
     let mut lb = Haproxy::start(&bin, e.addr(), send);
 
@@ -295,6 +297,9 @@ fn through_haproxy(send: &str) {
         0.0,
         "refusals are not failed handshakes: {text}"
     );
+    // The access log names the client, not the balancer.
+    operations_common::close(a);
+    e.wait_for_stderr(&format!("client={client_a}"));
     drop(lb);
 }
 

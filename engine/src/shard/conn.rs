@@ -127,7 +127,7 @@ impl<S: Service> ConnCtx<S> {
         addrs: Addrs,
         (started, deadline): (Instant, Instant),
         hs_error: &mut Option<std::io::Error>,
-        (handshake, mut early): (HandshakeSlot, Vec<u8>),
+        (handshake, early): (HandshakeSlot, Vec<u8>),
     ) -> CloseReason {
         let peer = addrs.peer;
         stream.set_write_timeout(Some(limits.write_timeout));
@@ -135,11 +135,14 @@ impl<S: Service> ConnCtx<S> {
         let c = &self.state.counters;
         // Boxed: the handshake's state is needed once, and should not be
         // part of the task an idle connection keeps.
-        let hf = Box::pin(crate::io::time::timeout_at(deadline, async {
+        // The early bytes move into the boxed future: dropped with it.
+        let s = &mut *stream;
+        let hf = Box::pin(crate::io::time::timeout_at(deadline, async move {
+            let mut early = early;
             if !early.is_empty() {
-                stream.ingest_early(&mut early).await?;
+                s.ingest_early(&mut early).await?;
             }
-            stream.handshake_lazy().await
+            s.handshake_lazy().await
         }));
         let done = tokio::select! {
             done = hf => done,
