@@ -391,3 +391,39 @@ fn a_silent_balancer_connection_ends_at_the_handshake_timeout() {
     });
     assert_eq!(refused(&text, "proxy_header"), 0.0, "{text}");
 }
+
+#[test]
+fn the_lists_judge_the_address_in_the_header_not_the_balancers() {
+    let s = Setup::new();
+    let e = start_engine(&s.args(&[
+        "--shards",
+        "1",
+        "--accept-proxy",
+        "127.0.0.1",
+        "--deny",
+        "192.0.2.9",
+        "--allow",
+        "192.0.2.0/24",
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ]));
+    let via_balancer = |client: &str| {
+        let sock = tcp_from("127.0.0.1", e.addr()).expect("connect");
+        tls_after_header(sock, &v2_proxy(client), &s.client)
+    };
+    assert!(
+        via_balancer("192.0.2.9:4000").is_err(),
+        "a denied client behind an allowed balancer"
+    );
+    let mut c = via_balancer("192.0.2.10:4000").expect("an allowed client");
+    assert!(operations_common::get(&mut c)
+        .expect("served")
+        .contains("200"));
+    assert!(
+        via_balancer("198.51.100.7:4000").is_err(),
+        "a client outside the allow list (the balancer, 127.0.0.1, is outside it too but is not judged)"
+    );
+    let text = scrape(metrics_addr(&e));
+    assert_eq!(refused(&text, "deny_list"), 1.0, "{text}");
+    assert_eq!(refused(&text, "allow_list"), 1.0, "{text}");
+}
