@@ -9,7 +9,8 @@
 //! ```text
 //!  shard thread (pinned to its CPU, own runtime from `uringtls-runtime`)
 //!    └─ listener (own SO_REUSEPORT socket on the shared address)
-//!         └─ accept ─ limits (lists, per-address cap/rate, shard/global caps)
+//!         └─ accept ─ [PROXY header, from `accept_proxy` balancers: the client's address]
+//!              ─ limits (lists, per-address cap/rate, shard/global caps)
 //!              └─ TLS session (rustls over owned buffers; handshake deadline)
 //!                   └─ service (echo | http | proxy | yours, via the `Service` trait)
 //! ```

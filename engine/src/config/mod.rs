@@ -345,6 +345,11 @@ pub struct Options {
     /// system's (a private ACME server) [default: none].
     #[arg(long, value_name = "FILE")]
     pub acme_ca: Option<PathBuf>,
+    /// Load balancers that send a PROXY protocol header (v1 or v2), CIDR,
+    /// comma-separated or repeated: a connection from these networks must
+    /// start with one, and is served as the client it names [default: none].
+    #[arg(long, value_name = "CIDRS", value_delimiter = ',')]
+    pub accept_proxy: Option<Vec<String>>,
 }
 
 /// The resolved, validated settings the engine runs with.
@@ -601,6 +606,7 @@ impl Options {
             acme_email,
             acme_cache,
             acme_ca,
+            accept_proxy,
         );
         m.finish(&sources)
     }

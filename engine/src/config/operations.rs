@@ -146,7 +146,11 @@ impl Options {
                 "use 0..=128 (default 64)",
             ));
         }
-        for (name, list) in [("allow", &self.allow), ("deny", &self.deny)] {
+        for (name, list) in [
+            ("allow", &self.allow),
+            ("deny", &self.deny),
+            ("accept_proxy", &self.accept_proxy),
+        ] {
             if let Some(l) = list {
                 cidrs(l).map_err(|p| {
                     o.invalid(
@@ -204,6 +208,8 @@ impl Options {
                 ipv6_prefix: self.per_ip_ipv6_prefix.unwrap_or(DEFAULT_IPV6_PREFIX),
                 max_conns_total: self.max_conns_total,
                 max_handshakes: self.max_handshakes.unwrap_or(DEFAULT_MAX_HANDSHAKES),
+                accept_proxy: cidrs(self.accept_proxy.as_deref().unwrap_or_default())
+                    .map_err(|p| bad("accept_proxy", p))?,
             },
             header_timeout: self
                 .header_timeout
@@ -333,6 +339,63 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("field `conn_rate_per_ip`"), "{e}");
+    }
+
+    #[test]
+    fn accept_proxy_comes_from_repeated_or_comma_separated_flags_and_the_file() {
+        assert!(flags(&[])
+            .resolve()
+            .expect("ok")
+            .ops
+            .limits
+            .accept_proxy
+            .is_empty());
+        let s = flags(&[
+            "--accept-proxy",
+            "10.0.0.0/8,192.0.2.1",
+            "--accept-proxy",
+            "2001:db8::/32",
+        ])
+        .resolve()
+        .expect("ok");
+        let l = &s.ops.limits;
+        assert_eq!(l.accept_proxy.len(), 3);
+        assert!(l.is_balancer("10.1.2.3".parse().expect("ip")));
+        assert!(l.is_balancer("192.0.2.1".parse().expect("ip")));
+        assert!(l.is_balancer("2001:db8::5".parse().expect("ip")));
+        assert!(!l.is_balancer("192.0.2.2".parse().expect("ip")));
+        let mut f = tempfile::NamedTempFile::new().expect("tmp");
+        f.write_all(b"accept_proxy = [\"127.0.0.1/32\"]\n")
+            .expect("write");
+        let path = f.path().to_str().expect("utf8");
+        let s = flags(&["--config", path]).resolve().expect("ok");
+        assert_eq!(s.ops.limits.accept_proxy[0].to_string(), "127.0.0.1/32");
+    }
+
+    #[test]
+    fn a_bad_accept_proxy_block_names_the_flag_or_the_file_and_what_to_write() {
+        let e = flags(&["--accept-proxy", "10.0.0.1/8"])
+            .resolve()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("flag --accept-proxy:") && e.contains("did you mean 10.0.0.0/8"),
+            "{e}"
+        );
+        let mut f = tempfile::NamedTempFile::new().expect("tmp");
+        f.write_all(b"accept_proxy = [\"lb.example\"]\n")
+            .expect("write");
+        let path = f.path().to_str().expect("utf8");
+        let e = flags(&["--config", path])
+            .resolve()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(&format!("{path}: field `accept_proxy`"))
+                && e.contains("`lb.example` is not an address")
+                && e.contains("write CIDR blocks such as 10.0.0.0/8"),
+            "{e}"
+        );
     }
 
     #[test]

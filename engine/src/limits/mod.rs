@@ -78,6 +78,11 @@ pub struct LimitSettings {
     /// is capped by `tls::session::MAX_HELD`; ~74 KiB measured for a
     /// stalled 64 KiB ClientHello).
     pub max_handshakes: usize,
+    /// Load balancers whose connections start with a PROXY protocol header
+    /// (`accept_proxy`): a connection from one of these networks is
+    /// admitted on the client address its header names, after the header
+    /// is read (see `shard::proxy_in`). Empty: none (the default).
+    pub accept_proxy: Vec<Cidr>,
 }
 
 impl Default for LimitSettings {
@@ -90,6 +95,7 @@ impl Default for LimitSettings {
             ipv6_prefix: DEFAULT_IPV6_PREFIX,
             max_conns_total: None,
             max_handshakes: DEFAULT_MAX_HANDSHAKES,
+            accept_proxy: Vec::new(),
         }
     }
 }
@@ -112,11 +118,15 @@ pub enum Refusal {
     /// Plain HTTP sent to the TLS port (answered `400`, then closed); counted
     /// after accept, when the first bytes arrive.
     PlainHttp,
+    /// A connection from an `accept_proxy` network without a valid PROXY
+    /// header, or a PROXY header from any other address; counted after
+    /// accept, when the first bytes arrive.
+    ProxyHeader,
 }
 
 impl Refusal {
     /// Every reason, in label order.
-    pub const ALL: [Refusal; 7] = [
+    pub const ALL: [Refusal; 8] = [
         Refusal::Denied,
         Refusal::NotAllowed,
         Refusal::ShardCap,
@@ -124,6 +134,7 @@ impl Refusal {
         Refusal::PerIpConns,
         Refusal::PerIpRate,
         Refusal::PlainHttp,
+        Refusal::ProxyHeader,
     ];
 
     /// Metric label.
@@ -136,12 +147,21 @@ impl Refusal {
             Refusal::PerIpConns => "per_ip_conns",
             Refusal::PerIpRate => "per_ip_rate",
             Refusal::PlainHttp => "plain_http",
+            Refusal::ProxyHeader => "proxy_header",
         }
     }
 
     /// Index into per-reason arrays.
     pub fn index(self) -> usize {
         self as usize
+    }
+}
+
+impl LimitSettings {
+    /// Whether a connection from `ip` comes from a load balancer that
+    /// sends a PROXY header (`accept_proxy`).
+    pub fn is_balancer(&self, ip: IpAddr) -> bool {
+        self.accept_proxy.iter().any(|c| c.contains(ip))
     }
 }
 

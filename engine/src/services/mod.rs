@@ -67,9 +67,11 @@ pub trait Service: Send + Sync + 'static {
 
 /// What a service may know about its connection.
 pub struct ConnInfo {
-    /// Client address.
+    /// Client address (from a load balancer in `accept_proxy`: the one
+    /// its PROXY header names).
     pub peer: SocketAddr,
-    /// Local (listening) address.
+    /// Local (listening) address (from a load balancer in `accept_proxy`:
+    /// the address its PROXY header says the client connected to).
     pub local: SocketAddr,
     /// The client's verified certificate (mTLS), if it sent one.
     pub peer_identity: Option<crate::tls::PeerIdentity>,

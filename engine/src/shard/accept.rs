@@ -221,10 +221,12 @@ pub(super) struct ConnCtx<S> {
 
 /// Decrements the active count and gives back the connection's admission
 /// slots when its task ends, even by panic.
-struct ActiveGuard {
+pub(super) struct ActiveGuard {
     state: Rc<ShardState>,
     limits: Rc<ShardLimits>,
-    admitted: Option<Admitted>,
+    /// `None` until a balancer's connection is admitted on its header's
+    /// address (see [`ConnCtx::admit`]).
+    pub(super) admitted: Option<Admitted>,
     epoch: Instant,
 }
 
@@ -303,42 +305,66 @@ impl<S: Service> ConnCtx<S> {
         }
     }
 
-    /// Applies the shard's limits and spawns the connection's task.
+    /// Applies the shard's limits and spawns the connection's task. A
+    /// connection from a load balancer (`accept_proxy`) is admitted later,
+    /// by its task, on the client address its PROXY header names (see
+    /// [`ConnCtx::admit_client`]); until then it holds a handshake slot and
+    /// counts as active.
     fn admit(self: Rc<Self>, conn: Conn, peer: SocketAddr) {
         let st = &self.state;
         Counters::bump(&st.counters.accepted);
         // Limits in force now (a reload may have changed them).
         let live = self.live.load();
         let lim = &live.limits;
-        let (ip, active, now) = (peer.ip(), st.active(), self.epoch.elapsed());
-        let admitted = match self
-            .limits
-            .admit(&lim.admission, ip, active, lim.max_conns, now)
-        {
-            Ok(a) => a,
-            Err(why) => {
-                Counters::bump(&st.counters.refused);
-                st.metrics.refused(why);
-                tracing::debug!(%peer, limit = why.label(), "connection refused");
-                conn.abort();
-                return;
+        let from_balancer = lim.admission.is_balancer(peer.ip());
+        let admitted = if from_balancer {
+            None
+        } else {
+            match self.admit_client(lim, peer, st.active()) {
+                Ok(a) => Some(a),
+                Err(why) => {
+                    self.refuse(&conn, peer, why);
+                    return;
+                }
             }
         };
+        drop(live);
         // TCP_NODELAY is inherited from the listening socket (set in
         // `listener::bind_one`): no setsockopt per connection.
         st.conn_opened();
-        let guard = ActiveGuard {
+        let mut guard = ActiveGuard {
             state: st.clone(),
             limits: self.limits.clone(),
-            admitted: Some(admitted),
+            admitted,
             epoch: self.epoch,
         };
         // Counted from here, so that the accept loop sees it before its
         // next accept.
         let handshake = st.handshake_started();
         io::spawn(async move {
-            let _guard = guard;
-            self.serve_conn(conn, peer, handshake).await;
+            let balancer = from_balancer.then_some(&mut guard);
+            self.serve_conn(conn, peer, handshake, balancer).await;
         });
+    }
+
+    /// The admission limits (lists, caps, per-address cap and rate) for a
+    /// connection from `client` while the shard holds `active` others.
+    pub(super) fn admit_client(
+        &self,
+        lim: &ShardSettings,
+        client: SocketAddr,
+        active: usize,
+    ) -> Result<Admitted, crate::limits::Refusal> {
+        let now = self.epoch.elapsed();
+        self.limits
+            .admit(&lim.admission, client.ip(), active, lim.max_conns, now)
+    }
+
+    /// Counts a refusal of `peer`'s connection and closes it.
+    pub(super) fn refuse(&self, conn: &Conn, peer: SocketAddr, why: crate::limits::Refusal) {
+        Counters::bump(&self.state.counters.refused);
+        self.state.metrics.refused(why);
+        tracing::debug!(%peer, limit = why.label(), "connection refused");
+        conn.abort();
     }
 }

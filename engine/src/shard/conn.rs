@@ -1,11 +1,15 @@
-//! A connection's pipeline, top to bottom: a TLS session over the
-//! accepted socket, the handshake (bounded by the handshake timeout and the
+//! A connection's pipeline, top to bottom: the PROXY header of a load
+//! balancer in front (`accept_proxy` only) and admission on the client
+//! address it names, a TLS session over the accepted socket, the handshake
+//! (header and handshake bounded together by the handshake timeout and the
 //! shard's handshake budget), then the service, then the close and its
 //! accounting (metrics, access log).
 
-use super::accept::ConnCtx;
+use super::accept::{ActiveGuard, ConnCtx};
+use super::proxy_in::{self, HeaderError, Origin};
 use super::ShardSettings;
 use crate::io::Conn;
+use crate::limits::Refusal;
 use crate::metrics::{access::ConnRecord, CloseReason};
 use crate::services::{ConnInfo, Service};
 use crate::state::{Counters, HandshakeSlot};
@@ -19,10 +23,53 @@ use std::time::{Duration, Instant};
 /// for the server gets its tickets after this).
 const LAST_FLIGHT_HOLD: Duration = Duration::from_millis(10);
 
+/// A connection's addresses as the rest of the pipeline sees them: the
+/// socket's, or those a balancer's PROXY header named.
+#[derive(Clone, Copy)]
+struct Addrs {
+    peer: SocketAddr,
+    local: SocketAddr,
+}
+
 impl<S: Service> ConnCtx<S> {
-    pub(super) async fn serve_conn(&self, conn: Conn, peer: SocketAddr, handshake: HandshakeSlot) {
+    /// Serves one accepted connection from `peer`. `balancer`: it comes
+    /// from an `accept_proxy` network, is not admitted yet, and must start
+    /// with a PROXY header (its admission goes into the guard).
+    pub(super) async fn serve_conn(
+        &self,
+        conn: Conn,
+        peer: SocketAddr,
+        handshake: HandshakeSlot,
+        balancer: Option<&mut ActiveGuard>,
+    ) {
         let started = Instant::now();
         let cur = self.live.load_full();
+        let deadline = started + cur.limits.handshake_timeout;
+        let mut addrs = Addrs {
+            peer,
+            local: self.local,
+        };
+        let mut early = Vec::new();
+        if let Some(guard) = balancer {
+            let read = self.balancer_header(&conn, peer, deadline, &handshake);
+            let Some(received) = read.await else {
+                return;
+            };
+            if let Origin::Client { peer, local } = received.origin {
+                addrs = Addrs { peer, local };
+            }
+            // Everything the limits key on is the client's now.
+            match self.admit_client(
+                &cur.limits,
+                addrs.peer,
+                self.state.active().saturating_sub(1),
+            ) {
+                Ok(a) => guard.admitted = Some(a),
+                Err(why) => return self.refuse(&conn, addrs.peer, why),
+            }
+            early = received.rest;
+        }
+        let peer = addrs.peer;
         let tls = match crate::tls::ServerConn::new(cur.tls.clone()) {
             Ok(t) => t,
             Err(e) => {
@@ -38,20 +85,25 @@ impl<S: Service> ConnCtx<S> {
             .drive(
                 &mut stream,
                 &cur.limits,
-                peer,
-                started,
+                addrs,
+                (started, deadline),
                 &mut hs_error,
-                handshake,
+                (handshake, early),
             )
             .await;
         if why == CloseReason::HandshakeFailed && stream.peer_spoke_plain_http() {
             // Not a TLS client at all: refused (it got its 400), like the
             // refusals at accept, and not counted among the closes.
             Counters::bump(&self.state.counters.refused);
-            self.state
-                .metrics
-                .refused(crate::limits::Refusal::PlainHttp);
+            self.state.metrics.refused(Refusal::PlainHttp);
             tracing::debug!(%peer, "plain HTTP on the TLS port: answered 400 and closed");
+            return;
+        }
+        if why == CloseReason::HandshakeFailed && stream.peer_sent_proxy_header() {
+            // A balancer whose address is not in `accept_proxy`.
+            Counters::bump(&self.state.counters.refused);
+            self.state.metrics.refused(Refusal::ProxyHeader);
+            tracing::debug!(%peer, "PROXY header from an address not in accept_proxy: closed");
             return;
         }
         let bytes = stream.byte_counts();
@@ -65,24 +117,33 @@ impl<S: Service> ConnCtx<S> {
 
     /// Handshake, then the service; returns why the connection ends (and
     /// leaves a handshake's error in `hs_error`, for the access log).
+    /// `(started, deadline)`: when the connection was taken up and when its
+    /// handshake (PROXY header included) must be done. `early`: bytes read
+    /// past a PROXY header, the TLS session's first input.
     async fn drive(
         &self,
         stream: &mut ServerStream,
         limits: &ShardSettings,
-        peer: SocketAddr,
-        started: Instant,
+        addrs: Addrs,
+        (started, deadline): (Instant, Instant),
         hs_error: &mut Option<std::io::Error>,
-        handshake: HandshakeSlot,
+        (handshake, early): (HandshakeSlot, Vec<u8>),
     ) -> CloseReason {
+        let peer = addrs.peer;
         stream.set_write_timeout(Some(limits.write_timeout));
         stream.hold_last_flight(Some(LAST_FLIGHT_HOLD));
         let c = &self.state.counters;
         // Boxed: the handshake's state is needed once, and should not be
         // part of the task an idle connection keeps.
-        let hf = Box::pin(crate::io::time::timeout(
-            limits.handshake_timeout,
-            stream.handshake_lazy(),
-        ));
+        // The early bytes move into the boxed future: dropped with it.
+        let s = &mut *stream;
+        let hf = Box::pin(crate::io::time::timeout_at(deadline, async move {
+            let mut early = early;
+            if !early.is_empty() {
+                s.ingest_early(&mut early).await?;
+            }
+            s.handshake_lazy().await
+        }));
         let done = tokio::select! {
             done = hf => done,
             _ = handshake.evicted() => {
@@ -100,7 +161,7 @@ impl<S: Service> ConnCtx<S> {
                 tracing::debug!(%peer, "handshake timeout");
                 return CloseReason::HandshakeTimeout;
             }
-            Ok(Err(e)) if stream.peer_spoke_plain_http() => {
+            Ok(Err(e)) if stream.peer_spoke_plain_http() || stream.peer_sent_proxy_header() => {
                 // Counted as refused by the caller.
                 *hs_error = Some(e);
                 return CloseReason::HandshakeFailed;
@@ -131,7 +192,7 @@ impl<S: Service> ConnCtx<S> {
         stream.set_read_timeout(Some(limits.idle_timeout));
         let info = ConnInfo {
             peer,
-            local: self.local,
+            local: addrs.local,
             peer_identity: crate::tls::peer_identity(stream.tls()),
             shard: self.state.clone(),
             drain_slot: std::cell::Cell::new(None),
@@ -166,5 +227,52 @@ impl<S: Service> ConnCtx<S> {
                 }
             }
         }
+    }
+}
+
+impl<S: Service> ConnCtx<S> {
+    /// Reads the PROXY header of a connection from the balancer at
+    /// `balancer`, within the handshake `deadline` and budget (a silent
+    /// connection holds its slot no longer than a slow handshake would).
+    /// `None`: the connection ended here, counted: a missing or invalid
+    /// header is a refusal (`proxy_header`), a timeout a handshake
+    /// timeout, a close before any byte (a balancer's TCP check) a close.
+    async fn balancer_header(
+        &self,
+        conn: &Conn,
+        balancer: SocketAddr,
+        deadline: Instant,
+        handshake: &HandshakeSlot,
+    ) -> Option<proxy_in::Received> {
+        let c = &self.state.counters;
+        let read = Box::pin(crate::io::time::timeout_at(deadline, proxy_in::read(conn)));
+        let res = tokio::select! {
+            res = read => res,
+            _ = handshake.evicted() => Err(crate::io::time::Elapsed),
+        };
+        let e = match res {
+            Ok(Ok(received)) => return Some(received),
+            Ok(Err(e)) => e,
+            Err(_) => {
+                Counters::bump(&c.handshake_timeouts);
+                tracing::debug!(peer = %balancer, "no PROXY header within the handshake timeout");
+                conn.abort();
+                self.state
+                    .metrics
+                    .closed(CloseReason::HandshakeTimeout, (0, 0));
+                return None;
+            }
+        };
+        match e {
+            HeaderError::Closed => {
+                conn.abort();
+                self.state.metrics.closed(CloseReason::Eof, (0, 0));
+            }
+            e => {
+                tracing::debug!(peer = %balancer, error = %e, "connection from accept_proxy without a valid PROXY header");
+                self.refuse(conn, balancer, Refusal::ProxyHeader);
+            }
+        }
+        None
     }
 }

@@ -11,10 +11,12 @@
 //! the shards ([`Server::start_with`]); `accept.rs` is a shard's thread
 //! (pin, runtime, accept loop, admission: limits and the handshake budget,
 //! drain); `conn.rs` is one connection's pipeline (TLS session, handshake,
-//! service, close and accounting).
+//! service, close and accounting); `proxy_in.rs` reads the PROXY header
+//! a load balancer in front sends first (`accept_proxy`).
 
 mod accept;
 mod conn;
+mod proxy_in;
 
 use accept::ShardTask;
 pub mod listener;

@@ -225,6 +225,8 @@ pub struct Session<C: TlsConn> {
     ccs_sent: bool,
     /// The peer spoke plain HTTP; a `400` answer is queued.
     plain_http: bool,
+    /// The peer's first bytes were a PROXY protocol header (v1 or v2).
+    proxy_header: bool,
 }
 
 fn tls_io_error(e: rustls::Error) -> io::Error {
@@ -337,6 +339,15 @@ This is a TLS port: send HTTPS (https://) requests to it.\n";
 
 /// Whether `input` starts like an HTTP/1 request line (`GET /`, `POST /`,
 /// `OPTIONS *`, `CONNECT host`...): a method in capitals, then a space.
+/// The signature a PROXY protocol v2 header starts with.
+const PROXY_V2_SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
+
+/// Whether `input`, a connection's first bytes, start a PROXY protocol
+/// header: v1 (`PROXY `) or v2 (its signature).
+fn looks_like_proxy_header(input: &[u8]) -> bool {
+    input.starts_with(b"PROXY ") || input.starts_with(PROXY_V2_SIGNATURE)
+}
+
 fn looks_like_http(input: &[u8]) -> bool {
     let method_len = input
         .iter()
@@ -424,6 +435,7 @@ impl<C: TlsConn> Session<C> {
             close_sent: false,
             ccs_sent: false,
             plain_http: false,
+            proxy_header: false,
         }
     }
 
@@ -481,6 +493,12 @@ impl<C: TlsConn> Session<C> {
     /// an alert).
     pub fn peer_spoke_plain_http(&self) -> bool {
         self.plain_http
+    }
+
+    /// Whether the peer's first bytes were a PROXY protocol header instead
+    /// of a ClientHello (its connection failed; nothing is queued for it).
+    pub fn peer_sent_proxy_header(&self) -> bool {
+        self.proxy_header
     }
 
     /// Whether the peer has ended its side (`close_notify` or FIN).
@@ -623,6 +641,17 @@ impl<C: TlsConn> Session<C> {
         }
         if C::SERVER
             && self.tls.common().protocol_version().is_none()
+            && looks_like_proxy_header(rest)
+        {
+            // A PROXY header where none is expected (a balancer whose
+            // address is not in the server's list): no TLS client to
+            // answer; the caller counts it and closes.
+            self.out.len = before;
+            self.proxy_header = true;
+            return;
+        }
+        if C::SERVER
+            && self.tls.common().protocol_version().is_none()
             && matches!(err, rustls::Error::InvalidMessage(_))
             && looks_like_http(rest)
         {
@@ -689,6 +718,23 @@ impl<C: TlsConn> Session<C> {
         {
             // Perhaps an HTTP method (no TLS record starts with a letter):
             // wait for the space that would end it (see `looks_like_http`).
+            self.held.extend_from_slice(data);
+            return Ok(Stop::NeedInput);
+        }
+        if C::SERVER
+            && write.is_none()
+            && self.held.len() + data.len() < PROXY_V2_SIGNATURE.len()
+            && self.tls.common().protocol_version().is_none()
+            && !data.is_empty()
+            && self
+                .held
+                .iter()
+                .chain(data.iter())
+                .zip(PROXY_V2_SIGNATURE)
+                .all(|(a, b)| a == b)
+        {
+            // Perhaps a PROXY v2 signature (no TLS record starts with
+            // `\r`): wait for all of it (see `looks_like_proxy_header`).
             self.held.extend_from_slice(data);
             return Ok(Stop::NeedInput);
         }
@@ -1061,6 +1107,30 @@ mod tests {
         s.take_output(&mut out);
         assert_eq!(out.first(), Some(&0x15), "alert record expected");
         assert!(!s.peer_spoke_plain_http());
+    }
+
+    #[test]
+    fn a_proxy_header_in_place_of_a_hello_is_recognised_and_gets_no_answer() {
+        let v1 = &b"PROXY TCP4 192.0.2.1 192.0.2.2 5000 443\r\n\x16\x03\x01"[..];
+        let v2 = &b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c"[..];
+        for header in [v1, v2] {
+            let (_c, mut s) = pair();
+            // In pieces, the first shorter than a record header.
+            let mut h = header.to_vec();
+            let (a, b) = h.split_at_mut(3);
+            let _ = s.ingest(a).and_then(|_| s.ingest(b)).unwrap_err();
+            assert!(s.peer_sent_proxy_header(), "{header:?}");
+            assert!(
+                !s.peer_spoke_plain_http(),
+                "not taken for HTTP (`PROXY ` looks like a method)"
+            );
+            let mut out = Vec::new();
+            s.take_output(&mut out);
+            assert!(out.is_empty(), "nothing answered: {out:?}");
+        }
+        let (_c, mut s) = pair();
+        let _ = s.ingest(&mut b"GET / HTTP/1.1\r\n".to_vec()).unwrap_err();
+        assert!(!s.peer_sent_proxy_header());
     }
 
     #[test]

@@ -135,6 +135,27 @@ impl<C: TlsConn> TlsStream<C> {
         self.tls.peer_spoke_plain_http()
     }
 
+    /// Whether the peer sent a PROXY protocol header instead of a
+    /// ClientHello (the handshake failed; nothing was answered). For the
+    /// caller's accounting, as [`peer_spoke_plain_http`](Self::peer_spoke_plain_http).
+    pub fn peer_sent_proxy_header(&self) -> bool {
+        self.tls.peer_sent_proxy_header()
+    }
+
+    /// Feeds ciphertext the caller already read from this socket (what
+    /// followed a PROXY protocol header in the same read) to the session,
+    /// as if the first read had returned it. Call before the handshake.
+    /// A protocol error fails as a read's would (the alert is sent).
+    pub async fn ingest_early(&mut self, data: &mut [u8]) -> io::Result<()> {
+        self.bytes_in += data.len() as u64;
+        if let Err(e) = self.tls.ingest(data) {
+            // Boxed, as in `fill_until`: a rare path.
+            let _ = Box::pin(self.flush()).await;
+            return Err(tls_error(e));
+        }
+        Ok(())
+    }
+
     /// Ciphertext bytes (in, out) moved over the socket so far.
     pub fn byte_counts(&self) -> (u64, u64) {
         (self.bytes_in, self.bytes_out)
