@@ -299,6 +299,17 @@ fn a_dead_upstream_leaves_its_pool_after_the_failed_checks_and_returns_after_the
         &[("upstream", &a.arg()), ("result", "fail")],
     );
     assert!(fails >= 2.0, "down after 2 failed checks, saw {fails}");
+    // A reload that changes nothing keeps A's state and counters: A stays
+    // out (a fresh state would put it back in until 2 more failures).
+    assert!(e.reload(1), "{}", e.stdout());
+    let t = scrape(m);
+    assert_eq!(of(&t, "uringtls_upstream_up", &a), 0.0, "{t}");
+    let kept = value(
+        &t,
+        "uringtls_upstream_health_checks_total",
+        &[("upstream", &a.arg()), ("result", "fail")],
+    );
+    assert!(kept >= fails, "counters carried over: {kept} < {fails}");
     let tried = |t: &str| {
         of(t, "uringtls_upstream_connects_total", &a)
             + of(t, "uringtls_upstream_connect_failures_total", &a)
@@ -450,4 +461,33 @@ fn a_reloaded_route_table_routes_new_connections_and_a_bad_one_is_refused() {
     );
     assert_eq!(who(&e, "a.test", &[]), "B", "the old routes keep serving");
     assert_eq!(who(&e, "x.c.test", &[]), "A");
+
+    // Health checks turned on by a reload: the checker starts then (after
+    // the sandbox is in force) and finds the dead upstream.
+    let dead = uringtls_tests::closed_port().to_string();
+    uringtls_tests::write(
+        dir.path(),
+        "u.toml",
+        &format!(
+            "health_interval = \"100ms\"\nhealth_fails = 1\n\
+             [[route]]\nsni = \"a.test\"\nupstreams = [\"{dead}\", \"{}\"]\n",
+            b.arg()
+        ),
+    );
+    assert!(e.reload(3), "{}", e.stdout());
+    let m = metrics_addr(&e);
+    eventually("the dead upstream found by the checks", || {
+        let t = scrape(m);
+        let dead_checked = &[("upstream", dead.as_str()), ("result", "fail")];
+        (value(&t, "uringtls_upstream_health_checks_total", dead_checked) >= 1.0
+            && value(&t, "uringtls_upstream_up", &[("upstream", &dead)]) == 0.0
+            && of(&t, "uringtls_upstream_up", &b) == 1.0)
+            .then_some(())
+    });
+    assert_eq!(who(&e, "a.test", &[]), "B");
+    assert_eq!(
+        unrouted(&e, "x.c.test").expect("clean close"),
+        "",
+        "the route is gone"
+    );
 }
