@@ -491,3 +491,21 @@ fn a_reloaded_route_table_routes_new_connections_and_a_bad_one_is_refused() {
         "the route is gone"
     );
 }
+
+#[test]
+fn a_bad_route_stops_the_start_naming_the_flag_and_the_fix() {
+    let (code, err) = uringtls_tests::engine_fails(&[
+        "--service",
+        "proxy",
+        "--route",
+        "*.b.test=127.0.0.1:1",
+        "--route",
+        "*.B.test.=127.0.0.1:2",
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("flag --route: route `*.b.test` is given twice")
+            && err.contains("each pattern once"),
+        "{err}"
+    );
+}

@@ -139,8 +139,8 @@ impl Proxy {
         self.checker.update(&self.pools);
     }
 
-    /// The per-upstream metrics, to add to the `/metrics` page with
-    /// [`MetricsHub::add_collector`](crate::metrics::MetricsHub::add_collector).
+    /// The per-upstream metrics (`uringtls_upstream_*`), a collector the
+    /// binary adds to its `/metrics` page.
     pub fn metrics(&self) -> Arc<ProxyMetrics> {
         Arc::new(ProxyMetrics::new(&self.pools))
     }

@@ -221,6 +221,9 @@ impl Pools {
     /// The pool for a connection with server name `sni` and ALPN `alpn`:
     /// the best route's, else the default pool; `None` if neither.
     pub fn pick(&self, sni: Option<&str>, alpn: Option<&[u8]>) -> Option<&Pool> {
+        if self.keys.is_empty() {
+            return self.default.as_deref();
+        }
         match best(self.keys.iter(), sni, alpn) {
             Some(i) => self.routed.get(i).map(|p| &**p),
             None => self.default.as_deref(),

@@ -82,7 +82,7 @@ impl NamePattern {
 
     /// How specific a match is (higher wins): exact names above every
     /// wildcard, longer wildcards above shorter ones. `None`: no match.
-    /// `name` must already be normalised (see [`normalise`]).
+    /// `name` must already be normalised (lowercase, no trailing dot).
     pub fn rank(&self, name: &str) -> Option<usize> {
         match self {
             NamePattern::Exact(n) => (n == name).then_some(usize::MAX),
@@ -103,9 +103,15 @@ impl fmt::Display for NamePattern {
     }
 }
 
-/// A server name as matched: lowercase, without a trailing dot.
-pub fn normalise(name: &str) -> String {
-    name.trim_end_matches('.').to_ascii_lowercase()
+/// A server name as matched: lowercase, without a trailing dot (copied
+/// only when it is not so already; rustls hands it over lowercase).
+pub fn normalise(name: &str) -> std::borrow::Cow<'_, str> {
+    let name = name.trim_end_matches('.');
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(name.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(name)
+    }
 }
 
 /// What a route matches on.
