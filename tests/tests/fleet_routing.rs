@@ -484,6 +484,12 @@ fn a_reloaded_route_table_routes_new_connections_and_a_bad_one_is_refused() {
             && of(&t, "uringtls_upstream_up", &b) == 1.0)
             .then_some(())
     });
+    let t = scrape(m);
+    assert_eq!(
+        value(&t, "uringtls_sandbox_denied_syscalls_total", &[]),
+        0.0,
+        "the checker thread needs no call outside the seccomp list: {t}"
+    );
     assert_eq!(who(&e, "a.test", &[]), "B");
     assert_eq!(
         unrouted(&e, "x.c.test").expect("clean close"),
