@@ -94,6 +94,9 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(p) = &proxy {
+        engine.metrics_hub().add_collector(p.metrics());
+    }
     if let Some(l) = prepared.metrics {
         match crate::metrics::server::start(l, engine.metrics_hub().clone()) {
             Ok(a) => println!("uringtls: metrics at http://{a}/metrics"),

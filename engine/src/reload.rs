@@ -1,5 +1,6 @@
 //! Hot reload (SIGHUP): certificates, keys, ticket keys, client CAs, TLS
-//! parameters, upstreams and per-connection limits change while every
+//! parameters, upstreams, routes and health checks (through the binary's
+//! `Proxy::reload`) and per-connection limits change while every
 //! established connection carries on and every shard keeps accepting.
 //!
 //! ```text

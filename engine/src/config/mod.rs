@@ -10,6 +10,7 @@ mod acme;
 mod duration;
 mod http;
 mod operations;
+mod routes;
 mod size;
 mod warnings;
 
@@ -350,6 +351,27 @@ pub struct Options {
     /// start with one, and is served as the client it names [default: none].
     #[arg(long, value_name = "CIDRS", value_delimiter = ',')]
     pub accept_proxy: Option<Vec<String>>,
+
+    /// proxy: a route by server name and/or ALPN to a pool of its own:
+    /// `NAME=UP[,UP...]`, `*.SUFFIX=...` (one or more labels), `NAME@ALPN=...`
+    /// or `@ALPN=...`; repeat the flag. The most specific name wins (exact,
+    /// then the longest wildcard), then a matching ALPN. TOML: `[[route]]`
+    /// tables with `sni`, `alpn`, `upstreams`. `upstream` stays the default
+    /// pool [default: none].
+    #[arg(long, value_name = "PATTERN=HOST:PORT,...")]
+    pub route: Option<Vec<crate::services::proxy::RouteOption>>,
+    /// proxy: check every upstream (a TCP connect) this often [default: off].
+    #[arg(long, value_name = "DURATION")]
+    pub health_interval: Option<HumanDuration>,
+    /// proxy: failed checks in a row that take an upstream out of its pool [default: 3].
+    #[arg(long, value_name = "N")]
+    pub health_fails: Option<u32>,
+    /// proxy: passed checks in a row that bring it back [default: 2].
+    #[arg(long, value_name = "N")]
+    pub health_passes: Option<u32>,
+    /// proxy: time a health check may take [default: upstream_connect_timeout].
+    #[arg(long, value_name = "DURATION")]
+    pub health_timeout: Option<HumanDuration>,
 }
 
 /// The resolved, validated settings the engine runs with.
@@ -607,6 +629,11 @@ impl Options {
             acme_cache,
             acme_ca,
             accept_proxy,
+            route,
+            health_interval,
+            health_fails,
+            health_passes,
+            health_timeout,
         );
         m.finish(&sources)
     }
@@ -717,6 +744,7 @@ impl Options {
         self.check_termination(o)?;
         self.check_http(o)?;
         self.check_acme(o)?;
+        self.check_routes(o)?;
         if self.cert.is_some() != self.key.is_some() {
             let missing = if self.cert.is_some() { "key" } else { "cert" };
             return Err(o.invalid(
@@ -770,6 +798,7 @@ impl Options {
         }
         let mut warnings = self.no_effect_warnings(cpus.len(), available.len());
         let acme = self.acme_settings(src, &mut warnings)?;
+        let (routes, health) = (self.route_settings(src)?, self.health_settings());
         let alpn = self
             .alpn
             .unwrap_or_else(|| vec!["http/1.1".into()])
@@ -810,6 +839,8 @@ impl Options {
             ),
             proxy_protocol: self.proxy_protocol,
             upstream_http: self.upstream_http.unwrap_or(false),
+            routes,
+            health,
         };
         if self.ticket_key_file.is_some() && self.ticket_secret_file.is_some() {
             return Err(src.of(|f| f.ticket_secret_file.is_some()).invalid(
@@ -819,11 +850,14 @@ impl Options {
                  or ticket_key_file (keys listed by you), not both",
             ));
         }
-        if self.service == Some(ServiceKind::Proxy) && proxy.upstreams.is_empty() {
+        if self.service == Some(ServiceKind::Proxy)
+            && proxy.upstreams.is_empty()
+            && proxy.routes.is_empty()
+        {
             return Err(Origin::Flag.invalid(
                 "upstream",
                 "the proxy service has no upstream",
-                "give at least one --upstream HOST:PORT",
+                "give at least one --upstream HOST:PORT (or a --route)",
             ));
         }
         Ok(Settings {

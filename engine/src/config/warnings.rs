@@ -28,6 +28,11 @@ impl Options {
                     "upstream_fail_timeout",
                     self.upstream_fail_timeout.is_some(),
                 ),
+                ("route", self.route.is_some()),
+                ("health_interval", self.health_interval.is_some()),
+                ("health_fails", self.health_fails.is_some()),
+                ("health_passes", self.health_passes.is_some()),
+                ("health_timeout", self.health_timeout.is_some()),
             ];
             for (field, _) in given.iter().filter(|(_, set)| *set) {
                 w.push(format!(
@@ -35,6 +40,9 @@ impl Options {
                      connects upstream): remove it, or set service to proxy"
                 ));
             }
+        }
+        if service == ServiceKind::Proxy {
+            w.extend(self.proxy_warnings());
         }
         let h2 = self
             .alpn
@@ -127,5 +135,82 @@ mod tests {
         let many = (super::super::available_cpus().len() + 1).to_string();
         let w = warnings(&["--shards", &many]);
         assert!(w[0].contains("shards share CPUs"), "{w:?}");
+    }
+}
+
+impl Options {
+    /// Proxy settings that do nothing: health settings without
+    /// `health_interval`, a route for an ALPN protocol the server does not
+    /// offer (no client can negotiate it).
+    fn proxy_warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if self.health_interval.is_none() {
+            let given = [
+                ("health_fails", self.health_fails.is_some()),
+                ("health_passes", self.health_passes.is_some()),
+                ("health_timeout", self.health_timeout.is_some()),
+            ];
+            for (field, _) in given.iter().filter(|(_, set)| *set) {
+                w.push(format!(
+                    "`{field}` has no effect without `health_interval` (active health checks are \
+                     off): set health_interval, or remove {field}"
+                ));
+            }
+        }
+        let offered: Vec<String> = self.alpn.clone().unwrap_or_else(|| vec!["http/1.1".into()]);
+        for r in self.route.iter().flatten() {
+            if let Some(a) = r
+                .alpn
+                .as_deref()
+                .filter(|a| !offered.iter().any(|o| o == a))
+            {
+                w.push(format!(
+                    "route for ALPN `{a}` never matches: the server does not offer {a} \
+                     (alpn = {offered:?}); add it to alpn, or remove the route"
+                ));
+            }
+        }
+        w
+    }
+}
+
+#[cfg(test)]
+mod proxy_tests {
+    use super::super::Options;
+    use clap::Parser;
+
+    fn warnings(args: &[&str]) -> Vec<String> {
+        let mut v = vec!["uringtls"];
+        v.extend_from_slice(args);
+        Options::try_parse_from(v)
+            .expect("parse")
+            .resolve()
+            .expect("valid")
+            .warnings
+    }
+
+    #[test]
+    fn routes_and_health_settings_without_effect_are_named() {
+        let w = warnings(&["--route", "a.test=127.0.0.1:9", "--health-interval", "1s"]);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(
+            w[0].starts_with("`route` has no effect with the http service"),
+            "{w:?}"
+        );
+        assert!(w[1].starts_with("`health_interval` has no effect"), "{w:?}");
+        let proxy = ["--service", "proxy", "--upstream", "127.0.0.1:9"];
+        let w = warnings(&[&proxy[..], &["--health-fails", "2"]].concat());
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("without `health_interval`"), "{w:?}");
+        let w = warnings(&[&proxy[..], &["--route", "@h2=127.0.0.1:9"]].concat());
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("ALPN `h2` never matches"), "{w:?}");
+        let ok = [
+            &proxy[..],
+            &["--alpn", "h2,http/1.1", "--route", "@h2=127.0.0.1:9"],
+            &["--health-interval", "1s", "--health-fails", "2"],
+        ]
+        .concat();
+        assert!(warnings(&ok).is_empty());
     }
 }

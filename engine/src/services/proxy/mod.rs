@@ -1,24 +1,31 @@
 //! `proxy`: TLS termination in front of plain TCP upstreams.
 //!
-//! Per connection: pick an upstream (round robin over the healthy ones),
-//! connect within `upstream_connect_timeout`, optionally send a PROXY
-//! protocol v1/v2 header, then pump bytes both ways with
-//! [`duplex::splice`] (half-close and
-//! backpressure included; design in `docs/design/proxy.md`).
+//! Per connection: pick the pool (the route that best matches the client's
+//! server name and ALPN, else the default pool `upstream`; see `route.rs`),
+//! pick an upstream of it (round robin over the healthy ones), connect
+//! within `upstream_connect_timeout`, optionally send a PROXY protocol
+//! v1/v2 header, then pump bytes both ways with [`duplex::splice`]
+//! (half-close and backpressure included; design in
+//! `docs/design/proxy.md`).
 //!
 //! An upstream that fails to connect is marked down for
 //! `upstream_fail_timeout` and skipped meanwhile; the connection tries the
-//! next healthy one. If none connects, the client gets a clean close
-//! (`close_notify`, FIN) and the shard's `upstream_failures` counter moves.
-//! With `upstream_http` (the upstreams speak HTTP/1.1) and a client that
-//! negotiated `http/1.1` or no ALPN, the client first gets a
+//! next healthy one of its pool. With `health_interval`, a checker thread
+//! also connects to every upstream and takes one out of its pool after
+//! `health_fails` failures in a row, until `health_passes` passes (see
+//! `health.rs`). If none connects, or no route matches and there is no
+//! default pool, the client gets a clean close (`close_notify`, FIN) and
+//! `uringtls_upstream_errors_total{kind}` moves (`unavailable`,
+//! `no_route`). With `upstream_http` (the upstreams speak HTTP/1.1) and a
+//! client that negotiated `http/1.1` or no ALPN, the client first gets a
 //! `502 Bad Gateway` answer to its request (`bad_gateway`).
 //!
 //! Upstream names are resolved at start and at each reload only (a DNS
 //! lookup would block the shard): after a DNS change, reload.
 //!
-//! The upstream list lives in an [`ArcSwap`], replaced whole on reload;
-//! connections already proxied keep their upstream.
+//! The routing table lives in an [`ArcSwap`], replaced whole on reload
+//! (upstreams unchanged keep their health and counters); connections
+//! already proxied keep their upstream.
 
 use super::{ConnInfo, Service};
 use crate::metrics::Counters;
@@ -30,12 +37,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod header;
+mod health;
 mod pool;
+mod route;
+mod stats;
 
 use header::proxy_header;
 #[doc(hidden)] // internal: reached by the fuzz targets through `__private`
 pub use header::{encode_header, TlsFacts, PP2_TYPE_CLIENT_SUBJECT};
-use pool::Pool;
+pub use health::{
+    HealthSettings, DEFAULT_HEALTH_FAILS, DEFAULT_HEALTH_PASSES, MIN_HEALTH_INTERVAL,
+};
+use pool::Pools;
+pub use pool::DEFAULT_POOL;
+pub use route::{check_routes, NamePattern, RouteError, RouteKey, RouteOption};
+pub use stats::ProxyMetrics;
 
 /// Default time allowed to connect to an upstream.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -78,46 +94,85 @@ pub struct ProxySettings {
     /// The upstreams speak HTTP/1.1: a client that cannot be relayed gets
     /// `502 Bad Gateway` before the close. Default false.
     pub upstream_http: bool,
+    /// Routes by server name and ALPN, each to a pool of its own;
+    /// `upstreams` is the default pool.
+    pub routes: Vec<Route>,
+    /// Active health checks (`None`: off, the default).
+    pub health: Option<HealthSettings>,
 }
 
-/// The proxy service. Clones share the upstream pool, so the binary keeps
+/// A route and its upstreams (resolved).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// What it matches.
+    pub key: RouteKey,
+    /// Its pool, in round-robin order.
+    pub upstreams: Vec<UpstreamAddr>,
+}
+
+/// The proxy service. Clones share the routing table, so the binary keeps
 /// one to [`reload`](Proxy::reload) it.
 #[derive(Debug, Clone)]
 pub struct Proxy {
-    pool: Arc<ArcSwap<Pool>>,
+    pools: Arc<ArcSwap<Pools>>,
+    checker: Arc<health::Checker>,
 }
 
 impl Proxy {
-    /// A proxy to `settings.upstreams`.
+    /// A proxy to `settings.upstreams` and routes; starts the health
+    /// checker thread if `settings.health` asks for checks.
     pub fn new(settings: ProxySettings) -> Proxy {
-        Proxy {
-            pool: Arc::new(ArcSwap::from_pointee(Pool::new(settings))),
-        }
+        let p = Proxy {
+            pools: Arc::new(ArcSwap::from_pointee(Pools::new(settings, None))),
+            checker: Arc::default(),
+        };
+        p.checker.update(&p.pools);
+        p
     }
 
-    /// Replaces the upstreams (new connections only; health starts fresh).
+    /// Replaces the upstreams, routes and health settings (new connections
+    /// only). Upstreams unchanged (same pool, name and address) keep their
+    /// health and counters; the checker starts a round at once.
     pub fn reload(&self, settings: ProxySettings) {
-        self.pool.store(Arc::new(Pool::new(settings)));
+        let old = self.pools.load_full();
+        self.pools.store(Arc::new(Pools::new(settings, Some(&old))));
+        self.checker.update(&self.pools);
+    }
+
+    /// The per-upstream metrics (`uringtls_upstream_*`), a collector the
+    /// binary adds to its `/metrics` page.
+    pub fn metrics(&self) -> Arc<ProxyMetrics> {
+        Arc::new(ProxyMetrics::new(&self.pools))
     }
 }
 
 impl Service for Proxy {
     async fn serve(&self, stream: &mut ServerStream, conn: &ConnInfo) -> io::Result<()> {
-        let pool = self.pool.load_full();
+        let pools = self.pools.load_full();
         let counters = &conn.shard.counters;
+        let tls = stream.tls();
+        let Some(pool) = pools.pick(tls.server_name(), tls.alpn_protocol()) else {
+            conn.count_upstream_error("no_route");
+            tracing::debug!(peer = %conn.peer, sni = ?tls.server_name(), "no route and no default pool; closing the client connection");
+            if pools.settings.upstream_http && speaks_http1(stream.tls()) {
+                return bad_gateway(stream).await;
+            }
+            return Ok(());
+        };
         let Some((upstream, up)) = pool.connect().await else {
             Counters::bump(&counters.upstream_failures);
             // Counted; logged at debug only, so that a dead backend cannot
             // flood the log at the client connection rate (going down is
             // logged once per upstream).
             tracing::debug!(peer = %conn.peer, "no upstream reachable; closing the client connection");
-            if pool.settings.upstream_http && speaks_http1(stream.tls()) {
+            if pools.settings.upstream_http && speaks_http1(stream.tls()) {
                 return bad_gateway(stream).await;
             }
             return Ok(());
         };
         Counters::bump(&counters.proxied);
-        if let Some(version) = pool.settings.proxy_protocol {
+        let _active = up.stats.open();
+        if let Some(version) = pools.settings.proxy_protocol {
             let header = proxy_header(version, conn, stream.tls())?;
             let (res, _) = upstream.write_all(header).await;
             if let Err(e) = res {
@@ -130,6 +185,7 @@ impl Service for Proxy {
         let idle = stream.read_timeout().unwrap_or(FALLBACK_IDLE);
         match duplex::splice(stream, &upstream, idle).await {
             Ok(stats) => {
+                up.stats.relayed(stats.to_plain, stats.from_plain);
                 tracing::debug!(peer = %conn.peer, upstream = %up.name, up = stats.to_plain, down = stats.from_plain, "proxied");
                 if stats.peer_eof {
                     // Both directions ended; the client's end was a FIN

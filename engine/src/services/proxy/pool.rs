@@ -1,55 +1,126 @@
-//! The upstreams of the proxy service and their passive health: round
-//! robin over the healthy ones, an upstream that failed skipped for the
-//! fail timeout.
+//! The pools of upstreams of the proxy service and their health: round
+//! robin over the healthy upstreams of a pool; an upstream that failed a
+//! client's connect skipped for the fail timeout (passive health); one that
+//! failed `health_fails` checks in a row out until it passes
+//! `health_passes` (active health, `health.rs`).
+//!
+//! [`Pools`] is the routing table (`route.rs`) with a pool per route and
+//! the default pool (`upstream`); shared by all shards and the health
+//! checker, replaced whole on reload. Upstreams that are unchanged across a
+//! reload (same pool, same name, same address) keep their state: health,
+//! passive skip and counters.
 
+use super::health::Health;
+use super::route::{best, RouteKey};
+use super::stats::UpstreamStats;
 use super::{ProxySettings, UpstreamAddr};
 use crate::io::Conn;
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::Instant;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
-/// The upstreams and their health; shared by all shards, replaced on reload.
+/// The label of the default pool (`upstream`) in metrics and logs.
+pub const DEFAULT_POOL: &str = "default";
+
+/// One upstream of one pool, with its health and counters.
 #[derive(Debug)]
-pub(crate) struct Pool {
-    pub(super) settings: ProxySettings,
-    /// Milliseconds since `epoch` until which upstream `i` is skipped.
-    down_until: Vec<AtomicU64>,
-    next: AtomicUsize,
-    epoch: Instant,
+pub(crate) struct Upstream {
+    pub(super) addr: UpstreamAddr,
+    /// Milliseconds since [`epoch`] until which it is skipped (passive).
+    down_until: AtomicU64,
+    /// Active health (always up while checks are off).
+    pub(super) health: Health,
+    pub(super) stats: UpstreamStats,
 }
 
-impl Pool {
-    /// A pool with every upstream healthy.
-    pub fn new(settings: ProxySettings) -> Pool {
-        let down_until = settings
-            .upstreams
-            .iter()
-            .map(|_| AtomicU64::new(0))
-            .collect();
-        Pool {
-            settings,
-            down_until,
-            next: AtomicUsize::new(0),
-            epoch: Instant::now(),
+impl std::ops::Deref for Upstream {
+    type Target = UpstreamAddr;
+
+    fn deref(&self) -> &UpstreamAddr {
+        &self.addr
+    }
+}
+
+/// Process-wide origin of the passive-health timestamps (one for all
+/// pools, so that a state kept across a reload stays meaningful).
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn ms(t: Instant) -> u64 {
+    u64::try_from(t.saturating_duration_since(epoch()).as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Upstream {
+    fn new(addr: UpstreamAddr) -> Upstream {
+        Upstream {
+            addr,
+            down_until: AtomicU64::new(0),
+            health: Health::default(),
+            stats: UpstreamStats::default(),
         }
     }
 
-    fn ms(&self, t: Instant) -> u64 {
-        u64::try_from(t.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
+    /// Whether client connections may go to it at `now`: up by the health
+    /// checks and not skipped after a failed connect.
+    pub fn usable(&self, now: Instant) -> bool {
+        self.health.is_up() && self.down_until.load(Ordering::Relaxed) <= ms(now)
+    }
+}
+
+/// The upstreams of one route (or the default pool) and their round robin.
+#[derive(Debug)]
+pub(crate) struct Pool {
+    /// `default`, or the route's pattern (`*.b.test`, `a.test@h2`).
+    pub(super) label: String,
+    pub(super) upstreams: Vec<Arc<Upstream>>,
+    next: AtomicUsize,
+    connect_timeout: Duration,
+    fail_timeout: Duration,
+}
+
+impl Pool {
+    /// A pool of `addrs`, reusing the state of `old` upstreams of the same
+    /// pool, name and address.
+    fn new(
+        label: String,
+        addrs: &[UpstreamAddr],
+        s: &ProxySettings,
+        old: &HashMap<(&str, &str, SocketAddr), &Arc<Upstream>>,
+    ) -> Pool {
+        let upstreams = addrs
+            .iter()
+            .map(
+                |a| match old.get(&(label.as_str(), a.name.as_str(), a.addr)) {
+                    Some(u) => Arc::clone(u),
+                    None => Arc::new(Upstream::new(a.clone())),
+                },
+            )
+            .collect();
+        Pool {
+            label,
+            upstreams,
+            next: AtomicUsize::new(0),
+            connect_timeout: s.connect_timeout,
+            fail_timeout: s.fail_timeout,
+        }
     }
 
-    /// Upstream indices to try at `now`: the healthy ones in round-robin
-    /// order; if all are down, the next one anyway (one attempt, so that
+    /// Upstream indices to try at `now`: the usable ones in round-robin
+    /// order; if none is, the next one anyway (one attempt, so that
     /// recovery is noticed without waiting out the fail timeout).
     pub fn order(&self, now: Instant) -> Vec<usize> {
-        let n = self.down_until.len();
+        let n = self.upstreams.len();
         if n == 0 {
             return Vec::new();
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
-        let t = self.ms(now);
         let healthy: Vec<usize> = (0..n)
             .map(|k| (start + k) % n)
-            .filter(|&i| self.down_until[i].load(Ordering::Relaxed) <= t)
+            .filter(|&i| self.upstreams[i].usable(now))
             .collect();
         if healthy.is_empty() {
             vec![start]
@@ -61,57 +132,135 @@ impl Pool {
     /// Marks upstream `i` down from `now` for the fail timeout; true if it
     /// was up (so that a down upstream is logged once, not per connection).
     pub fn mark_down(&self, i: usize, now: Instant) -> bool {
-        let t = self.ms(now);
-        let until = t.saturating_add(self.settings.fail_timeout.as_millis() as u64);
-        self.down_until
+        let t = ms(now);
+        let until = t.saturating_add(self.fail_timeout.as_millis() as u64);
+        self.upstreams
             .get(i)
-            .is_some_and(|d| d.swap(until, Ordering::Relaxed) <= t)
+            .is_some_and(|u| u.down_until.swap(until, Ordering::Relaxed) <= t)
     }
 
-    /// Connects to the first upstream of [`order`](Self::order) that answers.
-    pub(super) async fn connect(&self) -> Option<(Conn, &UpstreamAddr)> {
+    /// Connects to the first upstream of [`order`](Self::order) that
+    /// answers: a connect failure tries the next one (nothing of the
+    /// client's has been forwarded yet).
+    pub(super) async fn connect(&self) -> Option<(Conn, &Upstream)> {
         for i in self.order(Instant::now()) {
-            let up = &self.settings.upstreams[i];
-            let attempt = Conn::connect(up.addr);
-            let problem =
-                match crate::io::time::timeout(self.settings.connect_timeout, attempt).await {
-                    Ok(Ok(c)) => {
-                        let _ = c.set_nodelay(true);
-                        return Some((c, up));
-                    }
-                    Ok(Err(e)) => format!("upstream connect failed: {e}"),
-                    Err(_) => "upstream connect timed out".to_string(),
-                };
+            let up = &self.upstreams[i];
+            let attempt = Conn::connect(up.addr.addr);
+            let problem = match crate::io::time::timeout(self.connect_timeout, attempt).await {
+                Ok(Ok(c)) => {
+                    let _ = c.set_nodelay(true);
+                    UpstreamStats::bump(&up.stats.connects);
+                    return Some((c, up));
+                }
+                Ok(Err(e)) => format!("upstream connect failed: {e}"),
+                Err(_) => "upstream connect timed out".to_string(),
+            };
+            UpstreamStats::bump(&up.stats.connect_failures);
             if self.mark_down(i, Instant::now()) {
-                let skip = self.settings.fail_timeout;
-                tracing::warn!(upstream = %up.name, ?skip, "{problem}; skipping it for a while");
+                let skip = self.fail_timeout;
+                tracing::warn!(pool = %self.label, upstream = %up.name, ?skip, "{problem}; skipping it for a while");
             } else {
-                tracing::debug!(upstream = %up.name, "{problem}");
+                tracing::debug!(pool = %self.label, upstream = %up.name, "{problem}");
             }
         }
         None
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::super::ProxySettings;
-    use super::*;
-    use std::net::SocketAddr;
-    use std::time::Duration;
+/// The routing table: a pool per route, the default pool, the settings
+/// they came from.
+#[derive(Debug)]
+pub(crate) struct Pools {
+    pub(super) settings: ProxySettings,
+    keys: Vec<RouteKey>,
+    routed: Vec<Arc<Pool>>,
+    default: Option<Arc<Pool>>,
+}
 
-    fn pool(n: usize) -> Pool {
-        let upstreams = (0..n)
-            .map(|i| UpstreamAddr {
-                name: format!("u{i}"),
-                addr: SocketAddr::from(([127, 0, 0, 1], 1000 + i as u16)),
+impl Pools {
+    /// The pools of `settings`; upstreams unchanged from `old` keep their
+    /// state. With health checks off, every upstream counts as up.
+    pub fn new(settings: ProxySettings, old: Option<&Pools>) -> Pools {
+        let kept: HashMap<(&str, &str, SocketAddr), &Arc<Upstream>> = old
+            .iter()
+            .flat_map(|o| o.all())
+            .flat_map(|p| {
+                p.upstreams
+                    .iter()
+                    .map(move |u| ((p.label.as_str(), u.name.as_str(), u.addr.addr), u))
             })
             .collect();
-        Pool::new(ProxySettings {
-            upstreams,
+        let default = (!settings.upstreams.is_empty()).then(|| {
+            Arc::new(Pool::new(
+                DEFAULT_POOL.to_owned(),
+                &settings.upstreams,
+                &settings,
+                &kept,
+            ))
+        });
+        let routed = settings
+            .routes
+            .iter()
+            .map(|r| Arc::new(Pool::new(r.key.to_string(), &r.upstreams, &settings, &kept)))
+            .collect();
+        let keys = settings.routes.iter().map(|r| r.key.clone()).collect();
+        let pools = Pools {
+            keys,
+            routed,
+            default,
+            settings,
+        };
+        if pools.settings.health.is_none() {
+            for p in pools.all() {
+                p.upstreams.iter().for_each(|u| u.health.reset());
+            }
+        }
+        pools
+    }
+
+    /// The pool for a connection with server name `sni` and ALPN `alpn`:
+    /// the best route's, else the default pool; `None` if neither.
+    pub fn pick(&self, sni: Option<&str>, alpn: Option<&[u8]>) -> Option<&Pool> {
+        if self.keys.is_empty() {
+            return self.default.as_deref();
+        }
+        match best(self.keys.iter(), sni, alpn) {
+            Some(i) => self.routed.get(i).map(|p| &**p),
+            None => self.default.as_deref(),
+        }
+    }
+
+    /// Every pool: the default one first, then the routes' in order.
+    pub fn all(&self) -> impl Iterator<Item = &Arc<Pool>> {
+        self.default.iter().chain(&self.routed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{ProxySettings, Route};
+    use super::*;
+    use std::time::Duration;
+
+    fn addr(i: usize) -> UpstreamAddr {
+        UpstreamAddr {
+            name: format!("u{i}"),
+            addr: SocketAddr::from(([127, 0, 0, 1], 1000 + i as u16)),
+        }
+    }
+
+    fn settings(n: usize) -> ProxySettings {
+        ProxySettings {
+            upstreams: (0..n).map(addr).collect(),
             fail_timeout: Duration::from_secs(10),
             ..ProxySettings::default()
-        })
+        }
+    }
+
+    fn pool(n: usize) -> Arc<Pool> {
+        let p = Pools::new(settings(n), None);
+        let first = Arc::clone(p.all().next().expect("default pool"));
+        first
     }
 
     #[test]
@@ -139,5 +288,67 @@ mod tests {
         p.mark_down(0, now);
         p.mark_down(1, now);
         assert_eq!(p.order(now).len(), 1);
+    }
+
+    #[test]
+    fn an_upstream_down_by_its_health_checks_is_left_out() {
+        let mut s = settings(2);
+        s.health = Some(super::super::HealthSettings::default());
+        let pools = Pools::new(s.clone(), None);
+        let p = pools.all().next().expect("default");
+        let rules = s.health.expect("on");
+        for _ in 0..rules.fails {
+            p.upstreams[1].health.record(false, &rules);
+        }
+        let now = Instant::now();
+        assert_eq!(p.order(now), [0]);
+        assert_eq!(p.order(now), [0]);
+    }
+
+    #[test]
+    fn routes_get_pools_of_their_own_and_the_default_takes_the_rest() {
+        let mut s = settings(1);
+        s.routes = vec![Route {
+            key: "a.test=x:1"
+                .parse::<super::super::RouteOption>()
+                .expect("p")
+                .key()
+                .expect("k"),
+            upstreams: vec![addr(7)],
+        }];
+        let pools = Pools::new(s, None);
+        let label = |n: &str| pools.pick(Some(n), None).map(|p| p.label.clone());
+        assert_eq!(label("a.test").as_deref(), Some("a.test"));
+        assert_eq!(label("other.test").as_deref(), Some(DEFAULT_POOL));
+        let mut s = settings(0);
+        s.routes = Vec::new();
+        assert!(Pools::new(s, None).pick(Some("a.test"), None).is_none());
+    }
+
+    #[test]
+    fn unchanged_upstreams_keep_their_state_across_a_reload_and_changed_ones_start_fresh() {
+        let mut s = settings(2);
+        s.health = Some(super::super::HealthSettings::default());
+        let old = Pools::new(s.clone(), None);
+        let rules = s.health.expect("on");
+        for u in &old.all().next().expect("default").upstreams {
+            for _ in 0..rules.fails {
+                u.health.record(false, &rules);
+            }
+        }
+        s.upstreams[1].addr = SocketAddr::from(([127, 0, 0, 1], 2000));
+        let new = Pools::new(s.clone(), Some(&old));
+        let p = new.all().next().expect("default");
+        assert!(
+            !p.upstreams[0].health.is_up(),
+            "same name and address: kept"
+        );
+        assert!(p.upstreams[1].health.is_up(), "new address: fresh");
+        // Checks turned off: every upstream counts as up again.
+        s.health = None;
+        let off = Pools::new(s, Some(&new));
+        assert!(off.all().next().expect("default").upstreams[0]
+            .health
+            .is_up());
     }
 }
