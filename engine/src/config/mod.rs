@@ -11,6 +11,7 @@ mod duration;
 mod http;
 mod operations;
 mod size;
+mod upstream_tls;
 mod warnings;
 
 pub use duration::HumanDuration;
@@ -345,6 +346,31 @@ pub struct Options {
     /// system's (a private ACME server) [default: none].
     #[arg(long, value_name = "FILE")]
     pub acme_ca: Option<PathBuf>,
+
+    /// proxy: speak TLS to the upstreams, their certificates verified
+    /// [default: false].
+    #[arg(long, value_name = "BOOL")]
+    pub upstream_tls: Option<bool>,
+    /// proxy: CA bundle (PEM) the upstreams' certificates must chain to
+    /// [default: the Mozilla roots compiled in (webpki-roots)].
+    #[arg(long, value_name = "FILE")]
+    pub upstream_ca: Option<PathBuf>,
+    /// proxy: server name sent to and verified against every upstream
+    /// [default: each upstream's host as written in `upstream`; an IP is
+    /// verified as an IP SAN, with no SNI sent].
+    #[arg(long, value_name = "NAME")]
+    pub upstream_sni: Option<String>,
+    /// proxy: client certificate chain (PEM) for mTLS to the upstreams;
+    /// needs upstream_key [default: none].
+    #[arg(long, value_name = "FILE")]
+    pub upstream_cert: Option<PathBuf>,
+    /// proxy: private key (PEM) of upstream_cert [default: none].
+    #[arg(long, value_name = "FILE")]
+    pub upstream_key: Option<PathBuf>,
+    /// proxy: ALPN offered to the upstreams, comma-separated, or
+    /// `passthrough` (the protocol the client negotiated) [default: none].
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub upstream_alpn: Option<Vec<String>>,
 }
 
 /// The resolved, validated settings the engine runs with.
@@ -601,6 +627,12 @@ impl Options {
             acme_email,
             acme_cache,
             acme_ca,
+            upstream_tls,
+            upstream_ca,
+            upstream_sni,
+            upstream_cert,
+            upstream_key,
+            upstream_alpn,
         );
         m.finish(&sources)
     }
@@ -711,6 +743,7 @@ impl Options {
         self.check_termination(o)?;
         self.check_http(o)?;
         self.check_acme(o)?;
+        self.check_upstream_tls(o)?;
         if self.cert.is_some() != self.key.is_some() {
             let missing = if self.cert.is_some() { "key" } else { "cert" };
             return Err(o.invalid(
@@ -764,6 +797,7 @@ impl Options {
         }
         let mut warnings = self.no_effect_warnings(cpus.len(), available.len());
         let acme = self.acme_settings(src, &mut warnings)?;
+        let upstream_tls = self.upstream_tls_wanted();
         let alpn = self
             .alpn
             .unwrap_or_else(|| vec!["http/1.1".into()])
@@ -784,7 +818,7 @@ impl Options {
                 "give client_ca, a PEM file of the CAs that issue client certificates",
             ));
         }
-        let proxy = crate::services::proxy::ProxySettings {
+        let mut proxy = crate::services::proxy::ProxySettings {
             upstreams: resolve_upstreams(self.upstream.as_deref().unwrap_or_default()).map_err(
                 |p| {
                     src.of(|f| f.upstream.is_some()).invalid(
@@ -804,7 +838,9 @@ impl Options {
             ),
             proxy_protocol: self.proxy_protocol,
             upstream_http: self.upstream_http.unwrap_or(false),
+            tls: None,
         };
+        proxy.tls = upstream_tls::load_upstream_tls(upstream_tls, src, &proxy.upstreams)?;
         if self.ticket_key_file.is_some() && self.ticket_secret_file.is_some() {
             return Err(src.of(|f| f.ticket_secret_file.is_some()).invalid(
                 "ticket_secret_file",

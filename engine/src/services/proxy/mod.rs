@@ -23,6 +23,7 @@
 use super::{ConnInfo, Service};
 use crate::metrics::Counters;
 use crate::tls::{duplex, ServerStream};
+use uringtls_runtime::tls::relay;
 use arc_swap::ArcSwap;
 use std::io;
 use std::net::SocketAddr;
@@ -31,11 +32,13 @@ use std::time::Duration;
 
 mod header;
 mod pool;
+pub mod upstream_tls;
 
 use header::proxy_header;
 #[doc(hidden)] // internal: reached by the fuzz targets through `__private`
 pub use header::{encode_header, TlsFacts, PP2_TYPE_CLIENT_SUBJECT};
 use pool::Pool;
+use upstream_tls::UpstreamTls;
 
 /// Default time allowed to connect to an upstream.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -78,6 +81,8 @@ pub struct ProxySettings {
     /// The upstreams speak HTTP/1.1: a client that cannot be relayed gets
     /// `502 Bad Gateway` before the close. Default false.
     pub upstream_http: bool,
+    /// TLS to the upstreams (`upstream_tls`), loaded; `None`: plain TCP.
+    pub tls: Option<Arc<UpstreamTls>>,
 }
 
 /// The proxy service. Clones share the upstream pool, so the binary keeps
@@ -128,6 +133,15 @@ impl Service for Proxy {
             }
         }
         let idle = stream.read_timeout().unwrap_or(FALLBACK_IDLE);
+        if let Some(tls) = &pool.settings.tls {
+            let limit = pool.settings.connect_timeout;
+            let alpn = stream.tls().alpn_protocol();
+            let mut up_tls = match tls.handshake(upstream, up, alpn, limit).await {
+                Ok(s) => s,
+                Err(f) => return upstream_tls_failed(stream, conn, tls, up, f, &pool).await,
+            };
+            return relayed(relay::relay(stream, &mut up_tls, idle).await, conn, up);
+        }
         match duplex::splice(stream, &upstream, idle).await {
             Ok(stats) => {
                 tracing::debug!(peer = %conn.peer, upstream = %up.name, up = stats.to_plain, down = stats.from_plain, "proxied");
@@ -144,6 +158,60 @@ impl Service for Proxy {
                 upstream.abort();
                 Err(e)
             }
+        }
+    }
+}
+
+/// The upstream's TLS handshake failed: counted by kind (a refused
+/// certificate as `tls_verify_*`), logged at warn at most every few
+/// seconds, and the client closed as when no upstream connects.
+async fn upstream_tls_failed(
+    stream: &mut ServerStream,
+    conn: &ConnInfo,
+    tls: &UpstreamTls,
+    up: &UpstreamAddr,
+    f: upstream_tls::HandshakeFailure,
+    pool: &Pool,
+) -> io::Result<()> {
+    // Here a per-upstream counter (`up.name`, `f.kind`) can join.
+    conn.count_upstream_error(f.kind);
+    if tls.warn_now() {
+        tracing::warn!(upstream = %up.name, kind = f.kind, error = %f.error, "upstream TLS handshake failed; closing the client connection");
+    } else {
+        tracing::debug!(upstream = %up.name, kind = f.kind, error = %f.error, "upstream TLS handshake failed");
+    }
+    if pool.settings.upstream_http && speaks_http1(stream.tls()) {
+        return bad_gateway(stream).await;
+    }
+    Ok(())
+}
+
+/// The outcome of a TLS-to-TLS relay, as the plain splice's.
+fn relayed(
+    res: io::Result<duplex::SpliceStats>,
+    conn: &ConnInfo,
+    up: &UpstreamAddr,
+) -> io::Result<()> {
+    match res {
+        Ok(stats) => {
+            tracing::debug!(peer = %conn.peer, upstream = %up.name, up = stats.to_plain, down = stats.from_plain, "proxied over TLS");
+            if stats.peer_eof {
+                return Err(crate::metrics::CloseReason::Eof.error(io::ErrorKind::UnexpectedEof));
+            }
+            Ok(())
+        }
+        Err(e) => {
+            if e
+                .get_ref()
+                .is_some_and(|i| i.is::<relay::UpstreamSide>())
+            {
+                conn.count_upstream_error("tls_relay");
+                tracing::debug!(peer = %conn.peer, upstream = %up.name, error = %e, "upstream ended the relay");
+                // The client is not at fault: its connection ends as an
+                // error of ours, not of its TLS.
+                return Err(crate::metrics::CloseReason::Error.error(e.kind()));
+            }
+            Err(e)
         }
     }
 }
