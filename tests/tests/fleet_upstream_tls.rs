@@ -41,7 +41,9 @@ struct TlsUpstream {
 
 impl TlsUpstream {
     fn next(&self) -> Seen {
-        self.seen.recv_timeout(WAIT).expect("the upstream saw a connection")
+        self.seen
+            .recv_timeout(WAIT)
+            .expect("the upstream saw a connection")
     }
 }
 
@@ -66,7 +68,12 @@ fn load_key(path: &Path) -> rustls::pki_types::PrivateKeyDer<'static> {
 
 /// Starts an upstream serving `cert`/`key`; with `client_ca`, it requires
 /// a client certificate issued by it; `alpn` is what it accepts.
-fn tls_upstream(cert: &Path, key: &Path, client_ca: Option<&TestCerts>, alpn: &[&str]) -> TlsUpstream {
+fn tls_upstream(
+    cert: &Path,
+    key: &Path,
+    client_ca: Option<&TestCerts>,
+    alpn: &[&str],
+) -> TlsUpstream {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -242,7 +249,8 @@ fn upstream_errors_reach(e: &EngineProc, kind: &str, want: f64) {
     let m = operations_common::metrics_addr(e);
     eventually(&format!("upstream_errors{{kind={kind}}} = {want}"), || {
         let text = operations_common::scrape(m);
-        let n = operations_common::value(&text, "uringtls_upstream_errors_total", &[("kind", kind)]);
+        let n =
+            operations_common::value(&text, "uringtls_upstream_errors_total", &[("kind", kind)]);
         (n == want).then_some(())
     });
 }
@@ -265,7 +273,10 @@ fn a_verified_upstream_gets_the_configured_server_name_and_the_bytes() {
     let mut c = connect(e.addr(), &client(&certs)).expect("connect");
     let (back, answer) = exchange(&mut c, b"ping through two TLS hops", 1000);
     assert_eq!(back, b"ping through two TLS hops");
-    assert_eq!(answer, format!("bye 25 {:016x}", checksum(b"ping through two TLS hops")));
+    assert_eq!(
+        answer,
+        format!("bye 25 {:016x}", checksum(b"ping through two TLS hops"))
+    );
     let seen = up.next();
     assert_eq!(seen.handshake, Ok(HandshakeKind::Full));
     assert_eq!(seen.sni.as_deref(), Some("localhost"));
@@ -298,7 +309,12 @@ fn an_upstream_certificate_for_another_name_is_refused_and_counted() {
     upstream_errors_reach(&e, "tls_verify_bad_name", 1.0);
     // A name given with --upstream-sni that the certificate lacks, too.
     let up2 = tls_upstream(&certs.cert, &certs.key, None, &[]);
-    let e2 = engine(&certs, up2.addr, &certs.ca, &["--upstream-sni", "other.test"]);
+    let e2 = engine(
+        &certs,
+        up2.addr,
+        &certs.ca,
+        &["--upstream-sni", "other.test"],
+    );
     refused_through(&e2, &client(&certs));
     assert!(up2.next().handshake.is_err());
     upstream_errors_reach(&e2, "tls_verify_bad_name", 1.0);
@@ -402,8 +418,14 @@ fn twenty_mib_cross_both_tls_hops_byte_exact_and_the_half_close_is_carried() {
     // The upstream saw the client's close_notify after every byte, and its
     // answer after that came back, then its own clean end.
     let seen = up.next();
-    assert!(seen.clean_end && seen.received == payload.len() as u64, "{seen:?}");
-    assert_eq!(answer, format!("bye {} {:016x}", payload.len(), checksum(&payload)));
+    assert!(
+        seen.clean_end && seen.received == payload.len() as u64,
+        "{seen:?}"
+    );
+    assert_eq!(
+        answer,
+        format!("bye {} {:016x}", payload.len(), checksum(&payload))
+    );
 }
 
 #[test]
@@ -422,7 +444,27 @@ fn a_bad_upstream_ca_stops_the_start_and_a_reload_keeps_the_old_one() {
         junk.to_str().expect("utf8"),
     ]);
     assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("--upstream-ca") && err.contains("junk.pem"), "{err}");
+    assert!(
+        err.contains("--upstream-ca") && err.contains("junk.pem"),
+        "{err}"
+    );
+    // A client key others may read is refused like the listener's.
+    let ours = certs.issue(&["uringtls.test"], "uringtls", "loose", false);
+    uringtls_tests::set_mode(&ours.key, 0o644);
+    let (code, err) = engine_fails(&[
+        "--service",
+        "proxy",
+        "--upstream",
+        "127.0.0.1:9",
+        "--upstream-tls",
+        "true",
+        "--upstream-cert",
+        ours.cert.to_str().expect("utf8"),
+        "--upstream-key",
+        ours.key.to_str().expect("utf8"),
+    ]);
+    assert_ne!(code, Some(0), "{err}");
+    assert!(err.contains("loose.key"), "{err}");
 
     let ca = uringtls_tests::write(
         dir.path(),

@@ -142,9 +142,14 @@ mod tests {
         assert!(s.proxy.tls.is_none());
         let ca = file(&ca_pem());
         let ca_path = ca.path().to_str().expect("utf8");
-        let s = flags(&proxy(&["--upstream-tls", "true", "--upstream-ca", ca_path]))
-            .resolve()
-            .expect("ok");
+        let s = flags(&proxy(&[
+            "--upstream-tls",
+            "true",
+            "--upstream-ca",
+            ca_path,
+        ]))
+        .resolve()
+        .expect("ok");
         let t = s.proxy.tls.expect("on");
         assert_eq!(t.settings.ca.as_deref(), Some(ca.path()));
         let toml = file(&format!(
@@ -160,19 +165,29 @@ mod tests {
             crate::services::proxy::upstream_tls::UpstreamAlpn::Passthrough
         );
         // The compiled-in roots when no CA is given.
-        let s = flags(&proxy(&["--upstream-tls", "true"])).resolve().expect("ok");
+        let s = flags(&proxy(&["--upstream-tls", "true"]))
+            .resolve()
+            .expect("ok");
         assert!(s.proxy.tls.is_some());
     }
 
     #[test]
     fn a_bad_upstream_tls_file_or_setting_names_the_flag_or_the_file_field() {
-        let err = |args: &[&str]| flags(&proxy(args)).resolve().expect_err("refused").to_string();
+        let err = |args: &[&str]| {
+            flags(&proxy(args))
+                .resolve()
+                .expect_err("refused")
+                .to_string()
+        };
         let junk = file("not a pem\n");
         let j = junk.path().to_str().expect("utf8");
         let e = err(&["--upstream-tls", "true", "--upstream-ca", j]);
         assert!(e.starts_with("flag --upstream-ca:") && e.contains(j), "{e}");
         let e = err(&["--upstream-tls", "true", "--upstream-cert", j]);
-        assert!(e.starts_with("flag --upstream-key:") && e.contains("together"), "{e}");
+        assert!(
+            e.starts_with("flag --upstream-key:") && e.contains("together"),
+            "{e}"
+        );
         let e = err(&["--upstream-alpn", "passthrough,h2"]);
         assert!(e.starts_with("flag --upstream-alpn:"), "{e}");
         let e = err(&["--upstream-sni", "a b"]);

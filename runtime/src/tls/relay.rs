@@ -392,7 +392,9 @@ mod tests {
                 let (conn, _) = up.accept().await.expect("accept upstream");
                 let mut s = ServerStream::new(conn, ServerConn::new(scfg).expect("conn"));
                 s.handshake().await.expect("upstream handshake");
-                let mut got = read_to_end(&mut s).await.expect("upstream reads a clean end");
+                let mut got = read_to_end(&mut s)
+                    .await
+                    .expect("upstream reads a clean end");
                 got.reverse();
                 s.write_all(&got).await.expect("answer");
                 match end {

@@ -23,12 +23,12 @@
 use super::{ConnInfo, Service};
 use crate::metrics::Counters;
 use crate::tls::{duplex, ServerStream};
-use uringtls_runtime::tls::relay;
 use arc_swap::ArcSwap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use uringtls_runtime::tls::relay;
 
 mod header;
 mod pool;
@@ -201,10 +201,7 @@ fn relayed(
             Ok(())
         }
         Err(e) => {
-            if e
-                .get_ref()
-                .is_some_and(|i| i.is::<relay::UpstreamSide>())
-            {
+            if e.get_ref().is_some_and(|i| i.is::<relay::UpstreamSide>()) {
                 conn.count_upstream_error("tls_relay");
                 tracing::debug!(peer = %conn.peer, upstream = %up.name, error = %e, "upstream ended the relay");
                 // The client is not at fault: its connection ends as an

@@ -289,9 +289,8 @@ impl UpstreamTls {
                 })
             }
         };
-        config.resumption = Resumption::store(Arc::new(ClientSessionMemoryCache::new(
-            SESSION_CACHE_NAMES,
-        )));
+        config.resumption =
+            Resumption::store(Arc::new(ClientSessionMemoryCache::new(SESSION_CACHE_NAMES)));
         if let UpstreamAlpn::List(l) = &settings.alpn {
             config.alpn_protocols = l.clone();
         }
@@ -392,9 +391,7 @@ pub fn failure_kind(e: &io::Error) -> &'static str {
         CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
             "tls_verify_bad_name"
         }
-        CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
-            "tls_verify_expired"
-        }
+        CertificateError::Expired | CertificateError::ExpiredContext { .. } => "tls_verify_expired",
         CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
             "tls_verify_not_yet_valid"
         }
@@ -439,7 +436,10 @@ mod tests {
             &[up("10.0.0.1:443")],
         )
         .expect("ok");
-        assert_eq!(t.name_for(&up("10.0.0.1:443")).expect("n").to_str(), "api.internal");
+        assert_eq!(
+            t.name_for(&up("10.0.0.1:443")).expect("n").to_str(),
+            "api.internal"
+        );
     }
 
     #[test]
@@ -476,7 +476,9 @@ mod tests {
 
     #[test]
     fn alpn_passthrough_is_a_word_of_its_own() {
-        let l = |v: &[&str]| UpstreamAlpn::from_list(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let l = |v: &[&str]| {
+            UpstreamAlpn::from_list(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        };
         assert_eq!(l(&["passthrough"]), UpstreamAlpn::Passthrough);
         assert_eq!(l(&[]), UpstreamAlpn::None);
         assert_eq!(
@@ -487,10 +489,24 @@ mod tests {
 
     #[test]
     fn verification_failures_are_counted_by_variant() {
-        let e = |c| io::Error::new(io::ErrorKind::InvalidData, rustls::Error::InvalidCertificate(c));
-        assert_eq!(failure_kind(&e(CertificateError::UnknownIssuer)), "tls_verify_unknown_issuer");
-        assert_eq!(failure_kind(&e(CertificateError::NotValidForName)), "tls_verify_bad_name");
-        let other = io::Error::new(io::ErrorKind::InvalidData, rustls::Error::HandshakeNotComplete);
+        let e = |c| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                rustls::Error::InvalidCertificate(c),
+            )
+        };
+        assert_eq!(
+            failure_kind(&e(CertificateError::UnknownIssuer)),
+            "tls_verify_unknown_issuer"
+        );
+        assert_eq!(
+            failure_kind(&e(CertificateError::NotValidForName)),
+            "tls_verify_bad_name"
+        );
+        let other = io::Error::new(
+            io::ErrorKind::InvalidData,
+            rustls::Error::HandshakeNotComplete,
+        );
         assert_eq!(failure_kind(&other), "tls_handshake");
     }
 }
