@@ -492,3 +492,90 @@ fn a_bad_upstream_ca_stops_the_start_and_a_reload_keeps_the_old_one() {
     assert!(up.next().handshake.is_err());
     upstream_errors_reach(&e, "tls_verify_unknown_issuer", 1.0);
 }
+
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+#[test]
+fn a_client_that_stops_reading_stalls_the_tls_upstream_instead_of_growing_memory() {
+    // The upstream writes as fast as it can while the client reads
+    // nothing: its writes must block (a write timeout tells us when), the
+    // engine's memory must not follow, and every byte must arrive later.
+    let certs = test_certs();
+    let cfg = Arc::new(
+        ServerConfig::builder_with_provider(
+            Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+        )
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(load_chain(&certs.cert), load_key(&certs.key))
+        .expect("cert"),
+    );
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let up = l.local_addr().expect("addr");
+    let (blocked_tx, blocked) = mpsc::channel();
+    let (resume_tx, resume) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let Some(Ok(sock)) = l.incoming().next() else {
+            return;
+        };
+        let mut s = StreamOwned::new(ServerConnection::new(cfg).expect("conn"), sock);
+        while s.conn.is_handshaking() {
+            if s.conn.complete_io(&mut s.sock).is_err() {
+                return;
+            }
+        }
+        s.sock
+            .set_write_timeout(Some(std::time::Duration::from_millis(300)))
+            .expect("timeout");
+        let chunk = vec![7u8; 64 * 1024];
+        // Handed to rustls; what a timed-out flush left stays queued in it.
+        let mut sent = 0u64;
+        loop {
+            s.conn.writer().write_all(&chunk).expect("queue");
+            sent += chunk.len() as u64;
+            if s.flush().is_err() {
+                break;
+            }
+        }
+        let _ = blocked_tx.send(sent);
+        let _ = resume.recv();
+        s.sock.set_write_timeout(None).expect("timeout");
+        s.conn.send_close_notify();
+        let _ = s.flush();
+        let _ = s.sock.shutdown(std::net::Shutdown::Write);
+        let _ = s.read(&mut [0u8; 16]);
+    });
+    let e = engine(&certs, up, &certs.ca, &["--shards", "1"]);
+    let before = rss_kib(e.pid());
+    let mut c = connect(e.addr(), &client(&certs)).expect("connect");
+    let sent = blocked
+        .recv_timeout(WAIT)
+        .expect("the upstream blocks once buffers are full");
+    let grown = rss_kib(e.pid()).saturating_sub(before);
+    eprintln!("upstream queued {sent} bytes before blocking; engine RSS grew {grown} KiB");
+    assert!(
+        grown < 32 * 1024,
+        "engine RSS grew {grown} KiB while the client did not read"
+    );
+    resume_tx.send(()).expect("resume");
+    let mut got = 0u64;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = c.read(&mut buf).expect("read up to the clean end");
+        if n == 0 {
+            break;
+        }
+        assert!(buf[..n].iter().all(|&b| b == 7));
+        got += n as u64;
+    }
+    assert_eq!(got, sent, "every byte the upstream wrote arrives");
+}
