@@ -199,8 +199,7 @@ mod tests {
             e.starts_with(&format!("{p}: field `upstream_ca`:")) && e.contains(j),
             "{e}"
         );
-        // A certificate that is not a CA's is not refused by rustls as an
-        // anchor, but a file of a key is not a certificate bundle.
+        // A file holding a key, not certificates.
         let k = rcgen::KeyPair::generate().expect("key");
         let key = file(&k.serialize_pem());
         let kp = key.path().to_str().expect("utf8");

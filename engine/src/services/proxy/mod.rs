@@ -19,6 +19,11 @@
 //!
 //! The upstream list lives in an [`ArcSwap`], replaced whole on reload;
 //! connections already proxied keep their upstream.
+//!
+//! With `upstream_tls` the upstream connection is TLS too
+//! ([`upstream_tls`]: verified, resumed from a client session cache shared
+//! by all shards), and the bytes are pumped by [`relay::relay`] between
+//! the two sessions instead of [`duplex::splice`].
 
 use super::{ConnInfo, Service};
 use crate::metrics::Counters;
