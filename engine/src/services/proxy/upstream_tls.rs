@@ -14,7 +14,7 @@
 //! Per connection: [`UpstreamTls::handshake`] within the connect timeout;
 //! a failure is classified by rustls's error variant (see [`failure_kind`])
 //! for `uringtls_upstream_errors_total{kind}`. The bytes are then pumped by
-//! [`crate::tls::relay::relay`].
+//! [`uringtls_runtime::tls::relay::relay`].
 
 use super::UpstreamAddr;
 use crate::io::Conn;
