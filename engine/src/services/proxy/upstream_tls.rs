@@ -112,6 +112,9 @@ pub enum UpstreamTlsError {
         /// webpki's reason.
         reason: String,
     },
+    /// No usable trust anchor (the verifier could not be built).
+    #[error("no usable CA certificate: {0}")]
+    NoAnchors(String),
     /// Only one of `upstream_cert` and `upstream_key` was given.
     #[error("`{given}` is given without `{missing}`")]
     HalfPair {
@@ -144,7 +147,7 @@ impl UpstreamTlsError {
     pub fn field(&self) -> &'static str {
         match self {
             UpstreamTlsError::File { field, .. } => field,
-            UpstreamTlsError::BadCa { .. } => "upstream_ca",
+            UpstreamTlsError::BadCa { .. } | UpstreamTlsError::NoAnchors(_) => "upstream_ca",
             UpstreamTlsError::HalfPair { missing, .. } => missing,
             UpstreamTlsError::KeyMismatch { .. } => "upstream_key",
             UpstreamTlsError::BadSni(_) => "upstream_sni",
@@ -159,7 +162,7 @@ impl UpstreamTlsError {
                 "give a readable PEM file (upstream_ca: CERTIFICATE blocks; upstream_cert: the \
                  chain, leaf first; upstream_key: an unencrypted private key)"
             }
-            UpstreamTlsError::BadCa { .. } => {
+            UpstreamTlsError::BadCa { .. } | UpstreamTlsError::NoAnchors(_) => {
                 "list only CA certificates in upstream_ca, or leave it out for the Mozilla roots"
             }
             UpstreamTlsError::HalfPair { .. } => {
@@ -245,11 +248,7 @@ impl UpstreamTls {
             provider.clone(),
         )
         .build()
-        .map_err(|e| UpstreamTlsError::BadCa {
-            path: settings.ca.clone().unwrap_or_default(),
-            block: 0,
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| UpstreamTlsError::NoAnchors(e.to_string()))?;
         let builder = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| UpstreamTlsError::File {
