@@ -70,6 +70,9 @@ impl Watched {
             files.push(p.cert.clone());
             files.push(p.key.clone());
         }
+        if let Some(u) = &s.proxy.tls {
+            files.extend(u.settings.files().cloned());
+        }
         Watched {
             files,
             dirs: t.cert_dir.iter().cloned().collect(),

@@ -12,6 +12,7 @@ mod http;
 mod operations;
 mod routes;
 mod size;
+mod upstream_tls;
 mod warnings;
 
 pub use duration::HumanDuration;
@@ -372,6 +373,31 @@ pub struct Options {
     /// proxy: time a health check may take [default: upstream_connect_timeout].
     #[arg(long, value_name = "DURATION")]
     pub health_timeout: Option<HumanDuration>,
+
+    /// proxy: speak TLS to the upstreams, their certificates verified
+    /// [default: false].
+    #[arg(long, value_name = "BOOL")]
+    pub upstream_tls: Option<bool>,
+    /// proxy: CA bundle (PEM) the upstreams' certificates must chain to
+    /// [default: the Mozilla roots compiled in (webpki-roots)].
+    #[arg(long, value_name = "FILE")]
+    pub upstream_ca: Option<PathBuf>,
+    /// proxy: server name sent to and verified against every upstream
+    /// [default: each upstream's host as written in `upstream`; an IP is
+    /// verified as an IP SAN, with no SNI sent].
+    #[arg(long, value_name = "NAME")]
+    pub upstream_sni: Option<String>,
+    /// proxy: client certificate chain (PEM) for mTLS to the upstreams;
+    /// needs upstream_key [default: none].
+    #[arg(long, value_name = "FILE")]
+    pub upstream_cert: Option<PathBuf>,
+    /// proxy: private key (PEM) of upstream_cert [default: none].
+    #[arg(long, value_name = "FILE")]
+    pub upstream_key: Option<PathBuf>,
+    /// proxy: ALPN offered to the upstreams, comma-separated, or
+    /// `passthrough` (the protocol the client negotiated) [default: none].
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub upstream_alpn: Option<Vec<String>>,
 }
 
 /// The resolved, validated settings the engine runs with.
@@ -634,6 +660,12 @@ impl Options {
             health_fails,
             health_passes,
             health_timeout,
+            upstream_tls,
+            upstream_ca,
+            upstream_sni,
+            upstream_cert,
+            upstream_key,
+            upstream_alpn,
         );
         m.finish(&sources)
     }
@@ -745,6 +777,7 @@ impl Options {
         self.check_http(o)?;
         self.check_acme(o)?;
         self.check_routes(o)?;
+        self.check_upstream_tls(o)?;
         if self.cert.is_some() != self.key.is_some() {
             let missing = if self.cert.is_some() { "key" } else { "cert" };
             return Err(o.invalid(
@@ -799,6 +832,7 @@ impl Options {
         let mut warnings = self.no_effect_warnings(cpus.len(), available.len());
         let acme = self.acme_settings(src, &mut warnings)?;
         let (routes, health) = (self.route_settings(src)?, self.health_settings());
+        let upstream_tls = self.upstream_tls_wanted();
         let alpn = self
             .alpn
             .unwrap_or_else(|| vec!["http/1.1".into()])
@@ -819,7 +853,7 @@ impl Options {
                 "give client_ca, a PEM file of the CAs that issue client certificates",
             ));
         }
-        let proxy = crate::services::proxy::ProxySettings {
+        let mut proxy = crate::services::proxy::ProxySettings {
             upstreams: resolve_upstreams(self.upstream.as_deref().unwrap_or_default()).map_err(
                 |p| {
                     src.of(|f| f.upstream.is_some()).invalid(
@@ -841,7 +875,17 @@ impl Options {
             upstream_http: self.upstream_http.unwrap_or(false),
             routes,
             health,
+            tls: None,
         };
+        // Every upstream TLS may reach, the default pool's and the routes',
+        // must have a usable server name.
+        let every_upstream: Vec<_> = proxy
+            .upstreams
+            .iter()
+            .chain(proxy.routes.iter().flat_map(|r| &r.upstreams))
+            .cloned()
+            .collect();
+        proxy.tls = upstream_tls::load_upstream_tls(upstream_tls, src, &every_upstream)?;
         if self.ticket_key_file.is_some() && self.ticket_secret_file.is_some() {
             return Err(src.of(|f| f.ticket_secret_file.is_some()).invalid(
                 "ticket_secret_file",

@@ -33,6 +33,12 @@ impl Options {
                 ("health_fails", self.health_fails.is_some()),
                 ("health_passes", self.health_passes.is_some()),
                 ("health_timeout", self.health_timeout.is_some()),
+                ("upstream_tls", self.upstream_tls.is_some()),
+                ("upstream_ca", self.upstream_ca.is_some()),
+                ("upstream_sni", self.upstream_sni.is_some()),
+                ("upstream_cert", self.upstream_cert.is_some()),
+                ("upstream_key", self.upstream_key.is_some()),
+                ("upstream_alpn", self.upstream_alpn.is_some()),
             ];
             for (field, _) in given.iter().filter(|(_, set)| *set) {
                 w.push(format!(
@@ -43,6 +49,12 @@ impl Options {
         }
         if service == ServiceKind::Proxy {
             w.extend(self.proxy_warnings());
+            for field in self.upstream_tls_unused() {
+                w.push(format!(
+                    "`{field}` has no effect without `upstream_tls = true` (the upstreams are \
+                     reached over plain TCP): set upstream_tls to true, or remove it"
+                ));
+            }
         }
         let h2 = self
             .alpn
@@ -132,6 +144,23 @@ mod tests {
         assert!(w[0].contains("tls_min_version = 1.2"), "{w:?}");
         let w = warnings(&["--insecure-key-permissions", "true"]);
         assert!(w[0].contains("insecure_key_permissions"), "{w:?}");
+        let w = warnings(&["--upstream-tls", "true", "--upstream-sni", "b.test"]);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].starts_with("`upstream_tls` has no effect with the http service"));
+        assert!(w[1].starts_with("`upstream_sni` has no effect with the http service"));
+        let w = warnings(&[
+            "--service",
+            "proxy",
+            "--upstream",
+            "127.0.0.1:9",
+            "--upstream-alpn",
+            "h2",
+        ]);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].starts_with("`upstream_alpn` has no effect without `upstream_tls = true`"),
+            "{w:?}"
+        );
         let many = (super::super::available_cpus().len() + 1).to_string();
         let w = warnings(&["--shards", &many]);
         assert!(w[0].contains("shards share CPUs"), "{w:?}");

@@ -177,7 +177,8 @@ pub fn prepare(s: &crate::config::Settings) -> Result<Prepared, StartupError> {
             .tls
             .key
             .iter()
-            .chain(s.tls.extra_certs.iter().map(|p| &p.key));
+            .chain(s.tls.extra_certs.iter().map(|p| &p.key))
+            .chain(s.proxy.tls.iter().filter_map(|u| u.settings.key.as_ref()));
         for k in keys {
             check_key_permissions(k)?;
         }

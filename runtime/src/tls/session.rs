@@ -506,6 +506,23 @@ impl<C: TlsConn> Session<C> {
         self.peer_closed || self.eof
     }
 
+    /// Whether the peer ended with `close_notify` (not a FIN alone).
+    pub fn peer_closed_cleanly(&self) -> bool {
+        self.peer_closed
+    }
+
+    /// The decrypted bytes waiting for the application, left in place
+    /// (take them with [`consume_plaintext`](Self::consume_plaintext)):
+    /// a relay encrypts them for another session straight from here.
+    pub fn plaintext(&self) -> &[u8] {
+        &self.plain[self.plain_pos..]
+    }
+
+    /// Marks the first `n` bytes of [`plaintext`](Self::plaintext) taken.
+    pub fn consume_plaintext(&mut self, n: usize) {
+        self.consumed_plain(n.min(self.plaintext_pending()));
+    }
+
     /// The records queued for the peer, taken out (the caller writes them
     /// and may give the buffer back to the write pool).
     pub fn take_out(&mut self) -> Vec<u8> {

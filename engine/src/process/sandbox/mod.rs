@@ -60,7 +60,7 @@ pub fn layers() -> Option<Layers> {
 }
 
 /// The files the running configuration reads (config file, certificates,
-/// keys, client CA, ticket keys).
+/// keys, client CA, ticket keys, the proxy's upstream-TLS files).
 pub fn configured_files(options_config: Option<&PathBuf>, s: &Settings) -> Vec<PathBuf> {
     let t = &s.tls;
     let mut v: Vec<PathBuf> = options_config.into_iter().cloned().collect();
@@ -81,6 +81,10 @@ pub fn configured_files(options_config: Option<&PathBuf>, s: &Settings) -> Vec<P
     for p in &t.extra_certs {
         v.push(p.cert.clone());
         v.push(p.key.clone());
+    }
+    if let Some(u) = &s.proxy.tls {
+        // The proxy's upstream CA, client certificate and key.
+        v.extend(u.settings.files().cloned());
     }
     v
 }

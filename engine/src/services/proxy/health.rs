@@ -18,6 +18,7 @@
 //! socket, and the checks keep their pace whatever the client load.
 
 use super::pool::Pools;
+use super::upstream_tls::UpstreamTls;
 use super::UpstreamAddr;
 use arc_swap::ArcSwap;
 use std::fmt;
@@ -165,6 +166,9 @@ pub enum CheckError {
     Connect(io::Error),
     /// No answer within `health_timeout`.
     Timeout(Duration),
+    /// The TLS handshake with it failed (`upstream_tls`): the counted kind
+    /// (as in `uringtls_upstream_errors_total`) and the error.
+    Tls(&'static str, io::Error),
 }
 
 impl fmt::Display for CheckError {
@@ -172,22 +176,41 @@ impl fmt::Display for CheckError {
         match self {
             CheckError::Connect(e) => write!(f, "connect failed: {e}"),
             CheckError::Timeout(d) => write!(f, "no answer within {d:?}"),
+            CheckError::Tls(kind, e) => write!(f, "TLS handshake failed ({kind}): {e}"),
         }
     }
 }
 
 impl std::error::Error for CheckError {}
 
-/// One health check of `up`: a TCP connect within `timeout`, then a close.
-/// (A TLS upstream's check adds its handshake here.)
-pub(crate) async fn check(up: &UpstreamAddr, timeout: Duration) -> Result<(), CheckError> {
-    match crate::io::time::timeout(timeout, crate::io::Conn::connect(up.addr)).await {
-        Ok(Ok(conn)) => {
-            drop(conn);
+/// One health check of `up`: a TCP connect within `timeout`, then, with
+/// `upstream_tls`, the TLS handshake (certificate verified) within what is
+/// left of it, then a close (`close_notify` first over TLS).
+pub(crate) async fn check(
+    up: &UpstreamAddr,
+    timeout: Duration,
+    tls: Option<&UpstreamTls>,
+) -> Result<(), CheckError> {
+    let started = std::time::Instant::now();
+    let conn = match crate::io::time::timeout(timeout, crate::io::Conn::connect(up.addr)).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => return Err(CheckError::Connect(e)),
+        Err(_) => return Err(CheckError::Timeout(timeout)),
+    };
+    let Some(tls) = tls else {
+        drop(conn);
+        return Ok(());
+    };
+    let left = timeout.saturating_sub(started.elapsed());
+    match tls.handshake(conn, up, None, left).await {
+        Ok(mut stream) => {
+            // A polite end; the check passed whatever the close does.
+            let _ = crate::io::time::timeout(left.max(Duration::from_millis(100)), stream.close())
+                .await;
             Ok(())
         }
-        Ok(Err(e)) => Err(CheckError::Connect(e)),
-        Err(_) => Err(CheckError::Timeout(timeout)),
+        Err(f) if f.kind == "tls_handshake_timeout" => Err(CheckError::Timeout(timeout)),
+        Err(f) => Err(CheckError::Tls(f.kind, f.error)),
     }
 }
 
@@ -266,8 +289,9 @@ async fn round(pools: &Pools, rules: &HealthSettings) {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     for (i, t) in targets.iter().cloned().enumerate() {
         let (tx, timeout) = (tx.clone(), rules.timeout);
+        let tls = pools.settings.tls.clone();
         crate::io::spawn(async move {
-            let _ = tx.send((i, check(&t, timeout).await));
+            let _ = tx.send((i, check(&t, timeout, tls.as_deref()).await));
         });
     }
     drop(tx);
@@ -378,9 +402,9 @@ mod tests {
             addr,
         };
         let t = Duration::from_secs(5);
-        assert!(rt.block_on(check(&up(open), t)).is_ok());
+        assert!(rt.block_on(check(&up(open), t, None)).is_ok());
         assert!(matches!(
-            rt.block_on(check(&up(closed), t)),
+            rt.block_on(check(&up(closed), t, None)),
             Err(CheckError::Connect(_))
         ));
     }

@@ -26,6 +26,11 @@
 //! The routing table lives in an [`ArcSwap`], replaced whole on reload
 //! (upstreams unchanged keep their health and counters); connections
 //! already proxied keep their upstream.
+//!
+//! With `upstream_tls` the upstream connection is TLS too
+//! ([`upstream_tls`]: verified, resumed from a client session cache shared
+//! by all shards), and the bytes are pumped by [`relay::relay`] between
+//! the two sessions instead of [`duplex::splice`].
 
 use super::{ConnInfo, Service};
 use crate::metrics::Counters;
@@ -35,12 +40,14 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use uringtls_runtime::tls::relay;
 
 mod header;
 mod health;
 mod pool;
 mod route;
 mod stats;
+pub mod upstream_tls;
 
 use header::proxy_header;
 #[doc(hidden)] // internal: reached by the fuzz targets through `__private`
@@ -52,6 +59,7 @@ use pool::Pools;
 pub use pool::DEFAULT_POOL;
 pub use route::{check_routes, NamePattern, RouteError, RouteKey, RouteOption};
 pub use stats::ProxyMetrics;
+use upstream_tls::UpstreamTls;
 
 /// Default time allowed to connect to an upstream.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -99,6 +107,8 @@ pub struct ProxySettings {
     pub routes: Vec<Route>,
     /// Active health checks (`None`: off, the default).
     pub health: Option<HealthSettings>,
+    /// TLS to the upstreams (`upstream_tls`), loaded; `None`: plain TCP.
+    pub tls: Option<Arc<UpstreamTls>>,
 }
 
 /// A route and its upstreams (resolved).
@@ -183,6 +193,18 @@ impl Service for Proxy {
             }
         }
         let idle = stream.read_timeout().unwrap_or(FALLBACK_IDLE);
+        if let Some(tls) = &pools.settings.tls {
+            let limit = pools.settings.connect_timeout;
+            let alpn = stream.tls().alpn_protocol();
+            let mut up_tls = match tls.handshake(upstream, up, alpn, limit).await {
+                Ok(s) => s,
+                Err(f) => {
+                    let http = pools.settings.upstream_http;
+                    return upstream_tls_failed(stream, conn, tls, up, f, http).await;
+                }
+            };
+            return relayed(relay::relay(stream, &mut up_tls, idle).await, conn, up);
+        }
         match duplex::splice(stream, &upstream, idle).await {
             Ok(stats) => {
                 up.stats.relayed(stats.to_plain, stats.from_plain);
@@ -200,6 +222,58 @@ impl Service for Proxy {
                 upstream.abort();
                 Err(e)
             }
+        }
+    }
+}
+
+/// The upstream's TLS handshake failed: counted by kind (a refused
+/// certificate as `tls_verify_*`), logged at warn at most every few
+/// seconds, and the client closed as when no upstream connects.
+async fn upstream_tls_failed(
+    stream: &mut ServerStream,
+    conn: &ConnInfo,
+    tls: &UpstreamTls,
+    up: &pool::Upstream,
+    f: upstream_tls::HandshakeFailure,
+    upstream_http: bool,
+) -> io::Result<()> {
+    stats::UpstreamStats::bump(&up.stats.tls_failures);
+    conn.count_upstream_error(f.kind);
+    if tls.warn_now() {
+        tracing::warn!(upstream = %up.name, kind = f.kind, error = %f.error, "upstream TLS handshake failed; closing the client connection");
+    } else {
+        tracing::debug!(upstream = %up.name, kind = f.kind, error = %f.error, "upstream TLS handshake failed");
+    }
+    if upstream_http && speaks_http1(stream.tls()) {
+        return bad_gateway(stream).await;
+    }
+    Ok(())
+}
+
+/// The outcome of a TLS-to-TLS relay, as the plain splice's.
+fn relayed(
+    res: io::Result<duplex::SpliceStats>,
+    conn: &ConnInfo,
+    up: &pool::Upstream,
+) -> io::Result<()> {
+    match res {
+        Ok(stats) => {
+            up.stats.relayed(stats.to_plain, stats.from_plain);
+            tracing::debug!(peer = %conn.peer, upstream = %up.name, up = stats.to_plain, down = stats.from_plain, "proxied over TLS");
+            if stats.peer_eof {
+                return Err(crate::metrics::CloseReason::Eof.error(io::ErrorKind::UnexpectedEof));
+            }
+            Ok(())
+        }
+        Err(e) => {
+            if e.get_ref().is_some_and(|i| i.is::<relay::UpstreamSide>()) {
+                conn.count_upstream_error("tls_relay");
+                tracing::debug!(peer = %conn.peer, upstream = %up.name, error = %e, "upstream ended the relay");
+                // The client is not at fault: its connection ends as an
+                // error of ours, not of its TLS.
+                return Err(crate::metrics::CloseReason::Error.error(e.kind()));
+            }
+            Err(e)
         }
     }
 }

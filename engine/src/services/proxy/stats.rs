@@ -6,6 +6,7 @@
 //! upstream as configured, `HOST:PORT`):
 //! `uringtls_upstream_up`, `uringtls_upstream_connects_total`,
 //! `uringtls_upstream_connect_failures_total`,
+//! `uringtls_upstream_tls_failures_total`,
 //! `uringtls_upstream_health_checks_total{result}`,
 //! `uringtls_upstream_sent_bytes_total`, `uringtls_upstream_received_bytes_total`,
 //! `uringtls_upstream_active_connections`.
@@ -28,6 +29,9 @@ pub(crate) struct UpstreamStats {
     pub connects: AtomicU64,
     /// Client connections whose connect to it failed or timed out.
     pub connect_failures: AtomicU64,
+    /// Client connections whose TLS handshake with it failed (a refused
+    /// certificate included; `upstream_tls`).
+    pub tls_failures: AtomicU64,
     checks_passed: AtomicU64,
     checks_failed: AtomicU64,
     /// Plaintext bytes relayed to it (from clients).
@@ -152,6 +156,13 @@ impl Collector for ProxyMetrics {
             "proxy: client connections whose connect to the upstream failed or timed out (the next upstream was tried).",
             &series,
             |u| load(&u.stats.connect_failures),
+        )?;
+        counter(
+            e,
+            "upstream_tls_failures",
+            "proxy: client connections whose TLS handshake with the upstream failed (upstream_tls; the kind is in uringtls_upstream_errors_total).",
+            &series,
+            |u| load(&u.stats.tls_failures),
         )?;
         let mut m = e.encode_descriptor(
             "upstream_health_checks",
