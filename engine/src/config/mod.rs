@@ -9,12 +9,14 @@
 mod acme;
 mod duration;
 mod http;
+mod listeners;
 mod operations;
 mod size;
 mod warnings;
 
 pub use duration::HumanDuration;
 pub use http::HttpLimits;
+pub use listeners::ListenerConfig;
 pub use operations::{check_log_filter, Operations};
 pub use size::ByteSize;
 
@@ -345,6 +347,13 @@ pub struct Options {
     /// system's (a private ACME server) [default: none].
     #[arg(long, value_name = "FILE")]
     pub acme_ca: Option<PathBuf>,
+
+    /// More listeners in one process (TOML only, `[[listener]]` tables):
+    /// each table's own settings over the top level's; see
+    /// [`Settings::listeners`].
+    #[arg(skip)]
+    #[serde(default)]
+    pub listener: Option<Vec<toml::Table>>,
 }
 
 /// The resolved, validated settings the engine runs with.
@@ -404,6 +413,11 @@ pub struct Settings {
     pub sandbox: bool,
     /// ACME (`None`: no `acme_domain`).
     pub acme: Option<crate::acme::AcmeSettings>,
+    /// With `[[listener]]` tables, every listener served, in order (the
+    /// top level first when it has a `listen` of its own); empty without
+    /// tables: the top level is then the only listener. See
+    /// [`Settings::each_listener`].
+    pub listeners: Vec<ListenerConfig>,
 }
 
 /// A configuration problem, reported before anything is bound.
@@ -474,6 +488,8 @@ impl From<crate::tls::TlsError> for ConfigError {
 enum Origin<'a> {
     Flag,
     File(&'a Path),
+    /// The `[[listener]]` table of this index in this file.
+    Listener(&'a Path, usize),
 }
 
 impl Origin<'_> {
@@ -481,6 +497,7 @@ impl Origin<'_> {
         match self {
             Origin::Flag => format!("flag --{}", field.replace('_', "-")),
             Origin::File(p) => format!("{}: field `{field}`", p.display()),
+            Origin::Listener(p, i) => format!("{}: field `listener[{i}].{field}`", p.display()),
         }
     }
 
@@ -523,6 +540,7 @@ impl Options {
         let sources = Sources {
             flags: self.clone(),
             file: self.config.clone(),
+            listener: None,
         };
         let file = match &self.config {
             Some(p) => {
@@ -601,8 +619,9 @@ impl Options {
             acme_email,
             acme_cache,
             acme_ca,
+            listener,
         );
-        m.finish(&sources)
+        listeners::resolve(m, &sources)
     }
 
     /// Checks every value present in this one source.
@@ -877,6 +896,7 @@ impl Options {
             watch_files: self.watch_files.unwrap_or(true),
             sandbox: self.sandbox.unwrap_or(true),
             acme,
+            listeners: Vec::new(),
         })
     }
 }
@@ -933,10 +953,18 @@ impl Options {
 struct Sources {
     flags: Options,
     file: Option<PathBuf>,
+    /// While resolving a `[[listener]]` table: its index and its own
+    /// values (a value it sets is named `listener[i].field`).
+    listener: Option<(usize, Options)>,
 }
 
 impl Sources {
     fn of(&self, by_flag: impl Fn(&Options) -> bool) -> Origin<'_> {
+        if let (Some(p), Some((i, own))) = (&self.file, &self.listener) {
+            if by_flag(own) {
+                return Origin::Listener(p, *i);
+            }
+        }
         match &self.file {
             Some(p) if !by_flag(&self.flags) => Origin::File(p),
             _ => Origin::Flag,
