@@ -70,10 +70,17 @@ impl Watched {
             files.push(p.cert.clone());
             files.push(p.key.clone());
         }
-        Watched {
+        let mut w = Watched {
             files,
             dirs: t.cert_dir.iter().cloned().collect(),
+        };
+        // Each `[[listener]]`'s own files too.
+        for l in &s.listeners {
+            let o = Watched::of(&l.settings);
+            w.files.extend(o.files);
+            w.dirs.extend(o.dirs);
         }
+        w
     }
 
     /// The directories to watch: each file's parent, and the parent of

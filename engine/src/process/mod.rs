@@ -178,7 +178,12 @@ pub fn prepare(s: &crate::config::Settings) -> Result<Prepared, StartupError> {
             .key
             .iter()
             .chain(s.tls.extra_certs.iter().map(|p| &p.key));
-        for k in keys {
+        // Each `[[listener]]`'s own keys too.
+        let listeners = s.listeners.iter().flat_map(|l| {
+            let t = &l.settings.tls;
+            t.key.iter().chain(t.extra_certs.iter().map(|p| &p.key))
+        });
+        for k in keys.chain(listeners) {
             check_key_permissions(k)?;
         }
     }

@@ -82,6 +82,10 @@ pub fn configured_files(options_config: Option<&PathBuf>, s: &Settings) -> Vec<P
         v.push(p.cert.clone());
         v.push(p.key.clone());
     }
+    // Each `[[listener]]`'s own files too.
+    for l in &s.listeners {
+        v.extend(configured_files(None, &l.settings));
+    }
     v
 }
 
@@ -123,7 +127,9 @@ pub fn before_start(on: bool, dirs: &BTreeSet<PathBuf>, s: &Settings) -> Result<
         return Ok(());
     }
     let mut files: Vec<&str> = Vec::new();
-    if s.service == ServiceKind::Proxy {
+    if s.service == ServiceKind::Proxy
+        || s.listeners.iter().any(|l| l.settings.service == ServiceKind::Proxy)
+    {
         files.extend(landlock::RESOLVER_FILES);
     }
     if s.ops.user.is_some() {
