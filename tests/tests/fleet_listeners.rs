@@ -1,0 +1,247 @@
+//! Several listeners in one process (`[[listener]]` tables): each with its
+//! own address, service, certificate and limits, every one served by every
+//! shard; bad tables refused before anything is bound; SIGHUP reloads each
+//! listener's settings, refusing a bad one or a changed set of addresses.
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use uringtls_tests::{
+    client_config, connect, connect_to, engine_fails, read_response, start_engine, test_certs,
+    test_certs_for, write, EngineProc, TestCerts,
+};
+
+/// Connections per listener: all on one of two shards by the kernel's
+/// hash has a chance of 2^-23.
+const CONNS: usize = 24;
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("utf8")
+}
+
+/// A config file whose one `[[listener]]` table (listener[0]) serves echo
+/// with `b`'s certificate on 127.0.0.1:0, plus `extra` lines in the table.
+fn echo_listener_config(dir: &Path, b: &TestCerts, extra: &str) -> std::path::PathBuf {
+    write(
+        dir,
+        "uringtls.toml",
+        &format!(
+            "[[listener]]\nlisten = \"127.0.0.1:0\"\nservice = \"echo\"\n\
+             cert = \"{}\"\nkey = \"{}\"\n{extra}",
+            path(&b.cert),
+            path(&b.key)
+        ),
+    )
+}
+
+/// Starts the engine: the top level (the harness's `--listen
+/// 127.0.0.1:0`) serves http with `a`'s certificate; the file's tables
+/// add the rest. Returns it and listener[0]'s address.
+fn start(cfg: &Path, a: &TestCerts, shards: &str) -> (EngineProc, SocketAddr) {
+    let e = start_engine(&[
+        "--config",
+        path(cfg),
+        "--shards",
+        shards,
+        "--cert",
+        path(&a.cert),
+        "--key",
+        path(&a.key),
+    ]);
+    let out = e.wait_for_stdout("(listener[0])");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("uringtls: serving echo at https://") && l.contains("(listener[0])"))
+        .unwrap_or_else(|| panic!("no line for listener[0]:\n{out}"));
+    let addr = line["uringtls: serving echo at https://".len()..]
+        .split('/')
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line}"));
+    assert!(
+        out.contains(&format!("uringtls: serving http at https://{}/", e.addr())),
+        "{out}"
+    );
+    (e, addr)
+}
+
+/// One GET on the http listener, trusting only `a`'s CA.
+fn http_ok(addr: SocketAddr, a: &TestCerts) -> bool {
+    let cfg = client_config(&a.ca_der, &[&rustls::version::TLS13]);
+    let Ok(mut c) = connect(addr, &cfg) else {
+        return false;
+    };
+    c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
+    c.flush().expect("flush");
+    read_response(&mut c).is_ok_and(|r| r.0 == "HTTP/1.1 200 OK")
+}
+
+/// One echo on the echo listener, trusting only `b`'s CA, name `b.test`.
+fn echo_ok(addr: SocketAddr, b: &TestCerts) -> bool {
+    let cfg = client_config(&b.ca_der, &[&rustls::version::TLS13]);
+    let Ok(mut c) = connect_to(addr, &cfg, "b.test") else {
+        return false;
+    };
+    if c.write_all(b"ping\n").and_then(|()| c.flush()).is_err() {
+        return false;
+    }
+    let mut got = [0u8; 5];
+    c.read_exact(&mut got).is_ok() && &got == b"ping\n"
+}
+
+/// The `listener stopped` log line of `listener` on `shard`, and its count.
+fn accepted(log: &str, shard: usize, listener: &str) -> u64 {
+    let line = log
+        .lines()
+        .find(|l| {
+            l.contains("listener stopped")
+                && l.contains(&format!("shard={shard} "))
+                && l.contains(&format!("listener={listener} "))
+        })
+        .unwrap_or_else(|| panic!("no stop line for {listener} on shard {shard}:\n{log}"));
+    line.split("accepted=")
+        .nth(1)
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {line}"))
+}
+
+fn sockets_on(port: u16) -> usize {
+    let out = Command::new("ss")
+        .args(["-ltnH", &format!("sport = :{port}")])
+        .output()
+        .expect("ss");
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+#[test]
+fn two_listeners_with_their_own_services_and_certificates_are_served_by_every_shard() {
+    let a = test_certs();
+    let b = test_certs_for(&["b.test"]);
+    let cfg = echo_listener_config(b.dir.path(), &b, "");
+    let (mut e, echo) = start(&cfg, &a, "2");
+    let http = e.addr();
+    assert_ne!(http, echo);
+    assert_eq!(sockets_on(http.port()), 2, "one socket per shard");
+    assert_eq!(sockets_on(echo.port()), 2, "one socket per shard");
+    for _ in 0..CONNS {
+        assert!(http_ok(http, &a), "http on the top-level listener");
+        assert!(echo_ok(echo, &b), "echo on listener[0]");
+    }
+    // Each listener presents its own certificate only.
+    assert!(!echo_ok(http, &b), "the http listener served b's certificate");
+    assert!(!http_ok(echo, &a), "the echo listener served a's certificate");
+    assert!(e.stop().success());
+    let log = e.stderr();
+    for shard in 0..2 {
+        for listener in ["top level", "listener[0]"] {
+            assert!(
+                accepted(&log, shard, listener) > 0,
+                "shard {shard} served nothing on {listener}:\n{log}"
+            );
+        }
+    }
+}
+
+#[test]
+fn two_listeners_on_one_address_are_refused_before_anything_is_bound() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = write(
+        dir.path(),
+        "dup.toml",
+        "[[listener]]\nlisten = \"127.0.0.1:9\"\n\
+         [[listener]]\nlisten = \"127.0.0.1:9\"\nservice = \"echo\"\n",
+    );
+    let (code, err) = engine_fails(&["--config", path(&cfg)]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}: listener[0] and listener[1]: both listen on 127.0.0.1:9",
+            cfg.display()
+        )) && err.contains("give each listener an address of its own"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_bad_field_in_the_second_listener_names_the_file_and_the_table() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = write(
+        dir.path(),
+        "bad.toml",
+        "[[listener]]\nlisten = \"127.0.0.1:0\"\n\
+         [[listener]]\nlisten = \"127.0.0.1:0\"\nservice = \"proxy\"\nupstream = [\"nohostport\"]\n",
+    );
+    let (code, err) = engine_fails(&["--config", path(&cfg)]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}: field `listener[1].upstream`: `nohostport` is not HOST:PORT",
+            cfg.display()
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn sighup_reloads_a_listeners_own_settings_and_refuses_a_bad_one_or_a_moved_listener() {
+    let a = test_certs();
+    let b = test_certs_for(&["b.test"]);
+    let dir = b.dir.path();
+    let cfg = echo_listener_config(dir, &b, "");
+    let (e, echo) = start(&cfg, &a, "2");
+    let http = e.addr();
+    assert!(echo_ok(echo, &b) && http_ok(http, &a));
+
+    // listener[0] refuses loopback clients; the top level is untouched.
+    echo_listener_config(dir, &b, "deny = [\"127.0.0.0/8\"]\n");
+    assert!(e.reload(1), "{}", e.stdout());
+    assert!(!echo_ok(echo, &b), "listener[0]'s deny list did not apply");
+    assert!(http_ok(http, &a), "the top level caught listener[0]'s deny list");
+
+    // A broken certificate for listener[0]: refused whole, naming it.
+    let broken = write(dir, "broken.pem", "not a certificate\n");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[listener]]\nlisten = \"127.0.0.1:0\"\nservice = \"echo\"\n\
+             cert = \"{}\"\nkey = \"{}\"\n",
+            path(&broken),
+            path(&b.key)
+        ),
+    )
+    .expect("write");
+    assert!(!e.reload(2));
+    let out = e.stdout();
+    assert!(
+        out.contains("uringtls: reload 2 refused: listener[0]:") && out.contains("broken.pem"),
+        "{out}"
+    );
+    assert!(!echo_ok(echo, &b), "the refused reload lifted the deny list");
+    assert!(http_ok(http, &a));
+
+    // A moved listener needs a restart.
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[listener]]\nlisten = \"127.0.0.1:1\"\nservice = \"echo\"\n\
+             cert = \"{}\"\nkey = \"{}\"\n",
+            path(&b.cert),
+            path(&b.key)
+        ),
+    )
+    .expect("write");
+    assert!(!e.reload(3));
+    let out = e.stdout();
+    assert!(
+        out.contains("uringtls: reload 3 refused: listeners: the set of listeners changed")
+            && out.contains("needs a restart"),
+        "{out}"
+    );
+
+    // The deny list removed: listener[0] serves again.
+    echo_listener_config(dir, &b, "");
+    assert!(e.reload(4), "{}", e.stdout());
+    assert!(echo_ok(echo, &b) && http_ok(http, &a));
+}
