@@ -52,7 +52,9 @@ fn start(cfg: &Path, a: &TestCerts, shards: &str) -> (EngineProc, SocketAddr) {
     let out = e.wait_for_stdout("(listener[0])");
     let line = out
         .lines()
-        .find(|l| l.starts_with("uringtls: serving echo at https://") && l.contains("(listener[0])"))
+        .find(|l| {
+            l.starts_with("uringtls: serving echo at https://") && l.contains("(listener[0])")
+        })
         .unwrap_or_else(|| panic!("no line for listener[0]:\n{out}"));
     let addr = line["uringtls: serving echo at https://".len()..]
         .split('/')
@@ -72,7 +74,8 @@ fn http_ok(addr: SocketAddr, a: &TestCerts) -> bool {
     let Ok(mut c) = connect(addr, &cfg) else {
         return false;
     };
-    c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
+    c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("write");
     c.flush().expect("flush");
     read_response(&mut c).is_ok_and(|r| r.0 == "HTTP/1.1 200 OK")
 }
@@ -130,8 +133,14 @@ fn two_listeners_with_their_own_services_and_certificates_are_served_by_every_sh
         assert!(echo_ok(echo, &b), "echo on listener[0]");
     }
     // Each listener presents its own certificate only.
-    assert!(!echo_ok(http, &b), "the http listener served b's certificate");
-    assert!(!http_ok(echo, &a), "the echo listener served a's certificate");
+    assert!(
+        !echo_ok(http, &b),
+        "the http listener served b's certificate"
+    );
+    assert!(
+        !http_ok(echo, &a),
+        "the echo listener served a's certificate"
+    );
     assert!(e.stop().success());
     let log = e.stderr();
     for shard in 0..2 {
@@ -198,7 +207,10 @@ fn sighup_reloads_a_listeners_own_settings_and_refuses_a_bad_one_or_a_moved_list
     echo_listener_config(dir, &b, "deny = [\"127.0.0.0/8\"]\n");
     assert!(e.reload(1), "{}", e.stdout());
     assert!(!echo_ok(echo, &b), "listener[0]'s deny list did not apply");
-    assert!(http_ok(http, &a), "the top level caught listener[0]'s deny list");
+    assert!(
+        http_ok(http, &a),
+        "the top level caught listener[0]'s deny list"
+    );
 
     // A broken certificate for listener[0]: refused whole, naming it.
     let broken = write(dir, "broken.pem", "not a certificate\n");
@@ -218,7 +230,10 @@ fn sighup_reloads_a_listeners_own_settings_and_refuses_a_bad_one_or_a_moved_list
         out.contains("uringtls: reload 2 refused: listener[0]:") && out.contains("broken.pem"),
         "{out}"
     );
-    assert!(!echo_ok(echo, &b), "the refused reload lifted the deny list");
+    assert!(
+        !echo_ok(echo, &b),
+        "the refused reload lifted the deny list"
+    );
     assert!(http_ok(http, &a));
 
     // A moved listener needs a restart.

@@ -91,10 +91,7 @@ pub(super) fn resolve(m: Options, src: &Sources) -> Result<Settings, ConfigError
     let tables = m.listener.clone().unwrap_or_default();
     let top_listens = m.listen.is_some();
     let mut top = m.clone().finish(src)?;
-    // Tables only come from a file (there is no flag for them).
-    let Some(path) = src.file.as_deref() else {
-        return Ok(top);
-    };
+    let path = file_name(src.file.as_deref());
     if tables.is_empty() {
         return Ok(top);
     }
@@ -121,6 +118,13 @@ pub(super) fn resolve(m: Options, src: &Sources) -> Result<Settings, ConfigError
     top.listen = out[0].settings.listen;
     top.listeners = out;
     Ok(top)
+}
+
+/// Where tables come from, for messages: the config file, or (no file:
+/// only [`SettingsBuilder::from_toml`](crate::SettingsBuilder::from_toml)
+/// can give tables then) the TOML string.
+pub(super) fn file_name(file: Option<&Path>) -> &Path {
+    file.unwrap_or(Path::new("(TOML given to SettingsBuilder::from_toml)"))
 }
 
 /// Table `i`: its own values checked, then over the top level's.
@@ -158,8 +162,7 @@ fn one(
         ));
     }
     let eff = overlay(own.clone(), top.clone());
-    if eff.service == Some(ServiceKind::Proxy) && eff.upstream.as_ref().is_none_or(Vec::is_empty)
-    {
+    if eff.service == Some(ServiceKind::Proxy) && eff.upstream.as_ref().is_none_or(Vec::is_empty) {
         return Err(o.invalid(
             "upstream",
             "the proxy service has no upstream",
@@ -251,7 +254,9 @@ mod tests {
 
     #[test]
     fn without_tables_the_top_level_is_the_only_listener() {
-        let s = flags(&["--listen", "127.0.0.1:7000"]).resolve().expect("ok");
+        let s = flags(&["--listen", "127.0.0.1:7000"])
+            .resolve()
+            .expect("ok");
         assert!(s.listeners.is_empty());
         let each = s.each_listener();
         assert_eq!(each.len(), 1);
@@ -290,7 +295,11 @@ mod tests {
             .iter()
             .map(|l| l.settings.idle_timeout.as_secs())
             .collect();
-        assert_eq!(idle, [1, 1, 3], "the flag over the file, the table over both");
+        assert_eq!(
+            idle,
+            [1, 1, 3],
+            "the flag over the file, the table over both"
+        );
     }
 
     #[test]
@@ -311,7 +320,9 @@ mod tests {
         );
         let e = r.expect_err("refused").to_string();
         assert!(
-            e.starts_with(&format!("{path}: top level and listener[0]: both listen on")),
+            e.starts_with(&format!(
+                "{path}: top level and listener[0]: both listen on"
+            )),
             "{e}"
         );
         let (_, r) = resolve_file(
@@ -329,7 +340,9 @@ mod tests {
              [[listener]]\nlisten = \"127.0.0.1:7002\"\nupstream = [\"nohostport\"]\n");
         let e = r.expect_err("refused").to_string();
         assert!(
-            e.starts_with(&format!("{path}: field `listener[1].upstream`: `nohostport`")),
+            e.starts_with(&format!(
+                "{path}: field `listener[1].upstream`: `nohostport`"
+            )),
             "{e}"
         );
         let (path, r) = bad("[[listener]]\nlisten = \"127.0.0.1:7001\"\nservice = \"proxy\"\n");
@@ -347,7 +360,9 @@ mod tests {
         let (path, r) = bad("[[listener]]\nlisten = \"127.0.0.1:7001\"\nshards = 2\n");
         let e = r.expect_err("refused").to_string();
         assert!(
-            e.starts_with(&format!("{path}: field `listener[0].shards`: is a process-wide")),
+            e.starts_with(&format!(
+                "{path}: field `listener[0].shards`: is a process-wide"
+            )),
             "{e}"
         );
         let (path, r) = bad("[[listener]]\nlisten = \"127.0.0.1:7001\"\nidle_timeot = \"1s\"\n");
@@ -365,6 +380,24 @@ mod tests {
     }
 
     #[test]
+    fn tables_given_to_the_settings_builder_are_listeners_too() {
+        let s = crate::SettingsBuilder::from_toml(TWO)
+            .expect("toml")
+            .build()
+            .expect("ok");
+        assert_eq!(s.listeners.len(), 2);
+        let e = crate::SettingsBuilder::from_toml("[[listener]]\nlisten = \"x\"\n")
+            .expect("toml")
+            .build()
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            e.starts_with("(TOML given to SettingsBuilder::from_toml): field `listener[0].listen`"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn certificates_and_proxy_upstreams_are_per_listener() {
         let (_, r) = resolve_file(
             "cert = \"/top.pem\"\nkey = \"/top.key\"\n\
@@ -376,10 +409,16 @@ mod tests {
         );
         let s = r.expect("ok");
         let l = &s.listeners;
-        assert_eq!(l[0].settings.tls.cert.as_deref(), Some(Path::new("/top.pem")));
+        assert_eq!(
+            l[0].settings.tls.cert.as_deref(),
+            Some(Path::new("/top.pem"))
+        );
         assert_eq!(l[1].settings.tls.cert.as_deref(), Some(Path::new("/b.pem")));
         assert_eq!(l[1].settings.tls.extra_certs.len(), 1);
-        assert_eq!(l[1].settings.proxy.upstreams[0].addr.to_string(), "127.0.0.1:9");
+        assert_eq!(
+            l[1].settings.proxy.upstreams[0].addr.to_string(),
+            "127.0.0.1:9"
+        );
         assert!(l[0].settings.proxy.upstreams.is_empty());
     }
 }

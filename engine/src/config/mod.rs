@@ -960,9 +960,9 @@ struct Sources {
 
 impl Sources {
     fn of(&self, by_flag: impl Fn(&Options) -> bool) -> Origin<'_> {
-        if let (Some(p), Some((i, own))) = (&self.file, &self.listener) {
+        if let Some((i, own)) = &self.listener {
             if by_flag(own) {
-                return Origin::Listener(p, *i);
+                return Origin::Listener(listeners::file_name(self.file.as_deref()), *i);
             }
         }
         match &self.file {

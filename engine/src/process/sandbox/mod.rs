@@ -128,7 +128,9 @@ pub fn before_start(on: bool, dirs: &BTreeSet<PathBuf>, s: &Settings) -> Result<
     }
     let mut files: Vec<&str> = Vec::new();
     if s.service == ServiceKind::Proxy
-        || s.listeners.iter().any(|l| l.settings.service == ServiceKind::Proxy)
+        || s.listeners
+            .iter()
+            .any(|l| l.settings.service == ServiceKind::Proxy)
     {
         files.extend(landlock::RESOLVER_FILES);
     }
