@@ -52,7 +52,12 @@ pub fn main() -> ExitCode {
             .map_err(crate::process::StartupError::from)
     };
     // Probed before our own listeners exist (they would answer it).
-    let shared_port = crate::process::listener_exists(settings.listen);
+    let shared_ports: Vec<_> = settings
+        .each_listener()
+        .iter()
+        .map(|l| l.settings.listen)
+        .filter(|a| crate::process::listener_exists(*a))
+        .collect();
     // Installed before anything is announced: a SIGHUP right after the
     // readiness line must reload, not kill (its default action).
     let signals = match Signals::new([SIGINT, SIGTERM, SIGHUP]) {
@@ -104,11 +109,8 @@ pub fn main() -> ExitCode {
             }
         }
     }
-    if shared_port {
-        tracing::warn!(
-            "{}",
-            crate::process::shared_port_warning(engine.local_addr())
-        );
+    for addr in shared_ports {
+        tracing::warn!("{}", crate::process::shared_port_warning(addr));
     }
     crate::process::sandbox::announce(&readable);
     announce(&settings, &engine);

@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use uringtls_tests::{
-    client_config, connect, connect_to, engine_fails, read_response, start_engine, test_certs,
-    test_certs_for, write, EngineProc, TestCerts,
+    client_config, closed_port, connect, connect_to, echo_upstream, engine_fails, read_response,
+    start_engine, test_certs, test_certs_for, write, EngineProc, TestCerts,
 };
 
 /// Connections per listener: all on one of two shards by the kernel's
@@ -39,6 +39,16 @@ fn echo_listener_config(dir: &Path, b: &TestCerts, extra: &str) -> std::path::Pa
 /// 127.0.0.1:0`) serves http with `a`'s certificate; the file's tables
 /// add the rest. Returns it and listener[0]'s address.
 fn start(cfg: &Path, a: &TestCerts, shards: &str) -> (EngineProc, SocketAddr) {
+    start_serving(cfg, a, shards, "echo")
+}
+
+/// [`start`], listener[0] serving `service`.
+fn start_serving(
+    cfg: &Path,
+    a: &TestCerts,
+    shards: &str,
+    service: &str,
+) -> (EngineProc, SocketAddr) {
     let e = start_engine(&[
         "--config",
         path(cfg),
@@ -50,13 +60,12 @@ fn start(cfg: &Path, a: &TestCerts, shards: &str) -> (EngineProc, SocketAddr) {
         path(&a.key),
     ]);
     let out = e.wait_for_stdout("(listener[0])");
+    let prefix = format!("uringtls: serving {service} at https://");
     let line = out
         .lines()
-        .find(|l| {
-            l.starts_with("uringtls: serving echo at https://") && l.contains("(listener[0])")
-        })
+        .find(|l| l.starts_with(&prefix) && l.contains("(listener[0])"))
         .unwrap_or_else(|| panic!("no line for listener[0]:\n{out}"));
-    let addr = line["uringtls: serving echo at https://".len()..]
+    let addr = line[prefix.len()..]
         .split('/')
         .next()
         .and_then(|a| a.parse().ok())
@@ -259,4 +268,44 @@ fn sighup_reloads_a_listeners_own_settings_and_refuses_a_bad_one_or_a_moved_list
     echo_listener_config(dir, &b, "");
     assert!(e.reload(4), "{}", e.stdout());
     assert!(echo_ok(echo, &b) && http_ok(http, &a));
+}
+
+/// An echo through listener[0]'s proxy, trusting `a`'s CA (the listener
+/// inherits the top level's certificate).
+fn proxied_echo_ok(addr: SocketAddr, a: &TestCerts) -> bool {
+    let cfg = client_config(&a.ca_der, &[&rustls::version::TLS13]);
+    let Ok(mut c) = connect(addr, &cfg) else {
+        return false;
+    };
+    if c.write_all(b"ping\n").and_then(|()| c.flush()).is_err() {
+        return false;
+    }
+    let mut got = [0u8; 5];
+    c.read_exact(&mut got).is_ok() && &got == b"ping\n"
+}
+
+#[test]
+fn a_reload_swaps_the_upstreams_of_a_proxy_listener_only() {
+    let a = test_certs();
+    let dir = tempfile::tempdir().expect("tmp");
+    let table = |up: SocketAddr| {
+        format!(
+            "[[listener]]\nlisten = \"127.0.0.1:0\"\nservice = \"proxy\"\nupstream = [\"{up}\"]\n"
+        )
+    };
+    let cfg = write(dir.path(), "uringtls.toml", &table(closed_port()));
+    let (e, proxy) = start_serving(&cfg, &a, "2", "proxy");
+    assert!(
+        !proxied_echo_ok(proxy, &a),
+        "the upstream is down: a clean close"
+    );
+    assert!(http_ok(e.addr(), &a), "the top level serves http");
+    let up = echo_upstream(false);
+    std::fs::write(&cfg, table(up.addr)).expect("write");
+    assert!(e.reload(1), "{}", e.stdout());
+    assert!(
+        proxied_echo_ok(proxy, &a),
+        "listener[0] did not get its new upstream"
+    );
+    assert!(http_ok(e.addr(), &a));
 }

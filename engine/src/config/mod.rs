@@ -365,7 +365,7 @@ pub struct Options {
 /// builder's TOML.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Listen address.
+    /// Listen address (with `[[listener]]` tables: the first listener's).
     pub listen: SocketAddr,
     /// CPU of each shard (its length is the shard count).
     pub cpus: Vec<usize>,
