@@ -39,7 +39,7 @@ fn echo_listener_config(dir: &Path, b: &TestCerts, extra: &str) -> std::path::Pa
 /// 127.0.0.1:0`) serves http with `a`'s certificate; the file's tables
 /// add the rest. Returns it and listener[0]'s address.
 fn start(cfg: &Path, a: &TestCerts, shards: &str) -> (EngineProc, SocketAddr) {
-    start_serving(cfg, a, shards, "echo")
+    start_serving(cfg, a, shards, "echo", &[])
 }
 
 /// [`start`], listener[0] serving `service`.
@@ -48,8 +48,9 @@ fn start_serving(
     a: &TestCerts,
     shards: &str,
     service: &str,
+    extra: &[&str],
 ) -> (EngineProc, SocketAddr) {
-    let e = start_engine(&[
+    let mut args = vec![
         "--config",
         path(cfg),
         "--shards",
@@ -58,7 +59,9 @@ fn start_serving(
         path(&a.cert),
         "--key",
         path(&a.key),
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let e = start_engine(&args);
     let out = e.wait_for_stdout("(listener[0])");
     let prefix = format!("uringtls: serving {service} at https://");
     let line = out
@@ -119,6 +122,24 @@ fn accepted(log: &str, shard: usize, listener: &str) -> u64 {
         .unwrap_or_else(|| panic!("no count in {line}"))
 }
 
+/// GET /metrics from the engine's metrics endpoint.
+fn scrape(e: &EngineProc) -> String {
+    let out = e.stdout();
+    let addr = out
+        .lines()
+        .find_map(|l| l.strip_prefix("uringtls: metrics at http://"))
+        .and_then(|a| a.trim_end_matches("/metrics").parse::<SocketAddr>().ok())
+        .unwrap_or_else(|| panic!("no metrics line:\n{out}"));
+    let mut s = std::net::TcpStream::connect(addr).expect("connect metrics");
+    s.set_read_timeout(Some(uringtls_tests::WAIT))
+        .expect("timeout");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("write");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("read metrics");
+    text
+}
+
 fn sockets_on(port: u16) -> usize {
     let out = Command::new("ss")
         .args(["-ltnH", &format!("sport = :{port}")])
@@ -132,7 +153,8 @@ fn two_listeners_with_their_own_services_and_certificates_are_served_by_every_sh
     let a = test_certs();
     let b = test_certs_for(&["b.test"]);
     let cfg = echo_listener_config(b.dir.path(), &b, "");
-    let (mut e, echo) = start(&cfg, &a, "2");
+    let metrics = ["--metrics-listen", "127.0.0.1:0"];
+    let (mut e, echo) = start_serving(&cfg, &a, "2", "echo", &metrics);
     let http = e.addr();
     assert_ne!(http, echo);
     assert_eq!(sockets_on(http.port()), 2, "one socket per shard");
@@ -150,6 +172,21 @@ fn two_listeners_with_their_own_services_and_certificates_are_served_by_every_sh
         !http_ok(echo, &a),
         "the echo listener served a's certificate"
     );
+    let text = scrape(&e);
+    for shard in 0..2 {
+        for (listener, addr) in [("top level", http), ("listener[0]", echo)] {
+            let series = format!(
+                "uringtls_listener_connections_accepted_total{{shard=\"{shard}\",\
+                 listener=\"{listener}\",addr=\"{addr}\"}} "
+            );
+            let n: u64 = text
+                .lines()
+                .find_map(|l| l.strip_prefix(&series))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no {series}in:\n{text}"));
+            assert!(n > 0, "shard {shard} accepted nothing on {listener}");
+        }
+    }
     assert!(e.stop().success());
     let log = e.stderr();
     for shard in 0..2 {
@@ -294,7 +331,7 @@ fn a_reload_swaps_the_upstreams_of_a_proxy_listener_only() {
         )
     };
     let cfg = write(dir.path(), "uringtls.toml", &table(closed_port()));
-    let (e, proxy) = start_serving(&cfg, &a, "2", "proxy");
+    let (e, proxy) = start_serving(&cfg, &a, "2", "proxy", &[]);
     assert!(
         !proxied_echo_ok(proxy, &a),
         "the upstream is down: a clean close"

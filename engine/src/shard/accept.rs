@@ -185,8 +185,8 @@ impl<S: Service> AcceptLoop<S> {
         let state = &ctx.state;
         let id = state.id;
         // Connections this loop took from the kernel (the listener's
-        // share of the shard's `accepted`).
-        let mut accepted = 0u64;
+        // share of the shard's `accepted`; `/metrics` reads it).
+        let accepted = state.metrics.listener(&name, ctx.local);
         // Last time accept failed for lack of fds. An accept takes the fd
         // before it takes the connection, so while the table is full every
         // attempt fails (each 10 ms, below); failures less than
@@ -205,7 +205,7 @@ impl<S: Service> AcceptLoop<S> {
                             tracing::info!(shard = id, "file descriptors available again: accepting");
                             fd_exhausted = None;
                         }
-                        accepted += 1;
+                        accepted.set(accepted.get() + 1);
                         ctx.make_room();
                         ctx.clone().admit(conn, peer);
                     }
@@ -231,14 +231,14 @@ impl<S: Service> AcceptLoop<S> {
                 let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(conn.raw_fd()) };
                 listener::clear_inherited_filter(fd);
             }
-            accepted += 1;
+            accepted.set(accepted.get() + 1);
             ctx.clone().admit(conn, peer);
         }
         tracing::info!(
             shard = id,
             listener = %name,
             addr = %ctx.local,
-            accepted,
+            accepted = accepted.get(),
             "listener stopped"
         );
     }
