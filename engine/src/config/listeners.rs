@@ -102,19 +102,20 @@ pub(super) fn resolve(m: Options, src: &Sources) -> Result<Settings, ConfigError
             settings: top.clone(),
         });
     }
+    // Per listener, the warnings its own table's values cause (the top
+    // level's own, when it listens, are all its warnings).
+    let mut own_warnings: Vec<Vec<String>> =
+        out.iter().map(|l| l.settings.warnings.clone()).collect();
     for (i, t) in tables.iter().enumerate() {
-        let s = one(path, i, t, &m, src)?;
-        for w in &s.warnings {
-            if !top.warnings.contains(w) {
-                top.warnings.push(format!("listener[{i}]: {w}"));
-            }
-        }
+        let (s, own) = one(path, i, t, &m, src)?;
+        own_warnings.push(own);
         out.push(ListenerConfig {
             name: format!("listener[{i}]"),
             settings: s,
         });
     }
     check_distinct(path, &out)?;
+    top.warnings = warnings(&out, &own_warnings);
     top.listen = out[0].settings.listen;
     top.listeners = out;
     Ok(top)
@@ -128,13 +129,14 @@ pub(super) fn file_name(file: Option<&Path>) -> &Path {
 }
 
 /// Table `i`: its own values checked, then over the top level's.
+/// Returns its settings and the warnings its own values cause.
 fn one(
     path: &Path,
     i: usize,
     t: &toml::Table,
     top: &Options,
     src: &Sources,
-) -> Result<Settings, ConfigError> {
+) -> Result<(Settings, Vec<String>), ConfigError> {
     let o = Origin::Listener(path, i);
     let own: Options = toml::Value::Table(t.clone())
         .try_into()
@@ -170,12 +172,39 @@ fn one(
              listener)",
         ));
     }
+    // What the table's own values cause, with the service it ends up with.
+    let probe = Options {
+        service: eff.service,
+        ..own.clone()
+    };
+    let own_warnings = probe.no_effect_warnings(1, 1);
     let src = Sources {
         flags: src.flags.clone(),
         file: src.file.clone(),
         listener: Some((i, own)),
     };
-    eff.finish(&src)
+    Ok((eff.finish(&src)?, own_warnings))
+}
+
+/// The warnings of several listeners: one that holds for every listener
+/// once, as it is (the setting does nothing anywhere); one that holds for
+/// some only if the listener's own table caused it, prefixed with its name
+/// (a top-level value meant for other listeners is not warned about where
+/// it has no use).
+fn warnings(out: &[ListenerConfig], own: &[Vec<String>]) -> Vec<String> {
+    let mut w: Vec<String> = Vec::new();
+    for (l, own) in out.iter().zip(own) {
+        for x in &l.settings.warnings {
+            if out.iter().all(|o| o.settings.warnings.contains(x)) {
+                if !w.contains(x) {
+                    w.push(x.clone());
+                }
+            } else if own.contains(x) {
+                w.push(format!("{}: {x}", l.name));
+            }
+        }
+    }
+    w
 }
 
 /// No two listeners may take the same port (an unspecified address takes
@@ -395,6 +424,46 @@ mod tests {
             e.starts_with("(TOML given to SettingsBuilder::from_toml): field `listener[0].listen`"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_setting_without_effect_is_warned_where_it_was_set_or_if_it_does_nothing_anywhere() {
+        let proxy = "[[listener]]\nlisten = \"127.0.0.1:7001\"\nservice = \"proxy\"\n";
+        // A top-level upstream for the proxy listener: no warning for the
+        // http one that inherits it.
+        let (_, r) = resolve_file(
+            &format!(
+                "upstream = [\"127.0.0.1:9\"]\n{proxy}\
+                 [[listener]]\nlisten = \"127.0.0.1:7002\"\n"
+            ),
+            &[],
+        );
+        let s = r.expect("ok");
+        assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+        // Set in the echo listener's own table: warned, naming it.
+        let (_, r) = resolve_file(
+            &format!(
+                "upstream = [\"127.0.0.1:9\"]\n{proxy}\
+                 [[listener]]\nlisten = \"127.0.0.1:7002\"\nservice = \"echo\"\n\
+                 upstream_http = true\n"
+            ),
+            &[],
+        );
+        let w = r.expect("ok").warnings;
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].starts_with("listener[1]: `upstream_http` has no effect with the echo"),
+            "{w:?}"
+        );
+        // No listener uses it: warned once, as with one listener.
+        let (_, r) = resolve_file(
+            "upstream = [\"127.0.0.1:9\"]\n[[listener]]\nlisten = \"127.0.0.1:7001\"\n\
+             [[listener]]\nlisten = \"127.0.0.1:7002\"\n",
+            &[],
+        );
+        let w = r.expect("ok").warnings;
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].starts_with("`upstream` has no effect"), "{w:?}");
     }
 
     #[test]
