@@ -254,8 +254,11 @@ pub struct ShardMetrics {
     fd_exhaustion: Cell<u64>,
     /// Connections accepted per listener: (name, address, count), one
     /// entry per listener, each counted by its accept loop.
-    listeners: RefCell<Vec<(String, String, Rc<Cell<u64>>)>>,
+    listeners: RefCell<Vec<ListenerCount>>,
 }
+
+/// A listener's name, its address, and its accepted connections.
+type ListenerCount = (String, String, Rc<Cell<u64>>);
 
 fn bump(c: &Cell<u64>) {
     c.set(c.get() + 1);
