@@ -8,8 +8,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use uringtls_tests::{
-    client_config, closed_port, connect, connect_to, echo_upstream, engine_fails, read_response,
-    start_engine, test_certs, test_certs_for, write, EngineProc, TestCerts,
+    client_config, closed_port, connect, connect_to, echo_upstream, engine_fails, eventually,
+    read_response, set_mode, start_engine, test_certs, test_certs_for, write, EngineProc,
+    TestCerts,
 };
 
 /// Connections per listener: all on one of two shards by the kernel's
@@ -345,4 +346,29 @@ fn a_reload_swaps_the_upstreams_of_a_proxy_listener_only() {
         "listener[0] did not get its new upstream"
     );
     assert!(http_ok(e.addr(), &a));
+}
+
+#[test]
+fn a_listeners_own_certificate_changed_on_disk_is_picked_up_by_the_file_watcher() {
+    let a = test_certs();
+    let b = test_certs_for(&["b.test"]);
+    let cfg = echo_listener_config(b.dir.path(), &b, "");
+    let (e, echo) = start_serving(&cfg, &a, "1", "echo", &["--watch-files", "true"]);
+    assert!(echo_ok(echo, &b));
+    // A new certificate for the same name from another CA, renamed over
+    // listener[0]'s files (key first: a reload between the two renames is
+    // refused, the next one applied).
+    let c = test_certs_for(&["b.test"]);
+    assert!(!echo_ok(echo, &c));
+    let dir = b.dir.path();
+    std::fs::copy(&c.key, dir.join("key.new")).expect("copy key");
+    set_mode(&dir.join("key.new"), 0o600);
+    std::fs::copy(&c.cert, dir.join("cert.new")).expect("copy cert");
+    std::fs::rename(dir.join("key.new"), &b.key).expect("rename key");
+    std::fs::rename(dir.join("cert.new"), &b.cert).expect("rename cert");
+    e.wait_for_stdout(" applied");
+    eventually("listener[0] serving the new certificate", || {
+        echo_ok(echo, &c).then_some(())
+    });
+    assert!(http_ok(e.addr(), &a), "the top level keeps its certificate");
 }
