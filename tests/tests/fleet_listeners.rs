@@ -153,7 +153,10 @@ fn sockets_on(port: u16) -> usize {
 fn two_listeners_with_their_own_services_and_certificates_are_served_by_every_shard() {
     let a = test_certs();
     let b = test_certs_for(&["b.test"]);
-    let cfg = echo_listener_config(b.dir.path(), &b, "");
+    // The file apart from both certificates: the sandbox must let the
+    // engine read listener[0]'s own files.
+    let conf_dir = tempfile::tempdir().expect("tmp");
+    let cfg = echo_listener_config(conf_dir.path(), &b, "");
     let metrics = ["--metrics-listen", "127.0.0.1:0"];
     let (mut e, echo) = start_serving(&cfg, &a, "2", "echo", &metrics);
     let http = e.addr();
@@ -371,4 +374,28 @@ fn a_listeners_own_certificate_changed_on_disk_is_picked_up_by_the_file_watcher(
         echo_ok(echo, &c).then_some(())
     });
     assert!(http_ok(e.addr(), &a), "the top level keeps its certificate");
+}
+
+#[test]
+fn a_listeners_own_key_readable_by_others_is_refused_at_start() {
+    let a = test_certs();
+    let b = test_certs_for(&["b.test"]);
+    set_mode(&b.key, 0o644);
+    let cfg = echo_listener_config(b.dir.path(), &b, "");
+    let (code, err) = engine_fails(&[
+        "--config",
+        path(&cfg),
+        "--cert",
+        path(&a.cert),
+        "--key",
+        path(&a.key),
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}: private key is readable by group or others",
+            b.key.display()
+        )),
+        "{err}"
+    );
 }
