@@ -333,6 +333,10 @@ impl Engine {
     /// previous configuration. Established connections keep the config
     /// they started with; the next accepted connection gets the new one.
     ///
+    /// With `[[listener]]` tables, every listener's certificates and
+    /// limits are rebuilt (all checked before any is swapped), and a
+    /// changed set of listener addresses is refused.
+    ///
     /// What shapes threads, sockets and rings (`listen`, shards, ring
     /// settings, `grace`, ACME) only takes effect at a restart (a warning
     /// is logged). Service-level settings (a proxy's upstreams) belong to

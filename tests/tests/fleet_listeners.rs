@@ -399,3 +399,44 @@ fn a_listeners_own_key_readable_by_others_is_refused_at_start() {
         "{err}"
     );
 }
+
+#[test]
+fn an_upgrade_takes_over_every_listener_and_the_new_process_warns_for_each_shared_address() {
+    let a = test_certs();
+    let b = test_certs_for(&["b.test"]);
+    let cfg = echo_listener_config(b.dir.path(), &b, "");
+    let (mut old, echo) = start(&cfg, &a, "1");
+    let http = old.addr();
+    // The new process: the same listeners, now at their real ports.
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg2 = write(
+        dir.path(),
+        "new.toml",
+        &format!(
+            "[[listener]]\nlisten = \"{echo}\"\nservice = \"echo\"\n\
+             cert = \"{}\"\nkey = \"{}\"\n",
+            path(&b.cert),
+            path(&b.key)
+        ),
+    );
+    let new = start_engine(&[
+        "--config",
+        path(&cfg2),
+        "--shards",
+        "1",
+        "--listen",
+        &http.to_string(),
+        "--cert",
+        path(&a.cert),
+        "--key",
+        path(&a.key),
+    ]);
+    for addr in [http, echo] {
+        new.wait_for_stderr(&format!("another socket already listens on {addr}"));
+    }
+    assert!(old.stop().success(), "the old process drains and exits");
+    for _ in 0..CONNS {
+        assert!(http_ok(http, &a), "the new process serves the top level");
+        assert!(echo_ok(echo, &b), "the new process serves listener[0]");
+    }
+}
