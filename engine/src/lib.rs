@@ -27,7 +27,9 @@
 //!   [`ConnInfo`] about the connection. Its documentation states the
 //!   runtime contract (which timers, spawn and blocking calls are allowed).
 //! - The built-in services in [`services`]: [`services::echo::Echo`],
-//!   [`services::http::Http`], [`services::proxy::Proxy`].
+//!   [`services::http::Http`], [`services::proxy::Proxy`], and
+//!   [`services::builtin::BuiltIn`], one of them per listener with
+//!   [`Engine::start_each`] (`[[listener]]` tables, [`ListenerConfig`]).
 //! - [`io`]: the runtime's timers ([`io::time`]) and [`io::spawn`], for use
 //!   inside a service.
 //! - [`testing`]: drive a [`Service`] in a unit test, on loopback, without
@@ -83,7 +85,7 @@ pub(crate) mod watch;
 #[doc(hidden)]
 pub mod __private;
 
-pub use config::{ConfigError, Settings};
+pub use config::{ConfigError, ListenerConfig, Settings};
 pub use metrics::CloseReason;
 pub use reload::ReloadError;
 pub use services::{ConnInfo, Service};
