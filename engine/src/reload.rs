@@ -133,10 +133,24 @@ impl Reloader {
         warn_fixed(&self.settings, &new);
         let listeners = new.each_listener();
         for (o, n) in self.settings.listeners.iter().zip(&new.listeners) {
-            if o.settings.service != n.settings.service {
+            let (o, n, name) = (&o.settings, &n.settings, &n.name);
+            // The service is built at start, with its http settings.
+            let fixed = [
+                ("service", o.service != n.service),
+                (
+                    "body_size/max_header",
+                    (o.body_size, o.max_header) != (n.body_size, n.max_header),
+                ),
+                ("max_body/request_timeout", o.http != n.http),
+                (
+                    "header_timeout",
+                    o.ops.header_timeout != n.ops.header_timeout,
+                ),
+            ];
+            for (setting, _) in fixed.iter().filter(|(_, changed)| *changed) {
                 tracing::warn!(
-                    listener = %n.name,
-                    setting = "service",
+                    listener = %name,
+                    setting,
                     "changed in the configuration but only takes effect at restart"
                 );
             }

@@ -440,3 +440,24 @@ fn an_upgrade_takes_over_every_listener_and_the_new_process_warns_for_each_share
         assert!(echo_ok(echo, &b), "the new process serves listener[0]");
     }
 }
+
+#[test]
+fn a_reload_that_changes_a_listeners_http_settings_warns_they_wait_for_a_restart() {
+    let a = test_certs();
+    let dir = tempfile::tempdir().expect("tmp");
+    let table = |body: u32| {
+        format!("[[listener]]\nlisten = \"127.0.0.1:0\"\nservice = \"http\"\nbody_size = {body}\n")
+    };
+    let cfg = write(dir.path(), "uringtls.toml", &table(10));
+    let (e, _) = start_serving(&cfg, &a, "1", "http", &[]);
+    std::fs::write(&cfg, table(20)).expect("write");
+    assert!(e.reload(1), "{}", e.stdout());
+    let log = e.wait_for_stderr("only takes effect at restart");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("only takes effect at restart")
+                && l.contains("listener[0]")
+                && l.contains("body_size/max_header")),
+        "{log}"
+    );
+}
