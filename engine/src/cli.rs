@@ -4,7 +4,7 @@
 
 use crate::config::{LogFormat, Options, ServiceKind, Settings};
 use crate::reload::Reloader;
-use crate::services::{echo::Echo, http::Http, proxy::Proxy};
+use crate::services::{builtin::BuiltIn, echo::Echo, proxy::Proxy};
 use crate::Engine;
 use clap::Parser;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -52,7 +52,12 @@ pub fn main() -> ExitCode {
             .map_err(crate::process::StartupError::from)
     };
     // Probed before our own listeners exist (they would answer it).
-    let shared_port = crate::process::listener_exists(settings.listen);
+    let shared_ports: Vec<_> = settings
+        .each_listener()
+        .iter()
+        .map(|l| l.settings.listen)
+        .filter(|a| crate::process::listener_exists(*a))
+        .collect();
     // Installed before anything is announced: a SIGHUP right after the
     // readiness line must reload, not kill (its default action).
     let signals = match Signals::new([SIGINT, SIGTERM, SIGHUP]) {
@@ -62,29 +67,30 @@ pub fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let mut proxy = None;
-    let started = match settings.service {
-        ServiceKind::Echo => Engine::start_with(&settings, Echo, before_serve),
-        ServiceKind::Http => {
-            let http = match settings.body_size {
-                Some(n) => Http::with_body_size(n, settings.max_header),
-                None => Http::new(
-                    crate::services::http::DEFAULT_BODY.to_vec(),
-                    settings.max_header,
-                ),
-            };
-            Engine::start_with(
+    // Per listener, the proxy handle its reloads swap upstreams in.
+    let mut proxies = vec![None];
+    let started = if !settings.listeners.is_empty() {
+        // Several listeners: each its own built-in service.
+        let services: Vec<BuiltIn> = settings
+            .listeners
+            .iter()
+            .map(|l| BuiltIn::of(&l.settings))
+            .collect();
+        proxies = services.iter().map(|s| s.proxy().cloned()).collect();
+        Engine::start_each_with(&settings, services, before_serve)
+    } else {
+        match settings.service {
+            ServiceKind::Echo => Engine::start_with(&settings, Echo, before_serve),
+            ServiceKind::Http => Engine::start_with(
                 &settings,
-                http.with_header_timeout(settings.ops.header_timeout)
-                    .with_max_body(settings.http.max_body)
-                    .with_request_timeout(settings.http.request_timeout),
+                crate::services::builtin::http(&settings),
                 before_serve,
-            )
-        }
-        ServiceKind::Proxy => {
-            let p = Proxy::new(settings.proxy.clone());
-            proxy = Some(p.clone());
-            Engine::start_with(&settings, p, before_serve)
+            ),
+            ServiceKind::Proxy => {
+                let p = Proxy::new(settings.proxy.clone());
+                proxies = vec![Some(p.clone())];
+                Engine::start_with(&settings, p, before_serve)
+            }
         }
     };
     let engine = match started {
@@ -94,8 +100,18 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Some(p) = &proxy {
-        engine.metrics_hub().add_collector(p.metrics());
+    if settings.listeners.is_empty() {
+        if let Some(Some(p)) = proxies.first() {
+            engine.metrics_hub().add_collector(p.metrics());
+        }
+    } else if proxies.iter().any(Option::is_some) {
+        let each = settings
+            .listeners
+            .iter()
+            .zip(&proxies)
+            .filter_map(|(l, p)| Some((l.name.as_str(), p.as_ref()?)));
+        let all = crate::services::proxy::ProxyMetrics::of_listeners(each);
+        engine.metrics_hub().add_collector(std::sync::Arc::new(all));
     }
     if let Some(l) = prepared.metrics {
         match crate::metrics::server::start(l, engine.metrics_hub().clone()) {
@@ -106,22 +122,13 @@ pub fn main() -> ExitCode {
             }
         }
     }
-    if shared_port {
-        tracing::warn!(
-            "{}",
-            crate::process::shared_port_warning(engine.local_addr())
-        );
+    for addr in shared_ports {
+        tracing::warn!("{}", crate::process::shared_port_warning(addr));
     }
     crate::process::sandbox::announce(&readable);
     announce(&settings, &engine);
     crate::process::notify::ready();
-    let mut reloader = Reloader::new(
-        options,
-        settings.clone(),
-        engine.tls_state().clone(),
-        engine.identity().clone(),
-        engine.live().clone(),
-    );
+    let mut reloader = Reloader::new(options, settings.clone(), engine.slots().to_vec());
     if settings.watch_files {
         match crate::watch::FileWatcher::start(&settings, |_| raise_sighup()) {
             Ok(w) => reloader.set_watcher(w),
@@ -131,7 +138,7 @@ pub fn main() -> ExitCode {
     if crate::process::sandbox::layers().is_some_and(|l| l.landlock_abi.is_some()) {
         reloader = reloader.with_check(crate::process::sandbox::reload_check(readable));
     }
-    wait_for_stop(&engine, signals, reloader, proxy);
+    wait_for_stop(&engine, signals, reloader, proxies);
     ExitCode::SUCCESS
 }
 
@@ -194,9 +201,13 @@ fn init_logging(s: &Settings) -> tracing_appender::non_blocking::WorkerGuard {
 }
 
 fn announce(s: &Settings, engine: &Engine) {
-    let addr = engine.local_addr();
+    let addrs = engine.local_addrs();
+    let list: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
     for (i, cpu) in engine.cpus().iter().enumerate() {
-        println!("uringtls: shard {i} on CPU {cpu} listening on {addr}");
+        println!(
+            "uringtls: shard {i} on CPU {cpu} listening on {}",
+            list.join(", ")
+        );
     }
     if engine.identity().self_signed {
         println!(
@@ -204,15 +215,23 @@ fn announce(s: &Settings, engine: &Engine) {
             engine.identity().fingerprint()
         );
     }
-    let service = match s.service {
-        ServiceKind::Echo => "echo",
-        ServiceKind::Http => "http",
-        ServiceKind::Proxy => "proxy",
-    };
-    println!(
-        "uringtls: serving {service} at https://{addr}/ with {} shards",
-        engine.cpus().len()
-    );
+    let several = !s.listeners.is_empty();
+    for (l, addr) in s.each_listener().iter().zip(addrs) {
+        let service = match l.settings.service {
+            ServiceKind::Echo => "echo",
+            ServiceKind::Http => "http",
+            ServiceKind::Proxy => "proxy",
+        };
+        // With several listeners, each line names its listener.
+        let which = match several {
+            true => format!(" ({})", l.name),
+            false => String::new(),
+        };
+        println!(
+            "uringtls: serving {service} at https://{addr}/ with {} shards{which}",
+            engine.cpus().len()
+        );
+    }
 }
 
 /// Serves SIGHUP reloads until SIGINT/SIGTERM, then drains.
@@ -220,7 +239,7 @@ fn wait_for_stop(
     engine: &Engine,
     mut signals: Signals,
     mut reloader: Reloader,
-    proxy: Option<Proxy>,
+    proxies: Vec<Option<Proxy>>,
 ) {
     let mut generation = 0u64;
     for sig in signals.forever() {
@@ -231,7 +250,7 @@ fn wait_for_stop(
             break;
         }
         generation += 1;
-        reload(generation, &mut reloader, proxy.as_ref());
+        reload(generation, &mut reloader, &proxies);
     }
     engine.shutdown();
     // A second SIGINT/SIGTERM stops at once; SIGHUP is ignored while draining.
@@ -255,15 +274,17 @@ fn raise_sighup() {
 
 /// One reload; the outcome is logged and printed (`uringtls: reload N ...`)
 /// so that operators and tests see it.
-fn reload(generation: u64, reloader: &mut Reloader, proxy: Option<&Proxy>) {
+fn reload(generation: u64, reloader: &mut Reloader, proxies: &[Option<Proxy>]) {
     crate::process::notify::reloading();
     let warned = reloader.settings().warnings.clone();
     let result = reloader.reload();
     crate::metrics::reloads::note(result.is_ok());
     match result {
         Ok(s) => {
-            if let Some(p) = proxy {
-                p.reload(s.proxy.clone());
+            for (p, l) in proxies.iter().zip(s.each_listener()) {
+                if let Some(p) = p {
+                    p.reload(l.settings.proxy);
+                }
             }
             // Each warning once: only what this reload brought in.
             for w in s.warnings.iter().filter(|w| !warned.contains(w)) {

@@ -95,3 +95,82 @@ fn after_shutdown_and_join_nothing_listens() {
         "the listener is closed once joined"
     );
 }
+
+/// Two services of different types behind one enum, one per listener.
+enum EchoOrUpper {
+    Echo(crate::services::echo::Echo),
+    Upper,
+}
+
+impl crate::Service for EchoOrUpper {
+    async fn serve(&self, s: &mut crate::ServerStream, c: &crate::ConnInfo) -> std::io::Result<()> {
+        match self {
+            EchoOrUpper::Echo(e) => e.serve(s, c).await,
+            EchoOrUpper::Upper => {
+                let mut buf = [0u8; 64];
+                loop {
+                    let n = s.read(&mut buf).await?;
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    s.write_all(&buf[..n].to_ascii_uppercase()).await?;
+                    s.flush().await?;
+                }
+            }
+        }
+    }
+}
+
+/// Sends `ping` to `addr` trusting `root`; returns what came back.
+fn ping(addr: std::net::SocketAddr, root: &CertificateDer<'static>) -> Result<[u8; 4], String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(root.clone()).map_err(|e| e.to_string())?;
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(crate::tls::provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = "localhost".try_into().map_err(|_| "name")?;
+    let conn = rustls::ClientConnection::new(Arc::new(cfg), name).map_err(|e| e.to_string())?;
+    let sock = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    tls.write_all(b"ping").map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 4];
+    tls.read_exact(&mut buf).map_err(|e| e.to_string())?;
+    Ok(buf)
+}
+
+#[test]
+fn start_each_gives_every_listener_its_own_service_and_certificate() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (cert_a, key_a, der_a) = cert_files(dir.path(), "a");
+    let (cert_b, key_b, der_b) = cert_files(dir.path(), "b");
+    let toml = format!(
+        "shards = 1\nalpn = []\n\
+         [[listener]]\nlisten = \"127.0.0.1:0\"\ncert = {cert_a:?}\nkey = {key_a:?}\n\
+         [[listener]]\nlisten = \"127.0.0.1:0\"\ncert = {cert_b:?}\nkey = {key_b:?}\n"
+    );
+    let s = SettingsBuilder::from_toml(&toml)
+        .expect("toml")
+        .build()
+        .expect("settings");
+    let one = vec![EchoOrUpper::Upper];
+    assert!(
+        Engine::start_each(&s, one).is_err(),
+        "one service for two listeners"
+    );
+    let services = vec![
+        EchoOrUpper::Echo(crate::services::echo::Echo),
+        EchoOrUpper::Upper,
+    ];
+    let engine = Engine::start_each(&s, services).expect("start");
+    let addrs = engine.local_addrs().to_vec();
+    assert_eq!(addrs.len(), 2);
+    assert_eq!(ping(addrs[0], &der_a).expect("echo"), *b"ping");
+    assert_eq!(ping(addrs[1], &der_b).expect("upper"), *b"PING");
+    assert!(ping(addrs[1], &der_a).is_err(), "listener 1 serves b only");
+    engine.shutdown();
+    engine.join();
+}

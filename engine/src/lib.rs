@@ -28,7 +28,9 @@
 //!   [`ConnInfo`] about the connection. Its documentation states the
 //!   runtime contract (which timers, spawn and blocking calls are allowed).
 //! - The built-in services in [`services`]: [`services::echo::Echo`],
-//!   [`services::http::Http`], [`services::proxy::Proxy`].
+//!   [`services::http::Http`], [`services::proxy::Proxy`], and
+//!   [`services::builtin::BuiltIn`], one of them per listener with
+//!   [`Engine::start_each`] (`[[listener]]` tables, [`ListenerConfig`]).
 //! - [`io`]: the runtime's timers ([`io::time`]) and [`io::spawn`], for use
 //!   inside a service.
 //! - [`testing`]: drive a [`Service`] in a unit test, on loopback, without
@@ -84,7 +86,7 @@ pub(crate) mod watch;
 #[doc(hidden)]
 pub mod __private;
 
-pub use config::{ConfigError, Settings};
+pub use config::{ConfigError, ListenerConfig, Settings};
 pub use metrics::CloseReason;
 pub use reload::ReloadError;
 pub use services::{ConnInfo, Service};
@@ -92,7 +94,7 @@ pub use settings::SettingsBuilder;
 pub use shard::StartError;
 pub use tls::{PeerIdentity, ServerStream};
 
-use reload::{Live, Reloader};
+use reload::Reloader;
 use rustls::pki_types::CertificateDer;
 use shard::{Server, ShardSettings};
 use std::fmt;
@@ -126,12 +128,10 @@ impl std::error::Error for Error {}
 pub struct Engine {
     /// The running shards (`None` once joined).
     server: Option<Server>,
-    /// The serving certificate (the default one, with SNI).
-    identity: tls::Identity,
-    /// The TLS config and limits shards read per connection (swapped on reload).
-    live: Arc<Live>,
-    /// Session cache and ticket keys, kept across reloads.
-    tls_state: Arc<tls::TlsState>,
+    /// Per listener: its TLS config and limits shards read per connection
+    /// (swapped on reload), its session cache and ticket keys, its serving
+    /// certificate (the default one, with SNI).
+    slots: Vec<reload::Slot>,
     /// Where `/metrics` scrapes get the shards' counters.
     metrics: Arc<metrics::MetricsHub>,
     /// What [`Engine::reload`] swaps (one reload at a time).
@@ -150,6 +150,10 @@ impl Engine {
     /// loading keys and readying every shard, but before any accepts
     /// (the binary drops privileges there). If it fails, nothing serves,
     /// and its error comes back in [`StartError::Setup`].
+    ///
+    /// With `[[listener]]` tables in `settings`, `service` serves every
+    /// listener (see [`start_each_with`](Self::start_each_with) for one
+    /// service per listener).
     pub fn start_with<S: Service, E>(
         settings: &Settings,
         service: S,
@@ -158,8 +162,52 @@ impl Engine {
     where
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        let service = Arc::new(service);
+        let n = settings.each_listener().len();
+        Engine::start_listeners(settings, vec![service; n], before_serve)
+    }
+
+    /// Starts the engine with one service per listener, in the order of
+    /// [`Settings::each_listener`] (the `[[listener]]` tables, after the
+    /// top level when it has a `listen` of its own). Services of different
+    /// types go in an enum of yours that implements [`Service`] by
+    /// delegating to each (the binary does so with its built-in ones).
+    pub fn start_each<S: Service>(settings: &Settings, services: Vec<S>) -> Result<Engine, Error> {
+        Engine::start_each_with(settings, services, || Ok::<(), StartError>(()))
+    }
+
+    /// [`start_each`](Self::start_each) with a step run before any
+    /// accepts, as in [`start_with`](Self::start_with).
+    pub fn start_each_with<S: Service, E>(
+        settings: &Settings,
+        services: Vec<S>,
+        before_serve: impl FnOnce() -> Result<(), E>,
+    ) -> Result<Engine, Error>
+    where
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let n = settings.each_listener().len();
+        if services.len() != n {
+            return Err(Error::Config(ConfigError::Invalid {
+                origin: "Engine::start_each".into(),
+                problem: format!("{} services for {n} listeners", services.len()),
+                fix: "give one service per listener, in the order of Settings::each_listener"
+                    .into(),
+            }));
+        }
+        let services = services.into_iter().map(Arc::new).collect();
+        Engine::start_listeners(settings, services, before_serve)
+    }
+
+    fn start_listeners<S: Service, E>(
+        settings: &Settings,
+        services: Vec<Arc<S>>,
+        before_serve: impl FnOnce() -> Result<(), E>,
+    ) -> Result<Engine, Error>
+    where
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let metrics = Arc::new(metrics::MetricsHub::default());
-        let tls_state = Arc::new(tls::TlsState::new());
         // ACME's cache is opened and its certificates installed before the
         // first config is built; orders start once the listener is up.
         let acme = match &settings.acme {
@@ -172,16 +220,11 @@ impl Engine {
                             fix: "fix the directory or give another --acme-cache".into(),
                         })
                     })?;
-                tls_state.set_layer(acme.layer());
                 metrics.add_collector(acme.metrics());
                 Some(acme)
             }
             None => None,
         };
-        let prepared = tls_state
-            .prepare(&settings.tls)
-            .map_err(|e| Error::Config(e.into()))?;
-        let (tls_cfg, identity) = tls_state.commit(prepared);
         let shard_settings = ShardSettings {
             ring: settings.ring,
             handshake_timeout: settings.handshake_timeout,
@@ -194,17 +237,40 @@ impl Engine {
             access_log: settings.ops.access_log,
             metrics: Some(metrics.clone()),
         };
-        let live = reload::live(tls_cfg, shard_settings.clone());
+        // Each listener its own TLS state (certificates, session cache,
+        // ticket keys) and limits; every file read before anything binds.
+        let mut slots = Vec::new();
+        let mut specs = Vec::new();
+        for (l, service) in settings.each_listener().into_iter().zip(services) {
+            let tls_state = Arc::new(tls::TlsState::new());
+            if let Some(a) = &acme {
+                tls_state.set_layer(a.layer());
+            }
+            let prepared = tls_state
+                .prepare(&l.settings.tls)
+                .map_err(|e| Error::Config(e.into()))?;
+            let (tls_cfg, identity) = tls_state.commit(prepared);
+            let live = reload::live(tls_cfg, reload::limits_of(&l.settings, &shard_settings));
+            specs.push(shard::ListenerSpec {
+                name: l.name,
+                addr: l.settings.listen,
+                live: live.clone(),
+                service,
+            });
+            slots.push(reload::Slot {
+                state: tls_state,
+                identity,
+                live,
+            });
+        }
         let server = Server::start_with(
-            settings.listen,
+            specs,
             shard::ListenOptions {
                 backlog: settings.backlog,
                 defer_accept: settings.defer_accept,
             },
             &settings.cpus,
-            shard_settings.clone(),
-            live.clone(),
-            Arc::new(service),
+            shard_settings,
             before_serve,
         )
         .map_err(Error::Start)?;
@@ -213,18 +279,10 @@ impl Engine {
                 tracing::error!(error = %e, "acme: cannot start the control thread; no certificate will be ordered");
             }
         }
-        let reloader = Reloader::new(
-            config::Options::default(),
-            settings.clone(),
-            tls_state.clone(),
-            identity.clone(),
-            live.clone(),
-        );
+        let reloader = Reloader::new(config::Options::default(), settings.clone(), slots.clone());
         Ok(Engine {
             server: Some(server),
-            identity,
-            live,
-            tls_state,
+            slots,
             metrics,
             reloader: Mutex::new(reloader),
         })
@@ -236,9 +294,15 @@ impl Engine {
     }
 
     /// The address every shard listens on (with the real port when port 0
-    /// was asked).
+    /// was asked); with several listeners, the first one's.
     pub fn local_addr(&self) -> SocketAddr {
         self.server().local_addr()
+    }
+
+    /// Every listener's address, in the order of
+    /// [`Settings::each_listener`].
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        self.server().local_addrs()
     }
 
     /// The CPU of each shard (its length is the shard count).
@@ -251,12 +315,12 @@ impl Engine {
     /// and `::1` generated when none is configured (a test client trusts
     /// its first entry).
     pub fn certificate_chain(&self) -> &[CertificateDer<'static>] {
-        &self.identity.chain
+        &self.identity().chain
     }
 
     /// Whether the default certificate was generated (no `cert` given).
     pub fn is_self_signed(&self) -> bool {
-        self.identity.self_signed
+        self.identity().self_signed
     }
 
     /// Serves the Prometheus endpoint (`GET /metrics`) on `listener` from a
@@ -271,6 +335,10 @@ impl Engine {
     /// first; on error nothing changes and the engine keeps serving the
     /// previous configuration. Established connections keep the config
     /// they started with; the next accepted connection gets the new one.
+    ///
+    /// With `[[listener]]` tables, every listener's certificates and
+    /// limits are rebuilt (all checked before any is swapped), and a
+    /// changed set of listener addresses is refused.
     ///
     /// What shapes threads, sockets and rings (`listen`, shards, ring
     /// settings, `grace`, ACME) only takes effect at a restart (a warning
@@ -305,19 +373,14 @@ impl Engine {
         self.server().wait_drained();
     }
 
-    /// The serving identity (the binary's reloader starts from it).
+    /// The first listener's serving identity.
     pub(crate) fn identity(&self) -> &tls::Identity {
-        &self.identity
+        &self.slots[0].identity
     }
 
-    /// The live configuration shards read per connection.
-    pub(crate) fn live(&self) -> &Arc<Live> {
-        &self.live
-    }
-
-    /// Session cache and ticket keys.
-    pub(crate) fn tls_state(&self) -> &Arc<tls::TlsState> {
-        &self.tls_state
+    /// Per listener, what the binary's reloader swaps.
+    pub(crate) fn slots(&self) -> &[reload::Slot] {
+        &self.slots
     }
 
     /// Where scrapes get the shards' counters.

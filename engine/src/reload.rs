@@ -15,6 +15,10 @@
 //! life; the next accept sees the new one. The listeners are never touched,
 //! so there is no accept gap.
 //!
+//! With `[[listener]]` tables, each listener's TLS material and limits are
+//! rebuilt (all read and checked before any is swapped); a reload that
+//! adds, removes or moves a listener is refused whole.
+//!
 //! Not reloadable (they shape threads, sockets and rings): `listen`,
 //! `shards`, `cpus`, `backlog`, ring settings, `service`, `grace`, `acme_*`
 //! (ACME's certificates are kept across reloads and renewed on their own). A change
@@ -55,14 +59,24 @@ impl std::fmt::Display for ReloadError {
 
 impl std::error::Error for ReloadError {}
 
+/// What one listener's connections start with, and what builds it.
+#[derive(Clone)]
+pub struct Slot {
+    /// Its session cache and ticket keys, kept across reloads.
+    pub state: Arc<TlsState>,
+    /// Its default certificate (a generated one is kept across reloads).
+    pub identity: Identity,
+    /// What its shards read per accepted connection.
+    pub live: Arc<Live>,
+}
+
 /// Everything a reload needs: how to re-read the configuration, and what
 /// to swap.
 pub struct Reloader {
     options: Options,
     settings: Settings,
-    state: Arc<TlsState>,
-    identity: Identity,
-    live: Arc<Live>,
+    /// One per listener, in the order of [`Settings::each_listener`].
+    slots: Vec<Slot>,
     /// Told what to watch after each applied reload (`watch_files`).
     watcher: Option<crate::watch::FileWatcher>,
     check: Option<Box<PathCheck>>,
@@ -75,19 +89,11 @@ pub type PathCheck = dyn Fn(&Settings) -> Result<(), ConfigError> + Send;
 impl Reloader {
     /// `options` are the command-line options the process started with
     /// (the TOML file they name is read again at each reload).
-    pub fn new(
-        options: Options,
-        settings: Settings,
-        state: Arc<TlsState>,
-        identity: Identity,
-        live: Arc<Live>,
-    ) -> Reloader {
+    pub fn new(options: Options, settings: Settings, slots: Vec<Slot>) -> Reloader {
         Reloader {
             options,
             settings,
-            state,
-            identity,
-            live,
+            slots,
             watcher: None,
             check: None,
         }
@@ -124,32 +130,111 @@ impl Reloader {
         if let Some(check) = &self.check {
             check(&new).map_err(ReloadError)?;
         }
+        same_listeners(&self.settings, &new)?;
         warn_fixed(&self.settings, &new);
-        // Keep a generated self-signed certificate across reloads.
-        let prepared = match new.tls.cert {
-            None => self.state.prepare_with(&new.tls, &self.identity),
-            Some(_) => self.state.prepare(&new.tls),
+        let listeners = new.each_listener();
+        for (o, n) in self.settings.listeners.iter().zip(&new.listeners) {
+            let (o, n, name) = (&o.settings, &n.settings, &n.name);
+            // The service is built at start, with its http settings.
+            let fixed = [
+                ("service", o.service != n.service),
+                (
+                    "body_size/max_header",
+                    (o.body_size, o.max_header) != (n.body_size, n.max_header),
+                ),
+                ("max_body/request_timeout", o.http != n.http),
+                (
+                    "header_timeout",
+                    o.ops.header_timeout != n.ops.header_timeout,
+                ),
+            ];
+            for (setting, _) in fixed.iter().filter(|(_, changed)| *changed) {
+                tracing::warn!(
+                    listener = %name,
+                    setting,
+                    "changed in the configuration but only takes effect at restart"
+                );
+            }
         }
-        .map_err(|e| ReloadError(e.into()))?;
-        let (tls, identity) = self.state.commit(prepared);
-        let old = self.live.load();
-        let limits = ShardSettings {
-            handshake_timeout: new.handshake_timeout,
-            idle_timeout: new.idle_timeout,
-            write_timeout: new.write_timeout,
-            max_conns: new.max_conns,
-            admission: Arc::new(new.ops.limits.clone()),
-            access_log: new.ops.access_log,
-            ..old.limits.clone()
-        };
-        self.live.store(Arc::new(Current { tls, limits }));
-        self.identity = identity;
+        let several = listeners.len() > 1;
+        // Every listener's files read and checked before anything is swapped.
+        let mut prepared = Vec::with_capacity(listeners.len());
+        for (slot, l) in self.slots.iter().zip(&listeners) {
+            let tls = &l.settings.tls;
+            // Keep a generated self-signed certificate across reloads.
+            let p = match tls.cert {
+                None => slot.state.prepare_with(tls, &slot.identity),
+                Some(_) => slot.state.prepare(tls),
+            }
+            .map_err(|e| match several {
+                // Which listener, besides the file the error names.
+                true => ReloadError(ConfigError::Invalid {
+                    origin: l.name.clone(),
+                    problem: e.to_string(),
+                    fix: "fix the file or this listener's certificate settings".into(),
+                }),
+                false => ReloadError(e.into()),
+            })?;
+            prepared.push(p);
+        }
+        for ((slot, l), p) in self.slots.iter_mut().zip(&listeners).zip(prepared) {
+            let (tls, identity) = slot.state.commit(p);
+            let old = slot.live.load();
+            let limits = limits_of(&l.settings, &old.limits);
+            slot.live.store(Arc::new(Current { tls, limits }));
+            slot.identity = identity;
+        }
         self.settings = new;
         if let Some(w) = &self.watcher {
             w.update(&self.settings);
         }
         Ok(&self.settings)
     }
+}
+
+/// One listener's per-connection limits from its settings (the rest, read
+/// only at start, kept from `old`).
+pub fn limits_of(s: &Settings, old: &ShardSettings) -> ShardSettings {
+    ShardSettings {
+        handshake_timeout: s.handshake_timeout,
+        idle_timeout: s.idle_timeout,
+        write_timeout: s.write_timeout,
+        max_conns: s.max_conns,
+        admission: Arc::new(s.ops.limits.clone()),
+        access_log: s.ops.access_log,
+        ..old.clone()
+    }
+}
+
+/// The listeners (their addresses, in order) are bound at start: with
+/// `[[listener]]` tables, a reload that adds, removes or moves one is
+/// refused whole. (With one listener, a changed `listen` is only warned
+/// about, as it always was.)
+fn same_listeners(old: &Settings, new: &Settings) -> Result<(), ReloadError> {
+    if old.listeners.is_empty() && new.listeners.is_empty() {
+        return Ok(());
+    }
+    let addrs = |s: &Settings| -> Vec<String> {
+        s.each_listener()
+            .iter()
+            .map(|l| format!("{} {}", l.name, l.settings.listen))
+            .collect()
+    };
+    let (was, now) = (addrs(old), addrs(new));
+    if was == now {
+        return Ok(());
+    }
+    Err(ReloadError(ConfigError::Invalid {
+        origin: "listeners".into(),
+        problem: format!(
+            "the set of listeners changed (serving: {}; configured: {})",
+            was.join(", "),
+            now.join(", ")
+        ),
+        fix: "adding, removing or moving a listener needs a restart or a zero-downtime upgrade \
+              (docs/deployment.md); put the addresses back to reload the other settings"
+            .into(),
+    }))
 }
 
 fn warn_fixed(old: &Settings, new: &Settings) {

@@ -73,10 +73,17 @@ impl Watched {
         if let Some(u) = &s.proxy.tls {
             files.extend(u.settings.files().cloned());
         }
-        Watched {
+        let mut w = Watched {
             files,
             dirs: t.cert_dir.iter().cloned().collect(),
+        };
+        // Each `[[listener]]`'s own files too.
+        for l in &s.listeners {
+            let o = Watched::of(&l.settings);
+            w.files.extend(o.files);
+            w.dirs.extend(o.dirs);
         }
+        w
     }
 
     /// The directories to watch: each file's parent, and the parent of

@@ -32,6 +32,12 @@ fn reaches_outside(o: &Options) -> bool {
         || o.upstream
             .as_ref()
             .is_some_and(|u| u.iter().any(|a| a.parse::<SocketAddr>().is_err()))
+        // `[[listener]]` tables name files and upstreams too.
+        || o.listener.iter().flatten().any(|t| {
+            toml::Value::Table(t.clone())
+                .try_into::<Options>()
+                .map_or(true, |l| reaches_outside(&l))
+        })
 }
 
 fuzz_target!(|data: &[u8]| {

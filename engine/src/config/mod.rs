@@ -9,6 +9,7 @@
 mod acme;
 mod duration;
 mod http;
+mod listeners;
 mod operations;
 mod routes;
 mod size;
@@ -17,6 +18,7 @@ mod warnings;
 
 pub use duration::HumanDuration;
 pub use http::HttpLimits;
+pub use listeners::ListenerConfig;
 pub use operations::{check_log_filter, Operations};
 pub use size::ByteSize;
 
@@ -398,6 +400,13 @@ pub struct Options {
     /// `passthrough` (the protocol the client negotiated) [default: none].
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     pub upstream_alpn: Option<Vec<String>>,
+
+    /// More listeners in one process (TOML only, `[[listener]]` tables):
+    /// each table's own settings over the top level's; see
+    /// [`Settings::listeners`].
+    #[arg(skip)]
+    #[serde(default)]
+    pub listener: Option<Vec<toml::Table>>,
 }
 
 /// The resolved, validated settings the engine runs with.
@@ -409,7 +418,7 @@ pub struct Options {
 /// builder's TOML.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Listen address.
+    /// Listen address (with `[[listener]]` tables: the first listener's).
     pub listen: SocketAddr,
     /// CPU of each shard (its length is the shard count).
     pub cpus: Vec<usize>,
@@ -457,6 +466,11 @@ pub struct Settings {
     pub sandbox: bool,
     /// ACME (`None`: no `acme_domain`).
     pub acme: Option<crate::acme::AcmeSettings>,
+    /// With `[[listener]]` tables, every listener served, in order (the
+    /// top level first when it has a `listen` of its own); empty without
+    /// tables: the top level is then the only listener. See
+    /// [`Settings::each_listener`].
+    pub listeners: Vec<ListenerConfig>,
 }
 
 /// A configuration problem, reported before anything is bound.
@@ -527,6 +541,8 @@ impl From<crate::tls::TlsError> for ConfigError {
 enum Origin<'a> {
     Flag,
     File(&'a Path),
+    /// The `[[listener]]` table of this index in this file.
+    Listener(&'a Path, usize),
 }
 
 impl Origin<'_> {
@@ -534,6 +550,7 @@ impl Origin<'_> {
         match self {
             Origin::Flag => format!("flag --{}", field.replace('_', "-")),
             Origin::File(p) => format!("{}: field `{field}`", p.display()),
+            Origin::Listener(p, i) => format!("{}: field `listener[{i}].{field}`", p.display()),
         }
     }
 
@@ -576,6 +593,7 @@ impl Options {
         let sources = Sources {
             flags: self.clone(),
             file: self.config.clone(),
+            listener: None,
         };
         let file = match &self.config {
             Some(p) => {
@@ -666,8 +684,9 @@ impl Options {
             upstream_cert,
             upstream_key,
             upstream_alpn,
+            listener,
         );
-        m.finish(&sources)
+        listeners::resolve(m, &sources)
     }
 
     /// Checks every value present in this one source.
@@ -961,6 +980,7 @@ impl Options {
             watch_files: self.watch_files.unwrap_or(true),
             sandbox: self.sandbox.unwrap_or(true),
             acme,
+            listeners: Vec::new(),
         })
     }
 }
@@ -1017,10 +1037,18 @@ impl Options {
 struct Sources {
     flags: Options,
     file: Option<PathBuf>,
+    /// While resolving a `[[listener]]` table: its index and its own
+    /// values (a value it sets is named `listener[i].field`).
+    listener: Option<(usize, Options)>,
 }
 
 impl Sources {
     fn of(&self, by_flag: impl Fn(&Options) -> bool) -> Origin<'_> {
+        if let Some((i, own)) = &self.listener {
+            if by_flag(own) {
+                return Origin::Listener(listeners::file_name(self.file.as_deref()), *i);
+            }
+        }
         match &self.file {
             Some(p) if !by_flag(&self.flags) => Origin::File(p),
             _ => Origin::Flag,

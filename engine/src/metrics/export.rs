@@ -362,6 +362,27 @@ impl Scrape {
             "Handshakes in progress for over a tenth of the handshake timeout, cut off to make room within max_handshakes.",
             |s, id| one(s.handshake_evictions, id),
             ids,
+        )?;
+        self.counters(
+            e,
+            "listener_connections_accepted",
+            "Connections accepted (admitted or refused), per listener (name and address).",
+            |s, id| {
+                s.listeners
+                    .iter()
+                    .map(|(name, addr, n)| {
+                        (
+                            vec![
+                                ("shard", id),
+                                ("listener", name.as_str()),
+                                ("addr", addr.as_str()),
+                            ],
+                            *n,
+                        )
+                    })
+                    .collect()
+            },
+            ids,
         )
     }
 }

@@ -38,6 +38,7 @@ pub use snapshot::ShardSnapshot;
 use crate::limits::Refusal;
 use std::cell::{Cell, RefCell};
 use std::io;
+use std::rc::Rc;
 use std::time::Duration;
 
 /// Why an admitted connection ended (the `reason` label of
@@ -251,7 +252,13 @@ pub struct ShardMetrics {
     sessions: RefCell<Vec<((rustls::ProtocolVersion, rustls::CipherSuite), u64)>>,
     upstream_errors: RefCell<Vec<(&'static str, u64)>>,
     fd_exhaustion: Cell<u64>,
+    /// Connections accepted per listener: (name, address, count), one
+    /// entry per listener, each counted by its accept loop.
+    listeners: RefCell<Vec<ListenerCount>>,
 }
+
+/// A listener's name, its address, and its accepted connections.
+type ListenerCount = (String, String, Rc<Cell<u64>>);
 
 fn bump(c: &Cell<u64>) {
     c.set(c.get() + 1);
@@ -316,6 +323,16 @@ impl ShardMetrics {
     /// Accept paused for lack of file descriptors (once per episode).
     pub fn fd_exhaustion_episode(&self) {
         bump(&self.fd_exhaustion);
+    }
+
+    /// The accepted-connections counter of listener `name` on `addr`
+    /// (its accept loop bumps it).
+    pub fn listener(&self, name: &str, addr: std::net::SocketAddr) -> Rc<Cell<u64>> {
+        let c = Rc::new(Cell::new(0));
+        self.listeners
+            .borrow_mut()
+            .push((name.to_owned(), addr.to_string(), c.clone()));
+        c
     }
 }
 

@@ -55,6 +55,8 @@ pub struct ShardSnapshot {
     pub handshake_budget_pauses: u64,
     /// Stale handshakes cut off to make room within the budget.
     pub handshake_evictions: u64,
+    /// Connections accepted per listener: (name, address, count).
+    pub listeners: Vec<(String, String, u64)>,
 }
 
 impl ShardSnapshot {
@@ -111,6 +113,12 @@ impl ShardSnapshot {
             io_backend: state.io_backend,
             handshake_budget_pauses: c.handshake_budget_pauses.get(),
             handshake_evictions: c.handshake_evictions.get(),
+            listeners: m
+                .listeners
+                .borrow()
+                .iter()
+                .map(|(name, addr, n)| (name.clone(), addr.clone(), n.get()))
+                .collect(),
         }
     }
 

@@ -179,7 +179,16 @@ pub fn prepare(s: &crate::config::Settings) -> Result<Prepared, StartupError> {
             .iter()
             .chain(s.tls.extra_certs.iter().map(|p| &p.key))
             .chain(s.proxy.tls.iter().filter_map(|u| u.settings.key.as_ref()));
-        for k in keys {
+        // Each `[[listener]]`'s own keys too (its upstream key included).
+        let listeners = s.listeners.iter().flat_map(|l| {
+            let t = &l.settings.tls;
+            let up = &l.settings.proxy.tls;
+            t.key
+                .iter()
+                .chain(t.extra_certs.iter().map(|p| &p.key))
+                .chain(up.iter().filter_map(|u| u.settings.key.as_ref()))
+        });
+        for k in keys.chain(listeners) {
             check_key_permissions(k)?;
         }
     }

@@ -8,6 +8,7 @@
 //! implement the trait for their own protocol; see
 //! `engine/examples/launcelot.rs`.
 
+pub mod builtin;
 pub mod echo;
 pub mod http;
 pub mod proxy;

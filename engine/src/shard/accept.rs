@@ -19,11 +19,19 @@ use tokio::sync::watch;
 pub(super) struct ShardTask<S> {
     pub(super) id: usize,
     pub(super) cpu: usize,
-    pub(super) listener: std::net::TcpListener,
+    /// This shard's socket of each listener.
+    pub(super) listeners: Vec<ShardListener<S>>,
     pub(super) settings: ShardSettings,
+    pub(super) stop: watch::Receiver<bool>,
+}
+
+/// A shard's socket of one listener, with what its connections get.
+pub(super) struct ShardListener<S> {
+    /// How logs name the listener.
+    pub(super) name: String,
+    pub(super) listener: std::net::TcpListener,
     pub(super) live: Arc<Live>,
     pub(super) service: Arc<S>,
-    pub(super) stop: watch::Receiver<bool>,
 }
 
 impl<S: Service> ShardTask<S> {
@@ -55,28 +63,33 @@ impl<S: Service> ShardTask<S> {
         let _ = done.send(id);
     }
 
+    /// Serves every listener (one accept loop each) until the stop, then
+    /// drains the shard's connections.
     async fn serve(self, backend: &'static str) {
         let ShardTask {
             id,
-            listener,
+            listeners,
             settings,
-            live,
-            service,
-            mut stop,
+            stop,
             ..
         } = self;
-        let listen_fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
-        let listener = match Listener::from_std(listener) {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!(shard = id, error = %e, "cannot register the listening socket");
+        // Every socket registered before any accepts: if one cannot be,
+        // the shard serves nothing (as with one listener).
+        let mut registered = Vec::with_capacity(listeners.len());
+        for l in listeners {
+            let listen_fd = std::os::fd::AsRawFd::as_raw_fd(&l.listener);
+            let listener = match Listener::from_std(l.listener) {
+                Ok(listener) => listener,
+                Err(e) => {
+                    tracing::error!(shard = id, listener = %l.name, error = %e, "cannot register the listening socket");
+                    return;
+                }
+            };
+            let Ok(local) = listener.local_addr() else {
                 return;
-            }
-        };
-        let local = match listener.local_addr() {
-            Ok(a) => a,
-            Err(_) => return,
-        };
+            };
+            registered.push((l.name, listener, listen_fd, local, l.live, l.service));
+        }
         let state = Rc::new(ShardState::new(id));
         state.io_backend.set(backend);
         let hub = settings.metrics.clone();
@@ -88,16 +101,92 @@ impl<S: Service> ShardTask<S> {
             );
         }
         io::spawn(trim::run(state.clone()));
-        let limits = Rc::new(ShardLimits::new(settings.global_conns.clone()));
-        let ctx = Rc::new(ConnCtx {
-            limits,
-            epoch: Instant::now(),
-            settings,
-            live,
-            service,
-            local,
-            state: state.clone(),
-        });
+        let epoch = Instant::now();
+        // Each accept loop holds a sender; all dropped: every loop ended.
+        let (loops_tx, mut loops_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        for (name, listener, listen_fd, local, live, service) in registered {
+            let ctx = Rc::new(ConnCtx {
+                // Per listener: its per-address tables follow its own caps.
+                limits: Rc::new(ShardLimits::new(settings.global_conns.clone())),
+                epoch,
+                live,
+                service,
+                local,
+                state: state.clone(),
+            });
+            let l = AcceptLoop {
+                ctx,
+                listener,
+                listen_fd,
+                name,
+                stop: stop.clone(),
+                _running: loops_tx.clone(),
+            };
+            io::spawn(l.run());
+        }
+        drop(loops_tx);
+        while loops_rx.recv().await.is_some() {}
+        state.start_drain();
+        tracing::info!(
+            shard = id,
+            connections = state.active(),
+            "listener closed; draining"
+        );
+        let grace = settings.grace;
+        if crate::io::time::timeout(grace, state.all_closed())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                shard = id,
+                left = state.active(),
+                "grace period over; closing remaining connections"
+            );
+        }
+        let c = &state.counters;
+        tracing::info!(
+            shard = id,
+            accepted = c.accepted.get(),
+            full = c.full_handshakes.get(),
+            resumed = c.resumed_handshakes.get(),
+            failed = c.failed_handshakes.get(),
+            refused = c.refused.get(),
+            "shard stopped"
+        );
+        if let Some(h) = hub {
+            h.publish(crate::metrics::ShardSnapshot::take(state.counts()));
+        }
+    }
+}
+
+/// One listener's accept loop on one shard.
+struct AcceptLoop<S> {
+    ctx: Rc<ConnCtx<S>>,
+    listener: Listener,
+    listen_fd: std::os::fd::RawFd,
+    name: String,
+    stop: watch::Receiver<bool>,
+    /// Dropped when the loop ends (the shard waits for all).
+    _running: tokio::sync::mpsc::UnboundedSender<()>,
+}
+
+impl<S: Service> AcceptLoop<S> {
+    /// Accepts until the stop, then serves what is queued and closes the
+    /// socket.
+    async fn run(self) {
+        let AcceptLoop {
+            ctx,
+            listener,
+            listen_fd,
+            name,
+            mut stop,
+            _running,
+        } = self;
+        let state = &ctx.state;
+        let id = state.id;
+        // Connections this loop took from the kernel (the listener's
+        // share of the shard's `accepted`; `/metrics` reads it).
+        let accepted = state.metrics.listener(&name, ctx.local);
         // Last time accept failed for lack of fds. An accept takes the fd
         // before it takes the connection, so while the table is full every
         // attempt fails (each 10 ms, below); failures less than
@@ -116,6 +205,7 @@ impl<S: Service> ShardTask<S> {
                             tracing::info!(shard = id, "file descriptors available again: accepting");
                             fd_exhausted = None;
                         }
+                        accepted.set(accepted.get() + 1);
                         ctx.make_room();
                         ctx.clone().admit(conn, peer);
                     }
@@ -141,38 +231,16 @@ impl<S: Service> ShardTask<S> {
                 let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(conn.raw_fd()) };
                 listener::clear_inherited_filter(fd);
             }
+            accepted.set(accepted.get() + 1);
             ctx.clone().admit(conn, peer);
         }
-        state.start_drain();
         tracing::info!(
             shard = id,
-            connections = state.active(),
-            "listener closed; draining"
+            listener = %name,
+            addr = %ctx.local,
+            accepted = accepted.get(),
+            "listener stopped"
         );
-        let grace = ctx.settings.grace;
-        if crate::io::time::timeout(grace, state.all_closed())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                shard = id,
-                left = state.active(),
-                "grace period over; closing remaining connections"
-            );
-        }
-        let c = &state.counters;
-        tracing::info!(
-            shard = id,
-            accepted = c.accepted.get(),
-            full = c.full_handshakes.get(),
-            resumed = c.resumed_handshakes.get(),
-            failed = c.failed_handshakes.get(),
-            refused = c.refused.get(),
-            "shard stopped"
-        );
-        if let Some(h) = hub {
-            h.publish(crate::metrics::ShardSnapshot::take(state.counts()));
-        }
     }
 }
 
@@ -207,7 +275,6 @@ fn is_fd_exhaustion(e: &std::io::Error) -> bool {
 
 /// Everything a connection task needs, shared per shard.
 pub(super) struct ConnCtx<S> {
-    pub(super) settings: ShardSettings,
     /// TLS config and limits, replaced on reload; read once per connection.
     pub(super) live: Arc<Live>,
     pub(super) service: Arc<S>,

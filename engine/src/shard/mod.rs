@@ -1,5 +1,6 @@
 //! Shards: one pinned OS thread per CPU, each with its own io_uring runtime
-//! and its own `SO_REUSEPORT` listener. A connection lives and dies on the
+//! and its own `SO_REUSEPORT` socket for each listener (one accept loop per
+//! listener in the shard's runtime). A connection lives and dies on the
 //! shard that accepted it.
 //!
 //! Start-up is all-or-nothing: listeners are bound first (on the calling
@@ -18,7 +19,7 @@ mod accept;
 mod conn;
 mod proxy_in;
 
-use accept::ShardTask;
+use accept::{ShardListener, ShardTask};
 pub mod listener;
 pub mod trim;
 
@@ -141,9 +142,23 @@ impl std::error::Error for StartError {
     }
 }
 
+/// One listener every shard serves: its address, and what its
+/// connections get (its own TLS config and limits, swapped on reload, and
+/// its own service).
+pub struct ListenerSpec<S> {
+    /// How logs name it (`top level`, `listener[1]`).
+    pub name: String,
+    /// Address (port 0: one port chosen for every shard).
+    pub addr: SocketAddr,
+    /// Its live TLS config and per-connection limits.
+    pub live: Arc<Live>,
+    /// Its service.
+    pub service: Arc<S>,
+}
+
 /// Running shards.
 pub struct Server {
-    addr: SocketAddr,
+    addrs: Vec<SocketAddr>,
     cpus: Vec<usize>,
     stop: watch::Sender<bool>,
     threads: Vec<JoinHandle<()>>,
@@ -151,18 +166,17 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds, starts one shard per CPU in `cpus`, and returns once all
-    /// serve, running `before_serve` on the calling thread once every
+    /// Binds every listener (one socket per shard each), starts one shard
+    /// per CPU in `cpus` (each serving every listener), and returns once
+    /// all serve, running `before_serve` on the calling thread once every
     /// shard is ready and before any accepts (the place to drop
     /// privileges). If it fails, no shard serves, and its error comes back
     /// in [`StartError::Setup`].
     pub fn start_with<S: Service, E>(
-        addr: SocketAddr,
+        specs: Vec<ListenerSpec<S>>,
         listen: listener::ListenOptions,
         cpus: &[usize],
         settings: ShardSettings,
-        live: Arc<Live>,
-        service: Arc<S>,
         before_serve: impl FnOnce() -> Result<(), E>,
     ) -> Result<Server, StartError>
     where
@@ -170,26 +184,40 @@ impl Server {
     {
         let mut settings = settings;
         settings.ring.backend = choose_backend(settings.ring.backend);
-        let listeners = listener::bind_all(addr, cpus.len(), listen)
-            .map_err(|source| StartError::Bind { addr, source })?;
-        let addr = listeners[0]
-            .local_addr()
-            .map_err(|source| StartError::Bind { addr, source })?;
+        // Every socket bound before any shard starts: a bad address
+        // leaves nothing serving.
+        let mut per_shard: Vec<Vec<ShardListener<S>>> = cpus.iter().map(|_| Vec::new()).collect();
+        let mut addrs = Vec::with_capacity(specs.len());
+        for spec in specs {
+            let addr = spec.addr;
+            let bound = listener::bind_all(addr, cpus.len(), listen)
+                .map_err(|source| StartError::Bind { addr, source })?;
+            let local = bound[0]
+                .local_addr()
+                .map_err(|source| StartError::Bind { addr, source })?;
+            addrs.push(local);
+            for (shard, l) in per_shard.iter_mut().zip(bound) {
+                shard.push(ShardListener {
+                    name: spec.name.clone(),
+                    listener: l,
+                    live: spec.live.clone(),
+                    service: spec.service.clone(),
+                });
+            }
+        }
         let (stop, stop_rx) = watch::channel(false);
         let (ready_tx, ready_rx) = mpsc::channel::<(usize, Result<(), ShardFailure>)>();
         let (done_tx, done) = mpsc::channel();
         let mut threads = Vec::new();
         let mut go_senders = Vec::new();
-        for (i, (l, &cpu)) in listeners.into_iter().zip(cpus).enumerate() {
+        for (i, (listeners, &cpu)) in per_shard.into_iter().zip(cpus).enumerate() {
             let (go_tx, go_rx) = mpsc::channel::<bool>();
             go_senders.push(go_tx);
             let shard = ShardTask {
                 id: i,
                 cpu,
-                listener: l,
+                listeners,
                 settings: settings.clone(),
-                live: live.clone(),
-                service: service.clone(),
                 stop: stop_rx.clone(),
             };
             let (ready, done) = (ready_tx.clone(), done_tx.clone());
@@ -242,7 +270,7 @@ impl Server {
             let _ = g.send(true);
         }
         Ok(Server {
-            addr,
+            addrs,
             cpus: cpus.to_vec(),
             stop,
             threads,
@@ -250,9 +278,14 @@ impl Server {
         })
     }
 
-    /// The address all shards listen on (with the real port if 0 was asked).
+    /// The first listener's address (with the real port if 0 was asked).
     pub fn local_addr(&self) -> SocketAddr {
-        self.addr
+        self.addrs[0]
+    }
+
+    /// Every listener's address, in the order given to [`Server::start_with`].
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
     }
 
     /// CPU of each shard.

@@ -86,6 +86,10 @@ pub fn configured_files(options_config: Option<&PathBuf>, s: &Settings) -> Vec<P
         // The proxy's upstream CA, client certificate and key.
         v.extend(u.settings.files().cloned());
     }
+    // Each `[[listener]]`'s own files too.
+    for l in &s.listeners {
+        v.extend(configured_files(None, &l.settings));
+    }
     v
 }
 
@@ -127,7 +131,11 @@ pub fn before_start(on: bool, dirs: &BTreeSet<PathBuf>, s: &Settings) -> Result<
         return Ok(());
     }
     let mut files: Vec<&str> = Vec::new();
-    if s.service == ServiceKind::Proxy {
+    if s.service == ServiceKind::Proxy
+        || s.listeners
+            .iter()
+            .any(|l| l.settings.service == ServiceKind::Proxy)
+    {
         files.extend(landlock::RESOLVER_FILES);
     }
     if s.ops.user.is_some() {

@@ -79,12 +79,14 @@ impl Drop for Active<'_> {
     }
 }
 
-/// The collector of a proxy's per-upstream families; renders the pools in
-/// force at each scrape (nothing once the proxy is gone).
+/// The collector of the per-upstream families of one proxy, or of the
+/// proxies of several listeners (each series then also labelled
+/// `listener`); renders the pools in force at each scrape (nothing once a
+/// proxy is gone).
 #[derive(Debug)]
-pub struct ProxyMetrics(pub(super) Weak<ArcSwap<Pools>>);
+pub struct ProxyMetrics(Vec<(Option<String>, Weak<ArcSwap<Pools>>)>);
 
-type Series<'a> = Vec<([(&'static str, &'a str); 2], &'a Upstream)>;
+type Series<'a> = Vec<(Vec<(&'static str, &'a str)>, &'a Upstream)>;
 
 fn counter(
     enc: &mut DescriptorEncoder,
@@ -116,17 +118,24 @@ fn gauge(
 
 impl Collector for ProxyMetrics {
     fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
-        let Some(pools) = self.0.upgrade().map(|t| t.load_full()) else {
-            return Ok(());
-        };
-        let series: Series<'_> = pools
-            .all()
-            .flat_map(|p| {
-                p.upstreams.iter().map(|u| {
-                    (
-                        [("pool", p.label.as_str()), ("upstream", u.name.as_str())],
-                        &**u,
-                    )
+        let tables: Vec<(Option<&str>, Arc<Pools>)> = self
+            .0
+            .iter()
+            .filter_map(|(l, w)| Some((l.as_deref(), w.upgrade()?.load_full())))
+            .collect();
+        let series: Series<'_> = tables
+            .iter()
+            .flat_map(|(listener, pools)| {
+                pools.all().flat_map(move |p| {
+                    p.upstreams.iter().map(move |u| {
+                        let mut labels = Vec::with_capacity(3);
+                        if let Some(l) = listener {
+                            labels.push(("listener", *l));
+                        }
+                        labels.push(("pool", p.label.as_str()));
+                        labels.push(("upstream", u.name.as_str()));
+                        (labels, &**u)
+                    })
                 })
             })
             .collect();
@@ -170,16 +179,14 @@ impl Collector for ProxyMetrics {
             None,
             MetricType::Counter,
         )?;
-        for ([pool, up], u) in &series {
+        for (labels, u) in &series {
             for (result, n) in [
                 ("pass", &u.stats.checks_passed),
                 ("fail", &u.stats.checks_failed),
             ] {
-                ConstCounter::new(load(n)).encode(m.encode_family(&[
-                    *pool,
-                    *up,
-                    ("result", result),
-                ])?)?;
+                let mut l = labels.clone();
+                l.push(("result", result));
+                ConstCounter::new(load(n)).encode(m.encode_family(&l)?)?;
             }
         }
         counter(
@@ -209,7 +216,20 @@ impl Collector for ProxyMetrics {
 impl ProxyMetrics {
     /// For a proxy's table.
     pub(super) fn new(table: &Arc<ArcSwap<Pools>>) -> ProxyMetrics {
-        ProxyMetrics(Arc::downgrade(table))
+        ProxyMetrics(vec![(None, Arc::downgrade(table))])
+    }
+
+    /// For the proxies of several listeners, each series labelled with its
+    /// listener's name (`listener[i]`, `top level`).
+    pub fn of_listeners<'a>(
+        proxies: impl IntoIterator<Item = (&'a str, &'a super::Proxy)>,
+    ) -> ProxyMetrics {
+        ProxyMetrics(
+            proxies
+                .into_iter()
+                .map(|(name, p)| (Some(name.to_owned()), Arc::downgrade(&p.pools)))
+                .collect(),
+        )
     }
 }
 
