@@ -8,6 +8,7 @@
 
 mod acme;
 mod duration;
+mod error;
 mod http;
 mod listeners;
 mod operations;
@@ -17,6 +18,7 @@ mod upstream_tls;
 mod warnings;
 
 pub use duration::HumanDuration;
+pub use error::{ConfigError, CpuListError, ListenAddrError, UpstreamError};
 pub use http::HttpLimits;
 pub use listeners::ListenerConfig;
 pub use operations::{check_log_filter, Operations};
@@ -25,8 +27,8 @@ pub use size::ByteSize;
 use crate::io::RingOptions;
 use crate::tls::TlsSettings;
 use clap::{Parser, ValueEnum};
+use error::Origin;
 use serde::Deserialize;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -471,101 +473,6 @@ pub struct Settings {
     /// tables: the top level is then the only listener. See
     /// [`Settings::each_listener`].
     pub listeners: Vec<ListenerConfig>,
-}
-
-/// A configuration problem, reported before anything is bound.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// The config file could not be read.
-    Read {
-        /// File.
-        path: PathBuf,
-        /// Cause.
-        source: std::io::Error,
-    },
-    /// The config file is not valid TOML for these settings.
-    Parse {
-        /// File.
-        path: PathBuf,
-        /// toml's message (names the line and field).
-        message: String,
-    },
-    /// A value is out of range or malformed.
-    Invalid {
-        /// Where it came from: `flag --x` or `FILE: field x`.
-        origin: String,
-        /// What is wrong with it.
-        problem: String,
-        /// What to change.
-        fix: String,
-    },
-    /// Certificate or key problem.
-    Tls(crate::tls::TlsError),
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ConfigError::Read { path, source } => {
-                write!(f, "{}: cannot read config file: {source}", path.display())
-            }
-            ConfigError::Parse { path, message } => {
-                write!(
-                    f,
-                    "{}: invalid config: {}",
-                    path.display(),
-                    message.trim_end()
-                )
-            }
-            ConfigError::Invalid {
-                origin,
-                problem,
-                fix,
-            } => write!(f, "{origin}: {problem}; {fix}"),
-            ConfigError::Tls(e) => write!(f, "{e}"),
-        }
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
-impl From<crate::tls::TlsError> for ConfigError {
-    fn from(e: crate::tls::TlsError) -> Self {
-        ConfigError::Tls(e)
-    }
-}
-
-/// Where a value came from, for error messages.
-#[derive(Clone, Copy)]
-enum Origin<'a> {
-    Flag,
-    File(&'a Path),
-    /// The `[[listener]]` table of this index in this file.
-    Listener(&'a Path, usize),
-}
-
-impl Origin<'_> {
-    fn name(&self, field: &str) -> String {
-        match self {
-            Origin::Flag => format!("flag --{}", field.replace('_', "-")),
-            Origin::File(p) => format!("{}: field `{field}`", p.display()),
-            Origin::Listener(p, i) => format!("{}: field `listener[{i}].{field}`", p.display()),
-        }
-    }
-
-    fn invalid(
-        &self,
-        field: &str,
-        problem: impl fmt::Display,
-        fix: impl Into<String>,
-    ) -> ConfigError {
-        ConfigError::Invalid {
-            origin: self.name(field),
-            problem: problem.to_string(),
-            fix: fix.into(),
-        }
-    }
 }
 
 macro_rules! merge_fields {
@@ -1090,26 +997,6 @@ fn split_host_port(s: &str) -> Option<(&str, u16)> {
     Some((host, port.parse().ok()?)).filter(|(h, _)| !h.is_empty())
 }
 
-/// Why an `upstream` is unusable.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum UpstreamError {
-    /// Not `HOST:PORT`.
-    #[error("`{0}` is not HOST:PORT")]
-    NotHostPort(String),
-    /// The name did not resolve.
-    #[error("cannot resolve `{upstream}`: {source}")]
-    Resolve {
-        /// The upstream as written.
-        upstream: String,
-        /// Cause.
-        source: std::io::Error,
-    },
-    /// The name resolved to nothing.
-    #[error("`{0}` resolves to no address")]
-    NoAddress(String),
-}
-
 /// Resolves each `HOST:PORT` (first address of each name).
 fn resolve_upstreams(
     list: &[String],
@@ -1135,34 +1022,8 @@ fn resolve_upstreams(
         .collect()
 }
 
-/// A listen address that is not `IP:PORT`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{0}` is not an IP:PORT address")]
-pub struct ListenAddrError(String);
-
 fn parse_listen(s: &str) -> Result<SocketAddr, ListenAddrError> {
     s.parse().map_err(|_| ListenAddrError(s.to_owned()))
-}
-
-/// Why a CPU list does not parse.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum CpuListError {
-    /// A part is neither a number nor a range.
-    #[error("`{0}` is not a CPU number or range")]
-    NotANumber(String),
-    /// A CPU number past [`MAX_CPU`].
-    #[error("CPU {0} is beyond the largest CPU number ({max})", max = MAX_CPU - 1)]
-    TooLarge(usize),
-    /// A range `b-a` with `a < b`.
-    #[error("range `{0}` runs backwards")]
-    Backwards(String),
-    /// Nothing listed.
-    #[error("empty CPU list")]
-    Empty,
-    /// A CPU appears twice.
-    #[error("`{0}` lists a CPU twice")]
-    Twice(String),
 }
 
 /// CPU numbers at or above this are refused (the kernel's `CPU_SETSIZE` is
@@ -1227,14 +1088,14 @@ pub(crate) mod tests {
         Options::try_parse_from(v).expect("parse")
     }
 
-    fn file(text: &str) -> tempfile::NamedTempFile {
+    pub(crate) fn file(text: &str) -> tempfile::NamedTempFile {
         let mut f = tempfile::NamedTempFile::new().expect("tmp");
         f.write_all(text.as_bytes()).expect("write");
         f
     }
 
     /// A config file holding `text`, refused: (its path, the error).
-    fn refused_file(text: &str) -> (String, String) {
+    pub(crate) fn refused_file(text: &str) -> (String, String) {
         let f = file(text);
         let path = f.path().to_str().expect("utf8").to_owned();
         let e = flags(&["--config", &path])
