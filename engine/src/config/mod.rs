@@ -15,6 +15,7 @@ mod operations;
 mod routes;
 mod size;
 mod upstream_tls;
+mod upstreams;
 mod warnings;
 
 pub use duration::HumanDuration;
@@ -32,6 +33,7 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use upstreams::{resolve_upstreams, split_host_port};
 
 /// Default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
@@ -991,37 +993,6 @@ fn versions(
     Ok((v12, v13))
 }
 
-fn split_host_port(s: &str) -> Option<(&str, u16)> {
-    let (host, port) = s.rsplit_once(':')?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    Some((host, port.parse().ok()?)).filter(|(h, _)| !h.is_empty())
-}
-
-/// Resolves each `HOST:PORT` (first address of each name).
-fn resolve_upstreams(
-    list: &[String],
-) -> Result<Vec<crate::services::proxy::UpstreamAddr>, UpstreamError> {
-    use std::net::ToSocketAddrs;
-    list.iter()
-        .map(|u| {
-            let (host, port) =
-                split_host_port(u).ok_or_else(|| UpstreamError::NotHostPort(u.clone()))?;
-            let addr = (host, port)
-                .to_socket_addrs()
-                .map_err(|source| UpstreamError::Resolve {
-                    upstream: u.clone(),
-                    source,
-                })?
-                .next()
-                .ok_or_else(|| UpstreamError::NoAddress(u.clone()))?;
-            Ok(crate::services::proxy::UpstreamAddr {
-                name: u.clone(),
-                addr,
-            })
-        })
-        .collect()
-}
-
 fn parse_listen(s: &str) -> Result<SocketAddr, ListenAddrError> {
     s.parse().map_err(|_| ListenAddrError(s.to_owned()))
 }
@@ -1280,24 +1251,6 @@ pub(crate) mod tests {
             "{e}"
         );
         assert!(Options::try_parse_from(["uringtls", "--extra-cert", "onlyone.pem"]).is_err());
-    }
-
-    #[test]
-    fn an_unresolvable_upstream_from_the_file_names_the_file_not_a_flag() {
-        // A 64-byte label is refused by the resolver itself: no DNS query leaves.
-        let bad = format!("{}.invalid:80", "a".repeat(64));
-        let (path, e) = refused_file(&format!("service = \"proxy\"\nupstream = [\"{bad}\"]\n"));
-        assert!(
-            e.starts_with(&format!("{path}: field `upstream`: cannot resolve")),
-            "{e}"
-        );
-        let f = file(&format!("upstream = [\"{bad}\"]\n"));
-        let p = f.path().to_str().expect("utf8");
-        let e = flags(&["--config", p, "--upstream", &bad])
-            .resolve()
-            .expect_err("refused")
-            .to_string();
-        assert!(e.starts_with("flag --upstream: cannot resolve"), "{e}");
     }
 
     #[test]
