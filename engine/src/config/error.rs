@@ -3,7 +3,7 @@
 //! typed errors of single values (`upstream`, `listen`, `cpus`) that the
 //! checks turn into one.
 
-use super::MAX_CPU;
+use super::validate::MAX_CPU;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
