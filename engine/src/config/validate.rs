@@ -7,7 +7,12 @@
 //! (`mapping.rs`).
 
 use super::upstreams::split_host_port;
-use super::{check_log_filter, ConfigError, CpuListError, ListenAddrError, Options, Origin};
+use super::{
+    check_log_filter, ByteSize, ConfigError, CpuListError, ListenAddrError, Options, Origin,
+    DEFAULT_BACKLOG, DEFAULT_DEFER_ACCEPT, DEFAULT_MAX_CONNS, DEFAULT_SESSION_CACHE,
+};
+use crate::io::DEFAULT_RING_ENTRIES;
+use crate::services::http::DEFAULT_MAX_HEADER;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -51,7 +56,7 @@ impl Options {
             return Err(o.invalid(
                 "backlog",
                 "backlog 0",
-                "use a positive number (default 4096)",
+                format!("use a positive number (default {DEFAULT_BACKLOG})"),
             ));
         }
         if let Some(d) = self.defer_accept {
@@ -59,7 +64,7 @@ impl Options {
                 return Err(o.invalid(
                     "defer_accept",
                     format!("{:?} is too long", d.0),
-                    "use at most 1h (default 10s; 0 turns it off)",
+                    format!("use at most 1h (default {DEFAULT_DEFER_ACCEPT:?}; 0 turns it off)"),
                 ));
             }
         }
@@ -68,7 +73,7 @@ impl Options {
                 return Err(o.invalid(
                     "ring_entries",
                     format!("{n} is out of range"),
-                    "use 2..=32768 (default 1024)",
+                    format!("use 2..=32768 (default {DEFAULT_RING_ENTRIES})"),
                 ));
             }
         }
@@ -76,14 +81,14 @@ impl Options {
             return Err(o.invalid(
                 "session_cache",
                 "a cache of 0 entries",
-                "use 1 or more (default 65536)",
+                format!("use 1 or more (default {DEFAULT_SESSION_CACHE})"),
             ));
         }
         if self.max_conns == Some(0) {
             return Err(o.invalid(
                 "max_conns",
                 "0 connections per shard",
-                "use 1 or more (default 65536)",
+                format!("use 1 or more (default {DEFAULT_MAX_CONNS})"),
             ));
         }
         if let Some(b) = self.body_size {
@@ -100,7 +105,10 @@ impl Options {
                 return Err(o.invalid(
                     "max_header",
                     format!("{} bytes", h.0),
-                    "use at least 64 (default 8KiB)",
+                    format!(
+                        "use at least 64 (default {})",
+                        ByteSize(DEFAULT_MAX_HEADER as u64)
+                    ),
                 ));
             }
         }
@@ -232,6 +240,46 @@ mod tests {
     use super::super::tests::{flags, refused_file};
     use super::*;
     use clap::Parser;
+
+    #[test]
+    fn out_of_range_values_name_the_default_from_its_constant() {
+        let err = |args: &[&str]| flags(args).resolve().expect_err("refused").to_string();
+        let cases = [
+            (
+                err(&["--backlog", "0"]),
+                format!("flag --backlog: backlog 0; use a positive number (default {DEFAULT_BACKLOG})"),
+            ),
+            (
+                err(&["--defer-accept", "2h"]),
+                format!(
+                    "flag --defer-accept: 7200s is too long; use at most 1h (default {:?}; 0 turns it off)",
+                    DEFAULT_DEFER_ACCEPT
+                ),
+            ),
+            (
+                err(&["--ring-entries", "1"]),
+                format!("flag --ring-entries: 1 is out of range; use 2..=32768 (default {DEFAULT_RING_ENTRIES})"),
+            ),
+            (
+                err(&["--session-cache", "0"]),
+                format!("flag --session-cache: a cache of 0 entries; use 1 or more (default {DEFAULT_SESSION_CACHE})"),
+            ),
+            (
+                err(&["--max-conns", "0"]),
+                format!("flag --max-conns: 0 connections per shard; use 1 or more (default {DEFAULT_MAX_CONNS})"),
+            ),
+            (
+                err(&["--max-header", "10"]),
+                format!(
+                    "flag --max-header: 10 bytes; use at least 64 (default {})",
+                    ByteSize(DEFAULT_MAX_HEADER as u64)
+                ),
+            ),
+        ];
+        for (got, want) in cases {
+            assert_eq!(got, want);
+        }
+    }
 
     #[test]
     fn zero_shards_flag_is_named() {
