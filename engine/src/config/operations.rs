@@ -136,14 +136,20 @@ impl Options {
             return Err(o.invalid(
                 "conn_burst_per_ip",
                 "a burst of 0",
-                "use 1 or more (default 20)",
+                format!(
+                    "use 1 or more (default {})",
+                    crate::limits::DEFAULT_CONN_BURST_PER_IP
+                ),
             ));
         }
         if self.per_ip_ipv6_prefix.is_some_and(|p| p > 128) {
             return Err(o.invalid(
                 "per_ip_ipv6_prefix",
                 "more than 128 bits",
-                "use 0..=128 (default 64)",
+                format!(
+                    "use 0..=128 (default {})",
+                    crate::limits::DEFAULT_IPV6_PREFIX
+                ),
             ));
         }
         for (name, list) in [
@@ -177,7 +183,10 @@ impl Options {
             return Err(o.invalid(
                 "max_handshakes",
                 "0 handshakes in progress would accept nothing",
-                "use 1 or more (default 1024)",
+                format!(
+                    "use 1 or more (default {})",
+                    crate::limits::DEFAULT_MAX_HANDSHAKES
+                ),
             ));
         }
         Ok(())
