@@ -2,9 +2,10 @@
 //! drain, SIGHUP reload (`reload.rs`). `main.rs` only calls [`main`]; the test crate builds a copy of the
 //! binary from the same function.
 
+use crate::builtin::BuiltIn;
 use crate::config::{LogFormat, Options, ServiceKind, Settings};
 use crate::reload::Reloader;
-use crate::services::{builtin::BuiltIn, echo::Echo, proxy::Proxy};
+use crate::services::{echo::Echo, proxy::Proxy};
 use crate::Engine;
 use clap::Parser;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -81,11 +82,9 @@ pub fn main() -> ExitCode {
     } else {
         match settings.service {
             ServiceKind::Echo => Engine::start_with(&settings, Echo, before_serve),
-            ServiceKind::Http => Engine::start_with(
-                &settings,
-                crate::services::builtin::http(&settings),
-                before_serve,
-            ),
+            ServiceKind::Http => {
+                Engine::start_with(&settings, crate::builtin::http(&settings), before_serve)
+            }
             ServiceKind::Proxy => {
                 let p = Proxy::new(settings.proxy.clone());
                 proxies = vec![Some(p.clone())];

@@ -29,7 +29,7 @@
 //!   runtime contract (which timers, spawn and blocking calls are allowed).
 //! - The built-in services in [`services`]: [`services::echo::Echo`],
 //!   [`services::http::Http`], [`services::proxy::Proxy`], and
-//!   [`services::builtin::BuiltIn`], one of them per listener with
+//!   [`builtin::BuiltIn`], one of them per listener with
 //!   [`Engine::start_each`] (`[[listener]]` tables, [`ListenerConfig`]).
 //! - [`io`]: the runtime's timers ([`io::time`]) and [`io::spawn`], for use
 //!   inside a service.
@@ -68,6 +68,7 @@
 #![deny(missing_docs)]
 
 pub(crate) mod acme;
+pub mod builtin;
 pub mod cli;
 pub(crate) mod config;
 pub use uringtls_runtime::io;

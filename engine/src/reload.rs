@@ -19,10 +19,10 @@
 //! rebuilt (all read and checked before any is swapped); a reload that
 //! adds, removes or moves a listener is refused whole.
 //!
-//! Not reloadable (they shape threads, sockets and rings): `listen`,
-//! `shards`, `cpus`, `backlog`, ring settings, `service`, `grace`, `acme_*`
-//! (ACME's certificates are kept across reloads and renewed on their own). A change
-//! to one of them is logged and ignored until a restart.
+//! Not reloadable: the settings in [`RESTART_ONLY`], the one list (they
+//! shape threads, sockets and rings, or are built into a service at start;
+//! ACME's certificates are kept across reloads and renewed on their own). A
+//! change to one of them is logged and ignored until a restart.
 
 use crate::config::{ConfigError, Options, Settings};
 use crate::shard::ShardSettings;
@@ -136,19 +136,11 @@ impl Reloader {
         for (o, n) in self.settings.listeners.iter().zip(&new.listeners) {
             let (o, n, name) = (&o.settings, &n.settings, &n.name);
             // The service is built at start, with its http settings.
-            let fixed = [
-                ("service", o.service != n.service),
-                (
-                    "body_size/max_header",
-                    (o.body_size, o.max_header) != (n.body_size, n.max_header),
-                ),
-                ("max_body/request_timeout", o.http != n.http),
-                (
-                    "header_timeout",
-                    o.ops.header_timeout != n.ops.header_timeout,
-                ),
-            ];
-            for (setting, _) in fixed.iter().filter(|(_, changed)| *changed) {
+            let fixed = RESTART_ONLY
+                .iter()
+                .filter(|r| r.scope == Scope::Listener)
+                .map(|r| (r.name, (r.changed)(o, n)));
+            for (setting, _) in fixed.filter(|(_, changed)| *changed) {
                 tracing::warn!(
                     listener = %name,
                     setting,
@@ -238,40 +230,155 @@ fn same_listeners(old: &Settings, new: &Settings) -> Result<(), ReloadError> {
 }
 
 fn warn_fixed(old: &Settings, new: &Settings) {
-    let fixed = [
-        ("listen", old.listen != new.listen),
-        ("shards/cpus", old.cpus != new.cpus),
-        ("backlog", old.backlog != new.backlog),
-        ("defer_accept", old.defer_accept != new.defer_accept),
-        ("ring settings", old.ring != new.ring),
-        ("service", old.service != new.service),
-        ("grace", old.grace != new.grace),
-        ("watch_files", old.watch_files != new.watch_files),
-        ("sandbox", old.sandbox != new.sandbox),
-        (
-            "header_timeout",
-            old.ops.header_timeout != new.ops.header_timeout,
-        ),
-        (
-            "metrics_listen",
-            old.ops.metrics_listen != new.ops.metrics_listen,
-        ),
-        (
-            "log_level/log_format",
-            (&old.log_level, old.log_format) != (&new.log_level, new.log_format),
-        ),
-        (
-            "user/group",
-            (&old.ops.user, &old.ops.group) != (&new.ops.user, &new.ops.group),
-        ),
-        ("acme_*", old.acme != new.acme),
-    ];
-    for (name, changed) in fixed {
-        if changed {
+    for r in RESTART_ONLY.iter().filter(|r| r.scope == Scope::Process) {
+        if (r.changed)(old, new) {
             tracing::warn!(
-                setting = name,
+                setting = r.name,
                 "changed in the configuration but only takes effect at restart"
             );
         }
+    }
+}
+
+/// Whom a setting a reload cannot change belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scope {
+    /// The process (threads, sockets, rings, logs, privileges): warned once.
+    Process,
+    /// Each listener's service, built at start: warned per listener.
+    Listener,
+}
+
+/// A setting a reload does not change.
+pub(crate) struct RestartOnly {
+    /// As the warning and the docs name it.
+    pub name: &'static str,
+    /// Process-wide or per listener.
+    pub scope: Scope,
+    /// Whether it differs between the settings in force and the new ones.
+    pub changed: fn(&Settings, &Settings) -> bool,
+}
+
+/// **The one list of what a reload cannot change** (everything else in
+/// [`Settings`] is swapped in for new connections): these shape threads,
+/// sockets and rings, or are built into the service at start. A changed
+/// value is logged and ignored until a restart. `docs/deployment.md`
+/// ("Reload") names each of them (a test checks it).
+pub(crate) const RESTART_ONLY: &[RestartOnly] = &[
+    RestartOnly {
+        name: "listen",
+        scope: Scope::Process,
+        changed: |o, n| o.listen != n.listen,
+    },
+    RestartOnly {
+        name: "shards/cpus",
+        scope: Scope::Process,
+        changed: |o, n| o.cpus != n.cpus,
+    },
+    RestartOnly {
+        name: "backlog",
+        scope: Scope::Process,
+        changed: |o, n| o.backlog != n.backlog,
+    },
+    RestartOnly {
+        name: "defer_accept",
+        scope: Scope::Process,
+        changed: |o, n| o.defer_accept != n.defer_accept,
+    },
+    RestartOnly {
+        name: "ring settings",
+        scope: Scope::Process,
+        changed: |o, n| o.ring != n.ring,
+    },
+    RestartOnly {
+        name: "service",
+        scope: Scope::Process,
+        changed: |o, n| o.service != n.service,
+    },
+    RestartOnly {
+        name: "grace",
+        scope: Scope::Process,
+        changed: |o, n| o.grace != n.grace,
+    },
+    RestartOnly {
+        name: "watch_files",
+        scope: Scope::Process,
+        changed: |o, n| o.watch_files != n.watch_files,
+    },
+    RestartOnly {
+        name: "sandbox",
+        scope: Scope::Process,
+        changed: |o, n| o.sandbox != n.sandbox,
+    },
+    RestartOnly {
+        name: "header_timeout",
+        scope: Scope::Process,
+        changed: |o, n| o.ops.header_timeout != n.ops.header_timeout,
+    },
+    RestartOnly {
+        name: "metrics_listen",
+        scope: Scope::Process,
+        changed: |o, n| o.ops.metrics_listen != n.ops.metrics_listen,
+    },
+    RestartOnly {
+        name: "log_level/log_format",
+        scope: Scope::Process,
+        changed: |o, n| (&o.log_level, o.log_format) != (&n.log_level, n.log_format),
+    },
+    RestartOnly {
+        name: "user/group",
+        scope: Scope::Process,
+        changed: |o, n| (&o.ops.user, &o.ops.group) != (&n.ops.user, &n.ops.group),
+    },
+    RestartOnly {
+        name: "acme_*",
+        scope: Scope::Process,
+        changed: |o, n| o.acme != n.acme,
+    },
+    RestartOnly {
+        name: "service",
+        scope: Scope::Listener,
+        changed: |o, n| o.service != n.service,
+    },
+    RestartOnly {
+        name: "body_size/max_header",
+        scope: Scope::Listener,
+        changed: |o, n| (o.body_size, o.max_header) != (n.body_size, n.max_header),
+    },
+    RestartOnly {
+        name: "max_body/request_timeout",
+        scope: Scope::Listener,
+        changed: |o, n| o.http != n.http,
+    },
+    RestartOnly {
+        name: "header_timeout",
+        scope: Scope::Listener,
+        changed: |o, n| o.ops.header_timeout != n.ops.header_timeout,
+    },
+];
+
+#[cfg(test)]
+mod restart_only_tests {
+    use super::{Scope, RESTART_ONLY};
+
+    /// The docs say what a reload cannot change from the same list.
+    #[test]
+    fn the_reload_docs_name_every_setting_a_reload_cannot_change() {
+        let doc = include_str!("../../docs/deployment.md");
+        let start = doc.find("## Reload (SIGHUP)").expect("the Reload section");
+        let section = &doc[start..];
+        let section = &section[..section[3..].find("\n## ").map_or(section.len(), |e| e + 3)];
+        for r in RESTART_ONLY {
+            for part in r.name.split('/') {
+                let word = part.trim_end_matches('*').trim_end_matches('_');
+                assert!(
+                    section.contains(word),
+                    "docs/deployment.md, Reload, does not name `{}` ({:?}), which a reload cannot change",
+                    r.name,
+                    r.scope
+                );
+            }
+        }
+        assert!(RESTART_ONLY.iter().any(|r| r.scope == Scope::Listener));
     }
 }

@@ -8,7 +8,6 @@
 //! implement the trait for their own protocol; see
 //! `engine/examples/launcelot.rs`.
 
-pub mod builtin;
 pub mod echo;
 pub mod http;
 pub mod proxy;

@@ -1,10 +1,11 @@
-//! The built-in services behind one type, so that listeners with different
-//! services share the shards' one service type (the binary's
+//! The built-in services behind one type, so that listeners with
+//! different services share the shards' one service type (the binary's
 //! `[[listener]]` tables): [`BuiltIn`] dispatches each connection to its
-//! listener's service.
+//! listener's service. Built from the binary's settings, it sits above
+//! `services/` and `config/` (neither imports the other).
 
-use super::{echo::Echo, http::Http, proxy::Proxy, ConnInfo, Service};
 use crate::config::{ServiceKind, Settings};
+use crate::services::{echo::Echo, http::Http, proxy::Proxy, ConnInfo, Service};
 use crate::tls::ServerStream;
 use std::io;
 
@@ -42,7 +43,7 @@ impl BuiltIn {
 pub fn http(s: &Settings) -> Http {
     let http = match s.body_size {
         Some(n) => Http::with_body_size(n, s.max_header),
-        None => Http::new(super::http::DEFAULT_BODY.to_vec(), s.max_header),
+        None => Http::new(crate::services::http::DEFAULT_BODY.to_vec(), s.max_header),
     };
     http.with_header_timeout(s.ops.header_timeout)
         .with_max_body(s.http.max_body)
