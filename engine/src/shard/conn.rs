@@ -23,12 +23,14 @@ use std::time::{Duration, Instant};
 /// for the server gets its tickets after this).
 const LAST_FLIGHT_HOLD: Duration = Duration::from_millis(10);
 
-/// A connection's addresses as the rest of the pipeline sees them: the
-/// socket's, or those a balancer's PROXY header named.
-#[derive(Clone, Copy)]
-struct Addrs {
+/// What a load balancer's PROXY header brought (`accept_proxy` only):
+/// the addresses it names, and the bytes read past it (the TLS session's
+/// first input). Boxed, so that a connection without a balancer keeps one
+/// pointer for it in its task, not the addresses and a buffer.
+struct FromBalancer {
     peer: SocketAddr,
     local: SocketAddr,
+    early: Vec<u8>,
 }
 
 impl<S: Service> ConnCtx<S> {
@@ -44,32 +46,18 @@ impl<S: Service> ConnCtx<S> {
     ) {
         let started = Instant::now();
         let cur = self.live.load_full();
-        let deadline = started + cur.limits.handshake_timeout;
-        let mut addrs = Addrs {
-            peer,
-            local: self.local,
-        };
-        let mut early = Vec::new();
+        let mut from_balancer = None;
         if let Some(guard) = balancer {
-            let read = self.balancer_header(&conn, peer, deadline, &handshake);
-            let Some(received) = read.await else {
-                return;
-            };
-            if let Origin::Client { peer, local } = received.origin {
-                addrs = Addrs { peer, local };
+            // Boxed: only a balancer's connections pay for this state.
+            let prelude =
+                self.balancer_prelude(&conn, peer, (started, &cur.limits), &handshake, guard);
+            let prelude = Box::pin(prelude);
+            match prelude.await {
+                Some(b) => from_balancer = Some(b),
+                None => return,
             }
-            // Everything the limits key on is the client's now.
-            match self.admit_client(
-                &cur.limits,
-                addrs.peer,
-                self.state.active().saturating_sub(1),
-            ) {
-                Ok(a) => guard.admitted = Some(a),
-                Err(why) => return self.refuse(&conn, addrs.peer, why),
-            }
-            early = received.rest;
         }
-        let peer = addrs.peer;
+        let peer = from_balancer.as_ref().map_or(peer, |b| b.peer);
         let tls = match crate::tls::ServerConn::new(cur.tls.clone()) {
             Ok(t) => t,
             Err(e) => {
@@ -85,10 +73,10 @@ impl<S: Service> ConnCtx<S> {
             .drive(
                 &mut stream,
                 &cur.limits,
-                addrs,
-                (started, deadline),
+                (peer, started),
+                from_balancer.as_deref_mut(),
                 &mut hs_error,
-                (handshake, early),
+                handshake,
             )
             .await;
         if why == CloseReason::HandshakeFailed && stream.peer_spoke_plain_http() {
@@ -117,19 +105,22 @@ impl<S: Service> ConnCtx<S> {
 
     /// Handshake, then the service; returns why the connection ends (and
     /// leaves a handshake's error in `hs_error`, for the access log).
-    /// `(started, deadline)`: when the connection was taken up and when its
-    /// handshake (PROXY header included) must be done. `early`: bytes read
-    /// past a PROXY header, the TLS session's first input.
+    /// `(peer, started)`: the client (as a balancer's header named it) and
+    /// when the connection was taken up; its handshake (PROXY header
+    /// included) must be done within the handshake timeout of that.
+    /// `balancer`: what a PROXY header brought (the bytes read past it are
+    /// the TLS session's first input).
     async fn drive(
         &self,
         stream: &mut ServerStream,
         limits: &ShardSettings,
-        addrs: Addrs,
-        (started, deadline): (Instant, Instant),
+        (peer, started): (SocketAddr, Instant),
+        balancer: Option<&mut FromBalancer>,
         hs_error: &mut Option<std::io::Error>,
-        (handshake, early): (HandshakeSlot, Vec<u8>),
+        handshake: HandshakeSlot,
     ) -> CloseReason {
-        let peer = addrs.peer;
+        let mut balancer = balancer;
+        let deadline = started + limits.handshake_timeout;
         stream.set_write_timeout(Some(limits.write_timeout));
         stream.hold_last_flight(Some(LAST_FLIGHT_HOLD));
         let c = &self.state.counters;
@@ -137,10 +128,12 @@ impl<S: Service> ConnCtx<S> {
         // part of the task an idle connection keeps.
         // The early bytes move into the boxed future: dropped with it.
         let s = &mut *stream;
+        // Only references cross into it: nothing of a balancer's is kept in
+        // this task's own state.
+        let early = balancer.as_deref_mut().map(|b| &mut b.early);
         let hf = Box::pin(crate::io::time::timeout_at(deadline, async move {
-            let mut early = early;
-            if !early.is_empty() {
-                s.ingest_early(&mut early).await?;
+            if let Some(early) = early.filter(|e| !e.is_empty()) {
+                s.ingest_early(early).await?;
             }
             s.handshake_lazy().await
         }));
@@ -155,6 +148,9 @@ impl<S: Service> ConnCtx<S> {
             }
         };
         drop(handshake);
+        if let Some(b) = balancer.as_deref_mut() {
+            b.early = Vec::new();
+        }
         match done {
             Err(_) => {
                 Counters::bump(&c.handshake_timeouts);
@@ -192,7 +188,7 @@ impl<S: Service> ConnCtx<S> {
         stream.set_read_timeout(Some(limits.idle_timeout));
         let info = ConnInfo {
             peer,
-            local: addrs.local,
+            local: balancer.map_or(self.local, |b| b.local),
             peer_identity: crate::tls::peer_identity(stream.tls()),
             shard: self.state.clone(),
             drain_slot: std::cell::Cell::new(None),
@@ -227,6 +223,43 @@ impl<S: Service> ConnCtx<S> {
                 }
             }
         }
+    }
+}
+
+impl<S: Service> ConnCtx<S> {
+    /// A balancer's connection: reads its PROXY header (within the
+    /// handshake timeout from `started`) and admits it on the client address
+    /// the header names (into `guard`). `None`: the connection ended here,
+    /// counted.
+    async fn balancer_prelude(
+        &self,
+        conn: &Conn,
+        balancer: SocketAddr,
+        (started, limits): (Instant, &ShardSettings),
+        handshake: &HandshakeSlot,
+        guard: &mut ActiveGuard,
+    ) -> Option<Box<FromBalancer>> {
+        let deadline = started + limits.handshake_timeout;
+        let received = self
+            .balancer_header(conn, balancer, deadline, handshake)
+            .await?;
+        let (peer, local) = match received.origin {
+            Origin::Client { peer, local } => (peer, local),
+            _ => (balancer, self.local),
+        };
+        // Everything the limits key on is the client's now.
+        match self.admit_client(limits, peer, self.state.active().saturating_sub(1)) {
+            Ok(a) => guard.admitted = Some(a),
+            Err(why) => {
+                self.refuse(conn, peer, why);
+                return None;
+            }
+        }
+        Some(Box::new(FromBalancer {
+            peer,
+            local,
+            early: received.rest,
+        }))
     }
 }
 
