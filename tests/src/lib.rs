@@ -418,6 +418,34 @@ pub fn in_ci() -> bool {
 
 /// Whether `tool` is on PATH; outside CI a missing tool prints why the test
 /// is skipped, inside CI it fails the test.
+/// Asserts that Prometheus's `promtool check metrics` accepts `text` (a
+/// `/metrics` page) with nothing to say; the caller checked the tool with
+/// [`require_tool`].
+pub fn promtool_check(text: &str) {
+    let mut p = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run promtool");
+    p.stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("feed promtool");
+    let out = p.wait_with_output().expect("promtool");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool check metrics:\n{said}\n{text}"
+    );
+}
+
 pub fn require_tool(tool: &str) -> bool {
     let found = Command::new("sh")
         .args(["-c", &format!("command -v {tool}")])

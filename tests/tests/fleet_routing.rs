@@ -404,28 +404,7 @@ fn promtool_accepts(m: SocketAddr) {
     s.read_to_string(&mut page).expect("read");
     let (_, text) = page.split_once("\r\n\r\n").expect("head and body");
     assert!(text.contains("uringtls_upstream_up{"), "{text}");
-    let mut p = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run promtool");
-    p.stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("feed promtool");
-    let out = p.wait_with_output().expect("promtool");
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && said.trim().is_empty(),
-        "promtool check metrics:\n{said}\n{text}"
-    );
+    uringtls_tests::promtool_check(text);
 }
 
 #[test]
