@@ -347,6 +347,26 @@ mod tests {
     }
 
     #[test]
+    fn a_table_takes_its_own_balancers_routes_and_health_settings() {
+        let text = "[[listener]]\nlisten = \"127.0.0.1:7001\"\nservice = \"proxy\"\n\
+                    accept_proxy = [\"10.0.0.0/8\"]\nhealth_interval = \"2s\"\n\
+                    [[listener.route]]\nsni = \"a.test\"\nupstreams = [\"127.0.0.1:9001\"]\n\
+                    [[listener]]\nlisten = \"127.0.0.1:7002\"\n";
+        let (_, r) = resolve_file(text, &[]);
+        let s = r.expect("a proxy listener with routes and no upstream starts");
+        let (a, b) = (&s.listeners[0].settings, &s.listeners[1].settings);
+        assert_eq!(a.ops.limits.accept_proxy.len(), 1);
+        assert!(
+            b.ops.limits.accept_proxy.is_empty(),
+            "not inherited from a sibling"
+        );
+        assert_eq!(a.proxy.routes.len(), 1);
+        assert_eq!(a.proxy.routes[0].upstreams[0].name, "127.0.0.1:9001");
+        assert!(a.proxy.health.is_some());
+        assert!(b.proxy.routes.is_empty() && b.proxy.health.is_none());
+    }
+
+    #[test]
     fn two_listeners_on_one_address_are_refused_naming_file_and_both() {
         let text = "[[listener]]\nlisten = \"127.0.0.1:7001\"\n\
                     [[listener]]\nlisten = \"127.0.0.1:7002\"\n\
