@@ -52,3 +52,11 @@ for c in ae0afb3 0d0f086 336bdb6 ed80437; do
   cp $CARGO_TARGET_DIR/release/uringtls /work/bin13/uringtls-$c
 done
 date
+#!/bin/bash
+set -x
+cd /work/main
+date; uptime
+python3 tuning/compare/ab.py --rounds 3 --duration 5 --workloads keepalive,resumed,full,bulk --clients wrk,h2load \
+  --bench-client /work/bin13/bench-client \
+  --variant nginx=nginx --variant tokio=peer:/work/bin13/peer-tokio --variant new2=/work/bin13/uringtls-new2 > /work/results13/ab-peers.txt 2>&1
+date; uptime
