@@ -613,28 +613,22 @@ fn health_checks_over_tls_take_out_an_upstream_whose_certificate_is_refused() {
     let (_, cert, key) = foreign_ca(certs.dir.path());
     let bad = tls_upstream(&cert, &key, None, &[]);
     let (good_name, bad_name) = (good.addr.to_string(), bad.addr.to_string());
-    let e = start_engine(&[
-        "--service",
-        "proxy",
-        "--cert",
-        certs.cert.to_str().expect("utf8"),
-        "--key",
-        certs.key.to_str().expect("utf8"),
-        "--upstream",
-        &format!("{good_name},{bad_name}"),
-        "--upstream-tls",
-        "true",
-        "--upstream-ca",
-        certs.ca.to_str().expect("utf8"),
-        "--upstream-sni",
-        "localhost",
-        "--health-interval",
-        "100ms",
-        "--health-fails",
-        "2",
-        "--metrics-listen",
-        "127.0.0.1:0",
-    ]);
+    // `--upstream` repeats: the pool is the good upstream, then the bad.
+    let e = engine(
+        &certs,
+        good.addr,
+        &certs.ca,
+        &[
+            "--upstream",
+            &bad_name,
+            "--upstream-sni",
+            "localhost",
+            "--health-interval",
+            "100ms",
+            "--health-fails",
+            "2",
+        ],
+    );
     // The checks' handshakes reach both upstreams; only the foreign
     // certificate is refused, so only that upstream leaves the pool.
     assert!(

@@ -119,7 +119,7 @@ mod tests {
     use super::super::Options;
     use clap::Parser;
 
-    fn warnings(args: &[&str]) -> Vec<String> {
+    pub(super) fn warnings(args: &[&str]) -> Vec<String> {
         let mut v = vec!["uringtls"];
         v.extend_from_slice(args);
         Options::try_parse_from(v)
@@ -205,18 +205,7 @@ impl Options {
 
 #[cfg(test)]
 mod proxy_tests {
-    use super::super::Options;
-    use clap::Parser;
-
-    fn warnings(args: &[&str]) -> Vec<String> {
-        let mut v = vec!["uringtls"];
-        v.extend_from_slice(args);
-        Options::try_parse_from(v)
-            .expect("parse")
-            .resolve()
-            .expect("valid")
-            .warnings
-    }
+    use super::tests::warnings;
 
     #[test]
     fn routes_and_health_settings_without_effect_are_named() {
