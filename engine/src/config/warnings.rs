@@ -39,6 +39,10 @@ impl Options {
                 ("upstream_cert", self.upstream_cert.is_some()),
                 ("upstream_key", self.upstream_key.is_some()),
                 ("upstream_alpn", self.upstream_alpn.is_some()),
+                (
+                    "upstream_resolve_interval",
+                    self.upstream_resolve_interval.is_some(),
+                ),
             ];
             for (field, _) in given.iter().filter(|(_, set)| *set) {
                 w.push(format!(

@@ -413,10 +413,7 @@ mod tests {
     use super::*;
 
     fn up(name: &str) -> UpstreamAddr {
-        UpstreamAddr {
-            name: name.into(),
-            addr: "127.0.0.1:1".parse().expect("addr"),
-        }
+        name.parse().expect("HOST:PORT")
     }
 
     #[test]
