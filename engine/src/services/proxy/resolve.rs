@@ -254,6 +254,7 @@ pub(super) fn round(pools: &Pools, resolver: &dyn Resolve, failing: &mut HashSet
     for (name, (host, port)) in names {
         match lookup(resolver, host, port) {
             Ok(addrs) => {
+                tracing::debug!(upstream = %name, addresses = ?addrs, "upstream name resolved");
                 if failing.remove(name) {
                     tracing::info!(upstream = %name, "the upstream name resolves again");
                 }
