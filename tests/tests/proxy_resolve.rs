@@ -246,3 +246,34 @@ fn the_binary_resolves_names_again_on_its_interval_under_the_sandbox() {
         e.stderr()
     );
 }
+
+#[test]
+fn a_reload_that_brings_in_a_name_that_does_not_resolve_is_refused_and_the_proxy_keeps_serving() {
+    let up = echo_upstream(true);
+    let dir = tempfile::tempdir().expect("tmp");
+    let conf = |upstreams: &str| {
+        let text =
+            format!("service = \"proxy\"\nproxy_protocol = \"v1\"\nupstream = [{upstreams}]\n");
+        uringtls_tests::write(dir.path(), "proxy.toml", &text)
+    };
+    let path = conf(&format!("\"{}\"", up.addr));
+    let e = start_engine(&["--shards", "1", "--config", path.to_str().expect("utf8")]);
+    // A 64-byte label is refused by the resolver itself: no DNS query leaves.
+    let bad = format!("{}.invalid:80", "a".repeat(64));
+    conf(&format!("\"{}\", \"{bad}\"", up.addr));
+    assert!(!e.reload(1), "refused");
+    let out = e.stdout();
+    assert!(
+        out.contains(&format!(
+            "uringtls: reload 1 refused: proxy upstream `{bad}` (in `upstream`) does not resolve"
+        )),
+        "{out}"
+    );
+    let cfg = any_cert_client_config();
+    let mut c = connect_to(e.addr(), &cfg, "localhost").expect("connect");
+    c.write_all(b"ping").expect("write");
+    c.flush().expect("flush");
+    let mut back = [0u8; 4];
+    c.read_exact(&mut back).expect("still proxied");
+    assert!(arrived(&up));
+}
