@@ -536,6 +536,13 @@ mod tests {
             ups[0].health.record(false, &rules);
         }
         assert!(!ups[0].health.is_up());
+        let table = p.pools.load_full();
+        let pool = table.all().next().expect("default pool");
+        assert!(
+            pool.mark_down(0, Instant::now()),
+            "skipped after a failed connect"
+        );
+        assert!(!ups[0].usable(Instant::now()));
         UpstreamStats::bump(&ups[0].stats.connects);
         let mut failing = HashSet::new();
         // Still listed (a rotated answer): nobody moves.
@@ -547,6 +554,7 @@ mod tests {
         assert!(round(&p.pools.load_full(), &*fake, &mut failing));
         assert_eq!((ups[0].current(), ups[1].current()), (at(3), at(3)));
         assert!(ups[0].health.is_up(), "moved: health starts over");
+        assert!(ups[0].usable(Instant::now()), "and the skip is lifted");
         assert_eq!(
             ups[0].stats.connects.load(Ordering::Relaxed),
             1,
