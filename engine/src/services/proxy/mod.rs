@@ -21,7 +21,7 @@
 //! `502 Bad Gateway` answer to its request (`bad_gateway`).
 //!
 //! Upstream names are resolved when the proxy is built ([`Proxy::new`],
-//! before the binary binds anything) and at each reload, then again every
+//! before the binary binds its listeners) and at each reload, then again every
 //! `resolve_interval` on a thread of the proxy's own (`proxy-resolve`,
 //! `resolve.rs`): a DNS lookup blocks, so it never runs on a shard. A
 //! shard reads an upstream's current address once per connect (an
@@ -271,8 +271,10 @@ impl Proxy {
         Ok(Prepared(Pools::new(settings, Some(&old), &addrs)))
     }
 
-    /// Installs what [`prepare`](Self::prepare) built; the health checker
-    /// and the re-resolution thread start a new wait at once.
+    /// Installs what [`prepare`](Self::prepare) built (new connections
+    /// only; connections already proxied keep their upstream); the health
+    /// checker starts a round at once, the re-resolution thread a new
+    /// wait (the names were just resolved).
     pub fn commit(&self, p: Prepared) {
         p.0.activate();
         self.pools.store(Arc::new(p.0));
