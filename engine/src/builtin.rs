@@ -5,7 +5,8 @@
 //! `services/` and `config/` (neither imports the other).
 
 use crate::config::{ServiceKind, Settings};
-use crate::services::{echo::Echo, http::Http, proxy::Proxy, ConnInfo, Service};
+use crate::services::proxy::{Proxy, ResolveError};
+use crate::services::{echo::Echo, http::Http, ConnInfo, Service};
 use crate::tls::ServerStream;
 use std::io;
 
@@ -21,13 +22,15 @@ pub enum BuiltIn {
 }
 
 impl BuiltIn {
-    /// The service `s` asks for, with its settings.
-    pub fn of(s: &Settings) -> BuiltIn {
-        match s.service {
+    /// The service `s` asks for, with its settings. The proxy resolves its
+    /// upstream names here (blocking; see [`Proxy::new`]): a name that
+    /// does not resolve is the error.
+    pub fn of(s: &Settings) -> Result<BuiltIn, ResolveError> {
+        Ok(match s.service {
             ServiceKind::Echo => BuiltIn::Echo(Echo),
             ServiceKind::Http => BuiltIn::Http(http(s)),
-            ServiceKind::Proxy => BuiltIn::Proxy(Proxy::new(s.proxy.clone())),
-        }
+            ServiceKind::Proxy => BuiltIn::Proxy(Proxy::new(s.proxy.clone())?),
+        })
     }
 
     /// The proxy handle, if this is the proxy service.

@@ -3,9 +3,12 @@
 //! binary from the same function.
 
 use crate::builtin::BuiltIn;
-use crate::config::{LogFormat, Options, ServiceKind, Settings};
-use crate::reload::Reloader;
-use crate::services::{echo::Echo, proxy::Proxy};
+use crate::config::{ConfigError, LogFormat, Options, ServiceKind, Settings};
+use crate::reload::{ReloadError, Reloader};
+use crate::services::{
+    echo::Echo,
+    proxy::{Prepared, Proxy},
+};
 use crate::Engine;
 use clap::Parser;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -68,15 +71,19 @@ pub fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    // Per listener, the proxy handle its reloads swap upstreams in.
+    // Per listener, the proxy handle its reloads swap upstreams in. A
+    // proxy resolves its upstream names as it is built, before anything
+    // is bound: a name that does not resolve stops the start here.
     let mut proxies = vec![None];
     let started = if !settings.listeners.is_empty() {
         // Several listeners: each its own built-in service.
-        let services: Vec<BuiltIn> = settings
-            .listeners
-            .iter()
-            .map(|l| BuiltIn::of(&l.settings))
-            .collect();
+        let services = match built_ins(&settings) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("uringtls: error: {e}");
+                return ExitCode::from(2);
+            }
+        };
         proxies = services.iter().map(|s| s.proxy().cloned()).collect();
         Engine::start_each_with(&settings, services, before_serve)
     } else {
@@ -86,7 +93,17 @@ pub fn main() -> ExitCode {
                 Engine::start_with(&settings, crate::builtin::http(&settings), before_serve)
             }
             ServiceKind::Proxy => {
-                let p = Proxy::new(settings.proxy.clone());
+                let p = match Proxy::new(settings.proxy.clone()) {
+                    Ok(p) => p,
+                    Err(source) => {
+                        let e = ConfigError::Resolve {
+                            listener: None,
+                            source,
+                        };
+                        eprintln!("uringtls: error: {e}");
+                        return ExitCode::from(2);
+                    }
+                };
                 proxies = vec![Some(p.clone())];
                 Engine::start_with(&settings, p, before_serve)
             }
@@ -139,6 +156,20 @@ pub fn main() -> ExitCode {
     }
     wait_for_stop(&engine, signals, reloader, proxies);
     ExitCode::SUCCESS
+}
+
+/// Each listener's built-in service (a proxy's upstream names resolved;
+/// the error names the listener).
+fn built_ins(s: &Settings) -> Result<Vec<BuiltIn>, ConfigError> {
+    s.listeners
+        .iter()
+        .map(|l| {
+            BuiltIn::of(&l.settings).map_err(|source| ConfigError::Resolve {
+                listener: Some(l.name.clone()),
+                source,
+            })
+        })
+        .collect()
 }
 
 /// Default log filter.
@@ -276,13 +307,21 @@ fn raise_sighup() {
 fn reload(generation: u64, reloader: &mut Reloader, proxies: &[Option<Proxy>]) {
     crate::process::notify::reloading();
     let warned = reloader.settings().warnings.clone();
-    let result = reloader.reload();
+    // Upstream names resolved before anything is swapped: a new name that
+    // does not resolve refuses the whole reload.
+    let result = match reloader
+        .read()
+        .and_then(|new| Ok((prepare_proxies(proxies, &new)?, new)))
+    {
+        Ok((prepared, new)) => reloader.apply(new).map(|s| (s, prepared)),
+        Err(e) => Err(e),
+    };
     crate::metrics::reloads::note(result.is_ok());
     match result {
-        Ok(s) => {
-            for (p, l) in proxies.iter().zip(s.each_listener()) {
-                if let Some(p) = p {
-                    p.reload(l.settings.proxy);
+        Ok((s, prepared)) => {
+            for (p, r) in proxies.iter().zip(prepared) {
+                if let (Some(p), Some(r)) = (p, r) {
+                    p.commit(r);
                 }
             }
             // Each warning once: only what this reload brought in.
@@ -298,6 +337,28 @@ fn reload(generation: u64, reloader: &mut Reloader, proxies: &[Option<Proxy>]) {
         }
     }
     crate::process::notify::ready();
+}
+
+/// Each listener's proxy with the new settings' upstream names resolved,
+/// nothing swapped yet.
+fn prepare_proxies(
+    proxies: &[Option<Proxy>],
+    new: &Settings,
+) -> Result<Vec<Option<Prepared>>, ReloadError> {
+    let several = !new.listeners.is_empty();
+    proxies
+        .iter()
+        .zip(new.each_listener())
+        .map(|(p, l)| {
+            let Some(p) = p else { return Ok(None) };
+            p.prepare(l.settings.proxy).map(Some).map_err(|source| {
+                ReloadError(ConfigError::Resolve {
+                    listener: several.then(|| l.name.clone()),
+                    source,
+                })
+            })
+        })
+        .collect()
 }
 
 /// Zero-downtime upgrades need the kernel to move connections queued on a

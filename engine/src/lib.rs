@@ -31,6 +31,10 @@
 //!   [`services::http::Http`], [`services::proxy::Proxy`], and
 //!   [`builtin::BuiltIn`], one of them per listener with
 //!   [`Engine::start_each`] (`[[listener]]` tables, [`ListenerConfig`]).
+//!   The proxy resolves its upstream names itself, when built and again
+//!   on an interval, through [`services::proxy::Resolve`] (the system's
+//!   resolver by default; [`services::proxy::Proxy::with_resolver`] takes
+//!   yours, e.g. a fake in a test).
 //! - [`io`]: the runtime's timers ([`io::time`]) and [`io::spawn`], for use
 //!   inside a service.
 //! - [`testing`]: drive a [`Service`] in a unit test, on loopback, without

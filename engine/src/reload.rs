@@ -4,7 +4,8 @@
 //! established connection carries on and every shard keeps accepting.
 //!
 //! ```text
-//!  SIGHUP ─▶ re-read flags + TOML ─▶ Settings ─▶ TlsState::prepare (all files)
+//!  SIGHUP ─▶ re-read flags + TOML ─▶ Settings ─▶ upstream names resolved
+//!              ─▶ TlsState::prepare (all files)
 //!              │ any error: log it, keep the running config (nothing swapped)
 //!              ▼ all good
 //!            commit: ticket keys swapped, Live.store(new Current), upstreams swapped
@@ -116,12 +117,12 @@ impl Reloader {
         &self.settings
     }
 
-    /// Re-reads flags + file, rebuilds the TLS config and installs it with
-    /// the new limits. Returns the new settings (for the caller to swap
-    /// service-level state such as upstreams). On error nothing changed.
-    pub fn reload(&mut self) -> Result<&Settings, ReloadError> {
-        let new = self.options.clone().resolve().map_err(ReloadError)?;
-        self.apply(new)
+    /// Re-reads flags + file into new settings, applying nothing: the
+    /// binary resolves its proxies' upstream names (a new name that fails
+    /// refuses the reload) before it calls [`apply`](Self::apply), which
+    /// returns the settings for it to swap the upstreams in.
+    pub fn read(&self) -> Result<Settings, ReloadError> {
+        self.options.clone().resolve().map_err(ReloadError)
     }
 
     /// Installs `new` (settings already resolved): checks and loads every

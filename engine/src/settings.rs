@@ -141,8 +141,11 @@ impl SettingsBuilder {
 
     /// Validates the settings (the same checks as the binary's flags and
     /// file) and returns them, with the warnings about settings without
-    /// effect in [`Settings::warnings`]. Host names in addresses (a
-    /// proxy's upstreams) are resolved here.
+    /// effect in [`Settings::warnings`]. No name is resolved here: a
+    /// proxy's upstream names are resolved when the proxy is built
+    /// ([`services::proxy::Proxy::new`](crate::services::proxy::Proxy::new),
+    /// or [`with_resolver`](crate::services::proxy::Proxy::with_resolver)
+    /// with a resolver of yours).
     pub fn build(self) -> Result<Settings, ConfigError> {
         self.options.resolve()
     }

@@ -233,24 +233,25 @@ fn metrics_on_the_tls_port_is_refused_as_our_own_listener_not_another_process() 
 }
 
 #[test]
-fn an_unresolvable_upstream_from_the_file_names_the_file_and_field() {
+fn an_unresolvable_upstream_stops_the_start_naming_it_before_the_listener_is_bound() {
     let dir = tempfile::tempdir().expect("tmp");
     // A 64-byte label is refused by the resolver itself: no DNS query leaves.
+    let bad = format!("{}.invalid:80", "a".repeat(64));
     let toml = write(
         dir.path(),
         "u.toml",
-        &format!(
-            "service = \"proxy\"\nupstream = [\"{}.invalid:80\"]\n",
-            "a".repeat(64)
-        ),
+        &format!("service = \"proxy\"\nupstream = [\"{bad}\"]\n"),
     );
-    let (code, err) = engine_fails(&["--listen", "127.0.0.1:0", "--config", s(&toml)]);
+    // The listen port is held (without SO_REUSEPORT): an engine that got
+    // as far as binding would fail on it instead.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let listen = held.local_addr().expect("addr").to_string();
+    let (code, err) = engine_fails(&["--listen", &listen, "--config", s(&toml)]);
     assert_eq!(code, Some(2), "{err}");
     assert!(
         err.contains(&format!(
-            "{}: field `upstream`: cannot resolve",
-            toml.display()
-        )) && !err.contains("flag --upstream"),
+            "uringtls: error: proxy upstream `{bad}` (in `upstream`) does not resolve"
+        )) && !err.to_lowercase().contains("in use"),
         "{err}"
     );
 }

@@ -75,9 +75,73 @@ impl<'de> de::Deserialize<'de> for HumanDuration {
     }
 }
 
+/// A duration that can be turned off: `off` or `0`, else as
+/// [`HumanDuration`] (`30s`). `None` is off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurationOrOff(pub Option<Duration>);
+
+impl FromStr for DurationOrOff {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.trim().eq_ignore_ascii_case("off") {
+            return Ok(DurationOrOff(None));
+        }
+        let d: HumanDuration = s.parse().map_err(|e: String| format!("{e}; or `off`"))?;
+        Ok(DurationOrOff(Some(d.0).filter(|d| !d.is_zero())))
+    }
+}
+
+impl<'de> de::Deserialize<'de> for DurationOrOff {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = DurationOrOff;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "`off` or a duration: {ACCEPTED}")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<DurationOrOff, E> {
+                v.parse().map_err(E::custom)
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<DurationOrOff, E> {
+                format!("{v}").parse().map_err(E::custom)
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<DurationOrOff, E> {
+                format!("{v}").parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn off_and_zero_turn_an_interval_off() {
+        let p = |s: &str| s.parse::<DurationOrOff>().map(|d| d.0);
+        assert_eq!(p("off"), Ok(None));
+        assert_eq!(p("OFF"), Ok(None));
+        assert_eq!(p("0"), Ok(None));
+        assert_eq!(p("0s"), Ok(None));
+        assert_eq!(p("30s"), Ok(Some(Duration::from_secs(30))));
+        let e = p("never").expect_err("refused");
+        assert!(
+            e.contains("bare number is seconds") && e.ends_with("or `off`"),
+            "{e}"
+        );
+        let t: toml::Table = toml::from_str("a = \"off\"\nb = 5\nc = \"2m\"").expect("toml");
+        let get = |k: &str| {
+            t[k].clone()
+                .try_into::<DurationOrOff>()
+                .map(|d| d.0)
+                .expect(k)
+        };
+        assert_eq!(get("a"), None);
+        assert_eq!(get("b"), Some(Duration::from_secs(5)));
+        assert_eq!(get("c"), Some(Duration::from_secs(120)));
+    }
 
     #[test]
     fn parses_units() {

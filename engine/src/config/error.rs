@@ -36,6 +36,14 @@ pub enum ConfigError {
     },
     /// Certificate or key problem.
     Tls(crate::tls::TlsError),
+    /// A proxy upstream's name does not resolve when the proxy is built (at
+    /// start, before anything is bound) or at a reload that brings it in.
+    Resolve {
+        /// The listener whose proxy it is, with `[[listener]]` tables.
+        listener: Option<String>,
+        /// Which upstream, and why.
+        source: crate::services::proxy::ResolveError,
+    },
 }
 
 impl fmt::Display for ConfigError {
@@ -58,6 +66,14 @@ impl fmt::Display for ConfigError {
                 fix,
             } => write!(f, "{origin}: {problem}; {fix}"),
             ConfigError::Tls(e) => write!(f, "{e}"),
+            ConfigError::Resolve {
+                listener: Some(l),
+                source,
+            } => write!(f, "{l}: {source}"),
+            ConfigError::Resolve {
+                listener: None,
+                source,
+            } => write!(f, "{source}"),
         }
     }
 }
@@ -102,24 +118,14 @@ impl Origin<'_> {
     }
 }
 
-/// Why an `upstream` is unusable.
+/// Why an `upstream` is refused by the configuration.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum UpstreamError {
-    /// Not `HOST:PORT`.
+    /// Not `HOST:PORT`. (Names are resolved by the proxy, not here:
+    /// [`crate::services::proxy::ResolveError`].)
     #[error("`{0}` is not HOST:PORT")]
     NotHostPort(String),
-    /// The name did not resolve.
-    #[error("cannot resolve `{upstream}`: {source}")]
-    Resolve {
-        /// The upstream as written.
-        upstream: String,
-        /// Cause.
-        source: std::io::Error,
-    },
-    /// The name resolved to nothing.
-    #[error("`{0}` resolves to no address")]
-    NoAddress(String),
 }
 
 /// A listen address that is not `IP:PORT`.

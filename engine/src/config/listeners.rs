@@ -95,6 +95,7 @@ listener_fields!(
     upstream_cert,
     upstream_key,
     upstream_alpn,
+    upstream_resolve_interval,
 );
 
 /// The merged options (flags over file) into settings, with one entry in
@@ -519,10 +520,7 @@ mod tests {
         );
         assert_eq!(l[1].settings.tls.cert.as_deref(), Some(Path::new("/b.pem")));
         assert_eq!(l[1].settings.tls.extra_certs.len(), 1);
-        assert_eq!(
-            l[1].settings.proxy.upstreams[0].addr.to_string(),
-            "127.0.0.1:9"
-        );
+        assert_eq!(l[1].settings.proxy.upstreams[0].name, "127.0.0.1:9");
         assert!(l[0].settings.proxy.upstreams.is_empty());
     }
 }

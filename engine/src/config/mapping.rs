@@ -1,11 +1,12 @@
 //! From options to [`Settings`]: [`Options::resolve`] checks the flags and
 //! the file each on its own (`validate.rs`), merges them (a flag over the
 //! file over the default), and maps the result into `Settings` (`finish`):
-//! defaults filled in, checks across fields, upstream names resolved,
-//! files of the upstream TLS loaded. `[[listener]]` tables are resolved
+//! defaults filled in, checks across fields, files of the upstream TLS
+//! loaded. Upstream names are parsed, not resolved (the proxy resolves
+//! them when it is built). `[[listener]]` tables are resolved
 //! the same way, each over the top level (`listeners.rs`).
 
-use super::upstreams::resolve_upstreams;
+use super::upstreams::parse_upstreams;
 use super::validate::{parse_cpus, parse_listen};
 use super::{
     listeners, upstream_tls, ByteSize, ConfigError, HttpLimits, HumanDuration, ListenerConfig,
@@ -188,6 +189,7 @@ impl Options {
             upstream_cert,
             upstream_key,
             upstream_alpn,
+            upstream_resolve_interval,
             listener,
         );
         listeners::resolve(m, &sources)
@@ -258,12 +260,12 @@ impl Options {
             ));
         }
         let mut proxy = crate::services::proxy::ProxySettings {
-            upstreams: resolve_upstreams(self.upstream.as_deref().unwrap_or_default()).map_err(
+            upstreams: parse_upstreams(self.upstream.as_deref().unwrap_or_default()).map_err(
                 |p| {
                     src.of(|f| f.upstream.is_some()).invalid(
                         "upstream",
                         p,
-                        "write HOST:PORT of a reachable name",
+                        "write e.g. 127.0.0.1:8080 or backend.local:80",
                     )
                 },
             )?,
@@ -280,6 +282,10 @@ impl Options {
             routes,
             health,
             tls: None,
+            resolve_interval: self.upstream_resolve_interval.map_or(
+                Some(crate::services::proxy::DEFAULT_RESOLVE_INTERVAL),
+                |d| d.0,
+            ),
         };
         // Every upstream TLS may reach, the default pool's and the routes',
         // must have a usable server name.
@@ -497,7 +503,10 @@ mod tests {
             .resolve()
             .expect("ok");
         assert_eq!(s.service, ServiceKind::Proxy);
-        assert_eq!(s.proxy.upstreams[0].addr.to_string(), "127.0.0.1:9");
+        assert_eq!(
+            s.proxy.upstreams[0].literal(),
+            Some("127.0.0.1:9".parse().expect("addr"))
+        );
         assert!(s.proxy.upstream_http);
         assert!(!s.tls.tls12 && s.tls.tls13);
         assert_eq!(s.tls.client_auth, crate::tls::ClientAuth::Optional);

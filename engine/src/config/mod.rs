@@ -15,7 +15,8 @@
 //!
 //! Beside them: `error.rs` holds [`ConfigError`], `Origin` (where a value
 //! came from) and the typed errors of single values; `upstreams.rs` parses
-//! and resolves `HOST:PORT` upstreams. Groups of settings keep their checks
+//! `HOST:PORT` upstreams (no DNS here: the proxy resolves names when it is
+//! built). Groups of settings keep their checks
 //! and mapping in a file of their own: `acme.rs`, `http.rs`,
 //! `listeners.rs` (`[[listener]]` tables), `operations.rs` (limits, metrics,
 //! logs, privileges), `routes.rs` (proxy routes and health checks),
@@ -39,7 +40,7 @@ mod upstreams;
 mod validate;
 mod warnings;
 
-pub use duration::HumanDuration;
+pub use duration::{DurationOrOff, HumanDuration};
 pub use error::{ConfigError, CpuListError, ListenAddrError, UpstreamError};
 pub use http::HttpLimits;
 pub use listeners::ListenerConfig;
@@ -55,5 +56,5 @@ pub use size::ByteSize;
 // What the files of the setting groups take from each other (`super::X`).
 use error::Origin;
 use mapping::Sources;
-use upstreams::{resolve_upstreams, split_host_port};
+use upstreams::{is_host_port, parse_upstreams};
 use validate::parse_listen;

@@ -2,10 +2,10 @@
 //! their checks per source, and the resolved settings. The fields live in
 //! [`Options`] with the rest; defaults and reasons in `docs/operations.md`.
 
-use super::{resolve_upstreams, split_host_port, ConfigError, Options, Origin, Sources};
+use super::{is_host_port, parse_upstreams, ConfigError, Options, Origin, Sources};
 use crate::services::proxy::{
     check_routes, HealthSettings, Route, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HEALTH_FAILS,
-    DEFAULT_HEALTH_PASSES, MIN_HEALTH_INTERVAL,
+    DEFAULT_HEALTH_PASSES, MIN_HEALTH_INTERVAL, MIN_RESOLVE_INTERVAL,
 };
 
 impl Options {
@@ -25,7 +25,7 @@ impl Options {
                 .iter()
                 .flat_map(|r| r.upstreams.iter().map(move |u| (r, u)))
             {
-                if split_host_port(u).is_none() {
+                if !is_host_port(u) {
                     return Err(o.invalid(
                         "route",
                         format!(
@@ -45,6 +45,17 @@ impl Options {
                     "use e.g. `2s` (leave it out to turn active checks off)",
                 ));
             }
+        }
+        if let Some(d) = self
+            .upstream_resolve_interval
+            .and_then(|d| d.0)
+            .filter(|d| *d < MIN_RESOLVE_INTERVAL)
+        {
+            return Err(o.invalid(
+                "upstream_resolve_interval",
+                format!("{d:?} is below 10ms"),
+                "use e.g. `30s`, or `off` to resolve names only at start and reload",
+            ));
         }
         if self.health_timeout.is_some_and(|d| d.0.is_zero()) {
             return Err(o.invalid(
@@ -68,7 +79,8 @@ impl Options {
         Ok(())
     }
 
-    /// The routes with their upstreams resolved (merged options).
+    /// The routes with their upstreams parsed, names not resolved (merged
+    /// options).
     pub(super) fn route_settings(&self, src: &Sources) -> Result<Vec<Route>, ConfigError> {
         let origin = src.of(|f| f.route.is_some());
         self.route
@@ -78,11 +90,11 @@ impl Options {
                 let key = r
                     .key()
                     .map_err(|e| origin.invalid("route", e, "fix the route"))?;
-                let upstreams = resolve_upstreams(&r.upstreams).map_err(|e| {
+                let upstreams = parse_upstreams(&r.upstreams).map_err(|e| {
                     origin.invalid(
                         "route",
                         format!("route `{key}`: {e}"),
-                        "write HOST:PORT of a reachable name",
+                        "write e.g. 127.0.0.1:8080 or backend.local:80",
                     )
                 })?;
                 Ok(Route { key, upstreams })
@@ -208,17 +220,52 @@ mod tests {
     }
 
     #[test]
-    fn an_unresolvable_route_upstream_names_the_route_and_its_source() {
+    fn an_unresolvable_route_upstream_passes_the_config_and_the_proxy_names_the_route() {
         let bad = format!("{}.invalid:80", "a".repeat(64));
         let f = file(&format!(
-            "[[route]]\nsni = \"a.test\"\nupstreams = [\"{bad}\"]\n"
+            "service = \"proxy\"\n[[route]]\nsni = \"a.test\"\nupstreams = [\"{bad}\"]\n"
         ));
+        let path = f.path().to_str().expect("utf8");
+        let s = flags(&["--config", path])
+            .resolve()
+            .expect("the configuration resolves no name");
+        let e = crate::services::proxy::Proxy::new(s.proxy).expect_err("does not resolve");
+        assert!(
+            e.to_string().starts_with(&format!(
+                "proxy upstream `{bad}` (in route `a.test`) does not resolve"
+            )),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_resolve_interval_defaults_to_30s_turns_off_and_a_short_one_is_named() {
+        let proxy = ["--service", "proxy", "--upstream", "backend.test:80"];
+        let s = flags(&proxy).resolve().expect("ok");
+        assert_eq!(s.proxy.resolve_interval, Some(Duration::from_secs(30)));
+        for off in ["off", "0"] {
+            let args = [&proxy[..], &["--upstream-resolve-interval", off]].concat();
+            assert_eq!(
+                flags(&args).resolve().expect("ok").proxy.resolve_interval,
+                None
+            );
+        }
+        let f = file("upstream_resolve_interval = \"5s\"\n");
+        let path = f.path().to_str().expect("utf8");
+        let s = flags(&[&proxy[..], &["--config", path]].concat())
+            .resolve()
+            .expect("ok");
+        assert_eq!(s.proxy.resolve_interval, Some(Duration::from_secs(5)));
+        let e = refused(&["--upstream-resolve-interval", "1ms"]);
+        assert!(
+            e.starts_with("flag --upstream-resolve-interval: 1ms is below 10ms"),
+            "{e}"
+        );
+        let f = file("upstream_resolve_interval = \"soon\"\n");
         let path = f.path().to_str().expect("utf8");
         let e = refused(&["--config", path]);
         assert!(
-            e.starts_with(&format!(
-                "{path}: field `route`: route `a.test`: cannot resolve"
-            )),
+            e.contains("upstream_resolve_interval") && e.contains("`off`"),
             "{e}"
         );
     }

@@ -5,7 +5,7 @@
 //! file, which overrides the default; each field's doc line (the `--help`
 //! text) names its unit and default.
 
-use super::{ByteSize, ConfigError, HumanDuration};
+use super::{ByteSize, ConfigError, DurationOrOff, HumanDuration};
 use clap::{Parser, ValueEnum};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -183,7 +183,8 @@ pub struct Options {
     #[arg(long, value_name = "SIZE")]
     pub max_header: Option<ByteSize>,
     /// proxy: upstream HOST:PORT; repeat (or comma-separate) for round robin.
-    /// Names are resolved at start and at each reload (SIGHUP), not per connection.
+    /// Names are resolved when the proxy starts, at each reload (SIGHUP) and
+    /// every upstream_resolve_interval, never per connection.
     #[arg(long, value_name = "HOST:PORT", value_delimiter = ',')]
     pub upstream: Option<Vec<String>>,
     /// proxy: time allowed to connect to an upstream [default: 5s].
@@ -378,6 +379,11 @@ pub struct Options {
     /// `passthrough` (the protocol the client negotiated) [default: none].
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     pub upstream_alpn: Option<Vec<String>>,
+    /// proxy: resolve upstream names again this often, off the shards; a name
+    /// that moved takes new connections to its new address; `off` (or 0):
+    /// only at start and reload [default: 30s].
+    #[arg(long, value_name = "DURATION|off")]
+    pub upstream_resolve_interval: Option<DurationOrOff>,
 
     /// More listeners in one process (TOML only, `[[listener]]` tables):
     /// each table's own settings over the top level's; see

@@ -1,60 +1,84 @@
 //! Upstream addresses (`upstream`, a route's upstreams): `HOST:PORT`
-//! parsing, checked per source, and resolution of each name to its first
-//! address when the settings are resolved (at start and at each reload).
+//! parsed, checked per source. No name is resolved here: the settings
+//! carry each upstream as written (an IP literal parsed, a name kept), and
+//! the proxy resolves names when it is built, at each reload and every
+//! `upstream_resolve_interval` (`services/proxy/resolve.rs`).
 
 use super::UpstreamError;
+use crate::services::proxy::UpstreamAddr;
 
-/// Splits `HOST:PORT` (`[v6]:PORT` too); `None` if it is not that.
-pub(super) fn split_host_port(s: &str) -> Option<(&str, u16)> {
-    let (host, port) = s.rsplit_once(':')?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    Some((host, port.parse().ok()?)).filter(|(h, _)| !h.is_empty())
+/// Whether `s` is `HOST:PORT` (`[v6]:PORT` too).
+pub(super) fn is_host_port(s: &str) -> bool {
+    s.parse::<UpstreamAddr>().is_ok()
 }
 
-/// Resolves each `HOST:PORT` (first address of each name).
-pub(super) fn resolve_upstreams(
-    list: &[String],
-) -> Result<Vec<crate::services::proxy::UpstreamAddr>, UpstreamError> {
-    use std::net::ToSocketAddrs;
+/// Parses each `HOST:PORT`, resolving nothing.
+pub(super) fn parse_upstreams(list: &[String]) -> Result<Vec<UpstreamAddr>, UpstreamError> {
     list.iter()
-        .map(|u| {
-            let (host, port) =
-                split_host_port(u).ok_or_else(|| UpstreamError::NotHostPort(u.clone()))?;
-            let addr = (host, port)
-                .to_socket_addrs()
-                .map_err(|source| UpstreamError::Resolve {
-                    upstream: u.clone(),
-                    source,
-                })?
-                .next()
-                .ok_or_else(|| UpstreamError::NoAddress(u.clone()))?;
-            Ok(crate::services::proxy::UpstreamAddr {
-                name: u.clone(),
-                addr,
-            })
-        })
+        .map(|u| u.parse().map_err(|_| UpstreamError::NotHostPort(u.clone())))
         .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::super::tests::{file, flags, refused_file};
+    use crate::services::proxy::UpstreamHost;
+
+    /// A name no resolver accepts (a 64-byte label): if the configuration
+    /// resolved names, no settings could be built with it.
+    fn unresolvable() -> String {
+        format!("{}.invalid:80", "a".repeat(64))
+    }
 
     #[test]
-    fn an_unresolvable_upstream_from_the_file_names_the_file_not_a_flag() {
-        // A 64-byte label is refused by the resolver itself: no DNS query leaves.
-        let bad = format!("{}.invalid:80", "a".repeat(64));
-        let (path, e) = refused_file(&format!("service = \"proxy\"\nupstream = [\"{bad}\"]\n"));
+    fn upstream_names_are_not_resolved_by_the_configuration() {
+        let bad = unresolvable();
+        let f = file(&format!(
+            "service = \"proxy\"\nupstream = [\"{bad}\", \"127.0.0.1:9\"]\n\
+             [[route]]\nsni = \"a.test\"\nupstreams = [\"{bad}\"]\n"
+        ));
+        let p = f.path().to_str().expect("utf8");
+        let s = flags(&["--config", p]).resolve().expect("no DNS here");
+        let up = &s.proxy.upstreams[0];
+        assert_eq!(up.name, bad);
+        assert_eq!(
+            (&up.host, up.port),
+            (&UpstreamHost::Name(bad[..bad.len() - 3].to_owned()), 80)
+        );
+        assert_eq!(up.literal(), None);
+        assert_eq!(
+            s.proxy.upstreams[1].literal(),
+            Some("127.0.0.1:9".parse().expect("addr")),
+            "an IP literal is parsed here"
+        );
+        assert_eq!(s.proxy.routes[0].upstreams[0].name, bad);
+        // The proxy built from these settings resolves, and names it.
+        let e = crate::services::proxy::Proxy::new(s.proxy).expect_err("does not resolve");
+        assert_eq!(e.upstream(), bad);
         assert!(
-            e.starts_with(&format!("{path}: field `upstream`: cannot resolve")),
+            e.to_string().starts_with(&format!(
+                "proxy upstream `{bad}` (in `upstream`) does not resolve"
+            )),
             "{e}"
         );
-        let f = file(&format!("upstream = [\"{bad}\"]\n"));
-        let p = f.path().to_str().expect("utf8");
-        let e = flags(&["--config", p, "--upstream", &bad])
+    }
+
+    #[test]
+    fn a_malformed_upstream_is_still_a_config_error_naming_file_or_flag() {
+        let (path, e) = refused_file("service = \"proxy\"\nupstream = [\"backend.test\"]\n");
+        assert!(
+            e.starts_with(&format!(
+                "{path}: field `upstream`: `backend.test` is not HOST:PORT"
+            )),
+            "{e}"
+        );
+        let e = flags(&["--service", "proxy", "--upstream", "[::1]:http"])
             .resolve()
             .expect_err("refused")
             .to_string();
-        assert!(e.starts_with("flag --upstream: cannot resolve"), "{e}");
+        assert!(
+            e.starts_with("flag --upstream: `[::1]:http` is not HOST:PORT"),
+            "{e}"
+        );
     }
 }

@@ -6,7 +6,7 @@
 //! across fields of the merged options are made while mapping them
 //! (`mapping.rs`).
 
-use super::upstreams::split_host_port;
+use super::upstreams::is_host_port;
 use super::{
     check_log_filter, ByteSize, ConfigError, CpuListError, ListenAddrError, Options, Origin,
     DEFAULT_BACKLOG, DEFAULT_DEFER_ACCEPT, DEFAULT_MAX_CONNS, DEFAULT_SESSION_CACHE,
@@ -176,7 +176,7 @@ impl Options {
             ));
         }
         for u in self.upstream.iter().flatten() {
-            if split_host_port(u).is_none() {
+            if !is_host_port(u) {
                 return Err(o.invalid(
                     "upstream",
                     format!("`{u}` is not HOST:PORT"),

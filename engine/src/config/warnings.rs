@@ -39,6 +39,10 @@ impl Options {
                 ("upstream_cert", self.upstream_cert.is_some()),
                 ("upstream_key", self.upstream_key.is_some()),
                 ("upstream_alpn", self.upstream_alpn.is_some()),
+                (
+                    "upstream_resolve_interval",
+                    self.upstream_resolve_interval.is_some(),
+                ),
             ];
             for (field, _) in given.iter().filter(|(_, set)| *set) {
                 w.push(format!(
@@ -186,6 +190,25 @@ impl Options {
                 ));
             }
         }
+        let mut every = self
+            .upstream
+            .iter()
+            .flatten()
+            .chain(self.route.iter().flatten().flat_map(|r| &r.upstreams));
+        let literal = |u: &String| {
+            u.parse::<crate::services::proxy::UpstreamAddr>()
+                .is_ok_and(|a| a.literal().is_some())
+        };
+        if self
+            .upstream_resolve_interval
+            .is_some_and(|d| d.0.is_some())
+            && every.all(literal)
+        {
+            w.push(
+                "`upstream_resolve_interval` has no effect: every upstream is an IP address                  (only names are resolved again); remove it, or name the upstreams"
+                    .into(),
+            );
+        }
         let offered: Vec<String> = self.alpn.clone().unwrap_or_else(|| vec!["http/1.1".into()]);
         for r in self.route.iter().flatten() {
             if let Some(a) = r
@@ -223,6 +246,21 @@ mod proxy_tests {
         let w = warnings(&[&proxy[..], &["--route", "@h2=127.0.0.1:9"]].concat());
         assert_eq!(w.len(), 1, "{w:?}");
         assert!(w[0].contains("ALPN `h2` never matches"), "{w:?}");
+        let w = warnings(&[&proxy[..], &["--upstream-resolve-interval", "5s"]].concat());
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].starts_with("`upstream_resolve_interval` has no effect: every upstream is an IP"),
+            "{w:?}"
+        );
+        let named = [
+            "--upstream-resolve-interval",
+            "5s",
+            "--route",
+            "a.test=backend.test:80",
+        ];
+        assert!(warnings(&[&proxy[..], &named].concat()).is_empty());
+        let off = ["--upstream-resolve-interval", "off"];
+        assert!(warnings(&[&proxy[..], &off].concat()).is_empty());
         let ok = [
             &proxy[..],
             &["--alpn", "h2,http/1.1", "--route", "@h2=127.0.0.1:9"],

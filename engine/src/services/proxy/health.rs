@@ -183,16 +183,18 @@ impl fmt::Display for CheckError {
 
 impl std::error::Error for CheckError {}
 
-/// One health check of `up`: a TCP connect within `timeout`, then, with
+/// One health check of `up` at `at` (its current address): a TCP connect
+/// within `timeout`, then, with
 /// `upstream_tls`, the TLS handshake (certificate verified) within what is
 /// left of it, then a close (`close_notify` first over TLS).
 pub(crate) async fn check(
+    at: SocketAddr,
     up: &UpstreamAddr,
     timeout: Duration,
     tls: Option<&UpstreamTls>,
 ) -> Result<(), CheckError> {
     let started = std::time::Instant::now();
-    let conn = match crate::io::time::timeout(timeout, crate::io::Conn::connect(up.addr)).await {
+    let conn = match crate::io::time::timeout(timeout, crate::io::Conn::connect(at)).await {
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => return Err(CheckError::Connect(e)),
         Err(_) => return Err(CheckError::Timeout(timeout)),
@@ -239,6 +241,12 @@ impl Checker {
         }
         self.wake.notify_one();
     }
+
+    /// What wakes the checker for a round now (an upstream moved to a new
+    /// address gets checked at once).
+    pub fn waker(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
 }
 
 fn run_thread(table: Weak<ArcSwap<Pools>>, wake: Arc<Notify>) {
@@ -278,20 +286,21 @@ async fn run(table: Weak<ArcSwap<Pools>>, wake: Arc<Notify>) {
 /// One check per distinct address, all at once; then every upstream of
 /// every pool at that address records the result.
 async fn round(pools: &Pools, rules: &HealthSettings) {
-    let mut targets: Vec<UpstreamAddr> = Vec::new();
+    let mut targets: Vec<(SocketAddr, UpstreamAddr)> = Vec::new();
     for p in pools.all() {
         for u in &p.upstreams {
-            if !targets.iter().any(|t| t.addr == u.addr.addr) {
-                targets.push(u.addr.clone());
+            let at = u.current();
+            if !targets.iter().any(|t| t.0 == at) {
+                targets.push((at, u.addr.clone()));
             }
         }
     }
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    for (i, t) in targets.iter().cloned().enumerate() {
+    for (i, (at, t)) in targets.iter().cloned().enumerate() {
         let (tx, timeout) = (tx.clone(), rules.timeout);
         let tls = pools.settings.tls.clone();
         crate::io::spawn(async move {
-            let _ = tx.send((i, check(&t, timeout, tls.as_deref()).await));
+            let _ = tx.send((i, check(at, &t, timeout, tls.as_deref()).await));
         });
     }
     drop(tx);
@@ -302,12 +311,14 @@ async fn round(pools: &Pools, rules: &HealthSettings) {
     let result_of = |a: SocketAddr| {
         targets
             .iter()
-            .position(|t| t.addr == a)
+            .position(|t| t.0 == a)
             .and_then(|i| results[i].as_ref())
     };
     for p in pools.all() {
         for u in &p.upstreams {
-            let Some(r) = result_of(u.addr.addr) else {
+            // An upstream moved meanwhile (re-resolution) waits for the
+            // next round: this result is about its old address.
+            let Some(r) = result_of(u.current()) else {
                 continue;
             };
             u.stats.checked(r.is_ok());
@@ -397,14 +408,11 @@ mod tests {
             ..crate::io::RingOptions::default()
         })
         .expect("runtime");
-        let up = |addr| UpstreamAddr {
-            name: "t".into(),
-            addr,
-        };
+        let up = UpstreamAddr::from(open);
         let t = Duration::from_secs(5);
-        assert!(rt.block_on(check(&up(open), t, None)).is_ok());
+        assert!(rt.block_on(check(open, &up, t, None)).is_ok());
         assert!(matches!(
-            rt.block_on(check(&up(closed), t, None)),
+            rt.block_on(check(closed, &up, t, None)),
             Err(CheckError::Connect(_))
         ));
     }

@@ -20,8 +20,13 @@
 //! client that negotiated `http/1.1` or no ALPN, the client first gets a
 //! `502 Bad Gateway` answer to its request (`bad_gateway`).
 //!
-//! Upstream names are resolved at start and at each reload only (a DNS
-//! lookup would block the shard): after a DNS change, reload.
+//! Upstream names are resolved when the proxy is built ([`Proxy::new`],
+//! before the binary binds its listeners) and at each reload, then again every
+//! `resolve_interval` on a thread of the proxy's own (`proxy-resolve`,
+//! `resolve.rs`): a DNS lookup blocks, so it never runs on a shard. A
+//! shard reads an upstream's current address once per connect (an
+//! [`ArcSwap`] load). The settings carry names as written
+//! ([`UpstreamAddr`]); only an IP literal needs no resolver.
 //!
 //! The routing table lives in an [`ArcSwap`], replaced whole on reload
 //! (upstreams unchanged keep their health and counters); connections
@@ -45,6 +50,7 @@ use uringtls_runtime::tls::relay;
 mod header;
 mod health;
 mod pool;
+mod resolve;
 mod route;
 mod stats;
 pub mod upstream_tls;
@@ -57,6 +63,9 @@ pub use health::{
 };
 use pool::Pools;
 pub use pool::DEFAULT_POOL;
+pub use resolve::{
+    Resolve, ResolveError, SystemResolver, DEFAULT_RESOLVE_INTERVAL, MIN_RESOLVE_INTERVAL,
+};
 pub use route::{check_routes, NamePattern, RouteError, RouteKey, RouteOption};
 pub use stats::ProxyMetrics;
 use upstream_tls::UpstreamTls;
@@ -79,13 +88,77 @@ pub enum ProxyProtocol {
     V2,
 }
 
-/// An upstream as configured (`HOST:PORT`) and as resolved.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An upstream as configured (`HOST:PORT`, `[v6]:PORT`), not resolved:
+/// the proxy resolves a name when it is built, at each reload and every
+/// [`ProxySettings::resolve_interval`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct UpstreamAddr {
-    /// As written in the configuration.
+    /// As written in the configuration (metrics and logs name it so).
     pub name: String,
-    /// Resolved address (at start and at each reload).
-    pub addr: SocketAddr,
+    /// Its host: an IP address (used as is) or a name to resolve.
+    pub host: UpstreamHost,
+    /// Its port.
+    pub port: u16,
+}
+
+/// The host part of an [`UpstreamAddr`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum UpstreamHost {
+    /// An IP literal: no resolver involved, never re-resolved.
+    Ip(std::net::IpAddr),
+    /// A name, resolved by the proxy's [`Resolve`].
+    Name(String),
+}
+
+/// The text is not `HOST:PORT`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not HOST:PORT")]
+pub struct NotHostPort(pub String);
+
+impl std::str::FromStr for UpstreamAddr {
+    type Err = NotHostPort;
+
+    /// Parses `HOST:PORT` or `[v6]:PORT`; an IP host is parsed here, a
+    /// name is kept for the resolver.
+    fn from_str(s: &str) -> Result<UpstreamAddr, NotHostPort> {
+        let bad = || NotHostPort(s.to_owned());
+        let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+        let port = port.parse().map_err(|_| bad())?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(bad());
+        }
+        let host = match host.parse() {
+            Ok(ip) => UpstreamHost::Ip(ip),
+            Err(_) => UpstreamHost::Name(host.to_owned()),
+        };
+        Ok(UpstreamAddr {
+            name: s.to_owned(),
+            host,
+            port,
+        })
+    }
+}
+
+impl From<SocketAddr> for UpstreamAddr {
+    /// An upstream at an IP address (named by it).
+    fn from(a: SocketAddr) -> UpstreamAddr {
+        UpstreamAddr {
+            name: a.to_string(),
+            host: UpstreamHost::Ip(a.ip()),
+            port: a.port(),
+        }
+    }
+}
+
+impl UpstreamAddr {
+    /// The address of an IP literal; `None` for a name.
+    pub fn literal(&self) -> Option<SocketAddr> {
+        match self.host {
+            UpstreamHost::Ip(ip) => Some(SocketAddr::new(ip, self.port)),
+            UpstreamHost::Name(_) => None,
+        }
+    }
 }
 
 /// Proxy settings.
@@ -109,9 +182,13 @@ pub struct ProxySettings {
     pub health: Option<HealthSettings>,
     /// TLS to the upstreams (`upstream_tls`), loaded; `None`: plain TCP.
     pub tls: Option<Arc<UpstreamTls>>,
+    /// How often upstream names are resolved again while running (`None`:
+    /// never, the default here; the binary's default is
+    /// [`DEFAULT_RESOLVE_INTERVAL`]).
+    pub resolve_interval: Option<Duration>,
 }
 
-/// A route and its upstreams (resolved).
+/// A route and its upstreams.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
     /// What it matches.
@@ -122,31 +199,88 @@ pub struct Route {
 
 /// The proxy service. Clones share the routing table, so the binary keeps
 /// one to [`reload`](Proxy::reload) it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Proxy {
     pools: Arc<ArcSwap<Pools>>,
     checker: Arc<health::Checker>,
+    resolver: Arc<dyn Resolve>,
+    refresher: Arc<resolve::Refresher>,
 }
 
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("pools", &self.pools)
+            .finish_non_exhaustive()
+    }
+}
+
+/// New proxy settings with their names resolved, ready to
+/// [`commit`](Proxy::commit) (see [`Proxy::prepare`]).
+#[derive(Debug)]
+pub struct Prepared(Pools);
+
 impl Proxy {
-    /// A proxy to `settings.upstreams` and routes; starts the health
-    /// checker thread if `settings.health` asks for checks.
-    pub fn new(settings: ProxySettings) -> Proxy {
-        let p = Proxy {
-            pools: Arc::new(ArcSwap::from_pointee(Pools::new(settings, None))),
-            checker: Arc::default(),
-        };
-        p.checker.update(&p.pools);
-        p
+    /// A proxy to `settings.upstreams` and routes, names resolved by the
+    /// system's resolver ([`SystemResolver`]); starts the health checker
+    /// thread if `settings.health` asks for checks, and the re-resolution
+    /// thread if `settings.resolve_interval` is set and a name is
+    /// configured. A name that does not resolve is an error naming it.
+    pub fn new(settings: ProxySettings) -> Result<Proxy, ResolveError> {
+        Proxy::with_resolver(settings, Arc::new(SystemResolver))
     }
 
-    /// Replaces the upstreams, routes and health settings (new connections
-    /// only). Upstreams unchanged (same pool, name and address) keep their
-    /// health and counters; the checker starts a round at once.
-    pub fn reload(&self, settings: ProxySettings) {
+    /// [`new`](Self::new) with names resolved by `resolver`, now, at each
+    /// reload and on the interval (a test's fake, a resolver of your own).
+    pub fn with_resolver(
+        settings: ProxySettings,
+        resolver: Arc<dyn Resolve>,
+    ) -> Result<Proxy, ResolveError> {
+        let addrs = resolve::resolve_all(&settings, &*resolver, None)?;
+        let pools = Pools::new(settings, None, &addrs);
+        pools.activate();
+        let p = Proxy {
+            pools: Arc::new(ArcSwap::from_pointee(pools)),
+            checker: Arc::default(),
+            resolver,
+            refresher: Arc::default(),
+        };
+        p.checker.update(&p.pools);
+        p.refresher.update(&p.pools, &p.resolver, p.checker.waker());
+        Ok(p)
+    }
+
+    /// Replaces the upstreams, routes, health and resolution settings (new
+    /// connections only): [`prepare`](Self::prepare) then
+    /// [`commit`](Self::commit). On error nothing changed.
+    pub fn reload(&self, settings: ProxySettings) -> Result<(), ResolveError> {
+        let p = self.prepare(settings)?;
+        self.commit(p);
+        Ok(())
+    }
+
+    /// Resolves the names of `settings` and builds the new routing table,
+    /// changing nothing yet (the binary prepares every listener's proxy
+    /// before it swaps anything). A name new to this proxy that does not
+    /// resolve is an error; a name already in service that fails keeps its
+    /// current address (logged). Upstreams unchanged (same pool, name and
+    /// address) keep their health and counters.
+    pub fn prepare(&self, settings: ProxySettings) -> Result<Prepared, ResolveError> {
         let old = self.pools.load_full();
-        self.pools.store(Arc::new(Pools::new(settings, Some(&old))));
+        let addrs = resolve::resolve_all(&settings, &*self.resolver, Some(&old))?;
+        Ok(Prepared(Pools::new(settings, Some(&old), &addrs)))
+    }
+
+    /// Installs what [`prepare`](Self::prepare) built (new connections
+    /// only; connections already proxied keep their upstream); the health
+    /// checker starts a round at once, the re-resolution thread a new
+    /// wait (the names were just resolved).
+    pub fn commit(&self, p: Prepared) {
+        p.0.activate();
+        self.pools.store(Arc::new(p.0));
         self.checker.update(&self.pools);
+        self.refresher
+            .update(&self.pools, &self.resolver, self.checker.waker());
     }
 
     /// The per-upstream metrics (`uringtls_upstream_*`), a collector the

@@ -9,12 +9,18 @@
 //! checker, replaced whole on reload. Upstreams that are unchanged across a
 //! reload (same pool, same name, same address) keep their state: health,
 //! passive skip and counters.
+//!
+//! An upstream's current address sits in an [`ArcSwap`] (one load per
+//! connect); the re-resolution thread (`resolve.rs`) moves it when its name
+//! resolves elsewhere, and the upstream's health starts over as a new
+//! upstream's does (up, no streak, not skipped); its counters go on.
 
 use super::health::Health;
 use super::route::{best, RouteKey};
 use super::stats::UpstreamStats;
 use super::{ProxySettings, UpstreamAddr};
 use crate::io::Conn;
+use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -27,7 +33,10 @@ pub const DEFAULT_POOL: &str = "default";
 /// One upstream of one pool, with its health and counters.
 #[derive(Debug)]
 pub(crate) struct Upstream {
+    /// As configured.
     pub(super) addr: UpstreamAddr,
+    /// Where connections go now (resolved from `addr`).
+    current: ArcSwap<SocketAddr>,
     /// Milliseconds since [`epoch`] until which it is skipped (passive).
     down_until: AtomicU64,
     /// Active health (always up while checks are off).
@@ -55,13 +64,30 @@ fn ms(t: Instant) -> u64 {
 }
 
 impl Upstream {
-    fn new(addr: UpstreamAddr) -> Upstream {
+    fn new(addr: UpstreamAddr, at: SocketAddr) -> Upstream {
         Upstream {
             addr,
+            current: ArcSwap::from_pointee(at),
             down_until: AtomicU64::new(0),
             health: Health::default(),
             stats: UpstreamStats::default(),
         }
+    }
+
+    /// The address connections go to now.
+    pub fn current(&self) -> SocketAddr {
+        **self.current.load()
+    }
+
+    /// Moves it to `to` (its name resolved elsewhere): health starts over
+    /// as a new upstream's (up, no streak, not skipped); counters go on.
+    /// Returns the address it had.
+    pub(super) fn move_to(&self, to: SocketAddr) -> SocketAddr {
+        let was = *self.current.swap(Arc::new(to));
+        self.health.reset();
+        self.down_until.store(0, Ordering::Relaxed);
+        UpstreamStats::bump(&self.stats.address_changes);
+        was
     }
 
     /// Whether client connections may go to it at `now`: up by the health
@@ -83,22 +109,25 @@ pub(crate) struct Pool {
 }
 
 impl Pool {
-    /// A pool of `addrs`, reusing the state of `old` upstreams of the same
-    /// pool, name and address.
+    /// A pool of `ups`, at the addresses `resolved` gives their names,
+    /// reusing the state of `old` upstreams of the same pool, name and
+    /// address.
     fn new(
         label: String,
-        addrs: &[UpstreamAddr],
+        ups: &[UpstreamAddr],
         s: &ProxySettings,
         old: &HashMap<(&str, &str, SocketAddr), &Arc<Upstream>>,
+        resolved: &Resolved,
     ) -> Pool {
-        let upstreams = addrs
+        let upstreams = ups
             .iter()
-            .map(
-                |a| match old.get(&(label.as_str(), a.name.as_str(), a.addr)) {
+            .filter_map(|a| {
+                let at = *resolved.get(&a.name)?;
+                Some(match old.get(&(label.as_str(), a.name.as_str(), at)) {
                     Some(u) => Arc::clone(u),
-                    None => Arc::new(Upstream::new(a.clone())),
-                },
-            )
+                    None => Arc::new(Upstream::new(a.clone(), at)),
+                })
+            })
             .collect();
         Pool {
             label,
@@ -145,7 +174,7 @@ impl Pool {
     pub(super) async fn connect(&self) -> Option<(Conn, &Upstream)> {
         for i in self.order(Instant::now()) {
             let up = &self.upstreams[i];
-            let attempt = Conn::connect(up.addr.addr);
+            let attempt = Conn::connect(up.current());
             let problem = match crate::io::time::timeout(self.connect_timeout, attempt).await {
                 Ok(Ok(c)) => {
                     let _ = c.set_nodelay(true);
@@ -177,45 +206,51 @@ pub(crate) struct Pools {
     default: Option<Arc<Pool>>,
 }
 
+/// The address of each upstream, by its name as written (`resolve.rs`
+/// fills it in with every name of the settings).
+pub(crate) type Resolved = HashMap<String, SocketAddr>;
+
 impl Pools {
-    /// The pools of `settings`; upstreams unchanged from `old` keep their
-    /// state. With health checks off, every upstream counts as up.
-    pub fn new(settings: ProxySettings, old: Option<&Pools>) -> Pools {
+    /// The pools of `settings`, each upstream at its address in
+    /// `resolved`; upstreams unchanged from `old` keep their state.
+    pub fn new(settings: ProxySettings, old: Option<&Pools>, resolved: &Resolved) -> Pools {
         let kept: HashMap<(&str, &str, SocketAddr), &Arc<Upstream>> = old
             .iter()
             .flat_map(|o| o.all())
             .flat_map(|p| {
                 p.upstreams
                     .iter()
-                    .map(move |u| ((p.label.as_str(), u.name.as_str(), u.addr.addr), u))
+                    .map(move |u| ((p.label.as_str(), u.name.as_str(), u.current()), u))
             })
             .collect();
-        let default = (!settings.upstreams.is_empty()).then(|| {
-            Arc::new(Pool::new(
-                DEFAULT_POOL.to_owned(),
-                &settings.upstreams,
-                &settings,
-                &kept,
-            ))
-        });
+        let pool = |label: String, ups: &[UpstreamAddr]| {
+            Arc::new(Pool::new(label, ups, &settings, &kept, resolved))
+        };
+        let default = (!settings.upstreams.is_empty())
+            .then(|| pool(DEFAULT_POOL.into(), &settings.upstreams));
         let routed = settings
             .routes
             .iter()
-            .map(|r| Arc::new(Pool::new(r.key.to_string(), &r.upstreams, &settings, &kept)))
+            .map(|r| pool(r.key.to_string(), &r.upstreams))
             .collect();
         let keys = settings.routes.iter().map(|r| r.key.clone()).collect();
-        let pools = Pools {
+        Pools {
             keys,
             routed,
             default,
             settings,
-        };
-        if pools.settings.health.is_none() {
-            for p in pools.all() {
+        }
+    }
+
+    /// Called as the table goes into service: with health checks off,
+    /// every upstream counts as up (also one kept from a table that had
+    /// them on).
+    pub fn activate(&self) {
+        if self.settings.health.is_none() {
+            for p in self.all() {
                 p.upstreams.iter().for_each(|u| u.health.reset());
             }
         }
-        pools
     }
 
     /// The pool for a connection with server name `sni` and ALPN `alpn`:
@@ -243,10 +278,23 @@ mod tests {
     use std::time::Duration;
 
     fn addr(i: usize) -> UpstreamAddr {
-        UpstreamAddr {
-            name: format!("u{i}"),
-            addr: SocketAddr::from(([127, 0, 0, 1], 1000 + i as u16)),
-        }
+        format!("u{i}:{}", 1000 + i).parse().expect("HOST:PORT")
+    }
+
+    /// Every name of `s` at 127.0.0.1 and its port.
+    fn resolved(s: &ProxySettings) -> Resolved {
+        s.upstreams
+            .iter()
+            .chain(s.routes.iter().flat_map(|r| &r.upstreams))
+            .map(|u| (u.name.clone(), SocketAddr::from(([127, 0, 0, 1], u.port))))
+            .collect()
+    }
+
+    fn pools(s: ProxySettings, old: Option<&Pools>) -> Pools {
+        let r = resolved(&s);
+        let p = Pools::new(s, old, &r);
+        p.activate();
+        p
     }
 
     fn settings(n: usize) -> ProxySettings {
@@ -258,7 +306,7 @@ mod tests {
     }
 
     fn pool(n: usize) -> Arc<Pool> {
-        let p = Pools::new(settings(n), None);
+        let p = pools(settings(n), None);
         let first = Arc::clone(p.all().next().expect("default pool"));
         first
     }
@@ -294,8 +342,8 @@ mod tests {
     fn an_upstream_down_by_its_health_checks_is_left_out() {
         let mut s = settings(2);
         s.health = Some(super::super::HealthSettings::default());
-        let pools = Pools::new(s.clone(), None);
-        let p = pools.all().next().expect("default");
+        let table = pools(s.clone(), None);
+        let p = table.all().next().expect("default");
         let rules = s.health.expect("on");
         for _ in 0..rules.fails {
             p.upstreams[1].health.record(false, &rules);
@@ -316,28 +364,30 @@ mod tests {
                 .expect("k"),
             upstreams: vec![addr(7)],
         }];
-        let pools = Pools::new(s, None);
-        let label = |n: &str| pools.pick(Some(n), None).map(|p| p.label.clone());
+        let table = pools(s, None);
+        let label = |n: &str| table.pick(Some(n), None).map(|p| p.label.clone());
         assert_eq!(label("a.test").as_deref(), Some("a.test"));
         assert_eq!(label("other.test").as_deref(), Some(DEFAULT_POOL));
         let mut s = settings(0);
         s.routes = Vec::new();
-        assert!(Pools::new(s, None).pick(Some("a.test"), None).is_none());
+        assert!(pools(s, None).pick(Some("a.test"), None).is_none());
     }
 
     #[test]
     fn unchanged_upstreams_keep_their_state_across_a_reload_and_changed_ones_start_fresh() {
         let mut s = settings(2);
         s.health = Some(super::super::HealthSettings::default());
-        let old = Pools::new(s.clone(), None);
+        let old = pools(s.clone(), None);
         let rules = s.health.expect("on");
         for u in &old.all().next().expect("default").upstreams {
             for _ in 0..rules.fails {
                 u.health.record(false, &rules);
             }
         }
-        s.upstreams[1].addr = SocketAddr::from(([127, 0, 0, 1], 2000));
-        let new = Pools::new(s.clone(), Some(&old));
+        let mut moved = resolved(&s);
+        moved.insert("u1:1001".into(), SocketAddr::from(([127, 0, 0, 1], 2000)));
+        let new = Pools::new(s.clone(), Some(&old), &moved);
+        new.activate();
         let p = new.all().next().expect("default");
         assert!(
             !p.upstreams[0].health.is_up(),
@@ -346,7 +396,14 @@ mod tests {
         assert!(p.upstreams[1].health.is_up(), "new address: fresh");
         // Checks turned off: every upstream counts as up again.
         s.health = None;
-        let off = Pools::new(s, Some(&new));
+        let off = Pools::new(s, Some(&new), &moved);
+        assert!(
+            !off.all().next().expect("default").upstreams[0]
+                .health
+                .is_up(),
+            "not yet in service: nothing changed"
+        );
+        off.activate();
         assert!(off.all().next().expect("default").upstreams[0]
             .health
             .is_up());

@@ -170,8 +170,8 @@ impl fmt::Display for RouteKey {
 
 /// A route as configured: `--route PATTERN=UPSTREAM[,UPSTREAM...]`, where
 /// PATTERN is `NAME`, `NAME@ALPN` or `@ALPN`; in TOML a `[[route]]` table
-/// with `sni`, `alpn` and `upstreams`. Upstreams are resolved with the
-/// rest of the configuration.
+/// with `sni`, `alpn` and `upstreams`. Upstreams are parsed with the rest
+/// of the configuration and resolved by the proxy, as `upstream`'s are.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteOption {

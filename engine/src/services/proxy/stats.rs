@@ -9,7 +9,9 @@
 //! `uringtls_upstream_tls_failures_total`,
 //! `uringtls_upstream_health_checks_total{result}`,
 //! `uringtls_upstream_sent_bytes_total`, `uringtls_upstream_received_bytes_total`,
-//! `uringtls_upstream_active_connections`.
+//! `uringtls_upstream_active_connections`,
+//! `uringtls_upstream_resolve_failures_total`,
+//! `uringtls_upstream_address_changes_total`.
 
 use super::pool::{Pools, Upstream};
 use arc_swap::ArcSwap;
@@ -39,6 +41,10 @@ pub(crate) struct UpstreamStats {
     /// Plaintext bytes relayed from it (to clients).
     received: AtomicU64,
     active: AtomicI64,
+    /// Re-resolutions of its name that failed (the last address kept).
+    pub resolve_failures: AtomicU64,
+    /// Times a re-resolution moved it to another address.
+    pub address_changes: AtomicU64,
 }
 
 impl UpstreamStats {
@@ -209,6 +215,20 @@ impl Collector for ProxyMetrics {
             "proxy: client connections relayed to the upstream now.",
             &series,
             |u| u.stats.active.load(Ordering::Relaxed),
+        )?;
+        counter(
+            e,
+            "upstream_resolve_failures",
+            "proxy: re-resolutions of the upstream's name that failed (its last address kept; upstream_resolve_interval).",
+            &series,
+            |u| load(&u.stats.resolve_failures),
+        )?;
+        counter(
+            e,
+            "upstream_address_changes",
+            "proxy: times a re-resolution moved the upstream to another address (new connections go there).",
+            &series,
+            |u| load(&u.stats.address_changes),
         )
     }
 }
@@ -240,22 +260,24 @@ mod tests {
 
     #[test]
     fn every_upstream_of_every_pool_has_its_series_with_value_labels() {
-        let up = |n: &str, port: u16| UpstreamAddr {
-            name: n.into(),
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-        };
-        let p = Proxy::new(ProxySettings {
-            upstreams: vec![up("backend.local:80", 1)],
-            routes: vec![super::super::Route {
-                key: "*.b.test@h2=x:1"
-                    .parse::<super::super::RouteOption>()
-                    .expect("p")
-                    .key()
-                    .expect("k"),
-                upstreams: vec![up("10.0.0.1:443", 2)],
-            }],
-            ..ProxySettings::default()
-        });
+        let up = |n: &str| n.parse::<UpstreamAddr>().expect("HOST:PORT");
+        let local = |_: &str, port: u16| Ok(vec![SocketAddr::from(([127, 0, 0, 1], port))]);
+        let p = Proxy::with_resolver(
+            ProxySettings {
+                upstreams: vec![up("backend.local:80")],
+                routes: vec![super::super::Route {
+                    key: "*.b.test@h2=x:1"
+                        .parse::<super::super::RouteOption>()
+                        .expect("p")
+                        .key()
+                        .expect("k"),
+                    upstreams: vec![up("10.0.0.1:443")],
+                }],
+                ..ProxySettings::default()
+            },
+            std::sync::Arc::new(local),
+        )
+        .expect("resolves");
         let mut reg = prometheus_client::registry::Registry::with_prefix("uringtls");
         reg.register_collector(Box::new(p.metrics()));
         let mut page = String::new();
@@ -266,6 +288,8 @@ mod tests {
             "uringtls_upstream_connects_total{pool=\"default\",upstream=\"backend.local:80\"} 0",
             "uringtls_upstream_health_checks_total{pool=\"default\",upstream=\"backend.local:80\",result=\"fail\"} 0",
             "uringtls_upstream_active_connections{pool=\"*.b.test@h2\",upstream=\"10.0.0.1:443\"} 0",
+            "uringtls_upstream_resolve_failures_total{pool=\"default\",upstream=\"backend.local:80\"} 0",
+            "uringtls_upstream_address_changes_total{pool=\"default\",upstream=\"backend.local:80\"} 0",
         ] {
             assert!(page.contains(want), "{want} missing from:\n{page}");
         }

@@ -2,7 +2,7 @@
 //! proxy's second connection.
 //!
 //! One rustls [`ClientConfig`] for all shards, built when the settings are
-//! resolved (at start and at each reload, so a bad file is refused before
+//! mapped (at start and at each reload, so a bad file is refused before
 //! anything binds, or before a reload swaps anything): the trust anchors
 //! (`upstream_ca`, else the Mozilla roots compiled in from `webpki-roots`),
 //! the certificate verified by rustls's `WebPkiServerVerifier`, an
@@ -413,10 +413,7 @@ mod tests {
     use super::*;
 
     fn up(name: &str) -> UpstreamAddr {
-        UpstreamAddr {
-            name: name.into(),
-            addr: "127.0.0.1:1".parse().expect("addr"),
-        }
+        name.parse().expect("HOST:PORT")
     }
 
     #[test]
