@@ -32,10 +32,15 @@ ap.add_argument("--variant", action="append", required=True,
                      "name=peer-monoio[:ARGS] or name=peer:PATH[:ARGS]")
 ap.add_argument("--rounds", type=int, default=3)
 ap.add_argument("--duration", type=int, default=8)
-ap.add_argument("--workloads", default="full,resumed", help="full,resumed,keepalive,bulk")
+ap.add_argument("--workloads", default="full,resumed", help="full,resumed,keepalive,bulk,openloop")
+ap.add_argument("--openloop-rate", type=float,
+                help="requests/s of the openloop workload (oha, 64 connections, latency from the intended "
+                     "send time); required with it. Reported: p99 and p99.9 besides CPU per request")
 ap.add_argument("--clients", default="h2load,wrk,bench-client")
 ap.add_argument("--bench-client", default=release_binary("bench-client"))
 a = ap.parse_args()
+if "openloop" in a.workloads.split(",") and not a.openloop_rate:
+    ap.error("the openloop workload needs --openloop-rate (e.g. half of nginx's keep-alive rate)")
 
 
 def parse_variant(v):
@@ -92,8 +97,10 @@ try:
              ("keepalive", "wrk"): lambda u: C.wrk(0, u, a.duration, 64),
              ("keepalive", "bench-client"): lambda u: C.bench_client(bc, 0, "http", u, a.duration, 64),
              ("bulk", "wrk"): lambda u: C.wrk(0, u, a.duration, 8),
-             ("bulk", "bench-client"): lambda u: C.bench_client(bc, 0, "bulk", u, a.duration, 8)}
-    cl = a.clients.split(",")
+             ("bulk", "bench-client"): lambda u: C.bench_client(bc, 0, "bulk", u, a.duration, 8),
+             ("openloop", "oha"): lambda u: C.oha_open_loop(0, u, a.duration, a.openloop_rate, 64,
+                                                            K.OPENLOOP_WARMUP)}
+    cl = a.clients.split(",") + (["oha"] if "openloop" in wls else [])
     res = {}
     print("load at start", os.getloadavg(), flush=True)
     names = [n for n, _, _, _ in variants]
@@ -106,11 +113,13 @@ try:
                 for n in order:
                     s = S[n + {"full": "-noresume", "bulk": "-bulk"}.get(wl, "")]
                     path = "/big" if wl == "bulk" else "/"
-                    r = K.measure(s, lambda: calls[(wl, c)](f"https://127.0.0.1:{s.port}{path}"))
+                    r = K.measure(s, lambda: calls[(wl, c)](f"https://127.0.0.1:{s.port}{path}"),
+                                  K.OPENLOOP_WARMUP if wl == "openloop" else 0)
                     r["load1"] = os.getloadavg()[0]
                     res.setdefault((wl, c), {}).setdefault(n, []).append(r)
+                    tail = (f" p99 {r['p99_us']} us p99.9 {r['p99_9_us']} us" if wl == "openloop" else "")
                     print(f"r{rnd+1} {wl:9} {c:12} {n:10} {r['rate']:8.0f} ops/s {r['cpu_us_per_op'] or 0:7.1f} us/op "
-                          f"err {r['errors']} load {r['load1']:.1f}", flush=True)
+                          f"err {r['errors']} load {r['load1']:.1f}{tail}", flush=True)
 finally:
     for s in S.values():
         s.stop()
@@ -127,4 +136,14 @@ for (wl, c), d in res.items():
         rr = row["r_paired_median"] or float("nan")
         line += f" | {n} {m[n]:6.1f} ({m[n]/m[base]:.3f}/{rr:.3f})"
     print(line)
+    if wl == "openloop":
+        for q in ("p99_us", "p99_9_us"):
+            mq = {n: statistics.median(r[q] for r in d[n] if r[q]) for n in d}
+            line = f"{'':9} {q:12} {base} {mq[base]:6.0f}"
+            for n in names[1:]:
+                row = {}
+                K.paired(row, "r", d[base], d[n], q)
+                rr = row["r_paired_median"] or float("nan")
+                line += f" | {n} {mq[n]:6.0f} ({mq[n]/mq[base]:.3f}/{rr:.3f})"
+            print(line)
 print("load at end", os.getloadavg())
