@@ -399,7 +399,7 @@ impl<S: Service> ConnCtx<S> {
         // TCP_NODELAY is inherited from the listening socket (set in
         // `listener::bind_one`): no setsockopt per connection.
         st.conn_opened();
-        let mut guard = ActiveGuard {
+        let guard = ActiveGuard {
             state: st.clone(),
             limits: self.limits.clone(),
             admitted,
@@ -408,10 +408,7 @@ impl<S: Service> ConnCtx<S> {
         // Counted from here, so that the accept loop sees it before its
         // next accept.
         let handshake = st.handshake_started();
-        io::spawn(async move {
-            let balancer = from_balancer.then_some(&mut guard);
-            self.serve_conn(conn, peer, handshake, balancer).await;
-        });
+        self.spawn_conn(conn, peer, handshake, guard, from_balancer);
     }
 
     /// The admission limits (lists, caps, per-address cap and rate) for a

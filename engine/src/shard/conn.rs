@@ -11,10 +11,13 @@ use super::ShardSettings;
 use crate::io::Conn;
 use crate::limits::Refusal;
 use crate::metrics::{access::ConnRecord, CloseReason};
+use crate::reload::Current;
 use crate::services::{ConnInfo, Service};
 use crate::state::{Counters, HandshakeSlot};
 use crate::tls::ServerStream;
 use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long a server's TLS 1.3 session tickets wait after the handshake for
@@ -33,31 +36,38 @@ struct FromBalancer {
     early: Vec<u8>,
 }
 
+/// What a connection's task keeps from its start to its end.
+struct Task {
+    stream: ServerStream,
+    /// Who connected (a balancer, when `from_balancer`).
+    peer: SocketAddr,
+    /// When the connection was taken up: its handshake (PROXY header
+    /// included) must be done within the handshake timeout of that.
+    started: Instant,
+    /// Settings in force when it was accepted.
+    cur: Arc<Current>,
+    handshake: HandshakeSlot,
+    /// Gives back the active count and admission slots when dropped (the
+    /// task's end, panic included).
+    guard: ActiveGuard,
+    from_balancer: bool,
+}
+
 impl<S: Service> ConnCtx<S> {
-    /// Serves one accepted connection from `peer`. `balancer`: it comes
-    /// from an `accept_proxy` network, is not admitted yet, and must start
-    /// with a PROXY header (its admission goes into the guard).
-    pub(super) async fn serve_conn(
-        &self,
+    /// Takes up one accepted connection from `peer`: its TLS session is
+    /// made here, then its task is spawned. `from_balancer`: it comes from
+    /// an `accept_proxy` network, is not admitted yet, and must start with
+    /// a PROXY header (its admission goes into `guard`).
+    pub(super) fn spawn_conn(
+        self: Rc<Self>,
         conn: Conn,
         peer: SocketAddr,
         handshake: HandshakeSlot,
-        balancer: Option<&mut ActiveGuard>,
+        guard: ActiveGuard,
+        from_balancer: bool,
     ) {
         let started = Instant::now();
         let cur = self.live.load_full();
-        let mut from_balancer = None;
-        if let Some(guard) = balancer {
-            // Boxed: only a balancer's connections pay for this state.
-            let prelude =
-                self.balancer_prelude(&conn, peer, (started, &cur.limits), &handshake, guard);
-            let prelude = Box::pin(prelude);
-            match prelude.await {
-                Some(b) => from_balancer = Some(b),
-                None => return,
-            }
-        }
-        let peer = from_balancer.as_ref().map_or(peer, |b| b.peer);
         let tls = match crate::tls::ServerConn::new(cur.tls.clone()) {
             Ok(t) => t,
             Err(e) => {
@@ -67,50 +77,91 @@ impl<S: Service> ConnCtx<S> {
                 return;
             }
         };
-        let mut stream = ServerStream::new(conn, tls);
-        let mut hs_error = None;
-        let why = self
-            .drive(
-                &mut stream,
-                &cur.limits,
-                (peer, started),
+        let stream = ServerStream::new(conn, tls);
+        crate::io::spawn(self.serve_conn(Task {
+            stream,
+            peer,
+            started,
+            cur,
+            handshake,
+            guard,
+            from_balancer,
+        }));
+    }
+
+    /// Serves one connection. What the task keeps for its whole life is
+    /// `t`, taken by value into the future and used in place (an `async
+    /// fn` would keep each argument twice: as it came and as a local), so
+    /// that an idle keep-alive connection holds little besides its stream.
+    #[allow(clippy::manual_async_fn)] // on purpose: see above
+    fn serve_conn(self: Rc<Self>, mut t: Task) -> impl std::future::Future<Output = ()> {
+        async move {
+            let mut from_balancer = None;
+            if t.from_balancer {
+                // Boxed: only a balancer's connections pay for this state.
+                let prelude = self.balancer_prelude(
+                    t.stream.conn(),
+                    t.peer,
+                    (t.started, &t.cur.limits),
+                    &t.handshake,
+                    &mut t.guard,
+                );
+                match Box::pin(prelude).await {
+                    Some(b) => from_balancer = Some(b),
+                    None => return,
+                }
+            }
+            let peer = from_balancer.as_ref().map_or(t.peer, |b| b.peer);
+            let stream = &mut t.stream;
+            let mut hs_error = None;
+            // Boxed: the handshake's state is needed once, and should not be
+            // part of the task an idle connection keeps.
+            let shake = self.handshake(
+                stream,
+                &t.cur.limits,
+                (peer, t.started),
                 from_balancer.as_deref_mut(),
                 &mut hs_error,
-                handshake,
-            )
-            .await;
-        if why == CloseReason::HandshakeFailed && stream.peer_spoke_plain_http() {
-            // Not a TLS client at all: refused (it got its 400), like the
-            // refusals at accept, and not counted among the closes.
-            Counters::bump(&self.state.counters.refused);
-            self.state.metrics.refused(Refusal::PlainHttp);
-            tracing::debug!(%peer, "plain HTTP on the TLS port: answered 400 and closed");
-            return;
-        }
-        if why == CloseReason::HandshakeFailed && stream.peer_sent_proxy_header() {
-            // A balancer whose address is not in `accept_proxy`.
-            Counters::bump(&self.state.counters.refused);
-            self.state.metrics.refused(Refusal::ProxyHeader);
-            tracing::debug!(%peer, "PROXY header from an address not in accept_proxy: closed");
-            return;
-        }
-        let bytes = stream.byte_counts();
-        self.state.metrics.closed(why, bytes);
-        if cur.limits.access_log {
-            ConnRecord::of(stream.tls())
-                .with_handshake_error(hs_error.as_ref())
-                .emit(peer, why, bytes, started.elapsed());
+                t.handshake,
+            );
+            let why = match Box::pin(shake).await {
+                Err(why) => why,
+                Ok(()) => {
+                    let local = from_balancer.as_ref().map_or(self.local, |b| b.local);
+                    self.after_handshake(stream, &t.cur.limits, (peer, local), t.started)
+                        .await
+                }
+            };
+            if why == CloseReason::HandshakeFailed && stream.peer_spoke_plain_http() {
+                // Not a TLS client at all: refused (it got its 400), like the
+                // refusals at accept, and not counted among the closes.
+                Counters::bump(&self.state.counters.refused);
+                self.state.metrics.refused(Refusal::PlainHttp);
+                tracing::debug!(%peer, "plain HTTP on the TLS port: answered 400 and closed");
+                return;
+            }
+            if why == CloseReason::HandshakeFailed && stream.peer_sent_proxy_header() {
+                // A balancer whose address is not in `accept_proxy`.
+                Counters::bump(&self.state.counters.refused);
+                self.state.metrics.refused(Refusal::ProxyHeader);
+                tracing::debug!(%peer, "PROXY header from an address not in accept_proxy: closed");
+                return;
+            }
+            let bytes = stream.byte_counts();
+            self.state.metrics.closed(why, bytes);
+            if t.cur.limits.access_log {
+                ConnRecord::of(stream.tls())
+                    .with_handshake_error(hs_error.as_ref())
+                    .emit(peer, why, bytes, t.started.elapsed());
+            }
         }
     }
 
-    /// Handshake, then the service; returns why the connection ends (and
-    /// leaves a handshake's error in `hs_error`, for the access log).
-    /// `(peer, started)`: the client (as a balancer's header named it) and
-    /// when the connection was taken up; its handshake (PROXY header
-    /// included) must be done within the handshake timeout of that.
-    /// `balancer`: what a PROXY header brought (the bytes read past it are
-    /// the TLS session's first input).
-    async fn drive(
+    /// The handshake (with what a balancer's header brought first), within
+    /// the handshake timeout of `started` and the shard's budget; `Err`:
+    /// why the connection ends (counted here, but for the refusals the
+    /// caller counts).
+    async fn handshake(
         &self,
         stream: &mut ServerStream,
         limits: &ShardSettings,
@@ -118,14 +169,12 @@ impl<S: Service> ConnCtx<S> {
         balancer: Option<&mut FromBalancer>,
         hs_error: &mut Option<std::io::Error>,
         handshake: HandshakeSlot,
-    ) -> CloseReason {
+    ) -> Result<(), CloseReason> {
         let mut balancer = balancer;
         let deadline = started + limits.handshake_timeout;
         stream.set_write_timeout(Some(limits.write_timeout));
         stream.hold_last_flight(Some(LAST_FLIGHT_HOLD));
         let c = &self.state.counters;
-        // Boxed: the handshake's state is needed once, and should not be
-        // part of the task an idle connection keeps.
         // The early bytes move into the boxed future: dropped with it.
         let s = &mut *stream;
         // Only references cross into it: nothing of a balancer's is kept in
@@ -144,82 +193,101 @@ impl<S: Service> ConnCtx<S> {
                 // (also counted in `handshake_evictions`).
                 Counters::bump(&c.handshake_timeouts);
                 tracing::debug!(%peer, "handshake cut off to make room (max_handshakes)");
-                return CloseReason::HandshakeTimeout;
+                return Err(CloseReason::HandshakeTimeout);
             }
         };
         drop(handshake);
-        if let Some(b) = balancer.as_deref_mut() {
+        if let Some(b) = balancer {
             b.early = Vec::new();
         }
         match done {
             Err(_) => {
                 Counters::bump(&c.handshake_timeouts);
                 tracing::debug!(%peer, "handshake timeout");
-                return CloseReason::HandshakeTimeout;
+                Err(CloseReason::HandshakeTimeout)
             }
             Ok(Err(e)) if stream.peer_spoke_plain_http() || stream.peer_sent_proxy_header() => {
                 // Counted as refused by the caller.
                 *hs_error = Some(e);
-                return CloseReason::HandshakeFailed;
+                Err(CloseReason::HandshakeFailed)
             }
             Ok(Err(e)) => {
                 Counters::bump(&c.failed_handshakes);
                 self.state.metrics.handshake_failed(&e);
                 tracing::debug!(%peer, error = %e, "handshake failed");
                 *hs_error = Some(e);
-                return CloseReason::HandshakeFailed;
+                Err(CloseReason::HandshakeFailed)
             }
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => Ok(()),
         }
-        let tls = stream.tls();
-        if tls.alpn_protocol() == Some(crate::acme::ACME_TLS_ALPN) {
-            // A TLS-ALPN-01 validation (RFC 8737): the handshake was all.
-            let _ = Box::pin(stream.close()).await;
-            return CloseReason::Normal;
-        }
-        match tls.handshake_kind() {
-            Some(rustls::HandshakeKind::Resumed) => Counters::bump(&c.resumed_handshakes),
-            _ => Counters::bump(&c.full_handshakes),
-        }
-        let suite = tls.negotiated_cipher_suite().map(|s| s.suite());
-        self.state
-            .metrics
-            .handshake_done(started.elapsed(), tls.protocol_version(), suite);
-        stream.set_read_timeout(Some(limits.idle_timeout));
-        let info = ConnInfo {
-            peer,
-            local: balancer.map_or(self.local, |b| b.local),
-            peer_identity: crate::tls::peer_identity(stream.tls()),
-            shard: self.state.clone(),
-            drain_slot: std::cell::Cell::new(None),
-        };
-        // Boxed, like the handshake: each part's state is allocated while it
-        // runs instead of the task reserving room for the largest.
-        match Box::pin(self.service.serve(stream, &info)).await {
-            Ok(()) => {
+    }
+
+    /// After a completed handshake: the service, then the close; returns
+    /// why the connection ends. `(peer, local)`: the client and the address
+    /// it connected to (as a balancer's header named them).
+    #[allow(clippy::manual_async_fn)] // on purpose: see below
+    fn after_handshake<'a>(
+        &'a self,
+        stream: &'a mut ServerStream,
+        limits: &'a ShardSettings,
+        (peer, local): (SocketAddr, SocketAddr),
+        started: Instant,
+    ) -> impl std::future::Future<Output = CloseReason> + 'a {
+        // A plain function around an `async move` block that uses what it
+        // captured in place: an `async fn` keeps its arguments twice, and
+        // this future is part of every idle connection's task.
+        async move {
+            let c = &self.state.counters;
+            let tls = stream.tls();
+            if tls.alpn_protocol() == Some(crate::acme::ACME_TLS_ALPN) {
+                // A TLS-ALPN-01 validation (RFC 8737): the handshake was all.
                 let _ = Box::pin(stream.close()).await;
-                CloseReason::Normal
+                return CloseReason::Normal;
             }
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                tracing::debug!(%peer, error = %e, "connection timed out");
-                let _ = Box::pin(crate::io::time::timeout(
-                    Duration::from_secs(1),
-                    stream.close(),
-                ))
-                .await;
-                CloseReason::of_service_error(&e)
+            match tls.handshake_kind() {
+                Some(rustls::HandshakeKind::Resumed) => Counters::bump(&c.resumed_handshakes),
+                _ => Counters::bump(&c.full_handshakes),
             }
-            Err(e) => {
-                let why = CloseReason::of_service_error(&e);
-                // A FIN inside a record is a truncation, not a normal end.
-                if why == CloseReason::Eof && !stream.has_pending_input() {
-                    tracing::debug!(%peer, "client closed without close_notify");
-                    return CloseReason::Eof;
+            let suite = tls.negotiated_cipher_suite().map(|s| s.suite());
+            self.state
+                .metrics
+                .handshake_done(started.elapsed(), tls.protocol_version(), suite);
+            stream.set_read_timeout(Some(limits.idle_timeout));
+            let info = ConnInfo {
+                peer,
+                local,
+                peer_identity: crate::tls::peer_identity(stream.tls()),
+                shard: self.state.clone(),
+                drain_slot: std::cell::Cell::new(None),
+            };
+            // Boxed, like the handshake: each part's state is allocated while it
+            // runs instead of the task reserving room for the largest.
+            match Box::pin(self.service.serve(stream, &info)).await {
+                Ok(()) => {
+                    let _ = Box::pin(stream.close()).await;
+                    CloseReason::Normal
                 }
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-                match why {
-                    CloseReason::Eof => CloseReason::Error,
-                    other => other,
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    tracing::debug!(%peer, error = %e, "connection timed out");
+                    let _ = Box::pin(crate::io::time::timeout(
+                        Duration::from_secs(1),
+                        stream.close(),
+                    ))
+                    .await;
+                    CloseReason::of_service_error(&e)
+                }
+                Err(e) => {
+                    let why = CloseReason::of_service_error(&e);
+                    // A FIN inside a record is a truncation, not a normal end.
+                    if why == CloseReason::Eof && !stream.has_pending_input() {
+                        tracing::debug!(%peer, "client closed without close_notify");
+                        return CloseReason::Eof;
+                    }
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    match why {
+                        CloseReason::Eof => CloseReason::Error,
+                        other => other,
+                    }
                 }
             }
         }
@@ -307,5 +375,35 @@ impl<S: Service> ConnCtx<S> {
             }
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::services::http::Http;
+
+    /// The size of the value `f` returns, from its type alone.
+    fn size_of_output<F, A, B, R>(_: F) -> usize
+    where
+        F: FnOnce(A, B) -> R,
+    {
+        std::mem::size_of::<R>()
+    }
+
+    /// Every connection's task is this future, an idle keep-alive one
+    /// included: besides the TLS stream (1,432 bytes) it should keep little
+    /// (2,464 bytes when the arguments of `serve_conn` and its inner `async
+    /// fn`s were each kept twice, 1,968 since). The bound leaves room for
+    /// compiler changes; a failure means every idle connection grew.
+    #[test]
+    fn a_connection_task_keeps_little_besides_its_stream() {
+        let task = size_of_output(ConnCtx::<Http>::serve_conn);
+        let stream = std::mem::size_of::<ServerStream>();
+        eprintln!("connection task {task} bytes, of which the stream {stream}");
+        assert!(
+            task <= stream + 640,
+            "the connection task is {task} bytes, its stream {stream}: an idle connection keeps it"
+        );
     }
 }
