@@ -55,10 +55,26 @@ struct Pebble {
 impl Pebble {
     /// Starts both; pebble validates TLS-ALPN-01 on 127.0.0.1:`tls_port`
     /// and issues certificates valid `validity_secs`. `None`: not installed.
+    /// A start whose process exits before it listens (one of its ports,
+    /// chosen by `free_port`, was taken meanwhile) is tried again with new
+    /// ports, three times at most.
     fn start(tls_port: u16, validity_secs: u64) -> Option<Pebble> {
         if !require_tool("pebble") || !require_tool("pebble-challtestsrv") {
             return None;
         }
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            match Pebble::attempt(tls_port, validity_secs) {
+                Ok(p) => return Some(p),
+                Err(e) => failures.push(e),
+            }
+        }
+        panic!("pebble did not start: {}", failures.join("; "));
+    }
+
+    /// One start of both, on fresh ports; `Err` if either exits before all
+    /// three of their ports listen (with the end of pebble's log).
+    fn attempt(tls_port: u16, validity_secs: u64) -> Result<Pebble, String> {
         let certs = uringtls_tests::test_certs();
         let (dns, chall_mgmt) = (free_port(), free_port());
         let log =
@@ -105,13 +121,27 @@ impl Pebble {
                 .spawn()
                 .expect("start pebble"),
         );
-        let chall_management: SocketAddr = format!("127.0.0.1:{chall_mgmt}").parse().ok()?;
-        let management: SocketAddr = format!("127.0.0.1:{mgmt}").parse().ok()?;
-        let api: SocketAddr = format!("127.0.0.1:{listen}").parse().ok()?;
+        let chall_management = SocketAddr::from(([127, 0, 0, 1], chall_mgmt));
+        let management = SocketAddr::from(([127, 0, 0, 1], mgmt));
+        let api = SocketAddr::from(([127, 0, 0, 1], listen));
+        let (mut chall, mut pebble) = (chall, pebble);
         for a in [chall_management, management, api] {
-            eventually(&format!("{a} listening"), || TcpStream::connect(a).ok());
+            let up = eventually(&format!("{a} listening"), || {
+                if TcpStream::connect(a).is_ok() {
+                    return Some(true);
+                }
+                let exited = matches!(chall.0.try_wait(), Ok(Some(_)))
+                    || matches!(pebble.0.try_wait(), Ok(Some(_)));
+                exited.then_some(false)
+            });
+            if !up {
+                let log = std::fs::read_to_string(certs.dir.path().join("pebble.log"))
+                    .unwrap_or_default();
+                let tail = log.lines().rev().take(3).collect::<Vec<_>>().join(" | ");
+                return Err(format!("exited before {a} listened (pebble.log: {tail})"));
+            }
         }
-        Some(Pebble {
+        Ok(Pebble {
             _chall: chall,
             _pebble: pebble,
             directory: format!("https://127.0.0.1:{listen}/dir"),
