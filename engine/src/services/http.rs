@@ -148,9 +148,12 @@ impl Http {
                     body: false,
                 };
             }
-            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut req = httparse::Request::new(&mut headers);
-            match req.parse(rest) {
+            // Left uninitialised: httparse writes the headers it finds
+            // (filling 64 empty ones cost ~250 instructions per request).
+            let mut headers =
+                [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+            let mut req = httparse::Request::new(&mut []);
+            match req.parse_with_uninit_headers(rest, &mut headers) {
                 Ok(httparse::Status::Complete(len)) => {
                     if len > self.max_header {
                         return refuse(out, input.len(), "431 Request Header Fields Too Large");
