@@ -4,8 +4,9 @@ under uringtls's ratio to nginx and to each same-library peer (peer-tokio,
 peer-monoio: tuning/compare/peers). Same machine, same run, interleaved.
 
 For each workload (by default keep-alive with wrk, full TLS 1.3 handshakes
-with h2load, resumed ones with wrk: the independent clients of compare.py,
-at the same settings) and each server, every round makes two runs:
+with h2load, resumed ones with wrk, 1 MiB responses with wrk: the
+independent clients of compare.py, at the same settings) and each server,
+every round makes two runs:
 
 - one without a profiler: CPU per operation from /proc, as compare.py;
 - one under `perf record -e cpu-clock -C <server cpu>`: the server's
@@ -47,10 +48,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import compare as K  # noqa: E402
 from servers import PEERS, make_workdir, missing_binary, missing_tools, release_binary, write_big  # noqa: E402
 
-CLIENT = {"keepalive": "wrk", "full": "h2load", "resumed": "wrk"}
+CLIENT = {"keepalive": "wrk", "full": "h2load", "resumed": "wrk", "bulk": "wrk"}
 # uringtls's CPU per operation over the other server's (issue 18).
-TARGET = {"nginx": {"keepalive": 0.65, "full": 0.4, "resumed": 0.35},
-          "peer-tokio": {"keepalive": 0.85, "full": 0.9, "resumed": 0.65}}
+TARGET = {"nginx": {"keepalive": 0.65, "full": 0.4, "resumed": 0.35, "bulk": 0.6},
+          "peer-tokio": {"keepalive": 0.85, "full": 0.9, "resumed": 0.65, "bulk": 0.7}}
 CLASSES = ("kernel", "crypto", "tls", "server", "libc", "other")
 # s2n-bignum's local labels (aws-lc's X25519, P-256 inversion, ...) carry
 # no prefix; everything else of aws-lc's is in its archive's symbol table.
@@ -66,7 +67,7 @@ def parse_args():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=int, default=6, help="seconds per run")
-    ap.add_argument("--workloads", default="keepalive,full,resumed")
+    ap.add_argument("--workloads", default="keepalive,full,resumed,bulk")
     ap.add_argument("--freq", type=int, default=2000, help="perf samples per second")
     ap.add_argument("--server-cpu", type=int, default=1)
     ap.add_argument("--client-cpu", type=int, default=0)
