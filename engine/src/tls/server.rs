@@ -139,6 +139,9 @@ impl TlsState {
                 None => Arc::new(store),
             });
         cfg.ignore_client_order = true;
+        // After a TLS 1.3 handshake the session seals and opens records
+        // itself, rustls keeping the key schedule (runtime `tls::records`).
+        cfg.enable_secret_extraction = true;
         // Counted per shard thread (uringtls_session_cache_lookups_total).
         cfg.session_storage = crate::metrics::tls_counts::CountingStore::wrap(cache.1.clone());
         cfg.ticketer = tickets.clone();
@@ -371,7 +374,7 @@ pub struct PeerIdentity {
 
 /// The client's verified identity, when it presented a certificate (rustls
 /// only completes the handshake if the certificate verified).
-pub fn peer_identity(tls: &rustls::CommonState) -> Option<PeerIdentity> {
+pub fn peer_identity(tls: &super::ServerConn) -> Option<PeerIdentity> {
     let leaf = tls.peer_certificates()?.first()?.clone().into_owned();
     let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
     let subject = parsed.subject().to_string();

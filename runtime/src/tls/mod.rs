@@ -13,6 +13,7 @@
 
 pub mod duplex;
 pub mod relay;
+pub mod records;
 pub mod session;
 pub mod stream;
 pub mod trial;

@@ -18,6 +18,10 @@ use rustls::unbuffered::{
 };
 use rustls::AlertDescription;
 use rustls::CommonState;
+use rustls::pki_types::CertificateDer;
+
+pub use super::records::Records;
+use super::records::{self, Failure, Opened};
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::sync::Arc;
@@ -70,13 +74,28 @@ pub trait TlsConn {
     /// The side-specific data (`ServerConnectionData` or `ClientConnectionData`).
     type Data;
     /// Runs rustls over `incoming` (see
-    /// [`rustls::unbuffered::UnbufferedConnectionCommon::process_tls_records`]).
+    /// [`rustls::unbuffered::UnbufferedConnectionCommon::process_tls_records`]);
+    /// `None` once rustls has handed the records over ([`TlsConn::records`]).
     fn process<'c, 'i>(
         &'c mut self,
         incoming: &'i mut [u8],
-    ) -> UnbufferedStatus<'c, 'i, Self::Data>;
-    /// Protocol state: handshaking, version, ALPN, peer certificates...
-    fn common(&self) -> &CommonState;
+    ) -> Option<UnbufferedStatus<'c, 'i, Self::Data>>;
+    /// Whether the handshake is still in progress.
+    fn is_handshaking(&self) -> bool;
+    /// The negotiated protocol version, once known.
+    fn protocol_version(&self) -> Option<rustls::ProtocolVersion>;
+    /// Whether rustls holds records it wants to send.
+    fn rustls_wants_write(&self) -> bool;
+    /// Hands record protection over from rustls to the session, where this
+    /// side allows it (a TLS 1.3 server whose config enables secret
+    /// extraction) and the handshake is over: `Ok(true)` once done.
+    fn hand_over_records(&mut self) -> Result<bool, rustls::Error> {
+        Ok(false)
+    }
+    /// The record layer, once handed over.
+    fn records(&mut self) -> Option<&mut Records> {
+        None
+    }
     /// Whether this is the server side.
     const SERVER: bool;
 }
@@ -87,11 +106,17 @@ impl TlsConn for UnbufferedClientConnection {
     fn process<'c, 'i>(
         &'c mut self,
         incoming: &'i mut [u8],
-    ) -> UnbufferedStatus<'c, 'i, Self::Data> {
-        self.process_tls_records(incoming)
+    ) -> Option<UnbufferedStatus<'c, 'i, Self::Data>> {
+        Some(self.process_tls_records(incoming))
     }
-    fn common(&self) -> &CommonState {
-        self
+    fn is_handshaking(&self) -> bool {
+        CommonState::is_handshaking(self)
+    }
+    fn protocol_version(&self) -> Option<rustls::ProtocolVersion> {
+        CommonState::protocol_version(self)
+    }
+    fn rustls_wants_write(&self) -> bool {
+        CommonState::wants_write(self)
     }
 }
 
@@ -141,18 +166,43 @@ fn take_failed_decrypt() -> Option<usize> {
 }
 
 /// The server side of a connection: rustls's unbuffered server connection
-/// plus the SNI the client sent.
+/// plus the SNI the client sent; after a TLS 1.3 handshake, the session's
+/// own record layer ([`Records`]) and what the handshake negotiated.
 pub struct ServerConn {
-    inner: UnbufferedServerConnection,
+    state: ServerState,
     sni: Option<Box<str>>,
+    /// The config allows handing TLS 1.3 records over (it enables secret
+    /// extraction).
+    may_hand_over: bool,
+}
+
+enum ServerState {
+    Rustls(UnbufferedServerConnection),
+    Handed(Box<Handed>),
+    /// A hand-over failed half way (the connection fails with it).
+    Gone,
+}
+
+/// A TLS 1.3 connection after the hand-over: its record layer and what the
+/// handshake negotiated (rustls's connection is gone).
+struct Handed {
+    records: Records,
+    alpn: Option<Vec<u8>>,
+    suite: rustls::SupportedCipherSuite,
+    kind: Option<rustls::HandshakeKind>,
+    peer_certificates: Option<Vec<CertificateDer<'static>>>,
 }
 
 impl ServerConn {
-    /// A fresh server connection on `config`.
+    /// A fresh server connection on `config`. Once a TLS 1.3 handshake is
+    /// over, the session seals and opens records itself when
+    /// `config.enable_secret_extraction` is set (see [`Records`]).
     pub fn new(config: Arc<rustls::ServerConfig>) -> Result<ServerConn, rustls::Error> {
+        let may_hand_over = config.enable_secret_extraction;
         Ok(ServerConn {
-            inner: UnbufferedServerConnection::new(config)?,
+            state: ServerState::Rustls(UnbufferedServerConnection::new(config)?),
             sni: None,
+            may_hand_over,
         })
     }
 
@@ -160,12 +210,58 @@ impl ServerConn {
     pub fn server_name(&self) -> Option<&str> {
         self.sni.as_deref()
     }
-}
 
-impl std::ops::Deref for ServerConn {
-    type Target = CommonState;
-    fn deref(&self) -> &CommonState {
-        &self.inner
+    /// The ALPN protocol agreed, if any.
+    pub fn alpn_protocol(&self) -> Option<&[u8]> {
+        match &self.state {
+            ServerState::Rustls(c) => c.alpn_protocol(),
+            ServerState::Handed(h) => h.alpn.as_deref(),
+            ServerState::Gone => None,
+        }
+    }
+
+    /// The protocol version agreed, once known.
+    pub fn protocol_version(&self) -> Option<rustls::ProtocolVersion> {
+        match &self.state {
+            ServerState::Rustls(c) => c.protocol_version(),
+            ServerState::Handed(_) => Some(rustls::ProtocolVersion::TLSv1_3),
+            ServerState::Gone => None,
+        }
+    }
+
+    /// The cipher suite agreed, once known.
+    pub fn negotiated_cipher_suite(&self) -> Option<rustls::SupportedCipherSuite> {
+        match &self.state {
+            ServerState::Rustls(c) => c.negotiated_cipher_suite(),
+            ServerState::Handed(h) => Some(h.suite),
+            ServerState::Gone => None,
+        }
+    }
+
+    /// Whether the handshake was full or resumed, once over.
+    pub fn handshake_kind(&self) -> Option<rustls::HandshakeKind> {
+        match &self.state {
+            ServerState::Rustls(c) => c.handshake_kind(),
+            ServerState::Handed(h) => h.kind,
+            ServerState::Gone => None,
+        }
+    }
+
+    /// The client's certificate chain, if it sent one (mTLS).
+    pub fn peer_certificates(&self) -> Option<&[CertificateDer<'static>]> {
+        match &self.state {
+            ServerState::Rustls(c) => c.peer_certificates(),
+            ServerState::Handed(h) => h.peer_certificates.as_deref(),
+            ServerState::Gone => None,
+        }
+    }
+
+    /// Whether the handshake is still in progress.
+    pub fn is_handshaking(&self) -> bool {
+        match &self.state {
+            ServerState::Rustls(c) => c.is_handshaking(),
+            ServerState::Handed(_) | ServerState::Gone => false,
+        }
     }
 }
 
@@ -175,10 +271,13 @@ impl TlsConn for ServerConn {
     fn process<'c, 'i>(
         &'c mut self,
         incoming: &'i mut [u8],
-    ) -> UnbufferedStatus<'c, 'i, Self::Data> {
-        let ServerConn { inner, sni } = self;
+    ) -> Option<UnbufferedStatus<'c, 'i, Self::Data>> {
+        let ServerConn { state, sni, .. } = self;
+        let ServerState::Rustls(inner) = state else {
+            return None;
+        };
         if !inner.is_handshaking() {
-            return inner.process_tls_records(incoming);
+            return Some(inner.process_tls_records(incoming));
         }
         // The resolver runs inside this call, on this thread.
         take_hello_sni();
@@ -186,10 +285,54 @@ impl TlsConn for ServerConn {
         if let Some(name) = take_hello_sni() {
             *sni = Some(name);
         }
-        status
+        Some(status)
     }
-    fn common(&self) -> &CommonState {
-        &self.inner
+    fn is_handshaking(&self) -> bool {
+        ServerConn::is_handshaking(self)
+    }
+    fn protocol_version(&self) -> Option<rustls::ProtocolVersion> {
+        ServerConn::protocol_version(self)
+    }
+    fn rustls_wants_write(&self) -> bool {
+        match &self.state {
+            ServerState::Rustls(c) => c.wants_write(),
+            ServerState::Handed(_) | ServerState::Gone => false,
+        }
+    }
+    fn hand_over_records(&mut self) -> Result<bool, rustls::Error> {
+        let ServerState::Rustls(c) = &self.state else {
+            return Ok(matches!(self.state, ServerState::Handed(_)));
+        };
+        if !self.may_hand_over
+            || c.is_handshaking()
+            || c.wants_write()
+            || c.protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3)
+        {
+            return Ok(false);
+        }
+        let ServerState::Rustls(c) = std::mem::replace(&mut self.state, ServerState::Gone) else {
+            return Ok(false);
+        };
+        let alpn = c.alpn_protocol().map(<[u8]>::to_vec);
+        let kind = c.handshake_kind();
+        let peer_certificates = c.peer_certificates().map(<[CertificateDer<'static>]>::to_vec);
+        let (secrets, kernel) = c.dangerous_into_kernel_connection()?;
+        let suite = kernel.negotiated_cipher_suite();
+        let records = Records::new(secrets, kernel)?;
+        self.state = ServerState::Handed(Box::new(Handed {
+            records,
+            alpn,
+            suite,
+            kind,
+            peer_certificates,
+        }));
+        Ok(true)
+    }
+    fn records(&mut self) -> Option<&mut Records> {
+        match &mut self.state {
+            ServerState::Handed(h) => Some(&mut h.records),
+            _ => None,
+        }
     }
 }
 
@@ -457,7 +600,7 @@ impl<C: TlsConn> Session<C> {
 
     /// Whether the handshake is still in progress.
     pub fn is_handshaking(&self) -> bool {
-        self.tls.common().is_handshaking()
+        self.tls.is_handshaking()
     }
 
     /// Whether records are queued for the peer.
@@ -476,11 +619,10 @@ impl<C: TlsConn> Session<C> {
     /// the client waits for; a client's holds its Finished, which the
     /// server waits for.)
     pub fn queued_flight_may_wait(&self) -> bool {
-        let common = self.tls.common();
-        !common.is_handshaking()
+        !self.tls.is_handshaking()
             && self.wants_write()
             && C::SERVER
-            && common.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3)
+            && self.tls.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3)
     }
 
     /// Whether received ciphertext waits for the rest of its record.
@@ -560,7 +702,11 @@ impl<C: TlsConn> Session<C> {
             if C::SERVER {
                 take_failed_decrypt();
             }
-            let UnbufferedStatus { discard, state } = tls.process(&mut incoming[done..]);
+            let Some(UnbufferedStatus { discard, state }) = tls.process(&mut incoming[done..])
+            else {
+                // rustls has handed the records over (not called then).
+                return Ok((done, Stop::NeedInput));
+            };
             // Records rustls skipped (rejected 0-RTT data) and left in the
             // input: done with (see `note_decrypt`).
             let skipped = if C::SERVER {
@@ -591,7 +737,7 @@ impl<C: TlsConn> Session<C> {
                     }
                     if write.is_none()
                         && done + discard + extra == len
-                        && !tls.common().wants_write()
+                        && !tls.rustls_wants_write()
                     {
                         // All input taken and nothing to send: the next call
                         // into rustls would only say so (`WriteTraffic`).
@@ -646,8 +792,10 @@ impl<C: TlsConn> Session<C> {
     /// ChangeCipherSpec: the keys after that are rustls's alone).
     fn queue_alert(&mut self, rest: &mut [u8], err: &rustls::Error) {
         let before = self.out.len();
-        while self.tls.common().wants_write() {
-            let UnbufferedStatus { state, .. } = self.tls.process(rest);
+        while self.tls.rustls_wants_write() {
+            let Some(UnbufferedStatus { state, .. }) = self.tls.process(rest) else {
+                break;
+            };
             let Ok(ConnectionState::EncodeTlsData(mut e)) = state else {
                 break;
             };
@@ -660,12 +808,12 @@ impl<C: TlsConn> Session<C> {
             }
         }
         let plaintext = !self.ccs_sent
-            && self.tls.common().protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3);
+            && self.tls.protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3);
         if !plaintext {
             return;
         }
         if C::SERVER
-            && self.tls.common().protocol_version().is_none()
+            && self.tls.protocol_version().is_none()
             && looks_like_proxy_header(rest)
         {
             // A PROXY header where none is expected (a balancer whose
@@ -676,7 +824,7 @@ impl<C: TlsConn> Session<C> {
             return;
         }
         if C::SERVER
-            && self.tls.common().protocol_version().is_none()
+            && self.tls.protocol_version().is_none()
             && matches!(err, rustls::Error::InvalidMessage(_))
             && looks_like_http(rest)
         {
@@ -699,7 +847,7 @@ impl<C: TlsConn> Session<C> {
             // with `certificate_required`, which only TLS 1.3 defines:
             // TLS 1.2 says `handshake_failure` (RFC 5246 §7.4.6).
             if matches!(err, rustls::Error::NoCertificatesPresented)
-                && self.tls.common().protocol_version() == Some(rustls::ProtocolVersion::TLSv1_2)
+                && self.tls.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_2)
             {
                 let records = &mut self.out.buf[before..self.out.len];
                 if let [0x15, _, _, 0, 2, 2, d] = records {
@@ -730,10 +878,13 @@ impl<C: TlsConn> Session<C> {
         data: &mut [u8],
         write: Option<WriteFn<'_, C::Data>>,
     ) -> Result<Stop, rustls::Error> {
+        if self.tls.records().is_some() {
+            return self.run_records(data);
+        }
         if C::SERVER
             && write.is_none()
             && self.held.len() + data.len() < 8
-            && self.tls.common().protocol_version().is_none()
+            && self.tls.protocol_version().is_none()
             && self
                 .held
                 .iter()
@@ -749,7 +900,7 @@ impl<C: TlsConn> Session<C> {
         if C::SERVER
             && write.is_none()
             && self.held.len() + data.len() < PROXY_V2_SIGNATURE.len()
-            && self.tls.common().protocol_version().is_none()
+            && self.tls.protocol_version().is_none()
             && !data.is_empty()
             && self
                 .held
@@ -804,7 +955,95 @@ impl<C: TlsConn> Session<C> {
             self.queue_alert(&mut [], &e);
             return Err(e);
         }
+        if C::SERVER && res.is_ok() && !self.peer_closed && !self.tls.is_handshaking() {
+            // A TLS 1.3 server's records are ours from here (see
+            // `records`); what is left of the input is opened there.
+            self.tls.hand_over_records()?;
+        }
         res
+    }
+
+    /// [`run`](Self::run) once the records are the session's own: opens the
+    /// held input plus `data`; keeps what is not a whole record yet.
+    fn run_records(&mut self, data: &mut [u8]) -> Result<Stop, rustls::Error> {
+        if self.held.is_empty() {
+            let used = self.open_records(data)?;
+            if used < data.len() {
+                self.held.extend_from_slice(&data[used..]);
+            }
+        } else {
+            let mut held = std::mem::take(&mut self.held);
+            held.extend_from_slice(data);
+            let used = self.open_records(&mut held)?;
+            if used < held.len() {
+                held.drain(..used);
+                self.held = held;
+            }
+        }
+        Ok(Stop::NeedInput)
+    }
+
+    /// Opens every whole record at the front of `input` (see [`Records`]):
+    /// application data is appended to `plain`, a requested KeyUpdate is
+    /// answered into `out`. Returns the bytes done with. On a failure the
+    /// alert it implies is queued, sealed.
+    fn open_records(&mut self, input: &mut [u8]) -> Result<usize, rustls::Error> {
+        let Session {
+            tls,
+            plain,
+            plain_pos,
+            out,
+            peer_closed,
+            ..
+        } = self;
+        let Some(records) = tls.records() else {
+            return Ok(0);
+        };
+        if *plain_pos == plain.len() {
+            plain.clear();
+            *plain_pos = 0;
+        }
+        let mut done = 0;
+        let failed = |records: &mut Records, out: &mut OutBuf, (err, alert): Failure| {
+            if let Some(alert) = alert {
+                let _ = out.write_tail(records::ALERT_LEN, |dst| records.seal_alert(alert, dst), |_| None);
+            }
+            err
+        };
+        // After `close_notify` the rest is ignored (as rustls does).
+        while !*peer_closed {
+            let len = match Records::whole_record(&input[done..]) {
+                Ok(Some(len)) => len,
+                Ok(None) => break,
+                Err(f) => return Err(failed(records, out, f)),
+            };
+            let rec = &mut input[done..done + len];
+            done += len;
+            match records.open(rec) {
+                Ok(Opened::Data { from, len }) => {
+                    if plain.capacity() == 0 {
+                        // From the thread's pool, not the allocator.
+                        *plain = crate::io::take_write_buf();
+                    }
+                    plain.extend_from_slice(&rec[from..from + len]);
+                }
+                Ok(Opened::Nothing) => {}
+                Ok(Opened::KeyUpdate { answer }) => {
+                    if answer {
+                        if let Err(e) = out.write_tail(
+                            records::KEY_UPDATE_LEN,
+                            |dst| records.seal_key_update(dst),
+                            |_| None,
+                        ) {
+                            return Err(failed(records, out, (e, Some(AlertDescription::InternalError))));
+                        }
+                    }
+                }
+                Ok(Opened::CloseNotify) => *peer_closed = true,
+                Err(f) => return Err(failed(records, out, f)),
+            }
+        }
+        Ok(if *peer_closed { input.len() } else { done })
     }
 
     /// Feeds `data` (ciphertext from the peer) to the session, decrypting
@@ -907,6 +1146,27 @@ impl<C: TlsConn> Session<C> {
         }
         let take = data.len().min(room);
         let chunk = &data[..take];
+        let Session {
+            tls,
+            out,
+            close_sent,
+            ..
+        } = self;
+        if let Some(records) = tls.records() {
+            if *close_sent {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotConnected,
+                    "TLS connection cannot send application data (close_notify sent)",
+                ));
+            }
+            out.write_tail(
+                Records::sealed_len(take),
+                |dst| records.seal(chunk, dst),
+                |_| None,
+            )
+            .map_err(tls_io_error)?;
+            return Ok(take);
+        }
         let mut res: io::Result<()> = Ok(());
         let mut f = |w: &mut WriteTraffic<'_, C::Data>, out: &mut OutBuf| {
             res = out
@@ -930,6 +1190,15 @@ impl<C: TlsConn> Session<C> {
     /// there is nothing to close cleanly and nothing is queued.
     pub fn send_close_notify(&mut self) {
         if self.close_sent {
+            return;
+        }
+        if let Some(records) = self.tls.records() {
+            let _ = self.out.write_tail(
+                records::ALERT_LEN,
+                |dst| records.seal_alert(AlertDescription::CloseNotify, dst),
+                |_| None,
+            );
+            self.close_sent = true;
             return;
         }
         let mut f = |w: &mut WriteTraffic<'_, C::Data>, out: &mut OutBuf| {
@@ -1038,7 +1307,7 @@ mod tests {
             // same (`update_requested`); its KeyUpdate goes out with the
             // next record, in one read for the server: a handshake message
             // and application data together.
-            match c.tls.process(&mut []).state.expect("client state") {
+            match c.tls.process(&mut []).expect("rustls").state.expect("client state") {
                 ConnectionState::WriteTraffic(w) => w.refresh_traffic_keys().expect("key update"),
                 other => panic!("round {round}: client cannot write: {other:?}"),
             }
