@@ -12,8 +12,8 @@
 //!   goes through [`trial::observe`].
 
 pub mod duplex;
-pub mod relay;
 pub mod records;
+pub mod relay;
 pub mod session;
 pub mod stream;
 pub mod trial;

@@ -156,11 +156,18 @@ impl Records {
         })
     }
 
-    /// Bytes the records for `len` bytes of plaintext take, including a
-    /// KeyUpdate that may have to go first.
+    /// Sets the write key's record limit (tests reach it without sealing
+    /// millions of records).
+    #[cfg(test)]
+    pub(crate) fn set_tx_limit(&mut self, limit: u64) {
+        self.tx_limit = limit;
+    }
+
+    /// Bytes the records for `len` bytes of plaintext may take, with room
+    /// for a KeyUpdate before each.
     pub fn sealed_len(len: usize) -> usize {
         let records = len.div_ceil(MAX_FRAGMENT).max(1);
-        len + records * OVERHEAD + KEY_UPDATE_LEN
+        len + records * (OVERHEAD + KEY_UPDATE_LEN)
     }
 
     /// Seals one record of content type `typ` holding `plain` (at most
@@ -409,7 +416,10 @@ impl Records {
                 return Ok(Opened::Nothing);
             }
             // Warnings are outlawed in TLS 1.3 (but `user_canceled`).
-            return Err((Error::AlertReceived(desc), Some(AlertDescription::DecodeError)));
+            return Err((
+                Error::AlertReceived(desc),
+                Some(AlertDescription::DecodeError),
+            ));
         }
         Err((Error::AlertReceived(desc), None))
     }
@@ -420,4 +430,82 @@ fn decode_error() -> Failure {
         Error::InvalidMessage(InvalidMessage::MessageTooShort),
         Some(AlertDescription::DecodeError),
     )
+}
+
+/// A client's record layer for tests: seals whatever it is told to (any
+/// inner content type, padding) and opens the server's records.
+#[cfg(test)]
+pub(crate) struct RawPeer {
+    kernel: KernelConnection<rustls::client::ClientConnectionData>,
+    tx: Key,
+    rx: Key,
+}
+
+#[cfg(test)]
+impl RawPeer {
+    /// Takes over a TLS 1.3 client connection whose handshake is over (its
+    /// config enables secret extraction).
+    pub(crate) fn new(c: rustls::client::UnbufferedClientConnection) -> RawPeer {
+        let (secrets, kernel) = c
+            .dangerous_into_kernel_connection()
+            .expect("kernel connection");
+        RawPeer {
+            kernel,
+            tx: Key::new(secrets.tx.1, secrets.tx.0).expect("tx key"),
+            rx: Key::new(secrets.rx.1, secrets.rx.0).expect("rx key"),
+        }
+    }
+
+    /// One record: `content`, inner type `typ`, `pad` zero bytes of padding.
+    pub(crate) fn seal(&mut self, typ: u8, content: &[u8], pad: usize) -> Vec<u8> {
+        let inner = content.len() + 1 + pad;
+        let [hi, lo] = ((inner + TAG) as u16).to_be_bytes();
+        let header = [APPLICATION_DATA, 3, 3, hi, lo];
+        let mut rec = header.to_vec();
+        rec.extend_from_slice(content);
+        rec.push(typ);
+        rec.resize(HEADER + inner, 0);
+        let nonce = self.tx.nonce();
+        let tag = self
+            .tx
+            .key
+            .seal_in_place_separate_tag(nonce, Aad::from(header), &mut rec[HEADER..])
+            .expect("seal");
+        rec.extend_from_slice(tag.as_ref());
+        self.tx.seq += 1;
+        rec
+    }
+
+    /// The client's write key moves on (after it sent a KeyUpdate).
+    pub(crate) fn next_tx_key(&mut self) {
+        let (_, s) = self.kernel.update_tx_secret().expect("tx secret");
+        self.tx = Key::new(s, 0).expect("tx key");
+    }
+
+    /// Opens the server's records: (inner type, content) each. A KeyUpdate
+    /// from the server moves the read key on.
+    pub(crate) fn open_all(&mut self, mut wire: &mut [u8]) -> Vec<(u8, Vec<u8>)> {
+        let mut got = Vec::new();
+        while wire.len() >= HEADER {
+            let len = HEADER + usize::from(u16::from_be_bytes([wire[3], wire[4]]));
+            let (rec, rest) = wire.split_at_mut(len);
+            let header: [u8; HEADER] = rec[..HEADER].try_into().expect("header");
+            let nonce = self.rx.nonce();
+            let inner = self
+                .rx
+                .key
+                .open_in_place(nonce, Aad::from(header), &mut rec[HEADER..])
+                .expect("the server's record opens");
+            self.rx.seq += 1;
+            let at = inner.iter().rposition(|&b| b != 0).expect("content type");
+            let (typ, content) = (inner[at], inner[..at].to_vec());
+            if typ == HANDSHAKE && content.first() == Some(&KEY_UPDATE) {
+                let (_, s) = self.kernel.update_rx_secret().expect("rx secret");
+                self.rx = Key::new(s, 0).expect("rx key");
+            }
+            got.push((typ, content));
+            wire = rest;
+        }
+        got
+    }
 }

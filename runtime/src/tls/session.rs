@@ -11,6 +11,7 @@
 //! records not yet written. An idle connection holds none of them.
 
 use rustls::client::UnbufferedClientConnection;
+use rustls::pki_types::CertificateDer;
 use rustls::server::UnbufferedServerConnection;
 use rustls::unbuffered::{
     ConnectionState, EncodeError, EncryptError, InsufficientSizeError, UnbufferedStatus,
@@ -18,7 +19,6 @@ use rustls::unbuffered::{
 };
 use rustls::AlertDescription;
 use rustls::CommonState;
-use rustls::pki_types::CertificateDer;
 
 pub use super::records::Records;
 use super::records::{self, Failure, Opened};
@@ -315,7 +315,9 @@ impl TlsConn for ServerConn {
         };
         let alpn = c.alpn_protocol().map(<[u8]>::to_vec);
         let kind = c.handshake_kind();
-        let peer_certificates = c.peer_certificates().map(<[CertificateDer<'static>]>::to_vec);
+        let peer_certificates = c
+            .peer_certificates()
+            .map(<[CertificateDer<'static>]>::to_vec);
         let (secrets, kernel) = c.dangerous_into_kernel_connection()?;
         let suite = kernel.negotiated_cipher_suite();
         let records = Records::new(secrets, kernel)?;
@@ -735,9 +737,7 @@ impl<C: TlsConn> Session<C> {
                         }
                         plain.extend_from_slice(rec.payload);
                     }
-                    if write.is_none()
-                        && done + discard + extra == len
-                        && !tls.rustls_wants_write()
+                    if write.is_none() && done + discard + extra == len && !tls.rustls_wants_write()
                     {
                         // All input taken and nothing to send: the next call
                         // into rustls would only say so (`WriteTraffic`).
@@ -807,15 +807,12 @@ impl<C: TlsConn> Session<C> {
                 break;
             }
         }
-        let plaintext = !self.ccs_sent
-            && self.tls.protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3);
+        let plaintext =
+            !self.ccs_sent && self.tls.protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3);
         if !plaintext {
             return;
         }
-        if C::SERVER
-            && self.tls.protocol_version().is_none()
-            && looks_like_proxy_header(rest)
-        {
+        if C::SERVER && self.tls.protocol_version().is_none() && looks_like_proxy_header(rest) {
             // A PROXY header where none is expected (a balancer whose
             // address is not in the server's list): no TLS client to
             // answer; the caller counts it and closes.
@@ -1006,7 +1003,11 @@ impl<C: TlsConn> Session<C> {
         let mut done = 0;
         let failed = |records: &mut Records, out: &mut OutBuf, (err, alert): Failure| {
             if let Some(alert) = alert {
-                let _ = out.write_tail(records::ALERT_LEN, |dst| records.seal_alert(alert, dst), |_| None);
+                let _ = out.write_tail(
+                    records::ALERT_LEN,
+                    |dst| records.seal_alert(alert, dst),
+                    |_| None,
+                );
             }
             err
         };
@@ -1035,7 +1036,11 @@ impl<C: TlsConn> Session<C> {
                             |dst| records.seal_key_update(dst),
                             |_| None,
                         ) {
-                            return Err(failed(records, out, (e, Some(AlertDescription::InternalError))));
+                            return Err(failed(
+                                records,
+                                out,
+                                (e, Some(AlertDescription::InternalError)),
+                            ));
                         }
                     }
                 }
@@ -1223,6 +1228,14 @@ mod tests {
 
     fn pair_with(versions: &[&'static rustls::SupportedProtocolVersion]) -> (Client, Server) {
         let (server_cfg, cert) = crate::tls::testing::server_config_and_cert();
+        pair_on(server_cfg, cert, versions)
+    }
+
+    fn pair_on(
+        server_cfg: Arc<rustls::ServerConfig>,
+        cert: rustls::pki_types::CertificateDer<'static>,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> (Client, Server) {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(cert).expect("root");
         let client_cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -1307,7 +1320,13 @@ mod tests {
             // same (`update_requested`); its KeyUpdate goes out with the
             // next record, in one read for the server: a handshake message
             // and application data together.
-            match c.tls.process(&mut []).expect("rustls").state.expect("client state") {
+            match c
+                .tls
+                .process(&mut [])
+                .expect("rustls")
+                .state
+                .expect("client state")
+            {
                 ConnectionState::WriteTraffic(w) => w.refresh_traffic_keys().expect("key update"),
                 other => panic!("round {round}: client cannot write: {other:?}"),
             }
@@ -1781,6 +1800,292 @@ mod tests {
         let (_c, mut s) = pair();
         let err = s.write_plaintext(b"early").unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::NotConnected);
+    }
+    /// A TLS 1.3 pair whose client can be taken over by a
+    /// [`records::RawPeer`] once the handshake is over.
+    fn pair_for_raw_records() -> (Client, Server) {
+        let (server_cfg, cert) = crate::tls::testing::server_config_and_cert();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert).expect("root");
+        let mut client_cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        client_cfg.enable_secret_extraction = true;
+        let client = UnbufferedClientConnection::new(
+            Arc::new(client_cfg),
+            "localhost".try_into().expect("name"),
+        )
+        .expect("client");
+        let server = ServerConn::new(server_cfg).expect("server");
+        let (mut c, mut s) = (Session::new(client), Session::new(server));
+        handshake(&mut c, &mut s, 1 << 20);
+        (c, s)
+    }
+
+    /// The server's queued records, opened by `peer`.
+    fn server_says(s: &mut Server, peer: &mut records::RawPeer) -> Vec<(u8, Vec<u8>)> {
+        let mut wire = s.take_out();
+        peer.open_all(&mut wire)
+    }
+
+    #[test]
+    fn a_tls13_servers_records_are_its_own_after_the_handshake_and_data_flows_both_ways() {
+        let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        for chunk in [1, 7, 1000, 1 << 20] {
+            let (mut c, mut s) = pair();
+            handshake(&mut c, &mut s, chunk);
+            assert!(s.tls.records().is_some(), "chunk {chunk}: handed over");
+            assert_eq!(
+                s.conn().protocol_version(),
+                Some(rustls::ProtocolVersion::TLSv1_3)
+            );
+            assert!(s.conn().negotiated_cipher_suite().is_some());
+            assert_eq!(s.conn().server_name(), Some("localhost"));
+            for (from_client, label) in [(true, "to server"), (false, "to client")] {
+                let mut sent = 0;
+                let mut got = Vec::new();
+                let mut buf = vec![0u8; 70_000];
+                while got.len() < big.len() {
+                    if sent < big.len() {
+                        sent += if from_client {
+                            c.write_plaintext(&big[sent..])
+                        } else {
+                            s.write_plaintext(&big[sent..])
+                        }
+                        .expect("write");
+                    }
+                    if from_client {
+                        transfer(&mut c, &mut s, chunk.max(512));
+                        while let Some(n) = s.read_plaintext(&mut buf).expect("read") {
+                            got.extend_from_slice(&buf[..n]);
+                        }
+                    } else {
+                        transfer(&mut s, &mut c, chunk.max(512));
+                        while let Some(n) = c.read_plaintext(&mut buf).expect("read") {
+                            got.extend_from_slice(&buf[..n]);
+                        }
+                    }
+                }
+                assert!(
+                    got == big,
+                    "chunk {chunk}, {label}: the bytes arrive as sent"
+                );
+            }
+            s.send_close_notify();
+            transfer(&mut s, &mut c, 1 << 20);
+            assert_eq!(c.read_plaintext(&mut [0u8; 8]).expect("clean end"), Some(0));
+        }
+    }
+
+    #[test]
+    fn tls12_and_a_config_without_secret_extraction_stay_with_rustls() {
+        let (mut c, mut s) = pair_with(&[&rustls::version::TLS12]);
+        handshake(&mut c, &mut s, 1 << 20);
+        assert!(s.tls.records().is_none());
+        let (server_cfg, cert) = crate::tls::testing::server_config_and_cert();
+        let mut cfg = (*server_cfg).clone();
+        cfg.enable_secret_extraction = false;
+        let (mut c, mut s) = pair_on(Arc::new(cfg), cert, &[&rustls::version::TLS13]);
+        handshake(&mut c, &mut s, 1 << 20);
+        assert!(s.tls.records().is_none());
+        c.write_plaintext(b"ping").expect("write");
+        transfer(&mut c, &mut s, 1 << 20);
+        let mut buf = [0u8; 8];
+        assert_eq!(s.read_plaintext(&mut buf).expect("read"), Some(4));
+    }
+
+    #[test]
+    fn a_tampered_record_is_refused_with_bad_record_mac_and_the_client_reads_the_alert() {
+        let (mut c, mut s) = pair();
+        handshake(&mut c, &mut s, 1 << 20);
+        c.write_plaintext(b"hello").expect("write");
+        let mut wire = c.take_out();
+        let last = wire.len() - 1;
+        wire[last] ^= 1;
+        let err = s.ingest(&mut wire).expect_err("tampered");
+        assert_eq!(err, rustls::Error::DecryptError);
+        let mut alert = s.take_out();
+        assert_eq!(
+            c.ingest(&mut alert).err(),
+            Some(rustls::Error::AlertReceived(AlertDescription::BadRecordMac))
+        );
+    }
+
+    #[test]
+    fn the_write_key_moves_on_before_its_confidentiality_limit() {
+        let (c, mut s) = pair_for_raw_records();
+        let mut peer = records::RawPeer::new(c.tls);
+        // The two tickets went under this key already, in one record: one
+        // data record more, then a KeyUpdate before every second one.
+        s.tls.records().expect("handed over").set_tx_limit(2);
+        let data = vec![7u8; 5 * records::MAX_FRAGMENT];
+        assert_eq!(s.write_plaintext(&data).expect("write"), data.len());
+        let got = server_says(&mut s, &mut peer);
+        let types: Vec<u8> = got.iter().map(|(t, _)| *t).collect();
+        assert_eq!(types, [23, 22, 23, 23, 22, 23, 23]);
+        let body: Vec<u8> = got
+            .into_iter()
+            .filter(|(t, _)| *t == 23)
+            .flat_map(|(_, b)| b)
+            .collect();
+        assert!(body == data);
+    }
+
+    #[test]
+    fn what_a_client_may_not_send_after_the_handshake_gets_the_alert_it_implies() {
+        use rustls::AlertDescription as A;
+        let big = vec![1u8; records::MAX_FRAGMENT + 1];
+        // (what, the client's records, the server's alert; None: none).
+        type Case = (&'static str, Vec<(u8, Vec<u8>, usize)>, Option<A>);
+        let cases: Vec<Case> = vec![
+            (
+                "a ClientHello",
+                vec![(22, vec![1, 0, 0, 0], 0)],
+                Some(A::UnexpectedMessage),
+            ),
+            (
+                "a KeyUpdate with more after it",
+                vec![(22, vec![24, 0, 0, 1, 0, 24], 0)],
+                Some(A::UnexpectedMessage),
+            ),
+            (
+                "a KeyUpdate asking 2",
+                vec![(22, vec![24, 0, 0, 1, 2], 0)],
+                Some(A::IllegalParameter),
+            ),
+            (
+                "a short KeyUpdate",
+                vec![(22, vec![24, 0, 0], 0)],
+                Some(A::DecodeError),
+            ),
+            (
+                "a ChangeCipherSpec inside",
+                vec![(20, vec![1], 0)],
+                Some(A::UnexpectedMessage),
+            ),
+            (
+                "an unknown content type",
+                vec![(99, vec![1], 0)],
+                Some(A::UnexpectedMessage),
+            ),
+            (
+                "a warning alert",
+                vec![(21, vec![1, 40], 0)],
+                Some(A::DecodeError),
+            ),
+            (
+                "an alert of three bytes",
+                vec![(21, vec![2, 40, 0], 0)],
+                Some(A::DecodeError),
+            ),
+            (
+                "an alert of unknown level",
+                vec![(21, vec![3, 40], 0)],
+                Some(A::IllegalParameter),
+            ),
+            ("a fatal alert", vec![(21, vec![2, 40], 0)], None),
+            (
+                "16 KiB + 1 of data",
+                vec![(23, big.clone(), 0)],
+                Some(A::RecordOverflow),
+            ),
+            (
+                "33 empty records",
+                vec![(23, vec![], 0); 33],
+                Some(A::UnexpectedMessage),
+            ),
+            (
+                "five user_canceled",
+                vec![(21, vec![1, 90], 0); 5],
+                Some(A::UnexpectedMessage),
+            ),
+            (
+                "33 KeyUpdates in a row",
+                vec![(22, vec![24, 0, 0, 1, 0], 0); 33],
+                Some(A::UnexpectedMessage),
+            ),
+        ];
+        for (what, recs, alert) in cases {
+            let (c, mut s) = pair_for_raw_records();
+            let mut peer = records::RawPeer::new(c.tls);
+            let mut wire = Vec::new();
+            for (typ, content, pad) in &recs {
+                wire.extend(peer.seal(*typ, content, *pad));
+                if *typ == 22 && content.first() == Some(&24) && content.len() == 5 {
+                    peer.next_tx_key();
+                }
+            }
+            let err = s.ingest(&mut wire).expect_err(what);
+            let said = server_says(&mut s, &mut peer);
+            let expected: Vec<(u8, Vec<u8>)> = alert
+                .map(|a| (21, vec![2, u8::from(a)]))
+                .into_iter()
+                .collect();
+            assert_eq!(said, expected, "{what}: {err:?}");
+        }
+    }
+
+    #[test]
+    fn what_a_client_may_send_after_the_handshake_is_taken() {
+        let (c, mut s) = pair_for_raw_records();
+        let mut peer = records::RawPeer::new(c.tls);
+        let mut wire = Vec::new();
+        // Padding, an empty record, a user_canceled, a KeyUpdate that asks
+        // for ours (what follows is under the new key), a record split
+        // over reads.
+        wire.extend(peer.seal(23, b"one ", 100));
+        wire.extend(peer.seal(23, b"", 0));
+        wire.extend(peer.seal(21, &[1, 90], 0));
+        wire.extend(peer.seal(22, &[24, 0, 0, 1, 1], 0));
+        peer.next_tx_key();
+        wire.extend(peer.seal(23, b"two ", 0));
+        wire.extend(peer.seal(23, b"three", 3));
+        let cut = wire.len() - 10;
+        let (a, b) = wire.split_at_mut(cut);
+        s.ingest(a).expect("first part");
+        s.ingest(b).expect("second part");
+        let mut buf = [0u8; 64];
+        let n = s.read_plaintext(&mut buf).expect("read").expect("data");
+        assert_eq!(&buf[..n], b"one two three");
+        // The server answered the KeyUpdate; its next record is under its
+        // new key, which the client opens.
+        s.write_plaintext(b"reply").expect("write");
+        let said = server_says(&mut s, &mut peer);
+        assert_eq!(said, [(22, vec![24, 0, 0, 1, 0]), (23, b"reply".to_vec())]);
+        // close_notify ends the client's side; what follows is ignored.
+        let mut wire = peer.seal(21, &[1, 0], 0);
+        wire.extend(peer.seal(23, b"late", 0));
+        s.ingest(&mut wire).expect("close_notify");
+        assert_eq!(s.read_plaintext(&mut buf).expect("clean end"), Some(0));
+        assert!(s.peer_closed_cleanly());
+    }
+
+    #[test]
+    fn an_oversized_record_header_is_refused_before_its_body_arrives() {
+        let (c, mut s) = pair_for_raw_records();
+        let mut peer = records::RawPeer::new(c.tls);
+        let mut header = [23u8, 3, 3, 0x41, 0x01]; // 16,641 bytes
+        let err = s.ingest(&mut header).expect_err("oversized");
+        assert_eq!(err, rustls::Error::PeerSentOversizedRecord);
+        let said = server_says(&mut s, &mut peer);
+        assert_eq!(
+            said,
+            [(21, vec![2, u8::from(AlertDescription::RecordOverflow)])]
+        );
+        // A record whose outer type is not application data.
+        let (c, mut s) = pair_for_raw_records();
+        let mut peer = records::RawPeer::new(c.tls);
+        let mut plain_alert = [21u8, 3, 3, 0, 2, 2, 40];
+        s.ingest(&mut plain_alert).expect_err("unprotected record");
+        let said = server_says(&mut s, &mut peer);
+        assert_eq!(
+            said,
+            [(21, vec![2, u8::from(AlertDescription::UnexpectedMessage)])]
+        );
     }
 }
 
