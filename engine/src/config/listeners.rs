@@ -72,6 +72,7 @@ listener_fields!(
     client_auth,
     client_ca,
     cert_compression,
+    tls13_engine_records,
     handshake_timeout,
     idle_timeout,
     write_timeout,

@@ -302,6 +302,11 @@ pub struct Options {
     /// trip less for long chains [default: true].
     #[arg(long, value_name = "BOOL")]
     pub cert_compression: Option<bool>,
+    /// After a TLS 1.3 handshake, seal and open records in the engine
+    /// (rustls keeps the key schedule): no allocation or second copy per
+    /// record. `false` leaves them to rustls [default: true].
+    #[arg(long, value_name = "BOOL")]
+    pub tls13_engine_records: Option<bool>,
     /// After start-up, fence the process in: io_uring restrictions,
     /// seccomp allow-list, Landlock read-only file access (see
     /// docs/security.md); restart to change [default: true].

@@ -83,6 +83,9 @@ pub struct TlsSettings {
     /// Compress the certificate chain (RFC 8879, brotli or zlib, TLS 1.3)
     /// for clients that offer it.
     pub cert_compression: bool,
+    /// Seal and open TLS 1.3 records in the engine once the handshake is
+    /// over (runtime `tls::records`); `false` leaves them to rustls.
+    pub engine_records: bool,
 }
 
 impl Default for TlsSettings {
@@ -105,6 +108,7 @@ impl Default for TlsSettings {
             ticket_secret_file: None,
             cert_dir: None,
             cert_compression: true,
+            engine_records: true,
         }
     }
 }

@@ -141,7 +141,7 @@ impl TlsState {
         cfg.ignore_client_order = true;
         // After a TLS 1.3 handshake the session seals and opens records
         // itself, rustls keeping the key schedule (runtime `tls::records`).
-        cfg.enable_secret_extraction = true;
+        cfg.enable_secret_extraction = s.engine_records;
         // Counted per shard thread (uringtls_session_cache_lookups_total).
         cfg.session_storage = crate::metrics::tls_counts::CountingStore::wrap(cache.1.clone());
         cfg.ticketer = tickets.clone();
