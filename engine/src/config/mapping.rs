@@ -522,6 +522,24 @@ mod tests {
     }
 
     #[test]
+    fn tls13_engine_records_default_on_and_turn_off_from_the_file_or_a_flag() {
+        assert!(flags(&[]).resolve().expect("ok").tls.engine_records);
+        let f = file("tls13_engine_records = false\n");
+        let path = f.path().to_str().expect("utf8");
+        let s = flags(&["--config", path]).resolve().expect("ok");
+        assert!(!s.tls.engine_records);
+        let s = flags(&["--tls13-engine-records", "false"])
+            .resolve()
+            .expect("ok");
+        assert!(!s.tls.engine_records);
+        let (path, e) = refused_file("tls13_engine_records = \"maybe\"\n");
+        assert!(
+            e.contains(&path) && e.contains("tls13_engine_records"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn metrics_on_the_tls_port_is_refused_as_our_own_listener() {
         let e = flags(&[
             "--listen",

@@ -523,6 +523,19 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn tls13_records_are_the_engines_unless_turned_off() {
+        let (cfg, _) = server_config_and_cert();
+        assert!(cfg.enable_secret_extraction);
+        let off = TlsSettings {
+            engine_records: false,
+            ..settings()
+        };
+        let id = load_identity(&off).expect("self-signed");
+        let cfg = server_config(&off, &id).expect("config");
+        assert!(!cfg.enable_secret_extraction);
+    }
+
+    #[test]
     fn key_from_another_certificate_is_a_mismatch() {
         let a = load_identity(&settings()).expect("a");
         let b = load_identity(&settings()).expect("b");
