@@ -184,16 +184,23 @@ impl Records {
         }
         let [hi, lo] = ((inner + TAG) as u16).to_be_bytes();
         let header = [APPLICATION_DATA, 3, 3, hi, lo];
-        dst[..HEADER].copy_from_slice(&header);
-        dst[HEADER..HEADER + plain.len()].copy_from_slice(plain);
-        dst[HEADER + plain.len()] = typ;
+        let (head, body) = dst[..total].split_at_mut(HEADER);
+        head.copy_from_slice(&header);
+        let (ciphertext, type_and_tag) = body.split_at_mut(plain.len());
+        // Encrypted from where the plaintext is into the record: no copy of
+        // it first (the content type goes in as the extra byte).
         let nonce = self.tx.nonce();
-        let tag = self
-            .tx
+        self.tx
             .key
-            .seal_in_place_separate_tag(nonce, Aad::from(header), &mut dst[HEADER..HEADER + inner])
+            .seal_out_of_place_scatter(
+                nonce,
+                Aad::from(header),
+                plain,
+                ciphertext,
+                &[typ],
+                type_and_tag,
+            )
             .map_err(|_| Error::EncryptError)?;
-        dst[HEADER + inner..total].copy_from_slice(tag.as_ref());
         self.tx.seq += 1;
         Ok(total)
     }

@@ -1944,6 +1944,75 @@ mod tests {
     }
 
     #[test]
+    fn every_tls13_suite_is_sealed_and_opened_as_rustls_does() {
+        use rustls::crypto::aws_lc_rs::{cipher_suite as cs, default_provider};
+        for suite in [
+            cs::TLS13_AES_128_GCM_SHA256,
+            cs::TLS13_AES_256_GCM_SHA384,
+            cs::TLS13_CHACHA20_POLY1305_SHA256,
+        ] {
+            let (server_cfg, cert) = crate::tls::testing::server_config_and_cert();
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(cert).expect("root");
+            let provider = rustls::crypto::CryptoProvider {
+                cipher_suites: vec![suite],
+                ..default_provider()
+            };
+            let client_cfg = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+                .with_protocol_versions(&[&rustls::version::TLS13])
+                .expect("versions")
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            let client = UnbufferedClientConnection::new(
+                Arc::new(client_cfg),
+                "localhost".try_into().expect("name"),
+            )
+            .expect("client");
+            let (mut c, mut s) = (
+                Session::new(client),
+                Session::new(ServerConn::new(server_cfg).expect("server")),
+            );
+            s.set_hand_over_after(0);
+            handshake(&mut c, &mut s, 1 << 20);
+            assert!(s.records_handed_over());
+            assert_eq!(s.conn().negotiated_cipher_suite(), Some(suite));
+            let data: Vec<u8> = (0..40_000u32).map(|i| (i % 253) as u8).collect();
+            let mut buf = vec![0u8; 50_000];
+            for round in 0..2 {
+                if round == 1 {
+                    // The client asks for new keys both ways.
+                    match c
+                        .tls
+                        .process(&mut [])
+                        .expect("rustls")
+                        .state
+                        .expect("client state")
+                    {
+                        ConnectionState::WriteTraffic(w) => {
+                            w.refresh_traffic_keys().expect("key update")
+                        }
+                        other => panic!("{suite:?}: client cannot write: {other:?}"),
+                    }
+                }
+                assert_eq!(c.write_plaintext(&data).expect("client write"), data.len());
+                transfer(&mut c, &mut s, 1 << 20);
+                let mut got = Vec::new();
+                while let Some(n) = s.read_plaintext(&mut buf).expect("server read") {
+                    got.extend_from_slice(&buf[..n]);
+                }
+                assert!(got == data, "{suite:?} round {round}: to the server");
+                assert_eq!(s.write_plaintext(&data).expect("server write"), data.len());
+                transfer(&mut s, &mut c, 1 << 20);
+                let mut got = Vec::new();
+                while let Some(n) = c.read_plaintext(&mut buf).expect("client read") {
+                    got.extend_from_slice(&buf[..n]);
+                }
+                assert!(got == data, "{suite:?} round {round}: to the client");
+            }
+        }
+    }
+
+    #[test]
     fn tls12_and_a_config_without_secret_extraction_stay_with_rustls() {
         let (mut c, mut s) = pair_with(&[&rustls::version::TLS12]);
         s.set_hand_over_after(0);
