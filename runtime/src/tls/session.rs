@@ -176,6 +176,10 @@ pub struct ServerConn {
     may_hand_over: bool,
 }
 
+// Every connection starts as `Rustls`, kept inline (boxing it would cost
+// every connection an allocation); only a long one becomes `Handed`, whose
+// box frees the rustls state.
+#[allow(clippy::large_enum_variant)]
 enum ServerState {
     Rustls(UnbufferedServerConnection),
     Handed(Box<Handed>),
@@ -984,17 +988,27 @@ impl<C: TlsConn> Session<C> {
             self.queue_alert(&mut [], &e);
             return Err(e);
         }
+        res
+    }
+
+    /// Hands a TLS 1.3 server's records over (see [`Records`]) once
+    /// rustls has done [`HAND_OVER_AFTER`] of them. Called right after
+    /// rustls sealed application data, never after a read: rustls writes a
+    /// KeyUpdate it owes the peer only in front of application data, and
+    /// keeps it where the hand-over cannot see it until then. And only with
+    /// no input held: what rustls keeps of a handshake message split over
+    /// records is already decrypted in that buffer and would not open again.
+    fn maybe_hand_over(&mut self) -> Result<(), rustls::Error> {
         if C::SERVER
-            && res.is_ok()
             && self.rustls_records >= self.hand_over_after
+            && self.held.is_empty()
             && !self.peer_closed
+            && !self.close_sent
             && !self.tls.is_handshaking()
         {
-            // A TLS 1.3 server's records are ours from here (see
-            // `records`); what is left of the input is opened there.
             self.tls.hand_over_records()?;
         }
-        res
+        Ok(())
     }
 
     /// [`run`](Self::run) once the records are the session's own: opens the
@@ -1028,6 +1042,7 @@ impl<C: TlsConn> Session<C> {
             plain_pos,
             out,
             peer_closed,
+            close_sent,
             ..
         } = self;
         let Some(records) = tls.records() else {
@@ -1067,7 +1082,8 @@ impl<C: TlsConn> Session<C> {
                 }
                 Ok(Opened::Nothing) => {}
                 Ok(Opened::KeyUpdate { answer }) => {
-                    if answer {
+                    // Nothing goes out after our `close_notify`.
+                    if answer && !*close_sent {
                         if let Err(e) = out.write_tail(
                             records::KEY_UPDATE_LEN,
                             |dst| records.seal_key_update(dst),
@@ -1221,10 +1237,12 @@ impl<C: TlsConn> Session<C> {
         };
         match self.run(&mut [], Some(&mut f)).map_err(tls_io_error)? {
             Stop::Wrote => {
+                res?;
                 let records =
                     u32::try_from(take.div_ceil(records::MAX_FRAGMENT)).unwrap_or(u32::MAX);
                 self.rustls_records = self.rustls_records.saturating_add(records);
-                res.map(|()| take)
+                self.maybe_hand_over().map_err(tls_io_error)?;
+                Ok(take)
             }
             Stop::NeedInput => Err(io::Error::new(
                 io::ErrorKind::NotConnected,
@@ -1866,8 +1884,19 @@ mod tests {
         let (mut c, mut s) = (Session::new(client), Session::new(server));
         s.set_hand_over_after(0);
         handshake(&mut c, &mut s, 1 << 20);
-        assert!(s.records_handed_over());
+        hand_over(&mut c, &mut s);
         (c, s)
+    }
+
+    /// The server writes (the hand-over comes after its first write, with
+    /// `set_hand_over_after(0)`), the client reads it.
+    fn hand_over(c: &mut Client, s: &mut Server) {
+        assert!(!s.records_handed_over());
+        s.write_plaintext(b"hi").expect("server write");
+        assert!(s.records_handed_over());
+        transfer(s, c, 1 << 20);
+        let mut buf = [0u8; 8];
+        assert_eq!(c.read_plaintext(&mut buf).expect("client read"), Some(2));
     }
 
     /// The server's queued records, opened by `peer`.
@@ -1878,8 +1907,9 @@ mod tests {
 
     #[test]
     fn a_tls13_servers_records_are_its_own_after_the_handshake_or_32_records_and_data_flows() {
-        // 37 records each way: with the default, the hand-over comes in the
-        // middle of the first direction, with part of a record held.
+        // 37 records each way, the server's first: the hand-over comes
+        // after its first write (0) or in the middle of its 64 KiB writes
+        // (the default, 32 records); the client's come after it.
         let big: Vec<u8> = (0..600_000u32).map(|i| (i % 251) as u8).collect();
         for (chunk, after) in [
             (1, 0),
@@ -1891,22 +1921,20 @@ mod tests {
         ] {
             let (mut c, mut s) = pair();
             s.set_hand_over_after(after);
+            s.set_send_limit(64 * 1024);
             handshake(&mut c, &mut s, chunk);
-            assert_eq!(
-                s.records_handed_over(),
-                after == 0,
-                "chunk {chunk}, after {after}"
-            );
+            assert!(!s.records_handed_over(), "chunk {chunk}, after {after}");
             assert_eq!(
                 s.conn().protocol_version(),
                 Some(rustls::ProtocolVersion::TLSv1_3)
             );
             assert!(s.conn().negotiated_cipher_suite().is_some());
             assert_eq!(s.conn().server_name(), Some("localhost"));
-            for (from_client, label) in [(true, "to server"), (false, "to client")] {
+            for (from_client, label) in [(false, "to client"), (true, "to server")] {
                 let mut sent = 0;
                 let mut got = Vec::new();
                 let mut buf = vec![0u8; 70_000];
+                let mut handed_at = None;
                 while got.len() < big.len() {
                     if sent < big.len() {
                         sent += if from_client {
@@ -1915,6 +1943,9 @@ mod tests {
                             s.write_plaintext(&big[sent..])
                         }
                         .expect("write");
+                        if handed_at.is_none() && s.records_handed_over() {
+                            handed_at = Some(sent);
+                        }
                     }
                     if from_client {
                         transfer(&mut c, &mut s, chunk.max(512));
@@ -1932,6 +1963,13 @@ mod tests {
                     got == big,
                     "chunk {chunk}, {label}: the bytes arrive as sent"
                 );
+                if !from_client {
+                    // In the middle of the stream, with records sealed both
+                    // by rustls and by the session.
+                    let at = handed_at.expect("handed over");
+                    assert!(at < big.len(), "chunk {chunk}, after {after}: at {at}");
+                    assert_eq!(at <= 64 * 1024, after == 0, "chunk {chunk}: at {at}");
+                }
                 assert!(
                     s.records_handed_over(),
                     "chunk {chunk}, {label}: handed over"
@@ -1974,7 +2012,7 @@ mod tests {
             );
             s.set_hand_over_after(0);
             handshake(&mut c, &mut s, 1 << 20);
-            assert!(s.records_handed_over());
+            hand_over(&mut c, &mut s);
             assert_eq!(s.conn().negotiated_cipher_suite(), Some(suite));
             let data: Vec<u8> = (0..40_000u32).map(|i| (i % 253) as u8).collect();
             let mut buf = vec![0u8; 50_000];
@@ -2013,12 +2051,45 @@ mod tests {
     }
 
     #[test]
+    fn a_key_update_rustls_owes_the_client_goes_out_before_the_hand_over() {
+        // The client's KeyUpdate asks for ours and is read by rustls; the
+        // threshold is reached on that read, but rustls holds its answer
+        // until it seals data: the hand-over waits for that write.
+        let (mut c, mut s) = pair();
+        s.set_hand_over_after(1);
+        handshake(&mut c, &mut s, 1 << 20);
+        let mut buf = [0u8; 64];
+        for round in 0..3 {
+            match c
+                .tls
+                .process(&mut [])
+                .expect("rustls")
+                .state
+                .expect("client state")
+            {
+                ConnectionState::WriteTraffic(w) => w.refresh_traffic_keys().expect("key update"),
+                other => panic!("round {round}: client cannot write: {other:?}"),
+            }
+            c.write_plaintext(b"ping").expect("client write");
+            transfer(&mut c, &mut s, 1 << 20);
+            assert_eq!(s.records_handed_over(), round > 0, "round {round}");
+            assert_eq!(s.read_plaintext(&mut buf).expect("server read"), Some(4));
+            s.write_plaintext(b"pong").expect("server write");
+            assert!(s.records_handed_over(), "round {round}");
+            transfer(&mut s, &mut c, 1 << 20);
+            assert_eq!(c.read_plaintext(&mut buf).expect("client read"), Some(4));
+            assert_eq!(&buf[..4], b"pong", "round {round}");
+        }
+    }
+
+    #[test]
     fn tls12_and_a_config_without_secret_extraction_stay_with_rustls() {
         let (mut c, mut s) = pair_with(&[&rustls::version::TLS12]);
         s.set_hand_over_after(0);
         handshake(&mut c, &mut s, 1 << 20);
         c.write_plaintext(b"ping").expect("write");
         transfer(&mut c, &mut s, 1 << 20);
+        s.write_plaintext(b"pong").expect("write");
         assert!(!s.records_handed_over());
         let (server_cfg, cert) = crate::tls::testing::server_config_and_cert();
         let mut cfg = (*server_cfg).clone();
@@ -2028,6 +2099,7 @@ mod tests {
         handshake(&mut c, &mut s, 1 << 20);
         c.write_plaintext(b"ping").expect("write");
         transfer(&mut c, &mut s, 1 << 20);
+        s.write_plaintext(b"pong").expect("write");
         assert!(!s.records_handed_over());
         let mut buf = [0u8; 8];
         assert_eq!(s.read_plaintext(&mut buf).expect("read"), Some(4));
@@ -2038,7 +2110,7 @@ mod tests {
         let (mut c, mut s) = pair();
         s.set_hand_over_after(0);
         handshake(&mut c, &mut s, 1 << 20);
-        assert!(s.records_handed_over());
+        hand_over(&mut c, &mut s);
         c.write_plaintext(b"hello").expect("write");
         let mut wire = c.take_out();
         let last = wire.len() - 1;
@@ -2056,14 +2128,15 @@ mod tests {
     fn the_write_key_moves_on_before_its_confidentiality_limit() {
         let (c, mut s) = pair_for_raw_records();
         let mut peer = records::RawPeer::new(c.tls);
-        // The two tickets went under this key already, in one record: one
-        // data record more, then a KeyUpdate before every second one.
+        // Two records went under this key already (the tickets, in one,
+        // and the first write's): a KeyUpdate first, then one before every
+        // second record.
         s.tls.records().expect("handed over").set_tx_limit(2);
         let data = vec![7u8; 5 * records::MAX_FRAGMENT];
         assert_eq!(s.write_plaintext(&data).expect("write"), data.len());
         let got = server_says(&mut s, &mut peer);
         let types: Vec<u8> = got.iter().map(|(t, _)| *t).collect();
-        assert_eq!(types, [23, 22, 23, 23, 22, 23, 23]);
+        assert_eq!(types, [22, 23, 23, 22, 23, 23, 22, 23]);
         let body: Vec<u8> = got
             .into_iter()
             .filter(|(t, _)| *t == 23)

@@ -1,0 +1,13 @@
+#!/bin/bash
+# usage: profbulk.sh NAME BINARY PORT [ARGS]: perf record (cpu-clock) of a 1 MiB-response wrk run
+name=$1; bin=$2; port=$3; shift 3
+taskset -c 1 $bin --listen 127.0.0.1:$port --shards 1 --cpus 1 --cert cert.pem --key key.pem --log-level warn --max-conns 100000 --sandbox false --body-size 1048576 "$@" > $name.log 2>&1 &
+sp=$!
+for i in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.2; done
+taskset -c 0 wrk -t1 -c8 -d2 https://127.0.0.1:$port/big >/dev/null
+taskset -c 0 wrk -t1 -c8 -d6 https://127.0.0.1:$port/big > $name.wrk &
+wp=$!
+perf record -e cpu-clock -F 4999 -g -p $sp -o $name.perf -- sleep 4 2>/dev/null >/dev/null
+wait $wp
+kill $sp; wait $sp 2>/dev/null
+perf report -i $name.perf --no-children --sort dso,symbol --stdio 2>/dev/null | grep -E "^ +[0-9]" | head -40
