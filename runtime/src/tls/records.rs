@@ -13,7 +13,7 @@
 //! What this layer must get right, and where:
 //! - nonces: each direction's sequence number starts where rustls left it,
 //!   grows by one per record and restarts at 0 only with a new key
-//!   ([`Key::nonce`]); the write side refreshes its key (KeyUpdate) before
+//!   (`Key::nonce`); the write side refreshes its key (KeyUpdate) before
 //!   the suite's confidentiality limit ([`Records::seal`]);
 //! - what a client may send once the handshake is over: application data,
 //!   alerts and KeyUpdate; anything else is `unexpected_message`
