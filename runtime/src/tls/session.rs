@@ -1296,15 +1296,33 @@ mod tests {
         cert: rustls::pki_types::CertificateDer<'static>,
         versions: &[&'static rustls::SupportedProtocolVersion],
     ) -> (Client, Server) {
+        let client_cfg = client_config(
+            cert,
+            rustls::crypto::aws_lc_rs::default_provider(),
+            versions,
+        );
+        pair_of(client_cfg, server_cfg)
+    }
+
+    /// A client config trusting `cert`.
+    fn client_config(
+        cert: rustls::pki_types::CertificateDer<'static>,
+        provider: rustls::crypto::CryptoProvider,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> rustls::ClientConfig {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(cert).expect("root");
-        let client_cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_protocol_versions(versions)
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(versions)
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth()
+    }
+
+    fn pair_of(
+        client_cfg: rustls::ClientConfig,
+        server_cfg: Arc<rustls::ServerConfig>,
+    ) -> (Client, Server) {
         let client = UnbufferedClientConnection::new(
             Arc::new(client_cfg),
             "localhost".try_into().expect("name"),
@@ -1321,6 +1339,37 @@ mod tests {
         for piece in wire.chunks_mut(chunk.max(1)) {
             let got = to.ingest(piece).expect("ingest");
             assert_eq!(got.consumed, piece.len());
+        }
+    }
+
+    /// `data` written by `from` (whole), moved to `to`, read there.
+    fn deliver<A: TlsConn, B: TlsConn>(
+        from: &mut Session<A>,
+        to: &mut Session<B>,
+        data: &[u8],
+    ) -> Vec<u8> {
+        assert_eq!(from.write_plaintext(data).expect("write"), data.len());
+        transfer(from, to, 1 << 20);
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Some(n) = to.read_plaintext(&mut buf).expect("read") {
+            got.extend_from_slice(&buf[..n]);
+        }
+        got
+    }
+
+    /// The client refreshes its keys and asks the server to do the same
+    /// (`update_requested`); its KeyUpdate goes out with its next record.
+    fn ask_for_key_update(c: &mut Client) {
+        match c
+            .tls
+            .process(&mut [])
+            .expect("rustls")
+            .state
+            .expect("client state")
+        {
+            ConnectionState::WriteTraffic(w) => w.refresh_traffic_keys().expect("key update"),
+            other => panic!("client cannot write: {other:?}"),
         }
     }
 
@@ -1380,16 +1429,7 @@ mod tests {
             // same (`update_requested`); its KeyUpdate goes out with the
             // next record, in one read for the server: a handshake message
             // and application data together.
-            match c
-                .tls
-                .process(&mut [])
-                .expect("rustls")
-                .state
-                .expect("client state")
-            {
-                ConnectionState::WriteTraffic(w) => w.refresh_traffic_keys().expect("key update"),
-                other => panic!("round {round}: client cannot write: {other:?}"),
-            }
+            ask_for_key_update(&mut c);
             c.write_plaintext(b"ping").expect("client write");
             transfer(&mut c, &mut s, 1 << 20);
             let got = read_all(
@@ -1865,23 +1905,13 @@ mod tests {
     /// [`records::RawPeer`] once the handshake is over.
     fn pair_for_raw_records() -> (Client, Server) {
         let (server_cfg, cert) = crate::tls::testing::server_config_and_cert();
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(cert).expect("root");
-        let mut client_cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        let mut client_cfg = client_config(
+            cert,
             rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+            &[&rustls::version::TLS13],
+        );
         client_cfg.enable_secret_extraction = true;
-        let client = UnbufferedClientConnection::new(
-            Arc::new(client_cfg),
-            "localhost".try_into().expect("name"),
-        )
-        .expect("client");
-        let server = ServerConn::new(server_cfg).expect("server");
-        let (mut c, mut s) = (Session::new(client), Session::new(server));
+        let (mut c, mut s) = pair_of(client_cfg, server_cfg);
         s.set_hand_over_after(0);
         handshake(&mut c, &mut s, 1 << 20);
         hand_over(&mut c, &mut s);
@@ -1990,61 +2020,25 @@ mod tests {
             cs::TLS13_CHACHA20_POLY1305_SHA256,
         ] {
             let (server_cfg, cert) = crate::tls::testing::server_config_and_cert();
-            let mut roots = rustls::RootCertStore::empty();
-            roots.add(cert).expect("root");
             let provider = rustls::crypto::CryptoProvider {
                 cipher_suites: vec![suite],
                 ..default_provider()
             };
-            let client_cfg = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
-                .with_protocol_versions(&[&rustls::version::TLS13])
-                .expect("versions")
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-            let client = UnbufferedClientConnection::new(
-                Arc::new(client_cfg),
-                "localhost".try_into().expect("name"),
-            )
-            .expect("client");
-            let (mut c, mut s) = (
-                Session::new(client),
-                Session::new(ServerConn::new(server_cfg).expect("server")),
-            );
+            let client_cfg = client_config(cert, provider, &[&rustls::version::TLS13]);
+            let (mut c, mut s) = pair_of(client_cfg, server_cfg);
             s.set_hand_over_after(0);
             handshake(&mut c, &mut s, 1 << 20);
             hand_over(&mut c, &mut s);
             assert_eq!(s.conn().negotiated_cipher_suite(), Some(suite));
             let data: Vec<u8> = (0..40_000u32).map(|i| (i % 253) as u8).collect();
-            let mut buf = vec![0u8; 50_000];
             for round in 0..2 {
                 if round == 1 {
                     // The client asks for new keys both ways.
-                    match c
-                        .tls
-                        .process(&mut [])
-                        .expect("rustls")
-                        .state
-                        .expect("client state")
-                    {
-                        ConnectionState::WriteTraffic(w) => {
-                            w.refresh_traffic_keys().expect("key update")
-                        }
-                        other => panic!("{suite:?}: client cannot write: {other:?}"),
-                    }
+                    ask_for_key_update(&mut c);
                 }
-                assert_eq!(c.write_plaintext(&data).expect("client write"), data.len());
-                transfer(&mut c, &mut s, 1 << 20);
-                let mut got = Vec::new();
-                while let Some(n) = s.read_plaintext(&mut buf).expect("server read") {
-                    got.extend_from_slice(&buf[..n]);
-                }
+                let got = deliver(&mut c, &mut s, &data);
                 assert!(got == data, "{suite:?} round {round}: to the server");
-                assert_eq!(s.write_plaintext(&data).expect("server write"), data.len());
-                transfer(&mut s, &mut c, 1 << 20);
-                let mut got = Vec::new();
-                while let Some(n) = c.read_plaintext(&mut buf).expect("client read") {
-                    got.extend_from_slice(&buf[..n]);
-                }
+                let got = deliver(&mut s, &mut c, &data);
                 assert!(got == data, "{suite:?} round {round}: to the client");
             }
         }
@@ -2060,16 +2054,7 @@ mod tests {
         handshake(&mut c, &mut s, 1 << 20);
         let mut buf = [0u8; 64];
         for round in 0..3 {
-            match c
-                .tls
-                .process(&mut [])
-                .expect("rustls")
-                .state
-                .expect("client state")
-            {
-                ConnectionState::WriteTraffic(w) => w.refresh_traffic_keys().expect("key update"),
-                other => panic!("round {round}: client cannot write: {other:?}"),
-            }
+            ask_for_key_update(&mut c);
             c.write_plaintext(b"ping").expect("client write");
             transfer(&mut c, &mut s, 1 << 20);
             assert_eq!(s.records_handed_over(), round > 0, "round {round}");
