@@ -340,15 +340,17 @@ impl Records {
                             Some(AlertDescription::UnexpectedMessage),
                         ));
                     }
-                    [KEY_UPDATE, ..] => return Err(decode_error()),
-                    _ => {
+                    // An empty handshake record (RFC 8446 §5.1 forbids
+                    // them), or a KeyUpdate of the wrong length.
+                    [] | [KEY_UPDATE, ..] => return Err(decode_error()),
+                    [typ, ..] => {
                         // Only a KeyUpdate may follow a server's handshake
                         // (no post-handshake authentication is offered);
                         // a message split over records is none of those.
                         return Err((
                             Error::InappropriateHandshakeMessage {
                                 expect_types: vec![rustls::HandshakeType::KeyUpdate],
-                                got_type: rustls::HandshakeType::from(content[0]),
+                                got_type: rustls::HandshakeType::from(*typ),
                             },
                             Some(AlertDescription::UnexpectedMessage),
                         ));
@@ -439,21 +441,23 @@ fn decode_error() -> Failure {
     )
 }
 
-/// A client's record layer for tests: seals whatever it is told to (any
-/// inner content type, padding) and opens the server's records.
-#[cfg(test)]
-pub(crate) struct RawPeer {
+/// A client's record layer for tests and fuzzing (`test-hooks`): seals
+/// whatever it is told to (any inner content type, padding) and opens the
+/// server's records.
+#[cfg(any(test, feature = "test-hooks"))]
+pub struct RawPeer {
     kernel: KernelConnection<rustls::client::ClientConnectionData>,
     tx: Key,
     rx: Key,
 }
 
-#[cfg(test)]
+#[cfg(any(test, feature = "test-hooks"))]
 impl RawPeer {
-    /// Takes over a TLS 1.3 client connection whose handshake is over (its
-    /// config enables secret extraction).
-    pub(crate) fn new(c: rustls::client::UnbufferedClientConnection) -> RawPeer {
+    /// Takes over a TLS 1.3 client session whose handshake is over (its
+    /// config enables secret extraction); what it had not read is dropped.
+    pub fn new(c: super::session::Session<rustls::client::UnbufferedClientConnection>) -> RawPeer {
         let (secrets, kernel) = c
+            .into_conn()
             .dangerous_into_kernel_connection()
             .expect("kernel connection");
         RawPeer {
@@ -464,7 +468,7 @@ impl RawPeer {
     }
 
     /// One record: `content`, inner type `typ`, `pad` zero bytes of padding.
-    pub(crate) fn seal(&mut self, typ: u8, content: &[u8], pad: usize) -> Vec<u8> {
+    pub fn seal(&mut self, typ: u8, content: &[u8], pad: usize) -> Vec<u8> {
         let inner = content.len() + 1 + pad;
         let [hi, lo] = ((inner + TAG) as u16).to_be_bytes();
         let header = [APPLICATION_DATA, 3, 3, hi, lo];
@@ -484,14 +488,14 @@ impl RawPeer {
     }
 
     /// The client's write key moves on (after it sent a KeyUpdate).
-    pub(crate) fn next_tx_key(&mut self) {
+    pub fn next_tx_key(&mut self) {
         let (_, s) = self.kernel.update_tx_secret().expect("tx secret");
         self.tx = Key::new(s, 0).expect("tx key");
     }
 
     /// Opens the server's records: (inner type, content) each. A KeyUpdate
     /// from the server moves the read key on.
-    pub(crate) fn open_all(&mut self, mut wire: &mut [u8]) -> Vec<(u8, Vec<u8>)> {
+    pub fn open_all(&mut self, mut wire: &mut [u8]) -> Vec<(u8, Vec<u8>)> {
         let mut got = Vec::new();
         while wire.len() >= HEADER {
             let len = HEADER + usize::from(u16::from_be_bytes([wire[3], wire[4]]));

@@ -610,6 +610,12 @@ impl<C: TlsConn> Session<C> {
         &self.tls
     }
 
+    /// The rustls connection, taken out of the session (what the session
+    /// held is dropped).
+    pub fn into_conn(self) -> C {
+        self.tls
+    }
+
     /// Mutable access to the rustls connection.
     pub fn conn_mut(&mut self) -> &mut C {
         &mut self.tls
@@ -2112,7 +2118,7 @@ mod tests {
     #[test]
     fn the_write_key_moves_on_before_its_confidentiality_limit() {
         let (c, mut s) = pair_for_raw_records();
-        let mut peer = records::RawPeer::new(c.tls);
+        let mut peer = records::RawPeer::new(c);
         // Two records went under this key already (the tickets, in one,
         // and the first write's): a KeyUpdate first, then one before every
         // second record.
@@ -2155,6 +2161,11 @@ mod tests {
             (
                 "a short KeyUpdate",
                 vec![(22, vec![24, 0, 0], 0)],
+                Some(A::DecodeError),
+            ),
+            (
+                "an empty handshake record",
+                vec![(22, vec![], 0)],
                 Some(A::DecodeError),
             ),
             (
@@ -2206,7 +2217,7 @@ mod tests {
         ];
         for (what, recs, alert) in cases {
             let (c, mut s) = pair_for_raw_records();
-            let mut peer = records::RawPeer::new(c.tls);
+            let mut peer = records::RawPeer::new(c);
             let mut wire = Vec::new();
             for (typ, content, pad) in &recs {
                 wire.extend(peer.seal(*typ, content, *pad));
@@ -2227,7 +2238,7 @@ mod tests {
     #[test]
     fn what_a_client_may_send_after_the_handshake_is_taken() {
         let (c, mut s) = pair_for_raw_records();
-        let mut peer = records::RawPeer::new(c.tls);
+        let mut peer = records::RawPeer::new(c);
         let mut wire = Vec::new();
         // Padding, an empty record, a user_canceled, a KeyUpdate that asks
         // for ours (what follows is under the new key), a record split
@@ -2262,7 +2273,7 @@ mod tests {
     #[test]
     fn an_oversized_record_header_is_refused_before_its_body_arrives() {
         let (c, mut s) = pair_for_raw_records();
-        let mut peer = records::RawPeer::new(c.tls);
+        let mut peer = records::RawPeer::new(c);
         let mut header = [23u8, 3, 3, 0x41, 0x01]; // 16,641 bytes
         let err = s.ingest(&mut header).expect_err("oversized");
         assert_eq!(err, rustls::Error::PeerSentOversizedRecord);
@@ -2273,7 +2284,7 @@ mod tests {
         );
         // A record whose outer type is not application data.
         let (c, mut s) = pair_for_raw_records();
-        let mut peer = records::RawPeer::new(c.tls);
+        let mut peer = records::RawPeer::new(c);
         let mut plain_alert = [21u8, 3, 3, 0, 2, 2, 40];
         s.ingest(&mut plain_alert).expect_err("unprotected record");
         let said = server_says(&mut s, &mut peer);
