@@ -1422,36 +1422,16 @@ mod tests {
     fn a_key_update_the_client_asks_for_is_answered_and_traffic_goes_on() {
         let (mut c, mut s) = pair();
         handshake(&mut c, &mut s, 1 << 20);
-        let mut plain = vec![0u8; 4096];
-        let read_all = |x: &mut dyn FnMut(&mut [u8]) -> Option<usize>, plain: &mut [u8]| {
-            let mut got = Vec::new();
-            while let Some(k) = x(plain) {
-                got.extend_from_slice(&plain[..k]);
-            }
-            got
-        };
         for round in 0..3 {
             // The client refreshes its keys and asks the server to do the
             // same (`update_requested`); its KeyUpdate goes out with the
             // next record, in one read for the server: a handshake message
             // and application data together.
             ask_for_key_update(&mut c);
-            c.write_plaintext(b"ping").expect("client write");
-            transfer(&mut c, &mut s, 1 << 20);
-            let got = read_all(
-                &mut |p| s.read_plaintext(p).expect("server read"),
-                &mut plain,
-            );
-            assert_eq!(got, b"ping", "round {round}");
+            assert_eq!(deliver(&mut c, &mut s, b"ping"), b"ping", "round {round}");
             // The server's answer carries its own KeyUpdate first: the
             // client reads the reply only if both sides moved on.
-            s.write_plaintext(b"pong").expect("server write");
-            transfer(&mut s, &mut c, 1 << 20);
-            let got = read_all(
-                &mut |p| c.read_plaintext(p).expect("client read"),
-                &mut plain,
-            );
-            assert_eq!(got, b"pong", "round {round}");
+            assert_eq!(deliver(&mut s, &mut c, b"pong"), b"pong", "round {round}");
         }
     }
 
