@@ -21,7 +21,11 @@
 //!   alerts and KeyUpdates in a row;
 //! - the alert each failure implies, sealed under the current key.
 //!
-//! TLS 1.2 connections and client connections stay on rustls throughout.
+//! The session hands a connection over only once rustls has sealed or
+//! opened `session::HAND_OVER_AFTER` records on it, right after it sealed
+//! application data and with no input held (`Session::maybe_hand_over` says
+//! why). TLS 1.2 connections and client connections stay on rustls
+//! throughout.
 
 use aws_lc_rs::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
 use rustls::kernel::KernelConnection;
