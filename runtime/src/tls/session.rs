@@ -96,6 +96,10 @@ pub trait TlsConn {
     fn records(&mut self) -> Option<&mut Records> {
         None
     }
+    /// Whether the records have been handed over.
+    fn has_records(&self) -> bool {
+        false
+    }
     /// Whether this is the server side.
     const SERVER: bool;
 }
@@ -340,6 +344,9 @@ impl TlsConn for ServerConn {
             _ => None,
         }
     }
+    fn has_records(&self) -> bool {
+        matches!(self.state, ServerState::Handed(_))
+    }
 }
 
 /// Outcome of feeding ciphertext to a session.
@@ -384,7 +391,8 @@ pub struct Session<C: TlsConn> {
 }
 
 /// Application records a TLS 1.3 server connection leaves to rustls before
-/// the session takes them over. Taking over costs about 48,000 instructions
+/// the session takes them over (at its next write, see
+/// `Session::maybe_hand_over`). Taking over costs about 48,000 instructions
 /// (rustls derives the traffic keys again to hand them out, and the session
 /// sets up its own AEAD keys); each record sealed or opened by the session
 /// instead of rustls saves about 950 (a keep-alive request is two). So a
@@ -622,16 +630,17 @@ impl<C: TlsConn> Session<C> {
     }
 
     /// How many application records rustls seals or opens before a TLS 1.3
-    /// server session takes its records over ([`HAND_OVER_AFTER`] unless
-    /// set; 0: as soon as the handshake is over).
+    /// server session takes its records over, at its next write
+    /// ([`HAND_OVER_AFTER`] unless set; 0: at the first write after the
+    /// handshake).
     pub fn set_hand_over_after(&mut self, records: u32) {
         self.hand_over_after = records;
     }
 
     /// Whether the session seals and opens the connection's records itself
     /// (see [`Records`]), rustls keeping only the key schedule.
-    pub fn records_handed_over(&mut self) -> bool {
-        self.tls.records().is_some()
+    pub fn records_handed_over(&self) -> bool {
+        self.tls.has_records()
     }
 
     /// Limits the records queued by [`write_plaintext`](Self::write_plaintext)
