@@ -23,8 +23,9 @@
 //!
 //! Files: [`executor`] (tasks, wakers, the loop), [`op`] (an operation's
 //! life from SQE to result, multishot operations, orphans), [`timer`]
-//! (timers, `Sleep`, `LazyTimer`), [`sys`] (`io_uring_enter`), [`net`]
-//! (sockets over the ring), [`bufring`] (the provided-buffer pool),
+//! (timers, `Sleep`, `LazyTimer`), [`sys`] (`io_uring_enter`, its wait
+//! not counted as iowait), [`net`] (sockets over the ring), [`bufring`]
+//! (the provided-buffer pool),
 //! `stats` (loop statistics). This file: the driver's state, its set-up
 //! and the per-thread runtime.
 //!
@@ -135,6 +136,16 @@ pub(crate) struct Driver {
     /// refuses for them (as one before 6.16 refuses their byte limit).
     #[cfg(test)]
     pub(crate) refuse_multishot: Cell<bool>,
+    /// Tests: waits carry an unknown flag beside `IORING_ENTER_NO_IOWAIT`,
+    /// which the kernel refuses as one before 6.15 refuses that flag.
+    #[cfg(test)]
+    pub(crate) refuse_no_iowait: Cell<bool>,
+    /// Waits pass `IORING_ENTER_NO_IOWAIT`: a shard parked in
+    /// `io_uring_enter` with receives in flight is idle, not waiting for
+    /// a disk, but the kernel counts it as iowait unless told (monitoring
+    /// then shows a quiet shard's CPU 100% in iowait). Turned off the
+    /// first time the kernel refuses the flag (before 6.15).
+    pub(crate) no_iowait: Cell<bool>,
     /// Multishot operations to cancel once `reap` is done with the ring.
     cancel_later: RefCell<Vec<usize>>,
     /// Loop statistics, when asked for (see [`stats`]).
@@ -211,8 +222,11 @@ impl Driver {
             efd_armed: Cell::new(false),
             recv_multishot: Cell::new(setup.recv_multishot),
             recv_multishot_seen: Cell::new(false),
+            no_iowait: Cell::new(true),
             #[cfg(test)]
             refuse_multishot: Cell::new(false),
+            #[cfg(test)]
+            refuse_no_iowait: Cell::new(false),
             cancel_later: RefCell::new(Vec::new()),
             stats: stats::wanted().then(|| RefCell::new(stats::LoopStats::default())),
             #[cfg(test)]

@@ -50,6 +50,15 @@ impl Driver {
         } else {
             to_submit
         };
+        if wait && self.no_iowait.get() {
+            flags |= IORING_ENTER_NO_IOWAIT;
+            // Tests: an unknown flag beside it, refused as a kernel
+            // before 6.15 refuses this one.
+            #[cfg(test)]
+            if self.refuse_no_iowait.get() {
+                flags |= 1 << 31;
+            }
+        }
         let res = if wait {
             let ts = timeout.map(types::Timespec::from);
             let args = GetEventsArg {
@@ -74,6 +83,13 @@ impl Driver {
             }
         };
         if let Err(e) = res {
+            if e.raw_os_error() == Some(libc::EINVAL) && flags & IORING_ENTER_NO_IOWAIT != 0 {
+                // A kernel before 6.15 refuses the flag (nothing was
+                // submitted or waited for): wait as iowait from now on.
+                self.no_iowait.set(false);
+                drop(ring);
+                return self.enter(wait, timeout);
+            }
             match e.raw_os_error() {
                 Some(libc::ETIME | libc::EINTR | libc::EBUSY | libc::EAGAIN) => {}
                 _ => tracing::error!(error = %e, "io_uring_enter failed"),
@@ -85,6 +101,9 @@ impl Driver {
 const IORING_ENTER_GETEVENTS: u32 = 1;
 const IORING_ENTER_SQ_WAKEUP: u32 = 2;
 const IORING_ENTER_EXT_ARG: u32 = 8;
+/// Linux 6.15+: the wait is not accounted as iowait (see
+/// `Driver::no_iowait`).
+const IORING_ENTER_NO_IOWAIT: u32 = 1 << 7;
 
 /// `struct io_uring_getevents_arg`.
 #[repr(C)]

@@ -587,3 +587,55 @@ fn a_deadline_moved_earlier_fires_at_the_earlier_instant() {
         );
     });
 }
+
+/// Whether the running kernel is at least `major.minor`.
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let rel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = rel
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|p| p.parse::<u32>().ok());
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (major, minor)
+}
+
+#[test]
+fn a_parked_loop_waits_as_idle_where_the_kernel_can_tell() {
+    rt().block_on(async {
+        let d = super::driver();
+        let (mut client, server) = pair();
+        let conn = Conn::from_std(server).expect("conn");
+        // A receive in flight (what makes the kernel count a wait as
+        // iowait), then a wait bounded by a timer: the loop parks.
+        let got = Rc::new(Cell::new(0));
+        let g = got.clone();
+        io::spawn(async move {
+            let c = conn.recv(None, 64, 64).await.expect("recv");
+            g.set(c.len());
+        });
+        time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(got.get(), 0, "nothing was sent yet");
+        // Linux 6.15+ takes IORING_ENTER_NO_IOWAIT; an older kernel
+        // refused it and the loop went on with plain waits.
+        assert_eq!(d.no_iowait.get(), kernel_at_least(6, 15));
+        client.write_all(b"data").expect("write");
+        assert!(
+            settle_until(100, || got.get() == 4).await,
+            "the receive completes"
+        );
+    });
+}
+
+#[test]
+fn a_kernel_that_refuses_the_no_iowait_flag_gets_plain_waits() {
+    rt().block_on(async {
+        let d = super::driver();
+        d.refuse_no_iowait.set(true);
+        // The first wait is refused, then made again without the flag.
+        time::sleep(Duration::from_millis(2)).await;
+        assert!(!d.no_iowait.get(), "the flag is dropped for this ring");
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let t = std::thread::spawn(move || tx.send(7));
+        assert_eq!(rx.await, Ok(7), "a wake from another thread still arrives");
+        t.join().expect("thread").expect("sent");
+    });
+}
