@@ -23,8 +23,8 @@ import argparse, os, shutil, statistics, sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import compare as K  # noqa: E402
 import clients as C  # noqa: E402
-from servers import (BIG_SIZE, PEERS, make_workdir, missing_binary, release_binary, start_nginx,  # noqa: E402
-                     start_peer, start_uringtls, write_big)
+from servers import (BIG_SIZE, PEERS, make_workdir, missing_binary, parse_variant, release_binary,  # noqa: E402
+                     start_nginx, start_peer, start_uringtls, write_big)
 
 ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 ap.add_argument("--variant", action="append", required=True,
@@ -41,20 +41,6 @@ ap.add_argument("--bench-client", default=release_binary("bench-client"))
 a = ap.parse_args()
 if "openloop" in a.workloads.split(",") and not a.openloop_rate:
     ap.error("the openloop workload needs --openloop-rate (e.g. half of nginx's keep-alive rate)")
-
-
-def parse_variant(v):
-    """(name, kind, path, args): kind is nginx, peer or uringtls."""
-    name, spec = v.split("=", 1)
-    if spec.startswith("peer:"):
-        path, _, args = spec[len("peer:"):].partition(":")
-        return name, "peer", path, args.split()
-    path, _, args = spec.partition(":")
-    if path == "nginx":
-        return name, "nginx", path, args.split()
-    if path in PEERS:
-        return name, "peer", release_binary(path), args.split()
-    return name, "uringtls", path, args.split()
 
 
 variants = [parse_variant(v) for v in a.variant]

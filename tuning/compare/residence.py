@@ -32,22 +32,9 @@ import argparse, os, re, shutil, statistics, subprocess, sys, tempfile, threadin
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import compare as K  # noqa: E402
 import clients as C  # noqa: E402
-from servers import PEERS, make_workdir, release_binary, start_nginx, start_peer, start_uringtls  # noqa: E402
+from servers import make_workdir, parse_variant, start_nginx, start_peer, start_uringtls  # noqa: E402
 
 EVENT = re.compile(r"\s(\d+\.\d+): tcp:tcp_probe: .*?src=[^ ]+:(\d+) dest=[^ ]+:(\d+) .*?data_len=(\d+)")
-
-
-def parse_variant(v):
-    name, spec = v.split("=", 1)
-    if spec.startswith("peer:"):
-        path, _, args = spec[len("peer:"):].partition(":")
-        return name, "peer", path, args.split()
-    path, _, args = spec.partition(":")
-    if path == "nginx":
-        return name, "nginx", path, args.split()
-    if path in PEERS:
-        return name, "peer", release_binary(path), args.split()
-    return name, "uringtls", path, args.split()
 
 
 def residence_us(trace, port):

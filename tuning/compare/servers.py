@@ -271,3 +271,21 @@ def start_peer(binary, tmp, cpu, body_size=None, resumption=True, extra=()):
 
 def missing_tools(tools):
     return [t for t in tools if not shutil.which(t)]
+
+
+def parse_variant(v):
+    """A server variant of ab.py and residence.py: `name=nginx[:ARGS]`,
+    `name=peer-tokio[:ARGS]` / `name=peer-monoio[:ARGS]` (the release
+    build), `name=peer:PATH[:ARGS]` (a peer binary elsewhere) or
+    `name=PATH[:ARGS]` (a uringtls binary), ARGS space-separated. Returns
+    (name, kind, path, args), kind one of nginx, peer, uringtls."""
+    name, spec = v.split("=", 1)
+    if spec.startswith("peer:"):
+        path, _, args = spec[len("peer:"):].partition(":")
+        return name, "peer", path, args.split()
+    path, _, args = spec.partition(":")
+    if path == "nginx":
+        return name, "nginx", path, args.split()
+    if path in PEERS:
+        return name, "peer", release_binary(path), args.split()
+    return name, "uringtls", path, args.split()
