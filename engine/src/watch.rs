@@ -103,6 +103,42 @@ impl Watched {
         out
     }
 
+    /// Whether a change at one of `paths` (an event's) can change what
+    /// is loaded: a path in a `cert_dir`, or named as a component of a
+    /// watched file's path or of its resolved path (the file itself, a
+    /// symlink or directory on the way), or a name starting with `..`
+    /// (Kubernetes swaps `..data` and `..2026_…` entries). An event
+    /// without paths (the kernel's queue overflowed) always counts. Other
+    /// files in the same directories (logs, editors' swap files) do not:
+    /// they would otherwise cost a settle and a fingerprint each.
+    fn concerns(&self, paths: &[PathBuf]) -> bool {
+        if paths.is_empty() {
+            return true;
+        }
+        let dirs: Vec<PathBuf> = self
+            .dirs
+            .iter()
+            .flat_map(|d| [Some(d.clone()), std::fs::canonicalize(d).ok()])
+            .flatten()
+            .collect();
+        let mut names = BTreeSet::new();
+        for f in &self.files {
+            for p in [Some(f.clone()), std::fs::canonicalize(f).ok()]
+                .into_iter()
+                .flatten()
+            {
+                names.extend(p.components().map(|c| c.as_os_str().to_owned()));
+            }
+        }
+        paths.iter().any(|p| {
+            let name = p.file_name().unwrap_or_default();
+            name.as_encoded_bytes().starts_with(b"..")
+                || names.contains(name)
+                || p.parent()
+                    .is_some_and(|parent| dirs.iter().any(|d| d == parent))
+        })
+    }
+
     /// SHA-256 over the mode and content of every file (following
     /// symlinks) and the listing and files of every directory; a missing
     /// or unreadable file counts as such.
@@ -212,7 +248,7 @@ fn run(
         match msg {
             Msg::Update(w) => apply(w, &mut watched, &mut last),
             Msg::Fs(Err(e)) => tracing::warn!(error = %e, "file watch error"),
-            Msg::Fs(Ok(ev)) if !relevant(&ev.kind) => {}
+            Msg::Fs(Ok(ev)) if !relevant(&ev.kind) || !watched.concerns(&ev.paths) => continue,
             Msg::Fs(Ok(_)) => {
                 settle(&rx, &mut watched, &mut last);
                 let now = watched.fingerprint();
@@ -223,7 +259,9 @@ fn run(
                 }
             }
         }
-        // A Kubernetes swap moves the resolved paths to a new directory.
+        // A Kubernetes swap moves the resolved paths to a new directory
+        // (an event that does not concern the files, skipped above,
+        // cannot).
         rewatch(&mut inotify, &mut dirs, &watched);
     }
 }
@@ -295,6 +333,46 @@ mod tests {
         assert_ne!(c, w.fingerprint(), "a file added to the directory");
         std::fs::remove_file(&f).expect("rm");
         assert_ne!(c, w.fingerprint(), "missing");
+    }
+
+    #[test]
+    fn only_events_that_can_change_a_watched_file_count() {
+        let d = tempfile::tempdir().expect("tmp");
+        let real = d.path().join("..2026_12_07_00_00_00.1");
+        std::fs::create_dir(&real).expect("mkdir");
+        std::fs::write(real.join("tls.crt"), "c").expect("write");
+        std::os::unix::fs::symlink(&real, d.path().join("..data")).expect("..data");
+        let crt = d.path().join("tls.crt");
+        std::os::unix::fs::symlink("..data/tls.crt", &crt).expect("tls.crt");
+        let other = d.path().join("etc").join("live");
+        std::fs::create_dir_all(&other).expect("mkdir");
+        let cert_dir = d.path().join("certs");
+        std::fs::create_dir(&cert_dir).expect("mkdir");
+        let w = Watched {
+            files: vec![crt.clone(), other.join("key.pem")],
+            dirs: vec![cert_dir.clone()],
+        };
+        let at = |p: &Path| w.concerns(&[p.to_path_buf()]);
+        assert!(at(&crt), "the file itself");
+        assert!(at(&d.path().join("..data")), "a Kubernetes swap");
+        assert!(at(&d.path().join("..data_tmp")), "its temporary link");
+        assert!(at(&real.join("tls.crt")), "the resolved file");
+        assert!(at(&other.join("key.pem")), "a file that does not exist yet");
+        assert!(
+            at(&d.path().join("etc").join("live")),
+            "a directory on the way"
+        );
+        assert!(at(&cert_dir.join("new.pem")), "anything in a cert_dir");
+        assert!(w.concerns(&[]), "a queue overflow");
+        assert!(!at(&d.path().join("access.log")), "a log beside the files");
+        assert!(
+            !at(&other.join("perf.data")),
+            "another file in a watched directory"
+        );
+        assert!(
+            w.concerns(&[d.path().join("access.log"), crt.clone()]),
+            "a rename from an unrelated name onto a watched one"
+        );
     }
 
     #[test]
