@@ -103,24 +103,9 @@ impl Watched {
         out
     }
 
-    /// Whether a change at one of `paths` (an event's) can change what
-    /// is loaded: a path in a `cert_dir`, or named as a component of a
-    /// watched file's path or of its resolved path (the file itself, a
-    /// symlink or directory on the way), or a name starting with `..`
-    /// (Kubernetes swaps `..data` and `..2026_…` entries). An event
-    /// without paths (the kernel's queue overflowed) always counts. Other
-    /// files in the same directories (logs, editors' swap files) do not:
-    /// they would otherwise cost a settle and a fingerprint each.
-    fn concerns(&self, paths: &[PathBuf]) -> bool {
-        if paths.is_empty() {
-            return true;
-        }
-        let dirs: Vec<PathBuf> = self
-            .dirs
-            .iter()
-            .flat_map(|d| [Some(d.clone()), std::fs::canonicalize(d).ok()])
-            .flatten()
-            .collect();
+    /// The names whose events can change what is loaded (see
+    /// [`Names::concerns`]), as the files resolve now.
+    fn names(&self) -> Names {
         let mut names = BTreeSet::new();
         for f in &self.files {
             for p in [Some(f.clone()), std::fs::canonicalize(f).ok()]
@@ -130,13 +115,13 @@ impl Watched {
                 names.extend(p.components().map(|c| c.as_os_str().to_owned()));
             }
         }
-        paths.iter().any(|p| {
-            let name = p.file_name().unwrap_or_default();
-            name.as_encoded_bytes().starts_with(b"..")
-                || names.contains(name)
-                || p.parent()
-                    .is_some_and(|parent| dirs.iter().any(|d| d == parent))
-        })
+        let dirs = self
+            .dirs
+            .iter()
+            .flat_map(|d| [Some(d.clone()), std::fs::canonicalize(d).ok()])
+            .flatten()
+            .collect();
+        Names { names, dirs }
     }
 
     /// SHA-256 over the mode and content of every file (following
@@ -172,6 +157,34 @@ impl Watched {
             }
         }
         h.finish().as_ref().to_vec()
+    }
+}
+
+/// What an event must name to count: every component of the watched
+/// files' paths and of their resolved paths, and the `cert_dir`s.
+struct Names {
+    names: BTreeSet<std::ffi::OsString>,
+    dirs: Vec<PathBuf>,
+}
+
+impl Names {
+    /// Whether a change at one of `paths` (an event's) can change what
+    /// is loaded: a path in a `cert_dir`, or named as a component of a
+    /// watched file's path or of its resolved path (the file itself, a
+    /// symlink or directory on the way), or a name starting with `..`
+    /// (Kubernetes swaps `..data` and `..2026_…` entries). An event
+    /// without paths (the kernel's queue overflowed) always counts. Other
+    /// files in the same directories (logs, editors' swap files) do not:
+    /// they would otherwise cost a settle and a fingerprint each.
+    fn concerns(&self, paths: &[PathBuf]) -> bool {
+        paths.is_empty()
+            || paths.iter().any(|p| {
+                let name = p.file_name().unwrap_or_default();
+                name.as_encoded_bytes().starts_with(b"..")
+                    || self.names.contains(name)
+                    || p.parent()
+                        .is_some_and(|parent| self.dirs.iter().any(|d| d == parent))
+            })
     }
 }
 
@@ -239,6 +252,7 @@ fn run(
 ) {
     let mut dirs = BTreeSet::new();
     rewatch(&mut inotify, &mut dirs, &watched);
+    let mut names = watched.names();
     tracing::info!(
         directories = ?dirs,
         "watching certificate, key and ticket files for changes (--watch-files)"
@@ -248,7 +262,7 @@ fn run(
         match msg {
             Msg::Update(w) => apply(w, &mut watched, &mut last),
             Msg::Fs(Err(e)) => tracing::warn!(error = %e, "file watch error"),
-            Msg::Fs(Ok(ev)) if !relevant(&ev.kind) || !watched.concerns(&ev.paths) => continue,
+            Msg::Fs(Ok(ev)) if !relevant(&ev.kind) || !names.concerns(&ev.paths) => continue,
             Msg::Fs(Ok(_)) => {
                 settle(&rx, &mut watched, &mut last);
                 let now = watched.fingerprint();
@@ -263,6 +277,7 @@ fn run(
         // (an event that does not concern the files, skipped above,
         // cannot).
         rewatch(&mut inotify, &mut dirs, &watched);
+        names = watched.names();
     }
 }
 
@@ -352,7 +367,8 @@ mod tests {
             files: vec![crt.clone(), other.join("key.pem")],
             dirs: vec![cert_dir.clone()],
         };
-        let at = |p: &Path| w.concerns(&[p.to_path_buf()]);
+        let n = w.names();
+        let at = |p: &Path| n.concerns(&[p.to_path_buf()]);
         assert!(at(&crt), "the file itself");
         assert!(at(&d.path().join("..data")), "a Kubernetes swap");
         assert!(at(&d.path().join("..data_tmp")), "its temporary link");
@@ -363,14 +379,14 @@ mod tests {
             "a directory on the way"
         );
         assert!(at(&cert_dir.join("new.pem")), "anything in a cert_dir");
-        assert!(w.concerns(&[]), "a queue overflow");
+        assert!(n.concerns(&[]), "a queue overflow");
         assert!(!at(&d.path().join("access.log")), "a log beside the files");
         assert!(
             !at(&other.join("perf.data")),
             "another file in a watched directory"
         );
         assert!(
-            w.concerns(&[d.path().join("access.log"), crt.clone()]),
+            n.concerns(&[d.path().join("access.log"), crt.clone()]),
             "a rename from an unrelated name onto a watched one"
         );
     }
