@@ -8,8 +8,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use uringtls_tests::{
-    client_config, connect, read_response, require_tool, start_engine, test_bin, test_certs,
-    Client, EngineProc, TestCerts, WAIT,
+    any_cert_client_config, client_config, connect, read_response, require_tool, start_engine,
+    test_bin, test_certs, Client, EngineProc, TestCerts, WAIT,
 };
 
 const BOTH: &[&rustls::SupportedProtocolVersion] =
@@ -340,7 +340,9 @@ fn echo(c: &mut Client, msg: &[u8]) -> std::io::Result<Vec<u8>> {
 fn a_panicking_service_takes_down_only_its_own_connection() {
     let p = start_panicky();
     // The self-signed default certificate: verify against it directly.
-    let cfg = insecure_client();
+    // The panicky engine serves a fresh self-signed certificate; what is
+    // under test here is not TLS.
+    let cfg = any_cert_client_config();
     let mut bystander = connect(p.addr, &cfg).expect("connect");
     assert_eq!(echo(&mut bystander, b"hello").expect("echo"), b"hello");
     const PANICS: usize = 5;
@@ -361,53 +363,4 @@ fn a_panicking_service_takes_down_only_its_own_connection() {
     }
     let mut fresh = connect(p.addr, &cfg).expect("connect after panics");
     assert_eq!(echo(&mut fresh, b"fresh").expect("echo"), b"fresh");
-}
-
-/// A client that accepts any certificate (the panicky engine serves a
-/// fresh self-signed one; what is under test here is not TLS).
-fn insecure_client() -> std::sync::Arc<rustls::ClientConfig> {
-    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-    #[derive(Debug)]
-    struct AnyCert(rustls::crypto::WebPkiSupportedAlgorithms);
-    impl ServerCertVerifier for AnyCert {
-        fn verify_server_cert(
-            &self,
-            _: &CertificateDer<'_>,
-            _: &[CertificateDer<'_>],
-            _: &ServerName<'_>,
-            _: &[u8],
-            _: UnixTime,
-        ) -> Result<ServerCertVerified, rustls::Error> {
-            Ok(ServerCertVerified::assertion())
-        }
-        fn verify_tls12_signature(
-            &self,
-            m: &[u8],
-            c: &CertificateDer<'_>,
-            d: &rustls::DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls12_signature(m, c, d, &self.0)
-        }
-        fn verify_tls13_signature(
-            &self,
-            m: &[u8],
-            c: &CertificateDer<'_>,
-            d: &rustls::DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls13_signature(m, c, d, &self.0)
-        }
-        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-            self.0.supported_schemes()
-        }
-    }
-    let provider = rustls::crypto::aws_lc_rs::default_provider();
-    let algs = provider.signature_verification_algorithms;
-    let cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(provider))
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .dangerous()
-        .with_custom_certificate_verifier(std::sync::Arc::new(AnyCert(algs)))
-        .with_no_client_auth();
-    std::sync::Arc::new(cfg)
 }
