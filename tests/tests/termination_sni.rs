@@ -78,63 +78,55 @@ fn ecdsa_and_rsa_chains_for_one_name_are_picked_by_the_client_signature_schemes(
 fn rsa_only_verifier(
     p: Arc<rustls::crypto::CryptoProvider>,
 ) -> Arc<dyn rustls::client::danger::ServerCertVerifier> {
-    // Like the harness's, but offering RSA schemes only.
+    use bench_client::tls::insecure::AcceptAnyCert;
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use rustls::{DigitallySignedStruct, SignatureScheme};
+    // The harness's verifier, offering RSA schemes only.
     #[derive(Debug)]
-    struct V(Arc<rustls::crypto::CryptoProvider>);
-    impl rustls::client::danger::ServerCertVerifier for V {
+    struct V(AcceptAnyCert);
+    impl ServerCertVerifier for V {
         fn verify_server_cert(
             &self,
-            _: &rustls::pki_types::CertificateDer<'_>,
-            _: &[rustls::pki_types::CertificateDer<'_>],
-            _: &rustls::pki_types::ServerName<'_>,
-            _: &[u8],
-            _: rustls::pki_types::UnixTime,
-        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-            Ok(rustls::client::danger::ServerCertVerified::assertion())
+            ee: &CertificateDer<'_>,
+            inter: &[CertificateDer<'_>],
+            name: &ServerName<'_>,
+            ocsp: &[u8],
+            now: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            self.0.verify_server_cert(ee, inter, name, ocsp, now)
         }
         fn verify_tls12_signature(
             &self,
             m: &[u8],
-            c: &rustls::pki_types::CertificateDer<'_>,
-            d: &rustls::DigitallySignedStruct,
-        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls12_signature(
-                m,
-                c,
-                d,
-                &self.0.signature_verification_algorithms,
-            )
+            c: &CertificateDer<'_>,
+            d: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            self.0.verify_tls12_signature(m, c, d)
         }
         fn verify_tls13_signature(
             &self,
             m: &[u8],
-            c: &rustls::pki_types::CertificateDer<'_>,
-            d: &rustls::DigitallySignedStruct,
-        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls13_signature(
-                m,
-                c,
-                d,
-                &self.0.signature_verification_algorithms,
-            )
+            c: &CertificateDer<'_>,
+            d: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            self.0.verify_tls13_signature(m, c, d)
         }
-        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-            let rsa = |s: &rustls::SignatureScheme| {
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            let rsa = |s: &SignatureScheme| {
                 matches!(
                     s,
-                    rustls::SignatureScheme::RSA_PSS_SHA256
-                        | rustls::SignatureScheme::RSA_PKCS1_SHA256
+                    SignatureScheme::RSA_PSS_SHA256 | SignatureScheme::RSA_PKCS1_SHA256
                 )
             };
             self.0
-                .signature_verification_algorithms
-                .supported_schemes()
+                .supported_verify_schemes()
                 .into_iter()
                 .filter(rsa)
                 .collect()
         }
     }
-    Arc::new(V(p))
+    Arc::new(V(AcceptAnyCert::new(p)))
 }
 
 #[test]

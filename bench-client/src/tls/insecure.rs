@@ -8,7 +8,9 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use std::sync::Arc;
 
-/// A verifier that trusts every certificate chain.
+/// A verifier that trusts every certificate chain (what `--insecure`
+/// installs; the workspace's integration tests use it too). For load
+/// generation and tests only: it authenticates no server.
 #[derive(Debug)]
 pub struct AcceptAnyCert(Arc<CryptoProvider>);
 

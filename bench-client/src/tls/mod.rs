@@ -2,7 +2,7 @@
 //! cloned per worker thread (each thread gets its own session store, so
 //! resumption never takes a lock shared with another thread).
 
-mod insecure;
+pub mod insecure;
 
 use crate::plan::{TlsOptions, TlsVersion};
 use rustls::client::Resumption;
