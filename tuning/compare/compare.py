@@ -39,6 +39,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import clients as C  # noqa: E402
+import targets  # noqa: E402
 from servers import (BIG_SIZE, PEERS, cpu_split, make_workdir, missing_binary, missing_tools,  # noqa: E402
                      release_binary, rss_kib, start_nginx, start_peer, start_uringtls, write_big)
 
@@ -327,6 +328,7 @@ def summarize(wl, rs):
         row = {f"{n}_kib_per_conn": med(r, "kib_per_conn") for n, r in rs.items()}
         for o in others:
             row[key("rss_ratio", o)] = ratio(row["uringtls_kib_per_conn"], row[f"{o}_kib_per_conn"])
+            paired(row, key("rss_ratio", o), rs[o], u, "kib_per_conn")
         return row
     row = {}
     ks = ("rate", "cpu_us_per_op", "sys_us_per_op", "user_us_per_op")
@@ -342,6 +344,7 @@ def summarize(wl, rs):
         row[key("sys_floor_ratio", o)] = ratio(row["uringtls_sys_us_per_op"], row[f"{o}_cpu_us_per_op"])
         row[key("user_ratio", o)] = ratio(row["uringtls_user_us_per_op"], row[f"{o}_user_us_per_op"])
         paired(row, key("cpu_ratio", o), rs[o], u, "cpu_us_per_op")
+        paired(row, key("user_ratio", o), rs[o], u, "user_us_per_op")
         if wl == "openloop":
             for k in ("p50_us", "p99_us", "p99_9_us"):
                 row[key(f"{k}_ratio", o)] = ratio(row[f"uringtls_{k}"], row[f"{o}_{k}"])
@@ -468,6 +471,8 @@ def main():
 
     summary = {wl: {c: summarize(wl, rs) for c, rs in by_client.items()} for wl, by_client in results.items()}
     print_table(summary, names)
+    verdicts = targets.judge(summary)
+    targets.print_targets(verdicts)
     machine = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "kernel": platform.release(), "cpus": os.cpu_count(),
                "loadavg_start": load_start, "loadavg_end": os.getloadavg(), "nginx": version(["nginx", "-v"]),
                "wrk": version(["wrk", "-v"]), "h2load": version(["h2load", "--version"]),
@@ -478,7 +483,8 @@ def main():
                "peers": a.peer_paths}
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"machine": machine, "summary": summary, "runs": results, "rss_kib_end": rss}, f, indent=2)
+            json.dump({"machine": machine, "summary": summary, "targets": verdicts, "runs": results,
+                       "rss_kib_end": rss}, f, indent=2)
 
 
 if __name__ == "__main__":
