@@ -16,16 +16,25 @@
 //! ..2026_12_07_…` symlink is replaced atomically with rename(2); neither
 //! changes the original inode. The directory of each file's resolved path
 //! is watched too (a symlink into another directory whose file is edited
-//! in place). The fingerprint makes the watcher indifferent to noise in
-//! those directories (other files, the reload's own reads): only a change
-//! of what would be loaded triggers a reload. Paths are logged, contents
-//! never.
+//! in place). Only events that can change a file are asked of the kernel
+//! ([`MASK`]: no opens, reads or writes before the close), so the reload's
+//! own reads and a log held open and appended to beside the files wake
+//! nothing, and the
+//! reading thread passes on only events that name what is loaded
+//! ([`Names::concerns`]). The fingerprint makes the watcher indifferent to
+//! what noise is left: only a change of what would be loaded triggers a
+//! reload. Paths are logged, contents never.
+//!
+//! Two threads: `inotify` blocks reading the inotify descriptor and hands
+//! the events that count to `file-watch`, which settles, fingerprints and
+//! rewatches.
 
 use crate::config::Settings;
-use notify::{EventKind, RecursiveMode, Watcher as _};
-use std::collections::BTreeSet;
+use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// Why files cannot be watched (reload then needs SIGHUP).
@@ -33,12 +42,27 @@ use std::time::{Duration, Instant};
 #[non_exhaustive]
 pub enum WatchError {
     /// inotify could not be set up.
-    #[error(transparent)]
-    Notify(#[from] notify::Error),
-    /// The watch thread could not be started.
+    #[error("cannot set up inotify: {0}")]
+    Inotify(std::io::Error),
+    /// A watch thread could not be started.
     #[error("cannot start the file-watch thread: {0}")]
     Spawn(std::io::Error),
 }
+
+/// The events asked of the kernel for each watched directory: those that
+/// can change what a path holds (a write ending in a close, a new, removed
+/// or renamed entry, a mode change, the directory itself removed or
+/// moved). Not opens, reads, closes after reading, or each write of a file
+/// still open for writing.
+const MASK: WatchMask = WatchMask::CLOSE_WRITE
+    .union(WatchMask::CREATE)
+    .union(WatchMask::DELETE)
+    .union(WatchMask::MOVED_FROM)
+    .union(WatchMask::MOVED_TO)
+    .union(WatchMask::ATTRIB)
+    .union(WatchMask::DELETE_SELF)
+    .union(WatchMask::MOVE_SELF)
+    .union(WatchMask::ONLYDIR);
 
 /// Quiet time after the last event before the files are looked at (a
 /// Kubernetes swap or an editor's save is several events).
@@ -162,6 +186,7 @@ impl Watched {
 
 /// What an event must name to count: every component of the watched
 /// files' paths and of their resolved paths, and the `cert_dir`s.
+#[derive(Default)]
 struct Names {
     names: BTreeSet<std::ffi::OsString>,
     dirs: Vec<PathBuf>,
@@ -197,8 +222,24 @@ fn dir_or_dot(p: &Path) -> PathBuf {
 }
 
 enum Msg {
-    Fs(notify::Result<notify::Event>),
+    /// Events that count arrived (or the kernel's queue overflowed, and
+    /// any may have).
+    Fs,
     Update(Watched),
+}
+
+/// What both threads use: which directory each watch descriptor is, and
+/// which names count. The `file-watch` thread holds the lock while it adds
+/// a watch and records it, so an event for a new watch is never read
+/// before its directory is known.
+#[derive(Default)]
+struct Shared {
+    dirs: HashMap<WatchDescriptor, PathBuf>,
+    names: Names,
+}
+
+fn lock(s: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
+    s.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The running watcher; dropping it does not stop the thread (it lives as
@@ -215,14 +256,22 @@ impl FileWatcher {
         on_change: impl Fn(&[PathBuf]) + Send + 'static,
     ) -> Result<FileWatcher, WatchError> {
         let (tx, rx) = mpsc::channel();
-        let fs_tx = tx.clone();
-        let inotify = notify::recommended_watcher(move |e| {
-            let _ = fs_tx.send(Msg::Fs(e));
-        })?;
+        let inotify = Inotify::init().map_err(WatchError::Inotify)?;
+        let watches = inotify.watches();
+        let shared = Arc::new(Mutex::new(Shared::default()));
         let watched = Watched::of(s);
+        // Watch first, so that no change is missed between `start`
+        // returning and the threads getting to run.
+        let mut dirs = BTreeMap::new();
+        rewatch(&mut watches.clone(), &mut dirs, &shared, &watched);
+        let (fs_tx, reader) = (tx.clone(), shared.clone());
+        std::thread::Builder::new()
+            .name("inotify".into())
+            .spawn(move || read_events(inotify, &reader, &fs_tx))
+            .map_err(WatchError::Spawn)?;
         std::thread::Builder::new()
             .name("file-watch".into())
-            .spawn(move || run(inotify, watched, rx, on_change))
+            .spawn(move || run(watches, dirs, shared, watched, rx, on_change))
             .map_err(WatchError::Spawn)?;
         Ok(FileWatcher { tx })
     }
@@ -233,37 +282,63 @@ impl FileWatcher {
     }
 }
 
-/// Whether an event can mean a changed file (opening and reading one, as
-/// the fingerprint and the reload do, cannot).
-fn relevant(kind: &EventKind) -> bool {
-    use notify::event::{AccessKind, AccessMode};
-    match kind {
-        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
-        EventKind::Access(_) => false,
-        _ => true,
+/// The `inotify` thread: reads events as they come and tells `file-watch`
+/// once per read in which one counts. Ends when the descriptor fails
+/// (logged: reload then needs SIGHUP) or the `file-watch` thread is gone.
+fn read_events(mut inotify: Inotify, shared: &Mutex<Shared>, tx: &mpsc::Sender<Msg>) {
+    let mut buf = [0u8; 4096];
+    loop {
+        let events = match inotify.read_events_blocking(&mut buf) {
+            Ok(events) => events,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "file watch stopped; reload with SIGHUP");
+                return;
+            }
+        };
+        let counts = counts(&lock(shared), events);
+        if counts && tx.send(Msg::Fs).is_err() {
+            return;
+        }
     }
 }
 
+/// Whether any of `events` (one read's) counts: it names what is loaded
+/// ([`Names::concerns`]), or events were lost.
+fn counts<'a>(s: &Shared, events: impl IntoIterator<Item = inotify::Event<&'a OsStr>>) -> bool {
+    let mut counts = false;
+    for e in events {
+        if e.mask.contains(EventMask::Q_OVERFLOW) {
+            // Events were lost: any of them may have counted.
+            counts = true;
+        } else if e.mask.contains(EventMask::IGNORED) {
+            // A watch removed: changes nothing (a directory's own removal
+            // comes as DELETE_SELF).
+        } else if let Some(dir) = s.dirs.get(&e.wd) {
+            let path = e.name.map_or_else(|| dir.clone(), |n| dir.join(n));
+            counts |= s.names.concerns(std::slice::from_ref(&path));
+        }
+    }
+    counts
+}
+
 fn run(
-    mut inotify: notify::RecommendedWatcher,
+    mut watches: Watches,
+    mut dirs: BTreeMap<PathBuf, WatchDescriptor>,
+    shared: Arc<Mutex<Shared>>,
     mut watched: Watched,
     rx: mpsc::Receiver<Msg>,
     on_change: impl Fn(&[PathBuf]),
 ) {
-    let mut dirs = BTreeSet::new();
-    rewatch(&mut inotify, &mut dirs, &watched);
-    let mut names = watched.names();
     tracing::info!(
-        directories = ?dirs,
+        directories = ?dirs.keys().collect::<Vec<_>>(),
         "watching certificate, key and ticket files for changes (--watch-files)"
     );
     let mut last = watched.fingerprint();
     while let Ok(msg) = rx.recv() {
         match msg {
             Msg::Update(w) => apply(w, &mut watched, &mut last),
-            Msg::Fs(Err(e)) => tracing::warn!(error = %e, "file watch error"),
-            Msg::Fs(Ok(ev)) if !relevant(&ev.kind) || !names.concerns(&ev.paths) => continue,
-            Msg::Fs(Ok(_)) => {
+            Msg::Fs => {
                 settle(&rx, &mut watched, &mut last);
                 let now = watched.fingerprint();
                 if now != last {
@@ -273,11 +348,8 @@ fn run(
                 }
             }
         }
-        // A Kubernetes swap moves the resolved paths to a new directory
-        // (an event that does not concern the files, skipped above,
-        // cannot).
-        rewatch(&mut inotify, &mut dirs, &watched);
-        names = watched.names();
+        // A Kubernetes swap moves the resolved paths to a new directory.
+        rewatch(&mut watches, &mut dirs, &shared, &watched);
     }
 }
 
@@ -297,27 +369,52 @@ fn settle(rx: &mpsc::Receiver<Msg>, watched: &mut Watched, last: &mut Vec<u8>) {
     while let Some(left) = end.checked_duration_since(Instant::now()) {
         match rx.recv_timeout(QUIET.min(left)) {
             Ok(Msg::Update(w)) => apply(w, watched, last),
-            Ok(Msg::Fs(_)) => {}
+            Ok(Msg::Fs) => {}
             Err(_) => return,
         }
     }
 }
 
+/// Watches the directories `watched` needs now (see
+/// [`Watched::directories`]) and no others, and recomputes the names that
+/// count. Two paths to one directory share one watch descriptor: it is
+/// removed with the last of them.
 fn rewatch(
-    inotify: &mut notify::RecommendedWatcher,
-    dirs: &mut BTreeSet<PathBuf>,
+    watches: &mut Watches,
+    dirs: &mut BTreeMap<PathBuf, WatchDescriptor>,
+    shared: &Mutex<Shared>,
     watched: &Watched,
 ) {
     let want = watched.directories();
-    for gone in dirs.difference(&want) {
-        let _ = inotify.unwatch(gone);
-    }
-    for new in want.difference(dirs) {
-        if let Err(e) = inotify.watch(new, RecursiveMode::NonRecursive) {
-            tracing::warn!(dir = %new.display(), error = %e, "cannot watch directory: changes there need a SIGHUP");
+    let mut s = lock(shared);
+    let gone: Vec<PathBuf> = dirs
+        .keys()
+        .filter(|d| !want.contains(*d))
+        .cloned()
+        .collect();
+    for d in gone {
+        if let Some(wd) = dirs.remove(&d) {
+            if !dirs.values().any(|w| *w == wd) {
+                let _ = watches.remove(wd.clone());
+                s.dirs.remove(&wd);
+            }
         }
     }
-    *dirs = want;
+    for new in want {
+        if dirs.contains_key(&new) {
+            continue;
+        }
+        match watches.add(&new, MASK) {
+            Ok(wd) => {
+                s.dirs.entry(wd.clone()).or_insert_with(|| new.clone());
+                dirs.insert(new, wd);
+            }
+            Err(e) => {
+                tracing::warn!(dir = %new.display(), error = %e, "cannot watch directory: changes there need a SIGHUP");
+            }
+        }
+    }
+    s.names = watched.names();
 }
 
 #[cfg(test)]
@@ -389,6 +486,73 @@ mod tests {
             n.concerns(&[d.path().join("access.log"), crt.clone()]),
             "a rename from an unrelated name onto a watched one"
         );
+    }
+
+    #[test]
+    fn the_kernel_reports_only_changes_and_only_those_to_loaded_files_count() {
+        use std::io::Write;
+        use std::os::fd::AsRawFd;
+        let d = tempfile::tempdir().expect("tmp");
+        let (cert, log) = (d.path().join("cert.pem"), d.path().join("access.log"));
+        std::fs::write(&cert, "a").expect("write");
+        std::fs::write(&log, "").expect("log");
+        let w = Watched {
+            files: vec![cert.clone()],
+            dirs: vec![],
+        };
+        let mut inotify = Inotify::init().expect("inotify");
+        let shared = Mutex::new(Shared::default());
+        rewatch(&mut inotify.watches(), &mut BTreeMap::new(), &shared, &w);
+        // Noise: the reload's own reads of the certificate, and a log
+        // beside it appended to.
+        for i in 0..20 {
+            std::fs::read(&cert).expect("read");
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&log)
+                .expect("log");
+            writeln!(f, "line {i}").expect("append");
+        }
+        std::fs::write(&cert, "b").expect("the change");
+        // Every event up to the certificate's (the kernel keeps their order).
+        let mut seen: Vec<(String, EventMask, bool)> = Vec::new();
+        let mut buf = [0u8; 4096];
+        for _ in 0..100 {
+            if seen.iter().any(|(n, ..)| n == "cert.pem") {
+                break;
+            }
+            let mut pfd = libc::pollfd {
+                fd: inotify.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd for the duration of the call.
+            let ready = unsafe { libc::poll(&mut pfd, 1, 10_000) };
+            assert_eq!(ready, 1, "no event within 10 s of the certificate's change");
+            let events = inotify.read_events(&mut buf).expect("read events");
+            for e in events {
+                let name = e.name.map(|n| n.to_string_lossy().into_owned());
+                let counted = counts(&lock(&shared), std::iter::once(e.clone()));
+                seen.push((name.unwrap_or_default(), e.mask, counted));
+            }
+        }
+        let log_events: Vec<_> = seen.iter().filter(|(n, ..)| n == "access.log").collect();
+        let cert_events: Vec<_> = seen.iter().filter(|(n, ..)| n == "cert.pem").collect();
+        assert_eq!(log_events.len() + cert_events.len(), seen.len(), "{seen:?}");
+        // Only the closes after writing: no opens, reads or single writes.
+        assert!(
+            seen.iter().all(|(_, m, _)| *m == EventMask::CLOSE_WRITE),
+            "{seen:?}"
+        );
+        // (The kernel merges identical events still queued: the twenty
+        // closes of the log may come as one.)
+        assert!(!log_events.is_empty(), "{seen:?}");
+        assert_eq!(cert_events.len(), 1, "{seen:?}");
+        assert!(
+            log_events.iter().all(|(.., c)| !c),
+            "the log counted: {seen:?}"
+        );
+        assert!(cert_events[0].2, "the certificate's change did not count");
     }
 
     #[test]

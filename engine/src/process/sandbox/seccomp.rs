@@ -152,9 +152,10 @@ const ALLOWED: &[(libc::c_long, &str)] = calls![
     SYS_epoll_ctl,
     SYS_epoll_pwait,
     SYS_epoll_pwait2,
-    // The file watcher (inotify, and its thread's poller) and the ACME
-    // thread's runtime, which may start after the filter: an epoll set and
-    // its wake-up eventfd, nothing that reaches a file or the network.
+    // The file watcher (inotify; its reading thread blocks in read(2)) and
+    // the ACME thread's runtime, which may start after the filter: an
+    // epoll set and its wake-up eventfd, nothing that reaches a file or
+    // the network.
     SYS_epoll_create1,
     SYS_eventfd2,
     SYS_inotify_init1,
