@@ -19,11 +19,10 @@
 //! in place). Only events that can change a file are asked of the kernel
 //! ([`MASK`]: no opens, reads or writes before the close), so the reload's
 //! own reads and a log held open and appended to beside the files wake
-//! nothing, and the
-//! reading thread passes on only events that name what is loaded
-//! ([`Names::concerns`]). The fingerprint makes the watcher indifferent to
-//! what noise is left: only a change of what would be loaded triggers a
-//! reload. Paths are logged, contents never.
+//! nothing, and the reading thread passes on only events that name what
+//! is loaded ([`Names::concerns`]). The fingerprint makes the watcher
+//! indifferent to what noise is left: only a change of what would be
+//! loaded triggers a reload. Paths are logged, contents never.
 //!
 //! Two threads: `inotify` blocks reading the inotify descriptor and hands
 //! the events that count to `file-watch`, which settles, fingerprints and
@@ -194,8 +193,8 @@ struct Names {
 
 impl Names {
     /// Whether a change at one of `paths` (an event's) can change what
-    /// is loaded: a path in a `cert_dir`, or named as a component of a
-    /// watched file's path or of its resolved path (the file itself, a
+    /// is loaded: a `cert_dir` or a path in one, or named as a component of
+    /// a watched file's path or of its resolved path (the file itself, a
     /// symlink or directory on the way), or a name starting with `..`
     /// (Kubernetes swaps `..data` and `..2026_…` entries). An event
     /// without paths (the kernel's queue overflowed) always counts. Other
@@ -207,8 +206,7 @@ impl Names {
                 let name = p.file_name().unwrap_or_default();
                 name.as_encoded_bytes().starts_with(b"..")
                     || self.names.contains(name)
-                    || p.parent()
-                        .is_some_and(|parent| self.dirs.iter().any(|d| d == parent))
+                    || self.dirs.iter().any(|d| d == p || p.parent() == Some(d))
             })
     }
 }
@@ -476,6 +474,7 @@ mod tests {
             "a directory on the way"
         );
         assert!(at(&cert_dir.join("new.pem")), "anything in a cert_dir");
+        assert!(at(&cert_dir), "a cert_dir itself (moved away)");
         assert!(n.concerns(&[]), "a queue overflow");
         assert!(!at(&d.path().join("access.log")), "a log beside the files");
         assert!(
