@@ -40,6 +40,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import clients as C  # noqa: E402
 import targets  # noqa: E402
+from targets import summary_key as key  # noqa: E402
 from servers import (BIG_SIZE, PEERS, cpu_split, make_workdir, missing_binary, missing_tools,  # noqa: E402
                      release_binary, rss_kib, start_nginx, start_peer, start_uringtls, write_big)
 
@@ -310,13 +311,6 @@ def med(rs, k):
 
 def ratio(u, n):
     return u / n if u is not None and n else None
-
-
-def key(base, other):
-    """The summary key of uringtls's ratio `base` against server `other`:
-    `cpu_ratio` against nginx (the key earlier runs' JSON has),
-    `cpu_ratio_vs_peer-tokio` against a peer."""
-    return base if other == "nginx" else f"{base}_vs_{other}"
 
 
 def summarize(wl, rs):

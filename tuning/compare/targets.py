@@ -24,7 +24,7 @@ import json
 import sys
 
 # (workload, client, metric, other server, threshold). `metric` names the
-# summary's ratio key before compare.key() adds the server: `cpu_ratio`,
+# summary's ratio key before summary_key() adds the server: `cpu_ratio`,
 # `user_ratio`, `p99_us_ratio`, `p99_9_us_ratio`, `rss_ratio`.
 TARGETS = (
     ("keepalive", "wrk", "cpu_ratio", "peer-tokio", 0.85),
@@ -53,7 +53,9 @@ LABELS = {
 
 
 def summary_key(metric, other):
-    """As compare.key(): no suffix against nginx (older JSON's keys)."""
+    """The summary key of uringtls's ratio `metric` against server
+    `other` (compare.py's too): `cpu_ratio` against nginx (the key earlier
+    runs' JSON has), `cpu_ratio_vs_peer-tokio` against a peer."""
     return metric if other == "nginx" else f"{metric}_vs_{other}"
 
 
